@@ -1,0 +1,393 @@
+//! The experiment definition accepted by `ab_create_experiment`: the JSON body of the
+//! original REST API's create call, plus optional `metrics`, `target_segments` and `alpha`.
+//! Validation happens here, whole, before anything is written.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashSet};
+
+use crate::bucketing::{basis_points, BUCKETS};
+use crate::error::{Error, Result};
+use crate::targeting::Segments;
+
+pub const EXPERIMENT_TYPES: [&str; 6] = ["prompt", "model", "agent_config", "feature", "ui", "workflow"];
+pub const MAX_VARIANTS: usize = 100;
+pub const MAX_METRICS: usize = 100;
+pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_DESCRIPTION_LEN: usize = 10_000;
+pub const DEFAULT_MIN_SAMPLE_SIZE: i64 = 100;
+pub const DEFAULT_ALPHA: f64 = 0.05;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    #[default]
+    Mean,
+    Sum,
+    Count,
+    Max,
+}
+
+impl Aggregation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregation::Mean => "mean",
+            Aggregation::Sum => "sum",
+            Aggregation::Count => "count",
+            Aggregation::Max => "max",
+        }
+    }
+
+    /// Sum and count treat an assigned user with no results as 0; mean and max leave them out.
+    pub fn counts_silent_users_as_zero(self) -> bool {
+        matches!(self, Aggregation::Sum | Aggregation::Count)
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mean" => Some(Aggregation::Mean),
+            "sum" => Some(Aggregation::Sum),
+            "count" => Some(Aggregation::Count),
+            "max" => Some(Aggregation::Max),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Higher,
+    Lower,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Higher => "higher",
+            Direction::Lower => "lower",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "higher" => Some(Direction::Higher),
+            "lower" => Some(Direction::Lower),
+            _ => None,
+        }
+    }
+
+    /// True when a difference (treatment - control) is an improvement.
+    pub fn is_improvement(self, diff: f64) -> bool {
+        match self {
+            Direction::Higher => diff > 0.0,
+            Direction::Lower => diff < 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDef {
+    #[serde(default)]
+    pub aggregation: Aggregation,
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    name: String,
+    #[serde(default)]
+    is_control: bool,
+    traffic_allocation: f64,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefinition {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    experiment_type: String,
+    primary_metric: String,
+    variants: Vec<RawVariant>,
+    #[serde(default)]
+    min_sample_size: Option<i64>,
+    #[serde(default)]
+    metrics: Option<BTreeMap<String, MetricDef>>,
+    #[serde(default)]
+    target_segments: Option<Value>,
+    #[serde(default)]
+    alpha: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantSpec {
+    pub name: String,
+    pub is_control: bool,
+    pub traffic_allocation: f64,
+    pub config: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentSpec {
+    pub name: String,
+    pub description: String,
+    pub experiment_type: String,
+    pub primary_metric: String,
+    pub variants: Vec<VariantSpec>,
+    pub min_sample_size: i64,
+    /// Every declared metric, always including the primary one.
+    pub metrics: BTreeMap<String, MetricDef>,
+    pub target_segments: Value,
+    pub alpha: f64,
+}
+
+impl ExperimentSpec {
+    pub fn metrics_json(&self) -> Value {
+        serde_json::to_value(&self.metrics).expect("metric definitions serialize")
+    }
+}
+
+/// Checks a metric name as recorded by `ab_record_result` or declared in a definition.
+pub fn check_metric_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid("metric_name must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "metric_name is {} characters long, at most {MAX_NAME_LEN} are allowed",
+            name.chars().count()
+        )));
+    }
+    Ok(())
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::definition(format!("{what} must not be empty")));
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(Error::definition(format!(
+            "{what} is {} characters long, at most {MAX_NAME_LEN} are allowed",
+            name.chars().count()
+        )));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(Error::definition(format!("{what} must not contain control characters")));
+    }
+    Ok(())
+}
+
+/// Parses and validates a definition; the error names the first problem found.
+pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
+    if !value.is_object() {
+        return Err(Error::definition("experiment definition must be a JSON object"));
+    }
+    let raw: RawDefinition = serde_json::from_value(value.clone())
+        .map_err(|e| Error::definition(format!("invalid experiment definition: {e}")))?;
+
+    check_name("experiment name", &raw.name)?;
+    let description = raw.description.unwrap_or_default();
+    if description.chars().count() > MAX_DESCRIPTION_LEN {
+        return Err(Error::definition(format!(
+            "description is longer than {MAX_DESCRIPTION_LEN} characters"
+        )));
+    }
+    if !EXPERIMENT_TYPES.contains(&raw.experiment_type.as_str()) {
+        return Err(Error::definition(format!(
+            "experiment_type \"{}\" is not one of {}",
+            raw.experiment_type,
+            EXPERIMENT_TYPES.join(", ")
+        )));
+    }
+    check_name("primary_metric", &raw.primary_metric)?;
+
+    if raw.variants.len() < 2 {
+        return Err(Error::definition(format!(
+            "an experiment needs at least 2 variants (a control and a treatment), got {}",
+            raw.variants.len()
+        )));
+    }
+    if raw.variants.len() > MAX_VARIANTS {
+        return Err(Error::definition(format!(
+            "an experiment has at most {MAX_VARIANTS} variants, got {}",
+            raw.variants.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    let mut total_bp = 0u32;
+    let mut variants = Vec::with_capacity(raw.variants.len());
+    for v in raw.variants {
+        check_name("variant name", &v.name)?;
+        if !seen.insert(v.name.clone()) {
+            return Err(Error::definition(format!("variant name \"{}\" is used twice", v.name)));
+        }
+        let bp = basis_points(v.traffic_allocation).ok_or_else(|| {
+            Error::definition(format!(
+                "traffic_allocation of variant \"{}\" is {}, must be a percentage between 0 and 100 with at most two decimals",
+                v.name, v.traffic_allocation
+            ))
+        })?;
+        total_bp += bp;
+        let config = match v.config {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(c @ Value::Object(_)) => c,
+            Some(_) => {
+                return Err(Error::definition(format!(
+                    "config of variant \"{}\" must be a JSON object",
+                    v.name
+                )))
+            }
+        };
+        variants.push(VariantSpec {
+            name: v.name,
+            is_control: v.is_control,
+            traffic_allocation: bp as f64 / 100.0,
+            config,
+        });
+    }
+    let controls = variants.iter().filter(|v| v.is_control).count();
+    if controls != 1 {
+        return Err(Error::definition(format!(
+            "exactly one variant must have \"is_control\": true, found {controls}"
+        )));
+    }
+    if total_bp > BUCKETS {
+        return Err(Error::definition(format!(
+            "traffic allocations sum to {}, must be at most 100",
+            total_bp as f64 / 100.0
+        )));
+    }
+    if total_bp == 0 {
+        return Err(Error::definition("traffic allocations sum to 0, so no user would be enrolled"));
+    }
+
+    let min_sample_size = raw.min_sample_size.unwrap_or(DEFAULT_MIN_SAMPLE_SIZE);
+    if !(2..=1_000_000_000).contains(&min_sample_size) {
+        return Err(Error::definition(format!(
+            "min_sample_size is {min_sample_size}, must be between 2 and 1000000000 (the t-test needs two users per variant)"
+        )));
+    }
+    let alpha = raw.alpha.unwrap_or(DEFAULT_ALPHA);
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(Error::definition(format!("alpha is {alpha}, must be between 0 and 1 (exclusive)")));
+    }
+
+    let mut metrics = raw.metrics.unwrap_or_default();
+    if metrics.len() > MAX_METRICS {
+        return Err(Error::definition(format!(
+            "at most {MAX_METRICS} metrics may be declared, got {}",
+            metrics.len()
+        )));
+    }
+    for name in metrics.keys() {
+        check_name("metric name", name)?;
+    }
+    metrics.entry(raw.primary_metric.clone()).or_default();
+
+    let target_segments = raw.target_segments.unwrap_or(Value::Object(Map::new()));
+    let target_segments = if target_segments.is_null() { Value::Object(Map::new()) } else { target_segments };
+    Segments::parse(&target_segments)?;
+
+    Ok(ExperimentSpec {
+        name: raw.name,
+        description,
+        experiment_type: raw.experiment_type,
+        primary_metric: raw.primary_metric,
+        variants,
+        min_sample_size,
+        metrics,
+        target_segments,
+        alpha,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn original_body() -> Value {
+        json!({"name": "Lead Qualification Prompt Test", "description": "Testing new prompt with examples",
+         "experiment_type": "prompt", "primary_metric": "resolution_rate",
+         "variants": [
+           {"name": "Control", "is_control": true, "traffic_allocation": 50.0, "config": {"system_prompt": "Current prompt..."}},
+           {"name": "Treatment", "is_control": false, "traffic_allocation": 50.0, "config": {"system_prompt": "New prompt with examples..."}}],
+         "min_sample_size": 100})
+    }
+
+    #[test]
+    fn accepts_the_original_create_body() {
+        let spec = parse_definition(&original_body()).unwrap();
+        assert_eq!(spec.name, "Lead Qualification Prompt Test");
+        assert_eq!(spec.variants.len(), 2);
+        assert!(spec.variants[0].is_control);
+        assert_eq!(spec.min_sample_size, 100);
+        assert_eq!(spec.alpha, 0.05);
+        assert_eq!(spec.metrics["resolution_rate"], MetricDef::default());
+        assert_eq!(spec.target_segments, json!({}));
+    }
+
+    #[test]
+    fn optional_fields() {
+        let mut body = original_body();
+        body["alpha"] = json!(0.01);
+        body["metrics"] = json!({"escalation_rate": {"direction": "lower"}, "token_usage": {"aggregation": "sum", "direction": "lower"}});
+        body["target_segments"] = json!({"loan_type": ["fha"]});
+        let spec = parse_definition(&body).unwrap();
+        assert_eq!(spec.alpha, 0.01);
+        assert_eq!(spec.metrics.len(), 3);
+        assert_eq!(spec.metrics["escalation_rate"].direction, Direction::Lower);
+        assert_eq!(spec.metrics["token_usage"].aggregation, Aggregation::Sum);
+        assert_eq!(spec.metrics_json()["escalation_rate"], json!({"aggregation": "mean", "direction": "lower"}));
+    }
+
+    #[test]
+    fn rejects_bad_definitions() {
+        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+            (Box::new(|b| b["name"] = json!("  ")), "experiment name must not be empty"),
+            (Box::new(|b| b["experiment_type"] = json!("banner")), "experiment_type \"banner\" is not one of"),
+            (Box::new(|b| b["alpah"] = json!(0.1)), "unknown field `alpah`"),
+            (Box::new(|b| { b.as_object_mut().unwrap().remove("variants"); }), "missing field `variants`"),
+            (Box::new(|b| b["variants"][1]["traffic_allocation"] = json!(70.0)), "traffic allocations sum to 120, must be at most 100"),
+            (Box::new(|b| b["variants"][1]["traffic_allocation"] = json!(-5)), "must be a percentage between 0 and 100"),
+            (Box::new(|b| b["variants"][1]["traffic_allocation"] = json!(33.333)), "at most two decimals"),
+            (Box::new(|b| b["variants"][1]["is_control"] = json!(true)), "exactly one variant must have \"is_control\": true, found 2"),
+            (Box::new(|b| b["variants"][0]["is_control"] = json!(false)), "found 0"),
+            (Box::new(|b| b["variants"][1]["name"] = json!("Control")), "variant name \"Control\" is used twice"),
+            (Box::new(|b| b["variants"][1]["config"] = json!([1])), "config of variant \"Treatment\" must be a JSON object"),
+            (Box::new(|b| b["variants"] = json!([b["variants"][0].clone()])), "at least 2 variants"),
+            (Box::new(|b| b["min_sample_size"] = json!(1)), "min_sample_size is 1"),
+            (Box::new(|b| b["alpha"] = json!(1.5)), "alpha is 1.5"),
+            (Box::new(|b| b["metrics"] = json!({"x": {"aggregation": "median"}})), "unknown variant `median`"),
+            (Box::new(|b| b["metrics"] = json!({"x": {"direction": "up"}})), "unknown variant `up`"),
+            (Box::new(|b| b["target_segments"] = json!("fha")), "target_segments must be a JSON object"),
+            (Box::new(|b| b["name"] = json!("x".repeat(201))), "at most 200"),
+            (Box::new(|b| { b["variants"][0]["traffic_allocation"] = json!(0); b["variants"][1]["traffic_allocation"] = json!(0); }), "sum to 0"),
+        ];
+        for (mutate, expected) in cases {
+            let mut body = original_body();
+            mutate(&mut body);
+            let err = parse_definition(&body).unwrap_err();
+            assert!(err.message.contains(expected), "expected {expected:?}, got {:?}", err.message);
+        }
+        assert!(parse_definition(&json!([1])).unwrap_err().message.contains("must be a JSON object"));
+    }
+
+    #[test]
+    fn too_many_variants() {
+        let mut body = original_body();
+        let mut variants = vec![json!({"name": "c", "is_control": true, "traffic_allocation": 0.01})];
+        for i in 0..3000 {
+            variants.push(json!({"name": format!("v{i}"), "traffic_allocation": 0}));
+        }
+        body["variants"] = Value::Array(variants);
+        assert!(parse_definition(&body).unwrap_err().message.contains("at most 100 variants, got 3001"));
+    }
+}

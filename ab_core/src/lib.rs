@@ -1,0 +1,13 @@
+//! Pure logic of the ab_testing PostgreSQL extension. Nothing here touches PostgreSQL:
+//! the extension crate reads arguments and rows, calls into this crate and returns rows.
+
+pub mod analysis;
+pub mod bucketing;
+pub mod definition;
+pub mod error;
+pub mod stats;
+pub mod summary;
+pub mod targeting;
+pub mod winner;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,212 @@
+//! The plain-words report `ab_summary` prints for an analyst in psql.
+
+use std::fmt::Write;
+
+use crate::analysis::MetricResult;
+use crate::stats::dist::t_isf;
+use crate::winner::{fmt_p, Decision};
+
+pub struct ArmCount {
+    pub variant: String,
+    pub is_control: bool,
+    pub traffic_allocation: f64,
+    pub assigned: u64,
+}
+
+pub struct SummaryInput<'a> {
+    pub name: &'a str,
+    pub experiment_type: &'a str,
+    pub status: &'a str,
+    /// "since ..." or "from ... to ...", already formatted.
+    pub period: &'a str,
+    pub primary_metric: &'a str,
+    pub alpha: f64,
+    pub min_sample_size: i64,
+    pub declared_winner: Option<&'a str>,
+    pub arms: &'a [ArmCount],
+    pub metrics: &'a [MetricResult],
+    pub decision: &'a Decision,
+}
+
+fn mean_ci(mean: f64, sd: f64, n: u64, alpha: f64) -> (f64, f64) {
+    let half = t_isf(alpha / 2.0, n as f64 - 1.0) * sd / (n as f64).sqrt();
+    (mean - half, mean + half)
+}
+
+pub fn render(s: &SummaryInput) -> String {
+    let mut out = String::new();
+    let level = format!("{}%", trim_float((1.0 - s.alpha) * 100.0));
+    let _ = writeln!(out, "Experiment \"{}\" ({}), {}{}", s.name, s.experiment_type, s.status, s.period);
+    let _ = writeln!(
+        out,
+        "Primary metric: {}. Significance level alpha = {}; at least {} users per variant are required.",
+        s.primary_metric, s.alpha, s.min_sample_size
+    );
+    if let Some(w) = s.declared_winner {
+        let _ = writeln!(out, "Declared winner: {w}");
+    }
+
+    let width = s.arms.iter().map(|a| a.variant.chars().count()).max().unwrap_or(7).max(7);
+    let total: u64 = s.arms.iter().map(|a| a.assigned).sum();
+    let _ = writeln!(out, "\nUsers assigned: {total}");
+    for a in s.arms {
+        let _ = writeln!(
+            out,
+            "  {:width$}  {:>9} users  ({}% of traffic{})",
+            a.variant,
+            a.assigned,
+            trim_float(a.traffic_allocation),
+            if a.is_control { ", control" } else { "" }
+        );
+    }
+
+    for m in s.metrics {
+        let primary = if m.name == s.primary_metric { "primary, " } else { "" };
+        let _ = writeln!(
+            out,
+            "\n{} ({}per-user {}, {} is better)",
+            m.name,
+            primary,
+            m.def.aggregation.as_str(),
+            m.def.direction.as_str()
+        );
+        for a in &m.arms {
+            let stats = match (a.mean, a.std_dev) {
+                (Some(mean), Some(sd)) if a.users >= 2 => {
+                    let (lo, hi) = mean_ci(mean, sd, a.users, s.alpha);
+                    format!("mean {:.4} ({level} CI {:.4} to {:.4})", mean, lo, hi)
+                }
+                (Some(mean), _) => format!("mean {mean:.4}"),
+                _ => "no data".to_string(),
+            };
+            let _ = writeln!(out, "  {:width$}  n = {:<8} {}", a.variant, a.users, stats);
+            if let Some(c) = &a.comparison {
+                let lift = match c.relative_lift {
+                    Some(l) => format!("{:+.1}%", l * 100.0),
+                    None => "undefined (control mean is 0)".to_string(),
+                };
+                let adj = if (c.p_adjusted - c.p_value).abs() > 0.0 {
+                    format!(", Holm-adjusted {}", fmt_p(c.p_adjusted))
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:width$}  vs control: {:+.4} ({level} CI {:+.4} to {:+.4}), lift {}, p = {}{}: {}",
+                    "",
+                    c.diff,
+                    c.ci_lower,
+                    c.ci_upper,
+                    lift,
+                    fmt_p(c.p_value),
+                    adj,
+                    a.recommendation
+                );
+            } else if !a.is_control {
+                let _ = writeln!(out, "  {:width$}  {}", "", a.recommendation);
+            }
+        }
+    }
+
+    let primary = s.metrics.iter().find(|m| m.name == s.primary_metric);
+    let _ = writeln!(out);
+    match primary {
+        None => {
+            let _ = writeln!(out, "Sample size: no results recorded yet for {}.", s.primary_metric);
+        }
+        Some(m) => {
+            let min = m.arms.iter().map(|a| a.users).min().unwrap_or(0);
+            if (min as i64) >= s.min_sample_size {
+                let _ = writeln!(
+                    out,
+                    "Sample size: reached (every variant has at least {} users on {}).",
+                    s.min_sample_size, m.name
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "Sample size: not reached (the smallest variant has {} of the {} users required on {}).",
+                    min, s.min_sample_size, m.name
+                );
+            }
+        }
+    }
+    match (&s.decision.winner, s.decision.confidence) {
+        (Some(w), Some(conf)) => {
+            let _ = writeln!(
+                out,
+                "Recommendation: ship \"{w}\". {}. Confidence {:.2}% (1 - p).",
+                s.decision.reason,
+                conf * 100.0
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "Recommendation: no winner yet. Reason: {}.", s.decision.reason);
+        }
+    }
+    out
+}
+
+fn trim_float(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{analyze_metric, ArmInput, MetricInput, Settings};
+    use crate::definition::MetricDef;
+    use crate::stats::Moments;
+    use crate::winner::decide;
+
+    #[test]
+    fn renders_every_part() {
+        let mk = |vals: &[f64]| {
+            let mut m = Moments::default();
+            vals.iter().for_each(|&x| m.add(x));
+            m
+        };
+        let c: Vec<f64> = (0..200).map(|i| (i % 2) as f64).collect();
+        let t: Vec<f64> = (0..200).map(|i| if i % 4 == 0 { 0.0 } else { 1.0 }).collect();
+        let input = MetricInput {
+            name: "resolution_rate".into(),
+            def: MetricDef::default(),
+            arms: vec![
+                ArmInput { variant: "Control".into(), is_control: true, assigned: 200, observed: mk(&c) },
+                ArmInput { variant: "Treatment".into(), is_control: false, assigned: 200, observed: mk(&t) },
+            ],
+        };
+        let settings = Settings { alpha: 0.05, min_sample_size: 100 };
+        let metrics = vec![analyze_metric(&settings, &input)];
+        let decision = decide(&metrics[0], 100, 0.05, None);
+        let arms = vec![
+            ArmCount { variant: "Control".into(), is_control: true, traffic_allocation: 50.0, assigned: 200 },
+            ArmCount { variant: "Treatment".into(), is_control: false, traffic_allocation: 50.0, assigned: 200 },
+        ];
+        let text = render(&SummaryInput {
+            name: "Prompt test",
+            experiment_type: "prompt",
+            status: "running",
+            period: " since 2026-11-26",
+            primary_metric: "resolution_rate",
+            alpha: 0.05,
+            min_sample_size: 100,
+            declared_winner: None,
+            arms: &arms,
+            metrics: &metrics,
+            decision: &decision,
+        });
+        for needle in [
+            "Experiment \"Prompt test\" (prompt), running since 2026-11-26",
+            "Users assigned: 400",
+            "resolution_rate (primary, per-user mean, higher is better)",
+            "95% CI",
+            "lift +50.0%",
+            "Sample size: reached",
+            "Recommendation: ship \"Treatment\"",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}

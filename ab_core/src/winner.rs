@@ -1,0 +1,161 @@
+//! The winner rule: a treatment wins only when every variant reached the minimum sample
+//! size, the assignment is sound (no sample ratio mismatch), and the primary metric's
+//! Holm-adjusted p-value is below alpha with the effect in the metric's good direction.
+//! Otherwise there is no winner, and the reason says why.
+
+use crate::analysis::MetricResult;
+
+/// Below this SRM p-value the assignment is considered broken.
+pub const SRM_THRESHOLD: f64 = 0.001;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub winner: Option<String>,
+    pub reason: String,
+    pub confidence: Option<f64>,
+}
+
+impl Decision {
+    fn none(reason: String) -> Decision {
+        Decision { winner: None, reason, confidence: None }
+    }
+}
+
+pub fn fmt_p(p: f64) -> String {
+    if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+pub fn decide(primary: &MetricResult, min_sample_size: i64, alpha: f64, srm_p: Option<f64>) -> Decision {
+    if let Some(p) = srm_p {
+        if p < SRM_THRESHOLD {
+            return Decision::none(format!(
+                "sample ratio mismatch: the users per variant do not match the traffic allocation (SRM p = {}), so the assignment is broken and no result can be trusted",
+                fmt_p(p)
+            ));
+        }
+    }
+    if primary.control().is_none() {
+        return Decision::none("the experiment has no control variant".into());
+    }
+    let short: Vec<String> = primary
+        .arms
+        .iter()
+        .filter(|a| (a.users as i64) < min_sample_size)
+        .map(|a| format!("{} has {}", a.variant, a.users))
+        .collect();
+    if !short.is_empty() {
+        return Decision::none(format!(
+            "too few users: {} of the {} users required per variant on {}",
+            short.join(", "),
+            min_sample_size,
+            primary.name
+        ));
+    }
+    let direction = primary.def.direction;
+    let tested: Vec<_> = primary.arms.iter().filter_map(|a| a.comparison.map(|c| (a, c))).collect();
+    if tested.is_empty() {
+        return Decision::none(format!("no treatment could be compared with the control on {}", primary.name));
+    }
+    let best = tested
+        .iter()
+        .filter(|(_, c)| c.p_adjusted < alpha && direction.is_improvement(c.diff))
+        .max_by(|(_, a), (_, b)| a.diff.abs().total_cmp(&b.diff.abs()).then(b.p_adjusted.total_cmp(&a.p_adjusted)));
+    if let Some((arm, c)) = best {
+        return Decision {
+            winner: Some(arm.variant.clone()),
+            reason: format!(
+                "{} beats the control on {} ({} is better): difference {:+.4} (CI {:+.4} to {:+.4}), p = {} (alpha {})",
+                arm.variant,
+                primary.name,
+                direction.as_str(),
+                c.diff,
+                c.ci_lower,
+                c.ci_upper,
+                fmt_p(c.p_adjusted),
+                alpha
+            ),
+            confidence: Some(1.0 - c.p_adjusted),
+        };
+    }
+    if let Some((arm, c)) = tested.iter().find(|(_, c)| c.p_adjusted < alpha) {
+        return Decision::none(format!(
+            "no treatment beats the control: {} is significantly worse on {} (p = {}); keep the control",
+            arm.variant,
+            primary.name,
+            fmt_p(c.p_adjusted)
+        ));
+    }
+    let min_p = tested.iter().map(|(_, c)| c.p_adjusted).fold(f64::INFINITY, f64::min);
+    Decision::none(format!(
+        "not significant: the smallest p-value on {} is {} (alpha {}); the data cannot tell the variants apart",
+        primary.name,
+        fmt_p(min_p),
+        alpha
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{ArmResult, Comparison};
+    use crate::definition::{Direction, MetricDef};
+
+    fn arm(name: &str, users: u64, cmp: Option<(f64, f64)>) -> ArmResult {
+        ArmResult {
+            variant: name.into(),
+            is_control: cmp.is_none(),
+            users,
+            mean: Some(1.0),
+            std_dev: Some(1.0),
+            comparison: cmp.map(|(diff, p)| Comparison {
+                diff,
+                ci_lower: diff - 0.1,
+                ci_upper: diff + 0.1,
+                relative_lift: None,
+                p_value: p,
+                p_adjusted: p,
+                significant: p < 0.05,
+                effect_size: None,
+            }),
+            recommendation: String::new(),
+            confidence: None,
+        }
+    }
+
+    fn metric(direction: Direction, arms: Vec<ArmResult>) -> MetricResult {
+        MetricResult { name: "m".into(), def: MetricDef { direction, ..Default::default() }, arms }
+    }
+
+    #[test]
+    fn winner_needs_everything() {
+        let m = metric(Direction::Higher, vec![arm("c", 200, None), arm("t", 200, Some((0.5, 0.001)))]);
+        let d = decide(&m, 100, 0.05, Some(0.5));
+        assert_eq!(d.winner.as_deref(), Some("t"));
+        assert!((d.confidence.unwrap() - 0.999).abs() < 1e-12);
+
+        assert!(decide(&m, 300, 0.05, None).reason.starts_with("too few users: c has 200, t has 200"));
+        assert!(decide(&m, 100, 0.05, Some(0.0001)).reason.starts_with("sample ratio mismatch"));
+        assert_eq!(decide(&m, 100, 0.0001, None).winner, None);
+
+        let lower = metric(Direction::Lower, m.arms.clone());
+        let d = decide(&lower, 100, 0.05, None);
+        assert_eq!(d.winner, None);
+        assert!(d.reason.contains("significantly worse"), "{}", d.reason);
+
+        let ns = metric(Direction::Higher, vec![arm("c", 200, None), arm("t", 200, Some((0.5, 0.2)))]);
+        assert!(decide(&ns, 100, 0.05, None).reason.starts_with("not significant"));
+    }
+
+    #[test]
+    fn largest_good_effect_wins() {
+        let m = metric(
+            Direction::Higher,
+            vec![arm("c", 200, None), arm("a", 200, Some((0.2, 0.001))), arm("b", 200, Some((0.4, 0.01))), arm("x", 200, Some((-0.9, 0.0)))],
+        );
+        assert_eq!(decide(&m, 100, 0.05, None).winner.as_deref(), Some("b"));
+    }
+}

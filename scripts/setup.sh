@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything a fresh Debian 12 machine needs to build and test ab_testing.
+# Idempotent: each step is skipped when its result is already there.
+set -euo pipefail
+
+PGRX_VERSION=0.18.0
+PG_MAJOR=15
+PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+
+need_pkgs=()
+for p in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libclang-dev clang sudo pkg-config libssl-dev python3-venv; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "setup: installing ${need_pkgs[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then
+    echo "setup: installing cargo-pgrx $PGRX_VERSION (about 10 minutes)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+fi
+
+# Point pgrx at the system server; never let it download PostgreSQL sources.
+if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
+fi
