@@ -1,1 +1,34 @@
+//! ab_testing: A/B experiments inside PostgreSQL.
+//!
+//! The pure logic (bucketing, definitions, statistics, the winner rule) lives in the
+//! `ab_core` crate; this crate is the thin SQL layer over it: it reads arguments, runs SPI,
+//! calls `ab_core` and returns rows.
 
+use pgrx::prelude::*;
+
+mod analysis;
+mod assignment;
+mod cache;
+mod catalog;
+mod errors;
+mod experiments;
+mod results;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

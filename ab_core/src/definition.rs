@@ -124,6 +124,8 @@ struct RawDefinition {
     target_segments: Option<Value>,
     #[serde(default)]
     alpha: Option<f64>,
+    #[serde(default)]
+    salt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +148,8 @@ pub struct ExperimentSpec {
     pub metrics: BTreeMap<String, MetricDef>,
     pub target_segments: Value,
     pub alpha: f64,
+    /// Hashing salt; None lets the database draw a random one.
+    pub salt: Option<String>,
 }
 
 impl ExperimentSpec {
@@ -184,13 +188,22 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// serde's wording, in this domain's terms ("variant" means something else here).
+fn serde_message(e: &serde_json::Error) -> String {
+    e.to_string()
+        .replace("unknown variant", "unknown value")
+        .replace("expected f64", "expected a number")
+        .replace("expected i64", "expected an integer")
+        .replace("expected a boolean", "expected true or false")
+}
+
 /// Parses and validates a definition; the error names the first problem found.
 pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     if !value.is_object() {
         return Err(Error::definition("experiment definition must be a JSON object"));
     }
     let raw: RawDefinition = serde_json::from_value(value.clone())
-        .map_err(|e| Error::definition(format!("invalid experiment definition: {e}")))?;
+        .map_err(|e| Error::definition(format!("invalid experiment definition: {}", serde_message(&e))))?;
 
     check_name("experiment name", &raw.name)?;
     let description = raw.description.unwrap_or_default();
@@ -294,6 +307,9 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     let target_segments = raw.target_segments.unwrap_or(Value::Object(Map::new()));
     let target_segments = if target_segments.is_null() { Value::Object(Map::new()) } else { target_segments };
     Segments::parse(&target_segments)?;
+    if let Some(salt) = &raw.salt {
+        check_name("salt", salt)?;
+    }
 
     Ok(ExperimentSpec {
         name: raw.name,
@@ -305,6 +321,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         metrics,
         target_segments,
         alpha,
+        salt: raw.salt,
     })
 }
 
@@ -365,10 +382,11 @@ mod tests {
             (Box::new(|b| b["variants"] = json!([b["variants"][0].clone()])), "at least 2 variants"),
             (Box::new(|b| b["min_sample_size"] = json!(1)), "min_sample_size is 1"),
             (Box::new(|b| b["alpha"] = json!(1.5)), "alpha is 1.5"),
-            (Box::new(|b| b["metrics"] = json!({"x": {"aggregation": "median"}})), "unknown variant `median`"),
-            (Box::new(|b| b["metrics"] = json!({"x": {"direction": "up"}})), "unknown variant `up`"),
+            (Box::new(|b| b["metrics"] = json!({"x": {"aggregation": "median"}})), "unknown value `median`"),
+            (Box::new(|b| b["metrics"] = json!({"x": {"direction": "up"}})), "unknown value `up`"),
             (Box::new(|b| b["target_segments"] = json!("fha")), "target_segments must be a JSON object"),
             (Box::new(|b| b["name"] = json!("x".repeat(201))), "at most 200"),
+            (Box::new(|b| b["salt"] = json!("")), "salt must not be empty"),
             (Box::new(|b| { b["variants"][0]["traffic_allocation"] = json!(0); b["variants"][1]["traffic_allocation"] = json!(0); }), "sum to 0"),
         ];
         for (mutate, expected) in cases {

@@ -133,12 +133,8 @@ pub fn render(s: &SummaryInput) -> String {
     }
     match (&s.decision.winner, s.decision.confidence) {
         (Some(w), Some(conf)) => {
-            let _ = writeln!(
-                out,
-                "Recommendation: ship \"{w}\". {}. Confidence {:.2}% (1 - p).",
-                s.decision.reason,
-                conf * 100.0
-            );
+            let conf = if conf > 0.9999 { ">99.99%".to_string() } else { format!("{:.2}%", conf * 100.0) };
+            let _ = writeln!(out, "Recommendation: ship \"{w}\". {}. Confidence {conf} (1 - p).", s.decision.reason);
         }
         _ => {
             let _ = writeln!(out, "Recommendation: no winner yet. Reason: {}.", s.decision.reason);

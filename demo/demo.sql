@@ -1,0 +1,71 @@
+-- The ab_testing demo: the "Lead Qualification Prompt Test" from creation to a declared
+-- winner, with 4000 simulated borrowers and a real effect (the new prompt resolves 67% of
+-- conversations instead of 62%, and answers a little slower). Run it with: psql -f demo/demo.sql (scripts/demo.sh does).
+\set ON_ERROR_STOP on
+\set QUIET on
+\pset footer off
+SELECT setseed(0.2026);
+
+\echo '== 1. Create the experiment from the original REST API body =='
+SELECT ab_create_experiment('{
+  "name": "Lead Qualification Prompt Test", "description": "Testing new prompt with examples",
+  "experiment_type": "prompt", "primary_metric": "resolution_rate",
+  "variants": [
+    {"name": "Control", "is_control": true, "traffic_allocation": 50.0,
+     "config": {"system_prompt": "Current prompt..."}},
+    {"name": "Treatment", "is_control": false, "traffic_allocation": 50.0,
+     "config": {"system_prompt": "New prompt with examples..."}}],
+  "min_sample_size": 100,
+  "metrics": {"response_time": {"direction": "lower"}}}') AS experiment_id;
+
+\echo '== 2. Start it =='
+SELECT ab_start_experiment('Lead Qualification Prompt Test');
+
+\echo '== 3. 4000 borrowers ask for their variant (the same user always gets the same one) =='
+CREATE TEMP TABLE demo_users AS
+SELECT 'borrower-' || g AS user_id,
+       ab_get_variant('Lead Qualification Prompt Test', 'borrower-' || g,
+                      jsonb_build_object('loan_type', (ARRAY['fha', 'va', 'conventional'])[1 + g % 3])) ->> 'variant' AS variant
+FROM generate_series(1, 4000) AS g;
+SELECT variant, count(*) AS users FROM demo_users GROUP BY variant ORDER BY variant;
+SELECT ab_get_variant('Lead Qualification Prompt Test', 'borrower-1') AS "borrower-1 asks again";
+
+\echo '== 4. Their conversations are scored: 1 to 3 conversations each =='
+CREATE TEMP TABLE demo_conversations AS
+SELECT u.user_id, u.variant, c AS conversation,
+       (random() < CASE u.variant WHEN 'Treatment' THEN 0.67 ELSE 0.62 END)::int AS resolved,
+       round((3.6 + CASE u.variant WHEN 'Treatment' THEN 0.15 ELSE 0 END + random() * 1.2 - 0.6)::numeric, 1) AS satisfaction,
+       (900 + random() * 600 + CASE u.variant WHEN 'Treatment' THEN 120 ELSE 0 END)::int AS response_ms
+FROM demo_users u, generate_series(1, 1 + (abs(hashtext(u.user_id)) % 3)) AS c;
+
+SELECT count(*) FILTER (WHERE recorded) AS results_recorded
+FROM (
+    SELECT ab_record_result('Lead Qualification Prompt Test', 'resolution_rate', resolved, user_id,
+                            user_id || '/' || conversation) AS recorded
+    FROM demo_conversations
+    UNION ALL
+    SELECT ab_record_result('Lead Qualification Prompt Test', 'satisfaction_score', satisfaction::float8, user_id)
+    FROM demo_conversations
+    UNION ALL
+    SELECT ab_record_result('Lead Qualification Prompt Test', 'response_time', response_ms, user_id)
+    FROM demo_conversations
+) AS r;
+
+\echo '== 5. Analyse: per-user values, Welch t-test against the control =='
+SELECT metric_name, variant, users, round(mean::numeric, 4) AS mean, round(diff::numeric, 4) AS diff,
+       round(ci_lower::numeric, 4) AS ci_lower, round(ci_upper::numeric, 4) AS ci_upper,
+       round((relative_lift * 100)::numeric, 1) AS "lift %", p_value, significant
+FROM ab_analyze('Lead Qualification Prompt Test');
+
+\echo '== 6. Stop it and declare the winner the data supports =='
+SELECT ab_stop_experiment('Lead Qualification Prompt Test', declare_winner => true);
+
+\echo '== 7. The summary an analyst reads =='
+\pset format unaligned
+\pset tuples_only on
+SELECT ab_summary('Lead Qualification Prompt Test');
+\pset format aligned
+\pset tuples_only off
+
+\echo '== 8. All experiments =='
+SELECT name, status, users_assigned, results_recorded, winner_variant FROM ab_experiment_overview;

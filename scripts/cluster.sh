@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster for the demo, the SQL tests and the benchmarks.
+# PostgreSQL refuses to run as root, so the cluster runs as the postgres user.
+#   scripts/cluster.sh start   # creates it on first use, then starts it
+#   scripts/cluster.sh stop
+#   scripts/cluster.sh destroy
+# Environment: AB_PGDIR (default /tmp/ab_testing_pg), PGPORT (default 5499).
+set -euo pipefail
+
+PG_BIN=/usr/lib/postgresql/15/bin
+DIR=${AB_PGDIR:-/tmp/ab_testing_pg}
+PORT=${PGPORT:-5499}
+
+as_postgres() {
+    if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres "$@"; fi
+}
+
+case "${1:-start}" in
+start)
+    if [ ! -f "$DIR/data/PG_VERSION" ]; then
+        mkdir -p "$DIR"
+        chown postgres:postgres "$DIR" 2>/dev/null || true
+        as_postgres "$PG_BIN/initdb" -D "$DIR/data" -A trust -U postgres --no-sync >/dev/null
+        cat >> "$DIR/data/postgresql.conf" <<CONF
+port = $PORT
+unix_socket_directories = '$DIR'
+listen_addresses = '127.0.0.1'
+fsync = on
+max_connections = 50
+shared_buffers = 256MB
+CONF
+    fi
+    if ! as_postgres "$PG_BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
+        as_postgres "$PG_BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w start >/dev/null
+    fi
+    echo "cluster running: psql -h $DIR -p $PORT -U postgres"
+    ;;
+stop)
+    as_postgres "$PG_BIN/pg_ctl" -D "$DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+    ;;
+destroy)
+    as_postgres "$PG_BIN/pg_ctl" -D "$DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$DIR"
+    ;;
+*)
+    echo "usage: $0 start|stop|destroy" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,181 @@
+-- Tables of the ab_testing extension.
+--
+-- No foreign keys link these tables: Citus cannot turn extension-owned tables linked by
+-- foreign keys into reference tables. The extension's functions are the only writers and
+-- keep the links intact; CHECK and UNIQUE constraints hold every invariant they can.
+-- Every PRIMARY KEY and UNIQUE constraint of ab_assignments and ab_results includes user_id,
+-- the column they are distributed by.
+
+CREATE TABLE ab_experiments (
+    id               bigserial PRIMARY KEY,
+    name             text NOT NULL UNIQUE
+                     CHECK (btrim(name) <> '' AND char_length(name) <= 200),
+    description      text NOT NULL DEFAULT '',
+    experiment_type  text NOT NULL
+                     CHECK (experiment_type IN ('prompt', 'model', 'agent_config', 'feature', 'ui', 'workflow')),
+    status           text NOT NULL DEFAULT 'draft'
+                     CHECK (status IN ('draft', 'running', 'stopped')),
+    primary_metric   text NOT NULL CHECK (btrim(primary_metric) <> ''),
+    metrics          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metrics) = 'object'),
+    target_segments  jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(target_segments) = 'object'),
+    min_sample_size  bigint NOT NULL DEFAULT 100 CHECK (min_sample_size >= 2),
+    alpha            float8 NOT NULL DEFAULT 0.05 CHECK (alpha > 0 AND alpha < 1),
+    salt             text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text,
+    winner_variant   text,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    started_at       timestamptz,
+    stopped_at       timestamptz,
+    CHECK (status = 'draft' OR started_at IS NOT NULL),
+    CHECK (status <> 'stopped' OR stopped_at IS NOT NULL),
+    CHECK (winner_variant IS NULL OR status = 'stopped')
+);
+
+CREATE TABLE ab_variants (
+    id                  bigserial PRIMARY KEY,
+    experiment_id       bigint NOT NULL,
+    name                text NOT NULL CHECK (btrim(name) <> '' AND char_length(name) <= 200),
+    position            integer NOT NULL CHECK (position >= 0),
+    is_control          boolean NOT NULL DEFAULT false,
+    traffic_allocation  float8 NOT NULL
+                        CHECK (traffic_allocation >= 0 AND traffic_allocation <= 100
+                               AND traffic_allocation * 100 = round(traffic_allocation * 100)),
+    config              jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
+    UNIQUE (experiment_id, name),
+    UNIQUE (experiment_id, position)
+);
+CREATE UNIQUE INDEX ab_variants_one_control ON ab_variants (experiment_id) WHERE is_control;
+
+CREATE TABLE ab_assignments (
+    experiment_id  bigint NOT NULL,
+    user_id        text NOT NULL CHECK (user_id <> ''),
+    variant_id     bigint NOT NULL,
+    session_id     text,
+    assigned_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (experiment_id, user_id)
+);
+CREATE INDEX ab_assignments_variant ON ab_assignments (experiment_id, variant_id);
+
+CREATE TABLE ab_results (
+    id             bigserial,
+    experiment_id  bigint NOT NULL,
+    variant_id     bigint NOT NULL,
+    user_id        text NOT NULL CHECK (user_id <> ''),
+    metric_name    text NOT NULL CHECK (btrim(metric_name) <> '' AND char_length(metric_name) <= 200),
+    metric_value   float8 NOT NULL
+                   CHECK (metric_value > '-Infinity'::float8 AND metric_value < 'Infinity'::float8),
+    session_id     text,
+    recorded_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (user_id, id)
+);
+CREATE INDEX ab_results_experiment ON ab_results (experiment_id, metric_name);
+
+CREATE TABLE ab_insights (
+    id              bigserial PRIMARY KEY,
+    experiment_id   bigint NOT NULL,
+    computed_at     timestamptz NOT NULL,
+    metric_name     text NOT NULL,
+    variant         text NOT NULL,
+    is_control      boolean NOT NULL,
+    users           bigint NOT NULL,
+    mean            float8,
+    std_dev         float8,
+    diff            float8,
+    ci_lower        float8,
+    ci_upper        float8,
+    relative_lift   float8,
+    p_value         float8,
+    significant     boolean,
+    effect_size     float8,
+    recommendation  text NOT NULL,
+    confidence      float8
+);
+CREATE INDEX ab_insights_experiment ON ab_insights (experiment_id, computed_at);
+
+-- Keep the data in pg_dump: one call per statement (each updates pg_extension's row).
+SELECT pg_catalog.pg_extension_config_dump('ab_experiments', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_experiments_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_variants', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_variants_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_assignments', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_results', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_results_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_insights', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_insights_id_seq', '');
+
+CREATE VIEW ab_experiment_overview AS
+SELECT e.id,
+       e.name,
+       e.experiment_type,
+       e.status,
+       e.primary_metric,
+       (SELECT count(*) FROM ab_variants v WHERE v.experiment_id = e.id) AS variants,
+       (SELECT count(*) FROM ab_assignments a WHERE a.experiment_id = e.id) AS users_assigned,
+       (SELECT count(*) FROM ab_results r WHERE r.experiment_id = e.id) AS results_recorded,
+       e.winner_variant,
+       e.created_at,
+       e.started_at,
+       e.stopped_at
+FROM ab_experiments e;
+
+COMMENT ON TABLE ab_experiments IS 'A/B experiments: definition, lifecycle status and the declared winner. Written only by the ab_* functions.';
+COMMENT ON COLUMN ab_experiments.id IS 'Experiment id; every function that takes an experiment name also takes this id.';
+COMMENT ON COLUMN ab_experiments.name IS 'Unique name, as passed to ab_get_variant and the other functions.';
+COMMENT ON COLUMN ab_experiments.description IS 'Free text describing the hypothesis.';
+COMMENT ON COLUMN ab_experiments.experiment_type IS 'What is tested: prompt, model, agent_config, feature, ui or workflow.';
+COMMENT ON COLUMN ab_experiments.status IS 'draft (created), running (assigning users and recording results) or stopped.';
+COMMENT ON COLUMN ab_experiments.primary_metric IS 'The metric that decides the winner.';
+COMMENT ON COLUMN ab_experiments.metrics IS 'Per metric: {"aggregation": mean|sum|count|max per user, "direction": higher|lower is better}.';
+COMMENT ON COLUMN ab_experiments.target_segments IS 'Conditions on the attributes passed to ab_get_variant; all must hold for a user to be enrolled.';
+COMMENT ON COLUMN ab_experiments.min_sample_size IS 'Users each variant needs before a winner may be declared.';
+COMMENT ON COLUMN ab_experiments.alpha IS 'Significance level of the tests (default 0.05).';
+COMMENT ON COLUMN ab_experiments.salt IS 'Hashing salt fixed at creation: with the user id it decides the variant.';
+COMMENT ON COLUMN ab_experiments.winner_variant IS 'Variant declared the winner by ab_stop_experiment, or NULL.';
+COMMENT ON COLUMN ab_experiments.created_at IS 'When the experiment was created.';
+COMMENT ON COLUMN ab_experiments.started_at IS 'When ab_start_experiment ran.';
+COMMENT ON COLUMN ab_experiments.stopped_at IS 'When ab_stop_experiment ran.';
+
+COMMENT ON TABLE ab_variants IS 'Variants of each experiment, in creation order; exactly one is the control.';
+COMMENT ON COLUMN ab_variants.experiment_id IS 'ab_experiments.id of the experiment.';
+COMMENT ON COLUMN ab_variants.name IS 'Variant name, unique within its experiment.';
+COMMENT ON COLUMN ab_variants.position IS 'Creation order; variants take consecutive hash ranges in this order.';
+COMMENT ON COLUMN ab_variants.is_control IS 'True for the baseline every other variant is compared with.';
+COMMENT ON COLUMN ab_variants.traffic_allocation IS 'Percentage of users (two decimals) sent to this variant; the remainder of 100 is not enrolled.';
+COMMENT ON COLUMN ab_variants.config IS 'What the application applies for this variant (prompt, model, settings), returned by ab_get_variant.';
+
+COMMENT ON TABLE ab_assignments IS 'The sticky variant of each enrolled user: one row per experiment and user.';
+COMMENT ON COLUMN ab_assignments.experiment_id IS 'ab_experiments.id of the experiment.';
+COMMENT ON COLUMN ab_assignments.user_id IS 'The application''s user identifier.';
+COMMENT ON COLUMN ab_assignments.variant_id IS 'ab_variants.id of the assigned variant.';
+COMMENT ON COLUMN ab_assignments.session_id IS 'Session of the first ab_get_variant call, if given.';
+COMMENT ON COLUMN ab_assignments.assigned_at IS 'When the user was first assigned.';
+
+COMMENT ON TABLE ab_results IS 'Metric observations recorded by ab_record_result against the user''s assigned variant.';
+COMMENT ON COLUMN ab_results.id IS 'Result id (with user_id, the primary key).';
+COMMENT ON COLUMN ab_results.experiment_id IS 'ab_experiments.id of the experiment.';
+COMMENT ON COLUMN ab_results.variant_id IS 'ab_variants.id of the user''s variant when the result was recorded.';
+COMMENT ON COLUMN ab_results.user_id IS 'The application''s user identifier.';
+COMMENT ON COLUMN ab_results.metric_name IS 'Metric name, such as resolution_rate or response_time.';
+COMMENT ON COLUMN ab_results.metric_value IS 'Observed value (finite).';
+COMMENT ON COLUMN ab_results.session_id IS 'Session the observation came from, if given.';
+COMMENT ON COLUMN ab_results.recorded_at IS 'When the result was recorded.';
+
+COMMENT ON TABLE ab_insights IS 'Stored output of every ab_analyze run: one row per metric and variant.';
+COMMENT ON COLUMN ab_insights.experiment_id IS 'ab_experiments.id of the experiment.';
+COMMENT ON COLUMN ab_insights.computed_at IS 'Transaction time of the analysis; rows of one run share it.';
+COMMENT ON COLUMN ab_insights.metric_name IS 'Metric analysed.';
+COMMENT ON COLUMN ab_insights.variant IS 'Variant name.';
+COMMENT ON COLUMN ab_insights.is_control IS 'True for the control row (its comparison columns are NULL).';
+COMMENT ON COLUMN ab_insights.users IS 'Users in the analysis of this metric and variant.';
+COMMENT ON COLUMN ab_insights.mean IS 'Mean of the per-user values.';
+COMMENT ON COLUMN ab_insights.std_dev IS 'Sample standard deviation of the per-user values.';
+COMMENT ON COLUMN ab_insights.diff IS 'Mean difference, variant minus control.';
+COMMENT ON COLUMN ab_insights.ci_lower IS 'Lower bound of the confidence interval of diff (level 1 - alpha).';
+COMMENT ON COLUMN ab_insights.ci_upper IS 'Upper bound of the confidence interval of diff.';
+COMMENT ON COLUMN ab_insights.relative_lift IS 'diff / |control mean|; NULL when the control mean is 0.';
+COMMENT ON COLUMN ab_insights.p_value IS 'Two-sided Welch t-test p-value against the control.';
+COMMENT ON COLUMN ab_insights.significant IS 'Holm-adjusted p-value below alpha.';
+COMMENT ON COLUMN ab_insights.effect_size IS 'Cohen''s d.';
+COMMENT ON COLUMN ab_insights.recommendation IS 'What the row means, in words.';
+COMMENT ON COLUMN ab_insights.confidence IS '1 - Holm-adjusted p-value; not a probability that the variant is better.';
+
+COMMENT ON VIEW ab_experiment_overview IS 'Every experiment with its status, type, primary metric, users assigned, results recorded and dates.';

@@ -1,0 +1,97 @@
+//! `ab_get_variant`: the hot path. A stored assignment wins; a new user is checked against
+//! the targeting, bucketed, and stored once (racing sessions agree through the primary key).
+
+use ab_core::bucketing::{point, variant_for_point};
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgSqlErrorCode};
+
+use crate::cache::{self, CachedExperiment};
+use crate::catalog::ExperimentRef;
+use crate::errors::{raise, SpiExt};
+
+/// Longest user or session id accepted, in bytes (index entries must stay well under a page).
+pub const MAX_ID_BYTES: usize = 512;
+
+pub fn check_id(what: &str, id: &str) {
+    if id.is_empty() {
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{what} must not be empty"), None);
+    }
+    if id.len() > MAX_ID_BYTES {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{what} is {} bytes long, at most {MAX_ID_BYTES} are allowed", id.len()),
+            None,
+        );
+    }
+}
+
+fn get_variant(r: ExperimentRef<'_>, user_id: &str, attributes: Option<&serde_json::Value>, session_id: Option<&str>) -> Option<JsonB> {
+    check_id("user_id", user_id);
+    if let Some(s) = session_id {
+        check_id("session_id", s);
+    }
+    Spi::connect_mut(|client| {
+        let (exp, plans) = cache::lookup(client, r);
+        if !exp.running {
+            return None;
+        }
+        let find = |client: &pgrx::spi::SpiClient<'_>| {
+            first_i64(client.select(&plans.find_assignment, Some(1), &[exp.id.into(), user_id.into()]).or_raise())
+        };
+        let variant_id = if let Some(v) = find(client) {
+            v
+        } else {
+            let empty = serde_json::Value::Object(Default::default());
+            if !exp.segments.matches(attributes.unwrap_or(&empty)) {
+                return None;
+            }
+            let candidate = new_assignment(&exp, user_id)?;
+            let inserted = first_i64(
+                client
+                    .update(&plans.insert_assignment, Some(1), &[exp.id.into(), user_id.into(), candidate.into(), session_id.into()])
+                    .or_raise(),
+            );
+            match inserted {
+                Some(v) => v,
+                // Another session assigned this user first: use its row.
+                None => find(client)?,
+            }
+        };
+        exp.variant_by_id(variant_id).map(|v| JsonB(v.output.clone()))
+    })
+}
+
+fn first_i64(table: pgrx::spi::SpiTupleTable<'_>) -> Option<i64> {
+    if table.is_empty() {
+        None
+    } else {
+        table.first().get_one::<i64>().or_raise()
+    }
+}
+
+fn new_assignment(exp: &CachedExperiment, user_id: &str) -> Option<i64> {
+    let idx = variant_for_point(&exp.widths, point(&exp.salt, user_id))?;
+    Some(exp.variants[idx].id)
+}
+
+/// The user's variant: {"variant", "is_control", "config"}, or NULL when the experiment is not
+/// running, the user does not match the targeting, or falls outside the enrolled traffic.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_get_variant(
+    experiment: Option<&str>,
+    user_id: Option<&str>,
+    attributes: default!(Option<JsonB>, "'{}'"),
+    session_id: default!(Option<&str>, "NULL"),
+) -> Option<JsonB> {
+    get_variant(ExperimentRef::Name(experiment?), user_id?, attributes.as_ref().map(|j| &j.0), session_id)
+}
+
+#[pg_extern(name = "ab_get_variant", volatile, parallel_unsafe)]
+fn ab_get_variant_by_id(
+    experiment: Option<i64>,
+    user_id: Option<&str>,
+    attributes: default!(Option<JsonB>, "'{}'"),
+    session_id: default!(Option<&str>, "NULL"),
+) -> Option<JsonB> {
+    get_variant(ExperimentRef::Id(experiment?), user_id?, attributes.as_ref().map(|j| &j.0), session_id)
+}

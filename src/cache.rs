@@ -1,0 +1,190 @@
+//! A per-backend cache of experiment definitions and of the hot path's prepared plans, so
+//! `ab_get_variant` and `ab_record_result` parse no JSON and plan no SQL per call.
+//!
+//! Invalidation: a statement trigger on ab_experiments and ab_variants sends a relcache
+//! invalidation for the table, which PostgreSQL delivers to every backend at commit; the
+//! callback registered here marks the cache stale and the next call reloads. Entries loaded
+//! under REPEATABLE READ or SERIALIZABLE are not kept: their snapshot may be older than an
+//! invalidation already processed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use ab_core::bucketing::basis_points;
+use ab_core::targeting::Segments;
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::{PgBuiltInOids, PgOid};
+use serde_json::{json, Value};
+
+use crate::catalog::{self, ExperimentRef};
+use crate::errors::{not_found, SpiExt};
+
+pub struct CachedVariant {
+    pub id: i64,
+    /// What ab_get_variant returns: {"variant", "is_control", "config"}.
+    pub output: Value,
+}
+
+pub struct CachedExperiment {
+    pub id: i64,
+    pub running: bool,
+    pub salt: String,
+    pub segments: Segments,
+    pub widths: Vec<u32>,
+    pub variants: Vec<CachedVariant>,
+}
+
+impl CachedExperiment {
+    pub fn variant_by_id(&self, id: i64) -> Option<&CachedVariant> {
+        self.variants.iter().find(|v| v.id == id)
+    }
+}
+
+pub struct Plans {
+    pub find_assignment: OwnedPreparedStatement,
+    pub insert_assignment: OwnedPreparedStatement,
+    pub record_result: OwnedPreparedStatement,
+}
+
+struct State {
+    nsp: String,
+    plans: Rc<Plans>,
+    by_name: HashMap<String, Rc<CachedExperiment>>,
+    by_id: HashMap<i64, Rc<CachedExperiment>>,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+    static STALE: Cell<bool> = const { Cell::new(true) };
+    static WATCHED: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid || WATCHED.get().contains(&relid) {
+        STALE.set(true);
+    }
+}
+
+/// Forgets everything cached in this backend (other backends learn through the trigger).
+pub fn invalidate_local() {
+    STALE.set(true);
+}
+
+fn snapshot_is_transaction_wide() -> bool {
+    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
+}
+
+fn load_state(client: &SpiClient<'_>) -> State {
+    let nsp = catalog::schema(client);
+    let oid_of = |table: &str| -> pg_sys::Oid {
+        client
+            .select("SELECT pg_catalog.to_regclass($1)::oid", Some(1), &[format!("{nsp}.{table}").into()])
+            .or_raise()
+            .first()
+            .get_one::<pg_sys::Oid>()
+            .or_raise()
+            .unwrap_or(pg_sys::InvalidOid)
+    };
+    WATCHED.set([oid_of("ab_experiments"), oid_of("ab_variants")]);
+    if !REGISTERED.get() {
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
+        REGISTERED.set(true);
+    }
+
+    let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+    let int8 = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+    let float8 = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
+    let prepare = |sql: String, args: &[PgOid]| client.prepare_mut(sql.as_str(), args).or_raise().keep();
+    let plans = Plans {
+        find_assignment: prepare(
+            format!("SELECT variant_id FROM {nsp}.ab_assignments WHERE experiment_id = $1 AND user_id = $2"),
+            &[int8, text],
+        ),
+        insert_assignment: prepare(
+            format!(
+                "INSERT INTO {nsp}.ab_assignments (experiment_id, user_id, variant_id, session_id) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (experiment_id, user_id) DO NOTHING RETURNING variant_id"
+            ),
+            &[int8, text, int8, text],
+        ),
+        record_result: prepare(
+            format!(
+                "INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id) \
+                 SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5 FROM {nsp}.ab_assignments a \
+                 WHERE a.experiment_id = $1 AND a.user_id = $2"
+            ),
+            &[int8, text, text, float8, text],
+        ),
+    };
+    State { nsp, plans: Rc::new(plans), by_name: HashMap::new(), by_id: HashMap::new() }
+}
+
+fn load_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> Option<(String, CachedExperiment)> {
+    let e = catalog::find_experiment(client, nsp, r)?;
+    let variants = catalog::variants(client, nsp, e.id);
+    let segments = Segments::parse(&e.target_segments).unwrap_or_default();
+    let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
+    let variants = variants
+        .into_iter()
+        .map(|v| CachedVariant {
+            id: v.id,
+            output: json!({"variant": v.name, "is_control": v.is_control, "config": v.config}),
+        })
+        .collect();
+    Some((
+        e.name,
+        CachedExperiment { id: e.id, running: e.status == "running", salt: e.salt, segments, widths, variants },
+    ))
+}
+
+/// The experiment and the hot-path plans, from the cache or loaded now.
+/// Raises `experiment "x" does not exist` for an unknown experiment.
+pub fn lookup(client: &SpiClient<'_>, r: ExperimentRef<'_>) -> (Rc<CachedExperiment>, Rc<Plans>) {
+    if STALE.replace(false) {
+        STATE.with_borrow_mut(|s| *s = None);
+    }
+    let cached = STATE.with_borrow(|s| {
+        s.as_ref().map(|s| {
+            let hit = match r {
+                ExperimentRef::Name(n) => s.by_name.get(n).cloned(),
+                ExperimentRef::Id(id) => s.by_id.get(&id).cloned(),
+            };
+            (hit, s.plans.clone(), s.nsp.clone())
+        })
+    });
+    let (plans, nsp) = match cached {
+        Some((Some(exp), plans, _)) => return (exp, plans),
+        Some((None, plans, nsp)) => (plans, nsp),
+        None => {
+            let state = load_state(client);
+            let out = (state.plans.clone(), state.nsp.clone());
+            STATE.with_borrow_mut(|s| *s = Some(state));
+            out
+        }
+    };
+    let (name, exp) = load_experiment(client, &nsp, r).unwrap_or_else(|| not_found(r));
+    let exp = Rc::new(exp);
+    if !snapshot_is_transaction_wide() && !STALE.get() {
+        STATE.with_borrow_mut(|s| {
+            if let Some(s) = s.as_mut() {
+                s.by_id.insert(exp.id, exp.clone());
+                s.by_name.insert(name, exp.clone());
+            }
+        });
+    }
+    (exp, plans)
+}
+
+/// Statement trigger on ab_experiments and ab_variants: tells every backend to reload.
+#[pg_trigger]
+fn ab_invalidate_cache<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    let relid = trigger.relation()?.oid();
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    invalidate_local();
+    Ok(None)
+}

@@ -1,0 +1,140 @@
+//! Reading experiments and variants, and naming the extension's tables wherever
+//! `CREATE EXTENSION ... SCHEMA` put them.
+
+use pgrx::spi::{SpiClient, SpiTupleTable};
+use pgrx::JsonB;
+use serde_json::Value;
+
+use crate::errors::{not_found, SpiExt};
+
+/// How a function was told which experiment: by name or by id.
+#[derive(Debug, Clone, Copy)]
+pub enum ExperimentRef<'a> {
+    Name(&'a str),
+    Id(i64),
+}
+
+impl std::fmt::Display for ExperimentRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExperimentRef::Name(n) => f.write_str(n),
+            ExperimentRef::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+/// The extension's schema, quoted for use in SQL text.
+pub fn schema(client: &SpiClient<'_>) -> String {
+    let nsp: Option<String> = client
+        .select(
+            "SELECT pg_catalog.quote_ident(n.nspname::text) FROM pg_catalog.pg_extension e \
+             JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'ab_testing'",
+            Some(1),
+            &[],
+        )
+        .or_raise()
+        .first()
+        .get_one()
+        .or_raise();
+    nsp.unwrap_or_else(|| crate::errors::invalid("the ab_testing extension is not installed in this database"))
+}
+
+#[derive(Debug, Clone)]
+pub struct ExperimentRow {
+    pub id: i64,
+    pub name: String,
+    pub experiment_type: String,
+    pub status: String,
+    pub primary_metric: String,
+    pub metrics: Value,
+    pub target_segments: Value,
+    pub min_sample_size: i64,
+    pub alpha: f64,
+    pub salt: String,
+    pub winner: Option<String>,
+    pub started_at: Option<String>,
+    pub stopped_at: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VariantRow {
+    pub id: i64,
+    pub name: String,
+    pub is_control: bool,
+    pub traffic_allocation: f64,
+    pub config: Value,
+}
+
+const EXPERIMENT_COLUMNS: &str = "id, name, experiment_type, status, primary_metric, metrics, \
+     target_segments, min_sample_size, alpha, salt, winner_variant, \
+     to_char(started_at, 'YYYY-MM-DD HH24:MI:SS TZ'), \
+     to_char(stopped_at, 'YYYY-MM-DD HH24:MI:SS TZ')";
+
+fn experiment_query(nsp: &str, r: ExperimentRef<'_>, lock: bool) -> (String, Vec<pgrx::datum::DatumWithOid<'static>>) {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    let (cond, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match r {
+        ExperimentRef::Name(n) => ("name = $1", vec![n.to_string().into()]),
+        ExperimentRef::Id(id) => ("id = $1", vec![id.into()]),
+    };
+    (format!("SELECT {EXPERIMENT_COLUMNS} FROM {nsp}.ab_experiments WHERE {cond}{lock}"), args)
+}
+
+fn experiment_row(table: SpiTupleTable<'_>) -> Option<ExperimentRow> {
+    if table.is_empty() {
+        return None;
+    }
+    let row = table.first();
+    let text = |i| row.get::<String>(i).or_raise();
+    Some(ExperimentRow {
+        id: row.get::<i64>(1).or_raise().unwrap(),
+        name: text(2).unwrap(),
+        experiment_type: text(3).unwrap(),
+        status: text(4).unwrap(),
+        primary_metric: text(5).unwrap(),
+        metrics: row.get::<JsonB>(6).or_raise().map(|j| j.0).unwrap_or(Value::Null),
+        target_segments: row.get::<JsonB>(7).or_raise().map(|j| j.0).unwrap_or(Value::Null),
+        min_sample_size: row.get::<i64>(8).or_raise().unwrap(),
+        alpha: row.get::<f64>(9).or_raise().unwrap(),
+        salt: text(10).unwrap(),
+        winner: text(11),
+        started_at: text(12),
+        stopped_at: text(13),
+    })
+}
+
+/// Finds an experiment by name or id.
+pub fn find_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> Option<ExperimentRow> {
+    let (sql, args) = experiment_query(nsp, r, false);
+    experiment_row(client.select(sql.as_str(), Some(1), &args).or_raise())
+}
+
+/// Like `find_experiment`, raising `experiment "x" does not exist` when absent.
+pub fn get_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> ExperimentRow {
+    find_experiment(client, nsp, r).unwrap_or_else(|| not_found(r))
+}
+
+/// Finds an experiment and locks its row until the transaction ends, so that lifecycle
+/// changes to one experiment happen one at a time.
+pub fn lock_experiment(client: &mut SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> ExperimentRow {
+    let (sql, args) = experiment_query(nsp, r, true);
+    experiment_row(client.update(sql.as_str(), Some(1), &args).or_raise()).unwrap_or_else(|| not_found(r))
+}
+
+/// The variants of an experiment in creation order.
+pub fn variants(client: &SpiClient<'_>, nsp: &str, experiment_id: i64) -> Vec<VariantRow> {
+    let sql = format!(
+        "SELECT id, name, is_control, traffic_allocation, config FROM {nsp}.ab_variants \
+         WHERE experiment_id = $1 ORDER BY position"
+    );
+    client
+        .select(sql.as_str(), None, &[experiment_id.into()])
+        .or_raise()
+        .map(|row| VariantRow {
+            id: row.get::<i64>(1).or_raise().unwrap(),
+            name: row.get::<String>(2).or_raise().unwrap(),
+            is_control: row.get::<bool>(3).or_raise().unwrap(),
+            traffic_allocation: row.get::<f64>(4).or_raise().unwrap(),
+            config: row.get::<JsonB>(5).or_raise().map(|j| j.0).unwrap_or(Value::Null),
+        })
+        .collect()
+}

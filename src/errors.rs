@@ -1,0 +1,53 @@
+//! Raising errors with a SQLSTATE, a message that says what was wrong, and a hint.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: Option<String>) -> ! {
+    let mut report = ErrorReport::new(code, message.into(), "ab_testing");
+    if let Some(h) = hint {
+        report = report.set_hint(h);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+pub fn invalid(message: impl Into<String>) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, None)
+}
+
+/// Raises an `ab_core` error as 22023 (invalid_parameter_value).
+pub fn core_error(e: ab_core::Error) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message, e.hint)
+}
+
+pub fn not_found(experiment: crate::catalog::ExperimentRef<'_>) -> ! {
+    let message = match experiment {
+        crate::catalog::ExperimentRef::Name(n) => format!("experiment \"{n}\" does not exist"),
+        crate::catalog::ExperimentRef::Id(id) => format!("experiment with id {id} does not exist"),
+    };
+    raise(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        message,
+        Some("ab_experiment_overview lists the experiments".into()),
+    )
+}
+
+pub fn wrong_state(message: impl Into<String>, hint: &str) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, message, Some(hint.into()))
+}
+
+/// Unwraps an SPI result; SPI failures are internal errors, never user errors.
+pub trait SpiExt<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T> SpiExt<T> for Result<T, pgrx::spi::Error> {
+    fn or_raise(self) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("ab_testing: SPI failed: {e}"), None),
+        }
+    }
+}

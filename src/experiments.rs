@@ -1,0 +1,192 @@
+//! Experiment definition and lifecycle: create (draft), start (running), stop (with an
+//! optional winner, by the winner rule), delete.
+
+use ab_core::definition::parse_definition;
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgSqlErrorCode};
+use serde_json::json;
+
+use crate::analysis;
+use crate::cache::invalidate_local;
+use crate::catalog::{self, ExperimentRef};
+use crate::errors::{core_error, raise, wrong_state, SpiExt};
+
+/// Creates an experiment in draft from its JSON definition (the original REST API's create
+/// body, plus optional metrics, target_segments and alpha). Returns its id.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_create_experiment(definition: JsonB) -> i64 {
+    let spec = parse_definition(&definition.0).unwrap_or_else(|e| core_error(e));
+    let id = Spi::connect_mut(|client| {
+        let nsp = catalog::schema(client);
+        if catalog::find_experiment(client, &nsp, ExperimentRef::Name(&spec.name)).is_some() {
+            raise(
+                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                format!("experiment \"{}\" already exists", spec.name),
+                Some("choose another name, or delete the old experiment with ab_delete_experiment".into()),
+            );
+        }
+        let id: i64 = client
+            .update(
+                format!(
+                    "INSERT INTO {nsp}.ab_experiments (name, description, experiment_type, primary_metric, metrics, \
+                     target_segments, min_sample_size, alpha, salt) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text)) RETURNING id"
+                )
+                .as_str(),
+                Some(1),
+                &[
+                    spec.name.as_str().into(),
+                    spec.description.as_str().into(),
+                    spec.experiment_type.as_str().into(),
+                    spec.primary_metric.as_str().into(),
+                    JsonB(spec.metrics_json()).into(),
+                    JsonB(spec.target_segments.clone()).into(),
+                    spec.min_sample_size.into(),
+                    spec.alpha.into(),
+                    spec.salt.as_deref().into(),
+                ],
+            )
+            .or_raise()
+            .first()
+            .get_one()
+            .or_raise()
+            .unwrap();
+        let insert = format!(
+            "INSERT INTO {nsp}.ab_variants (experiment_id, name, position, is_control, traffic_allocation, config) \
+             VALUES ($1, $2, $3, $4, $5, $6)"
+        );
+        for (position, v) in spec.variants.iter().enumerate() {
+            client
+                .update(
+                    insert.as_str(),
+                    None,
+                    &[
+                        id.into(),
+                        v.name.as_str().into(),
+                        (position as i32).into(),
+                        v.is_control.into(),
+                        v.traffic_allocation.into(),
+                        JsonB(v.config.clone()).into(),
+                    ],
+                )
+                .or_raise();
+        }
+        id
+    });
+    invalidate_local();
+    id
+}
+
+fn start(r: ExperimentRef<'_>) {
+    Spi::connect_mut(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::lock_experiment(client, &nsp, r);
+        match exp.status.as_str() {
+            "draft" => {}
+            "running" => wrong_state(format!("experiment \"{}\" is already running", exp.name), "nothing to do"),
+            _ => wrong_state(
+                format!("experiment \"{}\" is stopped and cannot be restarted", exp.name),
+                "create a new experiment to test again",
+            ),
+        }
+        client
+            .update(
+                format!("UPDATE {nsp}.ab_experiments SET status = 'running', started_at = now() WHERE id = $1").as_str(),
+                None,
+                &[exp.id.into()],
+            )
+            .or_raise();
+    });
+    invalidate_local();
+}
+
+/// Starts a draft experiment: from now on ab_get_variant assigns users and
+/// ab_record_result records their results.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_start_experiment(experiment: &str) {
+    start(ExperimentRef::Name(experiment))
+}
+
+#[pg_extern(name = "ab_start_experiment", volatile, parallel_unsafe)]
+fn ab_start_experiment_by_id(experiment: i64) {
+    start(ExperimentRef::Id(experiment))
+}
+
+fn stop(r: ExperimentRef<'_>, declare_winner: bool) -> JsonB {
+    let out = Spi::connect_mut(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::lock_experiment(client, &nsp, r);
+        if exp.status != "running" {
+            wrong_state(
+                format!("experiment \"{}\" is not running (status {})", exp.name, exp.status),
+                "only a running experiment can be stopped",
+            );
+        }
+        let (winner, reason) = if declare_winner {
+            let analysis = analysis::run(client, &nsp, &exp);
+            analysis::store(client, &nsp, exp.id, &analysis);
+            let d = analysis.decision(&exp);
+            (d.winner, d.reason)
+        } else {
+            (None, "stopped without declaring a winner".to_string())
+        };
+        client
+            .update(
+                format!(
+                    "UPDATE {nsp}.ab_experiments SET status = 'stopped', stopped_at = now(), winner_variant = $2 WHERE id = $1"
+                )
+                .as_str(),
+                None,
+                &[exp.id.into(), winner.as_deref().into()],
+            )
+            .or_raise();
+        json!({"status": "stopped", "winner": winner, "reason": reason})
+    });
+    invalidate_local();
+    JsonB(out)
+}
+
+/// Stops a running experiment. With declare_winner, analyses it and names a winner only when
+/// the winner rule allows; the result says which, or why not.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_stop_experiment(experiment: &str, declare_winner: default!(bool, false)) -> JsonB {
+    stop(ExperimentRef::Name(experiment), declare_winner)
+}
+
+#[pg_extern(name = "ab_stop_experiment", volatile, parallel_unsafe)]
+fn ab_stop_experiment_by_id(experiment: i64, declare_winner: default!(bool, false)) -> JsonB {
+    stop(ExperimentRef::Id(experiment), declare_winner)
+}
+
+fn delete(r: ExperimentRef<'_>) {
+    Spi::connect_mut(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::lock_experiment(client, &nsp, r);
+        if exp.status == "running" {
+            wrong_state(
+                format!("experiment \"{}\" is running", exp.name),
+                "stop it with ab_stop_experiment before deleting it",
+            );
+        }
+        for table in ["ab_results", "ab_assignments", "ab_insights", "ab_variants"] {
+            client
+                .update(format!("DELETE FROM {nsp}.{table} WHERE experiment_id = $1").as_str(), None, &[exp.id.into()])
+                .or_raise();
+        }
+        client
+            .update(format!("DELETE FROM {nsp}.ab_experiments WHERE id = $1").as_str(), None, &[exp.id.into()])
+            .or_raise();
+    });
+    invalidate_local();
+}
+
+/// Deletes a draft or stopped experiment with its variants, assignments, results and insights.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_delete_experiment(experiment: &str) {
+    delete(ExperimentRef::Name(experiment))
+}
+
+#[pg_extern(name = "ab_delete_experiment", volatile, parallel_unsafe)]
+fn ab_delete_experiment_by_id(experiment: i64) {
+    delete(ExperimentRef::Id(experiment))
+}

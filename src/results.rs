@@ -1,0 +1,68 @@
+//! `ab_record_result`: one observation, attributed to the user's assigned variant.
+
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use crate::assignment::check_id;
+use crate::cache;
+use crate::catalog::ExperimentRef;
+use crate::errors::{core_error, invalid, raise, SpiExt};
+
+fn null(what: &str) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL"), None)
+}
+
+fn record(
+    r: ExperimentRef<'_>,
+    metric_name: Option<&str>,
+    metric_value: Option<f64>,
+    user_id: Option<&str>,
+    session_id: Option<&str>,
+) -> bool {
+    let metric_name = metric_name.unwrap_or_else(|| null("metric_name"));
+    let metric_value = metric_value.unwrap_or_else(|| null("metric_value"));
+    let user_id = user_id.unwrap_or_else(|| null("user_id"));
+    ab_core::definition::check_metric_name(metric_name).unwrap_or_else(|e| core_error(e));
+    if !metric_value.is_finite() {
+        let shown = if metric_value.is_nan() { "NaN" } else if metric_value > 0.0 { "Infinity" } else { "-Infinity" };
+        invalid(format!("metric_value must be a finite number, got {shown}"));
+    }
+    check_id("user_id", user_id);
+    if let Some(s) = session_id {
+        check_id("session_id", s);
+    }
+    Spi::connect_mut(|client| {
+        let (exp, plans) = cache::lookup(client, r);
+        if !exp.running {
+            return false;
+        }
+        let args = [exp.id.into(), user_id.into(), metric_name.into(), metric_value.into(), session_id.into()];
+        client.update(&plans.record_result, None, &args).or_raise().len() == 1
+    })
+}
+
+/// Records a metric value for a user; true when stored against the user's variant, false
+/// (storing nothing) when the experiment is not running or the user has no assignment.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_record_result(
+    experiment: Option<&str>,
+    metric_name: Option<&str>,
+    metric_value: Option<f64>,
+    user_id: Option<&str>,
+    session_id: default!(Option<&str>, "NULL"),
+) -> bool {
+    let experiment = experiment.unwrap_or_else(|| null("experiment"));
+    record(ExperimentRef::Name(experiment), metric_name, metric_value, user_id, session_id)
+}
+
+#[pg_extern(name = "ab_record_result", volatile, parallel_unsafe)]
+fn ab_record_result_by_id(
+    experiment: Option<i64>,
+    metric_name: Option<&str>,
+    metric_value: Option<f64>,
+    user_id: Option<&str>,
+    session_id: default!(Option<&str>, "NULL"),
+) -> bool {
+    let experiment = experiment.unwrap_or_else(|| null("experiment"));
+    record(ExperimentRef::Id(experiment), metric_name, metric_value, user_id, session_id)
+}

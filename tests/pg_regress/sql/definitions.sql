@@ -1,0 +1,47 @@
+-- Every way a definition can be wrong gives a clear error and writes nothing.
+CREATE TABLE defs (label text, body jsonb);
+INSERT INTO defs VALUES
+ ('not an object', '[1, 2]'),
+ ('missing name', '{"experiment_type": "ui", "primary_metric": "m", "variants": []}'),
+ ('empty name', '{"name": " ", "experiment_type": "ui", "primary_metric": "m", "variants": []}'),
+ ('unknown field', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "alpah": 0.1, "variants": []}'),
+ ('bad type', '{"name": "x", "experiment_type": "banner", "primary_metric": "m", "variants": []}'),
+ ('one variant', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 100}]}'),
+ ('over 100', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 70}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('negative', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": -10}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('three decimals', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 33.333}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('string allocation', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": "50"}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('no control', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('two controls', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "is_control": true, "traffic_allocation": 50}]}'),
+ ('duplicate variant', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "a", "traffic_allocation": 50}]}'),
+ ('config not object', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50, "config": "p"}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('zero traffic', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 0}, {"name": "b", "traffic_allocation": 0}]}'),
+ ('min sample', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "min_sample_size": 1, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('alpha', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "alpha": 0, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('aggregation', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "metrics": {"m": {"aggregation": "median"}}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('direction', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "metrics": {"m": {"direction": "up"}}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('segments', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "target_segments": {"score": {"between": [1, 2]}}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('empty segment list', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "target_segments": {"loan_type": []}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}');
+SELECT label, expect_error(format('SELECT ab_create_experiment(%L)', body)) AS error FROM defs ORDER BY label;
+
+-- Thousands of variants are refused before anything is written.
+SELECT expect_error(format('SELECT ab_create_experiment(%L)', jsonb_build_object(
+  'name', 'many', 'experiment_type', 'ui', 'primary_metric', 'm',
+  'variants', (SELECT jsonb_agg(jsonb_build_object('name', 'v' || g, 'is_control', g = 1, 'traffic_allocation', 0.01))
+               FROM generate_series(1, 3000) g)))) AS error;
+SELECT ab_create_experiment(NULL) IS NULL AS null_definition_gives_null;
+
+SELECT (SELECT count(*) FROM ab_experiments) AS experiments, (SELECT count(*) FROM ab_variants) AS variants;
+
+-- Optional fields are kept; defaults are filled in.
+SELECT ab_create_experiment('{"name": "options", "experiment_type": "agent_config", "primary_metric": "escalation_rate",
+  "alpha": 0.01, "salt": "fixed-salt",
+  "metrics": {"escalation_rate": {"direction": "lower"}, "token_usage": {"aggregation": "sum", "direction": "lower"}},
+  "target_segments": {"loan_type": ["fha", "va"], "credit_score": {"gte": 700}},
+  "variants": [{"name": "threshold 0.8", "is_control": true, "traffic_allocation": 70, "config": {"confidence_threshold": 0.8}},
+               {"name": "threshold 0.9", "traffic_allocation": 30, "config": {"confidence_threshold": 0.9}}]}') > 0 AS created;
+SELECT name, experiment_type, primary_metric, metrics, target_segments, min_sample_size, alpha, salt FROM ab_experiments;
+SELECT name, position, is_control, traffic_allocation, config FROM ab_variants ORDER BY position;
+SELECT expect_error($$SELECT ab_create_experiment('{"name": "options", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
+SELECT ab_delete_experiment('options');
+DROP TABLE defs;
