@@ -6,7 +6,7 @@
 \pset footer off
 SELECT setseed(0.2026);
 
-\echo '== 1. Create the experiment from the original REST API body =='
+\echo '== 1. Create the experiment: the original REST API body, plus a metric direction and a fixed salt =='
 SELECT ab_create_experiment('{
   "name": "Lead Qualification Prompt Test", "description": "Testing new prompt with examples",
   "experiment_type": "prompt", "primary_metric": "resolution_rate",
@@ -16,7 +16,8 @@ SELECT ab_create_experiment('{
     {"name": "Treatment", "is_control": false, "traffic_allocation": 50.0,
      "config": {"system_prompt": "New prompt with examples..."}}],
   "min_sample_size": 100,
-  "metrics": {"response_time": {"direction": "lower"}}}') AS experiment_id;
+  "metrics": {"response_time": {"direction": "lower"}},
+  "salt": "lead-qualification"}') AS experiment_id;
 
 \echo '== 2. Start it =='
 SELECT ab_start_experiment('Lead Qualification Prompt Test');

@@ -1,1 +1,164 @@
+//! `#[pg_test]`s for the pgrx layer: they run inside a PostgreSQL backend started by
+//! `cargo pgrx test`. The SQL surface is covered by tests/pg_regress, concurrency and
+//! cross-session behaviour by tests/client.
 
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use pgrx::JsonB;
+    use serde_json::{json, Value};
+
+    fn create(definition: Value) -> i64 {
+        Spi::get_one_with_args::<i64>("SELECT ab_create_experiment($1)", &[JsonB(definition).into()])
+            .unwrap()
+            .unwrap()
+    }
+
+    fn variant_of(experiment: &str, user: &str) -> Option<String> {
+        Spi::get_one_with_args::<String>("SELECT ab_get_variant($1, $2) ->> 'variant'", &[experiment.into(), user.into()])
+            .unwrap()
+    }
+
+    fn two_arms(name: &str) -> Value {
+        json!({"name": name, "experiment_type": "feature", "primary_metric": "conversion_rate", "salt": "pg-test",
+               "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50},
+                            {"name": "b", "traffic_allocation": 50}]})
+    }
+
+    #[track_caller]
+    fn assert_close(actual: Option<f64>, expected: &Value, what: &str) {
+        match expected.as_f64() {
+            None => assert_eq!(actual, None, "{what}"),
+            Some(e) => {
+                let a = actual.unwrap_or_else(|| panic!("{what}: NULL, expected {e}"));
+                assert!((a - e).abs() <= 1e-9 * e.abs().max(1e-300), "{what}: got {a:e}, scipy {e:e}");
+            }
+        }
+    }
+
+    /// ab_analyze on raw results equals scipy's Welch test on per-user values
+    /// (tests/fixtures/generate.py): three arms, mean and sum metrics, a zero control mean.
+    #[pg_test]
+    fn analysis_matches_scipy() {
+        let fixture: Value = serde_json::from_str(include_str!("../tests/fixtures/analysis.json")).unwrap();
+        let metrics: serde_json::Map<String, Value> = fixture["metrics"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), json!({"aggregation": v})))
+            .collect();
+        let id = create(json!({
+            "name": "fixture", "experiment_type": "prompt", "primary_metric": "score", "min_sample_size": 50,
+            "metrics": metrics,
+            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 40},
+                         {"name": "short prompt", "traffic_allocation": 30},
+                         {"name": "long prompt", "traffic_allocation": 30}]}));
+        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
+        // Assign users exactly as the fixture says, bypassing the hash.
+        Spi::run_with_args(
+            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id) \
+             SELECT $1, a ->> 'user_id', v.id FROM jsonb_array_elements($2) a \
+             JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
+            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
+        )
+        .unwrap();
+        let recorded = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FILTER (WHERE ab_record_result($1, r ->> 'metric', (r ->> 'value')::float8, r ->> 'user_id')) \
+             FROM jsonb_array_elements($2) r",
+            &[id.into(), JsonB(fixture["results"].clone()).into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(recorded as usize, fixture["results"].as_array().unwrap().len());
+
+        Spi::connect(|client| {
+            let rows = client
+                .select(
+                    "SELECT metric_name, variant, is_control, users, mean, std_dev, diff, ci_lower, ci_upper, \
+                     relative_lift, p_value, significant, effect_size FROM ab_analyze($1)",
+                    None,
+                    &[id.into()],
+                )
+                .unwrap();
+            let mut seen = 0;
+            for row in rows {
+                let metric: String = row.get(1).unwrap().unwrap();
+                let variant: String = row.get(2).unwrap().unwrap();
+                let e = fixture["expected"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["metric"] == metric.as_str() && e["variant"] == variant.as_str())
+                    .unwrap_or_else(|| panic!("unexpected row {metric}/{variant}"));
+                let what = format!("{metric}/{variant}");
+                assert_eq!(row.get::<bool>(3).unwrap(), e["is_control"].as_bool(), "{what}");
+                assert_eq!(row.get::<i64>(4).unwrap(), e["users"].as_i64(), "{what}");
+                assert_close(row.get(5).unwrap(), &e["mean"], &format!("{what} mean"));
+                assert_close(row.get(6).unwrap(), &e["std_dev"], &format!("{what} std_dev"));
+                for (i, col) in [(7, "diff"), (8, "ci_lower"), (9, "ci_upper"), (10, "relative_lift"), (11, "p_value"), (13, "effect_size")] {
+                    assert_close(row.get(i).unwrap(), &e[col], &format!("{what} {col}"));
+                }
+                assert_eq!(row.get::<bool>(12).unwrap(), e["significant"].as_bool(), "{what} significant");
+                seen += 1;
+            }
+            assert_eq!(seen, fixture["expected"].as_array().unwrap().len());
+        });
+    }
+
+    #[pg_test]
+    fn full_flow_declares_a_winner() {
+        let id = create(two_arms("flow"));
+        assert_eq!(variant_of("flow", "u1"), None, "a draft assigns nobody");
+        Spi::run("SELECT ab_start_experiment('flow')").unwrap();
+        for g in 0..400 {
+            let user = format!("u{g}");
+            let variant = variant_of("flow", &user).unwrap();
+            let converted = if variant == "a" { g % 10 < 3 } else { g % 10 < 6 };
+            let ok = Spi::get_one_with_args::<bool>(
+                "SELECT ab_record_result('flow', 'conversion_rate', $1, $2)",
+                &[(converted as i32 as f64).into(), user.as_str().into()],
+            )
+            .unwrap();
+            assert_eq!(ok, Some(true));
+        }
+        let out = Spi::get_one::<JsonB>("SELECT ab_stop_experiment('flow', true)").unwrap().unwrap().0;
+        assert_eq!(out["winner"], "b", "{out}");
+        assert_eq!(out["status"], "stopped");
+        let winner = Spi::get_one_with_args::<String>("SELECT winner_variant FROM ab_experiments WHERE id = $1", &[id.into()]);
+        assert_eq!(winner.unwrap().as_deref(), Some("b"));
+        let summary = Spi::get_one::<String>("SELECT ab_summary('flow')").unwrap().unwrap();
+        assert!(summary.contains("Declared winner: b"), "{summary}");
+    }
+
+    /// The backend cache follows lifecycle changes and hand-made edits at once.
+    #[pg_test]
+    fn cache_follows_changes() {
+        create(two_arms("cached"));
+        Spi::run("SELECT ab_start_experiment('cached')").unwrap();
+        assert!(variant_of("cached", "u1").is_some());
+        // Send all new traffic to b by hand: the statement trigger invalidates the cache.
+        Spi::run("UPDATE ab_variants SET traffic_allocation = CASE name WHEN 'a' THEN 0 ELSE 100 END").unwrap();
+        for g in 0..50 {
+            assert_eq!(variant_of("cached", &format!("new{g}")).as_deref(), Some("b"));
+        }
+        Spi::run("SELECT ab_stop_experiment('cached')").unwrap();
+        assert_eq!(variant_of("cached", "u1"), None);
+        Spi::run("SELECT ab_delete_experiment('cached')").unwrap();
+        create(two_arms("cached"));
+        assert_eq!(variant_of("cached", "u1"), None, "the new experiment of the same name is a draft");
+    }
+
+    #[pg_test(error = "experiment \"missing\" does not exist")]
+    fn unknown_experiment_is_an_error() {
+        variant_of("missing", "u1");
+    }
+
+    #[pg_test(error = "traffic allocations sum to 120, must be at most 100")]
+    fn over_allocation_is_an_error() {
+        let mut d = two_arms("over");
+        d["variants"][1]["traffic_allocation"] = json!(70);
+        create(d);
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh or prepared machine:
+#   1. ab_core: unit tests and agreement with scipy (no database)
+#   2. #[pg_test]s inside a PostgreSQL backend (cargo pgrx test)
+#   3. pg_regress: the SQL surface and every error path (tests/pg_regress)
+#   4. client tests through psycopg: full flow, racing sessions, cross-session caching
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+
+scripts/setup.sh
+
+echo "== ab_core: unit tests and scipy reference values"
+cargo test -p ab_core
+
+echo "== #[pg_test] (cargo pgrx test)"
+PGRX_TEST_DIR=/tmp/ab_testing_pgrx_test
+rm -rf "$PGRX_TEST_DIR"
+mkdir -p "$PGRX_TEST_DIR"
+chown postgres:postgres "$PGRX_TEST_DIR"
+cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_DIR/data"
+
+echo "== install the release build into PostgreSQL 15 and start a local cluster"
+cargo pgrx install --release --pg-config "$PG_CONFIG"
+scripts/cluster.sh start
+
+echo "== pg_regress"
+if ! scripts/regress.sh; then
+    cat target/regress/regression.diffs 2>/dev/null | head -200
+    exit 1
+fi
+
+echo "== client tests (psycopg)"
+[ -x target/venv/bin/python ] || python3 -m venv target/venv
+target/venv/bin/pip install -q --disable-pip-version-check -r tests/client/requirements.txt
+target/venv/bin/python -m pytest -q tests/client
