@@ -45,6 +45,38 @@ CREATE TABLE ab_variants (
 );
 CREATE UNIQUE INDEX ab_variants_one_control ON ab_variants (experiment_id) WHERE is_control;
 
+-- Exactly one control per experiment and allocations summing to at most 100, checked at
+-- commit so that a transaction may rearrange variants in several statements.
+CREATE FUNCTION ab_check_variants() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    experiment bigint := CASE WHEN TG_OP = 'DELETE' THEN OLD.experiment_id ELSE NEW.experiment_id END;
+    variants bigint;
+    controls bigint;
+    total_bp numeric;
+BEGIN
+    SELECT count(*), count(*) FILTER (WHERE is_control), coalesce(sum(round((traffic_allocation * 100)::numeric)), 0)
+      INTO variants, controls, total_bp
+      FROM @extschema@.ab_variants WHERE experiment_id = experiment;
+    IF variants > 0 AND controls <> 1 THEN
+        RAISE EXCEPTION 'experiment with id % has % control variants, must have exactly one', experiment, controls
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF total_bp > 10000 THEN
+        RAISE EXCEPTION 'traffic allocations of experiment with id % sum to %, must be at most 100', experiment, round(total_bp / 100, 2)
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE CONSTRAINT TRIGGER ab_variants_check
+    AFTER INSERT OR UPDATE OR DELETE ON ab_variants
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION ab_check_variants();
+
 CREATE TABLE ab_assignments (
     experiment_id  bigint NOT NULL,
     user_id        text NOT NULL CHECK (user_id <> ''),
@@ -141,6 +173,8 @@ COMMENT ON COLUMN ab_variants.position IS 'Creation order; variants take consecu
 COMMENT ON COLUMN ab_variants.is_control IS 'True for the baseline every other variant is compared with.';
 COMMENT ON COLUMN ab_variants.traffic_allocation IS 'Percentage of users (two decimals) sent to this variant; the remainder of 100 is not enrolled.';
 COMMENT ON COLUMN ab_variants.config IS 'What the application applies for this variant (prompt, model, settings), returned by ab_get_variant.';
+
+COMMENT ON FUNCTION ab_check_variants() IS 'Constraint trigger: exactly one control per experiment, allocations summing to at most 100.';
 
 COMMENT ON TABLE ab_assignments IS 'The sticky variant of each enrolled user: one row per experiment and user.';
 COMMENT ON COLUMN ab_assignments.experiment_id IS 'ab_experiments.id of the experiment.';

@@ -42,6 +42,13 @@ SELECT ab_create_experiment('{"name": "options", "experiment_type": "agent_confi
                {"name": "threshold 0.9", "traffic_allocation": 30, "config": {"confidence_threshold": 0.9}}]}') > 0 AS created;
 SELECT name, experiment_type, primary_metric, metrics, target_segments, min_sample_size, alpha, salt FROM ab_experiments;
 SELECT name, position, is_control, traffic_allocation, config FROM ab_variants ORDER BY position;
+-- The tables hold the invariants too, against edits by hand (checked at commit).
+SELECT expect_error($$DO 'BEGIN UPDATE ab_variants SET traffic_allocation = 90; SET CONSTRAINTS ALL IMMEDIATE; END'$$);
+SELECT expect_error($$DO 'BEGIN UPDATE ab_variants SET is_control = true; SET CONSTRAINTS ALL IMMEDIATE; END'$$);
+SELECT expect_error($$DO 'BEGIN DELETE FROM ab_variants WHERE is_control; SET CONSTRAINTS ALL IMMEDIATE; END'$$);
+SELECT expect_error($$UPDATE ab_variants SET traffic_allocation = 12.345$$);
+SELECT expect_error($$UPDATE ab_experiments SET status = 'paused'$$);
+SELECT name, is_control, traffic_allocation FROM ab_variants ORDER BY position;
 SELECT expect_error($$SELECT ab_create_experiment('{"name": "options", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
 SELECT ab_delete_experiment('options');
 DROP TABLE defs;
