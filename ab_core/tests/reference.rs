@@ -57,3 +57,73 @@ fn bucketing_matches_python_xxhash() {
         assert_eq!(p as u64, case["point"].as_u64().unwrap(), "{case}");
     }
 }
+
+#[test]
+fn proportion_test_matches_statsmodels() {
+    use ab_core::stats::proportion::proportion_test;
+    for c in fixture("proportions.json") {
+        let r = proportion_test(f(&c, "x_a"), f(&c, "n_a"), f(&c, "x_b"), f(&c, "n_b"), f(&c, "alpha")).unwrap();
+        let what = c.to_string();
+        assert_rel(r.z.unwrap(), f(&c, "z_stat"), 1e-9, &what);
+        assert_rel(r.p_value, f(&c, "p_value"), 1e-6, &what);
+        assert_rel(r.diff, f(&c, "diff"), 1e-12, &what);
+        assert_rel(r.ci_lower, f(&c, "ci_lower"), 1e-9, &what);
+        assert_rel(r.ci_upper, f(&c, "ci_upper"), 1e-9, &what);
+    }
+}
+
+#[test]
+fn srm_matches_scipy_chisquare() {
+    use ab_core::stats::srm::srm_test;
+    for c in fixture("srm.json") {
+        let obs: Vec<f64> = c["observed"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let w: Vec<f64> = c["weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let r = srm_test(&obs, &w).unwrap();
+        assert!((r.chi2 - f(&c, "chi2")).abs() <= 1e-9 * f(&c, "chi2").max(1e-9), "{c}");
+        assert_rel(r.p_value, f(&c, "p_value"), 1e-6, &c.to_string());
+    }
+}
+
+#[test]
+fn sample_size_matches_the_formula() {
+    use ab_core::stats::power::sample_size;
+    for c in fixture("sample_size.json") {
+        let n = sample_size(f(&c, "std_dev"), f(&c, "mde"), f(&c, "alpha"), f(&c, "power")).unwrap();
+        assert_eq!(n, c["n"].as_u64().unwrap(), "{c}");
+    }
+}
+
+#[test]
+fn adjustments_match_statsmodels() {
+    use ab_core::stats::multiple::{benjamini_hochberg, holm};
+    for c in fixture("adjust.json") {
+        let p: Vec<f64> = c["p"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        for (got, key) in [(holm(&p), "holm"), (benjamini_hochberg(&p), "bh")] {
+            for (g, e) in got.iter().zip(c[key].as_array().unwrap()) {
+                assert_rel(*g, e.as_f64().unwrap(), 1e-12, &format!("{key} {c}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn sequential_matches_the_reference_implementation() {
+    use ab_core::stats::sequential::{half_width, p_value};
+    for c in fixture("sequential.json") {
+        let (d, se2, n, a, tuning) = (f(&c, "diff"), f(&c, "se2"), f(&c, "n"), f(&c, "alpha"), f(&c, "tuning"));
+        assert_rel(half_width(se2, n, a, tuning), f(&c, "half_width"), 1e-12, &c.to_string());
+        assert_rel(p_value(d, se2, n, tuning), f(&c, "p_value"), 1e-6, &c.to_string());
+    }
+}
+
+#[test]
+fn bayes_matches_scipy() {
+    use ab_core::definition::Direction;
+    use ab_core::stats::bayes::bayes;
+    for c in fixture("bayes.json") {
+        let dir = Direction::parse(c["direction"].as_str().unwrap()).unwrap();
+        let r = bayes(f(&c, "diff"), f(&c, "se"), dir);
+        assert_rel(r.chance_to_beat_control, f(&c, "chance_to_beat_control"), 1e-9, &c.to_string());
+        assert_rel(r.expected_loss, f(&c, "expected_loss"), 1e-9, &c.to_string());
+    }
+}

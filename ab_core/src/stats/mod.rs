@@ -1,9 +1,15 @@
 //! The statistics of the analysis, as `../shared`'s reference defines them and checked against
-//! scipy fixtures in `tests/fixtures`.
+//! scipy and statsmodels fixtures in `tests/fixtures`.
 
+pub mod bayes;
+pub mod cuped;
 pub mod dist;
 pub mod moments;
 pub mod multiple;
+pub mod power;
+pub mod proportion;
+pub mod sequential;
+pub mod srm;
 pub mod welch;
 
 pub use moments::Moments;
