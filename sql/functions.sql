@@ -24,6 +24,10 @@ BEGIN
         'target_segments', e.target_segments,
         'min_sample_size', e.min_sample_size,
         'alpha', e.alpha,
+        'sequential', e.sequential_tuning IS NOT NULL,
+        'sequential_tuning', e.sequential_tuning,
+        'correction', e.correction,
+        'power', e.power,
         'salt', e.salt,
         'winner', e.winner_variant,
         'created_at', e.created_at,
@@ -40,7 +44,8 @@ BEGIN
                    ORDER BY v.position), '[]')
             FROM @extschema@.ab_variants v WHERE v.experiment_id = e.id),
         'users_assigned', (SELECT count(*) FROM @extschema@.ab_assignments a WHERE a.experiment_id = e.id),
-        'results_recorded', (SELECT count(*) FROM @extschema@.ab_results r WHERE r.experiment_id = e.id));
+        'results_recorded', (SELECT count(*) FROM @extschema@.ab_results r WHERE r.experiment_id = e.id),
+        'covariates_recorded', (SELECT count(*) FROM @extschema@.ab_covariates c WHERE c.experiment_id = e.id));
 END;
 $$;
 
@@ -86,3 +91,9 @@ COMMENT ON FUNCTION ab_summary(text) IS 'A plain-words report of the experiment 
 COMMENT ON FUNCTION ab_summary(bigint) IS 'ab_summary by experiment id.';
 COMMENT ON FUNCTION ab_welch_test(bigint, double precision, double precision, bigint, double precision, double precision, double precision) IS 'Welch''s two-sample t-test from summary statistics (diff = b - a), as scipy.stats.ttest_ind_from_stats(equal_var=False).';
 COMMENT ON FUNCTION ab_invalidate_cache() IS 'Trigger: tells every backend to reload its cache of experiment definitions.';
+COMMENT ON FUNCTION ab_record_covariate(text, text, text, double precision) IS 'Records (or replaces) a user''s pre-experiment covariate for a metric; ab_analyze then reports CUPED estimates.';
+COMMENT ON FUNCTION ab_record_covariate(bigint, text, text, double precision) IS 'ab_record_covariate by experiment id.';
+COMMENT ON FUNCTION ab_proportion_test(bigint, bigint, bigint, bigint, double precision) IS 'Two-proportion z-test (pooled z, unpooled Wald CI of diff = b - a), as statsmodels proportions_ztest.';
+COMMENT ON FUNCTION ab_srm_test(bigint[], double precision[]) IS 'Sample ratio mismatch: chi-square goodness of fit of observed counts against weights, as scipy.stats.chisquare.';
+COMMENT ON FUNCTION ab_sample_size(double precision, double precision, double precision, double precision) IS 'Users per arm to detect an absolute difference mde (two-sided, equal allocation, normal approximation).';
+COMMENT ON FUNCTION ab_adjust_p_values(double precision[], text) IS 'Adjusted p-values: holm (Holm-Bonferroni) or bh (Benjamini-Hochberg), in input order.';

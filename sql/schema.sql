@@ -20,6 +20,9 @@ CREATE TABLE ab_experiments (
     target_segments  jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(target_segments) = 'object'),
     min_sample_size  bigint NOT NULL DEFAULT 100 CHECK (min_sample_size >= 2),
     alpha            float8 NOT NULL DEFAULT 0.05 CHECK (alpha > 0 AND alpha < 1),
+    sequential_tuning float8 CHECK (sequential_tuning >= 1),
+    correction       text NOT NULL DEFAULT 'holm' CHECK (correction IN ('holm', 'bh')),
+    power            float8 NOT NULL DEFAULT 0.8 CHECK (power > 0 AND power < 1),
     salt             text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text,
     winner_variant   text,
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -101,6 +104,15 @@ CREATE TABLE ab_results (
 );
 CREATE INDEX ab_results_experiment ON ab_results (experiment_id, metric_name);
 
+CREATE TABLE ab_covariates (
+    experiment_id  bigint NOT NULL,
+    user_id        text NOT NULL CHECK (user_id <> ''),
+    metric_name    text NOT NULL CHECK (btrim(metric_name) <> '' AND char_length(metric_name) <= 200),
+    value          float8 NOT NULL CHECK (value > '-Infinity'::float8 AND value < 'Infinity'::float8),
+    recorded_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (experiment_id, user_id, metric_name)
+);
+
 CREATE TABLE ab_insights (
     id              bigserial PRIMARY KEY,
     experiment_id   bigint NOT NULL,
@@ -119,7 +131,19 @@ CREATE TABLE ab_insights (
     significant     boolean,
     effect_size     float8,
     recommendation  text NOT NULL,
-    confidence      float8
+    confidence      float8,
+    metric_type     text NOT NULL DEFAULT 'continuous',
+    test            text,
+    p_value_adjusted float8,
+    chance_to_beat_control float8,
+    expected_loss   float8,
+    users_needed    bigint,
+    srm_p_value     float8,
+    cuped_diff      float8,
+    cuped_ci_lower  float8,
+    cuped_ci_upper  float8,
+    cuped_p_value   float8,
+    cuped_variance_reduction float8
 );
 CREATE INDEX ab_insights_experiment ON ab_insights (experiment_id, computed_at);
 
@@ -131,6 +155,7 @@ SELECT pg_catalog.pg_extension_config_dump('ab_variants_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_assignments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_results', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_results_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_covariates', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_insights', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_insights_id_seq', '');
 
@@ -160,6 +185,9 @@ COMMENT ON COLUMN ab_experiments.metrics IS 'Per metric: {"aggregation": mean|su
 COMMENT ON COLUMN ab_experiments.target_segments IS 'Conditions on the attributes passed to ab_get_variant; all must hold for a user to be enrolled.';
 COMMENT ON COLUMN ab_experiments.min_sample_size IS 'Users each variant needs before a winner may be declared.';
 COMMENT ON COLUMN ab_experiments.alpha IS 'Significance level of the tests (default 0.05).';
+COMMENT ON COLUMN ab_experiments.sequential_tuning IS 'N* of the always-valid confidence sequences in sequential mode; NULL for fixed-horizon tests.';
+COMMENT ON COLUMN ab_experiments.correction IS 'Adjustment of p-values across treatments: holm (family-wise) or bh (false discovery rate).';
+COMMENT ON COLUMN ab_experiments.power IS 'Power used for the users still needed to detect each metric''s mde (default 0.8).';
 COMMENT ON COLUMN ab_experiments.salt IS 'Hashing salt fixed at creation: with the user id it decides the variant.';
 COMMENT ON COLUMN ab_experiments.winner_variant IS 'Variant declared the winner by ab_stop_experiment, or NULL.';
 COMMENT ON COLUMN ab_experiments.created_at IS 'When the experiment was created.';
@@ -193,6 +221,13 @@ COMMENT ON COLUMN ab_results.metric_value IS 'Observed value (finite).';
 COMMENT ON COLUMN ab_results.session_id IS 'Session the observation came from, if given.';
 COMMENT ON COLUMN ab_results.recorded_at IS 'When the result was recorded.';
 
+COMMENT ON TABLE ab_covariates IS 'Pre-experiment covariate per user and metric (CUPED), recorded by ab_record_covariate.';
+COMMENT ON COLUMN ab_covariates.experiment_id IS 'ab_experiments.id of the experiment.';
+COMMENT ON COLUMN ab_covariates.user_id IS 'The application''s user identifier.';
+COMMENT ON COLUMN ab_covariates.metric_name IS 'Metric whose variance the covariate reduces.';
+COMMENT ON COLUMN ab_covariates.value IS 'The user''s value before the experiment (for instance the same metric over the previous month).';
+COMMENT ON COLUMN ab_covariates.recorded_at IS 'When the covariate was last recorded.';
+
 COMMENT ON TABLE ab_insights IS 'Stored output of every ab_analyze run: one row per metric and variant.';
 COMMENT ON COLUMN ab_insights.experiment_id IS 'ab_experiments.id of the experiment.';
 COMMENT ON COLUMN ab_insights.computed_at IS 'Transaction time of the analysis; rows of one run share it.';
@@ -206,10 +241,22 @@ COMMENT ON COLUMN ab_insights.diff IS 'Mean difference, variant minus control.';
 COMMENT ON COLUMN ab_insights.ci_lower IS 'Lower bound of the confidence interval of diff (level 1 - alpha).';
 COMMENT ON COLUMN ab_insights.ci_upper IS 'Upper bound of the confidence interval of diff.';
 COMMENT ON COLUMN ab_insights.relative_lift IS 'diff / |control mean|; NULL when the control mean is 0.';
-COMMENT ON COLUMN ab_insights.p_value IS 'Two-sided Welch t-test p-value against the control.';
-COMMENT ON COLUMN ab_insights.significant IS 'Holm-adjusted p-value below alpha.';
+COMMENT ON COLUMN ab_insights.p_value IS 'Two-sided p-value against the control (Welch t-test, or z-test for binary metrics; always-valid in sequential mode).';
+COMMENT ON COLUMN ab_insights.significant IS 'Adjusted p-value below alpha.';
 COMMENT ON COLUMN ab_insights.effect_size IS 'Cohen''s d.';
 COMMENT ON COLUMN ab_insights.recommendation IS 'What the row means, in words.';
-COMMENT ON COLUMN ab_insights.confidence IS '1 - Holm-adjusted p-value; not a probability that the variant is better.';
+COMMENT ON COLUMN ab_insights.confidence IS '1 - adjusted p-value; not a probability that the variant is better.';
+COMMENT ON COLUMN ab_insights.metric_type IS 'continuous or binary.';
+COMMENT ON COLUMN ab_insights.test IS 'welch, z, welch-sequential or z-sequential.';
+COMMENT ON COLUMN ab_insights.p_value_adjusted IS 'p-value adjusted across the metric''s treatments (Holm or Benjamini-Hochberg).';
+COMMENT ON COLUMN ab_insights.chance_to_beat_control IS 'Posterior probability that the variant is better than the control (flat prior).';
+COMMENT ON COLUMN ab_insights.expected_loss IS 'Expected loss of shipping the variant, in the metric''s units (flat prior).';
+COMMENT ON COLUMN ab_insights.users_needed IS 'Users each variant still needs to detect the metric''s mde; NULL without an mde.';
+COMMENT ON COLUMN ab_insights.srm_p_value IS 'Sample ratio mismatch chi-square p-value of the experiment''s assignments; below 0.001 no winner is declared.';
+COMMENT ON COLUMN ab_insights.cuped_diff IS 'CUPED-adjusted difference, when covariates were recorded.';
+COMMENT ON COLUMN ab_insights.cuped_ci_lower IS 'Lower bound of the CUPED-adjusted confidence interval.';
+COMMENT ON COLUMN ab_insights.cuped_ci_upper IS 'Upper bound of the CUPED-adjusted confidence interval.';
+COMMENT ON COLUMN ab_insights.cuped_p_value IS 'p-value of the CUPED-adjusted comparison.';
+COMMENT ON COLUMN ab_insights.cuped_variance_reduction IS 'Share of the variance of the difference removed by CUPED.';
 
 COMMENT ON VIEW ab_experiment_overview IS 'Every experiment with its status, type, primary metric, users assigned, results recorded and dates.';

@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, MetricResult, Settings};
-use ab_core::definition::MetricDef;
-use ab_core::stats::welch::{welch_test, Sample};
+use ab_core::definition::Correction;
+use ab_core::stats::cuped::CoMoments;
+use ab_core::stats::srm::{srm_test, SrmResult};
 use ab_core::stats::Moments;
 use ab_core::summary::{render, ArmCount, SummaryInput};
 use ab_core::winner::{decide, Decision};
@@ -14,18 +15,19 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::catalog::{self, ExperimentRef, ExperimentRow, VariantRow};
-use crate::errors::{core_error, SpiExt};
+use crate::errors::SpiExt;
 
 pub struct Analysis {
     pub variants: Vec<VariantRow>,
     pub assigned: HashMap<i64, u64>,
     pub metrics: Vec<MetricResult>,
+    pub srm: Option<SrmResult>,
 }
 
 impl Analysis {
     pub fn decision(&self, exp: &ExperimentRow) -> Decision {
         match self.metrics.iter().find(|m| m.name == exp.primary_metric) {
-            Some(primary) => decide(primary, exp.min_sample_size, exp.alpha, None),
+            Some(primary) => decide(primary, exp.min_sample_size, exp.alpha, self.srm.map(|s| s.p_value)),
             None => Decision {
                 winner: None,
                 reason: format!("no results recorded for the primary metric {}", exp.primary_metric),
@@ -35,10 +37,21 @@ impl Analysis {
     }
 }
 
-fn metric_defs(exp: &ExperimentRow) -> BTreeMap<String, MetricDef> {
-    let mut defs: BTreeMap<String, MetricDef> = serde_json::from_value(exp.metrics.clone()).unwrap_or_default();
-    defs.entry(exp.primary_metric.clone()).or_default();
-    defs
+fn settings(exp: &ExperimentRow) -> Settings {
+    Settings {
+        alpha: exp.alpha,
+        min_sample_size: exp.min_sample_size,
+        sequential_tuning: exp.sequential_tuning,
+        correction: Correction::parse(&exp.correction).unwrap_or_default(),
+        power: exp.power,
+    }
+}
+
+/// Per (metric, variant): the per-user values' moments and, with covariates, their
+/// co-moments with the covariate (0 for users without one).
+struct Observed {
+    moments: Moments,
+    co: Option<CoMoments>,
 }
 
 pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
@@ -53,10 +66,32 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
         .or_raise()
         .map(|row| (row.get::<i64>(1).or_raise().unwrap(), row.get::<i64>(2).or_raise().unwrap() as u64))
         .collect();
+    let observed_counts: Vec<f64> = variants.iter().map(|v| assigned.get(&v.id).copied().unwrap_or(0) as f64).collect();
+    let weights: Vec<f64> = variants.iter().map(|v| v.traffic_allocation).collect();
+    let srm = srm_test(&observed_counts, &weights).ok();
 
-    let defs = metric_defs(exp);
+    let has_covariates = client
+        .select(format!("SELECT EXISTS (SELECT 1 FROM {nsp}.ab_covariates WHERE experiment_id = $1)").as_str(), None, &[exp.id.into()])
+        .or_raise()
+        .first()
+        .get_one::<bool>()
+        .or_raise()
+        .unwrap_or(false);
+
+    let defs = exp.metric_defs();
     let names: Vec<String> = defs.keys().cloned().collect();
     let aggs: Vec<String> = defs.values().map(|d| d.aggregation.as_str().to_string()).collect();
+    let (cov_join, cov_cols) = if has_covariates {
+        (
+            format!(
+                "LEFT JOIN {nsp}.ab_covariates c ON c.experiment_id = $1 AND c.user_id = v.user_id AND c.metric_name = v.metric_name"
+            ),
+            ", avg(coalesce(c.value, 0)), coalesce(var_samp(coalesce(c.value, 0)), 0), \
+             coalesce(covar_samp(v.v, coalesce(c.value, 0)), 0)",
+        )
+    } else {
+        (String::new(), "")
+    };
     // Per user first (the unit of randomization), then per variant.
     let sql = format!(
         "WITH defs AS (SELECT * FROM unnest($2::text[], $3::text[]) AS d(metric_name, aggregation)), \
@@ -64,21 +99,49 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
            SELECT r.metric_name, r.variant_id, r.user_id, avg(r.metric_value) AS mean_v, \
                   sum(r.metric_value) AS sum_v, count(*)::float8 AS count_v, max(r.metric_value) AS max_v \
            FROM {nsp}.ab_results r WHERE r.experiment_id = $1 \
-           GROUP BY r.metric_name, r.variant_id, r.user_id) \
-         SELECT p.metric_name, p.variant_id, count(*), avg(x.v), coalesce(var_samp(x.v), 0) \
-         FROM per_user p LEFT JOIN defs d ON d.metric_name = p.metric_name \
-         CROSS JOIN LATERAL (SELECT CASE coalesce(d.aggregation, 'mean') WHEN 'sum' THEN p.sum_v \
-              WHEN 'count' THEN p.count_v WHEN 'max' THEN p.max_v ELSE p.mean_v END) AS x(v) \
-         GROUP BY p.metric_name, p.variant_id"
+           GROUP BY r.metric_name, r.variant_id, r.user_id), \
+         v AS ( \
+           SELECT p.metric_name, p.variant_id, p.user_id, \
+                  CASE coalesce(d.aggregation, 'mean') WHEN 'sum' THEN p.sum_v WHEN 'count' THEN p.count_v \
+                       WHEN 'max' THEN p.max_v ELSE p.mean_v END AS v \
+           FROM per_user p LEFT JOIN defs d ON d.metric_name = p.metric_name) \
+         SELECT v.metric_name, v.variant_id, count(*), avg(v.v), coalesce(var_samp(v.v), 0){cov_cols} \
+         FROM v {cov_join} GROUP BY v.metric_name, v.variant_id"
     );
-    let mut observed: BTreeMap<String, HashMap<i64, Moments>> = BTreeMap::new();
+    let mut observed: BTreeMap<String, HashMap<i64, Observed>> = BTreeMap::new();
     for row in client.select(sql.as_str(), None, &[exp.id.into(), names.into(), aggs.into()]).or_raise() {
         let metric: String = row.get(1).or_raise().unwrap();
         let variant: i64 = row.get(2).or_raise().unwrap();
         let n = row.get::<i64>(3).or_raise().unwrap() as f64;
         let mean: f64 = row.get(4).or_raise().unwrap();
         let var: f64 = row.get(5).or_raise().unwrap();
-        observed.entry(metric).or_default().insert(variant, Moments::from_summary(n, mean, var));
+        let co = has_covariates.then(|| {
+            let f = |i| row.get::<f64>(i).or_raise().unwrap_or(0.0);
+            CoMoments::from_summary(n, mean, f(6), var, f(7), f(8))
+        });
+        observed.entry(metric).or_default().insert(variant, Observed { moments: Moments::from_summary(n, mean, var), co });
+    }
+
+    // Users who recorded nothing for a metric but have a covariate (they count as 0 for
+    // sum, count and binary metrics, and their covariate still enters CUPED).
+    let mut silent_cov: HashMap<(String, i64), CoMoments> = HashMap::new();
+    if has_covariates {
+        let sql = format!(
+            "SELECT c.metric_name, a.variant_id, count(*), avg(c.value), coalesce(var_samp(c.value), 0) \
+             FROM {nsp}.ab_covariates c JOIN {nsp}.ab_assignments a ON a.experiment_id = c.experiment_id AND a.user_id = c.user_id \
+             WHERE c.experiment_id = $1 AND NOT EXISTS (SELECT 1 FROM {nsp}.ab_results r \
+               WHERE r.experiment_id = $1 AND r.user_id = c.user_id AND r.metric_name = c.metric_name) \
+             GROUP BY c.metric_name, a.variant_id"
+        );
+        for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
+            let n = row.get::<i64>(3).or_raise().unwrap() as f64;
+            let mean_x: f64 = row.get(4).or_raise().unwrap();
+            let var_x: f64 = row.get(5).or_raise().unwrap();
+            silent_cov.insert(
+                (row.get(1).or_raise().unwrap(), row.get(2).or_raise().unwrap()),
+                CoMoments::from_summary(n, 0.0, mean_x, 0.0, var_x, 0.0),
+            );
+        }
     }
 
     // The primary metric first, then the declared ones, then any other recorded metric.
@@ -86,7 +149,7 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     order.extend(defs.keys().filter(|k| **k != exp.primary_metric).cloned());
     order.extend(observed.keys().filter(|k| !defs.contains_key(*k)).cloned());
 
-    let settings = Settings { alpha: exp.alpha, min_sample_size: exp.min_sample_size };
+    let settings = settings(exp);
     let metrics = order
         .into_iter()
         .map(|name| {
@@ -94,58 +157,89 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
             let data = observed.get(&name);
             let arms = variants
                 .iter()
-                .map(|v| ArmInput {
-                    variant: v.name.clone(),
-                    is_control: v.is_control,
-                    assigned: assigned.get(&v.id).copied().unwrap_or(0),
-                    observed: data.and_then(|d| d.get(&v.id)).copied().unwrap_or_default(),
+                .map(|v| {
+                    let assigned = assigned.get(&v.id).copied().unwrap_or(0);
+                    let obs = data.and_then(|d| d.get(&v.id));
+                    let moments = obs.map(|o| o.moments).unwrap_or_default();
+                    let covariate = has_covariates.then(|| {
+                        let mut co = obs.and_then(|o| o.co).unwrap_or_default();
+                        if def.silent_users_are_zero() {
+                            let with_cov = silent_cov.get(&(name.clone(), v.id)).copied().unwrap_or_default();
+                            let without = (assigned as f64 - moments.n - with_cov.n).max(0.0);
+                            co = co.merge(&with_cov).merge(&CoMoments { n: without, ..Default::default() });
+                        }
+                        co
+                    });
+                    ArmInput { variant: v.name.clone(), is_control: v.is_control, assigned, observed: moments, covariate }
                 })
                 .collect();
             analyze_metric(&settings, &MetricInput { name, def, arms })
         })
         .collect();
-    Analysis { variants, assigned, metrics }
+    Analysis { variants, assigned, metrics, srm }
 }
 
 /// Stores an analysis in ab_insights; rows of one run share the transaction time.
 pub fn store(client: &mut SpiClient<'_>, nsp: &str, experiment_id: i64, analysis: &Analysis) {
     let sql = format!(
         "INSERT INTO {nsp}.ab_insights (experiment_id, computed_at, metric_name, variant, is_control, users, mean, \
-         std_dev, diff, ci_lower, ci_upper, relative_lift, p_value, significant, effect_size, recommendation, confidence) \
-         VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+         std_dev, diff, ci_lower, ci_upper, relative_lift, p_value, significant, effect_size, recommendation, confidence, \
+         metric_type, test, p_value_adjusted, chance_to_beat_control, expected_loss, users_needed, srm_p_value, \
+         cuped_diff, cuped_ci_lower, cuped_ci_upper, cuped_p_value, cuped_variance_reduction) \
+         SELECT $1, now(), r.* FROM unnest($2::text[], $3::text[], $4::bool[], $5::int8[], $6::float8[], $7::float8[], \
+           $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::bool[], $14::float8[], $15::text[], \
+           $16::float8[], $17::text[], $18::text[], $19::float8[], $20::float8[], $21::float8[], $22::int8[], $23::float8[], \
+           $24::float8[], $25::float8[], $26::float8[], $27::float8[], $28::float8[]) AS r"
     );
-    for m in &analysis.metrics {
-        for a in &m.arms {
-            let c = a.comparison;
-            client
-                .update(
-                    sql.as_str(),
-                    None,
-                    &[
-                        experiment_id.into(),
-                        m.name.as_str().into(),
-                        a.variant.as_str().into(),
-                        a.is_control.into(),
-                        (a.users as i64).into(),
-                        a.mean.into(),
-                        a.std_dev.into(),
-                        c.map(|c| c.diff).into(),
-                        c.map(|c| c.ci_lower).into(),
-                        c.map(|c| c.ci_upper).into(),
-                        c.and_then(|c| c.relative_lift).into(),
-                        c.map(|c| c.p_value).into(),
-                        c.map(|c| c.significant).into(),
-                        c.and_then(|c| c.effect_size).into(),
-                        a.recommendation.as_str().into(),
-                        a.confidence.into(),
-                    ],
-                )
-                .or_raise();
-        }
+    let rows: Vec<Row> = analysis.metrics.iter().flat_map(|m| rows_of(m, analysis.srm)).collect();
+    macro_rules! col {
+        ($i:tt) => {
+            rows.iter().map(|r| r.$i.clone()).collect::<Vec<_>>().into()
+        };
     }
+    let confidence: Vec<Option<f64>> = analysis.metrics.iter().flat_map(|m| m.arms.iter().map(|a| a.confidence)).collect();
+    let recommendation: Vec<String> =
+        analysis.metrics.iter().flat_map(|m| m.arms.iter().map(|a| a.recommendation.clone())).collect();
+    client
+        .update(
+            sql.as_str(),
+            None,
+            &[
+                experiment_id.into(),
+                col!(0),
+                col!(1),
+                col!(2),
+                col!(3),
+                col!(4),
+                col!(5),
+                col!(6),
+                col!(7),
+                col!(8),
+                col!(9),
+                col!(10),
+                col!(11),
+                col!(12),
+                recommendation.into(),
+                confidence.into(),
+                col!(13),
+                col!(14),
+                col!(15),
+                col!(16),
+                col!(17),
+                col!(18),
+                col!(19),
+                col!(20),
+                col!(21),
+                col!(22),
+                col!(23),
+                col!(24),
+            ],
+        )
+        .or_raise();
 }
 
-type AnalyzeRow = (
+/// One output row of ab_analyze, in column order.
+type Row = (
     String,
     String,
     bool,
@@ -159,9 +253,58 @@ type AnalyzeRow = (
     Option<f64>,
     Option<bool>,
     Option<f64>,
+    String,
+    Option<String>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<i64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
 );
 
-fn analyze(r: ExperimentRef<'_>) -> TableIterator<'static, AnalyzeRow> {
+fn rows_of(m: &MetricResult, srm: Option<SrmResult>) -> Vec<Row> {
+    m.arms
+        .iter()
+        .map(|a| {
+            let c = a.comparison;
+            let k = c.and_then(|c| c.cuped);
+            (
+                m.name.clone(),
+                a.variant.clone(),
+                a.is_control,
+                a.users as i64,
+                a.mean,
+                a.std_dev,
+                c.map(|c| c.diff),
+                c.map(|c| c.ci_lower),
+                c.map(|c| c.ci_upper),
+                c.and_then(|c| c.relative_lift),
+                c.map(|c| c.p_value),
+                c.map(|c| c.significant),
+                c.and_then(|c| c.effect_size),
+                m.def.kind.as_str().to_string(),
+                c.map(|c| c.test.to_string()),
+                c.map(|c| c.p_adjusted),
+                c.map(|c| c.chance_to_beat_control),
+                c.map(|c| c.expected_loss),
+                c.and_then(|c| c.users_needed).map(|n| n.min(i64::MAX as u64) as i64),
+                srm.map(|s| s.p_value),
+                k.map(|k| k.diff),
+                k.map(|k| k.ci_lower),
+                k.map(|k| k.ci_upper),
+                k.map(|k| k.p_value),
+                k.map(|k| k.variance_reduction),
+            )
+        })
+        .collect()
+}
+
+fn analyze(r: ExperimentRef<'_>) -> Vec<Row> {
     let analysis = Spi::connect_mut(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
@@ -169,32 +312,7 @@ fn analyze(r: ExperimentRef<'_>) -> TableIterator<'static, AnalyzeRow> {
         store(client, &nsp, exp.id, &analysis);
         analysis
     });
-    let rows: Vec<AnalyzeRow> = analysis
-        .metrics
-        .into_iter()
-        .flat_map(|m| {
-            let name = m.name;
-            m.arms.into_iter().map(move |a| {
-                let c = a.comparison;
-                (
-                    name.clone(),
-                    a.variant,
-                    a.is_control,
-                    a.users as i64,
-                    a.mean,
-                    a.std_dev,
-                    c.map(|c| c.diff),
-                    c.map(|c| c.ci_lower),
-                    c.map(|c| c.ci_upper),
-                    c.and_then(|c| c.relative_lift),
-                    c.map(|c| c.p_value),
-                    c.map(|c| c.significant),
-                    c.and_then(|c| c.effect_size),
-                )
-            })
-        })
-        .collect();
-    TableIterator::new(rows)
+    analysis.metrics.iter().flat_map(|m| rows_of(m, analysis.srm)).collect()
 }
 
 /// One row per metric and variant: per-user statistics and the Welch comparison with the
@@ -216,9 +334,21 @@ fn ab_analyze(experiment: &str) -> TableIterator<
         name!(p_value, Option<f64>),
         name!(significant, Option<bool>),
         name!(effect_size, Option<f64>),
+        name!(metric_type, String),
+        name!(test, Option<String>),
+        name!(p_value_adjusted, Option<f64>),
+        name!(chance_to_beat_control, Option<f64>),
+        name!(expected_loss, Option<f64>),
+        name!(users_needed, Option<i64>),
+        name!(srm_p_value, Option<f64>),
+        name!(cuped_diff, Option<f64>),
+        name!(cuped_ci_lower, Option<f64>),
+        name!(cuped_ci_upper, Option<f64>),
+        name!(cuped_p_value, Option<f64>),
+        name!(cuped_variance_reduction, Option<f64>),
     ),
 > {
-    analyze(ExperimentRef::Name(experiment))
+    TableIterator::new(analyze(ExperimentRef::Name(experiment)))
 }
 
 #[pg_extern(name = "ab_analyze", volatile, parallel_unsafe)]
@@ -238,9 +368,21 @@ fn ab_analyze_by_id(experiment: i64) -> TableIterator<
         name!(p_value, Option<f64>),
         name!(significant, Option<bool>),
         name!(effect_size, Option<f64>),
+        name!(metric_type, String),
+        name!(test, Option<String>),
+        name!(p_value_adjusted, Option<f64>),
+        name!(chance_to_beat_control, Option<f64>),
+        name!(expected_loss, Option<f64>),
+        name!(users_needed, Option<i64>),
+        name!(srm_p_value, Option<f64>),
+        name!(cuped_diff, Option<f64>),
+        name!(cuped_ci_lower, Option<f64>),
+        name!(cuped_ci_upper, Option<f64>),
+        name!(cuped_p_value, Option<f64>),
+        name!(cuped_variance_reduction, Option<f64>),
     ),
 > {
-    analyze(ExperimentRef::Id(experiment))
+    TableIterator::new(analyze(ExperimentRef::Id(experiment)))
 }
 
 fn summary(r: ExperimentRef<'_>) -> String {
@@ -276,6 +418,9 @@ fn summary(r: ExperimentRef<'_>) -> String {
             arms: &arms,
             metrics: &analysis.metrics,
             decision: &decision,
+            srm: analysis.srm,
+            sequential_tuning: exp.sequential_tuning,
+            correction: Correction::parse(&exp.correction).unwrap_or_default(),
         })
     })
 }
@@ -291,31 +436,3 @@ fn ab_summary(experiment: &str) -> String {
 fn ab_summary_by_id(experiment: i64) -> String {
     summary(ExperimentRef::Id(experiment))
 }
-
-/// Welch's two-sample t-test from summary statistics (diff = b - a).
-#[pg_extern(immutable, strict, parallel_safe)]
-fn ab_welch_test(
-    n_a: i64,
-    mean_a: f64,
-    var_a: f64,
-    n_b: i64,
-    mean_b: f64,
-    var_b: f64,
-    alpha: default!(f64, 0.05),
-) -> TableIterator<
-    'static,
-    (
-        name!(t_stat, Option<f64>),
-        name!(df, Option<f64>),
-        name!(p_value, f64),
-        name!(diff, f64),
-        name!(ci_lower, f64),
-        name!(ci_upper, f64),
-    ),
-> {
-    let a = Sample { n: n_a as f64, mean: mean_a, variance: var_a };
-    let b = Sample { n: n_b as f64, mean: mean_b, variance: var_b };
-    let r = welch_test(&a, &b, alpha).unwrap_or_else(|e| core_error(e));
-    TableIterator::once((r.t, r.df, r.p_value, r.diff, r.ci_lower, r.ci_upper))
-}
-

@@ -29,6 +29,9 @@ pub struct CachedVariant {
 
 pub struct CachedExperiment {
     pub id: i64,
+    pub name: String,
+    /// Metrics declared binary: their results must be 0 or 1.
+    pub binary_metrics: Vec<String>,
     pub running: bool,
     pub salt: String,
     pub segments: Segments,
@@ -46,6 +49,7 @@ pub struct Plans {
     pub find_assignment: OwnedPreparedStatement,
     pub insert_assignment: OwnedPreparedStatement,
     pub record_result: OwnedPreparedStatement,
+    pub record_covariate: OwnedPreparedStatement,
 }
 
 struct State {
@@ -118,6 +122,13 @@ fn load_state(client: &SpiClient<'_>) -> State {
             ),
             &[int8, text, text, float8, text],
         ),
+        record_covariate: prepare(
+            format!(
+                "INSERT INTO {nsp}.ab_covariates (experiment_id, user_id, metric_name, value) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (experiment_id, user_id, metric_name) DO UPDATE SET value = excluded.value, recorded_at = now()"
+            ),
+            &[int8, text, text, float8],
+        ),
     };
     State { nsp, plans: Rc::new(plans), by_name: HashMap::new(), by_id: HashMap::new() }
 }
@@ -126,6 +137,12 @@ fn load_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> O
     let e = catalog::find_experiment(client, nsp, r)?;
     let variants = catalog::variants(client, nsp, e.id);
     let segments = Segments::parse(&e.target_segments).unwrap_or_default();
+    let binary_metrics = e
+        .metric_defs()
+        .into_iter()
+        .filter(|(_, d)| d.kind == ab_core::definition::MetricType::Binary)
+        .map(|(n, _)| n)
+        .collect();
     let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
     let variants = variants
         .into_iter()
@@ -135,8 +152,17 @@ fn load_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> O
         })
         .collect();
     Some((
-        e.name,
-        CachedExperiment { id: e.id, running: e.status == "running", salt: e.salt, segments, widths, variants },
+        e.name.clone(),
+        CachedExperiment {
+            id: e.id,
+            name: e.name,
+            binary_metrics,
+            running: e.status == "running",
+            salt: e.salt,
+            segments,
+            widths,
+            variants,
+        },
     ))
 }
 

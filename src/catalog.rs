@@ -54,6 +54,9 @@ pub struct ExperimentRow {
     pub winner: Option<String>,
     pub started_at: Option<String>,
     pub stopped_at: Option<String>,
+    pub sequential_tuning: Option<f64>,
+    pub correction: String,
+    pub power: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -68,7 +71,7 @@ pub struct VariantRow {
 const EXPERIMENT_COLUMNS: &str = "id, name, experiment_type, status, primary_metric, metrics, \
      target_segments, min_sample_size, alpha, salt, winner_variant, \
      to_char(started_at, 'YYYY-MM-DD HH24:MI:SS TZ'), \
-     to_char(stopped_at, 'YYYY-MM-DD HH24:MI:SS TZ')";
+     to_char(stopped_at, 'YYYY-MM-DD HH24:MI:SS TZ'), sequential_tuning, correction, power";
 
 fn experiment_query(nsp: &str, r: ExperimentRef<'_>, lock: bool) -> (String, Vec<pgrx::datum::DatumWithOid<'static>>) {
     let lock = if lock { " FOR UPDATE" } else { "" };
@@ -99,7 +102,20 @@ fn experiment_row(table: SpiTupleTable<'_>) -> Option<ExperimentRow> {
         winner: text(11),
         started_at: text(12),
         stopped_at: text(13),
+        sequential_tuning: row.get::<f64>(14).or_raise(),
+        correction: text(15).unwrap(),
+        power: row.get::<f64>(16).or_raise().unwrap(),
     })
+}
+
+impl ExperimentRow {
+    /// Metric definitions, always including the primary metric.
+    pub fn metric_defs(&self) -> std::collections::BTreeMap<String, ab_core::definition::MetricDef> {
+        let mut defs: std::collections::BTreeMap<String, ab_core::definition::MetricDef> =
+            serde_json::from_value(self.metrics.clone()).unwrap_or_default();
+        defs.entry(self.primary_metric.clone()).or_default();
+        defs
+    }
 }
 
 /// Finds an experiment by name or id.

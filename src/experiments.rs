@@ -29,8 +29,9 @@ fn ab_create_experiment(definition: JsonB) -> i64 {
             .update(
                 format!(
                     "INSERT INTO {nsp}.ab_experiments (name, description, experiment_type, primary_metric, metrics, \
-                     target_segments, min_sample_size, alpha, salt) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text)) RETURNING id"
+                     target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12) \
+                     RETURNING id"
                 )
                 .as_str(),
                 Some(1),
@@ -44,6 +45,9 @@ fn ab_create_experiment(definition: JsonB) -> i64 {
                     spec.min_sample_size.into(),
                     spec.alpha.into(),
                     spec.salt.as_deref().into(),
+                    spec.sequential_tuning.into(),
+                    spec.correction.as_str().into(),
+                    spec.power.into(),
                 ],
             )
             .or_raise()
@@ -168,7 +172,7 @@ fn delete(r: ExperimentRef<'_>) {
                 "stop it with ab_stop_experiment before deleting it",
             );
         }
-        for table in ["ab_results", "ab_assignments", "ab_insights", "ab_variants"] {
+        for table in ["ab_results", "ab_covariates", "ab_assignments", "ab_insights", "ab_variants"] {
             client
                 .update(format!("DELETE FROM {nsp}.{table} WHERE experiment_id = $1").as_str(), None, &[exp.id.into()])
                 .or_raise();
@@ -180,7 +184,8 @@ fn delete(r: ExperimentRef<'_>) {
     invalidate_local();
 }
 
-/// Deletes a draft or stopped experiment with its variants, assignments, results and insights.
+/// Deletes a draft or stopped experiment with its variants, assignments, results, covariates
+/// and insights.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ab_delete_experiment(experiment: &str) {
     delete(ExperimentRef::Name(experiment))

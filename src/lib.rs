@@ -13,6 +13,7 @@ mod catalog;
 mod errors;
 mod experiments;
 mod results;
+mod stats;
 
 ::pgrx::pg_module_magic!();
 

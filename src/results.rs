@@ -36,6 +36,12 @@ fn record(
         if !exp.running {
             return false;
         }
+        if metric_value != 0.0 && metric_value != 1.0 && exp.binary_metrics.iter().any(|m| m == metric_name) {
+            invalid(format!(
+                "metric \"{metric_name}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {metric_value}",
+                exp.name
+            ));
+        }
         let args = [exp.id.into(), user_id.into(), metric_name.into(), metric_value.into(), session_id.into()];
         client.update(&plans.record_result, None, &args).or_raise().len() == 1
     })
@@ -65,4 +71,35 @@ fn ab_record_result_by_id(
 ) -> bool {
     let experiment = experiment.unwrap_or_else(|| null("experiment"));
     record(ExperimentRef::Id(experiment), metric_name, metric_value, user_id, session_id)
+}
+
+fn record_covariate(r: ExperimentRef<'_>, metric_name: Option<&str>, user_id: Option<&str>, value: Option<f64>) {
+    let metric_name = metric_name.unwrap_or_else(|| null("metric_name"));
+    let user_id = user_id.unwrap_or_else(|| null("user_id"));
+    let value = value.unwrap_or_else(|| null("value"));
+    ab_core::definition::check_metric_name(metric_name).unwrap_or_else(|e| core_error(e));
+    check_id("user_id", user_id);
+    if !value.is_finite() {
+        invalid(format!("value must be a finite number, got {value}"));
+    }
+    Spi::connect_mut(|client| {
+        let (exp, plans) = cache::lookup(client, r);
+        client
+            .update(&plans.record_covariate, None, &[exp.id.into(), user_id.into(), metric_name.into(), value.into()])
+            .or_raise();
+    })
+}
+
+/// Records a user's pre-experiment value of a covariate for a metric (CUPED). A later call
+/// for the same user and metric replaces it. Works in any status, before or after assignment.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_record_covariate(experiment: Option<&str>, metric_name: Option<&str>, user_id: Option<&str>, value: Option<f64>) {
+    let experiment = experiment.unwrap_or_else(|| null("experiment"));
+    record_covariate(ExperimentRef::Name(experiment), metric_name, user_id, value)
+}
+
+#[pg_extern(name = "ab_record_covariate", volatile, parallel_unsafe)]
+fn ab_record_covariate_by_id(experiment: Option<i64>, metric_name: Option<&str>, user_id: Option<&str>, value: Option<f64>) {
+    let experiment = experiment.unwrap_or_else(|| null("experiment"));
+    record_covariate(ExperimentRef::Id(experiment), metric_name, user_id, value)
 }

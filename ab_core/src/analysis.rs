@@ -1,9 +1,15 @@
 //! The per-metric analysis: per-variant statistics over per-user values, each treatment
-//! compared with the control by Welch's test, Holm-adjusted across treatments, and a
-//! plain-words recommendation for every row.
+//! compared with the control (Welch's t-test, or the two-proportion z-test for binary
+//! metrics; always-valid in sequential mode), adjusted across treatments, with CUPED,
+//! Bayesian and power figures, and a plain-words recommendation for every row.
 
-use crate::definition::MetricDef;
-use crate::stats::multiple::holm;
+use crate::definition::{Correction, MetricDef, MetricType};
+use crate::stats::bayes::bayes;
+use crate::stats::cuped::{self, CoMoments};
+use crate::stats::multiple::{benjamini_hochberg, holm};
+use crate::stats::power::sample_size;
+use crate::stats::proportion::proportion_test;
+use crate::stats::sequential;
 use crate::stats::welch::{cohens_d, relative_lift, welch_test, Sample};
 use crate::stats::Moments;
 
@@ -16,6 +22,9 @@ pub struct ArmInput {
     pub assigned: u64,
     /// Moments of the per-user values of the users who recorded the metric.
     pub observed: Moments,
+    /// Co-moments of (per-user value, covariate) over the users the analysis counts (silent
+    /// users included where they count as 0), when the experiment has covariates.
+    pub covariate: Option<CoMoments>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,19 +38,46 @@ pub struct MetricInput {
 pub struct Settings {
     pub alpha: f64,
     pub min_sample_size: i64,
+    /// N* of the confidence sequence in sequential mode.
+    pub sequential_tuning: Option<f64>,
+    pub correction: Correction,
+    pub power: f64,
+}
+
+impl Settings {
+    pub fn fixed(alpha: f64, min_sample_size: i64) -> Settings {
+        Settings { alpha, min_sample_size, sequential_tuning: None, correction: Correction::Holm, power: 0.8 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CupedResult {
+    pub diff: f64,
+    pub ci_lower: f64,
+    pub ci_upper: f64,
+    pub p_value: f64,
+    /// Share of the variance of the difference removed by the covariate.
+    pub variance_reduction: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Comparison {
+    /// "welch" or "z", with "-sequential" in sequential mode.
+    pub test: &'static str,
     pub diff: f64,
     pub ci_lower: f64,
     pub ci_upper: f64,
     pub relative_lift: Option<f64>,
     pub p_value: f64,
-    /// Holm-adjusted over the metric's treatments (equal to p_value with one treatment).
+    /// Adjusted over the metric's treatments (equal to p_value with one treatment).
     pub p_adjusted: f64,
     pub significant: bool,
     pub effect_size: Option<f64>,
+    pub chance_to_beat_control: f64,
+    pub expected_loss: f64,
+    /// Users each arm still needs for the metric's mde; None without an mde.
+    pub users_needed: Option<u64>,
+    pub cuped: Option<CupedResult>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,9 +106,9 @@ impl MetricResult {
     }
 }
 
-/// The moments the test uses: users who recorded nothing count as 0 for sum and count metrics.
+/// The moments the test uses: users who recorded nothing count as 0 where the metric says so.
 pub fn effective_moments(def: &MetricDef, arm: &ArmInput) -> Moments {
-    if def.aggregation.counts_silent_users_as_zero() {
+    if def.silent_users_are_zero() {
         let silent = (arm.assigned as f64 - arm.observed.n).max(0.0);
         arm.observed.merge(&Moments::constant(silent, 0.0))
     } else {
@@ -84,43 +120,141 @@ fn sample(m: &Moments) -> Option<Sample> {
     m.variance().map(|variance| Sample { n: m.n, mean: m.mean, variance })
 }
 
-pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult {
-    let moments: Vec<Moments> = input.arms.iter().map(|a| effective_moments(&input.def, a)).collect();
-    let control_idx = input.arms.iter().position(|a| a.is_control);
-    let control_sample = control_idx.and_then(|i| sample(&moments[i]));
+/// The raw comparison of one treatment with the control: (diff, ci, p, se^2).
+struct Raw {
+    test: &'static str,
+    diff: f64,
+    ci_lower: f64,
+    ci_upper: f64,
+    p_value: f64,
+    se2: f64,
+}
 
-    // Raw comparisons first, then Holm over the family of treatments that could be tested.
-    let mut raw: Vec<Option<(crate::stats::WelchResult, Sample)>> = Vec::with_capacity(moments.len());
-    for (i, m) in moments.iter().enumerate() {
-        let r = match (Some(i) == control_idx, control_sample, sample(m)) {
-            (false, Some(c), Some(t)) => welch_test(&c, &t, settings.alpha).ok().map(|w| (w, t)),
-            _ => None,
-        };
-        raw.push(r);
+fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Moments) -> Option<Raw> {
+    let fixed = match kind {
+        MetricType::Binary => {
+            // Per-user values are 0/1, so mean * n is the number of converted users.
+            let (xc, xt) = ((c.mean * c.n).round(), (t.mean * t.n).round());
+            let r = proportion_test(xc, c.n, xt, t.n, settings.alpha).ok()?;
+            Raw { test: "z", diff: r.diff, ci_lower: r.ci_lower, ci_upper: r.ci_upper, p_value: r.p_value, se2: r.se * r.se }
+        }
+        MetricType::Continuous => {
+            let (cs, ts) = (sample(c)?, sample(t)?);
+            let r = welch_test(&cs, &ts, settings.alpha).ok()?;
+            Raw { test: "welch", diff: r.diff, ci_lower: r.ci_lower, ci_upper: r.ci_upper, p_value: r.p_value, se2: r.se * r.se }
+        }
+    };
+    Some(match settings.sequential_tuning {
+        None => fixed,
+        Some(tuning) => sequentialize(fixed, c.n + t.n, settings.alpha, tuning),
+    })
+}
+
+fn sequentialize(raw: Raw, n: f64, alpha: f64, tuning: f64) -> Raw {
+    let half = sequential::half_width(raw.se2, n, alpha, tuning);
+    Raw {
+        test: if raw.test == "z" { "z-sequential" } else { "welch-sequential" },
+        ci_lower: raw.diff - half,
+        ci_upper: raw.diff + half,
+        p_value: sequential::p_value(raw.diff, raw.se2, n, tuning),
+        ..raw
     }
+}
+
+fn cuped_comparison(settings: &Settings, arms: &[CoMoments], ci: usize, ti: usize) -> Option<CupedResult> {
+    let theta = cuped::theta(arms)?;
+    let overall = arms.iter().fold(CoMoments::default(), |acc, a| acc.merge(a));
+    let (mc, vc) = cuped::adjust(&arms[ci], theta, overall.mean_x);
+    let (mt, vt) = cuped::adjust(&arms[ti], theta, overall.mean_x);
+    let (c, t) = (&arms[ci], &arms[ti]);
+    if c.n < 2.0 || t.n < 2.0 {
+        return None;
+    }
+    let adjusted = welch_test(&Sample { n: c.n, mean: mc, variance: vc }, &Sample { n: t.n, mean: mt, variance: vt }, settings.alpha).ok()?;
+    let raw_se2 = c.m2_y / (c.n - 1.0) / c.n + t.m2_y / (t.n - 1.0) / t.n;
+    let mut r = Raw {
+        test: "welch",
+        diff: adjusted.diff,
+        ci_lower: adjusted.ci_lower,
+        ci_upper: adjusted.ci_upper,
+        p_value: adjusted.p_value,
+        se2: adjusted.se * adjusted.se,
+    };
+    if let Some(tuning) = settings.sequential_tuning {
+        r = sequentialize(r, c.n + t.n, settings.alpha, tuning);
+    }
+    Some(CupedResult {
+        diff: r.diff,
+        ci_lower: r.ci_lower,
+        ci_upper: r.ci_upper,
+        p_value: r.p_value,
+        variance_reduction: if raw_se2 > 0.0 { 1.0 - r.se2 / raw_se2 } else { 0.0 },
+    })
+}
+
+pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult {
+    let def = input.def;
+    let moments: Vec<Moments> = input.arms.iter().map(|a| effective_moments(&def, a)).collect();
+    let control_idx = input.arms.iter().position(|a| a.is_control);
+    let covariates: Option<Vec<CoMoments>> = input.arms.iter().map(|a| a.covariate).collect();
+
+    let raw: Vec<Option<Raw>> = moments
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match control_idx {
+            Some(c) if c != i => compare(settings, def.kind, &moments[c], m),
+            _ => None,
+        })
+        .collect();
     let tested: Vec<usize> = (0..raw.len()).filter(|&i| raw[i].is_some()).collect();
-    let adjusted = holm(&tested.iter().map(|&i| raw[i].unwrap().0.p_value).collect::<Vec<_>>());
+    let ps: Vec<f64> = tested.iter().map(|&i| raw[i].as_ref().unwrap().p_value).collect();
+    let adjusted = match settings.correction {
+        Correction::Holm => holm(&ps),
+        Correction::Bh => benjamini_hochberg(&ps),
+    };
 
     let min = settings.min_sample_size.max(0) as f64;
-    let control_n = control_idx.map(|i| moments[i].n).unwrap_or(0.0);
+    let control = control_idx.map(|i| moments[i]);
+    let control_n = control.map(|m| m.n).unwrap_or(0.0);
     let arms = input
         .arms
         .iter()
         .enumerate()
         .map(|(i, arm)| {
             let m = &moments[i];
-            let comparison = raw[i].map(|(w, t)| {
+            let comparison = raw[i].as_ref().map(|r| {
+                let c = control.unwrap();
                 let p_adjusted = adjusted[tested.iter().position(|&j| j == i).unwrap()];
-                let c = control_sample.unwrap();
+                let b = bayes(r.diff, r.se2.sqrt(), def.direction);
+                let users_needed = def.mde.and_then(|mde| {
+                    let sd = match def.kind {
+                        MetricType::Binary => (c.mean * (1.0 - c.mean)).sqrt(),
+                        MetricType::Continuous => {
+                            ((c.variance().unwrap_or(0.0) + m.variance().unwrap_or(0.0)) / 2.0).sqrt()
+                        }
+                    };
+                    let required = sample_size(sd, mde, settings.alpha, settings.power).ok()?;
+                    Some(required.saturating_sub(c.n.min(m.n) as u64))
+                });
+                let cuped = covariates.as_ref().and_then(|cv| cuped_comparison(settings, cv, control_idx.unwrap(), i));
+                let (cs, ts) = (sample(&c), sample(m));
                 Comparison {
-                    diff: w.diff,
-                    ci_lower: w.ci_lower,
-                    ci_upper: w.ci_upper,
-                    relative_lift: relative_lift(c.mean, t.mean),
-                    p_value: w.p_value,
+                    test: r.test,
+                    diff: r.diff,
+                    ci_lower: r.ci_lower,
+                    ci_upper: r.ci_upper,
+                    relative_lift: relative_lift(c.mean, m.mean),
+                    p_value: r.p_value,
                     p_adjusted,
                     significant: p_adjusted < settings.alpha,
-                    effect_size: cohens_d(&c, &t),
+                    effect_size: match (cs, ts) {
+                        (Some(cs), Some(ts)) => cohens_d(&cs, &ts),
+                        _ => None,
+                    },
+                    chance_to_beat_control: b.chance_to_beat_control,
+                    expected_loss: b.expected_loss,
+                    users_needed,
+                    cuped,
                 }
             });
             let recommendation = if arm.is_control {
@@ -133,7 +267,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                         control_n, m.n, settings.min_sample_size
                     ),
                     Some(c) if !c.significant => "no significant difference from the control".to_string(),
-                    Some(c) if input.def.direction.is_improvement(c.diff) => "better than the control".to_string(),
+                    Some(c) if def.direction.is_improvement(c.diff) => "better than the control".to_string(),
                     Some(_) => "worse than the control".to_string(),
                 }
             };
@@ -149,7 +283,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
             }
         })
         .collect();
-    MetricResult { name: input.name.clone(), def: input.def, arms }
+    MetricResult { name: input.name.clone(), def, arms }
 }
 
 #[cfg(test)]
@@ -160,24 +294,45 @@ mod tests {
     fn arm(name: &str, control: bool, assigned: u64, values: &[f64]) -> ArmInput {
         let mut m = Moments::default();
         values.iter().for_each(|&x| m.add(x));
-        ArmInput { variant: name.into(), is_control: control, assigned, observed: m }
+        ArmInput { variant: name.into(), is_control: control, assigned, observed: m, covariate: None }
+    }
+
+    fn settings(min: i64) -> Settings {
+        Settings::fixed(0.05, min)
     }
 
     #[test]
     fn sum_metrics_count_silent_users_as_zero() {
-        let def = MetricDef { aggregation: Aggregation::Sum, direction: Direction::Higher };
+        let def = MetricDef { aggregation: Aggregation::Sum, ..Default::default() };
         let input = MetricInput {
             name: "orders".into(),
             def,
             arms: vec![arm("c", true, 4, &[2.0, 4.0]), arm("t", false, 3, &[1.0, 1.0, 1.0])],
         };
-        let r = analyze_metric(&Settings { alpha: 0.05, min_sample_size: 2 }, &input);
+        let r = analyze_metric(&settings(2), &input);
         assert_eq!(r.arms[0].users, 4);
         assert_eq!(r.arms[0].mean, Some(1.5));
         assert!(r.arms[0].comparison.is_none());
         assert_eq!(r.arms[0].recommendation, "control");
         let c = r.arms[1].comparison.unwrap();
         assert!((c.diff - -0.5).abs() < 1e-12);
+        assert_eq!(c.test, "welch");
+    }
+
+    #[test]
+    fn binary_metrics_use_the_z_test() {
+        let def = MetricDef { kind: MetricType::Binary, aggregation: Aggregation::Max, ..Default::default() };
+        // 100 assigned per arm; 30 and 45 converted (silent users are non-converters).
+        let input = MetricInput {
+            name: "converted".into(),
+            def,
+            arms: vec![arm("c", true, 100, &[1.0; 30]), arm("t", false, 100, &[1.0; 45])],
+        };
+        let r = analyze_metric(&settings(10), &input);
+        let c = r.arms[1].comparison.unwrap();
+        assert_eq!(c.test, "z");
+        assert!((c.diff - 0.15).abs() < 1e-12);
+        assert_eq!(r.arms[1].users, 100);
     }
 
     #[test]
@@ -187,7 +342,7 @@ mod tests {
             def: MetricDef::default(),
             arms: vec![arm("c", true, 1, &[1.0]), arm("t", false, 5, &[1.0, 2.0, 3.0])],
         };
-        let r = analyze_metric(&Settings { alpha: 0.05, min_sample_size: 2 }, &input);
+        let r = analyze_metric(&settings(2), &input);
         assert!(r.arms[1].comparison.is_none());
         assert!(r.arms[1].recommendation.starts_with("not enough data"));
         assert_eq!(r.arms[0].std_dev, None);
@@ -195,16 +350,29 @@ mod tests {
 
     #[test]
     fn direction_decides_better_or_worse() {
-        let lower = MetricDef { aggregation: Aggregation::Mean, direction: Direction::Lower };
+        let lower = MetricDef { direction: Direction::Lower, ..Default::default() };
         let c: Vec<f64> = (0..50).map(|i| (i % 5) as f64).collect();
         let t: Vec<f64> = (0..50).map(|i| (i % 5) as f64 + 3.0).collect();
         let input = MetricInput { name: "escalation".into(), def: lower, arms: vec![arm("c", true, 50, &c), arm("t", false, 50, &t)] };
-        let r = analyze_metric(&Settings { alpha: 0.05, min_sample_size: 10 }, &input);
+        let r = analyze_metric(&settings(10), &input);
         assert_eq!(r.arms[1].recommendation, "worse than the control");
+        assert!(r.arms[1].comparison.unwrap().chance_to_beat_control < 0.01);
         let input = MetricInput { def: MetricDef::default(), ..input };
-        let r = analyze_metric(&Settings { alpha: 0.05, min_sample_size: 10 }, &input);
+        let r = analyze_metric(&settings(10), &input);
         assert_eq!(r.arms[1].recommendation, "better than the control");
-        let r = analyze_metric(&Settings { alpha: 0.05, min_sample_size: 100 }, &input);
+        let r = analyze_metric(&settings(100), &input);
         assert!(r.arms[1].recommendation.starts_with("keep collecting"));
+    }
+
+    #[test]
+    fn sequential_intervals_are_wider() {
+        let c: Vec<f64> = (0..500).map(|i| (i % 7) as f64).collect();
+        let t: Vec<f64> = (0..500).map(|i| (i % 7) as f64 + 0.3).collect();
+        let input = MetricInput { name: "m".into(), def: MetricDef::default(), arms: vec![arm("c", true, 500, &c), arm("t", false, 500, &t)] };
+        let fixed = analyze_metric(&settings(10), &input).arms[1].comparison.unwrap();
+        let seq = analyze_metric(&Settings { sequential_tuning: Some(5000.0), ..settings(10) }, &input).arms[1].comparison.unwrap();
+        assert_eq!(seq.test, "welch-sequential");
+        assert!(seq.ci_upper - seq.ci_lower > fixed.ci_upper - fixed.ci_lower);
+        assert!(seq.p_value > fixed.p_value);
     }
 }

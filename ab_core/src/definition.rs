@@ -88,13 +88,75 @@ impl Direction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricType {
+    /// Any number per result; compared with Welch's t-test on per-user values.
+    #[default]
+    Continuous,
+    /// 0 or 1 per result; a user counts as 1 if any result is 1, users who recorded nothing
+    /// count as 0; compared with the two-proportion z-test.
+    Binary,
+}
+
+impl MetricType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Continuous => "continuous",
+            MetricType::Binary => "binary",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDef {
+    #[serde(default, rename = "type")]
+    pub kind: MetricType,
     #[serde(default)]
     pub aggregation: Aggregation,
     #[serde(default)]
     pub direction: Direction,
+    /// Minimum detectable effect, as an absolute difference, for the power calculation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mde: Option<f64>,
 }
+
+impl MetricDef {
+    /// Whether assigned users who recorded nothing count as 0 (or are left out).
+    pub fn silent_users_are_zero(&self) -> bool {
+        self.kind == MetricType::Binary || self.aggregation.counts_silent_users_as_zero()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Correction {
+    /// Holm-Bonferroni: controls the family-wise error rate.
+    #[default]
+    Holm,
+    /// Benjamini-Hochberg: controls the false discovery rate.
+    Bh,
+}
+
+impl Correction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Correction::Holm => "holm",
+            Correction::Bh => "bh",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "holm" => Some(Correction::Holm),
+            "bh" => Some(Correction::Bh),
+            _ => None,
+        }
+    }
+}
+
+pub const DEFAULT_SEQUENTIAL_TUNING: f64 = 5000.0;
+pub const DEFAULT_POWER: f64 = 0.8;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +188,14 @@ struct RawDefinition {
     alpha: Option<f64>,
     #[serde(default)]
     salt: Option<String>,
+    #[serde(default)]
+    sequential: Option<bool>,
+    #[serde(default)]
+    sequential_tuning: Option<f64>,
+    #[serde(default)]
+    correction: Option<Correction>,
+    #[serde(default)]
+    power: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +220,10 @@ pub struct ExperimentSpec {
     pub alpha: f64,
     /// Hashing salt; None lets the database draw a random one.
     pub salt: Option<String>,
+    /// Always-valid inference with this tuning (N*), or fixed-horizon when None.
+    pub sequential_tuning: Option<f64>,
+    pub correction: Correction,
+    pub power: f64,
 }
 
 impl ExperimentSpec {
@@ -299,8 +373,46 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
             metrics.len()
         )));
     }
-    for name in metrics.keys() {
+    for (name, def) in &metrics {
         check_name("metric name", name)?;
+        if def.kind == MetricType::Binary && !matches!(def.aggregation, Aggregation::Mean | Aggregation::Max) {
+            return Err(Error::definition(format!(
+                "metric \"{name}\" is binary: each user counts as 1 if any result is 1, so its aggregation cannot be {}",
+                def.aggregation.as_str()
+            )));
+        }
+        if let Some(mde) = def.mde {
+            if !(mde.is_finite() && mde > 0.0) {
+                return Err(Error::definition(format!(
+                    "mde of metric \"{name}\" is {mde}, must be a positive difference in the metric's units"
+                )));
+            }
+        }
+    }
+    // A binary metric's per-user value is the max of its 0/1 results.
+    for def in metrics.values_mut() {
+        if def.kind == MetricType::Binary {
+            def.aggregation = Aggregation::Max;
+        }
+    }
+    let sequential_tuning = match (raw.sequential.unwrap_or(false), raw.sequential_tuning) {
+        (false, Some(_)) => {
+            return Err(Error::definition("sequential_tuning is set but sequential is not true"));
+        }
+        (false, None) => None,
+        (true, t) => {
+            let t = t.unwrap_or(DEFAULT_SEQUENTIAL_TUNING);
+            if !(t.is_finite() && t >= 1.0) {
+                return Err(Error::definition(format!(
+                    "sequential_tuning is {t}, must be a number of users of at least 1"
+                )));
+            }
+            Some(t)
+        }
+    };
+    let power = raw.power.unwrap_or(DEFAULT_POWER);
+    if !(power > 0.0 && power < 1.0) {
+        return Err(Error::definition(format!("power is {power}, must be between 0 and 1 (exclusive)")));
     }
     metrics.entry(raw.primary_metric.clone()).or_default();
 
@@ -322,6 +434,9 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         target_segments,
         alpha,
         salt: raw.salt,
+        sequential_tuning,
+        correction: raw.correction.unwrap_or_default(),
+        power,
     })
 }
 
@@ -362,7 +477,12 @@ mod tests {
         assert_eq!(spec.metrics.len(), 3);
         assert_eq!(spec.metrics["escalation_rate"].direction, Direction::Lower);
         assert_eq!(spec.metrics["token_usage"].aggregation, Aggregation::Sum);
-        assert_eq!(spec.metrics_json()["escalation_rate"], json!({"aggregation": "mean", "direction": "lower"}));
+        assert_eq!(
+            spec.metrics_json()["escalation_rate"],
+            json!({"type": "continuous", "aggregation": "mean", "direction": "lower"})
+        );
+        assert_eq!(spec.sequential_tuning, None);
+        assert_eq!(spec.correction, Correction::Holm);
     }
 
     #[test]
@@ -387,6 +507,13 @@ mod tests {
             (Box::new(|b| b["target_segments"] = json!("fha")), "target_segments must be a JSON object"),
             (Box::new(|b| b["name"] = json!("x".repeat(201))), "at most 200"),
             (Box::new(|b| b["salt"] = json!("")), "salt must not be empty"),
+            (Box::new(|b| b["metrics"] = json!({"x": {"type": "binary", "aggregation": "sum"}})), "is binary"),
+            (Box::new(|b| b["metrics"] = json!({"x": {"type": "ratio"}})), "unknown value `ratio`"),
+            (Box::new(|b| b["metrics"] = json!({"x": {"mde": -1}})), "mde of metric \"x\" is -1"),
+            (Box::new(|b| b["sequential_tuning"] = json!(100)), "sequential is not true"),
+            (Box::new(|b| { b["sequential"] = json!(true); b["sequential_tuning"] = json!(0); }), "sequential_tuning is 0"),
+            (Box::new(|b| b["correction"] = json!("bonferroni")), "unknown value `bonferroni`"),
+            (Box::new(|b| b["power"] = json!(1)), "power is 1"),
             (Box::new(|b| { b["variants"][0]["traffic_allocation"] = json!(0); b["variants"][1]["traffic_allocation"] = json!(0); }), "sum to 0"),
         ];
         for (mutate, expected) in cases {
@@ -396,6 +523,22 @@ mod tests {
             assert!(err.message.contains(expected), "expected {expected:?}, got {:?}", err.message);
         }
         assert!(parse_definition(&json!([1])).unwrap_err().message.contains("must be a JSON object"));
+    }
+
+    #[test]
+    fn statistics_options() {
+        let mut body = original_body();
+        body["sequential"] = json!(true);
+        body["correction"] = json!("bh");
+        body["power"] = json!(0.9);
+        body["metrics"] = json!({"resolution_rate": {"type": "binary", "mde": 0.02}});
+        let spec = parse_definition(&body).unwrap();
+        assert_eq!(spec.sequential_tuning, Some(DEFAULT_SEQUENTIAL_TUNING));
+        assert_eq!(spec.correction, Correction::Bh);
+        assert_eq!(spec.power, 0.9);
+        let m = spec.metrics["resolution_rate"];
+        assert_eq!((m.kind, m.aggregation, m.mde), (MetricType::Binary, Aggregation::Max, Some(0.02)));
+        assert!(m.silent_users_are_zero());
     }
 
     #[test]

@@ -3,8 +3,10 @@
 use std::fmt::Write;
 
 use crate::analysis::MetricResult;
+use crate::definition::Correction;
+use crate::stats::srm::SrmResult;
 use crate::stats::dist::t_isf;
-use crate::winner::{fmt_p, Decision};
+use crate::winner::{fmt_p, Decision, SRM_THRESHOLD};
 
 pub struct ArmCount {
     pub variant: String,
@@ -26,6 +28,9 @@ pub struct SummaryInput<'a> {
     pub arms: &'a [ArmCount],
     pub metrics: &'a [MetricResult],
     pub decision: &'a Decision,
+    pub srm: Option<SrmResult>,
+    pub sequential_tuning: Option<f64>,
+    pub correction: Correction,
 }
 
 fn mean_ci(mean: f64, sd: f64, n: u64, alpha: f64) -> (f64, f64) {
@@ -42,6 +47,12 @@ pub fn render(s: &SummaryInput) -> String {
         "Primary metric: {}. Significance level alpha = {}; at least {} users per variant are required.",
         s.primary_metric, s.alpha, s.min_sample_size
     );
+    if let Some(tuning) = s.sequential_tuning {
+        let _ = writeln!(
+            out,
+            "Sequential testing: confidence intervals and p-values are always valid (N* = {tuning}), so looking every day does not inflate false positives."
+        );
+    }
     if let Some(w) = s.declared_winner {
         let _ = writeln!(out, "Declared winner: {w}");
     }
@@ -59,15 +70,32 @@ pub fn render(s: &SummaryInput) -> String {
             if a.is_control { ", control" } else { "" }
         );
     }
+    match s.srm {
+        Some(r) if r.p_value < SRM_THRESHOLD => {
+            let _ = writeln!(
+                out,
+                "Sample ratio MISMATCH: these counts are very unlikely under the configured allocation (chi-square {:.2}, p = {}). Assignment is broken (a filter, a crash or a redirect that hits one variant more than another); no result below can be trusted.",
+                r.chi2,
+                fmt_p(r.p_value)
+            );
+        }
+        Some(r) => {
+            let _ = writeln!(out, "Sample ratio: consistent with the allocation (SRM p = {}).", fmt_p(r.p_value));
+        }
+        None => {}
+    }
 
     for m in s.metrics {
         let primary = if m.name == s.primary_metric { "primary, " } else { "" };
         let _ = writeln!(
             out,
-            "\n{} ({}per-user {}, {} is better)",
+            "\n{} ({}{}, {} is better)",
             m.name,
             primary,
-            m.def.aggregation.as_str(),
+            match m.def.kind {
+                crate::definition::MetricType::Binary => "binary: share of users with a 1".to_string(),
+                crate::definition::MetricType::Continuous => format!("per-user {}", m.def.aggregation.as_str()),
+            },
             m.def.direction.as_str()
         );
         for a in &m.arms {
@@ -86,7 +114,11 @@ pub fn render(s: &SummaryInput) -> String {
                     None => "undefined (control mean is 0)".to_string(),
                 };
                 let adj = if (c.p_adjusted - c.p_value).abs() > 0.0 {
-                    format!(", Holm-adjusted {}", fmt_p(c.p_adjusted))
+                    let how = match s.correction {
+                        Correction::Holm => "Holm",
+                        Correction::Bh => "BH",
+                    };
+                    format!(", {how}-adjusted {}", fmt_p(c.p_adjusted))
                 } else {
                     String::new()
                 };
@@ -102,6 +134,32 @@ pub fn render(s: &SummaryInput) -> String {
                     adj,
                     a.recommendation
                 );
+                let _ = writeln!(
+                    out,
+                    "  {:width$}  chance to beat the control {}, expected loss if shipped {:.4}",
+                    "",
+                    fmt_chance(c.chance_to_beat_control),
+                    c.expected_loss
+                );
+                if let Some(k) = &c.cuped {
+                    let _ = writeln!(
+                        out,
+                        "  {:width$}  with CUPED: {:+.4} ({level} CI {:+.4} to {:+.4}), p = {}, variance {:.0}% lower",
+                        "",
+                        k.diff,
+                        k.ci_lower,
+                        k.ci_upper,
+                        fmt_p(k.p_value),
+                        k.variance_reduction * 100.0
+                    );
+                }
+                if let (Some(needed), Some(mde)) = (c.users_needed, m.def.mde) {
+                    let _ = if needed == 0 {
+                        writeln!(out, "  {:width$}  enough users to detect a difference of {mde}", "")
+                    } else {
+                        writeln!(out, "  {:width$}  {needed} more users per variant needed to detect a difference of {mde}", "")
+                    };
+                }
             } else if !a.is_control {
                 let _ = writeln!(out, "  {:width$}  {}", "", a.recommendation);
             }
@@ -143,6 +201,17 @@ pub fn render(s: &SummaryInput) -> String {
     out
 }
 
+/// A probability as a percentage that never rounds to a certainty it is not.
+fn fmt_chance(p: f64) -> String {
+    if p > 0.999 && p < 1.0 {
+        ">99.9%".to_string()
+    } else if p < 0.001 && p > 0.0 {
+        "<0.1%".to_string()
+    } else {
+        format!("{:.1}%", p * 100.0)
+    }
+}
+
 fn trim_float(x: f64) -> String {
     let s = format!("{x:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -169,11 +238,11 @@ mod tests {
             name: "resolution_rate".into(),
             def: MetricDef::default(),
             arms: vec![
-                ArmInput { variant: "Control".into(), is_control: true, assigned: 200, observed: mk(&c) },
-                ArmInput { variant: "Treatment".into(), is_control: false, assigned: 200, observed: mk(&t) },
+                ArmInput { variant: "Control".into(), is_control: true, assigned: 200, observed: mk(&c), covariate: None },
+                ArmInput { variant: "Treatment".into(), is_control: false, assigned: 200, observed: mk(&t), covariate: None },
             ],
         };
-        let settings = Settings { alpha: 0.05, min_sample_size: 100 };
+        let settings = Settings::fixed(0.05, 100);
         let metrics = vec![analyze_metric(&settings, &input)];
         let decision = decide(&metrics[0], 100, 0.05, None);
         let arms = vec![
@@ -192,6 +261,9 @@ mod tests {
             arms: &arms,
             metrics: &metrics,
             decision: &decision,
+            srm: Some(SrmResult { chi2: 0.0, p_value: 1.0 }),
+            sequential_tuning: None,
+            correction: Correction::Holm,
         });
         for needle in [
             "Experiment \"Prompt test\" (prompt), running since 2026-11-26",
@@ -200,6 +272,8 @@ mod tests {
             "95% CI",
             "lift +50.0%",
             "Sample size: reached",
+            "Sample ratio: consistent with the allocation (SRM p = 1.0000)",
+            "chance to beat the control",
             "Recommendation: ship \"Treatment\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");

@@ -112,6 +112,11 @@ mod tests {
             mean: Some(1.0),
             std_dev: Some(1.0),
             comparison: cmp.map(|(diff, p)| Comparison {
+                test: "welch",
+                chance_to_beat_control: 0.5,
+                expected_loss: 0.0,
+                users_needed: None,
+                cuped: None,
                 diff,
                 ci_lower: diff - 0.1,
                 ci_upper: diff + 0.1,
