@@ -4,7 +4,8 @@
 -- foreign keys into reference tables. The extension's functions are the only writers and
 -- keep the links intact; CHECK and UNIQUE constraints hold every invariant they can.
 -- Every PRIMARY KEY and UNIQUE constraint of ab_assignments and ab_results includes user_id,
--- the column they are distributed by.
+-- the column they are distributed by. User ids compare bytewise (COLLATE "C"): they are
+-- identifiers, not words, and the hot path's index probe is then a memcmp.
 
 CREATE TABLE ab_experiments (
     id               bigserial PRIMARY KEY,
@@ -82,7 +83,7 @@ CREATE CONSTRAINT TRIGGER ab_variants_check
 
 CREATE TABLE ab_assignments (
     experiment_id  bigint NOT NULL,
-    user_id        text NOT NULL CHECK (user_id <> ''),
+    user_id        text COLLATE "C" NOT NULL CHECK (user_id <> ''),
     variant_id     bigint NOT NULL,
     session_id     text,
     assigned_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -94,7 +95,7 @@ CREATE TABLE ab_results (
     id             bigserial,
     experiment_id  bigint NOT NULL,
     variant_id     bigint NOT NULL,
-    user_id        text NOT NULL CHECK (user_id <> ''),
+    user_id        text COLLATE "C" NOT NULL CHECK (user_id <> ''),
     metric_name    text NOT NULL CHECK (btrim(metric_name) <> '' AND char_length(metric_name) <= 200),
     metric_value   float8 NOT NULL
                    CHECK (metric_value > '-Infinity'::float8 AND metric_value < 'Infinity'::float8),
@@ -106,7 +107,7 @@ CREATE INDEX ab_results_experiment ON ab_results (experiment_id, metric_name);
 
 CREATE TABLE ab_covariates (
     experiment_id  bigint NOT NULL,
-    user_id        text NOT NULL CHECK (user_id <> ''),
+    user_id        text COLLATE "C" NOT NULL CHECK (user_id <> ''),
     metric_name    text NOT NULL CHECK (btrim(metric_name) <> '' AND char_length(metric_name) <= 200),
     value          float8 NOT NULL CHECK (value > '-Infinity'::float8 AND value < 'Infinity'::float8),
     recorded_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),

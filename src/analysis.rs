@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, MetricResult, Settings};
-use ab_core::definition::Correction;
+use ab_core::definition::{Aggregation, Correction};
 use ab_core::stats::cuped::CoMoments;
 use ab_core::stats::srm::{srm_test, SrmResult};
 use ab_core::stats::Moments;
@@ -79,47 +79,66 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
         .unwrap_or(false);
 
     let defs = exp.metric_defs();
-    let names: Vec<String> = defs.keys().cloned().collect();
-    let aggs: Vec<String> = defs.values().map(|d| d.aggregation.as_str().to_string()).collect();
-    let (cov_join, cov_cols) = if has_covariates {
-        (
+    // Recorded metric names by a loose index scan on (experiment_id, metric_name): one
+    // index descent per name, however many results there are.
+    let recorded: Vec<String> = client
+        .select(
             format!(
-                "LEFT JOIN {nsp}.ab_covariates c ON c.experiment_id = $1 AND c.user_id = v.user_id AND c.metric_name = v.metric_name"
-            ),
-            ", avg(coalesce(c.value, 0)), coalesce(var_samp(coalesce(c.value, 0)), 0), \
-             coalesce(covar_samp(v.v, coalesce(c.value, 0)), 0)",
+                "WITH RECURSIVE m(name) AS ( \
+                   SELECT min(metric_name) FROM {nsp}.ab_results WHERE experiment_id = $1 \
+                   UNION ALL \
+                   SELECT (SELECT min(r.metric_name) FROM {nsp}.ab_results r \
+                           WHERE r.experiment_id = $1 AND r.metric_name > m.name) \
+                   FROM m WHERE m.name IS NOT NULL) \
+                 SELECT name FROM m WHERE name IS NOT NULL"
+            )
+            .as_str(),
+            None,
+            &[exp.id.into()],
         )
-    } else {
-        (String::new(), "")
-    };
-    // Per user first (the unit of randomization), then per variant.
-    let sql = format!(
-        "WITH defs AS (SELECT * FROM unnest($2::text[], $3::text[]) AS d(metric_name, aggregation)), \
-         per_user AS ( \
-           SELECT r.metric_name, r.variant_id, r.user_id, avg(r.metric_value) AS mean_v, \
-                  sum(r.metric_value) AS sum_v, count(*)::float8 AS count_v, max(r.metric_value) AS max_v \
-           FROM {nsp}.ab_results r WHERE r.experiment_id = $1 \
-           GROUP BY r.metric_name, r.variant_id, r.user_id), \
-         v AS ( \
-           SELECT p.metric_name, p.variant_id, p.user_id, \
-                  CASE coalesce(d.aggregation, 'mean') WHEN 'sum' THEN p.sum_v WHEN 'count' THEN p.count_v \
-                       WHEN 'max' THEN p.max_v ELSE p.mean_v END AS v \
-           FROM per_user p LEFT JOIN defs d ON d.metric_name = p.metric_name) \
-         SELECT v.metric_name, v.variant_id, count(*), avg(v.v), coalesce(var_samp(v.v), 0){cov_cols} \
-         FROM v {cov_join} GROUP BY v.metric_name, v.variant_id"
-    );
+        .or_raise()
+        .map(|row| row.get::<String>(1).or_raise().unwrap())
+        .collect();
+
+    // One query per metric: per user first (the unit of randomization, and the step a
+    // sharded cluster runs next to the data), then per variant with mergeable aggregates.
     let mut observed: BTreeMap<String, HashMap<i64, Observed>> = BTreeMap::new();
-    for row in client.select(sql.as_str(), None, &[exp.id.into(), names.into(), aggs.into()]).or_raise() {
-        let metric: String = row.get(1).or_raise().unwrap();
-        let variant: i64 = row.get(2).or_raise().unwrap();
-        let n = row.get::<i64>(3).or_raise().unwrap() as f64;
-        let mean: f64 = row.get(4).or_raise().unwrap();
-        let var: f64 = row.get(5).or_raise().unwrap();
-        let co = has_covariates.then(|| {
-            let f = |i| row.get::<f64>(i).or_raise().unwrap_or(0.0);
-            CoMoments::from_summary(n, mean, f(6), var, f(7), f(8))
-        });
-        observed.entry(metric).or_default().insert(variant, Observed { moments: Moments::from_summary(n, mean, var), co });
+    for metric in &recorded {
+        let agg = match defs.get(metric).map(|d| d.aggregation).unwrap_or_default() {
+            Aggregation::Mean => "avg(r.metric_value)",
+            Aggregation::Sum => "sum(r.metric_value)",
+            Aggregation::Count => "count(*)::float8",
+            Aggregation::Max => "max(r.metric_value)",
+        };
+        let sql = if has_covariates {
+            format!(
+                "SELECT u.variant_id, ab_comoments(u.v, coalesce(c.value, 0)) \
+                 FROM (SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
+                       WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id) u \
+                 LEFT JOIN {nsp}.ab_covariates c ON c.experiment_id = $1 AND c.metric_name = $2 AND c.user_id = u.user_id \
+                 GROUP BY u.variant_id"
+            )
+        } else {
+            format!(
+                "SELECT u.variant_id, ab_moments(u.v) \
+                 FROM (SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
+                       WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id) u \
+                 GROUP BY u.variant_id"
+            )
+        };
+        let per_variant = observed.entry(metric.clone()).or_default();
+        for row in client.select(sql.as_str(), None, &[exp.id.into(), metric.as_str().into()]).or_raise() {
+            let variant: i64 = row.get(1).or_raise().unwrap();
+            let m: Vec<Option<f64>> = row.get(2).or_raise().unwrap();
+            let m: Vec<f64> = m.into_iter().map(|x| x.unwrap_or(0.0)).collect();
+            let (moments, co) = if has_covariates {
+                let co = CoMoments { n: m[0], mean_y: m[1], mean_x: m[2], m2_y: m[3], m2_x: m[4], c_xy: m[5] };
+                (Moments { n: co.n, mean: co.mean_y, m2: co.m2_y }, Some(co))
+            } else {
+                (Moments { n: m[0], mean: m[1], m2: m[2] }, None)
+            };
+            per_variant.insert(variant, Observed { moments, co });
+        }
     }
 
     // Users who recorded nothing for a metric but have a covariate (they count as 0 for
@@ -147,7 +166,7 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     // The primary metric first, then the declared ones, then any other recorded metric.
     let mut order = vec![exp.primary_metric.clone()];
     order.extend(defs.keys().filter(|k| **k != exp.primary_metric).cloned());
-    order.extend(observed.keys().filter(|k| !defs.contains_key(*k)).cloned());
+    order.extend(recorded.iter().filter(|k| !defs.contains_key(*k)).cloned());
 
     let settings = settings(exp);
     let metrics = order

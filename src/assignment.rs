@@ -3,11 +3,13 @@
 
 use ab_core::bucketing::{point, variant_for_point};
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 
 use crate::cache::{self, CachedExperiment};
 use crate::catalog::ExperimentRef;
 use crate::errors::{raise, SpiExt};
+use crate::jsonb::{CachedJsonb, RawJsonb};
+use crate::lookup;
 
 /// Longest user or session id accepted, in bytes (index entries must stay well under a page).
 pub const MAX_ID_BYTES: usize = 512;
@@ -25,40 +27,42 @@ pub fn check_id(what: &str, id: &str) {
     }
 }
 
-fn get_variant(r: ExperimentRef<'_>, user_id: &str, attributes: Option<&serde_json::Value>, session_id: Option<&str>) -> Option<JsonB> {
+fn get_variant(
+    r: ExperimentRef<'_>,
+    user_id: &str,
+    attributes: Option<RawJsonb>,
+    session_id: Option<&str>,
+) -> Option<CachedJsonb> {
     check_id("user_id", user_id);
     if let Some(s) = session_id {
         check_id("session_id", s);
     }
-    Spi::connect_mut(|client| {
-        let (exp, plans) = cache::lookup(client, r);
-        if !exp.running {
+    let cache::Handle { exp, plans, relations } = cache::lookup(r);
+    if !exp.running {
+        return None;
+    }
+    // An assigned user: one index probe, no SPI.
+    if let Some(v) = lookup::stored_variant(relations.assignments, relations.assignments_pkey, exp.id, user_id) {
+        return exp.variant_by_id(v).map(|v| v.output.clone());
+    }
+    if !exp.segments.is_empty() {
+        let attributes = attributes.map(|a| a.to_value()).unwrap_or(serde_json::Value::Null);
+        if !exp.segments.matches(&attributes) {
             return None;
         }
-        let find = |client: &pgrx::spi::SpiClient<'_>| {
-            first_i64(client.select(&plans.find_assignment, Some(1), &[exp.id.into(), user_id.into()]).or_raise())
-        };
-        let variant_id = if let Some(v) = find(client) {
-            v
-        } else {
-            let empty = serde_json::Value::Object(Default::default());
-            if !exp.segments.matches(attributes.unwrap_or(&empty)) {
-                return None;
-            }
-            let candidate = new_assignment(&exp, user_id)?;
-            let inserted = first_i64(
-                client
-                    .update(&plans.insert_assignment, Some(1), &[exp.id.into(), user_id.into(), candidate.into(), session_id.into()])
-                    .or_raise(),
-            );
-            match inserted {
-                Some(v) => v,
-                // Another session assigned this user first: use its row.
-                None => find(client)?,
-            }
-        };
-        exp.variant_by_id(variant_id).map(|v| JsonB(v.output.clone()))
-    })
+    }
+    let candidate = new_assignment(&exp, user_id)?;
+    let variant_id = Spi::connect_mut(|client| {
+        let inserted = first_i64(
+            client
+                .update(&plans.insert_assignment, Some(1), &[exp.id.into(), user_id.into(), candidate.into(), session_id.into()])
+                .or_raise(),
+        );
+        // None: another session assigned this user first (or after our snapshot); a new
+        // statement's snapshot sees its row.
+        inserted.or_else(|| first_i64(client.select(&plans.find_assignment, Some(1), &[exp.id.into(), user_id.into()]).or_raise()))
+    })?;
+    exp.variant_by_id(variant_id).map(|v| v.output.clone())
 }
 
 fn first_i64(table: pgrx::spi::SpiTupleTable<'_>) -> Option<i64> {
@@ -80,18 +84,18 @@ fn new_assignment(exp: &CachedExperiment, user_id: &str) -> Option<i64> {
 fn ab_get_variant(
     experiment: Option<&str>,
     user_id: Option<&str>,
-    attributes: default!(Option<JsonB>, "'{}'"),
+    attributes: default!(Option<RawJsonb>, "'{}'"),
     session_id: default!(Option<&str>, "NULL"),
-) -> Option<JsonB> {
-    get_variant(ExperimentRef::Name(experiment?), user_id?, attributes.as_ref().map(|j| &j.0), session_id)
+) -> Option<CachedJsonb> {
+    get_variant(ExperimentRef::Name(experiment?), user_id?, attributes, session_id)
 }
 
 #[pg_extern(name = "ab_get_variant", volatile, parallel_unsafe)]
 fn ab_get_variant_by_id(
     experiment: Option<i64>,
     user_id: Option<&str>,
-    attributes: default!(Option<JsonB>, "'{}'"),
+    attributes: default!(Option<RawJsonb>, "'{}'"),
     session_id: default!(Option<&str>, "NULL"),
-) -> Option<JsonB> {
-    get_variant(ExperimentRef::Id(experiment?), user_id?, attributes.as_ref().map(|j| &j.0), session_id)
+) -> Option<CachedJsonb> {
+    get_variant(ExperimentRef::Id(experiment?), user_id?, attributes, session_id)
 }

@@ -16,7 +16,9 @@ use ab_core::targeting::Segments;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::{PgBuiltInOids, PgOid};
-use serde_json::{json, Value};
+use serde_json::json;
+
+use crate::jsonb::CachedJsonb;
 
 use crate::catalog::{self, ExperimentRef};
 use crate::errors::{not_found, SpiExt};
@@ -24,7 +26,7 @@ use crate::errors::{not_found, SpiExt};
 pub struct CachedVariant {
     pub id: i64,
     /// What ab_get_variant returns: {"variant", "is_control", "config"}.
-    pub output: Value,
+    pub output: CachedJsonb,
 }
 
 pub struct CachedExperiment {
@@ -52,9 +54,17 @@ pub struct Plans {
     pub record_covariate: OwnedPreparedStatement,
 }
 
+/// ab_assignments and its primary key, for the direct probe.
+#[derive(Clone, Copy)]
+pub struct Relations {
+    pub assignments: pg_sys::Oid,
+    pub assignments_pkey: pg_sys::Oid,
+}
+
 struct State {
     nsp: String,
     plans: Rc<Plans>,
+    relations: Relations,
     by_name: HashMap<String, Rc<CachedExperiment>>,
     by_id: HashMap<i64, Rc<CachedExperiment>>,
 }
@@ -62,7 +72,7 @@ struct State {
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
     static STALE: Cell<bool> = const { Cell::new(true) };
-    static WATCHED: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
+    static WATCHED: Cell<[pg_sys::Oid; 4]> = const { Cell::new([pg_sys::InvalidOid; 4]) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -92,7 +102,8 @@ fn load_state(client: &SpiClient<'_>) -> State {
             .or_raise()
             .unwrap_or(pg_sys::InvalidOid)
     };
-    WATCHED.set([oid_of("ab_experiments"), oid_of("ab_variants")]);
+    let relations = Relations { assignments: oid_of("ab_assignments"), assignments_pkey: oid_of("ab_assignments_pkey") };
+    WATCHED.set([oid_of("ab_experiments"), oid_of("ab_variants"), relations.assignments, relations.assignments_pkey]);
     if !REGISTERED.get() {
         unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
         REGISTERED.set(true);
@@ -130,7 +141,7 @@ fn load_state(client: &SpiClient<'_>) -> State {
             &[int8, text, text, float8],
         ),
     };
-    State { nsp, plans: Rc::new(plans), by_name: HashMap::new(), by_id: HashMap::new() }
+    State { nsp, plans: Rc::new(plans), relations, by_name: HashMap::new(), by_id: HashMap::new() }
 }
 
 fn load_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> Option<(String, CachedExperiment)> {
@@ -148,7 +159,7 @@ fn load_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> O
         .into_iter()
         .map(|v| CachedVariant {
             id: v.id,
-            output: json!({"variant": v.name, "is_control": v.is_control, "config": v.config}),
+            output: CachedJsonb::new(json!({"variant": v.name, "is_control": v.is_control, "config": v.config})),
         })
         .collect();
     Some((
@@ -166,9 +177,16 @@ fn load_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> O
     ))
 }
 
-/// The experiment and the hot-path plans, from the cache or loaded now.
-/// Raises `experiment "x" does not exist` for an unknown experiment.
-pub fn lookup(client: &SpiClient<'_>, r: ExperimentRef<'_>) -> (Rc<CachedExperiment>, Rc<Plans>) {
+/// What the hot path needs of one experiment.
+pub struct Handle {
+    pub exp: Rc<CachedExperiment>,
+    pub plans: Rc<Plans>,
+    pub relations: Relations,
+}
+
+/// The experiment, the hot-path plans and relations, from the cache or loaded now (the only
+/// case that uses SPI). Raises `experiment "x" does not exist` for an unknown experiment.
+pub fn lookup(r: ExperimentRef<'_>) -> Handle {
     if STALE.replace(false) {
         STATE.with_borrow_mut(|s| *s = None);
     }
@@ -178,30 +196,34 @@ pub fn lookup(client: &SpiClient<'_>, r: ExperimentRef<'_>) -> (Rc<CachedExperim
                 ExperimentRef::Name(n) => s.by_name.get(n).cloned(),
                 ExperimentRef::Id(id) => s.by_id.get(&id).cloned(),
             };
-            (hit, s.plans.clone(), s.nsp.clone())
+            (hit, s.plans.clone(), s.relations, s.nsp.clone())
         })
     });
-    let (plans, nsp) = match cached {
-        Some((Some(exp), plans, _)) => return (exp, plans),
-        Some((None, plans, nsp)) => (plans, nsp),
-        None => {
-            let state = load_state(client);
-            let out = (state.plans.clone(), state.nsp.clone());
-            STATE.with_borrow_mut(|s| *s = Some(state));
-            out
-        }
-    };
-    let (name, exp) = load_experiment(client, &nsp, r).unwrap_or_else(|| not_found(r));
-    let exp = Rc::new(exp);
-    if !snapshot_is_transaction_wide() && !STALE.get() {
-        STATE.with_borrow_mut(|s| {
-            if let Some(s) = s.as_mut() {
-                s.by_id.insert(exp.id, exp.clone());
-                s.by_name.insert(name, exp.clone());
-            }
-        });
+    if let Some((Some(exp), plans, relations, _)) = cached {
+        return Handle { exp, plans, relations };
     }
-    (exp, plans)
+    Spi::connect(|client| {
+        let (plans, relations, nsp) = match cached {
+            Some((_, plans, relations, nsp)) => (plans, relations, nsp),
+            None => {
+                let state = load_state(client);
+                let out = (state.plans.clone(), state.relations, state.nsp.clone());
+                STATE.with_borrow_mut(|s| *s = Some(state));
+                out
+            }
+        };
+        let (name, exp) = load_experiment(client, &nsp, r).unwrap_or_else(|| not_found(r));
+        let exp = Rc::new(exp);
+        if !snapshot_is_transaction_wide() && !STALE.get() {
+            STATE.with_borrow_mut(|s| {
+                if let Some(s) = s.as_mut() {
+                    s.by_id.insert(exp.id, exp.clone());
+                    s.by_name.insert(name, exp.clone());
+                }
+            });
+        }
+        Handle { exp, plans, relations }
+    })
 }
 
 /// Statement trigger on ab_experiments and ab_variants: tells every backend to reload.

@@ -12,12 +12,15 @@ mod cache;
 mod catalog;
 mod errors;
 mod experiments;
+mod jsonb;
+mod lookup;
 mod results;
 mod stats;
 
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/aggregates.sql", name = "aggregates", requires = ["schema"]);
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

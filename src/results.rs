@@ -31,11 +31,11 @@ fn record(
     if let Some(s) = session_id {
         check_id("session_id", s);
     }
+    let cache::Handle { exp, plans, .. } = cache::lookup(r);
+    if !exp.running {
+        return false;
+    }
     Spi::connect_mut(|client| {
-        let (exp, plans) = cache::lookup(client, r);
-        if !exp.running {
-            return false;
-        }
         if metric_value != 0.0 && metric_value != 1.0 && exp.binary_metrics.iter().any(|m| m == metric_name) {
             invalid(format!(
                 "metric \"{metric_name}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {metric_value}",
@@ -82,8 +82,8 @@ fn record_covariate(r: ExperimentRef<'_>, metric_name: Option<&str>, user_id: Op
     if !value.is_finite() {
         invalid(format!("value must be a finite number, got {value}"));
     }
+    let cache::Handle { exp, plans, .. } = cache::lookup(r);
     Spi::connect_mut(|client| {
-        let (exp, plans) = cache::lookup(client, r);
         client
             .update(&plans.record_covariate, None, &[exp.id.into(), user_id.into(), metric_name.into(), value.into()])
             .or_raise();

@@ -96,3 +96,15 @@ SELECT ab_stop_experiment(:b, true);
 SELECT ab_stop_experiment(:e);
 SELECT ab_delete_experiment(:e), ab_delete_experiment(:b);
 SELECT count(*) AS covariates_left FROM ab_covariates;
+
+-- The mergeable-moment aggregates: exact against var_samp/covar_samp, and parallel safe with
+-- combine functions (what lets the planner, and Citus, split the analysis).
+SELECT m[1] AS n, m[2] AS mean, m[3] / (m[1] - 1) = var_samp AS same_variance
+FROM (SELECT ab_moments(x) AS m, var_samp(x) FROM (VALUES (1.0::float8), (2.5), (4.0), (10.0)) t(x)) s;
+SELECT m[1] AS n, m[2] AS mean_y, m[3] AS mean_x, abs(m[6] / (m[1] - 1) - covar) < 1e-12 AS same_covariance
+FROM (SELECT ab_comoments(y, x) AS m, covar_samp(y, x) AS covar
+      FROM (VALUES (1.0::float8, 2.0::float8), (2.0, 2.5), (4.0, 5.0)) t(y, x)) s;
+SELECT ab_moments(x) FROM (SELECT 1.0::float8 WHERE false) t(x);
+SELECT aggfnoid::regproc::text, aggcombinefn::regproc::text AS combine, p.proparallel
+FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid
+WHERE aggfnoid::regproc::text IN ('ab_moments', 'ab_comoments') ORDER BY 1;

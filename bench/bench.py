@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""The ab_testing benchmark harness: pgbench for the hot paths, timed queries for the analysis.
+
+Every case is reported with its baseline measured in the same run, as a ratio: these machines
+are shared and absolute numbers drift. Run through scripts/bench.sh, which installs the release
+build and starts a dedicated cluster.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOST = os.environ.get("PGHOST", "/tmp/ab_bench_pg")
+PORT = os.environ.get("PGPORT", "5498")
+DB = "ab_bench"
+
+
+def conninfo(db=DB):
+    return f"host={HOST} port={PORT} user=postgres dbname={db}"
+
+
+def psql_file(path, db=DB):
+    subprocess.run(["psql", "-X", "-q", "-h", HOST, "-p", PORT, "-U", "postgres", "-d", db, "-f", path],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def pgbench(script_text, seconds, clients=2):
+    path = f"/tmp/ab_bench_{os.getpid()}.sql"
+    with open(path, "w") as f:
+        f.write(script_text)
+    out = subprocess.run(
+        ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(clients), "-T", str(seconds),
+         "-h", HOST, "-p", PORT, "-U", "postgres", "-f", path, DB],
+        check=True, capture_output=True, text=True).stdout
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    if failed and int(failed.group(1)) > 0:
+        sys.exit(f"pgbench reported failed transactions:\n{out}")
+    return float(m.group(1))
+
+
+HOT_PATH = [
+    # (case, script, baseline name, baseline script)
+    ("ab_get_variant, assigned user",
+     "\\set u random(1, 100000)\nSELECT ab_get_variant('bench', 'user-' || :u);\n",
+     "SELECT 1", "SELECT 1;\n"),
+    ("PL/pgSQL peer, assigned user",
+     "\\set u random(1, 100000)\nSELECT plpg_get_variant('bench', 'user-' || :u);\n",
+     "SELECT 1", "SELECT 1;\n"),
+    ("ab_get_variant, new user",
+     "\\set u random(1, 2000000000)\nSELECT ab_get_variant('bench', 'new-' || :client_id || '-' || :u);\n",
+     "bare INSERT ON CONFLICT",
+     "\\set u random(1, 2000000000)\nINSERT INTO bare_assignments (experiment_id, user_id, variant_id) "
+     "VALUES (1, 'new-' || :client_id || '-' || :u, 1) ON CONFLICT DO NOTHING;\n"),
+    ("PL/pgSQL peer, new user",
+     "\\set u random(1, 2000000000)\nSELECT plpg_get_variant('bench', 'new-' || :client_id || '-' || :u);\n",
+     "bare INSERT ON CONFLICT",
+     "\\set u random(1, 2000000000)\nINSERT INTO bare_assignments (experiment_id, user_id, variant_id) "
+     "VALUES (1, 'new-' || :client_id || '-' || :u, 1) ON CONFLICT DO NOTHING;\n"),
+    ("ab_record_result",
+     "\\set u random(1, 100000)\nSELECT ab_record_result('bench', 'resolution_rate', 1, 'user-' || :u);\n",
+     "bare INSERT",
+     "\\set u random(1, 100000)\nINSERT INTO bare_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+     "VALUES (1, 1, 'user-' || :u, 'resolution_rate', 1);\n"),
+    ("PL/pgSQL peer, record result",
+     "\\set u random(1, 100000)\nSELECT plpg_record_result('bench', 'resolution_rate', 1, 'user-' || :u);\n",
+     "bare INSERT",
+     "\\set u random(1, 100000)\nINSERT INTO bare_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+     "VALUES (1, 1, 'user-' || :u, 'resolution_rate', 1);\n"),
+]
+
+
+def hot_path(seconds, rounds):
+    rows = []
+    for case, script, base_name, base_script in HOT_PATH:
+        case_tps, base_tps = [], []
+        for _ in range(rounds):
+            base_tps.append(pgbench(base_script, seconds))
+            case_tps.append(pgbench(script, seconds))
+        c, b = statistics.median(case_tps), statistics.median(base_tps)
+        rows.append((case, c, base_name, b, c / b))
+        print(f"  {case:32} {c:9.0f} tps   {base_name:24} {b:9.0f} tps   ratio {c / b:5.2f}", flush=True)
+    return rows
+
+
+def load_analysis_data(users, per_user):
+    """An experiment with `users` users and `per_user` results each, written directly."""
+    name = f"analysis {users}"
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        row = c.execute("SELECT id FROM ab_experiments WHERE name = %s", (name,)).fetchone()
+        if row:
+            return row[0]
+        exp = c.execute(
+            "SELECT ab_create_experiment(jsonb_build_object('name', %s::text, 'experiment_type', 'prompt', "
+            "'primary_metric', 'score', 'salt', 'analysis', 'variants', jsonb_build_array("
+            "jsonb_build_object('name', 'a', 'is_control', true, 'traffic_allocation', 50), "
+            "jsonb_build_object('name', 'b', 'traffic_allocation', 50))))", (name,)).fetchone()[0]
+        c.execute("SELECT ab_start_experiment(%s)", (exp,))
+        va, vb = [r[0] for r in c.execute(
+            "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (exp,)).fetchall()]
+        c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id) "
+                  "SELECT %s, 'u' || g, CASE WHEN g % 2 = 0 THEN %s ELSE %s END FROM generate_series(1, %s) g",
+                  (exp, va, vb, users))
+        c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                  "SELECT %s, CASE WHEN g % 2 = 0 THEN %s ELSE %s END, 'u' || g, 'score', "
+                  "(g % 97) / 10.0 + (g % 2) * 0.05 + k * 0.01 "
+                  "FROM generate_series(1, %s) g, generate_series(1, %s) k",
+                  (exp, va, vb, users, per_user))
+        c.execute("VACUUM ANALYZE ab_results")
+        c.execute("VACUUM ANALYZE ab_assignments")
+        return exp
+
+
+def timed(sql, args, workers, repeat):
+    """Median wall time of a query, and the peak private memory of the backend running it."""
+    times, peak = [], 0
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        c.execute(f"SET max_parallel_workers_per_gather = {workers}")
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        stop = threading.Event()
+
+        def sample():
+            nonlocal peak
+            while not stop.is_set():
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        for line in f:
+                            if line.startswith("RssAnon:"):
+                                peak = max(peak, int(line.split()[1]))
+                except OSError:
+                    pass
+                time.sleep(0.005)
+
+        t = threading.Thread(target=sample)
+        t.start()
+        try:
+            c.execute(sql, args).fetchall()  # warm the cache
+            for _ in range(repeat):
+                start = time.perf_counter()
+                c.execute(sql, args).fetchall()
+                times.append(time.perf_counter() - start)
+        finally:
+            stop.set()
+            t.join()
+    return statistics.median(times), peak
+
+
+BARE = """SELECT variant_id, count(*), avg(v), var_samp(v) FROM (
+  SELECT variant_id, user_id, avg(metric_value) AS v FROM ab_results
+  WHERE experiment_id = %s AND metric_name = 'score' GROUP BY variant_id, user_id) s
+GROUP BY variant_id"""
+
+
+def analysis(sizes, repeat):
+    rows = []
+    for users, per_user in sizes:
+        exp = load_analysis_data(users, per_user)
+        for workers in (0, 2):
+            a, a_mem = timed("SELECT * FROM ab_analyze(%s)", (exp,), workers, repeat)
+            b, b_mem = timed(BARE, (exp,), workers, repeat)
+            label = f"{users * per_user / 1e6:g}M results, {users / 1e3:g}k users, {workers} workers"
+            rows.append((label, a, b, a / b, a_mem, b_mem))
+            print(f"  {label:40} ab_analyze {a:7.2f} s   bare GROUP BY {b:7.2f} s   ratio {a / b:5.2f}   "
+                  f"peak backend memory {a_mem / 1024:6.1f} MiB (bare {b_mem / 1024:6.1f} MiB)", flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10, help="pgbench duration per run")
+    ap.add_argument("--rounds", type=int, default=1, help="runs per case (median)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per analysis query (median)")
+    ap.add_argument("--skip-analysis", action="store_true")
+    ap.add_argument("--skip-hot-path", action="store_true")
+    ap.add_argument("--sizes", default="200000x5,2000000x5", help="users x results per user, comma separated")
+    args = ap.parse_args()
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone():
+            c.execute(f"CREATE DATABASE {DB}")
+            psql_file(os.path.join(HERE, "setup.sql"))
+    print(f"machine: {os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}, "
+          f"PostgreSQL {psycopg.connect(conninfo()).info.server_version}")
+    hot = [] if args.skip_hot_path else (print("hot path (pgbench -M prepared -c 2 -j 2):"), hot_path(args.seconds, args.rounds))[1]
+    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
+    ana = [] if args.skip_analysis else (print("analysis:"), analysis(sizes, args.repeat))[1]
+    print("\n| case | tps | baseline | baseline tps | ratio |\n| --- | ---: | --- | ---: | ---: |")
+    for case, c, base, b, r in hot:
+        print(f"| {case} | {c:.0f} | {base} | {b:.0f} | {r:.2f} |")
+    if ana:
+        print("\n| analysis | ab_analyze | bare GROUP BY | ratio | peak memory (ab_analyze / bare) |\n| --- | ---: | ---: | ---: | ---: |")
+        for label, a, b, r, am, bm in ana:
+            print(f"| {label} | {a:.2f} s | {b:.2f} s | {r:.2f} | {am / 1024:.1f} / {bm / 1024:.1f} MiB |")
+
+
+if __name__ == "__main__":
+    main()
