@@ -106,11 +106,11 @@ def load_analysis_data(users, per_user):
         va, vb = [r[0] for r in c.execute(
             "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (exp,)).fetchall()]
         c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id) "
-                  "SELECT %s, 'u' || g, CASE WHEN g % 2 = 0 THEN %s ELSE %s END FROM generate_series(1, %s) g",
+                  "SELECT %s, 'u' || g, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END FROM generate_series(1, %s) g",
                   (exp, va, vb, users))
         c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
-                  "SELECT %s, CASE WHEN g % 2 = 0 THEN %s ELSE %s END, 'u' || g, 'score', "
-                  "(g % 97) / 10.0 + (g % 2) * 0.05 + k * 0.01 "
+                  "SELECT %s, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, 'u' || g, 'score', "
+                  "(g %% 97) / 10.0 + (g %% 2) * 0.05 + k * 0.01 "
                   "FROM generate_series(1, %s) g, generate_series(1, %s) k",
                   (exp, va, vb, users, per_user))
         c.execute("VACUUM ANALYZE ab_results")

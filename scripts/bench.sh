@@ -8,7 +8,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export AB_PGDIR=/tmp/ab_bench_pg PGPORT=5498 PGHOST=/tmp/ab_bench_pg
 
 scripts/setup.sh
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+scripts/install.sh >/dev/null
 scripts/cluster.sh start >/dev/null
 [ -x target/venv/bin/python ] || python3 -m venv target/venv
 target/venv/bin/pip install -q --disable-pip-version-check -r tests/client/requirements.txt

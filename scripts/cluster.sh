@@ -30,6 +30,14 @@ max_connections = 50
 shared_buffers = 256MB
 CONF
     fi
+    # A postmaster killed with SIGKILL can linger as a zombie where nothing reaps orphans
+    # (some containers); its pid files would make PostgreSQL believe it still runs.
+    if [ -f "$DIR/data/postmaster.pid" ]; then
+        pid=$(head -1 "$DIR/data/postmaster.pid")
+        if [ ! -d "/proc/$pid" ] || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+            rm -f "$DIR/data/postmaster.pid" "$DIR"/.s.PGSQL.*.lock
+        fi
+    fi
     if ! as_postgres "$PG_BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
         as_postgres "$PG_BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w start >/dev/null
     fi

@@ -8,7 +8,7 @@ DIR=${AB_PGDIR:-/tmp/ab_testing_pg}
 PORT=${PGPORT:-5499}
 
 scripts/setup.sh
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config
+scripts/install.sh
 scripts/cluster.sh start
 
 PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres)

@@ -22,7 +22,7 @@ chown postgres:postgres "$PGRX_TEST_DIR"
 cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_DIR/data"
 
 echo "== install the release build into PostgreSQL 15 and start a local cluster"
-cargo pgrx install --release --pg-config "$PG_CONFIG"
+scripts/install.sh
 scripts/cluster.sh start
 
 echo "== pg_regress"

@@ -97,3 +97,151 @@ COMMENT ON FUNCTION ab_proportion_test(bigint, bigint, bigint, bigint, double pr
 COMMENT ON FUNCTION ab_srm_test(bigint[], double precision[]) IS 'Sample ratio mismatch: chi-square goodness of fit of observed counts against weights, as scipy.stats.chisquare.';
 COMMENT ON FUNCTION ab_sample_size(double precision, double precision, double precision, double precision) IS 'Users per arm to detect an absolute difference mde (two-sided, equal allocation, normal approximation).';
 COMMENT ON FUNCTION ab_adjust_p_values(double precision[], text) IS 'Adjusted p-values: holm (Holm-Bonferroni) or bh (Benjamini-Hochberg), in input order.';
+
+-- Privileges. Out of the box PUBLIC may compute statistics and nothing else; the owner hands
+-- out the rest with ab_grant_app, ab_grant_analyst and ab_grant_admin.
+--
+-- The application and analysis functions run with the owner's rights (SECURITY DEFINER), so
+-- their callers need no privilege on the tables. Every one of them pins search_path:
+-- ab_get_experiment, ab_record_result, ab_analyze and ab_summary with a SET clause,
+-- ab_get_variant inside its code (a SET clause would cost every call on the hot path; its
+-- assigned-user path resolves no names, and its other paths run with the same pinned path).
+-- Administration runs with the caller's rights, so ab_audit records who did it.
+ALTER FUNCTION ab_get_variant(text, text, jsonb, text) SECURITY DEFINER;
+ALTER FUNCTION ab_get_variant(bigint, text, jsonb, text) SECURITY DEFINER;
+ALTER FUNCTION ab_record_result(text, text, double precision, text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_record_result(bigint, text, double precision, text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_get_experiment(text) SECURITY DEFINER;
+ALTER FUNCTION ab_get_experiment(bigint) SECURITY DEFINER;
+ALTER FUNCTION ab_analyze(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_analyze(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_summary(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_summary(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION
+    ab_create_experiment(jsonb),
+    ab_start_experiment(text), ab_start_experiment(bigint),
+    ab_stop_experiment(text, boolean), ab_stop_experiment(bigint, boolean),
+    ab_delete_experiment(text), ab_delete_experiment(bigint),
+    ab_record_covariate(text, text, text, double precision), ab_record_covariate(bigint, text, text, double precision),
+    ab_get_variant(text, text, jsonb, text), ab_get_variant(bigint, text, jsonb, text),
+    ab_record_result(text, text, double precision, text, text), ab_record_result(bigint, text, double precision, text, text),
+    ab_get_experiment(text), ab_get_experiment(bigint),
+    ab_analyze(text), ab_analyze(bigint),
+    ab_summary(text), ab_summary(bigint),
+    ab_invalidate_cache(), ab_check_variants()
+FROM PUBLIC;
+
+CREATE FUNCTION ab_grant_app(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_get_variant(text, text, jsonb, text), '
+                   '@extschema@.ab_get_variant(bigint, text, jsonb, text), '
+                   '@extschema@.ab_record_result(text, text, double precision, text, text), '
+                   '@extschema@.ab_record_result(bigint, text, double precision, text, text), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, '
+                   '@extschema@.ab_experiment_overview TO %I', role);
+END;
+$$;
+
+CREATE FUNCTION ab_revoke_app(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_get_variant(text, text, jsonb, text), '
+                   '@extschema@.ab_get_variant(bigint, text, jsonb, text), '
+                   '@extschema@.ab_record_result(text, text, double precision, text, text), '
+                   '@extschema@.ab_record_result(bigint, text, double precision, text, text), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
+    EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, '
+                   '@extschema@.ab_experiment_overview FROM %I', role);
+END;
+$$;
+
+CREATE FUNCTION ab_grant_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview TO %I', role);
+END;
+$$;
+
+CREATE FUNCTION ab_revoke_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
+    EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview FROM %I', role);
+END;
+$$;
+
+CREATE FUNCTION ab_grant_admin(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM @extschema@.ab_grant_app(role);
+    PERFORM @extschema@.ab_grant_analyst(role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_create_experiment(jsonb), '
+                   '@extschema@.ab_start_experiment(text), @extschema@.ab_start_experiment(bigint), '
+                   '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
+                   '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
+                   '@extschema@.ab_record_covariate(text, text, text, double precision), '
+                   '@extschema@.ab_record_covariate(bigint, text, text, double precision) TO %I', role);
+    -- Administration runs with the caller's rights.
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights '
+                   'TO %I', role);
+    EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
+    EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
+                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq TO %I', role);
+END;
+$$;
+
+CREATE FUNCTION ab_revoke_admin(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_create_experiment(jsonb), '
+                   '@extschema@.ab_start_experiment(text), @extschema@.ab_start_experiment(bigint), '
+                   '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
+                   '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
+                   '@extschema@.ab_record_covariate(text, text, text, double precision), '
+                   '@extschema@.ab_record_covariate(bigint, text, text, double precision) FROM %I', role);
+    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, '
+                   '@extschema@.ab_audit FROM %I', role);
+    EXECUTE format('REVOKE USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
+                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq FROM %I', role);
+    PERFORM @extschema@.ab_revoke_analyst(role);
+    PERFORM @extschema@.ab_revoke_app(role);
+END;
+$$;
+
+REVOKE ALL ON FUNCTION ab_grant_app(name), ab_revoke_app(name), ab_grant_analyst(name), ab_revoke_analyst(name),
+    ab_grant_admin(name), ab_revoke_admin(name) FROM PUBLIC;
+
+COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
+COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and run ab_analyze and ab_summary.';
+COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';
+COMMENT ON FUNCTION ab_grant_admin(name) IS 'Lets a role administer experiments (create, start, stop, delete, covariates) on top of the app and analyst rights.';
+COMMENT ON FUNCTION ab_revoke_admin(name) IS 'Takes back what ab_grant_admin gave, with the app and analyst rights.';

@@ -148,6 +148,21 @@ CREATE TABLE ab_insights (
 );
 CREATE INDEX ab_insights_experiment ON ab_insights (experiment_id, computed_at);
 
+-- Who created, started, stopped or deleted an experiment, and when: written by the lifecycle
+-- functions (not a trigger, which would fire again while pg_restore reloads the tables).
+-- Rows outlive the experiment they describe.
+CREATE TABLE ab_audit (
+    id               bigserial PRIMARY KEY,
+    experiment_id    bigint NOT NULL,
+    experiment_name  text NOT NULL,
+    action           text NOT NULL CHECK (action IN ('created', 'started', 'stopped', 'deleted')),
+    detail           jsonb NOT NULL DEFAULT '{}',
+    role_name        name NOT NULL DEFAULT current_user,
+    session_role     name NOT NULL DEFAULT session_user,
+    at               timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+CREATE INDEX ab_audit_experiment ON ab_audit (experiment_id, at);
+
 -- Keep the data in pg_dump: one call per statement (each updates pg_extension's row).
 SELECT pg_catalog.pg_extension_config_dump('ab_experiments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_experiments_id_seq', '');
@@ -159,6 +174,8 @@ SELECT pg_catalog.pg_extension_config_dump('ab_results_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_covariates', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_insights', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_insights_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_audit', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_audit_id_seq', '');
 
 CREATE VIEW ab_experiment_overview AS
 SELECT e.id,
@@ -259,5 +276,14 @@ COMMENT ON COLUMN ab_insights.cuped_ci_lower IS 'Lower bound of the CUPED-adjust
 COMMENT ON COLUMN ab_insights.cuped_ci_upper IS 'Upper bound of the CUPED-adjusted confidence interval.';
 COMMENT ON COLUMN ab_insights.cuped_p_value IS 'p-value of the CUPED-adjusted comparison.';
 COMMENT ON COLUMN ab_insights.cuped_variance_reduction IS 'Share of the variance of the difference removed by CUPED.';
+
+COMMENT ON TABLE ab_audit IS 'Who created, started, stopped or deleted each experiment through the ab_* functions, and when; kept after the experiment is deleted.';
+COMMENT ON COLUMN ab_audit.experiment_id IS 'ab_experiments.id of the experiment (which may no longer exist).';
+COMMENT ON COLUMN ab_audit.experiment_name IS 'The experiment''s name at the time.';
+COMMENT ON COLUMN ab_audit.action IS 'created, started, stopped or deleted.';
+COMMENT ON COLUMN ab_audit.detail IS 'The declared winner of a stop; the type of a creation.';
+COMMENT ON COLUMN ab_audit.role_name IS 'The role that made the change (current_user).';
+COMMENT ON COLUMN ab_audit.session_role IS 'The role that logged in (session_user).';
+COMMENT ON COLUMN ab_audit.at IS 'When the change was made.';
 
 COMMENT ON VIEW ab_experiment_overview IS 'Every experiment with its status, type, primary metric, users assigned, results recorded and dates.';

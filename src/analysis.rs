@@ -112,7 +112,7 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
         };
         let sql = if has_covariates {
             format!(
-                "SELECT u.variant_id, ab_comoments(u.v, coalesce(c.value, 0)) \
+                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.value, 0)) \
                  FROM (SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
                        WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id) u \
                  LEFT JOIN {nsp}.ab_covariates c ON c.experiment_id = $1 AND c.metric_name = $2 AND c.user_id = u.user_id \
@@ -120,7 +120,7 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
             )
         } else {
             format!(
-                "SELECT u.variant_id, ab_moments(u.v) \
+                "SELECT u.variant_id, {nsp}.ab_moments(u.v) \
                  FROM (SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
                        WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id) u \
                  GROUP BY u.variant_id"

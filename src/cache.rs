@@ -115,7 +115,10 @@ fn load_state(client: &SpiClient<'_>) -> State {
     let prepare = |sql: String, args: &[PgOid]| client.prepare_mut(sql.as_str(), args).or_raise().keep();
     let plans = Plans {
         find_assignment: prepare(
-            format!("SELECT variant_id FROM {nsp}.ab_assignments WHERE experiment_id = $1 AND user_id = $2"),
+            format!(
+                "SELECT variant_id FROM {nsp}.ab_assignments \
+                 WHERE experiment_id OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) $2"
+            ),
             &[int8, text],
         ),
         insert_assignment: prepare(
@@ -129,14 +132,14 @@ fn load_state(client: &SpiClient<'_>) -> State {
             format!(
                 "INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id) \
                  SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5 FROM {nsp}.ab_assignments a \
-                 WHERE a.experiment_id = $1 AND a.user_id = $2"
+                 WHERE a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) $2"
             ),
             &[int8, text, text, float8, text],
         ),
         record_covariate: prepare(
             format!(
                 "INSERT INTO {nsp}.ab_covariates (experiment_id, user_id, metric_name, value) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (experiment_id, user_id, metric_name) DO UPDATE SET value = excluded.value, recorded_at = now()"
+                 ON CONFLICT (experiment_id, user_id, metric_name) DO UPDATE SET value = excluded.value, recorded_at = pg_catalog.now()"
             ),
             &[int8, text, text, float8],
         ),
@@ -202,7 +205,7 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
     if let Some((Some(exp), plans, relations, _)) = cached {
         return Handle { exp, plans, relations };
     }
-    Spi::connect(|client| {
+    crate::security::with_pinned_search_path(|| Spi::connect(|client| {
         let (plans, relations, nsp) = match cached {
             Some((_, plans, relations, nsp)) => (plans, relations, nsp),
             None => {
@@ -223,7 +226,7 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
             });
         }
         Handle { exp, plans, relations }
-    })
+    }))
 }
 
 /// Statement trigger on ab_experiments and ab_variants: tells every backend to reload.

@@ -11,6 +11,30 @@ use crate::cache::invalidate_local;
 use crate::catalog::{self, ExperimentRef};
 use crate::errors::{core_error, raise, wrong_state, SpiExt};
 
+/// Records a lifecycle change in ab_audit; role_name defaults to the caller (these functions
+/// run with the caller's rights). A database still on the 0.1.0 schema (before ALTER EXTENSION
+/// UPDATE) has no ab_audit, and this library keeps working with it.
+fn audit(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, id: i64, name: &str, action: &str, detail: serde_json::Value) {
+    let has_audit = client
+        .select("SELECT pg_catalog.to_regclass($1) IS NOT NULL", Some(1), &[format!("{nsp}.ab_audit").into()])
+        .or_raise()
+        .first()
+        .get_one::<bool>()
+        .or_raise()
+        .unwrap_or(false);
+    if !has_audit {
+        return;
+    }
+    client
+        .update(
+            format!("INSERT INTO {nsp}.ab_audit (experiment_id, experiment_name, action, detail) VALUES ($1, $2, $3, $4)")
+                .as_str(),
+            None,
+            &[id.into(), name.into(), action.into(), JsonB(detail).into()],
+        )
+        .or_raise();
+}
+
 /// Creates an experiment in draft from its JSON definition (the original REST API's create
 /// body, plus optional metrics, target_segments and alpha). Returns its id.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -75,6 +99,7 @@ fn ab_create_experiment(definition: JsonB) -> i64 {
                 )
                 .or_raise();
         }
+        audit(client, &nsp, id, &spec.name, "created", json!({"experiment_type": spec.experiment_type}));
         id
     });
     invalidate_local();
@@ -100,6 +125,7 @@ fn start(r: ExperimentRef<'_>) {
                 &[exp.id.into()],
             )
             .or_raise();
+        audit(client, &nsp, exp.id, &exp.name, "started", json!({}));
     });
     invalidate_local();
 }
@@ -144,6 +170,7 @@ fn stop(r: ExperimentRef<'_>, declare_winner: bool) -> JsonB {
                 &[exp.id.into(), winner.as_deref().into()],
             )
             .or_raise();
+        audit(client, &nsp, exp.id, &exp.name, "stopped", json!({"winner": winner, "reason": reason}));
         json!({"status": "stopped", "winner": winner, "reason": reason})
     });
     invalidate_local();
@@ -180,6 +207,7 @@ fn delete(r: ExperimentRef<'_>) {
         client
             .update(format!("DELETE FROM {nsp}.ab_experiments WHERE id = $1").as_str(), None, &[exp.id.into()])
             .or_raise();
+        audit(client, &nsp, exp.id, &exp.name, "deleted", json!({}));
     });
     invalidate_local();
 }

@@ -15,6 +15,7 @@ mod experiments;
 mod jsonb;
 mod lookup;
 mod results;
+mod security;
 mod stats;
 
 ::pgrx::pg_module_magic!();

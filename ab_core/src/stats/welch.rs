@@ -79,7 +79,10 @@ pub fn welch_test(a: &Sample, b: &Sample, alpha: f64) -> Result<WelchResult> {
     }
     let se = se2.sqrt();
     let t = diff / se;
-    let df = se2 * se2 / (va * va / (a.n - 1.0) + vb * vb / (b.n - 1.0));
+    // Welch-Satterthwaite, scaled by the larger term so that tiny variances do not underflow.
+    let m = va.max(vb);
+    let (sa, sb) = (va / m, vb / m);
+    let df = (sa + sb) * (sa + sb) / (sa * sa / (a.n - 1.0) + sb * sb / (b.n - 1.0));
     let p_value = (2.0 * t_sf(t.abs(), df)).min(1.0);
     let q = t_isf(alpha / 2.0, df);
     Ok(WelchResult {

@@ -1,0 +1,31 @@
+//! Name resolution that a caller cannot hijack. ab_get_variant, ab_record_result, ab_analyze
+//! and ab_summary run as the extension's owner (SECURITY DEFINER); any SQL they run must not
+//! resolve an operator or function through the caller's search_path, where a hostile role
+//! could have placed its own. The SQL-level functions pin search_path with a SET clause;
+//! ab_get_variant cannot afford one on every call, so it pins search_path here, around the
+//! SPI work of its slow paths only (its assigned-user path resolves no names at all).
+
+use pgrx::pg_sys;
+
+const SAFE_SEARCH_PATH: &std::ffi::CStr = c"pg_catalog, pg_temp";
+
+/// Runs `f` with search_path set to `pg_catalog, pg_temp`, restored afterwards. On an error
+/// the enclosing (sub)transaction's abort restores it, as for a function's SET clause.
+pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            SAFE_SEARCH_PATH.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        let out = f();
+        pg_sys::AtEOXact_GUC(true, level);
+        out
+    }
+}

@@ -1,0 +1,296 @@
+"""What a DBA relies on: dump and restore, upgrades, crash recovery, and concurrent
+lifecycle changes while applications assign and record."""
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from conftest import conninfo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HOST = os.environ.get("PGHOST", "/tmp/ab_testing_pg")
+PORT = os.environ.get("PGPORT", "5499")
+
+
+def one(conn, sql, *args):
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def two_arms(name, **extra):
+    return {"name": name, "experiment_type": "feature", "primary_metric": "conversion_rate", "min_sample_size": 10,
+            "variants": [{"name": "a", "is_control": True, "traffic_allocation": 50},
+                         {"name": "b", "traffic_allocation": 50}], **extra}
+
+
+def fresh_db(name, version=None):
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name}")
+    with psycopg.connect(conninfo(name), autocommit=True) as c:
+        c.execute("CREATE EXTENSION ab_testing" + (f" VERSION '{version}'" if version else ""))
+    return conninfo(name)
+
+
+def drop_db(name):
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def populate(c, name="kept"):
+    """An experiment with assignments, results, covariates, insights and audit rows."""
+    exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(name, salt="kept")))
+    one(c, "SELECT ab_start_experiment(%s)", exp)
+    rng = random.Random(3)
+    for i in range(300):
+        user = f"user-{i}"
+        v = one(c, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, user)
+        one(c, "SELECT ab_record_result(%s, 'conversion_rate', %s, %s)", exp,
+            float(rng.random() < (0.3 if v == "a" else 0.5)), user)
+        c.execute("SELECT ab_record_covariate(%s, 'conversion_rate', %s, %s)", (exp, user, rng.random()))
+    c.execute("SELECT * FROM ab_analyze(%s)", (exp,))
+    return exp
+
+
+def analysis(c, exp):
+    return c.execute("SELECT * FROM ab_analyze(%s)", (exp,)).fetchall()
+
+
+def counts(c):
+    tables = ["ab_experiments", "ab_variants", "ab_assignments", "ab_results", "ab_covariates", "ab_insights", "ab_audit"]
+    return {t: one(c, f"SELECT count(*) FROM {t}") for t in tables if one(c, "SELECT to_regclass(%s) IS NOT NULL", t)}
+
+
+def test_dump_and_restore_keep_everything(dsn):
+    src = fresh_db("ab_dump_src")
+    with psycopg.connect(src, autocommit=True) as c:
+        exp = populate(c)
+        before, before_counts = analysis(c, exp), counts(c)
+    dump = "/tmp/ab_testing_dump.custom"
+    subprocess.run(["pg_dump", "-Fc", "-h", HOST, "-p", PORT, "-U", "postgres", "-d", "ab_dump_src", "-f", dump],
+                   check=True)
+    drop_db("ab_dump_dst")
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute("CREATE DATABASE ab_dump_dst")
+    subprocess.run(["pg_restore", "-h", HOST, "-p", PORT, "-U", "postgres", "-d", "ab_dump_dst", "--exit-on-error", dump],
+                   check=True)
+    with psycopg.connect(conninfo("ab_dump_dst"), autocommit=True) as c:
+        after_counts = counts(c)
+        after = analysis(c, exp)
+        assert after_counts == before_counts
+        assert after == before
+        # Sequences were restored too: new rows do not collide with restored ones.
+        new = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("after restore")))
+        assert new > exp
+        assert one(c, "SELECT ab_get_variant(%s, 'user-1') ->> 'variant'", exp) in ("a", "b")
+    drop_db("ab_dump_src")
+    drop_db("ab_dump_dst")
+
+
+SIGNATURE = """
+WITH members AS (
+  SELECT classid, objid FROM pg_depend
+  WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ab_testing') AND deptype = 'e')
+SELECT 'function ' || p.oid::regprocedure || ' returns ' || pg_get_function_result(p.oid)
+       || ' args ' || pg_get_function_arguments(p.oid) || ' ' || p.prokind::text || p.provolatile::text || p.proparallel::text
+       || ' strict=' || p.proisstrict || ' definer=' || p.prosecdef || ' config=' || coalesce(p.proconfig::text, '')
+       || ' src=' || md5(p.prosrc) || ' acl=' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(p.proacl) a), '')
+       || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '')
+FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
+UNION ALL
+SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' acl=' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(c.relacl) a), '')
+       || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '')
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+UNION ALL
+SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull
+       || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' collation=' || coalesce(co.collname, '')
+       || ' comment=' || coalesce(col_description(c.oid, a.attnum), '')
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100
+UNION ALL
+SELECT 'constraint ' || c.relname || ' ' || pg_get_constraintdef(k.oid)
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid JOIN pg_constraint k ON k.conrelid = c.oid
+UNION ALL
+SELECT 'index ' || regexp_replace(pg_get_indexdef(i.indexrelid), ' ON \\S+\\.', ' ON ')
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid JOIN pg_index i ON i.indrelid = c.oid
+UNION ALL
+SELECT 'trigger ' || pg_get_triggerdef(t.oid)
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+JOIN pg_trigger t ON t.tgrelid = c.oid AND NOT t.tgisinternal
+UNION ALL
+SELECT 'dumped ' || unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'ab_testing'
+"""
+
+
+def signature(dsn):
+    with psycopg.connect(dsn) as c:
+        return sorted(r[0] for r in c.execute(SIGNATURE).fetchall())
+
+
+def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
+    releases = sorted(f[len("ab_testing--"):-len(".sql")] for f in os.listdir(os.path.join(ROOT, "sql", "releases")))
+    with psycopg.connect(dsn) as c:
+        current = one(c, "SELECT default_version FROM pg_available_extensions WHERE name = 'ab_testing'")
+    fresh = signature(dsn)
+    for version in releases:
+        old = fresh_db("ab_upgrade", version)
+        with psycopg.connect(old, autocommit=True) as c:
+            assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == version
+            exp = populate(c)
+            before, before_counts = analysis(c, exp)[:], counts(c)
+            c.execute("ALTER EXTENSION ab_testing UPDATE")
+            assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == current
+            after_counts = counts(c)
+            assert {t: after_counts[t] for t in before_counts} == before_counts
+            assert analysis(c, exp) == before
+            one(c, "SELECT ab_stop_experiment(%s, true)", exp)
+        upgraded = signature(old)
+        missing = sorted(set(fresh) - set(upgraded))
+        extra = sorted(set(upgraded) - set(fresh))
+        assert not missing and not extra, f"upgrade from {version} differs from a fresh install:\n" \
+            + "\n".join(["missing: " + m for m in missing] + ["extra:   " + e for e in extra])
+    drop_db("ab_upgrade")
+
+
+def test_lifecycle_changes_race_safely_with_applications(dsn):
+    """Stops, allocation changes and a delete while clients assign and record: every result
+    belongs to its user's variant, nothing deadlocks, and the only outcomes clients see are
+    results, "not running" (NULL / false) and, once deleted, "does not exist"."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        exp = one(admin, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("racing")))
+        one(admin, "SELECT ab_start_experiment(%s)", exp)
+        deleted = threading.Event()
+        stop = threading.Event()
+        unexpected = []
+        outcomes = {"variant": 0, "null": 0, "recorded": 0, "not recorded": 0, "gone": 0}
+        lock = threading.Lock()
+
+        def app(k):
+            rng = random.Random(k)
+            with psycopg.connect(dsn, autocommit=True) as c:
+                while not stop.is_set():
+                    user = f"racer-{rng.randrange(400)}"
+                    try:
+                        v = one(c, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, user)
+                        r = one(c, "SELECT ab_record_result(%s, 'conversion_rate', 1, %s)", exp, user)
+                        with lock:
+                            outcomes["variant" if v else "null"] += 1
+                            outcomes["recorded" if r else "not recorded"] += 1
+                    except psycopg.errors.UndefinedObject:
+                        with lock:
+                            outcomes["gone"] += 1
+                        if not deleted.is_set():
+                            unexpected.append("does not exist before the delete")
+                    except Exception as e:  # anything else is a failure
+                        unexpected.append(repr(e))
+
+        threads = [threading.Thread(target=app, args=(k,)) for k in range(4)]
+        [t.start() for t in threads]
+        time.sleep(0.5)
+        for pct in (70, 30, 50):
+            admin.execute("UPDATE ab_variants SET traffic_allocation = CASE WHEN is_control THEN %s ELSE 100 - %s END "
+                          "WHERE experiment_id = %s", (pct, pct, exp))
+            time.sleep(0.3)
+        one(admin, "SELECT ab_stop_experiment(%s)", exp)
+        time.sleep(0.3)
+        recorded_after_stop = one(admin, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp)
+        time.sleep(0.3)
+        assert one(admin, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == recorded_after_stop
+        misattributed = one(admin, "SELECT count(*) FROM ab_results r JOIN ab_assignments a USING (experiment_id, user_id) "
+                                   "WHERE r.experiment_id = %s AND a.variant_id <> r.variant_id", exp)
+        deleted.set()
+        one(admin, "SELECT ab_delete_experiment(%s)", exp)
+        time.sleep(0.3)
+        stop.set()
+        [t.join(timeout=30) for t in threads]
+        assert not any(t.is_alive() for t in threads), "a client is stuck"
+        assert not unexpected, unexpected[:5]
+        assert misattributed == 0
+        assert outcomes["variant"] > 0 and outcomes["null"] > 0 and outcomes["gone"] > 0, outcomes
+        assert one(admin, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 0
+
+
+@pytest.fixture
+def crash_cluster():
+    env = {**os.environ, "AB_PGDIR": "/tmp/ab_crash_pg", "PGPORT": "5497"}
+    script = os.path.join(ROOT, "scripts", "cluster.sh")
+    subprocess.run([script, "destroy"], env=env, check=True)
+    subprocess.run([script, "start"], env=env, check=True, stdout=subprocess.DEVNULL)
+    info = psycopg.conninfo.make_conninfo(host="/tmp/ab_crash_pg", port="5497", user="postgres", dbname="postgres")
+    with psycopg.connect(info, autocommit=True) as c:
+        c.execute("CREATE EXTENSION ab_testing")
+    yield info, lambda: subprocess.run([script, "start"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([script, "destroy"], env=env, check=True)
+
+
+def test_every_acknowledged_result_survives_a_crash(crash_cluster):
+    """SIGKILL the whole server in the middle of concurrent recording and experiment creation;
+    after crash recovery every acknowledged result is there and no experiment is half made."""
+    info, restart = crash_cluster
+    with psycopg.connect(info, autocommit=True) as c:
+        exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("crash")))
+        one(c, "SELECT ab_start_experiment(%s)", exp)
+        for i in range(200):
+            one(c, "SELECT ab_get_variant(%s, %s)", exp, f"user-{i}")
+    acknowledged, created = [], []
+    lock = threading.Lock()
+
+    def recorder(k):
+        n = 0
+        try:
+            with psycopg.connect(info, autocommit=True) as c:
+                while True:
+                    token = f"{k}-{n}"
+                    if one(c, "SELECT ab_record_result(%s, 'conversion_rate', 1, %s, %s)", exp, f"user-{n % 200}", token):
+                        with lock:
+                            acknowledged.append(token)
+                    n += 1
+        except psycopg.Error:
+            return  # the server went away
+
+    def creator():
+        n = 0
+        try:
+            with psycopg.connect(info, autocommit=True) as c:
+                while True:
+                    one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(f"made-{n}")))
+                    with lock:
+                        created.append(f"made-{n}")
+                    n += 1
+        except psycopg.Error:
+            return
+
+    threads = [threading.Thread(target=recorder, args=(k,)) for k in range(3)] + [threading.Thread(target=creator)]
+    [t.start() for t in threads]
+    time.sleep(2.0)
+    with open("/tmp/ab_crash_pg/data/postmaster.pid") as f:
+        postmaster = int(f.readline())
+    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+    for pid in [postmaster] + [int(p) for p in children]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    [t.join(timeout=30) for t in threads]
+    assert len(acknowledged) > 100 and len(created) > 5, (len(acknowledged), len(created))
+    time.sleep(0.5)
+    restart()
+    with psycopg.connect(info, autocommit=True) as c:
+        stored = {r[0] for r in c.execute("SELECT session_id FROM ab_results WHERE experiment_id = %s", (exp,))}
+        lost = [t for t in acknowledged if t not in stored]
+        assert not lost, f"{len(lost)} acknowledged results lost, e.g. {lost[:3]}"
+        names = {r[0] for r in c.execute("SELECT name FROM ab_experiments")}
+        assert set(created) <= names
+        half_made = one(c, "SELECT count(*) FROM ab_experiments e WHERE (SELECT count(*) FROM ab_variants v "
+                           "WHERE v.experiment_id = e.id) <> 2")
+        assert half_made == 0
+        orphans = one(c, "SELECT count(*) FROM ab_variants v WHERE NOT EXISTS "
+                         "(SELECT 1 FROM ab_experiments e WHERE e.id = v.experiment_id)")
+        assert orphans == 0
