@@ -46,7 +46,11 @@ fn get_variant(
         return exp.variant_by_id(v).map(|v| v.output.clone());
     }
     if !exp.segments.is_empty() {
-        let attributes = attributes.map(|a| a.to_value()).unwrap_or(serde_json::Value::Null);
+        let attributes = match attributes.map(|a| a.try_value()) {
+            None => serde_json::Value::Null,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("attributes cannot be read: {e}"), None),
+        };
         if !exp.segments.matches(&attributes) {
             return None;
         }

@@ -24,6 +24,9 @@ pub fn core_error(e: ab_core::Error) -> ! {
 
 pub fn not_found(experiment: crate::catalog::ExperimentRef<'_>) -> ! {
     let message = match experiment {
+        crate::catalog::ExperimentRef::Name(n) if n.chars().count() > 200 => {
+            format!("experiment \"{}...\" does not exist", n.chars().take(200).collect::<String>())
+        }
         crate::catalog::ExperimentRef::Name(n) => format!("experiment \"{n}\" does not exist"),
         crate::catalog::ExperimentRef::Id(id) => format!("experiment with id {id} does not exist"),
     };

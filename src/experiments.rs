@@ -9,7 +9,11 @@ use serde_json::json;
 use crate::analysis;
 use crate::cache::invalidate_local;
 use crate::catalog::{self, ExperimentRef};
-use crate::errors::{core_error, raise, wrong_state, SpiExt};
+use crate::errors::{core_error, invalid, raise, wrong_state, SpiExt};
+use crate::jsonb::RawJsonb;
+
+/// Largest definition accepted, as jsonb text.
+const MAX_DEFINITION_BYTES: usize = 1 << 20;
 
 /// Records a lifecycle change in ab_audit; role_name defaults to the caller (these functions
 /// run with the caller's rights). A database still on the 0.1.0 schema (before ALTER EXTENSION
@@ -38,8 +42,17 @@ fn audit(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, id: i64, name: &str, 
 /// Creates an experiment in draft from its JSON definition (the original REST API's create
 /// body, plus optional metrics, target_segments and alpha). Returns its id.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ab_create_experiment(definition: JsonB) -> i64 {
-    let spec = parse_definition(&definition.0).unwrap_or_else(|e| core_error(e));
+fn ab_create_experiment(definition: RawJsonb) -> i64 {
+    let text = definition.text();
+    if text.len() > MAX_DEFINITION_BYTES {
+        invalid(format!(
+            "experiment definition is {} bytes long, at most {MAX_DEFINITION_BYTES} are allowed",
+            text.len()
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| invalid(format!("invalid experiment definition: {e}")));
+    let spec = parse_definition(&value).unwrap_or_else(|e| core_error(e));
     let id = Spi::connect_mut(|client| {
         let nsp = catalog::schema(client);
         if catalog::find_experiment(client, &nsp, ExperimentRef::Name(&spec.name)).is_some() {

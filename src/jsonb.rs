@@ -17,8 +17,22 @@ use pgrx::JsonB;
 pub struct RawJsonb(pg_sys::Datum);
 
 impl RawJsonb {
-    pub fn to_value(&self) -> serde_json::Value {
-        unsafe { JsonB::from_datum(self.0, false) }.map(|j| j.0).unwrap_or(serde_json::Value::Null)
+    /// The jsonb's text form (its size is what limits are stated in).
+    pub fn text(&self) -> String {
+        unsafe {
+            let detoasted = pg_sys::pg_detoast_datum_packed(self.0.cast_mut_ptr());
+            let cstr = pg_sys::JsonbToCString(
+                std::ptr::null_mut(),
+                &mut (*(detoasted as *mut pg_sys::Jsonb)).root,
+                pgrx::varlena::varsize_any_exhdr(detoasted) as i32,
+            );
+            std::ffi::CStr::from_ptr(cstr).to_string_lossy().into_owned()
+        }
+    }
+
+    /// Parses the value; too deep a nesting (over 128 levels) is an error, not a crash.
+    pub fn try_value(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_str(&self.text()).map_err(|e| e.to_string())
     }
 }
 

@@ -8,6 +8,17 @@ use crate::cache;
 use crate::catalog::ExperimentRef;
 use crate::errors::{core_error, invalid, raise, SpiExt};
 
+/// A float as SQL prints it (NaN, Infinity, -Infinity for the non-finite ones).
+fn sql_float(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+    } else {
+        x.to_string()
+    }
+}
+
 fn null(what: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL"), None)
 }
@@ -24,8 +35,7 @@ fn record(
     let user_id = user_id.unwrap_or_else(|| null("user_id"));
     ab_core::definition::check_metric_name(metric_name).unwrap_or_else(|e| core_error(e));
     if !metric_value.is_finite() {
-        let shown = if metric_value.is_nan() { "NaN" } else if metric_value > 0.0 { "Infinity" } else { "-Infinity" };
-        invalid(format!("metric_value must be a finite number, got {shown}"));
+        invalid(format!("metric_value must be a finite number, got {}", sql_float(metric_value)));
     }
     check_id("user_id", user_id);
     if let Some(s) = session_id {
@@ -80,7 +90,7 @@ fn record_covariate(r: ExperimentRef<'_>, metric_name: Option<&str>, user_id: Op
     ab_core::definition::check_metric_name(metric_name).unwrap_or_else(|e| core_error(e));
     check_id("user_id", user_id);
     if !value.is_finite() {
-        invalid(format!("value must be a finite number, got {value}"));
+        invalid(format!("value must be a finite number, got {}", sql_float(value)));
     }
     let cache::Handle { exp, plans, .. } = cache::lookup(r);
     Spi::connect_mut(|client| {

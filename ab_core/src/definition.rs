@@ -262,6 +262,15 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A number as a person would write it: 50, 33.333, 1e308.
+fn short_float(x: f64) -> String {
+    if x.abs() >= 1e9 || (x != 0.0 && x.abs() < 1e-6) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
+}
+
 /// serde's wording, in this domain's terms ("variant" means something else here).
 fn serde_message(e: &serde_json::Error) -> String {
     e.to_string()
@@ -318,7 +327,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         let bp = basis_points(v.traffic_allocation).ok_or_else(|| {
             Error::definition(format!(
                 "traffic_allocation of variant \"{}\" is {}, must be a percentage between 0 and 100 with at most two decimals",
-                v.name, v.traffic_allocation
+                v.name, short_float(v.traffic_allocation)
             ))
         })?;
         total_bp += bp;
