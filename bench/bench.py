@@ -51,6 +51,9 @@ HOT_PATH = [
     ("ab_get_variant, assigned user",
      "\\set u random(1, 100000)\nSELECT ab_get_variant('bench', 'user-' || :u);\n",
      "SELECT 1", "SELECT 1;\n"),
+    ("bare primary-key lookup, assigned user",
+     "\\set u random(1, 100000)\nSELECT variant_id FROM ab_assignments WHERE experiment_id = 1 AND user_id = 'user-' || :u;\n",
+     "SELECT 1", "SELECT 1;\n"),
     ("PL/pgSQL peer, assigned user",
      "\\set u random(1, 100000)\nSELECT plpg_get_variant('bench', 'user-' || :u);\n",
      "SELECT 1", "SELECT 1;\n"),
@@ -172,6 +175,11 @@ def analysis(sizes, repeat):
     return rows
 
 
+def pg_version():
+    with psycopg.connect(conninfo()) as c:
+        return c.execute("SHOW server_version").fetchone()[0]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10, help="pgbench duration per run")
@@ -186,13 +194,20 @@ def main():
             c.execute(f"CREATE DATABASE {DB}")
             psql_file(os.path.join(HERE, "setup.sql"))
     print(f"machine: {os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}, "
-          f"PostgreSQL {psycopg.connect(conninfo()).info.server_version}")
+          f"PostgreSQL {pg_version()}")
     hot = [] if args.skip_hot_path else (print("hot path (pgbench -M prepared -c 2 -j 2):"), hot_path(args.seconds, args.rounds))[1]
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     ana = [] if args.skip_analysis else (print("analysis:"), analysis(sizes, args.repeat))[1]
     print("\n| case | tps | baseline | baseline tps | ratio |\n| --- | ---: | --- | ---: | ---: |")
     for case, c, base, b, r in hot:
         print(f"| {case} | {c:.0f} | {base} | {b:.0f} | {r:.2f} |")
+    by_case = {case: c for case, c, _, _, _ in hot}
+    for ours, peer in [("ab_get_variant, assigned user", "PL/pgSQL peer, assigned user"),
+                       ("ab_get_variant, new user", "PL/pgSQL peer, new user"),
+                       ("ab_record_result", "PL/pgSQL peer, record result")]:
+        if ours in by_case and peer in by_case:
+            print(f"| {ours} vs the PL/pgSQL peer | {by_case[ours]:.0f} | {peer} | {by_case[peer]:.0f} | "
+                  f"{by_case[ours] / by_case[peer]:.2f} |")
     if ana:
         print("\n| analysis | ab_analyze | bare GROUP BY | ratio | peak memory (ab_analyze / bare) |\n| --- | ---: | ---: | ---: | ---: |")
         for label, a, b, r, am, bm in ana:

@@ -98,6 +98,39 @@ COMMENT ON FUNCTION ab_srm_test(bigint[], double precision[]) IS 'Sample ratio m
 COMMENT ON FUNCTION ab_sample_size(double precision, double precision, double precision, double precision) IS 'Users per arm to detect an absolute difference mde (two-sided, equal allocation, normal approximation).';
 COMMENT ON FUNCTION ab_adjust_p_values(double precision[], text) IS 'Adjusted p-values: holm (Holm-Bonferroni) or bh (Benjamini-Hochberg), in input order.';
 
+-- Views for dashboards (Grafana, Metabase): experiment health and the latest insights.
+CREATE VIEW ab_experiment_health AS
+SELECT e.id,
+       e.name,
+       e.status,
+       e.primary_metric,
+       e.min_sample_size,
+       coalesce(sum(c.users), 0)::bigint AS users_assigned,
+       jsonb_object_agg(c.variant, c.users ORDER BY c.position) AS users_per_variant,
+       (SELECT s.p_value FROM @extschema@.ab_srm_test(array_agg(c.users ORDER BY c.position),
+                                                      array_agg(c.traffic_allocation ORDER BY c.position)) s
+        WHERE count(*) FILTER (WHERE c.traffic_allocation > 0) >= 2) AS srm_p_value,
+       CASE WHEN e.started_at IS NOT NULL
+            THEN extract(epoch FROM coalesce(e.stopped_at, pg_catalog.now()) - e.started_at) / 86400 END AS days_running,
+       least(1.0, min(c.users)::float8 / e.min_sample_size) AS sample_progress
+FROM @extschema@.ab_experiments e
+JOIN LATERAL (
+    SELECT v.name AS variant, v.position, v.traffic_allocation,
+           (SELECT count(*) FROM @extschema@.ab_assignments a WHERE a.experiment_id = e.id AND a.variant_id = v.id) AS users
+    FROM @extschema@.ab_variants v WHERE v.experiment_id = e.id) c ON true
+GROUP BY e.id;
+
+CREATE VIEW ab_latest_insights AS
+SELECT e.name AS experiment, i.*
+FROM @extschema@.ab_insights i
+JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
+WHERE i.computed_at = (SELECT max(j.computed_at) FROM @extschema@.ab_insights j WHERE j.experiment_id = i.experiment_id);
+
+COMMENT ON VIEW ab_experiment_health IS 'Per experiment: users per variant, sample ratio mismatch p-value (below 0.001 is broken assignment), days running and progress towards min_sample_size (1 = reached).';
+COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run.';
+COMMENT ON FUNCTION ab_plot(text) IS 'An SVG forest plot of each treatment''s difference from the control with its CI, per metric.';
+COMMENT ON FUNCTION ab_plot(bigint) IS 'ab_plot by experiment id.';
+
 -- Privileges. Out of the box PUBLIC may compute statistics and nothing else; the owner hands
 -- out the rest with ab_grant_app, ab_grant_analyst and ab_grant_admin.
 --
@@ -117,6 +150,8 @@ ALTER FUNCTION ab_analyze(text) SECURITY DEFINER SET search_path = pg_catalog, p
 ALTER FUNCTION ab_analyze(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_summary(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_summary(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_plot(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_plot(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION
     ab_create_experiment(jsonb),
@@ -129,6 +164,7 @@ REVOKE ALL ON FUNCTION
     ab_get_experiment(text), ab_get_experiment(bigint),
     ab_analyze(text), ab_analyze(bigint),
     ab_summary(text), ab_summary(bigint),
+    ab_plot(text), ab_plot(bigint),
     ab_invalidate_cache(), ab_check_variants()
 FROM PUBLIC;
 
@@ -171,10 +207,12 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
                    '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview TO %I', role);
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights '
+                   'TO %I', role);
 END;
 $$;
 
@@ -185,10 +223,12 @@ AS $$
 BEGIN
     EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
                    '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview FROM %I', role);
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights '
+                   'FROM %I', role);
 END;
 $$;
 
@@ -241,7 +281,7 @@ REVOKE ALL ON FUNCTION ab_grant_app(name), ab_revoke_app(name), ab_grant_analyst
 
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
-COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and run ab_analyze and ab_summary.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary and ab_plot.';
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';
 COMMENT ON FUNCTION ab_grant_admin(name) IS 'Lets a role administer experiments (create, start, stop, delete, covariates) on top of the app and analyst rights.';
 COMMENT ON FUNCTION ab_revoke_admin(name) IS 'Takes back what ab_grant_admin gave, with the app and analyst rights.';

@@ -455,3 +455,24 @@ fn ab_summary(experiment: &str) -> String {
 fn ab_summary_by_id(experiment: i64) -> String {
     summary(ExperimentRef::Id(experiment))
 }
+
+fn plot(r: ExperimentRef<'_>) -> String {
+    Spi::connect(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::get_experiment(client, &nsp, r);
+        let analysis = run(client, &nsp, &exp);
+        ab_core::plot::forest_plot(&exp.name, &analysis.metrics)
+    })
+}
+
+/// An SVG forest plot of each treatment's difference from the control, with its CI against
+/// zero, per metric: a browser renders it as is.
+#[pg_extern(stable, parallel_safe)]
+fn ab_plot(experiment: &str) -> String {
+    plot(ExperimentRef::Name(experiment))
+}
+
+#[pg_extern(name = "ab_plot", stable, parallel_safe)]
+fn ab_plot_by_id(experiment: i64) -> String {
+    plot(ExperimentRef::Id(experiment))
+}
