@@ -6,11 +6,12 @@ use std::fmt::Write;
 use crate::analysis::MetricResult;
 use crate::definition::Direction;
 
-const WIDTH: f64 = 760.0;
+const WIDTH: f64 = 900.0;
 const LABEL_W: f64 = 190.0;
-const PLOT_W: f64 = 460.0;
+const PLOT_W: f64 = 420.0;
 const ROW_H: f64 = 26.0;
 const HEADER_H: f64 = 34.0;
+const AXIS_H: f64 = 18.0;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -30,7 +31,7 @@ fn num(x: f64) -> String {
 /// significant difference (the metric's direction decides which is which).
 pub fn forest_plot(title: &str, metrics: &[MetricResult]) -> String {
     let rows: usize = metrics.iter().map(|m| m.arms.iter().filter(|a| !a.is_control).count()).sum();
-    let height = 50.0 + metrics.len() as f64 * HEADER_H + rows as f64 * ROW_H + 20.0;
+    let height = 50.0 + metrics.len() as f64 * (HEADER_H + AXIS_H) + rows as f64 * ROW_H + 10.0;
     let mut out = String::new();
     let _ = write!(
         out,
@@ -126,7 +127,7 @@ pub fn forest_plot(title: &str, metrics: &[MetricResult]) -> String {
             bottom + 14.0,
             num(hi)
         );
-        y += 18.0;
+        y += AXIS_H;
     }
     out.push_str("</svg>\n");
     out
