@@ -1,0 +1,77 @@
+"""The original module's demonstration, through the SQL functions with psycopg: sample
+experiments are created, simulated users go through them, and each one ends with the winner
+the data supports (or the reason there is none).
+
+    python examples/python/demo.py "host=/tmp/ab_testing_pg port=5499 user=postgres dbname=ab_demo"
+"""
+import random
+import sys
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+EXPERIMENTS = [
+    # (definition, per-variant behaviour: variant -> (resolution chance, response time ms))
+    ({"name": "Lead Qualification Prompt Test", "description": "Testing new prompt with examples",
+      "experiment_type": "prompt", "primary_metric": "resolution_rate",
+      "variants": [
+          {"name": "Control", "is_control": True, "traffic_allocation": 50.0, "config": {"system_prompt": "Current prompt..."}},
+          {"name": "Treatment", "is_control": False, "traffic_allocation": 50.0,
+           "config": {"system_prompt": "New prompt with examples..."}}],
+      "min_sample_size": 100, "salt": "demo-prompt",
+      "metrics": {"resolution_rate": {"type": "binary", "mde": 0.05}, "response_time": {"direction": "lower"}}},
+     {"Control": (0.60, 1200), "Treatment": (0.70, 1250)}),
+    ({"name": "Model Comparison", "description": "One provider against another", "experiment_type": "model",
+      "primary_metric": "satisfaction_score", "min_sample_size": 100, "salt": "demo-model",
+      "variants": [
+          {"name": "provider-a", "is_control": True, "traffic_allocation": 70, "config": {"model": "provider-a-large"}},
+          {"name": "provider-b", "traffic_allocation": 30, "config": {"model": "provider-b-large"}}]},
+     {"provider-a": (3.9, 900), "provider-b": (3.9, 700)}),
+]
+
+
+def run(conninfo, users=1500, seed=2026, out=print):
+    rng = random.Random(seed)
+    outcomes = {}
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for definition, behaviour in EXPERIMENTS:
+            name = definition["name"]
+            conn.execute("SELECT ab_delete_experiment(id) FROM ab_experiments WHERE name = %s AND status <> 'running'", (name,))
+            exp_id = conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(definition),)).fetchone()[0]
+            conn.execute("SELECT ab_start_experiment(%s)", (exp_id,))
+            out(f"created and started {name!r} (id {exp_id})")
+            for i in range(users):
+                user = f"{name[:4].lower()}-user-{i}"
+                # A covariate: the user's satisfaction before the experiment.
+                before = rng.gauss(3.8, 0.5)
+                conn.execute("SELECT ab_record_covariate(%s, 'satisfaction_score', %s, %s)", (exp_id, user, before))
+                variant = conn.execute("SELECT ab_get_variant(%s, %s, %s)",
+                                       (exp_id, user, Jsonb({"loan_type": rng.choice(["fha", "va", "conventional"])}))).fetchone()[0]
+                if variant is None:
+                    continue
+                chance, latency = behaviour[variant["variant"]]
+                for _ in range(rng.randint(1, 3)):
+                    if definition["primary_metric"] == "resolution_rate":
+                        value = float(rng.random() < chance)
+                    else:
+                        value = min(5.0, max(0.0, 0.5 * before + 0.5 * rng.gauss(chance, 0.6)))
+                    conn.execute("SELECT ab_record_result(%s, %s, %s, %s)", (exp_id, definition["primary_metric"], value, user))
+                    conn.execute("SELECT ab_record_result(%s, 'response_time', %s, %s)", (exp_id, rng.gauss(latency, 150), user))
+            health = conn.execute("SELECT users_per_variant, srm_p_value FROM ab_experiment_health WHERE id = %s",
+                                  (exp_id,)).fetchone()
+            out(f"  users per variant {health[0]}, sample ratio p = {health[1]:.3f}")
+            for row in conn.execute("SELECT metric_name, variant, users, round(mean::numeric, 3), round(diff::numeric, 3), "
+                                    "p_value, significant FROM ab_analyze(%s) WHERE NOT is_control", (exp_id,)):
+                out(f"  {row[0]:20} {row[1]:12} n={row[2]:<5} mean={row[3]} diff={row[4]} p={row[5]:.2g} significant={row[6]}")
+            result = conn.execute("SELECT ab_stop_experiment(%s, declare_winner => true)", (exp_id,)).fetchone()[0]
+            out(f"  stopped: winner {result['winner']!r} ({result['reason']})")
+            outcomes[name] = result
+        out("")
+        out(conn.execute("SELECT ab_summary(%s)", (EXPERIMENTS[0][0]["name"],)).fetchone()[0])
+        for row in conn.execute("SELECT name, status, users_assigned, results_recorded, winner_variant FROM ab_experiment_overview"):
+            out(f"{row[0]:32} {row[1]:8} users={row[2]:<6} results={row[3]:<6} winner={row[4]}")
+    return outcomes
+
+
+if __name__ == "__main__":
+    run(sys.argv[1] if len(sys.argv) > 1 else "host=/tmp/ab_testing_pg port=5499 user=postgres dbname=ab_demo")

@@ -1,0 +1,72 @@
+"""The examples in examples/python run against the test cluster and do what they say."""
+import os
+import sys
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python"))
+
+import ai_service  # noqa: E402
+import demo  # noqa: E402
+import sqlalchemy_snippet  # noqa: E402
+from conftest import conninfo  # noqa: E402
+from test_operations import drop_db, fresh_db  # noqa: E402
+
+
+def test_demo_runs_every_experiment_to_its_verdict():
+    dsn = fresh_db("ab_example_demo")
+    lines = []
+    outcomes = demo.run(dsn, users=1200, out=lines.append)
+    assert outcomes["Lead Qualification Prompt Test"]["winner"] == "Treatment"
+    assert outcomes["Model Comparison"]["winner"] is None
+    assert "Recommendation" in "\n".join(lines)
+    drop_db("ab_example_demo")
+
+
+@pytest.fixture
+def service_db():
+    dsn = fresh_db("ab_example_service")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE conversations (id bigserial PRIMARY KEY, user_id text, message text, answer text)")
+        c.execute("SELECT ab_create_experiment(%s)", (Jsonb({
+            "name": ai_service.EXPERIMENT, "experiment_type": "prompt", "primary_metric": "resolution_rate",
+            "variants": [{"name": "Control", "is_control": True, "traffic_allocation": 40,
+                          "config": {"system_prompt": "Current prompt..."}},
+                         {"name": "Treatment", "traffic_allocation": 40,
+                          "config": {"system_prompt": "New prompt with examples..."}}]}),))
+        c.execute("SELECT ab_start_experiment(%s)", (ai_service.EXPERIMENT,))
+    yield dsn
+    drop_db("ab_example_service")
+
+
+def test_ai_service_records_metrics_with_its_own_writes(service_db):
+    with psycopg.connect(service_db) as conn:
+        service = ai_service.ConversationService(conn)
+        prompts = {service.system_prompt(f"borrower-{i}") for i in range(200)}
+        conn.commit()
+        # 20% of the traffic is not enrolled and gets the default prompt.
+        assert prompts == {"Current prompt...", "New prompt with examples...", ai_service.DEFAULT_PROMPT}
+        for i in range(50):
+            service.handle(f"borrower-{i}", f"question {i}")
+        recorded = conn.execute("SELECT count(*) FROM ab_results").fetchone()[0]
+        enrolled = conn.execute("SELECT count(*) FROM ab_assignments WHERE user_id IN "
+                                "(SELECT 'borrower-' || g FROM generate_series(0, 49) g)").fetchone()[0]
+        assert recorded == 3 * enrolled
+        assert conn.execute("SELECT count(*) FROM conversations").fetchone()[0] == 50
+        with pytest.raises(RuntimeError):
+            service.handle("borrower-1", "this one fails", fail_after_model=True)
+        assert conn.execute("SELECT count(*) FROM ab_results").fetchone()[0] == recorded
+        assert conn.execute("SELECT count(*) FROM conversations").fetchone()[0] == 50
+
+
+def test_sqlalchemy_snippet(service_db):
+    engine = sqlalchemy_snippet.make_engine(os.environ.get("PGHOST", "/tmp/ab_testing_pg"),
+                                            os.environ.get("PGPORT", "5499"), "ab_example_service")
+    variant = sqlalchemy_snippet.variant_for(engine, ai_service.EXPERIMENT, "orm-user-3")
+    if variant is not None:
+        assert variant["variant"] in ("Control", "Treatment")
+        assert sqlalchemy_snippet.record(engine, ai_service.EXPERIMENT, "resolution_rate", 1.0, "orm-user-3") is True
+    assert sqlalchemy_snippet.record(engine, ai_service.EXPERIMENT, "resolution_rate", 1.0, "never-seen") is False
+    engine.dispose()
