@@ -22,6 +22,12 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# The Node example needs node and npm; most machines here have them already.
+if ! command -v npm >/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then
     echo "setup: installing cargo-pgrx $PGRX_VERSION (about 10 minutes)"
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked

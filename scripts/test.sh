@@ -3,7 +3,9 @@
 #   1. ab_core: unit tests and agreement with scipy (no database)
 #   2. #[pg_test]s inside a PostgreSQL backend (cargo pgrx test)
 #   3. pg_regress: the SQL surface and every error path (tests/pg_regress)
-#   4. client tests through psycopg: full flow, racing sessions, cross-session caching
+#   4. client tests through psycopg: full flow, racing sessions, cross-session caching,
+#      dump/restore, upgrades, crash recovery, the Python examples
+#   5. the Node example with the pg driver
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -35,3 +37,6 @@ echo "== client tests (psycopg)"
 [ -x target/venv/bin/python ] || python3 -m venv target/venv
 target/venv/bin/pip install -q --disable-pip-version-check -r tests/client/requirements.txt
 target/venv/bin/python -m pytest -q tests/client
+
+echo "== Node example (pg driver)"
+(cd examples/node && npm install --no-audit --no-fund --no-package-lock --silent && node --test)

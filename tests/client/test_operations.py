@@ -272,8 +272,15 @@ def test_every_acknowledged_result_survives_a_crash(crash_cluster):
     time.sleep(2.0)
     with open("/tmp/ab_crash_pg/data/postmaster.pid") as f:
         postmaster = int(f.readline())
-    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
-    for pid in [postmaster] + [int(p) for p in children]:
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            pass
+    for pid in [postmaster] + children:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
