@@ -58,8 +58,10 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     let variants = catalog::variants(client, nsp, exp.id);
     let assigned: HashMap<i64, u64> = client
         .select(
-            format!("SELECT variant_id, count(*) FROM {nsp}.ab_assignments WHERE experiment_id = $1 GROUP BY variant_id")
-                .as_str(),
+            format!(
+                "SELECT variant_id, count(*) FROM {nsp}.ab_assignments WHERE experiment_id = $1 GROUP BY variant_id"
+            )
+            .as_str(),
             None,
             &[exp.id.into()],
         )
@@ -71,7 +73,11 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     let srm = srm_test(&observed_counts, &weights).ok();
 
     let has_covariates = client
-        .select(format!("SELECT EXISTS (SELECT 1 FROM {nsp}.ab_covariates WHERE experiment_id = $1)").as_str(), None, &[exp.id.into()])
+        .select(
+            format!("SELECT EXISTS (SELECT 1 FROM {nsp}.ab_covariates WHERE experiment_id = $1)").as_str(),
+            None,
+            &[exp.id.into()],
+        )
         .or_raise()
         .first()
         .get_one::<bool>()
@@ -189,7 +195,13 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
                         }
                         co
                     });
-                    ArmInput { variant: v.name.clone(), is_control: v.is_control, assigned, observed: moments, covariate }
+                    ArmInput {
+                        variant: v.name.clone(),
+                        is_control: v.is_control,
+                        assigned,
+                        observed: moments,
+                        covariate,
+                    }
                 })
                 .collect();
             analyze_metric(&settings, &MetricInput { name, def, arms })
@@ -216,7 +228,8 @@ pub fn store(client: &mut SpiClient<'_>, nsp: &str, experiment_id: i64, analysis
             rows.iter().map(|r| r.$i.clone()).collect::<Vec<_>>().into()
         };
     }
-    let confidence: Vec<Option<f64>> = analysis.metrics.iter().flat_map(|m| m.arms.iter().map(|a| a.confidence)).collect();
+    let confidence: Vec<Option<f64>> =
+        analysis.metrics.iter().flat_map(|m| m.arms.iter().map(|a| a.confidence)).collect();
     let recommendation: Vec<String> =
         analysis.metrics.iter().flat_map(|m| m.arms.iter().map(|a| a.recommendation.clone())).collect();
     client
@@ -337,7 +350,9 @@ fn analyze(r: ExperimentRef<'_>) -> Vec<Row> {
 /// One row per metric and variant: per-user statistics and the Welch comparison with the
 /// control (NULL on the control's row). Stores the rows in ab_insights.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ab_analyze(experiment: &str) -> TableIterator<
+fn ab_analyze(
+    experiment: &str,
+) -> TableIterator<
     'static,
     (
         name!(metric_name, String),
@@ -371,7 +386,9 @@ fn ab_analyze(experiment: &str) -> TableIterator<
 }
 
 #[pg_extern(name = "ab_analyze", volatile, parallel_unsafe)]
-fn ab_analyze_by_id(experiment: i64) -> TableIterator<
+fn ab_analyze_by_id(
+    experiment: i64,
+) -> TableIterator<
     'static,
     (
         name!(metric_name, String),

@@ -49,23 +49,33 @@ fn get_variant(
         let attributes = match attributes.map(|a| a.try_value()) {
             None => serde_json::Value::Null,
             Some(Ok(v)) => v,
-            Some(Err(e)) => raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("attributes cannot be read: {e}"), None),
+            Some(Err(e)) => {
+                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("attributes cannot be read: {e}"), None)
+            }
         };
         if !exp.segments.matches(&attributes) {
             return None;
         }
     }
     let candidate = new_assignment(&exp, user_id)?;
-    let variant_id = crate::security::with_pinned_search_path(|| Spi::connect_mut(|client| {
-        let inserted = first_i64(
-            client
-                .update(&plans.insert_assignment, Some(1), &[exp.id.into(), user_id.into(), candidate.into(), session_id.into()])
-                .or_raise(),
-        );
-        // None: another session assigned this user first (or after our snapshot); a new
-        // statement's snapshot sees its row.
-        inserted.or_else(|| first_i64(client.select(&plans.find_assignment, Some(1), &[exp.id.into(), user_id.into()]).or_raise()))
-    }))?;
+    let variant_id = crate::security::with_pinned_search_path(|| {
+        Spi::connect_mut(|client| {
+            let inserted = first_i64(
+                client
+                    .update(
+                        &plans.insert_assignment,
+                        Some(1),
+                        &[exp.id.into(), user_id.into(), candidate.into(), session_id.into()],
+                    )
+                    .or_raise(),
+            );
+            // None: another session assigned this user first (or after our snapshot); a new
+            // statement's snapshot sees its row.
+            inserted.or_else(|| {
+                first_i64(client.select(&plans.find_assignment, Some(1), &[exp.id.into(), user_id.into()]).or_raise())
+            })
+        })
+    })?;
     exp.variant_by_id(variant_id).map(|v| v.output.clone())
 }
 

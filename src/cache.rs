@@ -102,7 +102,8 @@ fn load_state(client: &SpiClient<'_>) -> State {
             .or_raise()
             .unwrap_or(pg_sys::InvalidOid)
     };
-    let relations = Relations { assignments: oid_of("ab_assignments"), assignments_pkey: oid_of("ab_assignments_pkey") };
+    let relations =
+        Relations { assignments: oid_of("ab_assignments"), assignments_pkey: oid_of("ab_assignments_pkey") };
     WATCHED.set([oid_of("ab_experiments"), oid_of("ab_variants"), relations.assignments, relations.assignments_pkey]);
     if !REGISTERED.get() {
         unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
@@ -205,28 +206,30 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
     if let Some((Some(exp), plans, relations, _)) = cached {
         return Handle { exp, plans, relations };
     }
-    crate::security::with_pinned_search_path(|| Spi::connect(|client| {
-        let (plans, relations, nsp) = match cached {
-            Some((_, plans, relations, nsp)) => (plans, relations, nsp),
-            None => {
-                let state = load_state(client);
-                let out = (state.plans.clone(), state.relations, state.nsp.clone());
-                STATE.with_borrow_mut(|s| *s = Some(state));
-                out
-            }
-        };
-        let (name, exp) = load_experiment(client, &nsp, r).unwrap_or_else(|| not_found(r));
-        let exp = Rc::new(exp);
-        if !snapshot_is_transaction_wide() && !STALE.get() {
-            STATE.with_borrow_mut(|s| {
-                if let Some(s) = s.as_mut() {
-                    s.by_id.insert(exp.id, exp.clone());
-                    s.by_name.insert(name, exp.clone());
+    crate::security::with_pinned_search_path(|| {
+        Spi::connect(|client| {
+            let (plans, relations, nsp) = match cached {
+                Some((_, plans, relations, nsp)) => (plans, relations, nsp),
+                None => {
+                    let state = load_state(client);
+                    let out = (state.plans.clone(), state.relations, state.nsp.clone());
+                    STATE.with_borrow_mut(|s| *s = Some(state));
+                    out
                 }
-            });
-        }
-        Handle { exp, plans, relations }
-    }))
+            };
+            let (name, exp) = load_experiment(client, &nsp, r).unwrap_or_else(|| not_found(r));
+            let exp = Rc::new(exp);
+            if !snapshot_is_transaction_wide() && !STALE.get() {
+                STATE.with_borrow_mut(|s| {
+                    if let Some(s) = s.as_mut() {
+                        s.by_id.insert(exp.id, exp.clone());
+                        s.by_name.insert(name, exp.clone());
+                    }
+                });
+            }
+            Handle { exp, plans, relations }
+        })
+    })
 }
 
 /// Statement trigger on ab_experiments and ab_variants: tells every backend to reload.

@@ -18,7 +18,14 @@ const MAX_DEFINITION_BYTES: usize = 1 << 20;
 /// Records a lifecycle change in ab_audit; role_name defaults to the caller (these functions
 /// run with the caller's rights). A database still on the 0.1.0 schema (before ALTER EXTENSION
 /// UPDATE) has no ab_audit, and this library keeps working with it.
-fn audit(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, id: i64, name: &str, action: &str, detail: serde_json::Value) {
+fn audit(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    id: i64,
+    name: &str,
+    action: &str,
+    detail: serde_json::Value,
+) {
     let has_audit = client
         .select("SELECT pg_catalog.to_regclass($1) IS NOT NULL", Some(1), &[format!("{nsp}.ab_audit").into()])
         .or_raise()
@@ -31,8 +38,10 @@ fn audit(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, id: i64, name: &str, 
     }
     client
         .update(
-            format!("INSERT INTO {nsp}.ab_audit (experiment_id, experiment_name, action, detail) VALUES ($1, $2, $3, $4)")
-                .as_str(),
+            format!(
+                "INSERT INTO {nsp}.ab_audit (experiment_id, experiment_name, action, detail) VALUES ($1, $2, $3, $4)"
+            )
+            .as_str(),
             None,
             &[id.into(), name.into(), action.into(), JsonB(detail).into()],
         )
@@ -50,8 +59,8 @@ fn ab_create_experiment(definition: RawJsonb) -> i64 {
             text.len()
         ));
     }
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| invalid(format!("invalid experiment definition: {e}")));
+    let value: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| invalid(format!("invalid experiment definition: {e}")));
     let spec = parse_definition(&value).unwrap_or_else(|e| core_error(e));
     let id = Spi::connect_mut(|client| {
         let nsp = catalog::schema(client);
@@ -133,7 +142,8 @@ fn start(r: ExperimentRef<'_>) {
         }
         client
             .update(
-                format!("UPDATE {nsp}.ab_experiments SET status = 'running', started_at = now() WHERE id = $1").as_str(),
+                format!("UPDATE {nsp}.ab_experiments SET status = 'running', started_at = now() WHERE id = $1")
+                    .as_str(),
                 None,
                 &[exp.id.into()],
             )

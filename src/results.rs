@@ -13,7 +13,11 @@ fn sql_float(x: f64) -> String {
     if x.is_nan() {
         "NaN".into()
     } else if x.is_infinite() {
-        if x > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if x > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else {
         x.to_string()
     }
@@ -109,7 +113,12 @@ fn ab_record_covariate(experiment: Option<&str>, metric_name: Option<&str>, user
 }
 
 #[pg_extern(name = "ab_record_covariate", volatile, parallel_unsafe)]
-fn ab_record_covariate_by_id(experiment: Option<i64>, metric_name: Option<&str>, user_id: Option<&str>, value: Option<f64>) {
+fn ab_record_covariate_by_id(
+    experiment: Option<i64>,
+    metric_name: Option<&str>,
+    user_id: Option<&str>,
+    value: Option<f64>,
+) {
     let experiment = experiment.unwrap_or_else(|| null("experiment"));
     record_covariate(ExperimentRef::Id(experiment), metric_name, user_id, value)
 }

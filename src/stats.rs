@@ -38,7 +38,6 @@ fn ab_welch_test(
     TableIterator::once((r.t, r.df, r.p_value, r.diff, r.ci_lower, r.ci_upper))
 }
 
-
 /// Two-proportion z-test: pooled z for the p-value, unpooled Wald CI of diff = b - a.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn ab_proportion_test(

@@ -11,14 +11,15 @@ mod tests {
     use serde_json::{json, Value};
 
     fn create(definition: Value) -> i64 {
-        Spi::get_one_with_args::<i64>("SELECT ab_create_experiment($1)", &[JsonB(definition).into()])
-            .unwrap()
-            .unwrap()
+        Spi::get_one_with_args::<i64>("SELECT ab_create_experiment($1)", &[JsonB(definition).into()]).unwrap().unwrap()
     }
 
     fn variant_of(experiment: &str, user: &str) -> Option<String> {
-        Spi::get_one_with_args::<String>("SELECT ab_get_variant($1, $2) ->> 'variant'", &[experiment.into(), user.into()])
-            .unwrap()
+        Spi::get_one_with_args::<String>(
+            "SELECT ab_get_variant($1, $2) ->> 'variant'",
+            &[experiment.into(), user.into()],
+        )
+        .unwrap()
     }
 
     fn two_arms(name: &str) -> Value {
@@ -103,7 +104,14 @@ mod tests {
                 assert_eq!(row.get::<i64>(4).unwrap(), e["users"].as_i64(), "{what}");
                 assert_close(row.get(5).unwrap(), &e["mean"], &format!("{what} mean"));
                 assert_close(row.get(6).unwrap(), &e["std_dev"], &format!("{what} std_dev"));
-                for (i, col) in [(7, "diff"), (8, "ci_lower"), (9, "ci_upper"), (10, "relative_lift"), (11, "p_value"), (13, "effect_size")] {
+                for (i, col) in [
+                    (7, "diff"),
+                    (8, "ci_lower"),
+                    (9, "ci_upper"),
+                    (10, "relative_lift"),
+                    (11, "p_value"),
+                    (13, "effect_size"),
+                ] {
                     assert_close(row.get(i).unwrap(), &e[col], &format!("{what} {col}"));
                 }
                 assert_eq!(row.get::<bool>(12).unwrap(), e["significant"].as_bool(), "{what} significant");
@@ -132,7 +140,8 @@ mod tests {
         let out = Spi::get_one::<JsonB>("SELECT ab_stop_experiment('flow', true)").unwrap().unwrap().0;
         assert_eq!(out["winner"], "b", "{out}");
         assert_eq!(out["status"], "stopped");
-        let winner = Spi::get_one_with_args::<String>("SELECT winner_variant FROM ab_experiments WHERE id = $1", &[id.into()]);
+        let winner =
+            Spi::get_one_with_args::<String>("SELECT winner_variant FROM ab_experiments WHERE id = $1", &[id.into()]);
         assert_eq!(winner.unwrap().as_deref(), Some("b"));
         let summary = Spi::get_one::<String>("SELECT ab_summary('flow')").unwrap().unwrap();
         assert!(summary.contains("Declared winner: b"), "{summary}");
@@ -202,13 +211,10 @@ mod tests {
             &[id.into(), JsonB(fixture["covariates"].clone()).into()],
         )
         .unwrap();
-        let rows = Spi::get_one_with_args::<JsonB>(
-            "SELECT jsonb_agg(to_jsonb(a)) FROM ab_analyze($1) a",
-            &[id.into()],
-        )
-        .unwrap()
-        .unwrap()
-        .0;
+        let rows = Spi::get_one_with_args::<JsonB>("SELECT jsonb_agg(to_jsonb(a)) FROM ab_analyze($1) a", &[id.into()])
+            .unwrap()
+            .unwrap()
+            .0;
         let rows = rows.as_array().unwrap();
         let expected = fixture["expected"].as_array().unwrap();
         assert_eq!(rows.len(), expected.len());
@@ -220,9 +226,23 @@ mod tests {
             let what = format!("{}/{}", e["metric"], e["variant"]);
             assert_eq!(r["users"], e["users"], "{what}");
             for col in [
-                "mean", "std_dev", "diff", "ci_lower", "ci_upper", "p_value", "p_value_adjusted", "relative_lift",
-                "effect_size", "chance_to_beat_control", "expected_loss", "srm_p_value", "cuped_diff",
-                "cuped_ci_lower", "cuped_ci_upper", "cuped_p_value", "cuped_variance_reduction",
+                "mean",
+                "std_dev",
+                "diff",
+                "ci_lower",
+                "ci_upper",
+                "p_value",
+                "p_value_adjusted",
+                "relative_lift",
+                "effect_size",
+                "chance_to_beat_control",
+                "expected_loss",
+                "srm_p_value",
+                "cuped_diff",
+                "cuped_ci_lower",
+                "cuped_ci_upper",
+                "cuped_p_value",
+                "cuped_variance_reduction",
             ] {
                 if let Some(x) = e.get(col) {
                     // Expected loss is a difference of two nearly equal terms far in the tail.
@@ -239,7 +259,8 @@ mod tests {
             }
         }
         // The binary primary metric decides, and "c" wins under the winner rule.
-        let out = Spi::get_one_with_args::<JsonB>("SELECT ab_stop_experiment($1, true)", &[id.into()]).unwrap().unwrap().0;
+        let out =
+            Spi::get_one_with_args::<JsonB>("SELECT ab_stop_experiment($1, true)", &[id.into()]).unwrap().unwrap().0;
         assert_eq!(out["winner"], "c", "{out}");
     }
 }

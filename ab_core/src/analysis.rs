@@ -136,12 +136,26 @@ fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Moments) -> O
             // Per-user values are 0/1, so mean * n is the number of converted users.
             let (xc, xt) = ((c.mean * c.n).round(), (t.mean * t.n).round());
             let r = proportion_test(xc, c.n, xt, t.n, settings.alpha).ok()?;
-            Raw { test: "z", diff: r.diff, ci_lower: r.ci_lower, ci_upper: r.ci_upper, p_value: r.p_value, se2: r.se * r.se }
+            Raw {
+                test: "z",
+                diff: r.diff,
+                ci_lower: r.ci_lower,
+                ci_upper: r.ci_upper,
+                p_value: r.p_value,
+                se2: r.se * r.se,
+            }
         }
         MetricType::Continuous => {
             let (cs, ts) = (sample(c)?, sample(t)?);
             let r = welch_test(&cs, &ts, settings.alpha).ok()?;
-            Raw { test: "welch", diff: r.diff, ci_lower: r.ci_lower, ci_upper: r.ci_upper, p_value: r.p_value, se2: r.se * r.se }
+            Raw {
+                test: "welch",
+                diff: r.diff,
+                ci_lower: r.ci_lower,
+                ci_upper: r.ci_upper,
+                p_value: r.p_value,
+                se2: r.se * r.se,
+            }
         }
     };
     Some(match settings.sequential_tuning {
@@ -170,7 +184,12 @@ fn cuped_comparison(settings: &Settings, arms: &[CoMoments], ci: usize, ti: usiz
     if c.n < 2.0 || t.n < 2.0 {
         return None;
     }
-    let adjusted = welch_test(&Sample { n: c.n, mean: mc, variance: vc }, &Sample { n: t.n, mean: mt, variance: vt }, settings.alpha).ok()?;
+    let adjusted = welch_test(
+        &Sample { n: c.n, mean: mc, variance: vc },
+        &Sample { n: t.n, mean: mt, variance: vt },
+        settings.alpha,
+    )
+    .ok()?;
     let raw_se2 = c.m2_y / (c.n - 1.0) / c.n + t.m2_y / (t.n - 1.0) / t.n;
     let mut r = Raw {
         test: "welch",
@@ -353,7 +372,11 @@ mod tests {
         let lower = MetricDef { direction: Direction::Lower, ..Default::default() };
         let c: Vec<f64> = (0..50).map(|i| (i % 5) as f64).collect();
         let t: Vec<f64> = (0..50).map(|i| (i % 5) as f64 + 3.0).collect();
-        let input = MetricInput { name: "escalation".into(), def: lower, arms: vec![arm("c", true, 50, &c), arm("t", false, 50, &t)] };
+        let input = MetricInput {
+            name: "escalation".into(),
+            def: lower,
+            arms: vec![arm("c", true, 50, &c), arm("t", false, 50, &t)],
+        };
         let r = analyze_metric(&settings(10), &input);
         assert_eq!(r.arms[1].recommendation, "worse than the control");
         assert!(r.arms[1].comparison.unwrap().chance_to_beat_control < 0.01);
@@ -368,9 +391,15 @@ mod tests {
     fn sequential_intervals_are_wider() {
         let c: Vec<f64> = (0..500).map(|i| (i % 7) as f64).collect();
         let t: Vec<f64> = (0..500).map(|i| (i % 7) as f64 + 0.3).collect();
-        let input = MetricInput { name: "m".into(), def: MetricDef::default(), arms: vec![arm("c", true, 500, &c), arm("t", false, 500, &t)] };
+        let input = MetricInput {
+            name: "m".into(),
+            def: MetricDef::default(),
+            arms: vec![arm("c", true, 500, &c), arm("t", false, 500, &t)],
+        };
         let fixed = analyze_metric(&settings(10), &input).arms[1].comparison.unwrap();
-        let seq = analyze_metric(&Settings { sequential_tuning: Some(5000.0), ..settings(10) }, &input).arms[1].comparison.unwrap();
+        let seq = analyze_metric(&Settings { sequential_tuning: Some(5000.0), ..settings(10) }, &input).arms[1]
+            .comparison
+            .unwrap();
         assert_eq!(seq.test, "welch-sequential");
         assert!(seq.ci_upper - seq.ci_lower > fixed.ci_upper - fixed.ci_lower);
         assert!(seq.p_value > fixed.p_value);

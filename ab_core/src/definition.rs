@@ -291,9 +291,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     check_name("experiment name", &raw.name)?;
     let description = raw.description.unwrap_or_default();
     if description.chars().count() > MAX_DESCRIPTION_LEN {
-        return Err(Error::definition(format!(
-            "description is longer than {MAX_DESCRIPTION_LEN} characters"
-        )));
+        return Err(Error::definition(format!("description is longer than {MAX_DESCRIPTION_LEN} characters")));
     }
     if !EXPERIMENT_TYPES.contains(&raw.experiment_type.as_str()) {
         return Err(Error::definition(format!(
@@ -335,10 +333,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(c @ Value::Object(_)) => c,
             Some(_) => {
-                return Err(Error::definition(format!(
-                    "config of variant \"{}\" must be a JSON object",
-                    v.name
-                )))
+                return Err(Error::definition(format!("config of variant \"{}\" must be a JSON object", v.name)))
             }
         };
         variants.push(VariantSpec {
@@ -350,9 +345,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     }
     let controls = variants.iter().filter(|v| v.is_control).count();
     if controls != 1 {
-        return Err(Error::definition(format!(
-            "exactly one variant must have \"is_control\": true, found {controls}"
-        )));
+        return Err(Error::definition(format!("exactly one variant must have \"is_control\": true, found {controls}")));
     }
     if total_bp > BUCKETS {
         return Err(Error::definition(format!(
@@ -377,10 +370,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
 
     let mut metrics = raw.metrics.unwrap_or_default();
     if metrics.len() > MAX_METRICS {
-        return Err(Error::definition(format!(
-            "at most {MAX_METRICS} metrics may be declared, got {}",
-            metrics.len()
-        )));
+        return Err(Error::definition(format!("at most {MAX_METRICS} metrics may be declared, got {}", metrics.len())));
     }
     for (name, def) in &metrics {
         check_name("metric name", name)?;
@@ -500,14 +490,31 @@ mod tests {
             (Box::new(|b| b["name"] = json!("  ")), "experiment name must not be empty"),
             (Box::new(|b| b["experiment_type"] = json!("banner")), "experiment_type \"banner\" is not one of"),
             (Box::new(|b| b["alpah"] = json!(0.1)), "unknown field `alpah`"),
-            (Box::new(|b| { b.as_object_mut().unwrap().remove("variants"); }), "missing field `variants`"),
-            (Box::new(|b| b["variants"][1]["traffic_allocation"] = json!(70.0)), "traffic allocations sum to 120, must be at most 100"),
-            (Box::new(|b| b["variants"][1]["traffic_allocation"] = json!(-5)), "must be a percentage between 0 and 100"),
+            (
+                Box::new(|b| {
+                    b.as_object_mut().unwrap().remove("variants");
+                }),
+                "missing field `variants`",
+            ),
+            (
+                Box::new(|b| b["variants"][1]["traffic_allocation"] = json!(70.0)),
+                "traffic allocations sum to 120, must be at most 100",
+            ),
+            (
+                Box::new(|b| b["variants"][1]["traffic_allocation"] = json!(-5)),
+                "must be a percentage between 0 and 100",
+            ),
             (Box::new(|b| b["variants"][1]["traffic_allocation"] = json!(33.333)), "at most two decimals"),
-            (Box::new(|b| b["variants"][1]["is_control"] = json!(true)), "exactly one variant must have \"is_control\": true, found 2"),
+            (
+                Box::new(|b| b["variants"][1]["is_control"] = json!(true)),
+                "exactly one variant must have \"is_control\": true, found 2",
+            ),
             (Box::new(|b| b["variants"][0]["is_control"] = json!(false)), "found 0"),
             (Box::new(|b| b["variants"][1]["name"] = json!("Control")), "variant name \"Control\" is used twice"),
-            (Box::new(|b| b["variants"][1]["config"] = json!([1])), "config of variant \"Treatment\" must be a JSON object"),
+            (
+                Box::new(|b| b["variants"][1]["config"] = json!([1])),
+                "config of variant \"Treatment\" must be a JSON object",
+            ),
             (Box::new(|b| b["variants"] = json!([b["variants"][0].clone()])), "at least 2 variants"),
             (Box::new(|b| b["min_sample_size"] = json!(1)), "min_sample_size is 1"),
             (Box::new(|b| b["alpha"] = json!(1.5)), "alpha is 1.5"),
@@ -520,10 +527,22 @@ mod tests {
             (Box::new(|b| b["metrics"] = json!({"x": {"type": "ratio"}})), "unknown value `ratio`"),
             (Box::new(|b| b["metrics"] = json!({"x": {"mde": -1}})), "mde of metric \"x\" is -1"),
             (Box::new(|b| b["sequential_tuning"] = json!(100)), "sequential is not true"),
-            (Box::new(|b| { b["sequential"] = json!(true); b["sequential_tuning"] = json!(0); }), "sequential_tuning is 0"),
+            (
+                Box::new(|b| {
+                    b["sequential"] = json!(true);
+                    b["sequential_tuning"] = json!(0);
+                }),
+                "sequential_tuning is 0",
+            ),
             (Box::new(|b| b["correction"] = json!("bonferroni")), "unknown value `bonferroni`"),
             (Box::new(|b| b["power"] = json!(1)), "power is 1"),
-            (Box::new(|b| { b["variants"][0]["traffic_allocation"] = json!(0); b["variants"][1]["traffic_allocation"] = json!(0); }), "sum to 0"),
+            (
+                Box::new(|b| {
+                    b["variants"][0]["traffic_allocation"] = json!(0);
+                    b["variants"][1]["traffic_allocation"] = json!(0);
+                }),
+                "sum to 0",
+            ),
         ];
         for (mutate, expected) in cases {
             let mut body = original_body();

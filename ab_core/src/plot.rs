@@ -87,7 +87,13 @@ pub fn forest_plot(title: &str, metrics: &[MetricResult]) -> String {
                         Direction::Higher => c.diff > 0.0,
                         Direction::Lower => c.diff < 0.0,
                     };
-                    let color = if !c.significant { "#777" } else if good { "#1a7f37" } else { "#cf222e" };
+                    let color = if !c.significant {
+                        "#777"
+                    } else if good {
+                        "#1a7f37"
+                    } else {
+                        "#cf222e"
+                    };
                     let _ = write!(
                         out,
                         r##"<line x1="{:.1}" y1="{cy:.1}" x2="{:.1}" y2="{cy:.1}" stroke="{color}" stroke-width="2"/>"##,
@@ -151,9 +157,18 @@ mod tests {
         let t: Vec<f64> = (0..100).map(|i| (i % 3) as f64 + 0.5).collect();
         let arms = vec![
             ArmInput { variant: "control".into(), is_control: true, assigned: 100, observed: mk(&c), covariate: None },
-            ArmInput { variant: "<b> & co".into(), is_control: false, assigned: 100, observed: mk(&t), covariate: None },
+            ArmInput {
+                variant: "<b> & co".into(),
+                is_control: false,
+                assigned: 100,
+                observed: mk(&t),
+                covariate: None,
+            },
         ];
-        let m = analyze_metric(&Settings::fixed(0.05, 10), &MetricInput { name: "score".into(), def: MetricDef::default(), arms });
+        let m = analyze_metric(
+            &Settings::fixed(0.05, 10),
+            &MetricInput { name: "score".into(), def: MetricDef::default(), arms },
+        );
         let svg = forest_plot("A \"test\"", &[m]);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("&lt;b&gt; &amp; co"));

@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use crate::analysis::MetricResult;
 use crate::definition::Correction;
-use crate::stats::srm::SrmResult;
 use crate::stats::dist::t_isf;
+use crate::stats::srm::SrmResult;
 use crate::winner::{fmt_p, Decision, SRM_THRESHOLD};
 
 pub struct ArmCount {
@@ -157,7 +157,11 @@ pub fn render(s: &SummaryInput) -> String {
                     let _ = if needed == 0 {
                         writeln!(out, "  {:width$}  enough users to detect a difference of {mde}", "")
                     } else {
-                        writeln!(out, "  {:width$}  {needed} more users per variant needed to detect a difference of {mde}", "")
+                        writeln!(
+                            out,
+                            "  {:width$}  {needed} more users per variant needed to detect a difference of {mde}",
+                            ""
+                        )
                     };
                 }
             } else if !a.is_control {
@@ -238,8 +242,20 @@ mod tests {
             name: "resolution_rate".into(),
             def: MetricDef::default(),
             arms: vec![
-                ArmInput { variant: "Control".into(), is_control: true, assigned: 200, observed: mk(&c), covariate: None },
-                ArmInput { variant: "Treatment".into(), is_control: false, assigned: 200, observed: mk(&t), covariate: None },
+                ArmInput {
+                    variant: "Control".into(),
+                    is_control: true,
+                    assigned: 200,
+                    observed: mk(&c),
+                    covariate: None,
+                },
+                ArmInput {
+                    variant: "Treatment".into(),
+                    is_control: false,
+                    assigned: 200,
+                    observed: mk(&t),
+                    covariate: None,
+                },
             ],
         };
         let settings = Settings::fixed(0.05, 100);

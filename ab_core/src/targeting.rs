@@ -90,9 +90,7 @@ impl Segments {
 
 fn parse_ops(attr: &str, ops: &Map<String, Value>) -> Result<Vec<Op>> {
     if ops.is_empty() {
-        return Err(Error::definition(format!(
-            "target_segments condition on \"{attr}\" has no operator"
-        )));
+        return Err(Error::definition(format!("target_segments condition on \"{attr}\" has no operator")));
     }
     ops.iter()
         .map(|(name, v)| {
@@ -136,9 +134,7 @@ fn parse_ops(attr: &str, ops: &Map<String, Value>) -> Result<Vec<Op>> {
 
 fn scalars(attr: &str, list: &[Value]) -> Result<Vec<Value>> {
     if list.is_empty() {
-        return Err(Error::definition(format!(
-            "target_segments list for \"{attr}\" is empty, so no user could match"
-        )));
+        return Err(Error::definition(format!("target_segments list for \"{attr}\" is empty, so no user could match")));
     }
     list.iter().map(|v| check_scalar(attr, v).cloned()).collect()
 }

@@ -159,7 +159,12 @@ mod tests {
     fn largest_good_effect_wins() {
         let m = metric(
             Direction::Higher,
-            vec![arm("c", 200, None), arm("a", 200, Some((0.2, 0.001))), arm("b", 200, Some((0.4, 0.01))), arm("x", 200, Some((-0.9, 0.0)))],
+            vec![
+                arm("c", 200, None),
+                arm("a", 200, Some((0.2, 0.001))),
+                arm("b", 200, Some((0.4, 0.01))),
+                arm("x", 200, Some((-0.9, 0.0))),
+            ],
         );
         assert_eq!(decide(&m, 100, 0.05, None).winner.as_deref(), Some("b"));
     }

@@ -19,17 +19,27 @@ fn json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| Value::from(n)),
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         "[a-z_ ]{0,12}".prop_map(Value::String),
-        prop_oneof![Just("mean"), Just("binary"), Just("lower"), Just("prompt"), Just("Control")].prop_map(|s| Value::String(s.into())),
+        prop_oneof![Just("mean"), Just("binary"), Just("lower"), Just("prompt"), Just("Control")]
+            .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::btree_map(
                 prop_oneof![
-                    Just("name".to_string()), Just("experiment_type".to_string()), Just("primary_metric".to_string()),
-                    Just("variants".to_string()), Just("traffic_allocation".to_string()), Just("is_control".to_string()),
-                    Just("config".to_string()), Just("metrics".to_string()), Just("target_segments".to_string()),
-                    Just("alpha".to_string()), Just("gte".to_string()), Just("in".to_string()), "[a-z]{1,6}",
+                    Just("name".to_string()),
+                    Just("experiment_type".to_string()),
+                    Just("primary_metric".to_string()),
+                    Just("variants".to_string()),
+                    Just("traffic_allocation".to_string()),
+                    Just("is_control".to_string()),
+                    Just("config".to_string()),
+                    Just("metrics".to_string()),
+                    Just("target_segments".to_string()),
+                    Just("alpha".to_string()),
+                    Just("gte".to_string()),
+                    Just("in".to_string()),
+                    "[a-z]{1,6}",
                 ],
                 inner,
                 0..6
@@ -40,9 +50,11 @@ fn json() -> impl Strategy<Value = Value> {
 }
 
 fn sample() -> impl Strategy<Value = Sample> {
-    (prop_oneof![Just(0.0), Just(1.0), Just(2.0), 2.0..1e9f64, any::<f64>()],
-     prop_oneof![Just(0.0), -1e300..1e300f64, any::<f64>()],
-     prop_oneof![Just(0.0), 0.0..1e12f64, any::<f64>()])
+    (
+        prop_oneof![Just(0.0), Just(1.0), Just(2.0), 2.0..1e9f64, any::<f64>()],
+        prop_oneof![Just(0.0), -1e300..1e300f64, any::<f64>()],
+        prop_oneof![Just(0.0), 0.0..1e12f64, any::<f64>()],
+    )
         .prop_map(|(n, mean, variance)| Sample { n: n.floor(), mean, variance })
 }
 

@@ -20,13 +20,16 @@ pub fn bayes(diff: f64, se: f64, direction: Direction) -> BayesResult {
     };
     if se <= 0.0 {
         return BayesResult {
-            chance_to_beat_control: if gain > 0.0 { 1.0 } else if gain < 0.0 { 0.0 } else { 0.5 },
+            chance_to_beat_control: if gain > 0.0 {
+                1.0
+            } else if gain < 0.0 {
+                0.0
+            } else {
+                0.5
+            },
             expected_loss: (-gain).max(0.0),
         };
     }
     let z = gain / se;
-    BayesResult {
-        chance_to_beat_control: normal_sf(-z),
-        expected_loss: se * normal_pdf(z) - gain * normal_sf(z),
-    }
+    BayesResult { chance_to_beat_control: normal_sf(-z), expected_loss: se * normal_pdf(z) - gain * normal_sf(z) }
 }

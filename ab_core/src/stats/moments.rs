@@ -36,11 +36,7 @@ impl Moments {
         }
         let n = self.n + other.n;
         let d = other.mean - self.mean;
-        Moments {
-            n,
-            mean: self.mean + d * other.n / n,
-            m2: self.m2 + other.m2 + d * d * self.n * other.n / n,
-        }
+        Moments { n, mean: self.mean + d * other.n / n, m2: self.m2 + other.m2 + d * d * self.n * other.n / n }
     }
 
     /// Sample variance; None below two observations.

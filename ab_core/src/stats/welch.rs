@@ -43,10 +43,7 @@ fn check_sample(label: &str, s: &Sample) -> Result<()> {
         return Err(Error::invalid(format!("mean_{label} must be finite, got {}", s.mean)));
     }
     if !(s.variance.is_finite() && s.variance >= 0.0) {
-        return Err(Error::invalid(format!(
-            "var_{label} must be a finite non-negative number, got {}",
-            s.variance
-        )));
+        return Err(Error::invalid(format!("var_{label} must be a finite non-negative number, got {}", s.variance)));
     }
     Ok(())
 }
@@ -85,15 +82,7 @@ pub fn welch_test(a: &Sample, b: &Sample, alpha: f64) -> Result<WelchResult> {
     let df = (sa + sb) * (sa + sb) / (sa * sa / (a.n - 1.0) + sb * sb / (b.n - 1.0));
     let p_value = (2.0 * t_sf(t.abs(), df)).min(1.0);
     let q = t_isf(alpha / 2.0, df);
-    Ok(WelchResult {
-        t: Some(t),
-        df: Some(df),
-        p_value,
-        diff,
-        ci_lower: diff - q * se,
-        ci_upper: diff + q * se,
-        se,
-    })
+    Ok(WelchResult { t: Some(t), df: Some(df), p_value, diff, ci_lower: diff - q * se, ci_upper: diff + q * se, se })
 }
 
 /// Relative lift (b - a) / |a|; None when the control mean is 0.
