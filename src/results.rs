@@ -49,13 +49,13 @@ fn record(
     if !exp.running {
         return false;
     }
+    if metric_value != 0.0 && metric_value != 1.0 && exp.binary_metrics.iter().any(|m| m == metric_name) {
+        invalid(format!(
+            "metric \"{metric_name}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {metric_value}",
+            exp.name
+        ));
+    }
     Spi::connect_mut(|client| {
-        if metric_value != 0.0 && metric_value != 1.0 && exp.binary_metrics.iter().any(|m| m == metric_name) {
-            invalid(format!(
-                "metric \"{metric_name}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {metric_value}",
-                exp.name
-            ));
-        }
         let args = [exp.id.into(), user_id.into(), metric_name.into(), metric_value.into(), session_id.into()];
         client.update(&plans.record_result, None, &args).or_raise().len() == 1
     })

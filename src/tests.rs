@@ -28,6 +28,17 @@ mod tests {
                             {"name": "b", "traffic_allocation": 50}]})
     }
 
+    /// Assigns users exactly as a fixture says, bypassing the hash.
+    fn assign_as_in(id: i64, fixture: &Value) {
+        Spi::run_with_args(
+            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id) \
+             SELECT $1, a ->> 'user_id', v.id FROM jsonb_array_elements($2) a \
+             JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
+            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
+        )
+        .unwrap();
+    }
+
     #[track_caller]
     fn assert_close(actual: Option<f64>, expected: &Value, what: &str) {
         assert_close_to(actual, expected, what, 1e-9)
@@ -63,14 +74,7 @@ mod tests {
                          {"name": "short prompt", "traffic_allocation": 30},
                          {"name": "long prompt", "traffic_allocation": 30}]}));
         Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
-        // Assign users exactly as the fixture says, bypassing the hash.
-        Spi::run_with_args(
-            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id) \
-             SELECT $1, a ->> 'user_id', v.id FROM jsonb_array_elements($2) a \
-             JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
-            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
-        )
-        .unwrap();
+        assign_as_in(id, &fixture);
         let recorded = Spi::get_one_with_args::<i64>(
             "SELECT count(*) FILTER (WHERE ab_record_result($1, r ->> 'metric', (r ->> 'value')::float8, r ->> 'user_id')) \
              FROM jsonb_array_elements($2) r",
@@ -192,13 +196,7 @@ mod tests {
                          {"name": "b", "traffic_allocation": 30},
                          {"name": "c", "traffic_allocation": 30}]}));
         Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
-        Spi::run_with_args(
-            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id) \
-             SELECT $1, a ->> 'user_id', v.id FROM jsonb_array_elements($2) a \
-             JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
-            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
-        )
-        .unwrap();
+        assign_as_in(id, &fixture);
         Spi::run_with_args(
             "SELECT ab_record_result($1, r ->> 'metric', (r ->> 'value')::float8, r ->> 'user_id') \
              FROM jsonb_array_elements($2) r",

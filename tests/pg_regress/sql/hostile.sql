@@ -5,6 +5,11 @@ SELECT ab_create_experiment('{"name": "target", "experiment_type": "ui", "primar
   "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}') AS e \gset
 SELECT ab_start_experiment(:e);
 SELECT ab_get_variant('target', 'known') IS NOT NULL AS known_user;
+-- A targeted experiment reads the attributes of new users.
+SELECT ab_create_experiment('{"name": "targeted", "experiment_type": "ui", "primary_metric": "m", "salt": "t",
+  "target_segments": {"tier": ["pro"]},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}') AS t \gset
+SELECT ab_start_experiment(:t);
 
 CREATE TEMP TABLE attempts (label text, statement text);
 INSERT INTO attempts VALUES
@@ -15,6 +20,7 @@ INSERT INTO attempts VALUES
  ('variant: bytes-looking user', $$SELECT ab_get_variant('target', E'\\xff\\xfe\\x00')$$),
  ('variant: attributes not an object', $$SELECT ab_get_variant('target', 'new-1', '[1, 2]')$$),
  ('variant: deeply nested attributes', $$SELECT ab_get_variant('target', 'new-2', (repeat('{"a": ', 500) || '1' || repeat('}', 500))::jsonb)$$),
+ ('variant: deeply nested attributes, targeted', $$SELECT ab_get_variant('targeted', 'new-3', (repeat('{"a": ', 500) || '1' || repeat('}', 500))::jsonb)$$),
  ('variant: negative id', $$SELECT ab_get_variant(-1, 'u')$$),
  ('record: NaN', $$SELECT ab_record_result('target', 'm', 'NaN', 'known')$$),
  ('record: largest float', $$SELECT ab_record_result('target', 'm', 1.7976931348623157e308, 'known')$$),
@@ -48,5 +54,6 @@ SELECT count(*) AS experiments_made_by_failed_calls FROM ab_experiments WHERE na
 SELECT count(*) AS assignments FROM ab_assignments WHERE experiment_id = :e;
 SELECT metric_name, metric_value FROM ab_results WHERE experiment_id = :e ORDER BY id;
 SELECT count(*) AS covariates FROM ab_covariates WHERE experiment_id = :e;
-SELECT ab_stop_experiment(:e);
-SELECT ab_delete_experiment(:e);
+SELECT count(*) AS targeted_assignments FROM ab_assignments WHERE experiment_id = :t;
+SELECT ab_stop_experiment(:e), ab_stop_experiment(:t);
+SELECT ab_delete_experiment(:e), ab_delete_experiment(:t);
