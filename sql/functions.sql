@@ -45,7 +45,12 @@ BEGIN
             FROM @extschema@.ab_variants v WHERE v.experiment_id = e.id),
         'users_assigned', (SELECT count(*) FROM @extschema@.ab_assignments a WHERE a.experiment_id = e.id),
         'results_recorded', (SELECT count(*) FROM @extschema@.ab_results r WHERE r.experiment_id = e.id),
-        'covariates_recorded', (SELECT count(*) FROM @extschema@.ab_covariates c WHERE c.experiment_id = e.id));
+        'covariates_recorded', (SELECT count(*) FROM @extschema@.ab_covariates c WHERE c.experiment_id = e.id),
+        'layer', (SELECT jsonb_build_object('name', l.name, 'holdout', m.range_start IS NULL,
+                                            'percentage', (m.range_end - m.range_start)::float8 / 100,
+                                            'range_start', m.range_start, 'range_end', m.range_end)
+                  FROM @extschema@.ab_layer_experiments m JOIN @extschema@.ab_layers l ON l.id = m.layer_id
+                  WHERE m.experiment_id = e.id));
 END;
 $$;
 
@@ -65,11 +70,70 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION ab_create_layer(name text, holdout_percentage double precision DEFAULT 0, description text DEFAULT '')
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    layer_id bigint;
+BEGIN
+    IF ab_create_layer.name IS NULL OR btrim(ab_create_layer.name) = '' THEN
+        RAISE EXCEPTION 'layer name must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF char_length(ab_create_layer.name) > 200 THEN
+        RAISE EXCEPTION 'layer name is % characters long, at most 200 are allowed', char_length(ab_create_layer.name)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF holdout_percentage IS NULL OR NOT (holdout_percentage >= 0 AND holdout_percentage < 100)
+       OR holdout_percentage * 100 <> round(holdout_percentage * 100) THEN
+        RAISE EXCEPTION 'holdout_percentage is %, must be at least 0 and below 100 with at most two decimals',
+            coalesce(holdout_percentage::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.ab_layers l WHERE l.name = ab_create_layer.name) THEN
+        RAISE EXCEPTION 'layer "%" already exists', ab_create_layer.name
+            USING ERRCODE = 'duplicate_object', HINT = 'ab_layer_overview lists the layers';
+    END IF;
+    INSERT INTO @extschema@.ab_layers (name, holdout_percentage, description)
+    VALUES (ab_create_layer.name, holdout_percentage, coalesce(description, ''))
+    RETURNING id INTO layer_id;
+    RETURN layer_id;
+END;
+$$;
+
+CREATE FUNCTION ab_delete_layer(name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    layer @extschema@.ab_layers;
+    members text;
+BEGIN
+    SELECT * INTO layer FROM @extschema@.ab_layers l WHERE l.name = ab_delete_layer.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'layer "%" does not exist', ab_delete_layer.name
+            USING ERRCODE = 'undefined_object', HINT = 'ab_layer_overview lists the layers';
+    END IF;
+    SELECT string_agg(format('"%s"', e.name), ', ' ORDER BY e.name) INTO members
+      FROM @extschema@.ab_layer_experiments m JOIN @extschema@.ab_experiments e ON e.id = m.experiment_id
+     WHERE m.layer_id = layer.id;
+    IF members IS NOT NULL THEN
+        RAISE EXCEPTION 'layer "%" still has experiments: %', layer.name, members
+            USING ERRCODE = 'object_in_use', HINT = 'delete them first with ab_delete_experiment';
+    END IF;
+    DELETE FROM @extschema@.ab_layers WHERE id = layer.id;
+END;
+$$;
+
 CREATE TRIGGER ab_experiments_invalidate_cache
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab_experiments
     FOR EACH STATEMENT EXECUTE FUNCTION ab_invalidate_cache();
 CREATE TRIGGER ab_variants_invalidate_cache
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab_variants
+    FOR EACH STATEMENT EXECUTE FUNCTION ab_invalidate_cache();
+CREATE TRIGGER ab_layer_experiments_invalidate_cache
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab_layer_experiments
     FOR EACH STATEMENT EXECUTE FUNCTION ab_invalidate_cache();
 
 COMMENT ON FUNCTION ab_create_experiment(jsonb) IS 'Creates an experiment in draft from its JSON definition; returns its id.';
@@ -131,6 +195,27 @@ COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recen
 COMMENT ON FUNCTION ab_plot(text) IS 'An SVG forest plot of each treatment''s difference from the control with its CI, per metric.';
 COMMENT ON FUNCTION ab_plot(bigint) IS 'ab_plot by experiment id.';
 
+CREATE VIEW ab_layer_overview AS
+SELECT l.id,
+       l.name,
+       l.holdout_percentage,
+       coalesce(sum(m.range_end - m.range_start) FILTER (WHERE e.status <> 'stopped'), 0)::float8 / 100 AS allocated_percentage,
+       100 - l.holdout_percentage
+           - coalesce(sum(m.range_end - m.range_start) FILTER (WHERE e.status <> 'stopped'), 0)::float8 / 100 AS free_percentage,
+       coalesce(jsonb_agg(jsonb_build_object('experiment', e.name, 'status', e.status, 'holdout', m.range_start IS NULL,
+                                             'range_start', m.range_start, 'range_end', m.range_end)
+                          ORDER BY m.range_start NULLS FIRST, e.id) FILTER (WHERE e.id IS NOT NULL), '[]') AS experiments,
+       l.created_at
+FROM @extschema@.ab_layers l
+LEFT JOIN @extschema@.ab_layer_experiments m ON m.layer_id = l.id
+LEFT JOIN @extschema@.ab_experiments e ON e.id = m.experiment_id
+GROUP BY l.id;
+
+COMMENT ON VIEW ab_layer_overview IS 'Per layer: holdout, share of the traffic taken by draft and running experiments, share still free, and each experiment with its range of layer points.';
+COMMENT ON FUNCTION ab_create_layer(text, double precision, text) IS 'Creates a layer of mutually exclusive experiments, keeping holdout_percentage of its users out of all of them; returns its id.';
+COMMENT ON FUNCTION ab_delete_layer(text) IS 'Deletes a layer that no experiment belongs to any more.';
+COMMENT ON FUNCTION ab_layer_group(text, text) IS 'Where a user falls in a layer: ''holdout'', the name of the draft or running experiment owning the user''s layer point, or NULL for a free point.';
+
 -- Privileges. Out of the box PUBLIC may compute statistics and nothing else; the owner hands
 -- out the rest with ab_grant_app, ab_grant_analyst and ab_grant_admin.
 --
@@ -152,6 +237,7 @@ ALTER FUNCTION ab_summary(text) SECURITY DEFINER SET search_path = pg_catalog, p
 ALTER FUNCTION ab_summary(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_plot(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_plot(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_layer_group(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION
     ab_create_experiment(jsonb),
@@ -165,7 +251,8 @@ REVOKE ALL ON FUNCTION
     ab_analyze(text), ab_analyze(bigint),
     ab_summary(text), ab_summary(bigint),
     ab_plot(text), ab_plot(bigint),
-    ab_invalidate_cache(), ab_check_variants()
+    ab_create_layer(text, double precision, text), ab_delete_layer(text), ab_layer_group(text, text),
+    ab_invalidate_cache(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update()
 FROM PUBLIC;
 
 CREATE FUNCTION ab_grant_app(role name) RETURNS void
@@ -178,7 +265,8 @@ BEGIN
                    '@extschema@.ab_get_variant(bigint, text, jsonb, text), '
                    '@extschema@.ab_record_result(text, text, double precision, text, text), '
                    '@extschema@.ab_record_result(bigint, text, double precision, text, text), '
-                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_layer_group(text, text) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_experiment_overview TO %I', role);
 END;
@@ -193,7 +281,8 @@ BEGIN
                    '@extschema@.ab_get_variant(bigint, text, jsonb, text), '
                    '@extschema@.ab_record_result(text, text, double precision, text, text), '
                    '@extschema@.ab_record_result(bigint, text, double precision, text, text), '
-                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_layer_group(text, text) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_experiment_overview FROM %I', role);
 END;
@@ -211,7 +300,8 @@ BEGIN
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview '
                    'TO %I', role);
 END;
 $$;
@@ -227,7 +317,8 @@ BEGIN
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview '
                    'FROM %I', role);
 END;
 $$;
@@ -244,14 +335,16 @@ BEGIN
                    '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
-                   '@extschema@.ab_record_covariate(bigint, text, text, double precision) TO %I', role);
+                   '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
+                   '@extschema@.ab_create_layer(text, double precision, text), @extschema@.ab_delete_layer(text) TO %I', role);
     -- Administration runs with the caller's rights.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
-                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights '
-                   'TO %I', role);
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments TO %I', role);
     EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
     EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
-                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq TO %I', role);
+                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
+                   '@extschema@.ab_layers_id_seq TO %I', role);
 END;
 $$;
 
@@ -265,12 +358,14 @@ BEGIN
                    '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
-                   '@extschema@.ab_record_covariate(bigint, text, text, double precision) FROM %I', role);
+                   '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
+                   '@extschema@.ab_create_layer(text, double precision, text), @extschema@.ab_delete_layer(text) FROM %I', role);
     EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, '
-                   '@extschema@.ab_audit FROM %I', role);
+                   '@extschema@.ab_audit, @extschema@.ab_layers, @extschema@.ab_layer_experiments FROM %I', role);
     EXECUTE format('REVOKE USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
-                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq FROM %I', role);
+                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
+                   '@extschema@.ab_layers_id_seq FROM %I', role);
     PERFORM @extschema@.ab_revoke_analyst(role);
     PERFORM @extschema@.ab_revoke_app(role);
 END;

@@ -163,6 +163,91 @@ CREATE TABLE ab_audit (
 );
 CREATE INDEX ab_audit_experiment ON ab_audit (experiment_id, at);
 
+-- Layers: the experiments of one layer never share a user. A user's layer point (the same
+-- hash as an experiment's bucket, with the layer's salt) below the holdout keeps the user
+-- out of every experiment of the layer; each experiment owns a range of the points above it.
+CREATE TABLE ab_layers (
+    id                  bigserial PRIMARY KEY,
+    name                text NOT NULL UNIQUE CHECK (btrim(name) <> '' AND char_length(name) <= 200),
+    description         text NOT NULL DEFAULT '',
+    holdout_percentage  float8 NOT NULL DEFAULT 0
+                        CHECK (holdout_percentage >= 0 AND holdout_percentage < 100
+                               AND holdout_percentage * 100 = round(holdout_percentage * 100)),
+    salt                text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- The experiments of each layer and the layer points [range_start, range_end) each owns;
+-- a holdout experiment (which measures the holdout against everyone else) owns no range.
+CREATE TABLE ab_layer_experiments (
+    experiment_id  bigint PRIMARY KEY,
+    layer_id       bigint NOT NULL,
+    range_start    integer,
+    range_end      integer,
+    CHECK ((range_start IS NULL) = (range_end IS NULL)),
+    CHECK (range_start >= 0 AND range_start < range_end AND range_end <= 10000)
+);
+CREATE INDEX ab_layer_experiments_layer ON ab_layer_experiments (layer_id);
+
+-- The ranges of a layer's draft and running experiments are disjoint and above its holdout,
+-- for edits by hand too. A range whose layer is missing is let through: pg_restore loads
+-- ab_layer_experiments before ab_layers.
+CREATE FUNCTION ab_check_layer_ranges() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    holdout_bp integer;
+    other text;
+BEGIN
+    IF NEW.range_start IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT round(holdout_percentage * 100)::integer INTO holdout_bp FROM @extschema@.ab_layers WHERE id = NEW.layer_id;
+    IF FOUND AND NEW.range_start < holdout_bp THEN
+        RAISE EXCEPTION 'layer range [%, %) of experiment with id % reaches into the layer''s holdout [0, %)',
+            NEW.range_start, NEW.range_end, NEW.experiment_id, holdout_bp
+            USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT e.name INTO other
+      FROM @extschema@.ab_layer_experiments m JOIN @extschema@.ab_experiments e ON e.id = m.experiment_id
+     WHERE m.layer_id = NEW.layer_id AND m.experiment_id <> NEW.experiment_id AND e.status <> 'stopped'
+       AND m.range_start < NEW.range_end AND NEW.range_start < m.range_end
+       AND EXISTS (SELECT 1 FROM @extschema@.ab_experiments s WHERE s.id = NEW.experiment_id AND s.status <> 'stopped')
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'layer range [%, %) of experiment with id % overlaps the range of experiment "%"',
+            NEW.range_start, NEW.range_end, NEW.experiment_id, other
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE CONSTRAINT TRIGGER ab_layer_experiments_disjoint
+    AFTER INSERT OR UPDATE ON ab_layer_experiments
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION ab_check_layer_ranges();
+
+-- A layer's salt and holdout decide who is where: they cannot change under its experiments.
+CREATE FUNCTION ab_check_layer_update() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (NEW.salt, NEW.holdout_percentage) IS DISTINCT FROM (OLD.salt, OLD.holdout_percentage)
+       AND EXISTS (SELECT 1 FROM @extschema@.ab_layer_experiments WHERE layer_id = OLD.id) THEN
+        RAISE EXCEPTION 'layer "%" has experiments, so its salt and holdout cannot change', OLD.name
+            USING ERRCODE = 'object_in_use', HINT = 'create a new layer instead';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER ab_layers_check_update
+    BEFORE UPDATE ON ab_layers
+    FOR EACH ROW EXECUTE FUNCTION ab_check_layer_update();
+
 -- Keep the data in pg_dump: one call per statement (each updates pg_extension's row).
 SELECT pg_catalog.pg_extension_config_dump('ab_experiments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_experiments_id_seq', '');
@@ -176,6 +261,9 @@ SELECT pg_catalog.pg_extension_config_dump('ab_insights', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_insights_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_audit_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_layers', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_layers_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_layer_experiments', '');
 
 CREATE VIEW ab_experiment_overview AS
 SELECT e.id,
@@ -287,3 +375,17 @@ COMMENT ON COLUMN ab_audit.session_role IS 'The role that logged in (session_use
 COMMENT ON COLUMN ab_audit.at IS 'When the change was made.';
 
 COMMENT ON VIEW ab_experiment_overview IS 'Every experiment with its status, type, primary metric, users assigned, results recorded and dates.';
+
+COMMENT ON TABLE ab_layers IS 'Layers of mutually exclusive experiments, each with a holdout kept out of all of them; made by ab_create_layer.';
+COMMENT ON COLUMN ab_layers.name IS 'Unique name, as given in an experiment definition''s "layer".';
+COMMENT ON COLUMN ab_layers.description IS 'Free text.';
+COMMENT ON COLUMN ab_layers.holdout_percentage IS 'Percentage of users (two decimals) kept out of every experiment of the layer: those whose layer point is below holdout_percentage * 100.';
+COMMENT ON COLUMN ab_layers.salt IS 'Hashing salt of the layer points: with the user id it decides where in the layer a user falls.';
+COMMENT ON COLUMN ab_layers.created_at IS 'When the layer was created.';
+COMMENT ON TABLE ab_layer_experiments IS 'The experiments of each layer and the range of layer points each owns.';
+COMMENT ON COLUMN ab_layer_experiments.experiment_id IS 'ab_experiments.id of the experiment.';
+COMMENT ON COLUMN ab_layer_experiments.layer_id IS 'ab_layers.id of the layer.';
+COMMENT ON COLUMN ab_layer_experiments.range_start IS 'First layer point (of 0-9999) the experiment may enroll; NULL for a holdout experiment.';
+COMMENT ON COLUMN ab_layer_experiments.range_end IS 'End (exclusive) of the experiment''s layer points; NULL for a holdout experiment.';
+COMMENT ON FUNCTION ab_check_layer_ranges() IS 'Constraint trigger: the ranges of a layer''s draft and running experiments are disjoint and above its holdout.';
+COMMENT ON FUNCTION ab_check_layer_update() IS 'Trigger: a layer''s salt and holdout cannot change once it has experiments.';

@@ -45,6 +45,12 @@ fn get_variant(
     if let Some(v) = lookup::stored_variant(relations.assignments, relations.assignments_pkey, exp.id, user_id) {
         return exp.variant_by_id(v).map(|v| v.output.clone());
     }
+    // In a layer, only users whose layer point falls in the experiment's range may enroll.
+    if let Some(l) = &exp.layer_range {
+        if !(l.start..l.end).contains(&point(&l.salt, user_id)) {
+            return None;
+        }
+    }
     if !exp.segments.is_empty() {
         let attributes = match attributes.map(|a| a.try_value()) {
             None => serde_json::Value::Null,
@@ -93,7 +99,8 @@ fn new_assignment(exp: &CachedExperiment, user_id: &str) -> Option<i64> {
 }
 
 /// The user's variant: {"variant", "is_control", "config"}, or NULL when the experiment is not
-/// running, the user does not match the targeting, or falls outside the enrolled traffic.
+/// running, the user does not match the targeting, falls outside the enrolled traffic, or (in a
+/// layer) belongs to the holdout or another experiment's range.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ab_get_variant(
     experiment: Option<&str>,

@@ -39,6 +39,14 @@ pub struct CachedExperiment {
     pub segments: Segments,
     pub widths: Vec<u32>,
     pub variants: Vec<CachedVariant>,
+    /// For an experiment in a layer: the layer's salt and the layer points it may enroll.
+    pub layer_range: Option<LayerRange>,
+}
+
+pub struct LayerRange {
+    pub salt: String,
+    pub start: u32,
+    pub end: u32,
 }
 
 impl CachedExperiment {
@@ -63,6 +71,8 @@ pub struct Relations {
 
 struct State {
     nsp: String,
+    /// The schema has layers (0.3.0 and later).
+    has_layers: bool,
     plans: Rc<Plans>,
     relations: Relations,
     by_name: HashMap<String, Rc<CachedExperiment>>,
@@ -72,7 +82,7 @@ struct State {
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
     static STALE: Cell<bool> = const { Cell::new(true) };
-    static WATCHED: Cell<[pg_sys::Oid; 4]> = const { Cell::new([pg_sys::InvalidOid; 4]) };
+    static WATCHED: Cell<[pg_sys::Oid; 5]> = const { Cell::new([pg_sys::InvalidOid; 5]) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -104,7 +114,13 @@ fn load_state(client: &SpiClient<'_>) -> State {
     };
     let relations =
         Relations { assignments: oid_of("ab_assignments"), assignments_pkey: oid_of("ab_assignments_pkey") };
-    WATCHED.set([oid_of("ab_experiments"), oid_of("ab_variants"), relations.assignments, relations.assignments_pkey]);
+    WATCHED.set([
+        oid_of("ab_experiments"),
+        oid_of("ab_variants"),
+        oid_of("ab_layer_experiments"),
+        relations.assignments,
+        relations.assignments_pkey,
+    ]);
     if !REGISTERED.get() {
         unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
         REGISTERED.set(true);
@@ -145,11 +161,42 @@ fn load_state(client: &SpiClient<'_>) -> State {
             &[int8, text, text, float8],
         ),
     };
-    State { nsp, plans: Rc::new(plans), relations, by_name: HashMap::new(), by_id: HashMap::new() }
+    let has_layers = catalog::has_table(client, &nsp, "ab_layer_experiments");
+    State { nsp, has_layers, plans: Rc::new(plans), relations, by_name: HashMap::new(), by_id: HashMap::new() }
 }
 
-fn load_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> Option<(String, CachedExperiment)> {
+fn load_layer_range(client: &SpiClient<'_>, nsp: &str, experiment_id: i64) -> Option<LayerRange> {
+    let table = client
+        .select(
+            format!(
+                "SELECT l.salt, m.range_start, m.range_end FROM {nsp}.ab_layer_experiments m \
+                 JOIN {nsp}.ab_layers l ON l.id OPERATOR(pg_catalog.=) m.layer_id \
+                 WHERE m.experiment_id OPERATOR(pg_catalog.=) $1 AND m.range_start IS NOT NULL"
+            )
+            .as_str(),
+            Some(1),
+            &[experiment_id.into()],
+        )
+        .or_raise();
+    if table.is_empty() {
+        return None;
+    }
+    let row = table.first();
+    Some(LayerRange {
+        salt: row.get::<String>(1).or_raise()?,
+        start: row.get::<i32>(2).or_raise()? as u32,
+        end: row.get::<i32>(3).or_raise()? as u32,
+    })
+}
+
+fn load_experiment(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    has_layers: bool,
+    r: ExperimentRef<'_>,
+) -> Option<(String, CachedExperiment)> {
     let e = catalog::find_experiment(client, nsp, r)?;
+    let layer_range = if has_layers { load_layer_range(client, nsp, e.id) } else { None };
     let variants = catalog::variants(client, nsp, e.id);
     let segments = Segments::parse(&e.target_segments).unwrap_or_default();
     let binary_metrics = e
@@ -177,6 +224,7 @@ fn load_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> O
             segments,
             widths,
             variants,
+            layer_range,
         },
     ))
 }
@@ -200,24 +248,24 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
                 ExperimentRef::Name(n) => s.by_name.get(n).cloned(),
                 ExperimentRef::Id(id) => s.by_id.get(&id).cloned(),
             };
-            (hit, s.plans.clone(), s.relations, s.nsp.clone())
+            (hit, s.plans.clone(), s.relations, s.nsp.clone(), s.has_layers)
         })
     });
-    if let Some((Some(exp), plans, relations, _)) = cached {
+    if let Some((Some(exp), plans, relations, _, _)) = cached {
         return Handle { exp, plans, relations };
     }
     crate::security::with_pinned_search_path(|| {
         Spi::connect(|client| {
-            let (plans, relations, nsp) = match cached {
-                Some((_, plans, relations, nsp)) => (plans, relations, nsp),
+            let (plans, relations, nsp, has_layers) = match cached {
+                Some((_, plans, relations, nsp, has_layers)) => (plans, relations, nsp, has_layers),
                 None => {
                     let state = load_state(client);
-                    let out = (state.plans.clone(), state.relations, state.nsp.clone());
+                    let out = (state.plans.clone(), state.relations, state.nsp.clone(), state.has_layers);
                     STATE.with_borrow_mut(|s| *s = Some(state));
                     out
                 }
             };
-            let (name, exp) = load_experiment(client, &nsp, r).unwrap_or_else(|| not_found(r));
+            let (name, exp) = load_experiment(client, &nsp, has_layers, r).unwrap_or_else(|| not_found(r));
             let exp = Rc::new(exp);
             if !snapshot_is_transaction_wide() && !STALE.get() {
                 STATE.with_borrow_mut(|s| {
@@ -232,7 +280,7 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
     })
 }
 
-/// Statement trigger on ab_experiments and ab_variants: tells every backend to reload.
+/// Statement trigger on ab_experiments, ab_variants and ab_layer_experiments: tells every backend to reload.
 #[pg_trigger]
 fn ab_invalidate_cache<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,

@@ -39,6 +39,18 @@ pub fn schema(client: &SpiClient<'_>) -> String {
     nsp.unwrap_or_else(|| crate::errors::invalid("the ab_testing extension is not installed in this database"))
 }
 
+/// Whether one of the extension's tables exists: this library also serves databases still on
+/// an older schema (before ALTER EXTENSION UPDATE), which lack the newer tables.
+pub fn has_table(client: &SpiClient<'_>, nsp: &str, table: &str) -> bool {
+    client
+        .select("SELECT pg_catalog.to_regclass($1) IS NOT NULL", Some(1), &[format!("{nsp}.{table}").into()])
+        .or_raise()
+        .first()
+        .get_one::<bool>()
+        .or_raise()
+        .unwrap_or(false)
+}
+
 #[derive(Debug, Clone)]
 pub struct ExperimentRow {
     pub id: i64,

@@ -1,7 +1,8 @@
 //! Experiment definition and lifecycle: create (draft), start (running), stop (with an
 //! optional winner, by the winner rule), delete.
 
-use ab_core::definition::parse_definition;
+use ab_core::definition::{parse_definition, ExperimentSpec, LayerRole};
+use ab_core::layers;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::json;
@@ -26,13 +27,7 @@ fn audit(
     action: &str,
     detail: serde_json::Value,
 ) {
-    let has_audit = client
-        .select("SELECT pg_catalog.to_regclass($1) IS NOT NULL", Some(1), &[format!("{nsp}.ab_audit").into()])
-        .or_raise()
-        .first()
-        .get_one::<bool>()
-        .or_raise()
-        .unwrap_or(false);
+    let has_audit = catalog::has_table(client, nsp, "ab_audit");
     if !has_audit {
         return;
     }
@@ -71,6 +66,11 @@ fn ab_create_experiment(definition: RawJsonb) -> i64 {
                 Some("choose another name, or delete the old experiment with ab_delete_experiment".into()),
             );
         }
+        let placement = spec.layer.as_ref().map(|_| place_in_layer(client, &nsp, &spec));
+        let salt = match &placement {
+            Some(Placement { range: None, layer_salt, .. }) => Some(layer_salt.clone()),
+            _ => spec.salt.clone(),
+        };
         let id: i64 = client
             .update(
                 format!(
@@ -90,7 +90,7 @@ fn ab_create_experiment(definition: RawJsonb) -> i64 {
                     JsonB(spec.target_segments.clone()).into(),
                     spec.min_sample_size.into(),
                     spec.alpha.into(),
-                    spec.salt.as_deref().into(),
+                    salt.as_deref().into(),
                     spec.sequential_tuning.into(),
                     spec.correction.as_str().into(),
                     spec.power.into(),
@@ -121,11 +121,119 @@ fn ab_create_experiment(definition: RawJsonb) -> i64 {
                 )
                 .or_raise();
         }
+        if let Some(p) = &placement {
+            client
+                .update(
+                    format!(
+                        "INSERT INTO {nsp}.ab_layer_experiments (experiment_id, layer_id, range_start, range_end) \
+                         VALUES ($1, $2, $3, $4)"
+                    )
+                    .as_str(),
+                    None,
+                    &[
+                        id.into(),
+                        p.layer_id.into(),
+                        p.range.map(|r| r.0 as i32).into(),
+                        p.range.map(|r| r.1 as i32).into(),
+                    ],
+                )
+                .or_raise();
+        }
         audit(client, &nsp, id, &spec.name, "created", json!({"experiment_type": spec.experiment_type}));
         id
     });
     invalidate_local();
     id
+}
+
+struct Placement {
+    layer_id: i64,
+    layer_salt: String,
+    /// The layer points the experiment owns; None for a holdout experiment.
+    range: Option<(u32, u32)>,
+}
+
+/// Finds room for a new experiment in its layer. The layer's row stays locked (and is
+/// updated, so that REPEATABLE READ transactions racing for it fail rather than overlap) until
+/// the transaction ends: experiments join a layer one at a time.
+fn place_in_layer(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, spec: &ExperimentSpec) -> Placement {
+    let layer = spec.layer.as_ref().expect("called for layered experiments");
+    if !catalog::has_table(client, nsp, "ab_layers") {
+        wrong_state("layers need version 0.3.0 of the ab_testing schema", "run ALTER EXTENSION ab_testing UPDATE");
+    }
+    let table = client
+        .update(
+            format!(
+                "UPDATE {nsp}.ab_layers SET name = name WHERE name = $1 \
+                 RETURNING id, salt, round(holdout_percentage * 100)::integer"
+            )
+            .as_str(),
+            Some(1),
+            &[layer.name.as_str().into()],
+        )
+        .or_raise();
+    if table.is_empty() {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("layer \"{}\" does not exist", layer.name),
+            Some("create it with ab_create_layer; ab_layer_overview lists the layers".into()),
+        );
+    }
+    let row = table.first();
+    let layer_id: i64 = row.get(1).or_raise().unwrap();
+    let layer_salt: String = row.get(2).or_raise().unwrap();
+    let holdout_bp = row.get::<i32>(3).or_raise().unwrap() as u32;
+    let percent = |bp: u32| bp as f64 / 100.0;
+    match layer.role {
+        LayerRole::Holdout => {
+            if holdout_bp == 0 {
+                invalid(format!("layer \"{}\" has no holdout to measure", layer.name));
+            }
+            let control = spec.variants.iter().find(|v| v.is_control).unwrap();
+            let other = spec.variants.iter().find(|v| !v.is_control).unwrap();
+            if control.traffic_allocation != percent(holdout_bp)
+                || other.traffic_allocation != percent(10_000 - holdout_bp)
+            {
+                invalid(format!(
+                    "a holdout experiment of layer \"{}\" gives its control the layer's holdout ({}%) and its other variant the rest ({}%)",
+                    layer.name,
+                    percent(holdout_bp),
+                    percent(10_000 - holdout_bp)
+                ));
+            }
+            Placement { layer_id, layer_salt, range: None }
+        }
+        LayerRole::Share(width) => {
+            let taken: Vec<(u32, u32)> = client
+                .select(
+                    format!(
+                        "SELECT m.range_start, m.range_end FROM {nsp}.ab_layer_experiments m \
+                         JOIN {nsp}.ab_experiments e ON e.id = m.experiment_id \
+                         WHERE m.layer_id = $1 AND e.status <> 'stopped' AND m.range_start IS NOT NULL"
+                    )
+                    .as_str(),
+                    None,
+                    &[layer_id.into()],
+                )
+                .or_raise()
+                .map(|r| (r.get::<i32>(1).or_raise().unwrap() as u32, r.get::<i32>(2).or_raise().unwrap() as u32))
+                .collect();
+            let Some(start) = layers::first_fit(&taken, holdout_bp, width) else {
+                let (free, widest) = layers::free_space(&taken, holdout_bp);
+                wrong_state(
+                    format!(
+                        "layer \"{}\" has no free range of {}% ({}% is free, the widest free range is {}%)",
+                        layer.name,
+                        percent(width),
+                        percent(free),
+                        percent(widest)
+                    ),
+                    "stop or delete an experiment of the layer, or ask for a smaller percentage",
+                );
+            };
+            Placement { layer_id, layer_salt, range: Some((start, start + width)) }
+        }
+    }
 }
 
 fn start(r: ExperimentRef<'_>) {
@@ -222,7 +330,12 @@ fn delete(r: ExperimentRef<'_>) {
                 "stop it with ab_stop_experiment before deleting it",
             );
         }
-        for table in ["ab_results", "ab_covariates", "ab_assignments", "ab_insights", "ab_variants"] {
+        for table in
+            ["ab_results", "ab_covariates", "ab_assignments", "ab_insights", "ab_variants", "ab_layer_experiments"]
+        {
+            if table == "ab_layer_experiments" && !catalog::has_table(client, &nsp, table) {
+                continue;
+            }
             client
                 .update(format!("DELETE FROM {nsp}.{table} WHERE experiment_id = $1").as_str(), None, &[exp.id.into()])
                 .or_raise();

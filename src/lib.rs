@@ -13,6 +13,7 @@ mod catalog;
 mod errors;
 mod experiments;
 mod jsonb;
+mod layers;
 mod lookup;
 mod results;
 mod security;

@@ -196,6 +196,35 @@ struct RawDefinition {
     correction: Option<Correction>,
     #[serde(default)]
     power: Option<f64>,
+    #[serde(default)]
+    layer: Option<RawLayer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    name: String,
+    #[serde(default)]
+    percentage: Option<f64>,
+    #[serde(default)]
+    holdout: bool,
+}
+
+/// Where an experiment sits in a layer (see `crate::layers`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayerRole {
+    /// Takes this many basis points of the layer's traffic, apart from every other experiment
+    /// of the layer.
+    Share(u32),
+    /// Measures the layer's holdout: its control is the holdout slice, its treatment everyone
+    /// else in the layer.
+    Holdout,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSpec {
+    pub name: String,
+    pub role: LayerRole,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +253,7 @@ pub struct ExperimentSpec {
     pub sequential_tuning: Option<f64>,
     pub correction: Correction,
     pub power: f64,
+    pub layer: Option<LayerSpec>,
 }
 
 impl ExperimentSpec {
@@ -421,6 +451,46 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     if let Some(salt) = &raw.salt {
         check_name("salt", salt)?;
     }
+    let layer = match raw.layer {
+        None => None,
+        Some(l) => {
+            check_name("layer name", &l.name)?;
+            let role = match (l.holdout, l.percentage) {
+                (true, Some(_)) => return Err(Error::definition(
+                    "a holdout experiment spans its whole layer: give \"holdout\": true or a \"percentage\", not both",
+                )),
+                (true, None) => {
+                    if raw.salt.is_some() {
+                        return Err(Error::definition(
+                            "a holdout experiment buckets users with its layer's salt, so it cannot have a salt of its own",
+                        ));
+                    }
+                    if variants.len() != 2 {
+                        return Err(Error::definition(format!(
+                            "a holdout experiment has exactly 2 variants (the holdout as control, and everyone else), got {}",
+                            variants.len()
+                        )));
+                    }
+                    LayerRole::Holdout
+                }
+                (false, None) => {
+                    return Err(Error::definition(format!(
+                        "layer \"{}\" needs a \"percentage\": the share of the layer's traffic this experiment takes",
+                        l.name
+                    )))
+                }
+                (false, Some(p)) => match basis_points(p) {
+                    Some(bp) if bp > 0 => LayerRole::Share(bp),
+                    _ => return Err(Error::definition(format!(
+                        "percentage of layer \"{}\" is {}, must be above 0 and at most 100 with at most two decimals",
+                        l.name,
+                        short_float(p)
+                    ))),
+                },
+            };
+            Some(LayerSpec { name: l.name, role })
+        }
+    };
 
     Ok(ExperimentSpec {
         name: raw.name,
@@ -436,6 +506,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         sequential_tuning,
         correction: raw.correction.unwrap_or_default(),
         power,
+        layer,
     })
 }
 
@@ -578,5 +649,36 @@ mod tests {
         }
         body["variants"] = Value::Array(variants);
         assert!(parse_definition(&body).unwrap_err().message.contains("at most 100 variants, got 3001"));
+    }
+
+    #[test]
+    fn layers() {
+        let mut body = original_body();
+        body["layer"] = json!({"name": "prompts", "percentage": 25});
+        let spec = parse_definition(&body).unwrap();
+        assert_eq!(spec.layer, Some(LayerSpec { name: "prompts".into(), role: LayerRole::Share(2500) }));
+        body["layer"] = json!({"name": "prompts", "holdout": true});
+        assert_eq!(parse_definition(&body).unwrap().layer.unwrap().role, LayerRole::Holdout);
+
+        let err = |layer: Value| {
+            let mut body = original_body();
+            body["layer"] = layer;
+            parse_definition(&body).unwrap_err().message
+        };
+        assert!(err(json!({"name": "prompts"})).contains("needs a \"percentage\""));
+        assert!(err(json!({"name": "prompts", "percentage": 0})).contains("must be above 0"));
+        assert!(err(json!({"name": "prompts", "percentage": 100.5})).contains("must be above 0"));
+        assert!(err(json!({"name": "prompts", "percentage": 10, "holdout": true})).contains("not both"));
+        assert!(err(json!({"name": " ", "percentage": 10})).contains("layer name must not be empty"));
+        assert!(err(json!({"name": "prompts", "share": 10})).contains("unknown field `share`"));
+        assert!(err(json!("prompts")).contains("invalid experiment definition"));
+
+        let mut body = original_body();
+        body["layer"] = json!({"name": "prompts", "holdout": true});
+        body["salt"] = json!("s");
+        assert!(parse_definition(&body).unwrap_err().message.contains("cannot have a salt of its own"));
+        body.as_object_mut().unwrap().remove("salt");
+        body["variants"].as_array_mut().unwrap().push(json!({"name": "third", "traffic_allocation": 0}));
+        assert!(parse_definition(&body).unwrap_err().message.contains("exactly 2 variants"));
     }
 }

@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod bucketing;
 pub mod definition;
 pub mod error;
+pub mod layers;
 pub mod plot;
 pub mod stats;
 pub mod summary;

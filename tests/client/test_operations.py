@@ -62,7 +62,8 @@ def analysis(c, exp):
 
 
 def counts(c):
-    tables = ["ab_experiments", "ab_variants", "ab_assignments", "ab_results", "ab_covariates", "ab_insights", "ab_audit"]
+    tables = ["ab_experiments", "ab_variants", "ab_assignments", "ab_results", "ab_covariates", "ab_insights", "ab_audit",
+              "ab_layers", "ab_layer_experiments"]
     return {t: one(c, f"SELECT count(*) FROM {t}") for t in tables if one(c, "SELECT to_regclass(%s) IS NOT NULL", t)}
 
 
@@ -70,6 +71,12 @@ def test_dump_and_restore_keep_everything(dsn):
     src = fresh_db("ab_dump_src")
     with psycopg.connect(src, autocommit=True) as c:
         exp = populate(c)
+        c.execute("SELECT ab_create_layer('restored', 5)")
+        layered = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("layered", layer={"name": "restored", "percentage": 30})))
+        one(c, "SELECT ab_start_experiment(%s)", layered)
+        users = [f"layer-user-{i}" for i in range(200)]
+        groups = [one(c, "SELECT ab_layer_group('restored', %s)", u) for u in users]
+        variants = [one(c, "SELECT ab_get_variant(%s, %s)", layered, u) for u in users]
         before, before_counts = analysis(c, exp), counts(c)
     dump = "/tmp/ab_testing_dump.custom"
     subprocess.run(["pg_dump", "-Fc", "-h", HOST, "-p", PORT, "-U", "postgres", "-d", "ab_dump_src", "-f", dump],
@@ -87,6 +94,13 @@ def test_dump_and_restore_keep_everything(dsn):
         # Sequences were restored too: new rows do not collide with restored ones.
         new = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("after restore")))
         assert new > exp
+        # Layers keep their salts and ranges: users fall where they did, and a new experiment
+        # of the layer takes the next free range.
+        assert [one(c, "SELECT ab_layer_group('restored', %s)", u) for u in users] == groups
+        assert [one(c, "SELECT ab_get_variant(%s, %s)", layered, u) for u in users] == variants
+        one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("layered 2", layer={"name": "restored", "percentage": 30})))
+        assert c.execute("SELECT range_start, range_end FROM ab_layer_experiments ORDER BY 1").fetchall() == \
+            [(500, 3500), (3500, 6500)]
         assert one(c, "SELECT ab_get_variant(%s, 'user-1') ->> 'variant'", exp) in ("a", "b")
     drop_db("ab_dump_src")
     drop_db("ab_dump_dst")
@@ -157,6 +171,53 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
         assert not missing and not extra, f"upgrade from {version} differs from a fresh install:\n" \
             + "\n".join(["missing: " + m for m in missing] + ["extra:   " + e for e in extra])
     drop_db("ab_upgrade")
+
+
+@pytest.mark.parametrize("isolation", ["read committed", "repeatable read"])
+def test_experiments_racing_into_one_layer_never_overlap(dsn, isolation):
+    """Sessions creating experiments in the same layer at once: under READ COMMITTED they take
+    turns, under REPEATABLE READ the losers fail with a serialization error (40001) and may
+    retry; either way the ranges are disjoint and nothing is half made."""
+    db = fresh_db("ab_layer_race")
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("SELECT ab_create_layer('contested', 10)")
+    barrier = threading.Barrier(8)
+    outcomes = []
+
+    def create(k):
+        with psycopg.connect(db) as c:
+            c.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+            barrier.wait()
+            try:
+                one(c, "SELECT ab_create_experiment(%s)",
+                    Jsonb(two_arms(f"racer {k}", layer={"name": "contested", "percentage": 20})))
+                time.sleep(0.05)
+                c.commit()
+                outcomes.append("created")
+            except psycopg.errors.SerializationFailure:
+                c.rollback()
+                outcomes.append("serialization")
+            except psycopg.errors.ObjectNotInPrerequisiteState:
+                c.rollback()
+                outcomes.append("full")
+
+    threads = [threading.Thread(target=create, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with psycopg.connect(db, autocommit=True) as c:
+        ranges = c.execute("SELECT range_start, range_end FROM ab_layer_experiments ORDER BY 1").fetchall()
+        assert one(c, "SELECT count(*) FROM ab_experiments") == len(ranges) == outcomes.count("created")
+    for (s1, e1), (s2, e2) in zip(ranges, ranges[1:]):
+        assert e1 <= s2
+    assert all(s >= 1000 and e <= 10000 for s, e in ranges)
+    if isolation == "read committed":
+        # 90% free, 20% each: four fit, the others find the layer full.
+        assert sorted(outcomes) == ["created"] * 4 + ["full"] * 4
+    else:
+        assert outcomes.count("created") >= 1 and set(outcomes) <= {"created", "serialization", "full"}
+    drop_db("ab_layer_race")
 
 
 def test_lifecycle_changes_race_safely_with_applications(dsn):
