@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh or prepared machine:
-#   1. ab_core: unit tests and agreement with scipy (no database)
+#   1. ab_core and the gateway: unit tests and agreement with scipy (no database)
 #   2. #[pg_test]s inside a PostgreSQL backend (cargo pgrx test)
 #   3. pg_regress: the SQL surface and every error path (tests/pg_regress)
 #   4. client tests through psycopg: full flow, racing sessions, cross-session caching,
-#      dump/restore, upgrades, crash recovery, the Python examples
+#      dump/restore, upgrades, crash recovery, the Python examples, the REST gateway with
+#      the curl Quick Start
 #   5. the Node example with the pg driver
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +14,10 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 
 scripts/setup.sh
 
-echo "== ab_core: unit tests and scipy reference values"
+echo "== ab_core: unit tests and scipy reference values; the gateway's unit tests"
 cargo test -p ab_core
+cargo test -p ab_gateway
+cargo build -p ab_gateway
 
 echo "== #[pg_test] (cargo pgrx test)"
 PGRX_TEST_DIR=/tmp/ab_testing_pgrx_test

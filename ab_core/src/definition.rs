@@ -481,11 +481,13 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
                 }
                 (false, Some(p)) => match basis_points(p) {
                     Some(bp) if bp > 0 => LayerRole::Share(bp),
-                    _ => return Err(Error::definition(format!(
+                    _ => {
+                        return Err(Error::definition(format!(
                         "percentage of layer \"{}\" is {}, must be above 0 and at most 100 with at most two decimals",
                         l.name,
                         short_float(p)
-                    ))),
+                    )))
+                    }
                 },
             };
             Some(LayerSpec { name: l.name, role })

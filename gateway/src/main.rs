@@ -1,0 +1,373 @@
+//! ab-gateway: the original A/B testing REST API, served over the ab_testing extension.
+//!
+//! Every endpoint is one call of one of the extension's SQL functions. The gateway adds no
+//! logic of its own, only HTTP: it reads JSON, passes it on, returns what the function
+//! returned, and maps SQLSTATEs to status codes (see `status_for`).
+//!
+//! Settings (environment): AB_GATEWAY_DATABASE_URL (a libpq-style connection string, default
+//! "host=/var/run/postgresql dbname=postgres"), AB_GATEWAY_LISTEN (default 127.0.0.1:8000),
+//! AB_GATEWAY_POOL_SIZE (default 16 connections).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use tokio_postgres::types::ToSql;
+
+const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route, as (method, path) in the OpenAPI document's spelling; a test keeps the two in step.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/v1/experiments/"),
+    ("get", "/api/v1/experiments/"),
+    ("get", "/api/v1/experiments/{id}"),
+    ("delete", "/api/v1/experiments/{id}"),
+    ("post", "/api/v1/experiments/{id}/start"),
+    ("post", "/api/v1/experiments/{id}/stop"),
+    ("post", "/api/v1/experiments/get-variant"),
+    ("post", "/api/v1/experiments/record-result"),
+    ("get", "/api/v1/experiments/{id}/analyze"),
+    ("get", "/api/v1/experiments/{id}/summary"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/health"),
+];
+
+type Db = Pool;
+
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// The HTTP status of a failed call, from its SQLSTATE.
+fn status_for(sqlstate: &str) -> StatusCode {
+    match sqlstate {
+        // undefined_object: unknown experiment or layer
+        "42704" => StatusCode::NOT_FOUND,
+        // bad definitions and arguments: invalid_parameter_value, invalid_text_representation
+        // (malformed JSON), null_value_not_allowed, check_violation, numeric_value_out_of_range
+        "22023" | "22P02" | "22004" | "23514" | "22003" | "54000" => StatusCode::UNPROCESSABLE_ENTITY,
+        // duplicate names, wrong lifecycle state, full layer, lost races
+        "42710" | "23505" | "55000" | "55006" | "40001" | "40P01" => StatusCode::CONFLICT,
+        "42501" => StatusCode::FORBIDDEN,
+        s if s.starts_with("08") || s.starts_with("57P") || s.starts_with("53") => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => ApiError {
+                status: status_for(db.code().code()),
+                body: json!({"detail": db.message(), "sqlstate": db.code().code(), "hint": db.hint()}),
+            },
+            None => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: json!({"detail": format!("database unavailable: {e}")}),
+            },
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: json!({"detail": format!("database unavailable: {e}")}),
+        }
+    }
+}
+
+fn unprocessable(detail: impl Into<String>) -> ApiError {
+    ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, body: json!({"detail": detail.into()}) }
+}
+
+/// An experiment as named by a request: a number is an id, anything else a name.
+enum Experiment {
+    Id(i64),
+    Name(String),
+}
+
+impl Experiment {
+    fn from_path(s: String) -> Self {
+        s.parse().map(Experiment::Id).unwrap_or(Experiment::Name(s))
+    }
+
+    /// From a body's "experiment_id" (a number, or a name) or "experiment_name".
+    fn from_body(body: &Value) -> Result<Self, ApiError> {
+        match (body.get("experiment_id"), body.get("experiment_name")) {
+            (Some(Value::Number(n)), None) => {
+                n.as_i64().map(Experiment::Id).ok_or_else(|| unprocessable("experiment_id must be an integer"))
+            }
+            (Some(Value::String(s)), None) | (None, Some(Value::String(s))) => Ok(Experiment::Name(s.clone())),
+            (Some(_), Some(_)) => Err(unprocessable("give experiment_id or experiment_name, not both")),
+            (None, None) => Err(unprocessable("experiment_id (or experiment_name) is required")),
+            _ => Err(unprocessable("experiment_id must be an integer or a name")),
+        }
+    }
+
+    /// The SQL argument `$1` cast to pick the function's overload.
+    fn arg(&self) -> &'static str {
+        match self {
+            Experiment::Id(_) => "$1::bigint",
+            Experiment::Name(_) => "$1::text",
+        }
+    }
+
+    fn param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Experiment::Id(id) => id,
+            Experiment::Name(name) => name,
+        }
+    }
+}
+
+/// Runs one statement and returns its single jsonb value.
+async fn call(db: &Db, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
+    let client = db.get().await?;
+    let statement = client.prepare_cached(sql).await?;
+    let row = client.query_one(&statement, params).await?;
+    Ok(row.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
+}
+
+fn parse_body(bytes: &Bytes) -> Result<Value, ApiError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| unprocessable(format!("request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(unprocessable("request body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+fn text_field<'a>(body: &'a Value, name: &str, required: bool) -> Result<Option<&'a str>, ApiError> {
+    match body.get(name) {
+        Some(Value::String(s)) => Ok(Some(s)),
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(unprocessable(format!("{name} is required"))),
+        Some(_) => Err(unprocessable(format!("{name} must be a string"))),
+    }
+}
+
+async fn create_experiment(State(db): State<Db>, body: Bytes) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body).map_err(|_| unprocessable("request body is not UTF-8"))?;
+    // ab_get_experiment cannot be part of the same statement: it would not see the new row.
+    let created = call(
+        &db,
+        "SELECT jsonb_build_object('id', ab_create_experiment($1::text::jsonb), 'status', 'draft')",
+        &[&text],
+    )
+    .await?;
+    let location = format!("/api/v1/experiments/{}", created["id"]);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(created)).into_response())
+}
+
+async fn list_experiments(
+    State(db): State<Db>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let status = query.get("status").map(String::as_str);
+    let list = call(
+        &db,
+        "SELECT coalesce(jsonb_agg(to_jsonb(o) ORDER BY o.id), '[]') FROM ab_experiment_overview o \
+         WHERE $1::text IS NULL OR o.status = $1",
+        &[&status],
+    )
+    .await?;
+    Ok(Json(list))
+}
+
+async fn get_experiment(State(db): State<Db>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let e = Experiment::from_path(id);
+    Ok(Json(call(&db, &format!("SELECT ab_get_experiment({})", e.arg()), &[e.param()]).await?))
+}
+
+async fn delete_experiment(State(db): State<Db>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let e = Experiment::from_path(id);
+    let client = db.get().await?;
+    client.execute(&format!("SELECT ab_delete_experiment({})", e.arg()), &[e.param()]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start_experiment(State(db): State<Db>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let e = Experiment::from_path(id);
+    let client = db.get().await?;
+    client.execute(&format!("SELECT ab_start_experiment({})", e.arg()), &[e.param()]).await?;
+    Ok(Json(json!({"status": "running"})))
+}
+
+async fn stop_experiment(
+    State(db): State<Db>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let declare_winner = match query.get("declare_winner").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => return Err(unprocessable(format!("declare_winner must be true or false, got \"{other}\""))),
+    };
+    let e = Experiment::from_path(id);
+    let sql = format!("SELECT ab_stop_experiment({}, $2)", e.arg());
+    Ok(Json(call(&db, &sql, &[e.param(), &declare_winner]).await?))
+}
+
+async fn get_variant(State(db): State<Db>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    let e = Experiment::from_body(&body)?;
+    let user_id = text_field(&body, "user_id", true)?;
+    let session_id = text_field(&body, "session_id", false)?;
+    let attributes = match body.get("user_attributes") {
+        None | Some(Value::Null) => json!({}),
+        Some(a @ Value::Object(_)) => a.clone(),
+        Some(_) => return Err(unprocessable("user_attributes must be a JSON object")),
+    };
+    let sql = format!("SELECT coalesce(ab_get_variant({}, $2, $3, $4), '{{\"variant\": null}}')", e.arg());
+    Ok(Json(call(&db, &sql, &[e.param(), &user_id, &attributes, &session_id]).await?))
+}
+
+async fn record_result(State(db): State<Db>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    let e = Experiment::from_body(&body)?;
+    let user_id = text_field(&body, "user_id", true)?;
+    let metric_name = text_field(&body, "metric_name", true)?;
+    let session_id = text_field(&body, "session_id", false)?;
+    let metric_value = match body.get("metric_value") {
+        Some(Value::Number(n)) => n.as_f64(),
+        None | Some(Value::Null) => return Err(unprocessable("metric_value is required")),
+        Some(_) => return Err(unprocessable("metric_value must be a number")),
+    };
+    let sql = format!("SELECT jsonb_build_object('recorded', ab_record_result({}, $2, $3, $4, $5))", e.arg());
+    Ok(Json(call(&db, &sql, &[e.param(), &metric_name, &metric_value, &user_id, &session_id]).await?))
+}
+
+async fn analyze(State(db): State<Db>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let e = Experiment::from_path(id);
+    let sql = format!("SELECT coalesce(jsonb_agg(to_jsonb(a)), '[]') FROM ab_analyze({}) a", e.arg());
+    Ok(Json(call(&db, &sql, &[e.param()]).await?))
+}
+
+async fn summary(State(db): State<Db>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let e = Experiment::from_path(id);
+    let sql = format!("SELECT jsonb_build_object('summary', ab_summary({}))", e.arg());
+    Ok(Json(call(&db, &sql, &[e.param()]).await?))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn health(State(db): State<Db>) -> Result<Json<Value>, ApiError> {
+    let client = db.get().await?;
+    client.query_one("SELECT 1", &[]).await?;
+    Ok(Json(json!({"status": "ok"})))
+}
+
+pub fn router(db: Db) -> Router {
+    let experiments = "/api/v1/experiments/";
+    Router::new()
+        .route(experiments, post(create_experiment).get(list_experiments))
+        .route("/api/v1/experiments", post(create_experiment).get(list_experiments))
+        .route("/api/v1/experiments/get-variant", post(get_variant))
+        .route("/api/v1/experiments/record-result", post(record_result))
+        .route("/api/v1/experiments/{id}", get(get_experiment).delete(delete_experiment))
+        .route("/api/v1/experiments/{id}/start", post(start_experiment))
+        .route("/api/v1/experiments/{id}/stop", post(stop_experiment))
+        .route("/api/v1/experiments/{id}/analyze", get(analyze))
+        .route("/api/v1/experiments/{id}/summary", get(summary))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/health", get(health))
+        .with_state(db)
+}
+
+fn pool(url: &str, size: usize) -> Result<Pool, String> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("AB_GATEWAY_DATABASE_URL: {e}"))?;
+    let manager =
+        Manager::from_config(config, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager).max_size(size).build().map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() {
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let url = env("AB_GATEWAY_DATABASE_URL", "host=/var/run/postgresql dbname=postgres");
+    let listen = env("AB_GATEWAY_LISTEN", "127.0.0.1:8000");
+    let size = env("AB_GATEWAY_POOL_SIZE", "16").parse().unwrap_or_else(|_| {
+        eprintln!("ab-gateway: AB_GATEWAY_POOL_SIZE must be a number");
+        std::process::exit(2)
+    });
+    let db = pool(&url, size).unwrap_or_else(|e| {
+        eprintln!("ab-gateway: {e}");
+        std::process::exit(2)
+    });
+    let listener = tokio::net::TcpListener::bind(&listen).await.unwrap_or_else(|e| {
+        eprintln!("ab-gateway: cannot listen on {listen}: {e}");
+        std::process::exit(2)
+    });
+    eprintln!("ab-gateway: listening on http://{}", listener.local_addr().unwrap());
+    axum::serve(listener, router(db))
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await
+        .unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_documents_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
+            .filter(|(m, _)| m != "parameters")
+            .collect();
+        documented.sort();
+        let mut routes: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn sqlstates_map_to_statuses() {
+        assert_eq!(status_for("42704"), StatusCode::NOT_FOUND);
+        assert_eq!(status_for("22023"), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status_for("22P02"), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status_for("55000"), StatusCode::CONFLICT);
+        assert_eq!(status_for("42501"), StatusCode::FORBIDDEN);
+        assert_eq!(status_for("57P01"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_for("XX000"), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn experiments_by_id_or_name() {
+        assert!(matches!(Experiment::from_path("42".into()), Experiment::Id(42)));
+        assert!(matches!(Experiment::from_path("Lead Qualification".into()), Experiment::Name(_)));
+        assert!(matches!(Experiment::from_body(&json!({"experiment_id": 7})).unwrap(), Experiment::Id(7)));
+        assert!(matches!(Experiment::from_body(&json!({"experiment_id": "x"})).unwrap(), Experiment::Name(_)));
+        assert!(matches!(Experiment::from_body(&json!({"experiment_name": "x"})).unwrap(), Experiment::Name(_)));
+        assert!(Experiment::from_body(&json!({})).is_err());
+        assert!(Experiment::from_body(&json!({"experiment_id": 1.5})).is_err());
+        assert!(Experiment::from_body(&json!({"experiment_id": 1, "experiment_name": "x"})).is_err());
+    }
+}

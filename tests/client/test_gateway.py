@@ -1,0 +1,158 @@
+"""ab-gateway, the original REST API over the extension: the Quick Start curl sequence end to
+end, and every error mapped to its status code."""
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import psycopg
+import pytest
+
+from conftest import conninfo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BINARY = os.environ.get("AB_GATEWAY_BIN", os.path.join(ROOT, "target", "debug", "ab-gateway"))
+DB = "ab_gateway_test"
+ROLE = "ab_gateway_test_role"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def api():
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {DB}")
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone():
+            c.execute(f"CREATE ROLE {ROLE} LOGIN")
+    with psycopg.connect(conninfo(DB), autocommit=True) as c:
+        c.execute("CREATE EXTENSION ab_testing")
+        # The gateway runs with the administrator's grants, not as a superuser.
+        c.execute("SELECT ab_grant_admin(%s)", (ROLE,))
+    port = free_port()
+    url = psycopg.conninfo.make_conninfo(conninfo(DB), user=ROLE)
+    proc = subprocess.Popen([BINARY], env={**os.environ, "AB_GATEWAY_DATABASE_URL": url,
+                                           "AB_GATEWAY_LISTEN": f"127.0.0.1:{port}", "AB_GATEWAY_POOL_SIZE": "4"})
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(base + "/health", timeout=1)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("ab-gateway did not come up")
+    yield base
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+
+
+def request(base, method, path, body=None, raw=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read().decode()
+            return r.status, (json.loads(text) if text else None)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode())
+
+
+def test_the_quick_start_curl_sequence_runs_to_a_winner(api):
+    out = subprocess.run(["bash", os.path.join(ROOT, "examples", "curl", "quickstart.sh")],
+                         env={**os.environ, "API": api + "/api/v1/experiments"},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    stopped = json.loads(lines[lines.index("8. Stop and declare the winner") + 1])
+    assert stopped["status"] == "stopped" and stopped["winner"] == "Treatment", stopped
+    final = json.loads(lines[-1])
+    assert final["status"] == "stopped" and final["winner"] == "Treatment"
+    assert final["users_assigned"] == 401 and final["results_recorded"] == 401
+    analysis = json.loads(lines[lines.index("6. Analyse") + 1])
+    treatment = next(r for r in analysis if r["variant"] == "Treatment")
+    assert treatment["significant"] and treatment["diff"] > 0
+    summary = json.loads(lines[lines.index("7. Summary") + 1])["summary"]
+    assert "Treatment" in summary
+    # The same numbers as the SQL function called directly.
+    with psycopg.connect(conninfo(DB)) as c:
+        rows = c.execute("SELECT variant, users, p_value FROM ab_analyze(%s)", (final["id"],)).fetchall()
+    assert sorted((r["variant"], r["users"], r["p_value"]) for r in analysis) == sorted(rows)
+
+
+def definition(name, **extra):
+    return {"name": name, "experiment_type": "feature", "primary_metric": "conversion_rate",
+            "variants": [{"name": "a", "is_control": True, "traffic_allocation": 50},
+                         {"name": "b", "traffic_allocation": 50}], **extra}
+
+
+def test_lifecycle_by_name_and_listing(api):
+    status, created = request(api, "POST", "/api/v1/experiments/", definition("by name"))
+    assert status == 201 and created["status"] == "draft"
+    status, got = request(api, "GET", f"/api/v1/experiments/{created['id']}")
+    assert status == 200 and got["name"] == "by name" and got["status"] == "draft"
+    status, body = request(api, "POST", "/api/v1/experiments/get-variant", {"experiment_name": "by name", "user_id": "u1"})
+    assert (status, body) == (200, {"variant": None})
+    assert request(api, "POST", "/api/v1/experiments/by%20name/start") == (200, {"status": "running"})
+    status, body = request(api, "POST", "/api/v1/experiments/get-variant", {"experiment_id": "by name", "user_id": "u1"})
+    assert status == 200 and body["variant"] in ("a", "b")
+    status, running = request(api, "GET", "/api/v1/experiments/?status=running")
+    assert status == 200 and "by name" in [e["name"] for e in running]
+    status, drafts = request(api, "GET", "/api/v1/experiments/?status=draft")
+    assert "by name" not in [e["name"] for e in drafts]
+    status, body = request(api, "POST", f"/api/v1/experiments/{created['id']}/stop")
+    assert status == 200 and body["winner"] is None
+    assert request(api, "DELETE", f"/api/v1/experiments/{created['id']}") == (204, None)
+    assert request(api, "GET", f"/api/v1/experiments/{created['id']}")[0] == 404
+
+
+@pytest.mark.parametrize("method,path,body,raw,status,sqlstate,detail", [
+    ("GET", "/api/v1/experiments/999999", None, None, 404, "42704", "experiment with id 999999 does not exist"),
+    ("GET", "/api/v1/experiments/nowhere/analyze", None, None, 404, "42704", 'experiment "nowhere" does not exist'),
+    ("GET", "/api/v1/experiments/nowhere/summary", None, None, 404, "42704", "does not exist"),
+    ("POST", "/api/v1/experiments/nowhere/start", None, None, 404, "42704", "does not exist"),
+    ("DELETE", "/api/v1/experiments/nowhere", None, None, 404, "42704", "does not exist"),
+    ("POST", "/api/v1/experiments/get-variant", {"experiment_id": "nowhere", "user_id": "u"}, None, 404, "42704", "does not exist"),
+    ("POST", "/api/v1/experiments/", {"name": "x"}, None, 422, "22023", "missing field"),
+    ("POST", "/api/v1/experiments/", definition("x", alpha=2), None, 422, "22023", "alpha is 2"),
+    ("POST", "/api/v1/experiments/", None, b"{not json", 422, "22P02", "invalid input syntax for type json"),
+    ("POST", "/api/v1/experiments/get-variant", None, b"[1]", 422, None, "must be a JSON object"),
+    ("POST", "/api/v1/experiments/get-variant", {"experiment_id": 1}, None, 422, None, "user_id is required"),
+    ("POST", "/api/v1/experiments/get-variant", {"user_id": "u"}, None, 422, None, "experiment_id (or experiment_name) is required"),
+    ("POST", "/api/v1/experiments/get-variant", {"experiment_id": 1, "user_id": "u", "user_attributes": [1]}, None, 422, None,
+     "user_attributes must be a JSON object"),
+    ("POST", "/api/v1/experiments/record-result", {"experiment_id": 1, "user_id": "u", "metric_name": "m", "metric_value": "high"},
+     None, 422, None, "metric_value must be a number"),
+    ("POST", "/api/v1/experiments/record-result", {"experiment_id": "errors", "user_id": "u", "metric_name": "", "metric_value": 1},
+     None, 422, "22023", "metric_name must not be empty"),
+    ("POST", "/api/v1/experiments/errors/stop?declare_winner=maybe", None, None, 422, None, "declare_winner must be true or false"),
+    ("POST", "/api/v1/experiments/errors/stop", None, None, 409, "55000", "is not running"),
+    ("DELETE", "/api/v1/experiments/running", None, None, 409, "55000", "is running"),
+    ("POST", "/api/v1/experiments/running/start", None, None, 409, "55000", "already running"),
+    ("POST", "/api/v1/experiments/", definition("errors"), None, 409, "42710", 'experiment "errors" already exists'),
+])
+def test_errors_map_to_status_codes(api, method, path, body, raw, status, sqlstate, detail):
+    if request(api, "GET", "/api/v1/experiments/errors")[0] == 404:
+        request(api, "POST", "/api/v1/experiments/", definition("errors"))
+        request(api, "POST", "/api/v1/experiments/", definition("running"))
+        request(api, "POST", "/api/v1/experiments/running/start")
+    got_status, got = request(api, method, path, body, raw)
+    assert got_status == status, got
+    assert detail in got["detail"]
+    assert got.get("sqlstate") == sqlstate
+
+
+def test_openapi_document_is_served(api):
+    status, doc = request(api, "GET", "/api/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    assert "/api/v1/experiments/{id}/stop" in doc["paths"]
