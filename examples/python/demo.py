@@ -30,6 +30,67 @@ EXPERIMENTS = [
 ]
 
 
+LAYER_EXPERIMENTS = [
+    # Two agent settings tested at once on the same users' conversations: they go in one layer,
+    # so no user is in both, and a 10% holdout measures what the layer ships overall.
+    ({"name": "Confidence threshold", "experiment_type": "agent_config", "primary_metric": "resolution_rate",
+      "layer": {"name": "agent settings", "percentage": 45}, "metrics": {"resolution_rate": {"type": "binary"}},
+      "variants": [{"name": "0.8", "is_control": True, "traffic_allocation": 50, "config": {"confidence_threshold": 0.8}},
+                   {"name": "0.9", "traffic_allocation": 50, "config": {"confidence_threshold": 0.9}}]},
+     {"0.8": 0.60, "0.9": 0.66}),
+    ({"name": "Escalation wording", "experiment_type": "prompt", "primary_metric": "resolution_rate",
+      "layer": {"name": "agent settings", "percentage": 45}, "metrics": {"resolution_rate": {"type": "binary"}},
+      "variants": [{"name": "formal", "is_control": True, "traffic_allocation": 50, "config": {"tone": "formal"}},
+                   {"name": "friendly", "traffic_allocation": 50, "config": {"tone": "friendly"}}]},
+     {"formal": 0.60, "friendly": 0.64}),
+]
+HOLDOUT = {"name": "Agent settings holdout", "experiment_type": "agent_config", "primary_metric": "resolution_rate",
+           "layer": {"name": "agent settings", "holdout": True}, "metrics": {"resolution_rate": {"type": "binary"}},
+           "variants": [{"name": "holdout", "is_control": True, "traffic_allocation": 10},
+                        {"name": "exposed", "traffic_allocation": 90}]}
+
+
+def run_layer(conn, users, rng, out):
+    """Mutually exclusive experiments in a layer with a holdout: each user gets at most one of
+    the layer's experiments, the holdout none, and the holdout experiment compares everyone
+    exposed with the users held out."""
+    if conn.execute("SELECT 1 FROM ab_layers WHERE name = 'agent settings'").fetchone():
+        for (exp_id, status) in conn.execute("SELECT e.id, e.status FROM ab_layer_experiments m JOIN ab_experiments e "
+                                             "ON e.id = m.experiment_id JOIN ab_layers l ON l.id = m.layer_id "
+                                             "WHERE l.name = 'agent settings'").fetchall():
+            if status == "running":
+                conn.execute("SELECT ab_stop_experiment(%s)", (exp_id,))
+            conn.execute("SELECT ab_delete_experiment(%s)", (exp_id,))
+        conn.execute("SELECT ab_delete_layer('agent settings')")
+    conn.execute("SELECT ab_create_layer('agent settings', holdout_percentage => 10)")
+    for definition in [d for d, _ in LAYER_EXPERIMENTS] + [HOLDOUT]:
+        conn.execute("SELECT ab_start_experiment(ab_create_experiment(%s))", (Jsonb(definition),))
+    out("created layer 'agent settings' (10% holdout) with 'Confidence threshold' and 'Escalation wording' (45% each)")
+    in_two = held_out = 0
+    for i in range(users):
+        user = f"agent-user-{i}"
+        exposure = conn.execute("SELECT ab_get_variant(%s, %s) ->> 'variant'", (HOLDOUT["name"], user)).fetchone()[0]
+        chance = 0.60
+        enrolled = 0
+        for definition, behaviour in LAYER_EXPERIMENTS:
+            variant = conn.execute("SELECT ab_get_variant(%s, %s)", (definition["name"], user)).fetchone()[0]
+            if variant:
+                enrolled += 1
+                chance = behaviour[variant["variant"]]
+                resolved = float(rng.random() < chance)
+                conn.execute("SELECT ab_record_result(%s, 'resolution_rate', %s, %s)", (definition["name"], resolved, user))
+        in_two += enrolled > 1
+        held_out += exposure == "holdout"
+        # The holdout experiment records the layer's outcome for everyone, exposed or not.
+        conn.execute("SELECT ab_record_result(%s, 'resolution_rate', %s, %s)",
+                     (HOLDOUT["name"], float(rng.random() < chance), user))
+    out(f"  {held_out} users held out, {in_two} users in both experiments")
+    row = conn.execute("SELECT users, round(diff::numeric, 3), p_value FROM ab_analyze(%s) WHERE NOT is_control",
+                       (HOLDOUT["name"],)).fetchone()
+    out(f"  cumulative impact of the layer: exposed n={row[0]} diff={row[1]} p={row[2]:.2g}")
+    return {"in_two": in_two, "held_out": held_out}
+
+
 def run(conninfo, users=1500, seed=2026, out=print):
     rng = random.Random(seed)
     outcomes = {}
@@ -66,6 +127,7 @@ def run(conninfo, users=1500, seed=2026, out=print):
             result = conn.execute("SELECT ab_stop_experiment(%s, declare_winner => true)", (exp_id,)).fetchone()[0]
             out(f"  stopped: winner {result['winner']!r} ({result['reason']})")
             outcomes[name] = result
+        outcomes["layer"] = run_layer(conn, users, rng, out)
         out("")
         out(conn.execute("SELECT ab_summary(%s)", (EXPERIMENTS[0][0]["name"],)).fetchone()[0])
         for row in conn.execute("SELECT name, status, users_assigned, results_recorded, winner_variant FROM ab_experiment_overview"):

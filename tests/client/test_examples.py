@@ -21,6 +21,13 @@ def test_demo_runs_every_experiment_to_its_verdict():
     outcomes = demo.run(dsn, users=1200, out=lines.append)
     assert outcomes["Lead Qualification Prompt Test"]["winner"] == "Treatment"
     assert outcomes["Model Comparison"]["winner"] is None
+    assert outcomes["layer"]["in_two"] == 0
+    assert 60 < outcomes["layer"]["held_out"] < 180
+    with psycopg.connect(dsn) as c:
+        # Users held out of the layer are in none of its experiments.
+        assert c.execute("""SELECT count(*) FROM ab_assignments a JOIN ab_experiments e ON e.id = a.experiment_id
+                            WHERE e.name IN ('Confidence threshold', 'Escalation wording')
+                            AND ab_layer_group('agent settings', a.user_id) = 'holdout'""").fetchone()[0] == 0
     assert "Recommendation" in "\n".join(lines)
     drop_db("ab_example_demo")
 
