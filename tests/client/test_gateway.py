@@ -152,6 +152,22 @@ def test_errors_map_to_status_codes(api, method, path, body, raw, status, sqlsta
     assert got.get("sqlstate") == sqlstate
 
 
+def test_layered_experiments_through_the_gateway_role(api):
+    """The gateway's role (ab_grant_admin) can place experiments in a layer; a full layer is a 409."""
+    with psycopg.connect(conninfo(DB), autocommit=True) as c:
+        c.execute("SELECT ab_create_layer('gateway layer', 20)")
+    status, body = request(api, "POST", "/api/v1/experiments/",
+                           definition("layered 1", layer={"name": "gateway layer", "percentage": 80}))
+    assert status == 201, body
+    status, body = request(api, "POST", "/api/v1/experiments/",
+                           definition("layered 2", layer={"name": "gateway layer", "percentage": 1}))
+    assert (status, body["sqlstate"]) == (409, "55000")
+    assert "has no free range of 1%" in body["detail"]
+    status, body = request(api, "GET", "/api/v1/experiments/layered%201")
+    assert body["layer"] == {"name": "gateway layer", "holdout": False, "percentage": 80,
+                             "range_start": 2000, "range_end": 10000}
+
+
 def test_openapi_document_is_served(api):
     status, doc = request(api, "GET", "/api/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
