@@ -68,5 +68,21 @@ SELECT ab_summary('Lead Qualification Prompt Test');
 \pset format aligned
 \pset tuples_only off
 
-\echo '== 8. All experiments =='
+\echo '== 8. A layer: two experiments that never share a user, and a 10% holdout kept out of both =='
+SELECT ab_create_layer('agent settings', holdout_percentage => 10, salt => 'agent-settings') AS layer_id;
+SELECT ab_start_experiment(ab_create_experiment(format('{
+  "name": "%s", "experiment_type": "agent_config", "primary_metric": "resolution_rate",
+  "layer": {"name": "agent settings", "percentage": 45},
+  "variants": [{"name": "before", "is_control": true, "traffic_allocation": 50},
+               {"name": "after", "traffic_allocation": 50}]}', name)::jsonb))
+FROM (VALUES ('Confidence threshold'), ('Escalation wording')) AS e(name);
+SELECT name, holdout_percentage, allocated_percentage, free_percentage FROM ab_layer_overview;
+SELECT coalesce(ab_layer_group('agent settings', user_id), 'free') AS falls_in,
+       count(*) AS users,
+       count(*) FILTER (WHERE ab_get_variant('Confidence threshold', user_id) IS NOT NULL) AS in_threshold_test,
+       count(*) FILTER (WHERE ab_get_variant('Escalation wording', user_id) IS NOT NULL) AS in_wording_test
+FROM (SELECT DISTINCT user_id FROM demo_conversations) u
+GROUP BY 1 ORDER BY 1;
+
+\echo '== 9. All experiments =='
 SELECT name, status, users_assigned, results_recorded, winner_variant FROM ab_experiment_overview;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark harness: installs the release build, starts a dedicated cluster (port 5498,
 # /tmp/ab_bench_pg) and runs bench/bench.py. Arguments are passed to bench.py
-# (--seconds, --rounds, --repeat, --sizes, --skip-analysis, --skip-hot-path).
+# (--seconds, --rounds, --repeat, --sizes, --skip-analysis, --skip-hot-path, --only CASE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -70,7 +70,8 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION ab_create_layer(name text, holdout_percentage double precision DEFAULT 0, description text DEFAULT '')
+CREATE FUNCTION ab_create_layer(name text, holdout_percentage double precision DEFAULT 0, description text DEFAULT '',
+                                salt text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -95,8 +96,12 @@ BEGIN
         RAISE EXCEPTION 'layer "%" already exists', ab_create_layer.name
             USING ERRCODE = 'duplicate_object', HINT = 'ab_layer_overview lists the layers';
     END IF;
-    INSERT INTO @extschema@.ab_layers (name, holdout_percentage, description)
-    VALUES (ab_create_layer.name, holdout_percentage, coalesce(description, ''))
+    IF salt IS NOT NULL AND (btrim(salt) = '' OR char_length(salt) > 200) THEN
+        RAISE EXCEPTION 'salt must be 1 to 200 characters long' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO @extschema@.ab_layers (name, holdout_percentage, description, salt)
+    VALUES (ab_create_layer.name, holdout_percentage, coalesce(description, ''),
+            coalesce(salt, pg_catalog.gen_random_uuid()::text))
     RETURNING id INTO layer_id;
     RETURN layer_id;
 END;
@@ -212,7 +217,7 @@ LEFT JOIN @extschema@.ab_experiments e ON e.id = m.experiment_id
 GROUP BY l.id;
 
 COMMENT ON VIEW ab_layer_overview IS 'Per layer: holdout, share of the traffic taken by draft and running experiments, share still free, and each experiment with its range of layer points.';
-COMMENT ON FUNCTION ab_create_layer(text, double precision, text) IS 'Creates a layer of mutually exclusive experiments, keeping holdout_percentage of its users out of all of them; returns its id.';
+COMMENT ON FUNCTION ab_create_layer(text, double precision, text, text) IS 'Creates a layer of mutually exclusive experiments, keeping holdout_percentage of its users out of all of them; returns its id. salt defaults to a random UUID.';
 COMMENT ON FUNCTION ab_delete_layer(text) IS 'Deletes a layer that no experiment belongs to any more.';
 COMMENT ON FUNCTION ab_layer_group(text, text) IS 'Where a user falls in a layer: ''holdout'', the name of the draft or running experiment owning the user''s layer point, or NULL for a free point.';
 
@@ -251,7 +256,7 @@ REVOKE ALL ON FUNCTION
     ab_analyze(text), ab_analyze(bigint),
     ab_summary(text), ab_summary(bigint),
     ab_plot(text), ab_plot(bigint),
-    ab_create_layer(text, double precision, text), ab_delete_layer(text), ab_layer_group(text, text),
+    ab_create_layer(text, double precision, text, text), ab_delete_layer(text), ab_layer_group(text, text),
     ab_invalidate_cache(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update()
 FROM PUBLIC;
 
@@ -336,7 +341,7 @@ BEGIN
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
-                   '@extschema@.ab_create_layer(text, double precision, text), @extschema@.ab_delete_layer(text) TO %I', role);
+                   '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text) TO %I', role);
     -- Administration runs with the caller's rights.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, '
@@ -359,7 +364,7 @@ BEGIN
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
-                   '@extschema@.ab_create_layer(text, double precision, text), @extschema@.ab_delete_layer(text) FROM %I', role);
+                   '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text) FROM %I', role);
     EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, '
                    '@extschema@.ab_audit, @extschema@.ab_layers, @extschema@.ab_layer_experiments FROM %I', role);

@@ -1,8 +1,7 @@
 -- Layers: experiments of one layer split its traffic and never share a user; the layer's
 -- holdout is kept out of all of them, and a holdout experiment measures it.
-SELECT ab_create_layer('checkout', 10, 'Checkout page experiments') > 0 AS created;
--- Fixed salts make the counts below exact (the salt may change while the layer is empty).
-UPDATE ab_layers SET salt = 'layer-salt-1' WHERE name = 'checkout';
+SELECT ab_create_layer('checkout', 10, 'Checkout page experiments', salt => 'layer-salt-1') > 0 AS created;
+-- Fixed salts make the counts below exact.
 
 CREATE FUNCTION layered(name text, layer jsonb, control numeric DEFAULT 50, treatment numeric DEFAULT 50) RETURNS jsonb
 LANGUAGE sql AS $$
@@ -64,6 +63,7 @@ SELECT count(*) AS users_in_two FROM (
 
 -- Ramping up inside a layer: enrolled users keep their variant, new users stay in the range.
 SELECT ab_create_layer('ramp') > 0 AS created;
+-- A salt may change while the layer has no experiments.
 UPDATE ab_layers SET salt = 'layer-salt-2' WHERE name = 'ramp';
 SELECT ab_create_experiment(layered('ramped', '{"name": "ramp", "percentage": 40}', 10, 10) || '{"salt": "ramped-salt"}') > 0 AS created;
 SELECT ab_start_experiment('ramped');
@@ -93,6 +93,7 @@ SELECT expect_error($$SELECT ab_create_layer('l', -1)$$);
 SELECT expect_error($$SELECT ab_create_layer('l', 12.345)$$);
 SELECT expect_error($$SELECT ab_create_layer('l', 'NaN')$$);
 SELECT expect_error($$SELECT ab_create_layer('l', NULL)$$);
+SELECT expect_error($$SELECT ab_create_layer('l', 5, salt => ' ')$$);
 SELECT expect_error($$SELECT ab_delete_layer('checkout')$$);
 SELECT expect_error($$SELECT ab_delete_layer('nowhere')$$);
 SELECT expect_error($$SELECT ab_layer_group('nowhere', 'user-1')$$);
