@@ -10,6 +10,11 @@ USERS=${USERS:-400}
 RANDOM=42  # the same simulated users on every run
 post() { curl -fsS -X POST -H 'Content-Type: application/json' "$@"; }
 
+name="Lead%20Qualification%20Prompt%20Test"
+echo "0. Remove the experiment an earlier run left (errors mean there was none)"
+curl -sS -o /dev/null -X POST "$API/$name/stop" || true
+curl -sS -o /dev/null -X DELETE "$API/$name" || true
+
 echo "1. Create the experiment"
 created=$(post "$API/" -d '{
   "name": "Lead Qualification Prompt Test",

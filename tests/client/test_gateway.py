@@ -57,6 +57,32 @@ def api():
         c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
+OPENAPI = json.load(open(os.path.join(ROOT, "gateway", "openapi.json")))
+
+
+def resolve(node):
+    """The schema with every #/components/schemas reference inlined."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return resolve(OPENAPI["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]])
+        return {k: resolve(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve(v) for v in node]
+    return node
+
+
+def conforms(method, template, status, body):
+    """The response is documented: its status is listed for the operation, and its body
+    matches the documented schema."""
+    from openapi_schema_validator import OAS30Validator
+
+    responses = OPENAPI["paths"][template][method.lower()]["responses"]
+    assert str(status) in responses, f"{method} {template} answered {status}, not documented"
+    schema = responses[str(status)].get("content", {}).get("application/json", {}).get("schema")
+    if schema is not None:
+        OAS30Validator(resolve(schema)).validate(body)
+
+
 def request(base, method, path, body=None, raw=None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
@@ -96,24 +122,45 @@ def definition(name, **extra):
                          {"name": "b", "traffic_allocation": 50}], **extra}
 
 
-def test_lifecycle_by_name_and_listing(api):
-    status, created = request(api, "POST", "/api/v1/experiments/", definition("by name"))
+def test_lifecycle_by_name_and_listing_as_documented(api):
+    E = "/api/v1/experiments"
+    status, created = request(api, "POST", E + "/", definition("by name"))
     assert status == 201 and created["status"] == "draft"
-    status, got = request(api, "GET", f"/api/v1/experiments/{created['id']}")
+    conforms("POST", E + "/", status, created)
+    status, got = request(api, "GET", f"{E}/{created['id']}")
     assert status == 200 and got["name"] == "by name" and got["status"] == "draft"
-    status, body = request(api, "POST", "/api/v1/experiments/get-variant", {"experiment_name": "by name", "user_id": "u1"})
+    conforms("GET", E + "/{id}", status, got)
+    status, body = request(api, "POST", E + "/get-variant", {"experiment_name": "by name", "user_id": "u1"})
     assert (status, body) == (200, {"variant": None})
-    assert request(api, "POST", "/api/v1/experiments/by%20name/start") == (200, {"status": "running"})
-    status, body = request(api, "POST", "/api/v1/experiments/get-variant", {"experiment_id": "by name", "user_id": "u1"})
+    conforms("POST", E + "/get-variant", status, body)
+    assert request(api, "POST", E + "/by%20name/start") == (200, {"status": "running"})
+    conforms("POST", E + "/{id}/start", 200, {"status": "running"})
+    status, body = request(api, "POST", E + "/get-variant", {"experiment_id": "by name", "user_id": "u1"})
     assert status == 200 and body["variant"] in ("a", "b")
-    status, running = request(api, "GET", "/api/v1/experiments/?status=running")
+    conforms("POST", E + "/get-variant", status, body)
+    status, body = request(api, "POST", E + "/record-result",
+                           {"experiment_id": "by name", "user_id": "u1", "metric_name": "conversion_rate", "metric_value": 1})
+    assert (status, body) == (200, {"recorded": True})
+    conforms("POST", E + "/record-result", status, body)
+    status, running = request(api, "GET", E + "/?status=running")
     assert status == 200 and "by name" in [e["name"] for e in running]
-    status, drafts = request(api, "GET", "/api/v1/experiments/?status=draft")
+    conforms("GET", E + "/", status, running)
+    status, drafts = request(api, "GET", E + "/?status=draft")
     assert "by name" not in [e["name"] for e in drafts]
-    status, body = request(api, "POST", f"/api/v1/experiments/{created['id']}/stop")
+    status, rows = request(api, "GET", E + "/by%20name/analyze")
+    assert status == 200 and {r["variant"] for r in rows} == {"a", "b"}
+    conforms("GET", E + "/{id}/analyze", status, rows)
+    status, body = request(api, "GET", E + "/by%20name/summary")
+    assert status == 200 and "by name" in body["summary"]
+    conforms("GET", E + "/{id}/summary", status, body)
+    status, body = request(api, "POST", f"{E}/{created['id']}/stop")
     assert status == 200 and body["winner"] is None
-    assert request(api, "DELETE", f"/api/v1/experiments/{created['id']}") == (204, None)
-    assert request(api, "GET", f"/api/v1/experiments/{created['id']}")[0] == 404
+    conforms("POST", E + "/{id}/stop", status, body)
+    assert request(api, "DELETE", f"{E}/{created['id']}") == (204, None)
+    conforms("DELETE", E + "/{id}", 204, None)
+    status, body = request(api, "GET", f"{E}/{created['id']}")
+    assert status == 404
+    conforms("GET", E + "/{id}", status, body)
 
 
 @pytest.mark.parametrize("method,path,body,raw,status,sqlstate,detail", [
@@ -141,7 +188,7 @@ def test_lifecycle_by_name_and_listing(api):
     ("POST", "/api/v1/experiments/running/start", None, None, 409, "55000", "already running"),
     ("POST", "/api/v1/experiments/", definition("errors"), None, 409, "42710", 'experiment "errors" already exists'),
 ])
-def test_errors_map_to_status_codes(api, method, path, body, raw, status, sqlstate, detail):
+def test_errors_map_to_documented_status_codes(api, method, path, body, raw, status, sqlstate, detail):
     if request(api, "GET", "/api/v1/experiments/errors")[0] == 404:
         request(api, "POST", "/api/v1/experiments/", definition("errors"))
         request(api, "POST", "/api/v1/experiments/", definition("running"))
@@ -150,6 +197,13 @@ def test_errors_map_to_status_codes(api, method, path, body, raw, status, sqlsta
     assert got_status == status, got
     assert detail in got["detail"]
     assert got.get("sqlstate") == sqlstate
+    template = path.split("?")[0]
+    for fixed in ("/get-variant", "/record-result"):
+        if template.endswith(fixed):
+            break
+    else:
+        template = "/".join("{id}" if i == 4 and part else part for i, part in enumerate(template.split("/")))
+    conforms(method, template, got_status, got)
 
 
 def test_layered_experiments_through_the_gateway_role(api):
@@ -168,7 +222,10 @@ def test_layered_experiments_through_the_gateway_role(api):
                              "range_start": 2000, "range_end": 10000}
 
 
-def test_openapi_document_is_served(api):
+def test_openapi_document_is_served_and_valid(api):
+    from openapi_spec_validator import validate
+
     status, doc = request(api, "GET", "/api/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
+    validate(doc)
     assert "/api/v1/experiments/{id}/stop" in doc["paths"]
