@@ -179,7 +179,8 @@ struct RawDefinition {
     primary_metric: String,
     variants: Vec<RawVariant>,
     #[serde(default)]
-    min_sample_size: Option<i64>,
+    // A number rather than an integer, so that 1e20 or 2.5 get a message about the field.
+    min_sample_size: Option<f64>,
     #[serde(default)]
     metrics: Option<BTreeMap<String, MetricDef>>,
     #[serde(default)]
@@ -387,12 +388,14 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         return Err(Error::definition("traffic allocations sum to 0, so no user would be enrolled"));
     }
 
-    let min_sample_size = raw.min_sample_size.unwrap_or(DEFAULT_MIN_SAMPLE_SIZE);
-    if !(2..=1_000_000_000).contains(&min_sample_size) {
+    let min_sample_size = raw.min_sample_size.unwrap_or(DEFAULT_MIN_SAMPLE_SIZE as f64);
+    if !(2.0..=1e9).contains(&min_sample_size) || min_sample_size.fract() != 0.0 {
         return Err(Error::definition(format!(
-            "min_sample_size is {min_sample_size}, must be between 2 and 1000000000 (the t-test needs two users per variant)"
+            "min_sample_size is {}, must be a whole number between 2 and 1000000000 (the t-test needs two users per variant)",
+            short_float(min_sample_size)
         )));
     }
+    let min_sample_size = min_sample_size as i64;
     let alpha = raw.alpha.unwrap_or(DEFAULT_ALPHA);
     if !(alpha > 0.0 && alpha < 1.0) {
         return Err(Error::definition(format!("alpha is {alpha}, must be between 0 and 1 (exclusive)")));
@@ -589,7 +592,9 @@ mod tests {
                 "config of variant \"Treatment\" must be a JSON object",
             ),
             (Box::new(|b| b["variants"] = json!([b["variants"][0].clone()])), "at least 2 variants"),
-            (Box::new(|b| b["min_sample_size"] = json!(1)), "min_sample_size is 1"),
+            (Box::new(|b| b["min_sample_size"] = json!(1)), "min_sample_size is 1,"),
+            (Box::new(|b| b["min_sample_size"] = json!(2.5)), "min_sample_size is 2.5,"),
+            (Box::new(|b| b["min_sample_size"] = json!(1e20)), "min_sample_size is 1e20,"),
             (Box::new(|b| b["alpha"] = json!(1.5)), "alpha is 1.5"),
             (Box::new(|b| b["metrics"] = json!({"x": {"aggregation": "median"}})), "unknown value `median`"),
             (Box::new(|b| b["metrics"] = json!({"x": {"direction": "up"}})), "unknown value `up`"),

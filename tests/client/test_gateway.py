@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BINARY = os.environ.get("AB_GATEWAY_BIN", os.path.join(ROOT, "target", "debug", "ab-gateway"))
 DB = "ab_gateway_test"
 ROLE = "ab_gateway_test_role"
+APP_ROLE = "ab_gateway_test_app"
 
 
 def free_port():
@@ -25,36 +26,50 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def api():
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
-        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone():
-            c.execute(f"CREATE ROLE {ROLE} LOGIN")
-    with psycopg.connect(conninfo(DB), autocommit=True) as c:
-        c.execute("CREATE EXTENSION ab_testing")
-        # The gateway runs with the administrator's grants, not as a superuser.
-        c.execute("SELECT ab_grant_admin(%s)", (ROLE,))
+def start_gateway(role):
     port = free_port()
-    url = psycopg.conninfo.make_conninfo(conninfo(DB), user=ROLE)
+    url = psycopg.conninfo.make_conninfo(conninfo(DB), user=role)
     proc = subprocess.Popen([BINARY], env={**os.environ, "AB_GATEWAY_DATABASE_URL": url,
                                            "AB_GATEWAY_LISTEN": f"127.0.0.1:{port}", "AB_GATEWAY_POOL_SIZE": "4"})
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
             urllib.request.urlopen(base + "/health", timeout=1)
-            break
+            return proc, base
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("ab-gateway did not come up")
-    yield base
+    proc.kill()
+    pytest.fail("ab-gateway did not come up")
+
+
+def stop_gateway(proc):
     proc.terminate()
     assert proc.wait(timeout=10) == 0
+
+
+@pytest.fixture(scope="module")
+def database():
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {DB}")
+        for role in (ROLE, APP_ROLE):
+            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                c.execute(f"CREATE ROLE {role} LOGIN")
+    with psycopg.connect(conninfo(DB), autocommit=True) as c:
+        c.execute("CREATE EXTENSION ab_testing")
+        # The gateway runs with the administrator's grants, not as a superuser.
+        c.execute("SELECT ab_grant_admin(%s)", (ROLE,))
+        c.execute("SELECT ab_grant_app(%s)", (APP_ROLE,))
+    yield
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def api(database):
+    proc, base = start_gateway(ROLE)
+    yield base
+    stop_gateway(proc)
 
 
 OPENAPI = json.load(open(os.path.join(ROOT, "gateway", "openapi.json")))
@@ -222,6 +237,30 @@ def test_layered_experiments_through_the_gateway_role(api):
                              "range_start": 2000, "range_end": 10000}
 
 
+def test_numbers_pass_through_exactly(api):
+    """Configs, attributes and metric values keep every digit on the way through the gateway."""
+    raw = (b'{"name": "digits", "experiment_type": "ui", "primary_metric": "m", '
+           b'"target_segments": {"score": {"gte": 0.10000000000000000000001}}, "variants": ['
+           b'{"name": "a", "is_control": true, "traffic_allocation": 100, '
+           b'"config": {"id": 123456789012345678901234567890, "p": 0.0009595422392661621}}, '
+           b'{"name": "b", "traffic_allocation": 0}]}')
+    assert request(api, "POST", "/api/v1/experiments/", raw=raw)[0] == 201
+    request(api, "POST", "/api/v1/experiments/digits/start")
+    req = urllib.request.Request(api + "/api/v1/experiments/get-variant", method="POST",
+                                 data=b'{"experiment_id": "digits", "user_id": "u", "user_attributes": {"score": 0.10000000000000000000002}}')
+    with urllib.request.urlopen(req) as r:
+        text = r.read().decode()
+    assert '"id":123456789012345678901234567890' in text and '"p":0.0009595422392661621' in text
+    status, body = request(api, "POST", "/api/v1/experiments/get-variant",
+                           raw=b'{"experiment_id": "digits", "user_id": "v", "user_attributes": {"score": 0.09}}')
+    assert (status, body) == (200, {"variant": None})
+    request(api, "POST", "/api/v1/experiments/record-result",
+            raw=b'{"experiment_id": "digits", "user_id": "u", "metric_name": "m", "metric_value": 0.0009595422392661621}')
+    with psycopg.connect(conninfo(DB)) as c:
+        assert c.execute("SELECT metric_value FROM ab_results r JOIN ab_experiments e ON e.id = r.experiment_id "
+                         "WHERE e.name = 'digits'").fetchone()[0] == 0.0009595422392661621
+
+
 def test_openapi_document_is_served_and_valid(api):
     from openapi_spec_validator import validate
 
@@ -229,3 +268,21 @@ def test_openapi_document_is_served_and_valid(api):
     assert status == 200 and doc["openapi"].startswith("3.")
     validate(doc)
     assert "/api/v1/experiments/{id}/stop" in doc["paths"]
+
+
+def test_a_gateway_with_application_rights_assigns_and_records_only(api):
+    request(api, "POST", "/api/v1/experiments/", definition("app rights"))
+    request(api, "POST", "/api/v1/experiments/app%20rights/start")
+    proc, app = start_gateway(APP_ROLE)
+    try:
+        status, body = request(app, "POST", "/api/v1/experiments/get-variant", {"experiment_id": "app rights", "user_id": "u"})
+        assert status == 200 and body["variant"] in ("a", "b")
+        status, body = request(app, "POST", "/api/v1/experiments/record-result",
+                               {"experiment_id": "app rights", "user_id": "u", "metric_name": "m", "metric_value": 2})
+        assert (status, body) == (200, {"recorded": True})
+        for method, path in [("POST", "/api/v1/experiments/"), ("POST", "/api/v1/experiments/app%20rights/stop"),
+                             ("DELETE", "/api/v1/experiments/app%20rights"), ("GET", "/api/v1/experiments/app%20rights/analyze")]:
+            status, body = request(app, method, path, definition("denied") if method == "POST" else None)
+            assert (status, body["sqlstate"]) == (403, "42501"), (method, path, body)
+    finally:
+        stop_gateway(proc)

@@ -52,3 +52,17 @@ SELECT name, is_control, traffic_allocation FROM ab_variants ORDER BY position;
 SELECT expect_error($$SELECT ab_create_experiment('{"name": "options", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
 SELECT ab_delete_experiment('options');
 DROP TABLE defs;
+
+-- Numbers in configs and targeting come back exactly as given: jsonb keeps any precision, and
+-- so does the extension (no trip through a 64-bit float).
+SELECT ab_create_experiment('{"name": "fidelity", "experiment_type": "ui", "primary_metric": "m",
+  "target_segments": {"score": {"gte": 0.10000000000000000000001}},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 100,
+                "config": {"id": 123456789012345678901234567890, "p": 0.0009595422392661621, "x": 1e-7}},
+               {"name": "b", "traffic_allocation": 0}]}') > 0 AS created;
+SELECT ab_start_experiment('fidelity');
+SELECT ab_get_experiment('fidelity') -> 'variants' -> 0 -> 'config' AS stored,
+       ab_get_experiment('fidelity') -> 'target_segments' AS targeting,
+       ab_get_variant('fidelity', 'u1', '{"score": 0.2}') -> 'config' AS returned;
+SELECT ab_stop_experiment('fidelity') ->> 'status' AS status;
+SELECT ab_delete_experiment('fidelity');

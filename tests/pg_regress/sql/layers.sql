@@ -101,10 +101,12 @@ SELECT expect_error($$SELECT ab_layer_group('checkout', '')$$);
 SELECT expect_error($$UPDATE ab_layers SET holdout_percentage = 20 WHERE name = 'checkout'$$);
 SELECT expect_error($$UPDATE ab_layers SET salt = 'other' WHERE name = 'checkout'$$);
 -- Edits by hand are checked at commit too.
-SELECT expect_error($$UPDATE ab_layer_experiments SET range_start = 1500, range_end = 2500
-    WHERE experiment_id = (SELECT id FROM ab_experiments WHERE name = 'exp2'); SET CONSTRAINTS ALL IMMEDIATE$$);
-SELECT expect_error($$UPDATE ab_layer_experiments SET range_start = 500
-    WHERE experiment_id = (SELECT id FROM ab_experiments WHERE name = 'exp1'); SET CONSTRAINTS ALL IMMEDIATE$$);
+SELECT regexp_replace(expect_error($$UPDATE ab_layer_experiments SET range_start = 1500, range_end = 2500
+    WHERE experiment_id = (SELECT id FROM ab_experiments WHERE name = 'exp2'); SET CONSTRAINTS ALL IMMEDIATE$$),
+    'id \d+', 'id N') AS expect_error;
+SELECT regexp_replace(expect_error($$UPDATE ab_layer_experiments SET range_start = 500
+    WHERE experiment_id = (SELECT id FROM ab_experiments WHERE name = 'exp1'); SET CONSTRAINTS ALL IMMEDIATE$$),
+    'id \d+', 'id N') AS expect_error;
 SELECT count(*) = :experiments_before AS nothing_written FROM ab_experiments;
 SELECT count(*) AS layers FROM ab_layers;
 

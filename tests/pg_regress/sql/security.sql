@@ -40,7 +40,7 @@ SET ROLE ab_app;
 SELECT ab_get_variant('secure', 'u' || g) ->> 'variant' AS variant FROM generate_series(1, 4) g;
 SELECT ab_record_result('secure', 'resolution_rate', g % 2, 'u' || g) FROM generate_series(1, 4) g;
 SELECT ab_get_experiment('secure') ->> 'status' AS status;
-SELECT name, status FROM ab_experiment_overview;
+SELECT name, status FROM ab_experiment_overview ORDER BY name;
 SELECT expect_error($$DELETE FROM ab_results$$);
 SELECT expect_error($$UPDATE ab_results SET metric_value = 0$$);
 SELECT expect_error($$UPDATE ab_variants SET traffic_allocation = 90$$);
