@@ -95,6 +95,7 @@ SELECT pg_catalog.pg_extension_config_dump('ab_layers', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_layers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_layer_experiments', '');
 
+COMMENT ON COLUMN ab_audit.detail IS 'The declared winner of a stop; the type of a creation, and the layer and range an experiment was placed in.';
 COMMENT ON TABLE ab_layers IS 'Layers of mutually exclusive experiments, each with a holdout kept out of all of them; made by ab_create_layer.';
 COMMENT ON COLUMN ab_layers.name IS 'Unique name, as given in an experiment definition''s "layer".';
 COMMENT ON COLUMN ab_layers.description IS 'Free text.';

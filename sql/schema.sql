@@ -369,7 +369,7 @@ COMMENT ON TABLE ab_audit IS 'Who created, started, stopped or deleted each expe
 COMMENT ON COLUMN ab_audit.experiment_id IS 'ab_experiments.id of the experiment (which may no longer exist).';
 COMMENT ON COLUMN ab_audit.experiment_name IS 'The experiment''s name at the time.';
 COMMENT ON COLUMN ab_audit.action IS 'created, started, stopped or deleted.';
-COMMENT ON COLUMN ab_audit.detail IS 'The declared winner of a stop; the type of a creation.';
+COMMENT ON COLUMN ab_audit.detail IS 'The declared winner of a stop; the type of a creation, and the layer and range an experiment was placed in.';
 COMMENT ON COLUMN ab_audit.role_name IS 'The role that made the change (current_user).';
 COMMENT ON COLUMN ab_audit.session_role IS 'The role that logged in (session_user).';
 COMMENT ON COLUMN ab_audit.at IS 'When the change was made.';

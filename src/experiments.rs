@@ -139,7 +139,15 @@ fn ab_create_experiment(definition: RawJsonb) -> i64 {
                 )
                 .or_raise();
         }
-        audit(client, &nsp, id, &spec.name, "created", json!({"experiment_type": spec.experiment_type}));
+        let mut detail = json!({"experiment_type": spec.experiment_type});
+        if let (Some(p), Some(layer)) = (&placement, &spec.layer) {
+            detail["layer"] = json!({
+                "name": layer.name,
+                "range_start": p.range.map(|r| r.0),
+                "range_end": p.range.map(|r| r.1),
+            });
+        }
+        audit(client, &nsp, id, &spec.name, "created", detail);
         id
     });
     invalidate_local();

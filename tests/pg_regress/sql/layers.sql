@@ -21,6 +21,8 @@ SELECT e.name, e.salt = 'layer-salt-1' AS layer_salt, m.range_start, m.range_end
 FROM ab_layer_experiments m JOIN ab_experiments e ON e.id = m.experiment_id ORDER BY m.range_start NULLS FIRST;
 SELECT name, holdout_percentage, allocated_percentage, free_percentage, jsonb_array_length(experiments) AS experiments
 FROM ab_layer_overview;
+SELECT experiment_name, detail FROM ab_audit
+WHERE action = 'created' AND experiment_name IN ('exp2', 'checkout holdout') ORDER BY id;
 SELECT ab_get_experiment('exp2') -> 'layer' AS layer, ab_get_experiment('checkout holdout') -> 'layer' AS holdout_layer;
 
 -- 20000 users ask every experiment of the layer.
