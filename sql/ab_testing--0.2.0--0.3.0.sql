@@ -1,4 +1,5 @@
--- ab_testing 0.2.0 -> 0.3.0: layers of mutually exclusive experiments with holdouts
+-- ab_testing 0.2.0 -> 0.3.0: allocations with two decimals that float8 cannot hold exactly
+-- (0.29) pass the check; layers of mutually exclusive experiments with holdouts
 -- (ab_layers, ab_layer_experiments, ab_create_layer, ab_delete_layer, ab_layer_group,
 -- ab_layer_overview), the layer in ab_get_experiment, and the layer objects in the grant
 -- functions. Everything here is also in the fresh-install sources (sql/schema.sql,
@@ -6,6 +7,13 @@
 -- matches a fresh install object by object.
 
 \echo Use "ALTER EXTENSION ab_testing UPDATE TO '0.3.0'" to load this file. \quit
+-- Allocations such as 0.29 are 28.999999999999996 when multiplied by 100 in float8: the
+-- two-decimals check allows for that.
+ALTER TABLE ab_variants DROP CONSTRAINT ab_variants_traffic_allocation_check;
+ALTER TABLE ab_variants ADD CONSTRAINT ab_variants_traffic_allocation_check
+    CHECK (traffic_allocation >= 0 AND traffic_allocation <= 100
+           AND abs(traffic_allocation * 100 - round(traffic_allocation * 100)) < 1e-6);
+
 -- Layers: the experiments of one layer never share a user. A user's layer point (the same
 -- hash as an experiment's bucket, with the layer's salt) below the holdout keeps the user
 -- out of every experiment of the layer; each experiment owns a range of the points above it.
@@ -15,7 +23,7 @@ CREATE TABLE ab_layers (
     description         text NOT NULL DEFAULT '',
     holdout_percentage  float8 NOT NULL DEFAULT 0
                         CHECK (holdout_percentage >= 0 AND holdout_percentage < 100
-                               AND holdout_percentage * 100 = round(holdout_percentage * 100)),
+                               AND abs(holdout_percentage * 100 - round(holdout_percentage * 100)) < 1e-6),
     salt                text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -185,7 +193,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF holdout_percentage IS NULL OR NOT (holdout_percentage >= 0 AND holdout_percentage < 100)
-       OR holdout_percentage * 100 <> round(holdout_percentage * 100) THEN
+       OR abs(holdout_percentage * 100 - round(holdout_percentage * 100)) >= 1e-6 THEN
         RAISE EXCEPTION 'holdout_percentage is %, must be at least 0 and below 100 with at most two decimals',
             coalesce(holdout_percentage::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';

@@ -87,7 +87,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF holdout_percentage IS NULL OR NOT (holdout_percentage >= 0 AND holdout_percentage < 100)
-       OR holdout_percentage * 100 <> round(holdout_percentage * 100) THEN
+       OR abs(holdout_percentage * 100 - round(holdout_percentage * 100)) >= 1e-6 THEN
         RAISE EXCEPTION 'holdout_percentage is %, must be at least 0 and below 100 with at most two decimals',
             coalesce(holdout_percentage::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';

@@ -42,7 +42,7 @@ CREATE TABLE ab_variants (
     is_control          boolean NOT NULL DEFAULT false,
     traffic_allocation  float8 NOT NULL
                         CHECK (traffic_allocation >= 0 AND traffic_allocation <= 100
-                               AND traffic_allocation * 100 = round(traffic_allocation * 100)),
+                               AND abs(traffic_allocation * 100 - round(traffic_allocation * 100)) < 1e-6),
     config              jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(config) = 'object'),
     UNIQUE (experiment_id, name),
     UNIQUE (experiment_id, position)
@@ -172,7 +172,7 @@ CREATE TABLE ab_layers (
     description         text NOT NULL DEFAULT '',
     holdout_percentage  float8 NOT NULL DEFAULT 0
                         CHECK (holdout_percentage >= 0 AND holdout_percentage < 100
-                               AND holdout_percentage * 100 = round(holdout_percentage * 100)),
+                               AND abs(holdout_percentage * 100 - round(holdout_percentage * 100)) < 1e-6),
     salt                text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
 );

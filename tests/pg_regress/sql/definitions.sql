@@ -66,3 +66,15 @@ SELECT ab_get_experiment('fidelity') -> 'variants' -> 0 -> 'config' AS stored,
        ab_get_variant('fidelity', 'u1', '{"score": 0.2}') -> 'config' AS returned;
 SELECT ab_stop_experiment('fidelity') ->> 'status' AS status;
 SELECT ab_delete_experiment('fidelity');
+
+-- Two decimals that float8 holds only approximately (0.29 * 100 = 28.999999999999996).
+SELECT ab_create_experiment('{"name": "small", "experiment_type": "ui", "primary_metric": "m",
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 0.29},
+               {"name": "b", "traffic_allocation": 0.57}]}') > 0 AS created;
+SELECT name, traffic_allocation FROM ab_variants WHERE experiment_id = (SELECT id FROM ab_experiments WHERE name = 'small')
+ORDER BY position;
+UPDATE ab_variants SET traffic_allocation = 1.13
+WHERE experiment_id = (SELECT id FROM ab_experiments WHERE name = 'small') AND name = 'b';
+SELECT expect_error($$UPDATE ab_variants SET traffic_allocation = 1.135 WHERE name = 'b'
+    AND experiment_id = (SELECT id FROM ab_experiments WHERE name = 'small')$$);
+SELECT ab_delete_experiment('small');

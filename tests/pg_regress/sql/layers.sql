@@ -112,6 +112,10 @@ SELECT regexp_replace(expect_error($$UPDATE ab_layer_experiments SET range_start
 SELECT count(*) = :experiments_before AS nothing_written FROM ab_experiments;
 SELECT count(*) AS layers FROM ab_layers;
 
+-- Holdouts with two decimals that float8 holds only approximately.
+SELECT ab_create_layer('small holdout', 0.29) > 0 AS created;
+SELECT ab_delete_layer('small holdout');
+
 -- A layer is deleted once its experiments are.
 SELECT ab_stop_experiment('ramped') ->> 'status' AS status;
 SELECT ab_delete_experiment('ramped');
