@@ -261,6 +261,28 @@ def test_numbers_pass_through_exactly(api):
                          "WHERE e.name = 'digits'").fetchone()[0] == 0.0009595422392661621
 
 
+def test_concurrent_requests_share_the_pool_and_stay_sticky(api):
+    """Sixteen clients on a pool of four connections: every call answers, and each user keeps
+    the variant of their first answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    request(api, "POST", "/api/v1/experiments/", definition("busy"))
+    request(api, "POST", "/api/v1/experiments/busy/start")
+
+    def ask(i):
+        return request(api, "POST", "/api/v1/experiments/get-variant", {"experiment_id": "busy", "user_id": f"u{i % 100}"})
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, range(800)))
+    assert all(status == 200 and body["variant"] in ("a", "b") for status, body in answers)
+    first = {}
+    for i, (_, body) in enumerate(answers):
+        assert first.setdefault(i % 100, body["variant"]) == body["variant"]
+    with psycopg.connect(conninfo(DB)) as c:
+        assert c.execute("SELECT count(*) FROM ab_assignments a JOIN ab_experiments e ON e.id = a.experiment_id "
+                         "WHERE e.name = 'busy'").fetchone()[0] == 100
+
+
 def test_openapi_document_is_served_and_valid(api):
     from openapi_spec_validator import validate
 
