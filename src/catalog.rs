@@ -71,6 +71,46 @@ pub struct ExperimentRow {
     pub power: f64,
 }
 
+/// A layer, as ab_create_experiment and ab_layer_group need it.
+pub struct LayerRow {
+    pub id: i64,
+    pub salt: String,
+    /// The holdout in basis points: layer points below it are held out.
+    pub holdout_bp: u32,
+}
+
+fn layer_row(table: SpiTupleTable<'_>, name: &str) -> LayerRow {
+    if table.is_empty() {
+        crate::errors::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("layer \"{name}\" does not exist"),
+            Some("create it with ab_create_layer; ab_layer_overview lists the layers".into()),
+        );
+    }
+    let row = table.first();
+    LayerRow {
+        id: row.get(1).or_raise().unwrap(),
+        salt: row.get(2).or_raise().unwrap(),
+        holdout_bp: row.get::<i32>(3).or_raise().unwrap() as u32,
+    }
+}
+
+const LAYER_COLUMNS: &str = "id, salt, round(holdout_percentage * 100)::integer";
+
+/// The layer of that name; raises `layer "x" does not exist` when absent.
+pub fn get_layer(client: &SpiClient<'_>, nsp: &str, name: &str) -> LayerRow {
+    let sql = format!("SELECT {LAYER_COLUMNS} FROM {nsp}.ab_layers WHERE name = $1");
+    layer_row(client.select(sql.as_str(), Some(1), &[name.into()]).or_raise(), name)
+}
+
+/// Like `get_layer`, and the layer's row stays locked until the transaction ends. The row is
+/// updated rather than only locked, so that a REPEATABLE READ transaction racing for it fails
+/// instead of working from a snapshot without the other's changes.
+pub fn lock_layer(client: &mut SpiClient<'_>, nsp: &str, name: &str) -> LayerRow {
+    let sql = format!("UPDATE {nsp}.ab_layers SET name = name WHERE name = $1 RETURNING {LAYER_COLUMNS}");
+    layer_row(client.update(sql.as_str(), Some(1), &[name.into()]).or_raise(), name)
+}
+
 #[derive(Debug, Clone)]
 pub struct VariantRow {
     pub id: i64,

@@ -161,36 +161,15 @@ struct Placement {
     range: Option<(u32, u32)>,
 }
 
-/// Finds room for a new experiment in its layer. The layer's row stays locked (and is
-/// updated, so that REPEATABLE READ transactions racing for it fail rather than overlap) until
-/// the transaction ends: experiments join a layer one at a time.
+/// Finds room for a new experiment in its layer. The layer's row stays locked until the
+/// transaction ends: experiments join a layer one at a time.
 fn place_in_layer(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, spec: &ExperimentSpec) -> Placement {
     let layer = spec.layer.as_ref().expect("called for layered experiments");
     if !catalog::has_table(client, nsp, "ab_layers") {
         wrong_state("layers need version 0.3.0 of the ab_testing schema", "run ALTER EXTENSION ab_testing UPDATE");
     }
-    let table = client
-        .update(
-            format!(
-                "UPDATE {nsp}.ab_layers SET name = name WHERE name = $1 \
-                 RETURNING id, salt, round(holdout_percentage * 100)::integer"
-            )
-            .as_str(),
-            Some(1),
-            &[layer.name.as_str().into()],
-        )
-        .or_raise();
-    if table.is_empty() {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("layer \"{}\" does not exist", layer.name),
-            Some("create it with ab_create_layer; ab_layer_overview lists the layers".into()),
-        );
-    }
-    let row = table.first();
-    let layer_id: i64 = row.get(1).or_raise().unwrap();
-    let layer_salt: String = row.get(2).or_raise().unwrap();
-    let holdout_bp = row.get::<i32>(3).or_raise().unwrap() as u32;
+    let catalog::LayerRow { id: layer_id, salt: layer_salt, holdout_bp } =
+        catalog::lock_layer(client, nsp, &layer.name);
     let percent = |bp: u32| bp as f64 / 100.0;
     match layer.role {
         LayerRole::Holdout => {

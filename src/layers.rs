@@ -4,11 +4,10 @@
 
 use ab_core::bucketing::point;
 use pgrx::prelude::*;
-use pgrx::PgSqlErrorCode;
 
 use crate::assignment::check_id;
 use crate::catalog;
-use crate::errors::{raise, SpiExt};
+use crate::errors::SpiExt;
 
 /// Where a user falls in a layer: 'holdout', the name of the draft or running experiment that
 /// owns the user's layer point, or NULL when no experiment owns it.
@@ -17,29 +16,9 @@ fn ab_layer_group(layer: &str, user_id: &str) -> Option<String> {
     check_id("user_id", user_id);
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
-        let table = client
-            .select(
-                format!(
-                    "SELECT id, salt, round(holdout_percentage * 100)::integer FROM {nsp}.ab_layers WHERE name = $1"
-                )
-                .as_str(),
-                Some(1),
-                &[layer.into()],
-            )
-            .or_raise();
-        if table.is_empty() {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("layer \"{layer}\" does not exist"),
-                Some("ab_layer_overview lists the layers".into()),
-            );
-        }
-        let row = table.first();
-        let id: i64 = row.get(1).or_raise().unwrap();
-        let salt: String = row.get(2).or_raise().unwrap();
-        let holdout = row.get::<i32>(3).or_raise().unwrap();
-        let p = point(&salt, user_id) as i32;
-        if p < holdout {
+        let catalog::LayerRow { id, salt, holdout_bp } = catalog::get_layer(client, &nsp, layer);
+        let p = point(&salt, user_id);
+        if p < holdout_bp {
             return Some("holdout".to_string());
         }
         let owner = client
@@ -50,7 +29,7 @@ fn ab_layer_group(layer: &str, user_id: &str) -> Option<String> {
                 )
                 .as_str(),
                 Some(1),
-                &[id.into(), p.into()],
+                &[id.into(), (p as i32).into()],
             )
             .or_raise();
         if owner.is_empty() {

@@ -13,34 +13,30 @@
 
 use crate::bucketing::BUCKETS;
 
-/// The first start of a free range `width` wide within [low, BUCKETS), given the ranges
-/// already taken (in any order; they may lie anywhere).
-pub fn first_fit(taken: &[(u32, u32)], low: u32, width: u32) -> Option<u32> {
+/// The free ranges of [low, BUCKETS), in order, given the ranges already taken (in any order;
+/// they may lie anywhere).
+fn gaps(taken: &[(u32, u32)], low: u32) -> Vec<(u32, u32)> {
     let mut taken: Vec<(u32, u32)> = taken.iter().copied().filter(|&(s, e)| e > low && s < e).collect();
     taken.sort_unstable();
+    let mut free = Vec::new();
     let mut start = low;
-    for (s, e) in taken {
-        if s >= start && s - start >= width {
-            return Some(start);
+    for (s, e) in taken.into_iter().chain(std::iter::once((BUCKETS, BUCKETS))) {
+        if s > start {
+            free.push((start, s));
         }
         start = start.max(e);
     }
-    (start <= BUCKETS && BUCKETS - start >= width).then_some(start)
+    free
+}
+
+/// The first start of a free range `width` wide within [low, BUCKETS).
+pub fn first_fit(taken: &[(u32, u32)], low: u32, width: u32) -> Option<u32> {
+    gaps(taken, low).into_iter().find(|&(s, e)| e - s >= width).map(|(s, _)| s)
 }
 
 /// Free basis points of [low, BUCKETS), and the widest free range.
 pub fn free_space(taken: &[(u32, u32)], low: u32) -> (u32, u32) {
-    let mut taken: Vec<(u32, u32)> = taken.iter().copied().filter(|&(s, e)| e > low && s < e).collect();
-    taken.sort_unstable();
-    let (mut free, mut widest, mut start) = (0u32, 0u32, low);
-    for (s, e) in taken.into_iter().chain(std::iter::once((BUCKETS, BUCKETS))) {
-        if s > start {
-            free += s - start;
-            widest = widest.max(s - start);
-        }
-        start = start.max(e);
-    }
-    (free, widest)
+    gaps(taken, low).into_iter().fold((0, 0), |(free, widest), (s, e)| (free + e - s, widest.max(e - s)))
 }
 
 #[cfg(test)]

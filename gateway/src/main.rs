@@ -135,12 +135,16 @@ impl Experiment {
     }
 }
 
-/// Runs one statement and returns its single jsonb value.
-async fn call(db: &Db, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
+/// Runs one statement and returns its single row.
+async fn run(db: &Db, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<tokio_postgres::Row, ApiError> {
     let client = db.get().await?;
     let statement = client.prepare_cached(sql).await?;
-    let row = client.query_one(&statement, params).await?;
-    Ok(row.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
+    Ok(client.query_one(&statement, params).await?)
+}
+
+/// Runs one statement and returns its single jsonb value.
+async fn call(db: &Db, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
+    Ok(run(db, sql, params).await?.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
 }
 
 fn parse_body(bytes: &Bytes) -> Result<Value, ApiError> {
@@ -196,15 +200,13 @@ async fn get_experiment(State(db): State<Db>, Path(id): Path<String>) -> Result<
 
 async fn delete_experiment(State(db): State<Db>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let e = Experiment::from_path(id);
-    let client = db.get().await?;
-    client.execute(&format!("SELECT ab_delete_experiment({})", e.arg()), &[e.param()]).await?;
+    run(&db, &format!("SELECT ab_delete_experiment({})", e.arg()), &[e.param()]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn start_experiment(State(db): State<Db>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let e = Experiment::from_path(id);
-    let client = db.get().await?;
-    client.execute(&format!("SELECT ab_start_experiment({})", e.arg()), &[e.param()]).await?;
+    run(&db, &format!("SELECT ab_start_experiment({})", e.arg()), &[e.param()]).await?;
     Ok(Json(json!({"status": "running"})))
 }
 
@@ -269,8 +271,7 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn health(State(db): State<Db>) -> Result<Json<Value>, ApiError> {
-    let client = db.get().await?;
-    client.query_one("SELECT 1", &[]).await?;
+    run(&db, "SELECT 1", &[]).await?;
     Ok(Json(json!({"status": "ok"})))
 }
 
