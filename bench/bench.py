@@ -183,6 +183,47 @@ def analysis(sizes, repeat):
     return rows
 
 
+BARE_COVARIATES = """SELECT u.variant_id, count(*), avg(u.v), var_samp(u.v), avg(c.value), covar_samp(u.v, c.value) FROM (
+  SELECT variant_id, user_id, avg(metric_value) AS v FROM ab_results
+  WHERE experiment_id = %s AND metric_name = 'score' GROUP BY variant_id, user_id) u
+LEFT JOIN ab_covariates c ON c.experiment_id = %s AND c.metric_name = 'score' AND c.user_id = u.user_id
+GROUP BY u.variant_id"""
+
+
+def covariates(users, repeat):
+    """A fresh experiment (never analysed by ANALYZE, so estimated at a handful of rows) whose
+    users each have one result and one covariate: ab_analyze must stay linear."""
+    name = f"covariates {users}"
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        c.execute("SELECT ab_stop_experiment(id) FROM ab_experiments WHERE name = %s AND status = 'running'", (name,))
+        c.execute("SELECT ab_delete_experiment(id) FROM ab_experiments WHERE name = %s", (name,))
+        exp = c.execute(
+            "SELECT ab_create_experiment(jsonb_build_object('name', %s::text, 'experiment_type', 'prompt', "
+            "'primary_metric', 'score', 'salt', 'covariates', 'variants', jsonb_build_array("
+            "jsonb_build_object('name', 'a', 'is_control', true, 'traffic_allocation', 50), "
+            "jsonb_build_object('name', 'b', 'traffic_allocation', 50))))", (name,)).fetchone()[0]
+        c.execute("SELECT ab_start_experiment(%s)", (exp,))
+        va, vb = [r[0] for r in c.execute(
+            "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (exp,)).fetchall()]
+        c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id) "
+                  "SELECT %s, 'c' || g, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END FROM generate_series(1, %s) g",
+                  (exp, va, vb, users))
+        c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                  "SELECT %s, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, 'c' || g, 'score', (g %% 97) / 10.0 "
+                  "FROM generate_series(1, %s) g", (exp, va, vb, users))
+        c.execute("INSERT INTO ab_covariates (experiment_id, user_id, metric_name, value) "
+                  "SELECT %s, 'c' || g, 'score', (g %% 89) / 10.0 FROM generate_series(1, %s) g", (exp, users))
+    fresh, _ = timed("SELECT * FROM ab_analyze(%s)", (exp,), 0, 1)
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        c.execute("VACUUM ANALYZE ab_results, ab_covariates, ab_assignments")
+    analysed, _ = timed("SELECT * FROM ab_analyze(%s)", (exp,), 0, repeat)
+    bare, _ = timed(BARE_COVARIATES, (exp, exp), 0, repeat)
+    label = f"{users / 1e3:g}k users with covariates"
+    print(f"  {label:40} ab_analyze fresh {fresh:6.2f} s, after ANALYZE {analysed:6.2f} s   "
+          f"bare join after ANALYZE {bare:6.2f} s", flush=True)
+    return [(label, fresh, analysed, bare)]
+
+
 def pg_version():
     with psycopg.connect(conninfo()) as c:
         return c.execute("SHOW server_version").fetchone()[0]
@@ -197,6 +238,8 @@ def main():
     ap.add_argument("--skip-hot-path", action="store_true")
     ap.add_argument("--only", help="run only the hot-path cases whose name contains this")
     ap.add_argument("--sizes", default="200000x5,2000000x5", help="users x results per user, comma separated")
+    ap.add_argument("--covariate-users", type=int, default=200000,
+                    help="users of the fresh experiment with covariates (0 to skip)")
     args = ap.parse_args()
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone():
@@ -212,6 +255,7 @@ def main():
     hot = [] if args.skip_hot_path else (print("hot path (pgbench -M prepared -c 2 -j 2):"), hot_path(args.seconds, args.rounds, args.only))[1]
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     ana = [] if args.skip_analysis else (print("analysis:"), analysis(sizes, args.repeat))[1]
+    cov = [] if args.skip_analysis or not args.covariate_users else covariates(args.covariate_users, args.repeat)
     print("\n| case | tps | baseline | baseline tps | ratio |\n| --- | ---: | --- | ---: | ---: |")
     for case, c, base, b, r in hot:
         print(f"| {case} | {c:.0f} | {base} | {b:.0f} | {r:.2f} |")
@@ -226,6 +270,11 @@ def main():
         print("\n| analysis | ab_analyze | bare GROUP BY | ratio | peak memory (ab_analyze / bare) |\n| --- | ---: | ---: | ---: | ---: |")
         for label, a, b, r, am, bm in ana:
             print(f"| {label} | {a:.2f} s | {b:.2f} s | {r:.2f} | {am / 1024:.1f} / {bm / 1024:.1f} MiB |")
+    if cov:
+        print("\n| covariates | ab_analyze, fresh (no ANALYZE) | ab_analyze after ANALYZE | bare join after ANALYZE |\n"
+              "| --- | ---: | ---: | ---: |")
+        for label, fresh, analysed, bare in cov:
+            print(f"| {label} | {fresh:.2f} s | {analysed:.2f} s | {bare:.2f} s |")
 
 
 if __name__ == "__main__":

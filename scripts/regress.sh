@@ -8,7 +8,7 @@ PORT=${PGPORT:-5499}
 OUT=target/regress
 mkdir -p "$OUT"
 chmod 777 "$OUT"
-TESTS=(install lifecycle definitions assignment results analysis statistics security hostile dashboards layers)
+TESTS=(install lifecycle definitions assignment results analysis statistics security hostile hardening dashboards layers)
 /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
     --bindir=/usr/lib/postgresql/15/bin \
     --inputdir=tests/pg_regress --outputdir="$OUT" \

@@ -8,6 +8,9 @@ AS $$
 DECLARE
     e @extschema@.ab_experiments;
 BEGIN
+    IF experiment IS NULL THEN
+        RAISE EXCEPTION 'experiment must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     SELECT * INTO e FROM @extschema@.ab_experiments WHERE id = experiment;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'experiment with id % does not exist', experiment
@@ -61,7 +64,14 @@ AS $$
 DECLARE
     experiment_id bigint;
 BEGIN
+    IF experiment IS NULL THEN
+        RAISE EXCEPTION 'experiment must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     SELECT id INTO experiment_id FROM @extschema@.ab_experiments WHERE name = experiment;
+    IF NOT FOUND AND pg_catalog.getdatabaseencoding() = 'UTF8' THEN
+        -- Names are stored in NFC: another spelling of a stored name finds it too.
+        SELECT id INTO experiment_id FROM @extschema@.ab_experiments WHERE name = normalize(experiment, NFC);
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'experiment "%" does not exist', experiment
             USING ERRCODE = 'undefined_object', HINT = 'ab_experiment_overview lists the experiments';
@@ -78,29 +88,23 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     layer_id bigint;
+    layer_name text := @extschema@.ab_normalize_name('layer name', ab_create_layer.name);
 BEGIN
-    IF ab_create_layer.name IS NULL OR btrim(ab_create_layer.name) = '' THEN
-        RAISE EXCEPTION 'layer name must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF char_length(ab_create_layer.name) > 200 THEN
-        RAISE EXCEPTION 'layer name is % characters long, at most 200 are allowed', char_length(ab_create_layer.name)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF holdout_percentage IS NULL OR NOT (holdout_percentage >= 0 AND holdout_percentage < 100)
        OR abs(holdout_percentage * 100 - round(holdout_percentage * 100)) >= 1e-6 THEN
         RAISE EXCEPTION 'holdout_percentage is %, must be at least 0 and below 100 with at most two decimals',
             coalesce(holdout_percentage::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF EXISTS (SELECT 1 FROM @extschema@.ab_layers l WHERE l.name = ab_create_layer.name) THEN
-        RAISE EXCEPTION 'layer "%" already exists', ab_create_layer.name
+    IF EXISTS (SELECT 1 FROM @extschema@.ab_layers l WHERE l.name = layer_name) THEN
+        RAISE EXCEPTION 'layer "%" already exists', layer_name
             USING ERRCODE = 'duplicate_object', HINT = 'ab_layer_overview lists the layers';
     END IF;
     IF salt IS NOT NULL AND (btrim(salt) = '' OR char_length(salt) > 200) THEN
         RAISE EXCEPTION 'salt must be 1 to 200 characters long' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     INSERT INTO @extschema@.ab_layers (name, holdout_percentage, description, salt)
-    VALUES (ab_create_layer.name, holdout_percentage, coalesce(description, ''),
+    VALUES (layer_name, holdout_percentage, coalesce(description, ''),
             coalesce(salt, pg_catalog.gen_random_uuid()::text))
     RETURNING id INTO layer_id;
     RETURN layer_id;
@@ -115,7 +119,14 @@ DECLARE
     layer @extschema@.ab_layers;
     members text;
 BEGIN
+    IF ab_delete_layer.name IS NULL THEN
+        RAISE EXCEPTION 'layer must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     SELECT * INTO layer FROM @extschema@.ab_layers l WHERE l.name = ab_delete_layer.name FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT * INTO layer FROM @extschema@.ab_layers l
+         WHERE l.name = @extschema@.ab_normalize_name('layer name', ab_delete_layer.name) FOR UPDATE;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'layer "%" does not exist', ab_delete_layer.name
             USING ERRCODE = 'undefined_object', HINT = 'ab_layer_overview lists the layers';
@@ -140,6 +151,11 @@ CREATE TRIGGER ab_variants_invalidate_cache
 CREATE TRIGGER ab_layer_experiments_invalidate_cache
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab_layer_experiments
     FOR EACH STATEMENT EXECUTE FUNCTION ab_invalidate_cache();
+-- Also under session_replication_role = replica (logical replication apply, restores): a
+-- backend's cache must see every change, however it is made.
+ALTER TABLE ab_experiments ENABLE ALWAYS TRIGGER ab_experiments_invalidate_cache;
+ALTER TABLE ab_variants ENABLE ALWAYS TRIGGER ab_variants_invalidate_cache;
+ALTER TABLE ab_layer_experiments ENABLE ALWAYS TRIGGER ab_layer_experiments_invalidate_cache;
 
 COMMENT ON FUNCTION ab_create_experiment(jsonb) IS 'Creates an experiment in draft from its JSON definition; returns its id.';
 COMMENT ON FUNCTION ab_start_experiment(text) IS 'Starts a draft experiment: users are assigned and results recorded from now on.';
@@ -165,6 +181,7 @@ COMMENT ON FUNCTION ab_record_covariate(bigint, text, text, double precision) IS
 COMMENT ON FUNCTION ab_proportion_test(bigint, bigint, bigint, bigint, double precision) IS 'Two-proportion z-test (pooled z, unpooled Wald CI of diff = b - a), as statsmodels proportions_ztest.';
 COMMENT ON FUNCTION ab_srm_test(bigint[], double precision[]) IS 'Sample ratio mismatch: chi-square goodness of fit of observed counts against weights, as scipy.stats.chisquare.';
 COMMENT ON FUNCTION ab_sample_size(double precision, double precision, double precision, double precision) IS 'Users per arm to detect an absolute difference mde (two-sided, equal allocation, normal approximation).';
+COMMENT ON FUNCTION ab_normalize_name(text, text) IS 'The name in Unicode NFC, or an error saying why it cannot name an experiment, variant, metric or layer (control, invisible or bidirectional formatting characters, blank, over 200 characters).';
 COMMENT ON FUNCTION ab_adjust_p_values(double precision[], text) IS 'Adjusted p-values: holm (Holm-Bonferroni) or bh (Benjamini-Hochberg), in input order.';
 
 -- Views for dashboards (Grafana, Metabase): experiment health and the latest insights.
@@ -265,7 +282,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_get_variant(text, text, jsonb, text), '
                    '@extschema@.ab_get_variant(bigint, text, jsonb, text), '
                    '@extschema@.ab_record_result(text, text, double precision, text, text), '
@@ -298,7 +315,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
                    '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
                    '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '

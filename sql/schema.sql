@@ -97,8 +97,7 @@ CREATE TABLE ab_results (
     variant_id     bigint NOT NULL,
     user_id        text COLLATE "C" NOT NULL CHECK (user_id <> ''),
     metric_name    text NOT NULL CHECK (btrim(metric_name) <> '' AND char_length(metric_name) <= 200),
-    metric_value   float8 NOT NULL
-                   CHECK (metric_value > '-Infinity'::float8 AND metric_value < 'Infinity'::float8),
+    metric_value   float8 NOT NULL CHECK (metric_value >= -1e15 AND metric_value <= 1e15),
     session_id     text,
     recorded_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (user_id, id)
@@ -109,7 +108,7 @@ CREATE TABLE ab_covariates (
     experiment_id  bigint NOT NULL,
     user_id        text COLLATE "C" NOT NULL CHECK (user_id <> ''),
     metric_name    text NOT NULL CHECK (btrim(metric_name) <> '' AND char_length(metric_name) <= 200),
-    value          float8 NOT NULL CHECK (value > '-Infinity'::float8 AND value < 'Infinity'::float8),
+    value          float8 NOT NULL CHECK (value >= -1e15 AND value <= 1e15),
     recorded_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (experiment_id, user_id, metric_name)
 );
@@ -323,7 +322,7 @@ COMMENT ON COLUMN ab_results.experiment_id IS 'ab_experiments.id of the experime
 COMMENT ON COLUMN ab_results.variant_id IS 'ab_variants.id of the user''s variant when the result was recorded.';
 COMMENT ON COLUMN ab_results.user_id IS 'The application''s user identifier.';
 COMMENT ON COLUMN ab_results.metric_name IS 'Metric name, such as resolution_rate or response_time.';
-COMMENT ON COLUMN ab_results.metric_value IS 'Observed value (finite).';
+COMMENT ON COLUMN ab_results.metric_value IS 'Observed value, between -1e15 and 1e15 (so that no analysis can overflow).';
 COMMENT ON COLUMN ab_results.session_id IS 'Session the observation came from, if given.';
 COMMENT ON COLUMN ab_results.recorded_at IS 'When the result was recorded.';
 
@@ -331,7 +330,7 @@ COMMENT ON TABLE ab_covariates IS 'Pre-experiment covariate per user and metric 
 COMMENT ON COLUMN ab_covariates.experiment_id IS 'ab_experiments.id of the experiment.';
 COMMENT ON COLUMN ab_covariates.user_id IS 'The application''s user identifier.';
 COMMENT ON COLUMN ab_covariates.metric_name IS 'Metric whose variance the covariate reduces.';
-COMMENT ON COLUMN ab_covariates.value IS 'The user''s value before the experiment (for instance the same metric over the previous month).';
+COMMENT ON COLUMN ab_covariates.value IS 'The user''s value before the experiment (for instance the same metric over the previous month), between -1e15 and 1e15.';
 COMMENT ON COLUMN ab_covariates.recorded_at IS 'When the covariate was last recorded.';
 
 COMMENT ON TABLE ab_insights IS 'Stored output of every ab_analyze run: one row per metric and variant.';

@@ -54,7 +54,15 @@ struct Observed {
     co: Option<CoMoments>,
 }
 
+/// The analysis of an experiment. Its queries join per-user rows (results, covariates,
+/// assignments) that a fresh experiment has no statistics for; a nested loop planned from an
+/// estimate of one row rescans one side per user (quadratic), so nested loops are off and
+/// every join is a hash or merge join, linear (or n log n) whatever the estimates.
 pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
+    crate::security::with_settings(&[(c"enable_nestloop", c"off")], || run_linear(client, nsp, exp))
+}
+
+fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     let variants = catalog::variants(client, nsp, exp.id);
     let assigned: HashMap<i64, u64> = client
         .select(

@@ -8,8 +8,9 @@ use pgrx::PgSqlErrorCode;
 use crate::cache::{self, CachedExperiment};
 use crate::catalog::ExperimentRef;
 use crate::errors::{raise, SpiExt};
+use crate::guard;
 use crate::jsonb::{CachedJsonb, RawJsonb};
-use crate::lookup;
+use crate::lookup::{self, Probe};
 
 /// Longest user or session id accepted, in bytes (index entries must stay well under a page).
 pub const MAX_ID_BYTES: usize = 512;
@@ -27,6 +28,18 @@ pub fn check_id(what: &str, id: &str) {
     }
 }
 
+/// A call whose cache keeps going stale (the extension's tables are being replaced as it
+/// runs) gives up after this many reloads.
+pub const MAX_RELOADS: usize = 10;
+
+pub fn tables_kept_changing() -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        "the ab_testing tables kept changing during the call",
+        Some("retry the transaction".into()),
+    )
+}
+
 fn get_variant(
     r: ExperimentRef<'_>,
     user_id: &str,
@@ -37,52 +50,73 @@ fn get_variant(
     if let Some(s) = session_id {
         check_id("session_id", s);
     }
-    let cache::Handle { exp, plans, relations } = cache::lookup(r);
-    if !exp.running {
-        return None;
-    }
-    // An assigned user: one index probe, no SPI.
-    if let Some(v) = lookup::stored_variant(relations.assignments, relations.assignments_pkey, exp.id, user_id) {
-        return exp.variant_by_id(v).map(|v| v.output.clone());
-    }
-    // In a layer, only users whose layer point falls in the experiment's range may enroll.
-    if let Some(l) = &exp.layer_range {
-        if !(l.start..l.end).contains(&point(&l.salt, user_id)) {
+    for _ in 0..MAX_RELOADS {
+        let cache::Handle { exp, plans, relations } = cache::lookup(r);
+        if !exp.running {
             return None;
         }
-    }
-    if !exp.segments.is_empty() {
-        let attributes = match attributes.map(|a| a.try_value()) {
-            None => serde_json::Value::Null,
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("attributes cannot be read: {e}"), None)
+        // An assigned user: one index probe, no SPI.
+        match lookup::stored_variant(
+            relations.assignments,
+            relations.assignments_pkey,
+            exp.id,
+            user_id,
+            cache::is_stale,
+        ) {
+            Probe::Found(v) => return exp.variant_by_id(v).map(|v| v.output.clone()),
+            Probe::Stale => continue,
+            Probe::Missing => {}
+        }
+        // In a layer, only users whose layer point falls in the experiment's range may enroll.
+        if let Some(l) = &exp.layer_range {
+            if !(l.start..l.end).contains(&point(&l.salt, user_id)) {
+                return None;
             }
-        };
-        if !exp.segments.matches(&attributes) {
-            return None;
         }
-    }
-    let candidate = new_assignment(&exp, user_id)?;
-    let variant_id = crate::security::with_pinned_search_path(|| {
-        Spi::connect_mut(|client| {
-            let inserted = first_i64(
-                client
-                    .update(
-                        &plans.insert_assignment,
-                        Some(1),
-                        &[exp.id.into(), user_id.into(), candidate.into(), session_id.into()],
+        if !exp.segments.is_empty() {
+            let attributes = match attributes.as_ref().map(|a| a.try_value()) {
+                None => serde_json::Value::Null,
+                Some(Ok(v)) => v,
+                Some(Err(e)) => raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("attributes cannot be read: {e}"),
+                    None,
+                ),
+            };
+            if !exp.segments.matches(&attributes) {
+                return None;
+            }
+        }
+        let candidate = new_assignment(&exp, user_id)?;
+        match guard::lock_for_writing(&relations, exp.id) {
+            Probe::Found(()) => {}
+            Probe::Stale => continue,
+            // Deleted while this call ran: nothing to enroll in.
+            Probe::Missing => return None,
+        }
+        let variant_id = crate::security::with_pinned_search_path(|| {
+            Spi::connect_mut(|client| {
+                let inserted = first_i64(
+                    client
+                        .update(
+                            &plans.insert_assignment,
+                            Some(1),
+                            &[exp.id.into(), user_id.into(), candidate.into(), session_id.into()],
+                        )
+                        .or_raise(),
+                );
+                // None: another session assigned this user first (or after our snapshot); a new
+                // statement's snapshot sees its row.
+                inserted.or_else(|| {
+                    first_i64(
+                        client.select(&plans.find_assignment, Some(1), &[exp.id.into(), user_id.into()]).or_raise(),
                     )
-                    .or_raise(),
-            );
-            // None: another session assigned this user first (or after our snapshot); a new
-            // statement's snapshot sees its row.
-            inserted.or_else(|| {
-                first_i64(client.select(&plans.find_assignment, Some(1), &[exp.id.into(), user_id.into()]).or_raise())
+                })
             })
-        })
-    })?;
-    exp.variant_by_id(variant_id).map(|v| v.output.clone())
+        })?;
+        return exp.variant_by_id(variant_id).map(|v| v.output.clone());
+    }
+    tables_kept_changing()
 }
 
 fn first_i64(table: pgrx::spi::SpiTupleTable<'_>) -> Option<i64> {

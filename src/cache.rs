@@ -1,14 +1,17 @@
 //! A per-backend cache of experiment definitions and of the hot path's prepared plans, so
 //! `ab_get_variant` and `ab_record_result` parse no JSON and plan no SQL per call.
 //!
-//! Invalidation: a statement trigger on ab_experiments and ab_variants sends a relcache
-//! invalidation for the table, which PostgreSQL delivers to every backend at commit; the
-//! callback registered here marks the cache stale and the next call reloads. Entries loaded
-//! under REPEATABLE READ or SERIALIZABLE are not kept: their snapshot may be older than an
+//! Invalidation: a statement trigger on ab_experiments, ab_variants and ab_layer_experiments
+//! sends a relcache invalidation for the table, which PostgreSQL delivers to every backend at
+//! commit; the callback registered here marks the cache stale and the next call reloads. The
+//! triggers are ENABLE ALWAYS, so they fire under session_replication_role = replica too
+//! (logical replication apply, restores); while any of them is not, or is disabled, nothing
+//! is cached and every call reads the tables (correct, slower). Entries loaded under
+//! REPEATABLE READ or SERIALIZABLE are not kept: their snapshot may be older than an
 //! invalidation already processed.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use ab_core::bucketing::basis_points;
@@ -41,6 +44,9 @@ pub struct CachedExperiment {
     pub variants: Vec<CachedVariant>,
     /// For an experiment in a layer: the layer's salt and the layer points it may enroll.
     pub layer_range: Option<LayerRange>,
+    /// Metric names known to be declared or recorded: recording them needs no check of the
+    /// experiment's bound on distinct metric names.
+    pub known_metrics: RefCell<HashSet<String>>,
 }
 
 pub struct LayerRange {
@@ -62,17 +68,22 @@ pub struct Plans {
     pub record_covariate: OwnedPreparedStatement,
 }
 
-/// ab_assignments and its primary key, for the direct probe.
+/// The tables and indexes the direct probes and the write locks use.
 #[derive(Clone, Copy)]
 pub struct Relations {
+    pub experiments: pg_sys::Oid,
+    pub experiments_pkey: pg_sys::Oid,
     pub assignments: pg_sys::Oid,
     pub assignments_pkey: pg_sys::Oid,
+    pub results: pg_sys::Oid,
 }
 
 struct State {
     nsp: String,
     /// The schema has layers (0.3.0 and later).
     has_layers: bool,
+    /// Every invalidation trigger fires always: definitions may be kept across calls.
+    cacheable: bool,
     plans: Rc<Plans>,
     relations: Relations,
     by_name: HashMap<String, Rc<CachedExperiment>>,
@@ -82,7 +93,7 @@ struct State {
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
     static STALE: Cell<bool> = const { Cell::new(true) };
-    static WATCHED: Cell<[pg_sys::Oid; 5]> = const { Cell::new([pg_sys::InvalidOid; 5]) };
+    static WATCHED: Cell<[pg_sys::Oid; 7]> = const { Cell::new([pg_sys::InvalidOid; 7]) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -95,6 +106,11 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
 /// Forgets everything cached in this backend (other backends learn through the trigger).
 pub fn invalidate_local() {
     STALE.set(true);
+}
+
+/// Whether an invalidation processed since the last load touched the extension's tables.
+pub fn is_stale() -> bool {
+    STALE.get()
 }
 
 fn snapshot_is_transaction_wide() -> bool {
@@ -112,15 +128,42 @@ fn load_state(client: &SpiClient<'_>) -> State {
             .or_raise()
             .unwrap_or(pg_sys::InvalidOid)
     };
-    let relations =
-        Relations { assignments: oid_of("ab_assignments"), assignments_pkey: oid_of("ab_assignments_pkey") };
+    let relations = Relations {
+        experiments: oid_of("ab_experiments"),
+        experiments_pkey: oid_of("ab_experiments_pkey"),
+        assignments: oid_of("ab_assignments"),
+        assignments_pkey: oid_of("ab_assignments_pkey"),
+        results: oid_of("ab_results"),
+    };
+    let variants = oid_of("ab_variants");
+    let layer_experiments = oid_of("ab_layer_experiments");
     WATCHED.set([
-        oid_of("ab_experiments"),
-        oid_of("ab_variants"),
-        oid_of("ab_layer_experiments"),
+        relations.experiments,
+        relations.experiments_pkey,
+        variants,
+        layer_experiments,
         relations.assignments,
         relations.assignments_pkey,
+        relations.results,
     ]);
+    // ALTER TABLE ... ENABLE / DISABLE TRIGGER invalidates the table's relcache entry, so this
+    // is read again whenever it changes.
+    let watched_tables: Vec<pg_sys::Oid> =
+        [relations.experiments, variants, layer_experiments].into_iter().filter(|o| *o != pg_sys::InvalidOid).collect();
+    let cacheable = client
+        .select(
+            "SELECT count(*) FILTER (WHERE t.tgenabled = 'A') = pg_catalog.cardinality($1) \
+             AND count(DISTINCT t.tgrelid) = pg_catalog.cardinality($1) \
+             FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
+             WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY ($1) AND p.proname OPERATOR(pg_catalog.=) 'ab_invalidate_cache'",
+            Some(1),
+            &[watched_tables.into()],
+        )
+        .or_raise()
+        .first()
+        .get_one::<bool>()
+        .or_raise()
+        .unwrap_or(false);
     if !REGISTERED.get() {
         unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
         REGISTERED.set(true);
@@ -162,7 +205,15 @@ fn load_state(client: &SpiClient<'_>) -> State {
         ),
     };
     let has_layers = catalog::has_table(client, &nsp, "ab_layer_experiments");
-    State { nsp, has_layers, plans: Rc::new(plans), relations, by_name: HashMap::new(), by_id: HashMap::new() }
+    State {
+        nsp,
+        has_layers,
+        cacheable,
+        plans: Rc::new(plans),
+        relations,
+        by_name: HashMap::new(),
+        by_id: HashMap::new(),
+    }
 }
 
 fn load_layer_range(client: &SpiClient<'_>, nsp: &str, experiment_id: i64) -> Option<LayerRange> {
@@ -199,12 +250,13 @@ fn load_experiment(
     let layer_range = if has_layers { load_layer_range(client, nsp, e.id) } else { None };
     let variants = catalog::variants(client, nsp, e.id);
     let segments = Segments::parse(&e.target_segments).unwrap_or_default();
-    let binary_metrics = e
-        .metric_defs()
-        .into_iter()
+    let defs = e.metric_defs();
+    let binary_metrics = defs
+        .iter()
         .filter(|(_, d)| d.kind == ab_core::definition::MetricType::Binary)
-        .map(|(n, _)| n)
+        .map(|(n, _)| n.clone())
         .collect();
+    let known_metrics = RefCell::new(defs.into_keys().collect());
     let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
     let variants = variants
         .into_iter()
@@ -225,8 +277,14 @@ fn load_experiment(
             widths,
             variants,
             layer_range,
+            known_metrics,
         },
     ))
+}
+
+/// The extension's schema, quoted, as the last `lookup` found it.
+pub fn schema() -> String {
+    STATE.with_borrow(|s| s.as_ref().map(|s| s.nsp.clone())).expect("called after lookup")
 }
 
 /// What the hot path needs of one experiment.
@@ -248,29 +306,38 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
                 ExperimentRef::Name(n) => s.by_name.get(n).cloned(),
                 ExperimentRef::Id(id) => s.by_id.get(&id).cloned(),
             };
-            (hit, s.plans.clone(), s.relations, s.nsp.clone(), s.has_layers)
+            (hit, s.plans.clone(), s.relations, s.nsp.clone(), s.has_layers, s.cacheable)
         })
     });
-    if let Some((Some(exp), plans, relations, _, _)) = cached {
+    if let Some((Some(exp), plans, relations, ..)) = cached {
         return Handle { exp, plans, relations };
     }
     crate::security::with_pinned_search_path(|| {
         Spi::connect(|client| {
-            let (plans, relations, nsp, has_layers) = match cached {
-                Some((_, plans, relations, nsp, has_layers)) => (plans, relations, nsp, has_layers),
+            let (plans, relations, nsp, has_layers, cacheable) = match cached {
+                Some((_, plans, relations, nsp, has_layers, cacheable)) => {
+                    (plans, relations, nsp, has_layers, cacheable)
+                }
                 None => {
                     let state = load_state(client);
-                    let out = (state.plans.clone(), state.relations, state.nsp.clone(), state.has_layers);
+                    let out =
+                        (state.plans.clone(), state.relations, state.nsp.clone(), state.has_layers, state.cacheable);
                     STATE.with_borrow_mut(|s| *s = Some(state));
                     out
                 }
             };
             let (name, exp) = load_experiment(client, &nsp, has_layers, r).unwrap_or_else(|| not_found(r));
             let exp = Rc::new(exp);
-            if !snapshot_is_transaction_wide() && !STALE.get() {
+            if cacheable && !snapshot_is_transaction_wide() && !STALE.get() {
                 STATE.with_borrow_mut(|s| {
                     if let Some(s) = s.as_mut() {
                         s.by_id.insert(exp.id, exp.clone());
+                        // Under the name asked for too, when it was another spelling of the stored one.
+                        if let ExperimentRef::Name(asked) = r {
+                            if asked != name {
+                                s.by_name.insert(asked.to_string(), exp.clone());
+                            }
+                        }
                         s.by_name.insert(name, exp.clone());
                     }
                 });

@@ -170,10 +170,24 @@ impl ExperimentRow {
     }
 }
 
+/// Names are stored in NFC: another spelling of a stored name finds it too.
+fn nfc(r: ExperimentRef<'_>) -> Option<String> {
+    match r {
+        ExperimentRef::Name(n) => {
+            ab_core::names::normalize_name("experiment", n).ok().filter(|m| m.as_ref() != n).map(|m| m.into_owned())
+        }
+        ExperimentRef::Id(_) => None,
+    }
+}
+
 /// Finds an experiment by name or id.
 pub fn find_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> Option<ExperimentRow> {
     let (sql, args) = experiment_query(nsp, r, false);
-    experiment_row(client.select(sql.as_str(), Some(1), &args).or_raise())
+    experiment_row(client.select(sql.as_str(), Some(1), &args).or_raise()).or_else(|| {
+        let n = nfc(r)?;
+        let (sql, args) = experiment_query(nsp, ExperimentRef::Name(&n), false);
+        experiment_row(client.select(sql.as_str(), Some(1), &args).or_raise())
+    })
 }
 
 /// Like `find_experiment`, raising `experiment "x" does not exist` when absent.
@@ -185,7 +199,13 @@ pub fn get_experiment(client: &SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -
 /// changes to one experiment happen one at a time.
 pub fn lock_experiment(client: &mut SpiClient<'_>, nsp: &str, r: ExperimentRef<'_>) -> ExperimentRow {
     let (sql, args) = experiment_query(nsp, r, true);
-    experiment_row(client.update(sql.as_str(), Some(1), &args).or_raise()).unwrap_or_else(|| not_found(r))
+    let row = experiment_row(client.update(sql.as_str(), Some(1), &args).or_raise());
+    row.or_else(|| {
+        let n = nfc(r)?;
+        let (sql, args) = experiment_query(nsp, ExperimentRef::Name(&n), true);
+        experiment_row(client.update(sql.as_str(), Some(1), &args).or_raise())
+    })
+    .unwrap_or_else(|| not_found(r))
 }
 
 /// The variants of an experiment in creation order.

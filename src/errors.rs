@@ -37,6 +37,16 @@ pub fn not_found(experiment: crate::catalog::ExperimentRef<'_>) -> ! {
     )
 }
 
+/// A NULL where a value is needed (22004).
+pub fn null(what: &str) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL"), None)
+}
+
+/// Unwraps an argument that must not be NULL.
+pub fn required<T>(value: Option<T>, what: &str) -> T {
+    value.unwrap_or_else(|| null(what))
+}
+
 pub fn wrong_state(message: impl Into<String>, hint: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, message, Some(hint.into()))
 }

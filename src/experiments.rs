@@ -10,8 +10,10 @@ use serde_json::json;
 use crate::analysis;
 use crate::cache::invalidate_local;
 use crate::catalog::{self, ExperimentRef};
-use crate::errors::{core_error, invalid, raise, wrong_state, SpiExt};
+use crate::errors::{core_error, invalid, raise, required, wrong_state, SpiExt};
+use crate::guard;
 use crate::jsonb::RawJsonb;
+use crate::lookup::{self, Probe, Visibility};
 
 /// Largest definition accepted, as jsonb text.
 const MAX_DEFINITION_BYTES: usize = 1 << 20;
@@ -46,8 +48,8 @@ fn audit(
 /// Creates an experiment in draft from its JSON definition (the original REST API's create
 /// body, plus optional metrics, target_segments and alpha). Returns its id.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ab_create_experiment(definition: RawJsonb) -> i64 {
-    let text = definition.text();
+fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
+    let text = required(definition, "definition").text();
     if text.len() > MAX_DEFINITION_BYTES {
         invalid(format!(
             "experiment definition is {} bytes long, at most {MAX_DEFINITION_BYTES} are allowed",
@@ -59,25 +61,30 @@ fn ab_create_experiment(definition: RawJsonb) -> i64 {
     let spec = parse_definition(&value).unwrap_or_else(|e| core_error(e));
     let id = Spi::connect_mut(|client| {
         let nsp = catalog::schema(client);
-        if catalog::find_experiment(client, &nsp, ExperimentRef::Name(&spec.name)).is_some() {
+        let exists = || -> ! {
             raise(
                 PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
                 format!("experiment \"{}\" already exists", spec.name),
                 Some("choose another name, or delete the old experiment with ab_delete_experiment".into()),
-            );
+            )
+        };
+        if catalog::find_experiment(client, &nsp, ExperimentRef::Name(&spec.name)).is_some() {
+            exists();
         }
         let placement = spec.layer.as_ref().map(|_| place_in_layer(client, &nsp, &spec));
         let salt = match &placement {
             Some(Placement { range: None, layer_salt, .. }) => Some(layer_salt.clone()),
             _ => spec.salt.clone(),
         };
-        let id: i64 = client
+        // A session creating the same name at the same moment: this insert waits for it, then
+        // (READ COMMITTED) inserts nothing, or (REPEATABLE READ) fails with 40001.
+        let inserted = client
             .update(
                 format!(
                     "INSERT INTO {nsp}.ab_experiments (name, description, experiment_type, primary_metric, metrics, \
                      target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12) \
-                     RETURNING id"
+                     ON CONFLICT (name) DO NOTHING RETURNING id"
                 )
                 .as_str(),
                 Some(1),
@@ -96,11 +103,11 @@ fn ab_create_experiment(definition: RawJsonb) -> i64 {
                     spec.power.into(),
                 ],
             )
-            .or_raise()
-            .first()
-            .get_one()
-            .or_raise()
-            .unwrap();
+            .or_raise();
+        if inserted.is_empty() {
+            exists();
+        }
+        let id: i64 = inserted.first().get_one().or_raise().unwrap();
         let insert = format!(
             "INSERT INTO {nsp}.ab_variants (experiment_id, name, position, is_control, traffic_allocation, config) \
              VALUES ($1, $2, $3, $4, $5, $6)"
@@ -251,13 +258,13 @@ fn start(r: ExperimentRef<'_>) {
 /// Starts a draft experiment: from now on ab_get_variant assigns users and
 /// ab_record_result records their results.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ab_start_experiment(experiment: &str) {
-    start(ExperimentRef::Name(experiment))
+fn ab_start_experiment(experiment: Option<&str>) {
+    start(ExperimentRef::Name(required(experiment, "experiment")))
 }
 
 #[pg_extern(name = "ab_start_experiment", volatile, parallel_unsafe)]
-fn ab_start_experiment_by_id(experiment: i64) {
-    start(ExperimentRef::Id(experiment))
+fn ab_start_experiment_by_id(experiment: Option<i64>) {
+    start(ExperimentRef::Id(required(experiment, "experiment")))
 }
 
 fn stop(r: ExperimentRef<'_>, declare_winner: bool) -> JsonB {
@@ -298,14 +305,21 @@ fn stop(r: ExperimentRef<'_>, declare_winner: bool) -> JsonB {
 /// Stops a running experiment. With declare_winner, analyses it and names a winner only when
 /// the winner rule allows; the result says which, or why not.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ab_stop_experiment(experiment: &str, declare_winner: default!(bool, false)) -> JsonB {
-    stop(ExperimentRef::Name(experiment), declare_winner)
+fn ab_stop_experiment(experiment: Option<&str>, declare_winner: default!(Option<bool>, false)) -> JsonB {
+    stop(ExperimentRef::Name(required(experiment, "experiment")), required(declare_winner, "declare_winner"))
 }
 
 #[pg_extern(name = "ab_stop_experiment", volatile, parallel_unsafe)]
-fn ab_stop_experiment_by_id(experiment: i64, declare_winner: default!(bool, false)) -> JsonB {
-    stop(ExperimentRef::Id(experiment), declare_winner)
+fn ab_stop_experiment_by_id(experiment: Option<i64>, declare_winner: default!(Option<bool>, false)) -> JsonB {
+    stop(ExperimentRef::Id(required(experiment, "experiment")), required(declare_winner, "declare_winner"))
 }
+
+/// The tables holding an experiment's per-user rows, each with an index led by experiment_id.
+const PER_USER_TABLES: [(&str, &str); 3] = [
+    ("ab_assignments", "ab_assignments_pkey"),
+    ("ab_results", "ab_results_experiment"),
+    ("ab_covariates", "ab_covariates_pkey"),
+];
 
 fn delete(r: ExperimentRef<'_>) {
     Spi::connect_mut(|client| {
@@ -317,6 +331,19 @@ fn delete(r: ExperimentRef<'_>) {
                 "stop it with ab_stop_experiment before deleting it",
             );
         }
+        let oid = |client: &pgrx::spi::SpiClient<'_>, name: &str| -> pg_sys::Oid {
+            client
+                .select("SELECT pg_catalog.to_regclass($1)::oid", Some(1), &[format!("{nsp}.{name}").into()])
+                .or_raise()
+                .first()
+                .get_one::<pg_sys::Oid>()
+                .or_raise()
+                .unwrap_or(pg_sys::InvalidOid)
+        };
+        // Waits for every transaction still writing this experiment's rows; later writers wait
+        // for this one and then find the experiment gone. Each DELETE below then sees every
+        // row those transactions committed (READ COMMITTED takes a snapshot per statement).
+        guard::lock_for_delete(oid(client, "ab_experiments"), exp.id);
         for table in
             ["ab_results", "ab_covariates", "ab_assignments", "ab_insights", "ab_variants", "ab_layer_experiments"]
         {
@@ -326,6 +353,21 @@ fn delete(r: ExperimentRef<'_>) {
             client
                 .update(format!("DELETE FROM {nsp}.{table} WHERE experiment_id = $1").as_str(), None, &[exp.id.into()])
                 .or_raise();
+        }
+        // Under REPEATABLE READ the snapshot predates rows that writers committed while this
+        // transaction waited: they would outlive the experiment, so the delete must not commit.
+        for (table, index) in PER_USER_TABLES {
+            let (heap, index) = (oid(client, table), oid(client, index));
+            if let Probe::Found(()) = lookup::has_row(heap, index, exp.id, Visibility::Latest, || false) {
+                raise(
+                    PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                    format!(
+                        "could not delete experiment \"{}\": rows were written to {table} after this transaction's snapshot",
+                        exp.name
+                    ),
+                    Some("retry the transaction".into()),
+                );
+            }
         }
         client
             .update(format!("DELETE FROM {nsp}.ab_experiments WHERE id = $1").as_str(), None, &[exp.id.into()])
@@ -338,11 +380,11 @@ fn delete(r: ExperimentRef<'_>) {
 /// Deletes a draft or stopped experiment with its variants, assignments, results, covariates
 /// and insights.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ab_delete_experiment(experiment: &str) {
-    delete(ExperimentRef::Name(experiment))
+fn ab_delete_experiment(experiment: Option<&str>) {
+    delete(ExperimentRef::Name(required(experiment, "experiment")))
 }
 
 #[pg_extern(name = "ab_delete_experiment", volatile, parallel_unsafe)]
-fn ab_delete_experiment_by_id(experiment: i64) {
-    delete(ExperimentRef::Id(experiment))
+fn ab_delete_experiment_by_id(experiment: Option<i64>) {
+    delete(ExperimentRef::Id(required(experiment, "experiment")))
 }

@@ -39,3 +39,13 @@ fn ab_layer_group(layer: &str, user_id: &str) -> Option<String> {
         }
     })
 }
+
+/// The name in Unicode NFC, or an error (22023) saying why it cannot name an experiment,
+/// variant, metric or layer; `what` names it in the message. The SQL-language functions
+/// (ab_create_layer) check names with the same rules as the definitions.
+#[pg_extern(immutable, parallel_safe)]
+fn ab_normalize_name(what: Option<&str>, name: Option<&str>) -> String {
+    let what = what.unwrap_or("name");
+    let name = crate::errors::required(name, what);
+    ab_core::names::normalize_name(what, name).unwrap_or_else(|e| crate::errors::core_error(e)).into_owned()
+}

@@ -1,30 +1,65 @@
-//! `ab_record_result`: one observation, attributed to the user's assigned variant.
+//! `ab_record_result`: one observation, attributed to the user's assigned variant; and
+//! `ab_record_covariate`.
 
+use ab_core::definition::{check_metric_name, check_value, MAX_METRICS};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::assignment::check_id;
-use crate::cache;
+use crate::assignment::{check_id, tables_kept_changing, MAX_RELOADS};
+use crate::cache::{self, CachedExperiment, Relations};
 use crate::catalog::ExperimentRef;
-use crate::errors::{core_error, invalid, raise, SpiExt};
+use crate::errors::{core_error, invalid, not_found, raise, required, SpiExt};
+use crate::guard;
+use crate::lookup::Probe;
 
-/// A float as SQL prints it (NaN, Infinity, -Infinity for the non-finite ones).
-fn sql_float(x: f64) -> String {
-    if x.is_nan() {
-        "NaN".into()
-    } else if x.is_infinite() {
-        if x > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
-    } else {
-        x.to_string()
+/// Before the first recording of a metric name this backend has not seen for the experiment:
+/// refuses a name that would take the experiment past MAX_METRICS distinct metric names
+/// (declared or recorded). Names recorded before are found with one index descent.
+fn admit_metric(exp: &CachedExperiment, rel: &Relations, metric: &str) {
+    if exp.known_metrics.borrow().contains(metric) {
+        return;
     }
-}
-
-fn null(what: &str) -> ! {
-    raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL"), None)
+    let nsp = cache::schema();
+    let recorded = |client: &pgrx::spi::SpiClient<'_>, sql: &str| -> Vec<String> {
+        client
+            .select(sql, None, &[exp.id.into(), metric.into()])
+            .or_raise()
+            .map(|row| row.get::<String>(1).or_raise().unwrap())
+            .collect()
+    };
+    Spi::connect(|client| {
+        let exists = format!(
+            "SELECT metric_name FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 \
+             AND metric_name OPERATOR(pg_catalog.=) $2 LIMIT 1"
+        );
+        if recorded(client, &exists).is_empty() {
+            guard::lock_metric_names(rel, exp.id);
+            // Distinct recorded names by a loose index scan, at most one past the bound.
+            let names = format!(
+                "WITH RECURSIVE m(name) AS ( \
+                   SELECT min(metric_name) FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 \
+                   UNION ALL \
+                   SELECT (SELECT min(r.metric_name) FROM {nsp}.ab_results r \
+                           WHERE r.experiment_id OPERATOR(pg_catalog.=) $1 AND r.metric_name OPERATOR(pg_catalog.>) m.name) \
+                   FROM m WHERE m.name IS NOT NULL) \
+                 SELECT name FROM m WHERE name IS NOT NULL AND $2::text IS NOT NULL LIMIT {}",
+                MAX_METRICS + 1
+            );
+            let mut known = exp.known_metrics.borrow_mut();
+            known.extend(recorded(client, &names));
+            if !known.contains(metric) && known.len() >= MAX_METRICS {
+                raise(
+                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "experiment \"{}\" already has {MAX_METRICS} metrics, the most one experiment may have",
+                        ab_core::names::printable(&exp.name)
+                    ),
+                    Some("record under one of its metric names; ab_analyze lists them".into()),
+                );
+            }
+        }
+        exp.known_metrics.borrow_mut().insert(metric.to_string());
+    });
 }
 
 fn record(
@@ -34,31 +69,39 @@ fn record(
     user_id: Option<&str>,
     session_id: Option<&str>,
 ) -> bool {
-    let metric_name = metric_name.unwrap_or_else(|| null("metric_name"));
-    let metric_value = metric_value.unwrap_or_else(|| null("metric_value"));
-    let user_id = user_id.unwrap_or_else(|| null("user_id"));
-    ab_core::definition::check_metric_name(metric_name).unwrap_or_else(|e| core_error(e));
-    if !metric_value.is_finite() {
-        invalid(format!("metric_value must be a finite number, got {}", sql_float(metric_value)));
-    }
+    let metric_name = check_metric_name(required(metric_name, "metric_name")).unwrap_or_else(|e| core_error(e));
+    let metric_value = required(metric_value, "metric_value");
+    let user_id = required(user_id, "user_id");
+    check_value("metric_value", metric_value).unwrap_or_else(|e| core_error(e));
     check_id("user_id", user_id);
     if let Some(s) = session_id {
         check_id("session_id", s);
     }
-    let cache::Handle { exp, plans, .. } = cache::lookup(r);
-    if !exp.running {
-        return false;
+    for _ in 0..MAX_RELOADS {
+        let cache::Handle { exp, plans, relations } = cache::lookup(r);
+        if !exp.running {
+            return false;
+        }
+        if metric_value != 0.0 && metric_value != 1.0 && exp.binary_metrics.iter().any(|m| *m == metric_name) {
+            invalid(format!(
+                "metric \"{metric_name}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {metric_value}",
+                exp.name
+            ));
+        }
+        match guard::lock_for_writing(&relations, exp.id) {
+            Probe::Found(()) => {}
+            Probe::Stale => continue,
+            // Deleted while this call ran.
+            Probe::Missing => return false,
+        }
+        admit_metric(&exp, &relations, &metric_name);
+        return Spi::connect_mut(|client| {
+            let args =
+                [exp.id.into(), user_id.into(), metric_name.as_ref().into(), metric_value.into(), session_id.into()];
+            client.update(&plans.record_result, None, &args).or_raise().len() == 1
+        });
     }
-    if metric_value != 0.0 && metric_value != 1.0 && exp.binary_metrics.iter().any(|m| m == metric_name) {
-        invalid(format!(
-            "metric \"{metric_name}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {metric_value}",
-            exp.name
-        ));
-    }
-    Spi::connect_mut(|client| {
-        let args = [exp.id.into(), user_id.into(), metric_name.into(), metric_value.into(), session_id.into()];
-        client.update(&plans.record_result, None, &args).or_raise().len() == 1
-    })
+    tables_kept_changing()
 }
 
 /// Records a metric value for a user; true when stored against the user's variant, false
@@ -71,7 +114,7 @@ fn ab_record_result(
     user_id: Option<&str>,
     session_id: default!(Option<&str>, "NULL"),
 ) -> bool {
-    let experiment = experiment.unwrap_or_else(|| null("experiment"));
+    let experiment = required(experiment, "experiment");
     record(ExperimentRef::Name(experiment), metric_name, metric_value, user_id, session_id)
 }
 
@@ -83,32 +126,41 @@ fn ab_record_result_by_id(
     user_id: Option<&str>,
     session_id: default!(Option<&str>, "NULL"),
 ) -> bool {
-    let experiment = experiment.unwrap_or_else(|| null("experiment"));
+    let experiment = required(experiment, "experiment");
     record(ExperimentRef::Id(experiment), metric_name, metric_value, user_id, session_id)
 }
 
 fn record_covariate(r: ExperimentRef<'_>, metric_name: Option<&str>, user_id: Option<&str>, value: Option<f64>) {
-    let metric_name = metric_name.unwrap_or_else(|| null("metric_name"));
-    let user_id = user_id.unwrap_or_else(|| null("user_id"));
-    let value = value.unwrap_or_else(|| null("value"));
-    ab_core::definition::check_metric_name(metric_name).unwrap_or_else(|e| core_error(e));
+    let metric_name = check_metric_name(required(metric_name, "metric_name")).unwrap_or_else(|e| core_error(e));
+    let user_id = required(user_id, "user_id");
+    let value = required(value, "value");
     check_id("user_id", user_id);
-    if !value.is_finite() {
-        invalid(format!("value must be a finite number, got {}", sql_float(value)));
+    check_value("value", value).unwrap_or_else(|e| core_error(e));
+    for _ in 0..MAX_RELOADS {
+        let cache::Handle { exp, plans, relations } = cache::lookup(r);
+        match guard::lock_for_writing(&relations, exp.id) {
+            Probe::Found(()) => {}
+            Probe::Stale => continue,
+            Probe::Missing => not_found(r),
+        }
+        return Spi::connect_mut(|client| {
+            client
+                .update(
+                    &plans.record_covariate,
+                    None,
+                    &[exp.id.into(), user_id.into(), metric_name.as_ref().into(), value.into()],
+                )
+                .or_raise();
+        });
     }
-    let cache::Handle { exp, plans, .. } = cache::lookup(r);
-    Spi::connect_mut(|client| {
-        client
-            .update(&plans.record_covariate, None, &[exp.id.into(), user_id.into(), metric_name.into(), value.into()])
-            .or_raise();
-    })
+    tables_kept_changing()
 }
 
 /// Records a user's pre-experiment value of a covariate for a metric (CUPED). A later call
 /// for the same user and metric replaces it. Works in any status, before or after assignment.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ab_record_covariate(experiment: Option<&str>, metric_name: Option<&str>, user_id: Option<&str>, value: Option<f64>) {
-    let experiment = experiment.unwrap_or_else(|| null("experiment"));
+    let experiment = required(experiment, "experiment");
     record_covariate(ExperimentRef::Name(experiment), metric_name, user_id, value)
 }
 
@@ -119,6 +171,6 @@ fn ab_record_covariate_by_id(
     user_id: Option<&str>,
     value: Option<f64>,
 ) {
-    let experiment = experiment.unwrap_or_else(|| null("experiment"));
+    let experiment = required(experiment, "experiment");
     record_covariate(ExperimentRef::Id(experiment), metric_name, user_id, value)
 }

@@ -9,23 +9,30 @@ use pgrx::pg_sys;
 
 const SAFE_SEARCH_PATH: &std::ffi::CStr = c"pg_catalog, pg_temp";
 
-/// Runs `f` with search_path set to `pg_catalog, pg_temp`, restored afterwards. On an error
-/// the enclosing (sub)transaction's abort restores it, as for a function's SET clause.
-pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
+/// Runs `f` with the given settings, restored afterwards. On an error the enclosing
+/// (sub)transaction's abort restores them, as for a function's SET clause.
+pub fn with_settings<R>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl FnOnce() -> R) -> R {
     unsafe {
         let level = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            SAFE_SEARCH_PATH.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
+        for (name, value) in settings {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
         let out = f();
         pg_sys::AtEOXact_GUC(true, level);
         out
     }
+}
+
+/// Runs `f` with search_path set to `pg_catalog, pg_temp`, restored afterwards.
+pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
+    with_settings(&[(c"search_path", SAFE_SEARCH_PATH)], f)
 }

@@ -11,6 +11,19 @@ use pgrx::prelude::*;
 
 use crate::errors::{core_error, invalid};
 
+/// The elements of a one-dimensional array; a matrix is refused rather than read flat.
+fn one_dimensional<T: pgrx::datum::UnboxDatum>(array: Array<'_, T>, what: &str) -> Vec<Option<T::As<'static>>>
+where
+    for<'a> T::As<'a>: Into<T::As<'static>>,
+{
+    let values: Vec<Option<T::As<'static>>> = array.iter().map(|v| v.map(Into::into)).collect();
+    let dims = unsafe { pgrx::array::RawArray::from_array(array) }.map_or(1, |r| r.dims().len());
+    if dims > 1 {
+        invalid(format!("{what} must be a one-dimensional array, got {dims} dimensions"));
+    }
+    values
+}
+
 /// Welch's two-sample t-test from summary statistics (diff = b - a).
 #[pg_extern(immutable, strict, parallel_safe)]
 fn ab_welch_test(
@@ -57,9 +70,11 @@ fn ab_proportion_test(
 /// Sample ratio mismatch: chi-square goodness of fit of observed counts against weights.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn ab_srm_test(
-    observed: Vec<Option<i64>>,
-    weights: Vec<Option<f64>>,
+    observed: Array<'_, i64>,
+    weights: Array<'_, f64>,
 ) -> TableIterator<'static, (name!(chi2, f64), name!(p_value, f64))> {
+    let observed = one_dimensional(observed, "observed");
+    let weights = one_dimensional(weights, "weights");
     if observed.iter().any(Option::is_none) || weights.iter().any(Option::is_none) {
         invalid("observed and weights must not contain NULL");
     }
@@ -77,7 +92,8 @@ fn ab_sample_size(std_dev: f64, mde: f64, alpha: default!(f64, 0.05), power: def
 
 /// Adjusted p-values in input order: 'holm' (Holm-Bonferroni) or 'bh' (Benjamini-Hochberg).
 #[pg_extern(immutable, strict, parallel_safe)]
-fn ab_adjust_p_values(p_values: Vec<Option<f64>>, method: default!(&str, "'holm'")) -> Vec<f64> {
+fn ab_adjust_p_values(p_values: Array<'_, f64>, method: default!(&str, "'holm'")) -> Vec<f64> {
+    let p_values = one_dimensional(p_values, "p_values");
     let Some(method) = Correction::parse(method) else {
         invalid(format!("method \"{method}\" is not one of holm, bh"));
     };

@@ -101,6 +101,20 @@ pub struct MetricResult {
 }
 
 impl MetricResult {
+    /// The same result with its names and words made safe to print in a line of text (see
+    /// `names::printable`): for reports, never for the data returned by `ab_analyze`.
+    pub fn printable(&self) -> MetricResult {
+        let mut m = self.clone();
+        m.name = crate::names::printable(&m.name).into_owned();
+        for a in &mut m.arms {
+            a.variant = crate::names::printable(&a.variant).into_owned();
+            a.recommendation = crate::names::printable(&a.recommendation).into_owned();
+        }
+        m
+    }
+}
+
+impl MetricResult {
     pub fn control(&self) -> Option<&ArmResult> {
         self.arms.iter().find(|a| a.is_control)
     }

@@ -8,12 +8,14 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::bucketing::{basis_points, BUCKETS};
 use crate::error::{Error, Result};
+use crate::names::normalize_name;
 use crate::targeting::Segments;
+use std::borrow::Cow;
 
 pub const EXPERIMENT_TYPES: [&str; 6] = ["prompt", "model", "agent_config", "feature", "ui", "workflow"];
 pub const MAX_VARIANTS: usize = 100;
 pub const MAX_METRICS: usize = 100;
-pub const MAX_NAME_LEN: usize = 200;
+pub use crate::names::MAX_NAME_LEN;
 pub const MAX_DESCRIPTION_LEN: usize = 10_000;
 pub const DEFAULT_MIN_SAMPLE_SIZE: i64 = 100;
 pub const DEFAULT_ALPHA: f64 = 0.05;
@@ -263,34 +265,47 @@ impl ExperimentSpec {
     }
 }
 
-/// Checks a metric name as recorded by `ab_record_result` or declared in a definition.
-pub fn check_metric_name(name: &str) -> Result<()> {
-    if name.trim().is_empty() {
-        return Err(Error::invalid("metric_name must not be empty"));
-    }
-    if name.chars().count() > MAX_NAME_LEN {
-        return Err(Error::invalid(format!(
-            "metric_name is {} characters long, at most {MAX_NAME_LEN} are allowed",
-            name.chars().count()
-        )));
+/// Checks a metric name as recorded by `ab_record_result` or declared in a definition, and
+/// returns it in NFC (see `names`).
+pub fn check_metric_name(name: &str) -> Result<Cow<'_, str>> {
+    normalize_name("metric_name", name)
+}
+
+/// Largest magnitude a recorded value or covariate may have. Every whole number up to it is
+/// exact in a float8, and the sums of squares of billions of such values stay finite, so no
+/// recorded value can make an analysis overflow.
+pub const MAX_ABS_VALUE: f64 = 1e15;
+
+/// Checks a recorded value (`what` names the argument).
+pub fn check_value(what: &str, x: f64) -> Result<()> {
+    if x.is_nan() || x.abs() > MAX_ABS_VALUE {
+        let shown = match x {
+            _ if x.is_nan() => "NaN".to_string(),
+            f64::INFINITY => "Infinity".to_string(),
+            f64::NEG_INFINITY => "-Infinity".to_string(),
+            _ => short_float(x),
+        };
+        return Err(Error::invalid(format!("{what} is {shown}, must be a finite number between -1e15 and 1e15")));
     }
     Ok(())
 }
 
-fn check_name(what: &str, name: &str) -> Result<()> {
-    if name.trim().is_empty() {
-        return Err(Error::definition(format!("{what} must not be empty")));
+/// A salt is hashed as given, so it is checked but never normalized.
+fn check_salt(salt: &str) -> Result<()> {
+    let len = salt.chars().count();
+    if salt.trim().is_empty() {
+        Err(Error::definition("salt must not be empty"))
+    } else if len > MAX_NAME_LEN {
+        Err(Error::definition(format!("salt is {len} characters long, at most {MAX_NAME_LEN} are allowed")))
+    } else if salt.chars().any(char::is_control) {
+        Err(Error::definition("salt must not contain control characters"))
+    } else {
+        Ok(())
     }
-    if name.chars().count() > MAX_NAME_LEN {
-        return Err(Error::definition(format!(
-            "{what} is {} characters long, at most {MAX_NAME_LEN} are allowed",
-            name.chars().count()
-        )));
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return Err(Error::definition(format!("{what} must not contain control characters")));
-    }
-    Ok(())
+}
+
+fn check_name(what: &str, name: &str) -> Result<String> {
+    normalize_name(what, name).map(Cow::into_owned).map_err(|e| Error::definition(e.message))
 }
 
 /// A number as a person would write it: 50, 33.333, 1e308.
@@ -319,7 +334,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     let raw: RawDefinition = serde_json::from_value(value.clone())
         .map_err(|e| Error::definition(format!("invalid experiment definition: {}", serde_message(&e))))?;
 
-    check_name("experiment name", &raw.name)?;
+    let name = check_name("experiment name", &raw.name)?;
     let description = raw.description.unwrap_or_default();
     if description.chars().count() > MAX_DESCRIPTION_LEN {
         return Err(Error::definition(format!("description is longer than {MAX_DESCRIPTION_LEN} characters")));
@@ -331,7 +346,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
             EXPERIMENT_TYPES.join(", ")
         )));
     }
-    check_name("primary_metric", &raw.primary_metric)?;
+    let primary_metric = check_name("primary_metric", &raw.primary_metric)?;
 
     if raw.variants.len() < 2 {
         return Err(Error::definition(format!(
@@ -348,8 +363,8 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     let mut seen = HashSet::new();
     let mut total_bp = 0u32;
     let mut variants = Vec::with_capacity(raw.variants.len());
-    for v in raw.variants {
-        check_name("variant name", &v.name)?;
+    for mut v in raw.variants {
+        v.name = check_name("variant name", &v.name)?;
         if !seen.insert(v.name.clone()) {
             return Err(Error::definition(format!("variant name \"{}\" is used twice", v.name)));
         }
@@ -401,12 +416,23 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         return Err(Error::definition(format!("alpha is {alpha}, must be between 0 and 1 (exclusive)")));
     }
 
-    let mut metrics = raw.metrics.unwrap_or_default();
-    if metrics.len() > MAX_METRICS {
-        return Err(Error::definition(format!("at most {MAX_METRICS} metrics may be declared, got {}", metrics.len())));
+    let declared = raw.metrics.unwrap_or_default();
+    if declared.len() > MAX_METRICS {
+        return Err(Error::definition(format!(
+            "at most {MAX_METRICS} metrics may be declared, got {}",
+            declared.len()
+        )));
+    }
+    let mut metrics = BTreeMap::new();
+    for (name, def) in declared {
+        let name = check_name("metric name", &name)?;
+        if metrics.insert(name.clone(), def).is_some() {
+            return Err(Error::definition(format!(
+                "metric \"{name}\" is declared twice (names are compared in Unicode NFC)"
+            )));
+        }
     }
     for (name, def) in &metrics {
-        check_name("metric name", name)?;
         if def.kind == MetricType::Binary && !matches!(def.aggregation, Aggregation::Mean | Aggregation::Max) {
             return Err(Error::definition(format!(
                 "metric \"{name}\" is binary: each user counts as 1 if any result is 1, so its aggregation cannot be {}",
@@ -446,18 +472,18 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     if !(power > 0.0 && power < 1.0) {
         return Err(Error::definition(format!("power is {power}, must be between 0 and 1 (exclusive)")));
     }
-    metrics.entry(raw.primary_metric.clone()).or_default();
+    metrics.entry(primary_metric.clone()).or_default();
 
     let target_segments = raw.target_segments.unwrap_or(Value::Object(Map::new()));
     let target_segments = if target_segments.is_null() { Value::Object(Map::new()) } else { target_segments };
     Segments::parse(&target_segments)?;
     if let Some(salt) = &raw.salt {
-        check_name("salt", salt)?;
+        check_salt(salt)?;
     }
     let layer = match raw.layer {
         None => None,
-        Some(l) => {
-            check_name("layer name", &l.name)?;
+        Some(mut l) => {
+            l.name = check_name("layer name", &l.name)?;
             let role = match (l.holdout, l.percentage) {
                 (true, Some(_)) => return Err(Error::definition(
                     "a holdout experiment spans its whole layer: give \"holdout\": true or a \"percentage\", not both",
@@ -498,10 +524,10 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     };
 
     Ok(ExperimentSpec {
-        name: raw.name,
+        name,
         description,
         experiment_type: raw.experiment_type,
-        primary_metric: raw.primary_metric,
+        primary_metric,
         variants,
         min_sample_size,
         metrics,
@@ -539,6 +565,39 @@ mod tests {
         assert_eq!(spec.alpha, 0.05);
         assert_eq!(spec.metrics["resolution_rate"], MetricDef::default());
         assert_eq!(spec.target_segments, json!({}));
+    }
+
+    #[test]
+    fn names_are_stored_in_nfc_and_look_alikes_collide() {
+        let mut body = original_body();
+        body["name"] = json!("cafe\u{0301}");
+        body["variants"][1]["name"] = json!("Caf\u{e9}");
+        body["primary_metric"] = json!("re\u{0301}solution");
+        let spec = parse_definition(&body).unwrap();
+        assert_eq!(spec.name, "caf\u{e9}");
+        assert_eq!(spec.primary_metric, "r\u{e9}solution");
+        assert!(spec.metrics.contains_key("r\u{e9}solution"));
+        body["variants"][0]["name"] = json!("Cafe\u{0301}");
+        assert_eq!(parse_definition(&body).unwrap_err().message, "variant name \"Caf\u{e9}\" is used twice");
+        let mut body = original_body();
+        body["metrics"] = json!({"caf\u{e9}": {}, "cafe\u{0301}": {}});
+        assert!(parse_definition(&body).unwrap_err().message.contains("is declared twice"));
+        for (name, found) in [("\u{200B}", "U+200B"), ("A\u{202E}B", "U+202E"), ("a\nb", "U+000A")] {
+            let mut body = original_body();
+            body["name"] = json!(name);
+            let e = parse_definition(&body).unwrap_err().message;
+            assert!(e.starts_with("experiment name must not contain") && e.contains(found), "{e}");
+        }
+    }
+
+    #[test]
+    fn recorded_values_are_bounded() {
+        assert!(check_value("metric_value", 1e15).is_ok() && check_value("metric_value", -1e15).is_ok());
+        assert_eq!(
+            check_value("metric_value", 1e154).unwrap_err().message,
+            "metric_value is 1e154, must be a finite number between -1e15 and 1e15"
+        );
+        assert!(check_value("value", f64::NAN).is_err());
     }
 
     #[test]

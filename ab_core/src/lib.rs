@@ -6,6 +6,7 @@ pub mod bucketing;
 pub mod definition;
 pub mod error;
 pub mod layers;
+pub mod names;
 pub mod plot;
 pub mod stats;
 pub mod summary;

@@ -13,8 +13,10 @@ const ROW_H: f64 = 26.0;
 const HEADER_H: f64 = 34.0;
 const AXIS_H: f64 = 18.0;
 
+/// XML text from stored user data: markup escaped, and characters XML 1.0 forbids (most
+/// control characters) or that hide text shown as `\u{...}`.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    crate::names::printable(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 fn num(x: f64) -> String {
@@ -175,5 +177,13 @@ mod tests {
         assert!(svg.contains("A &quot;test&quot;"));
         assert!(svg.contains("#1a7f37"), "a significant improvement is green");
         assert_eq!(svg.matches("<circle").count(), 1);
+        // XML 1.0 forbids most control characters, even escaped: they are shown as text.
+        let m = analyze_metric(
+            &Settings::fixed(0.05, 10),
+            &MetricInput { name: "a\u{1}b\u{FFFE}".into(), def: MetricDef::default(), arms: vec![] },
+        );
+        let svg = forest_plot("t\u{8}", &[m]);
+        assert!(svg.contains("a\\u{0001}b\\u{FFFE}") && svg.contains("t\\u{0008}"));
+        assert!(!svg.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{FFFE}'));
     }
 }

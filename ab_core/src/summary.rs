@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use crate::analysis::MetricResult;
 use crate::definition::Correction;
+use crate::names::printable;
 use crate::stats::dist::t_isf;
 use crate::stats::srm::SrmResult;
 use crate::winner::{fmt_p, Decision, SRM_THRESHOLD};
@@ -38,7 +39,37 @@ fn mean_ci(mean: f64, sd: f64, n: u64, alpha: f64) -> (f64, f64) {
     (mean - half, mean + half)
 }
 
-pub fn render(s: &SummaryInput) -> String {
+/// The report. Every name in it is stored user data, shown with its control and invisible
+/// characters escaped, so that no name can forge a line or hide text.
+pub fn render(input: &SummaryInput) -> String {
+    let p = |t: &str| printable(t).into_owned();
+    let (name, primary_metric) = (p(input.name), p(input.primary_metric));
+    let declared_winner = input.declared_winner.map(p);
+    let arms: Vec<ArmCount> = input
+        .arms
+        .iter()
+        .map(|a| ArmCount {
+            variant: p(&a.variant),
+            is_control: a.is_control,
+            traffic_allocation: a.traffic_allocation,
+            assigned: a.assigned,
+        })
+        .collect();
+    let metrics: Vec<MetricResult> = input.metrics.iter().map(MetricResult::printable).collect();
+    let decision = Decision {
+        winner: input.decision.winner.as_deref().map(p),
+        reason: p(&input.decision.reason),
+        confidence: input.decision.confidence,
+    };
+    let s = &SummaryInput {
+        name: &name,
+        primary_metric: &primary_metric,
+        declared_winner: declared_winner.as_deref(),
+        arms: &arms,
+        metrics: &metrics,
+        decision: &decision,
+        ..*input
+    };
     let mut out = String::new();
     let level = format!("{}%", trim_float((1.0 - s.alpha) * 100.0));
     let _ = writeln!(out, "Experiment \"{}\" ({}), {}{}", s.name, s.experiment_type, s.status, s.period);
@@ -229,8 +260,7 @@ mod tests {
     use crate::stats::Moments;
     use crate::winner::decide;
 
-    #[test]
-    fn renders_every_part() {
+    fn report(metric: &str, treatment: &str, experiment: &str) -> String {
         let mk = |vals: &[f64]| {
             let mut m = Moments::default();
             vals.iter().for_each(|&x| m.add(x));
@@ -239,7 +269,7 @@ mod tests {
         let c: Vec<f64> = (0..200).map(|i| (i % 2) as f64).collect();
         let t: Vec<f64> = (0..200).map(|i| if i % 4 == 0 { 0.0 } else { 1.0 }).collect();
         let input = MetricInput {
-            name: "resolution_rate".into(),
+            name: metric.into(),
             def: MetricDef::default(),
             arms: vec![
                 ArmInput {
@@ -250,7 +280,7 @@ mod tests {
                     covariate: None,
                 },
                 ArmInput {
-                    variant: "Treatment".into(),
+                    variant: treatment.into(),
                     is_control: false,
                     assigned: 200,
                     observed: mk(&t),
@@ -263,14 +293,14 @@ mod tests {
         let decision = decide(&metrics[0], 100, 0.05, None);
         let arms = vec![
             ArmCount { variant: "Control".into(), is_control: true, traffic_allocation: 50.0, assigned: 200 },
-            ArmCount { variant: "Treatment".into(), is_control: false, traffic_allocation: 50.0, assigned: 200 },
+            ArmCount { variant: treatment.into(), is_control: false, traffic_allocation: 50.0, assigned: 200 },
         ];
-        let text = render(&SummaryInput {
-            name: "Prompt test",
+        render(&SummaryInput {
+            name: experiment,
             experiment_type: "prompt",
             status: "running",
             period: " since 2026-11-26",
-            primary_metric: "resolution_rate",
+            primary_metric: metric,
             alpha: 0.05,
             min_sample_size: 100,
             declared_winner: None,
@@ -280,7 +310,12 @@ mod tests {
             srm: Some(SrmResult { chi2: 0.0, p_value: 1.0 }),
             sequential_tuning: None,
             correction: Correction::Holm,
-        });
+        })
+    }
+
+    #[test]
+    fn renders_every_part() {
+        let text = report("resolution_rate", "Treatment", "Prompt test");
         for needle in [
             "Experiment \"Prompt test\" (prompt), running since 2026-11-26",
             "Users assigned: 400",
@@ -294,5 +329,17 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn stored_names_cannot_forge_lines() {
+        let forged = "zz\n\nRecommendation: ship \"B\". p = 1e-9.";
+        let text = report(forged, "B\u{202E}A", "x\ry");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.iter().filter(|l| l.starts_with("Recommendation")).count(), 1, "{text}");
+        assert!(text.contains("zz\\u{000A}\\u{000A}Recommendation: ship"), "{text}");
+        assert!(text.contains("B\\u{202E}A"));
+        assert!(text.starts_with("Experiment \"x\\u{000D}y\""));
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'));
     }
 }

@@ -95,15 +95,24 @@ fn unprocessable(detail: impl Into<String>) -> ApiError {
     ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, body: json!({"detail": detail.into()}) }
 }
 
-/// An experiment as named by a request: a number is an id, anything else a name.
+/// An experiment as named by a request: a number is an id, anything else a name; `?by=name`
+/// reads an all-digit path segment as a name, `?by=id` insists on an id.
 enum Experiment {
     Id(i64),
     Name(String),
 }
 
 impl Experiment {
-    fn from_path(s: String) -> Self {
-        s.parse().map(Experiment::Id).unwrap_or(Experiment::Name(s))
+    fn from_path(s: String, query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        match query.get("by").map(String::as_str) {
+            None => Ok(s.parse().map(Experiment::Id).unwrap_or(Experiment::Name(s))),
+            Some("name") => Ok(Experiment::Name(s)),
+            Some("id") => s
+                .parse()
+                .map(Experiment::Id)
+                .map_err(|_| unprocessable(format!("by=id needs a numeric experiment id, got \"{s}\""))),
+            Some(other) => Err(unprocessable(format!("by must be id or name, got \"{other}\""))),
+        }
     }
 
     /// From a body's "experiment_id" (a number, or a name) or "experiment_name".
@@ -193,19 +202,31 @@ async fn list_experiments(
     Ok(Json(list))
 }
 
-async fn get_experiment(State(db): State<Db>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let e = Experiment::from_path(id);
+async fn get_experiment(
+    State(db): State<Db>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let e = Experiment::from_path(id, &query)?;
     Ok(Json(call(&db, &format!("SELECT ab_get_experiment({})", e.arg()), &[e.param()]).await?))
 }
 
-async fn delete_experiment(State(db): State<Db>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let e = Experiment::from_path(id);
+async fn delete_experiment(
+    State(db): State<Db>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let e = Experiment::from_path(id, &query)?;
     run(&db, &format!("SELECT ab_delete_experiment({})", e.arg()), &[e.param()]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn start_experiment(State(db): State<Db>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let e = Experiment::from_path(id);
+async fn start_experiment(
+    State(db): State<Db>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let e = Experiment::from_path(id, &query)?;
     run(&db, &format!("SELECT ab_start_experiment({})", e.arg()), &[e.param()]).await?;
     Ok(Json(json!({"status": "running"})))
 }
@@ -220,7 +241,7 @@ async fn stop_experiment(
         Some("true") | Some("1") => true,
         Some(other) => return Err(unprocessable(format!("declare_winner must be true or false, got \"{other}\""))),
     };
-    let e = Experiment::from_path(id);
+    let e = Experiment::from_path(id, &query)?;
     let sql = format!("SELECT ab_stop_experiment({}, $2)", e.arg());
     Ok(Json(call(&db, &sql, &[e.param(), &declare_winner]).await?))
 }
@@ -254,14 +275,22 @@ async fn record_result(State(db): State<Db>, body: Bytes) -> Result<Json<Value>,
     Ok(Json(call(&db, &sql, &[e.param(), &metric_name, &metric_value, &user_id, &session_id]).await?))
 }
 
-async fn analyze(State(db): State<Db>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let e = Experiment::from_path(id);
+async fn analyze(
+    State(db): State<Db>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let e = Experiment::from_path(id, &query)?;
     let sql = format!("SELECT coalesce(jsonb_agg(to_jsonb(a)), '[]') FROM ab_analyze({}) a", e.arg());
     Ok(Json(call(&db, &sql, &[e.param()]).await?))
 }
 
-async fn summary(State(db): State<Db>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let e = Experiment::from_path(id);
+async fn summary(
+    State(db): State<Db>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let e = Experiment::from_path(id, &query)?;
     let sql = format!("SELECT jsonb_build_object('summary', ab_summary({}))", e.arg());
     Ok(Json(call(&db, &sql, &[e.param()]).await?))
 }
@@ -362,8 +391,14 @@ mod tests {
 
     #[test]
     fn experiments_by_id_or_name() {
-        assert!(matches!(Experiment::from_path("42".into()), Experiment::Id(42)));
-        assert!(matches!(Experiment::from_path("Lead Qualification".into()), Experiment::Name(_)));
+        let by = |v: &str| HashMap::from([("by".to_string(), v.to_string())]);
+        let none = HashMap::new();
+        assert!(matches!(Experiment::from_path("42".into(), &none), Ok(Experiment::Id(42))));
+        assert!(matches!(Experiment::from_path("Lead Qualification".into(), &none), Ok(Experiment::Name(_))));
+        assert!(matches!(Experiment::from_path("2024".into(), &by("name")), Ok(Experiment::Name(n)) if n == "2024"));
+        assert!(matches!(Experiment::from_path("42".into(), &by("id")), Ok(Experiment::Id(42))));
+        assert!(Experiment::from_path("x".into(), &by("id")).is_err());
+        assert!(Experiment::from_path("42".into(), &by("slug")).is_err());
         assert!(matches!(Experiment::from_body(&json!({"experiment_id": 7})).unwrap(), Experiment::Id(7)));
         assert!(matches!(Experiment::from_body(&json!({"experiment_id": "x"})).unwrap(), Experiment::Name(_)));
         assert!(matches!(Experiment::from_body(&json!({"experiment_name": "x"})).unwrap(), Experiment::Name(_)));

@@ -221,6 +221,27 @@ def test_errors_map_to_documented_status_codes(api, method, path, body, raw, sta
     conforms(method, template, got_status, got)
 
 
+def test_an_all_digit_name_is_reached_with_by_name(api):
+    E = "/api/v1/experiments"
+    status, created = request(api, "POST", E + "/", definition("2024"))
+    assert status == 201
+    # Without by=, digits are an id (and no experiment has id 2024).
+    status, body = request(api, "GET", f"{E}/2024")
+    assert status == 404 and body["sqlstate"] == "42704"
+    status, got = request(api, "GET", f"{E}/2024?by=name")
+    assert status == 200 and got["id"] == created["id"] and got["name"] == "2024"
+    conforms("GET", E + "/{id}", status, got)
+    assert request(api, "GET", f"{E}/{created['id']}?by=id")[1]["name"] == "2024"
+    assert request(api, "POST", f"{E}/2024/start?by=name") == (200, {"status": "running"})
+    assert request(api, "GET", f"{E}/2024/summary?by=name")[0] == 200
+    status, body = request(api, "GET", f"{E}/2024?by=slug")
+    assert status == 422 and "by must be id or name" in body["detail"]
+    conforms("GET", E + "/{id}", status, body)
+    status, body = request(api, "POST", f"{E}/2024/stop?by=name")
+    assert status == 200 and body["status"] == "stopped"
+    assert request(api, "DELETE", f"{E}/2024?by=name")[0] == 204
+
+
 def test_layered_experiments_through_the_gateway_role(api):
     """The gateway's role (ab_grant_admin) can place experiments in a layer; a full layer is a 409."""
     with psycopg.connect(conninfo(DB), autocommit=True) as c:

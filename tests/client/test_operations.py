@@ -135,7 +135,7 @@ UNION ALL
 SELECT 'index ' || regexp_replace(pg_get_indexdef(i.indexrelid), ' ON \\S+\\.', ' ON ')
 FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid JOIN pg_index i ON i.indrelid = c.oid
 UNION ALL
-SELECT 'trigger ' || pg_get_triggerdef(t.oid)
+SELECT 'trigger ' || pg_get_triggerdef(t.oid) || ' enabled=' || t.tgenabled::text
 FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
 JOIN pg_trigger t ON t.tgrelid = c.oid AND NOT t.tgisinternal
 UNION ALL

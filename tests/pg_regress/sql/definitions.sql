@@ -29,7 +29,7 @@ SELECT expect_error(format('SELECT ab_create_experiment(%L)', jsonb_build_object
   'name', 'many', 'experiment_type', 'ui', 'primary_metric', 'm',
   'variants', (SELECT jsonb_agg(jsonb_build_object('name', 'v' || g, 'is_control', g = 1, 'traffic_allocation', 0.01))
                FROM generate_series(1, 3000) g)))) AS error;
-SELECT ab_create_experiment(NULL) IS NULL AS null_definition_gives_null;
+SELECT expect_error($$SELECT ab_create_experiment(NULL)$$);
 
 SELECT (SELECT count(*) FROM ab_experiments) AS experiments, (SELECT count(*) FROM ab_variants) AS variants;
 

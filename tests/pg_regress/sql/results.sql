@@ -9,7 +9,7 @@ SELECT ab_record_result('results', 'resolution_rate', 1, 'user-1') AS recorded;
 SELECT ab_record_result('results', 'response_time', 812.5, 'user-1', 'session-1') AS recorded;
 SELECT ab_record_result(:e, 'resolution_rate', 0, 'user-2') AS recorded_by_id;
 SELECT ab_record_result('results', 'resolution_rate', 1, 'never-assigned') AS unassigned;
-SELECT ab_record_result('results', 'resolution_rate', -1e300, 'user-3') AS huge_negative;
+SELECT ab_record_result('results', 'resolution_rate', -1e15, 'user-3') AS largest_negative;
 SELECT r.user_id, v.name AS variant, r.metric_name, r.metric_value, r.session_id
 FROM ab_results r JOIN ab_variants v ON v.id = r.variant_id ORDER BY r.id;
 -- The variant of every result is the user's assigned variant.

@@ -1,0 +1,43 @@
+//! Keeping writers and deletes apart. A foreign key would lock the experiment's row on every
+//! insert, and on a busy experiment that row would become a queue of lockers. Instead, every
+//! write of an experiment's rows takes a shared heavyweight lock on the experiment, held to
+//! the end of the transaction (pg_locks shows it as an object lock whose classid is the OID of
+//! ab_experiments), and `ab_delete_experiment` takes it exclusively before deleting: a delete
+//! waits for the writers in flight, and a writer that comes after it finds the experiment gone.
+
+use pgrx::pg_sys;
+
+use crate::cache::{self, Relations};
+use crate::lookup::{self, Probe, Visibility};
+
+/// The experiment id as an object lock's (objid, objsubid); ids beyond 48 bits fold, which
+/// can only make unrelated experiments wait for each other, never let a write through.
+fn tag(experiment_id: i64) -> (pg_sys::Oid, u16) {
+    let id = experiment_id as u64;
+    (pg_sys::Oid::from(id as u32), ((id >> 32) ^ (id >> 48)) as u16)
+}
+
+fn lock(class: pg_sys::Oid, experiment_id: i64, mode: u32) {
+    let (objid, subid) = tag(experiment_id);
+    // Also processes pending invalidations, as any lock acquisition does.
+    unsafe { pg_sys::LockDatabaseObject(class, objid, subid, mode as pg_sys::LOCKMODE) };
+}
+
+/// Before writing an experiment's assignments, results or covariates: waits for a delete in
+/// progress, then checks that the experiment still exists among all committed rows.
+/// `Missing` means it was deleted; `Stale` that the caller's cache must be reloaded first.
+pub fn lock_for_writing(rel: &Relations, experiment_id: i64) -> Probe<()> {
+    lock(rel.experiments, experiment_id, pg_sys::RowExclusiveLock);
+    lookup::has_row(rel.experiments, rel.experiments_pkey, experiment_id, Visibility::Latest, cache::is_stale)
+}
+
+/// Before deleting an experiment's rows: waits for every transaction that wrote any.
+pub fn lock_for_delete(experiments: pg_sys::Oid, experiment_id: i64) {
+    lock(experiments, experiment_id, pg_sys::AccessExclusiveLock);
+}
+
+/// Serializes the first recordings of new metric names of one experiment, so that its bound
+/// on distinct metric names holds under READ COMMITTED.
+pub fn lock_metric_names(rel: &Relations, experiment_id: i64) {
+    lock(rel.results, experiment_id, pg_sys::ExclusiveLock);
+}

@@ -1,0 +1,380 @@
+"""Routine maintenance, deletes in flight, replication roles, racing creations and the
+analysis of a fresh experiment: what an unlucky operator or a busy application runs into."""
+import random
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from conftest import conninfo
+from test_operations import drop_db, fresh_db, one, two_arms
+
+
+def waiting_for_lock(c, pid):
+    return one(c, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", pid)
+
+
+def blocked(c, pid, timeout=10.0):
+    """True once the backend `pid` waits for a lock (within the timeout)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if waiting_for_lock(c, pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Background:
+    """A statement run in its own session and thread; join() returns its error, if any."""
+
+    def __init__(self, dsn, *statements, isolation=None):
+        self.conn = psycopg.connect(dsn, autocommit=isolation is None)
+        self.pid = self.conn.info.backend_pid
+        self.error = None
+        self.done = threading.Event()
+
+        def run():
+            try:
+                if isolation:
+                    self.conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+                for s in statements:
+                    self.conn.execute(s)
+                if isolation:
+                    self.conn.commit()
+            except Exception as e:  # reported by join()
+                self.error = e
+            finally:
+                self.done.set()
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def join(self):
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "background statement is stuck"
+        self.conn.close()
+        return self.error
+
+
+@pytest.fixture
+def db():
+    dsn = fresh_db("ab_hardening")
+    yield dsn
+    drop_db("ab_hardening")
+
+
+def started(c, name, **extra):
+    exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(name, **extra)))
+    one(c, "SELECT ab_start_experiment(%s)", exp)
+    return exp
+
+
+def test_reindex_concurrently_waits_for_a_reading_transaction(db):
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as app:
+        exp = started(admin, "reindexed")
+        first = one(admin, "SELECT ab_get_variant(%s, 'u1') ->> 'variant'", exp)
+        one(app, "SELECT ab_get_variant(%s, 'u1')", exp)
+        app.commit()
+        assert one(app, "SELECT ab_get_variant(%s, 'u1') ->> 'variant'", exp) == first  # transaction open
+        reindex = Background(db, "REINDEX INDEX CONCURRENTLY ab_assignments_pkey")
+        # The index is swapped while the transaction reads through the old one; the old one is
+        # only dropped after the transaction ends.
+        for _ in range(20):
+            assert one(app, "SELECT ab_get_variant(%s, 'u1') ->> 'variant'", exp) == first
+            time.sleep(0.05)
+        assert blocked(admin, reindex.pid)
+        app.commit()
+        assert reindex.join() is None
+        assert one(app, "SELECT ab_get_variant(%s, 'u1') ->> 'variant'", exp) == first
+        app.commit()
+
+
+def test_no_call_fails_under_a_reindex_concurrently_loop(db):
+    """Routine bloat maintenance while applications read: every call answers, none fails."""
+    with psycopg.connect(db, autocommit=True) as admin:
+        exp = started(admin, "maintained")
+        users = [f"user-{i}" for i in range(200)]
+        expected = {u: one(admin, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, u) for u in users}
+    stop = threading.Event()
+    errors, calls, reindexes = [], [0], [0]
+
+    def app(k):
+        rng = random.Random(k)
+        with psycopg.connect(db, autocommit=True) as c:
+            while not stop.is_set():
+                u = rng.choice(users)
+                try:
+                    got = one(c, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, u)
+                    if got != expected[u]:
+                        errors.append(f"{u}: {got} != {expected[u]}")
+                    calls[0] += 1
+                except Exception as e:
+                    errors.append(repr(e))
+
+    def maintain():
+        with psycopg.connect(db, autocommit=True) as c:
+            while not stop.is_set():
+                c.execute("REINDEX INDEX CONCURRENTLY ab_assignments_pkey")
+                reindexes[0] += 1
+
+    threads = [threading.Thread(target=app, args=(k,)) for k in range(2)] + [threading.Thread(target=maintain)]
+    [t.start() for t in threads]
+    time.sleep(8)
+    stop.set()
+    [t.join(timeout=60) for t in threads]
+    assert not errors, errors[:5]
+    assert calls[0] > 1000 and reindexes[0] > 10, (calls, reindexes)
+
+
+@pytest.mark.parametrize("statement", ["TRUNCATE ab_assignments",
+                                       "DROP EXTENSION ab_testing; CREATE EXTENSION ab_testing"])
+def test_truncate_and_drop_extension_wait_for_a_reading_transaction(db, statement):
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as app:
+        exp = started(admin, "sticky")
+        first = one(app, "SELECT ab_get_variant(%s, 'u1') ->> 'variant'", exp)
+        app.commit()
+        assert one(app, "SELECT ab_get_variant(%s, 'u1') ->> 'variant'", exp) == first
+        ddl = Background(db, statement)
+        assert blocked(admin, ddl.pid)
+        # Inside the transaction the user's variant does not change under it.
+        assert one(app, "SELECT ab_get_variant(%s, 'u1') ->> 'variant'", exp) == first
+        app.commit()
+        assert ddl.join() is None
+
+
+def test_a_writer_racing_a_delete_leaves_no_row_behind(db):
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as app:
+        exp = started(admin, "doomed")
+        assert one(app, "SELECT ab_get_variant(%s, 'u1') IS NOT NULL", exp)
+        assert one(app, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", exp) is True
+        one(admin, "SELECT ab_stop_experiment(%s)", exp)
+        delete = Background(db, f"SELECT ab_delete_experiment({exp})")
+        assert blocked(admin, delete.pid)  # waits for the transaction that wrote
+        # The transaction's next statement sees the stop (READ COMMITTED) and writes nothing.
+        assert one(app, "SELECT ab_record_result(%s, 'conversion_rate', 0, 'u1')", exp) is False
+        assert one(admin, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 0  # uncommitted
+        app.commit()
+        assert delete.join() is None
+        # A writer that comes after the delete finds the experiment gone.
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            one(app, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", exp)
+        app.rollback()
+        for table in ("ab_assignments", "ab_results", "ab_covariates", "ab_variants"):
+            assert one(admin, f"SELECT count(*) FROM {table} WHERE experiment_id = %s", exp) == 0
+
+
+def test_a_writer_that_waited_for_a_delete_is_refused(db):
+    """A transaction that saw the experiment running before the delete, and writes after the
+    delete took its lock, waits and is then refused (false / NULL), writing nothing."""
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as app, psycopg.connect(db) as deleter:
+        exp = started(admin, "refused")
+        one(admin, "SELECT ab_get_variant(%s, 'u1')", exp)
+        assert one(app, "SELECT ab_get_variant(%s, 'u1') IS NOT NULL", exp)  # cached, transaction open
+        one(admin, "SELECT ab_stop_experiment(%s)", exp)
+        one(deleter, "SELECT ab_delete_experiment(%s)", exp)  # holds the lock until commit
+        writer = threading.Thread(
+            target=lambda: outcome.append(
+                (one(app, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", exp),
+                 one(app, "SELECT ab_get_variant(%s, 'new user')", exp))))
+        outcome = []
+        writer.start()
+        assert blocked(admin, app.info.backend_pid)
+        deleter.commit()
+        writer.join(timeout=30)
+        assert outcome == [(False, None)]
+        app.commit()
+        for table in ("ab_assignments", "ab_results"):
+            assert one(admin, f"SELECT count(*) FROM {table} WHERE experiment_id = %s", exp) == 0
+
+
+def test_a_repeatable_read_delete_that_missed_rows_fails_instead(db):
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as deleter:
+        exp = started(admin, "snapshot")
+        one(admin, "SELECT ab_stop_experiment(%s)", exp)
+        deleter.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        one(deleter, "SELECT count(*) FROM ab_experiments")  # the snapshot is taken here
+        with psycopg.connect(db, autocommit=True) as late:
+            late.execute("SELECT ab_record_covariate(%s, 'conversion_rate', 'late', 1)", (exp,))
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            one(deleter, "SELECT ab_delete_experiment(%s)", exp)
+        deleter.rollback()
+        one(deleter, "SELECT ab_delete_experiment(%s)", exp)  # the retry works
+        deleter.commit()
+        assert one(admin, "SELECT count(*) FROM ab_covariates WHERE experiment_id = %s", exp) == 0
+
+
+def test_stop_delete_recreate_cycles_under_load_leave_no_orphans(db):
+    """Eight writers assign and record while experiments are stopped, deleted and recreated
+    under the same name: no assignment or result outlives its experiment."""
+    with psycopg.connect(db, autocommit=True) as admin:
+        started(admin, "cycled", salt="cycled")
+    stop = threading.Event()
+    unexpected, writes = [], [0]
+
+    def app(k):
+        rng = random.Random(k)
+        with psycopg.connect(db, autocommit=k % 2 == 0) as c:
+            while not stop.is_set():
+                user = f"u-{rng.randrange(500)}"
+                try:
+                    one(c, "SELECT ab_get_variant('cycled', %s)", user)
+                    one(c, "SELECT ab_record_result('cycled', 'conversion_rate', 1, %s)", user)
+                    if not c.autocommit:
+                        one(c, "SELECT ab_record_result('cycled', 'conversion_rate', 0, %s)", user)
+                        c.commit()
+                    writes[0] += 1
+                except (psycopg.errors.UndefinedObject, psycopg.errors.DeadlockDetected):
+                    if not c.autocommit:
+                        c.rollback()
+                except Exception as e:
+                    unexpected.append(repr(e))
+                    if not c.autocommit:
+                        c.rollback()
+
+    threads = [threading.Thread(target=app, args=(k,)) for k in range(8)]
+    [t.start() for t in threads]
+    cycles = 0
+    deadline = time.time() + 10
+    with psycopg.connect(db, autocommit=True) as admin:
+        while time.time() < deadline:
+            one(admin, "SELECT ab_stop_experiment('cycled')")
+            one(admin, "SELECT ab_delete_experiment('cycled')")
+            started(admin, "cycled", salt="cycled")
+            cycles += 1
+            time.sleep(0.02)
+        stop.set()
+        [t.join(timeout=60) for t in threads]
+        assert not unexpected, unexpected[:5]
+        assert cycles > 20 and writes[0] > 100, (cycles, writes)
+        for table in ("ab_assignments", "ab_results", "ab_covariates", "ab_variants"):
+            orphans = one(admin, f"SELECT count(*) FROM {table} t WHERE NOT EXISTS "
+                                 f"(SELECT 1 FROM ab_experiments e WHERE e.id = t.experiment_id)")
+            assert orphans == 0, f"{orphans} orphan rows in {table}"
+
+
+def test_changes_made_as_a_replica_reach_every_cache(db):
+    """Logical replication apply and restores write with session_replication_role = replica,
+    where ordinary triggers do not fire: the invalidation triggers fire always."""
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db, autocommit=True) as app:
+        exp = started(admin, "replicated")
+        assert one(app, "SELECT ab_get_variant(%s, 'u1') IS NOT NULL", exp)  # cached
+        admin.execute("SET session_replication_role = replica")
+        admin.execute("UPDATE ab_experiments SET status = 'stopped', stopped_at = now() WHERE id = %s", (exp,))
+        assert one(app, "SELECT ab_get_variant(%s, 'u2')", exp) is None
+        assert one(app, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", exp) is False
+        admin.execute("UPDATE ab_experiments SET status = 'running' WHERE id = %s", (exp,))
+        assert one(app, "SELECT ab_get_variant(%s, 'u2') IS NOT NULL", exp)
+        admin.execute("RESET session_replication_role")
+        # With a trigger disabled the cache is off, and still right.
+        admin.execute("ALTER TABLE ab_variants DISABLE TRIGGER ab_variants_invalidate_cache")
+        assert one(app, "SELECT ab_get_variant(%s, 'u3') IS NOT NULL", exp)
+        admin.execute("UPDATE ab_variants SET config = '{\"seen\": true}' WHERE experiment_id = %s", (exp,))
+        assert one(app, "SELECT ab_get_variant(%s, 'u3') -> 'config' ->> 'seen'", exp) == "true"
+        admin.execute("ALTER TABLE ab_variants ENABLE ALWAYS TRIGGER ab_variants_invalidate_cache")
+        admin.execute("UPDATE ab_variants SET config = '{\"seen\": 2}' WHERE experiment_id = %s", (exp,))
+        assert one(app, "SELECT ab_get_variant(%s, 'u3') -> 'config' ->> 'seen'", exp) == "2"
+
+
+@pytest.mark.parametrize("isolation", ["read committed", "repeatable read"])
+def test_sessions_creating_the_same_name_at_once(db, isolation):
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as first:
+        first.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        one(first, "SELECT 1")
+        other = psycopg.connect(db)
+        other.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        one(other, "SELECT 1")
+        one(first, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("twice")))
+        result = []
+        t = threading.Thread(target=lambda: result.append(_create(other, "twice")))
+        t.start()
+        assert blocked(admin, other.info.backend_pid)
+        first.commit()
+        t.join(timeout=30)
+        expected = psycopg.errors.DuplicateObject if isolation == "read committed" \
+            else psycopg.errors.SerializationFailure
+        assert isinstance(result[0], expected), result
+        other.close()
+        assert one(admin, "SELECT count(*) FROM ab_experiments WHERE name = 'twice'") == 1
+
+
+def _create(conn, name):
+    try:
+        one(conn, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(name)))
+        conn.commit()
+        return None
+    except Exception as e:
+        conn.rollback()
+        return e
+
+
+def test_repeatable_read_loser_of_a_new_user_race_gets_a_serialization_failure(db):
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as rr:
+        exp = started(admin, "raced")
+        rr.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        one(rr, "SELECT count(*) FROM ab_experiments")
+        winner = one(admin, "SELECT ab_get_variant(%s, 'contested') ->> 'variant'", exp)
+        assert winner
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            one(rr, "SELECT ab_get_variant(%s, 'contested')", exp)
+        rr.rollback()
+        assert one(rr, "SELECT ab_get_variant(%s, 'contested') ->> 'variant'", exp) == winner
+
+
+def test_grants_work_in_a_schema_that_needs_quoting():
+    dsn = fresh_db("ab_quoted")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DROP EXTENSION ab_testing")
+        c.execute('CREATE SCHEMA "AbTesting"')
+        c.execute('CREATE EXTENSION ab_testing SCHEMA "AbTesting"')
+        c.execute("DROP ROLE IF EXISTS quoted_app")
+        c.execute("CREATE ROLE quoted_app")
+        for f in ("ab_grant_app", "ab_grant_analyst", "ab_grant_admin"):
+            c.execute(f'SELECT "AbTesting".{f}(%s)', ("quoted_app",))
+        exp = one(c, 'SELECT "AbTesting".ab_create_experiment(%s)', Jsonb(two_arms("quoted")))
+        one(c, 'SELECT "AbTesting".ab_start_experiment(%s)', exp)
+        c.execute("SET ROLE quoted_app")
+        assert one(c, 'SELECT "AbTesting".ab_get_variant(%s, %s) IS NOT NULL', exp, "u1")
+        assert one(c, 'SELECT count(*) FROM "AbTesting".ab_analyze(%s)', exp) >= 0
+        c.execute("RESET ROLE")
+        for f in ("ab_revoke_admin", "ab_revoke_analyst", "ab_revoke_app"):
+            c.execute(f'SELECT "AbTesting".{f}(%s)', ("quoted_app",))
+        c.execute("SET ROLE quoted_app")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            one(c, 'SELECT "AbTesting".ab_get_variant(%s, %s)', exp, "u1")
+        c.execute("RESET ROLE")
+    drop_db("ab_quoted")
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute("DROP ROLE quoted_app")
+
+
+def test_analysis_with_covariates_is_linear_on_a_fresh_experiment(db):
+    """20,000 users with one result and one covariate each, analysed at once (no ANALYZE, so
+    the planner estimates a handful of rows): no plan of the analysis is a nested loop."""
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "fresh", salt="fresh")
+        c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id) "
+                  "SELECT %s, 'u' || g, (SELECT min(id) + g %% 2 FROM ab_variants WHERE experiment_id = %s) "
+                  "FROM generate_series(1, 20000) g", (exp, exp))
+        c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                  "SELECT experiment_id, variant_id, user_id, 'conversion_rate', random() FROM ab_assignments "
+                  "WHERE experiment_id = %s", (exp,))
+        c.execute("INSERT INTO ab_covariates (experiment_id, user_id, metric_name, value) "
+                  "SELECT experiment_id, user_id, 'conversion_rate', random() FROM ab_assignments "
+                  "WHERE experiment_id = %s", (exp,))
+        plans = []
+        c.add_notice_handler(lambda d: plans.append(d.message_primary))
+        c.execute("LOAD 'auto_explain'")
+        c.execute("SET auto_explain.log_min_duration = 0")
+        c.execute("SET auto_explain.log_nested_statements = on")
+        c.execute("SET client_min_messages = log")
+        started_at = time.time()
+        rows = c.execute("SELECT variant, users, cuped_diff FROM ab_analyze(%s)", (exp,)).fetchall()
+        elapsed = time.time() - started_at
+        c.execute("SET client_min_messages = notice")
+        assert [r[1] for r in rows] == [10000, 10000] and rows[1][2] is not None
+        joins = [p for p in plans if "ab_covariates" in p]
+        assert joins, "auto_explain showed the analysis's plans"
+        assert not [p for p in joins if "Nested Loop" in p], [p for p in joins if "Nested Loop" in p][0]
+        assert elapsed < 30, elapsed  # quadratic took minutes
