@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark harness: installs the release build, starts a dedicated cluster (port 5498,
 # /tmp/ab_bench_pg) and runs bench/bench.py. Arguments are passed to bench.py
-# (--seconds, --rounds, --repeat, --sizes, --skip-analysis, --skip-hot-path, --only CASE).
+# (--seconds, --rounds, --repeat, --sizes, --covariate-users, --skip-analysis, --skip-hot-path,
+# --only "CASE[;CASE...]").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -51,7 +51,8 @@ fn get_variant(
         check_id("session_id", s);
     }
     for _ in 0..MAX_RELOADS {
-        let cache::Handle { exp, plans, relations } = cache::lookup(r);
+        let handle = cache::lookup(r);
+        let cache::Handle { exp, plans, relations, .. } = &handle;
         if !exp.running {
             return None;
         }
@@ -88,7 +89,7 @@ fn get_variant(
             }
         }
         let candidate = new_assignment(&exp, user_id)?;
-        match guard::lock_for_writing(&relations, exp.id) {
+        match guard::lock_for_writing(&handle) {
             Probe::Found(()) => {}
             Probe::Stale => continue,
             // Deleted while this call ran: nothing to enroll in.

@@ -75,6 +75,8 @@ pub struct Relations {
     pub experiments_pkey: pg_sys::Oid,
     pub assignments: pg_sys::Oid,
     pub assignments_pkey: pg_sys::Oid,
+    /// Only a lock tag's class (see `guard`): not watched, so that ANALYZE of ab_results
+    /// does not empty every cache.
     pub results: pg_sys::Oid,
 }
 
@@ -93,7 +95,7 @@ struct State {
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
     static STALE: Cell<bool> = const { Cell::new(true) };
-    static WATCHED: Cell<[pg_sys::Oid; 7]> = const { Cell::new([pg_sys::InvalidOid; 7]) };
+    static WATCHED: Cell<[pg_sys::Oid; 6]> = const { Cell::new([pg_sys::InvalidOid; 6]) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -144,7 +146,6 @@ fn load_state(client: &SpiClient<'_>) -> State {
         layer_experiments,
         relations.assignments,
         relations.assignments_pkey,
-        relations.results,
     ]);
     // ALTER TABLE ... ENABLE / DISABLE TRIGGER invalidates the table's relcache entry, so this
     // is read again whenever it changes.
@@ -292,6 +293,9 @@ pub struct Handle {
     pub exp: Rc<CachedExperiment>,
     pub plans: Rc<Plans>,
     pub relations: Relations,
+    /// The definition is in the cache: any later change to it (a delete included) reaches
+    /// this backend as an invalidation, taken in at the next lock.
+    pub cached: bool,
 }
 
 /// The experiment, the hot-path plans and relations, from the cache or loaded now (the only
@@ -310,41 +314,61 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
         })
     });
     if let Some((Some(exp), plans, relations, ..)) = cached {
-        return Handle { exp, plans, relations };
+        return Handle { exp, plans, relations, cached: true };
     }
-    crate::security::with_pinned_search_path(|| {
-        Spi::connect(|client| {
-            let (plans, relations, nsp, has_layers, cacheable) = match cached {
-                Some((_, plans, relations, nsp, has_layers, cacheable)) => {
-                    (plans, relations, nsp, has_layers, cacheable)
-                }
-                None => {
-                    let state = load_state(client);
-                    let out =
-                        (state.plans.clone(), state.relations, state.nsp.clone(), state.has_layers, state.cacheable);
-                    STATE.with_borrow_mut(|s| *s = Some(state));
-                    out
-                }
-            };
-            let (name, exp) = load_experiment(client, &nsp, has_layers, r).unwrap_or_else(|| not_found(r));
-            let exp = Rc::new(exp);
-            if cacheable && !snapshot_is_transaction_wide() && !STALE.get() {
-                STATE.with_borrow_mut(|s| {
-                    if let Some(s) = s.as_mut() {
-                        s.by_id.insert(exp.id, exp.clone());
-                        // Under the name asked for too, when it was another spelling of the stored one.
-                        if let ExperimentRef::Name(asked) = r {
-                            if asked != name {
-                                s.by_name.insert(asked.to_string(), exp.clone());
-                            }
-                        }
-                        s.by_name.insert(name, exp.clone());
+    // SPI reads with the calling statement's snapshot until the transaction writes; a reload
+    // (after an invalidation taken in during this call) must see what that invalidation
+    // announced, so it reads with a fresh one (under READ COMMITTED; under REPEATABLE READ this
+    // is the transaction's snapshot, and nothing loaded then is kept).
+    with_fresh_snapshot(|| {
+        crate::security::with_pinned_search_path(|| {
+            Spi::connect(|client| {
+                let (plans, relations, nsp, has_layers, cacheable) = match cached {
+                    Some((_, plans, relations, nsp, has_layers, cacheable)) => {
+                        (plans, relations, nsp, has_layers, cacheable)
                     }
-                });
-            }
-            Handle { exp, plans, relations }
+                    None => {
+                        let state = load_state(client);
+                        let out = (
+                            state.plans.clone(),
+                            state.relations,
+                            state.nsp.clone(),
+                            state.has_layers,
+                            state.cacheable,
+                        );
+                        STATE.with_borrow_mut(|s| *s = Some(state));
+                        out
+                    }
+                };
+                let (name, exp) = load_experiment(client, &nsp, has_layers, r).unwrap_or_else(|| not_found(r));
+                let exp = Rc::new(exp);
+                let cached = cacheable && !snapshot_is_transaction_wide() && !STALE.get();
+                if cached {
+                    STATE.with_borrow_mut(|s| {
+                        if let Some(s) = s.as_mut() {
+                            s.by_id.insert(exp.id, exp.clone());
+                            // Under the name asked for too, when it was another spelling of the stored one.
+                            if let ExperimentRef::Name(asked) = r {
+                                if asked != name {
+                                    s.by_name.insert(asked.to_string(), exp.clone());
+                                }
+                            }
+                            s.by_name.insert(name, exp.clone());
+                        }
+                    });
+                }
+                Handle { exp, plans, relations, cached }
+            })
         })
     })
+}
+
+fn with_fresh_snapshot<R>(f: impl FnOnce() -> R) -> R {
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let out = f();
+    // On an error the (sub)transaction's abort pops it.
+    unsafe { pg_sys::PopActiveSnapshot() };
+    out
 }
 
 /// Statement trigger on ab_experiments, ab_variants and ab_layer_experiments: tells every backend to reload.

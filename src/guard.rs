@@ -24,11 +24,23 @@ fn lock(class: pg_sys::Oid, experiment_id: i64, mode: u32) {
 }
 
 /// Before writing an experiment's assignments, results or covariates: waits for a delete in
-/// progress, then checks that the experiment still exists among all committed rows.
+/// progress, then makes sure the experiment was not deleted before the lock was taken.
 /// `Missing` means it was deleted; `Stale` that the caller's cache must be reloaded first.
-pub fn lock_for_writing(rel: &Relations, experiment_id: i64) -> Probe<()> {
-    lock(rel.experiments, experiment_id, pg_sys::RowExclusiveLock);
-    lookup::has_row(rel.experiments, rel.experiments_pkey, experiment_id, Visibility::Latest, cache::is_stale)
+///
+/// A cached definition needs no further check: a delete committed before the lock sent an
+/// invalidation that taking the lock took in (the cache is then stale). Otherwise (REPEATABLE
+/// READ, or the cache off) the definition may come from a snapshot older than the delete, so
+/// the experiment's row is looked up among all committed rows.
+pub fn lock_for_writing(handle: &cache::Handle) -> Probe<()> {
+    let (rel, id) = (&handle.relations, handle.exp.id);
+    lock(rel.experiments, id, pg_sys::RowExclusiveLock);
+    if cache::is_stale() {
+        return Probe::Stale;
+    }
+    if handle.cached {
+        return Probe::Found(());
+    }
+    lookup::has_row(rel.experiments, rel.experiments_pkey, id, Visibility::Latest, cache::is_stale)
 }
 
 /// Before deleting an experiment's rows: waits for every transaction that wrote any.

@@ -20,33 +20,29 @@ fn admit_metric(exp: &CachedExperiment, rel: &Relations, metric: &str) {
         return;
     }
     let nsp = cache::schema();
-    let recorded = |client: &pgrx::spi::SpiClient<'_>, sql: &str| -> Vec<String> {
-        client
-            .select(sql, None, &[exp.id.into(), metric.into()])
-            .or_raise()
-            .map(|row| row.get::<String>(1).or_raise().unwrap())
-            .collect()
-    };
     Spi::connect(|client| {
+        let names = |sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]| -> Vec<String> {
+            client.select(sql, None, args).or_raise().map(|row| row.get::<String>(1).or_raise().unwrap()).collect()
+        };
         let exists = format!(
             "SELECT metric_name FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 \
              AND metric_name OPERATOR(pg_catalog.=) $2 LIMIT 1"
         );
-        if recorded(client, &exists).is_empty() {
+        if names(&exists, &[exp.id.into(), metric.into()]).is_empty() {
             guard::lock_metric_names(rel, exp.id);
             // Distinct recorded names by a loose index scan, at most one past the bound.
-            let names = format!(
+            let recorded = format!(
                 "WITH RECURSIVE m(name) AS ( \
                    SELECT min(metric_name) FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 \
                    UNION ALL \
                    SELECT (SELECT min(r.metric_name) FROM {nsp}.ab_results r \
                            WHERE r.experiment_id OPERATOR(pg_catalog.=) $1 AND r.metric_name OPERATOR(pg_catalog.>) m.name) \
                    FROM m WHERE m.name IS NOT NULL) \
-                 SELECT name FROM m WHERE name IS NOT NULL AND $2::text IS NOT NULL LIMIT {}",
+                 SELECT name FROM m WHERE name IS NOT NULL LIMIT {}",
                 MAX_METRICS + 1
             );
             let mut known = exp.known_metrics.borrow_mut();
-            known.extend(recorded(client, &names));
+            known.extend(names(&recorded, &[exp.id.into()]));
             if !known.contains(metric) && known.len() >= MAX_METRICS {
                 raise(
                     PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -78,7 +74,8 @@ fn record(
         check_id("session_id", s);
     }
     for _ in 0..MAX_RELOADS {
-        let cache::Handle { exp, plans, relations } = cache::lookup(r);
+        let handle = cache::lookup(r);
+        let cache::Handle { exp, plans, relations, .. } = &handle;
         if !exp.running {
             return false;
         }
@@ -88,7 +85,7 @@ fn record(
                 exp.name
             ));
         }
-        match guard::lock_for_writing(&relations, exp.id) {
+        match guard::lock_for_writing(&handle) {
             Probe::Found(()) => {}
             Probe::Stale => continue,
             // Deleted while this call ran.
@@ -137,8 +134,9 @@ fn record_covariate(r: ExperimentRef<'_>, metric_name: Option<&str>, user_id: Op
     check_id("user_id", user_id);
     check_value("value", value).unwrap_or_else(|e| core_error(e));
     for _ in 0..MAX_RELOADS {
-        let cache::Handle { exp, plans, relations } = cache::lookup(r);
-        match guard::lock_for_writing(&relations, exp.id) {
+        let handle = cache::lookup(r);
+        let cache::Handle { exp, plans, .. } = &handle;
+        match guard::lock_for_writing(&handle) {
             Probe::Found(()) => {}
             Probe::Stale => continue,
             Probe::Missing => not_found(r),

@@ -87,6 +87,25 @@ SELECT expect_error($$SELECT ab_delete_layer(NULL)$$);
 SELECT expect_error($$SELECT ab_normalize_name('layer name', NULL)$$);
 SELECT status FROM ab_experiments WHERE id = :e;
 
+-- Definitions are cached while every invalidation trigger fires always, and read on every
+-- call (slower, never stale) while one does not. Scans of ab_experiments within a
+-- transaction count the loads.
+CREATE TEMP VIEW experiment_scans AS
+SELECT pg_stat_get_xact_numscans('ab_experiments'::regclass)
+     + pg_stat_get_xact_numscans('ab_experiments_name_key'::regclass) AS n;
+BEGIN;
+SELECT n AS before FROM experiment_scans \gset
+SELECT count(ab_get_variant('ovf', 'u' || (g % 5))) AS calls FROM generate_series(1, 200) g;
+SELECT n - :before < 5 AS cached FROM experiment_scans;
+COMMIT;
+ALTER TABLE ab_variants ENABLE TRIGGER ab_variants_invalidate_cache;
+BEGIN;
+SELECT n AS before FROM experiment_scans \gset
+SELECT count(ab_get_variant('ovf', 'u' || (g % 5))) AS calls FROM generate_series(1, 200) g;
+SELECT n - :before >= 200 AS read_every_call FROM experiment_scans;
+COMMIT;
+ALTER TABLE ab_variants ENABLE ALWAYS TRIGGER ab_variants_invalidate_cache;
+
 -- Statistics functions at the edges.
 SELECT * FROM ab_srm_test(ARRAY[5, 5], ARRAY[1e308, 1e308]);
 SELECT expect_error($$SELECT ab_adjust_p_values('{{0.01, 0.02}, {0.03, 0.04}}')$$);
