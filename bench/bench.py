@@ -89,7 +89,7 @@ HOT_PATH = [
 def hot_path(seconds, rounds, only=None):
     rows = []
     for case, script, base_name, base_script in HOT_PATH:
-        if only and not any(o in case for o in only.split(";")):
+        if only and not any(case == o[1:] if o.startswith("=") else o in case for o in only.split(";")):
             continue
         case_tps, base_tps = [], []
         for _ in range(rounds):
@@ -236,7 +236,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per analysis query (median)")
     ap.add_argument("--skip-analysis", action="store_true")
     ap.add_argument("--skip-hot-path", action="store_true")
-    ap.add_argument("--only", help="run only the hot-path cases whose name contains this (or one of these, separated by ;)")
+    ap.add_argument("--only", help="run only the hot-path cases whose name contains this (or one of these, separated by ;); =NAME matches the whole name")
     ap.add_argument("--sizes", default="200000x5,2000000x5", help="users x results per user, comma separated")
     ap.add_argument("--covariate-users", type=int, default=200000,
                     help="users of the fresh experiment with covariates (0 to skip)")

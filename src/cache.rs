@@ -121,15 +121,7 @@ fn snapshot_is_transaction_wide() -> bool {
 
 fn load_state(client: &SpiClient<'_>) -> State {
     let nsp = catalog::schema(client);
-    let oid_of = |table: &str| -> pg_sys::Oid {
-        client
-            .select("SELECT pg_catalog.to_regclass($1)::oid", Some(1), &[format!("{nsp}.{table}").into()])
-            .or_raise()
-            .first()
-            .get_one::<pg_sys::Oid>()
-            .or_raise()
-            .unwrap_or(pg_sys::InvalidOid)
-    };
+    let oid_of = |name: &str| catalog::relation_oid(client, &nsp, name);
     let relations = Relations {
         experiments: oid_of("ab_experiments"),
         experiments_pkey: oid_of("ab_experiments_pkey"),

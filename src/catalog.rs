@@ -39,16 +39,21 @@ pub fn schema(client: &SpiClient<'_>) -> String {
     nsp.unwrap_or_else(|| crate::errors::invalid("the ab_testing extension is not installed in this database"))
 }
 
+/// The OID of one of the extension's relations, or InvalidOid when it does not exist.
+pub fn relation_oid(client: &SpiClient<'_>, nsp: &str, name: &str) -> pgrx::pg_sys::Oid {
+    client
+        .select("SELECT pg_catalog.to_regclass($1)::oid", Some(1), &[format!("{nsp}.{name}").into()])
+        .or_raise()
+        .first()
+        .get_one::<pgrx::pg_sys::Oid>()
+        .or_raise()
+        .unwrap_or(pgrx::pg_sys::InvalidOid)
+}
+
 /// Whether one of the extension's tables exists: this library also serves databases still on
 /// an older schema (before ALTER EXTENSION UPDATE), which lack the newer tables.
 pub fn has_table(client: &SpiClient<'_>, nsp: &str, table: &str) -> bool {
-    client
-        .select("SELECT pg_catalog.to_regclass($1) IS NOT NULL", Some(1), &[format!("{nsp}.{table}").into()])
-        .or_raise()
-        .first()
-        .get_one::<bool>()
-        .or_raise()
-        .unwrap_or(false)
+    relation_oid(client, nsp, table) != pgrx::pg_sys::InvalidOid
 }
 
 #[derive(Debug, Clone)]

@@ -331,19 +331,10 @@ fn delete(r: ExperimentRef<'_>) {
                 "stop it with ab_stop_experiment before deleting it",
             );
         }
-        let oid = |client: &pgrx::spi::SpiClient<'_>, name: &str| -> pg_sys::Oid {
-            client
-                .select("SELECT pg_catalog.to_regclass($1)::oid", Some(1), &[format!("{nsp}.{name}").into()])
-                .or_raise()
-                .first()
-                .get_one::<pg_sys::Oid>()
-                .or_raise()
-                .unwrap_or(pg_sys::InvalidOid)
-        };
         // Waits for every transaction still writing this experiment's rows; later writers wait
         // for this one and then find the experiment gone. Each DELETE below then sees every
         // row those transactions committed (READ COMMITTED takes a snapshot per statement).
-        guard::lock_for_delete(oid(client, "ab_experiments"), exp.id);
+        guard::lock_for_delete(catalog::relation_oid(client, &nsp, "ab_experiments"), exp.id);
         for table in
             ["ab_results", "ab_covariates", "ab_assignments", "ab_insights", "ab_variants", "ab_layer_experiments"]
         {
@@ -357,7 +348,8 @@ fn delete(r: ExperimentRef<'_>) {
         // Under REPEATABLE READ the snapshot predates rows that writers committed while this
         // transaction waited: they would outlive the experiment, so the delete must not commit.
         for (table, index) in PER_USER_TABLES {
-            let (heap, index) = (oid(client, table), oid(client, index));
+            let (heap, index) =
+                (catalog::relation_oid(client, &nsp, table), catalog::relation_oid(client, &nsp, index));
             if let Probe::Found(()) = lookup::has_row(heap, index, exp.id, Visibility::Latest, || false) {
                 raise(
                     PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
