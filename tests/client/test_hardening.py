@@ -201,7 +201,7 @@ def test_a_repeatable_read_delete_that_missed_rows_fails_instead(db):
         one(deleter, "SELECT count(*) FROM ab_experiments")  # the snapshot is taken here
         with psycopg.connect(db, autocommit=True) as late:
             late.execute("SELECT ab_record_covariate(%s, 'conversion_rate', 'late', 1)", (exp,))
-        with pytest.raises(psycopg.errors.SerializationFailure):
+        with pytest.raises(psycopg.errors.SerializationFailure, match="rows were written to ab_covariates"):
             one(deleter, "SELECT ab_delete_experiment(%s)", exp)
         deleter.rollback()
         one(deleter, "SELECT ab_delete_experiment(%s)", exp)  # the retry works
@@ -382,3 +382,28 @@ def test_analysis_with_covariates_is_linear_on_a_fresh_experiment(db):
         assert joins, "auto_explain showed the analysis's plans"
         assert not [p for p in joins if "Nested Loop" in p], [p for p in joins if "Nested Loop" in p][0]
         assert elapsed < 30, elapsed  # quadratic took minutes
+
+
+def test_the_update_keeps_values_beyond_the_bound_and_says_so():
+    """A 0.3.0 database may hold values beyond +-1e15: the update keeps them, warns, and leaves
+    the bound NOT VALID until they are corrected."""
+    dsn = fresh_db("ab_bound_update", "0.3.0")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        exp = started(c, "old values")
+        one(c, "SELECT ab_get_variant(%s, 'u1')", exp)
+        c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                  "SELECT experiment_id, variant_id, user_id, 'conversion_rate', 1e154 FROM ab_assignments")
+        warnings = []
+        c.add_notice_handler(lambda d: warnings.append((d.severity_nonlocalized, d.message_primary)))
+        c.execute("ALTER EXTENSION ab_testing UPDATE")
+        assert ("WARNING", "ab_results has values outside [-1e15, 1e15]; their experiments may fail to analyse") \
+            in warnings
+        valid = "SELECT convalidated FROM pg_constraint WHERE conname = %s"
+        assert one(c, valid, "ab_results_metric_value_check") is False
+        assert one(c, valid, "ab_covariates_value_check") is True
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            one(c, "SELECT ab_record_result(%s, 'conversion_rate', 1e154, 'u1')", exp)
+        c.execute("DELETE FROM ab_results WHERE metric_value > 1e15")
+        c.execute("ALTER TABLE ab_results VALIDATE CONSTRAINT ab_results_metric_value_check")
+        assert one(c, valid, "ab_results_metric_value_check") is True
+    drop_db("ab_bound_update")
