@@ -101,6 +101,23 @@ def hot_path(seconds, rounds, only=None):
     return rows
 
 
+def two_arms_with_users(c, name, salt, prefix, users):
+    """A running two-arm experiment with `users` users (prefix1, prefix2, ...) assigned
+    alternately, written directly; returns its id and the two variant ids."""
+    exp = c.execute(
+        "SELECT ab_create_experiment(jsonb_build_object('name', %s::text, 'experiment_type', 'prompt', "
+        "'primary_metric', 'score', 'salt', %s::text, 'variants', jsonb_build_array("
+        "jsonb_build_object('name', 'a', 'is_control', true, 'traffic_allocation', 50), "
+        "jsonb_build_object('name', 'b', 'traffic_allocation', 50))))", (name, salt)).fetchone()[0]
+    c.execute("SELECT ab_start_experiment(%s)", (exp,))
+    va, vb = [r[0] for r in c.execute(
+        "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (exp,)).fetchall()]
+    c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id) "
+              "SELECT %s, %s || g, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END FROM generate_series(1, %s) g",
+              (exp, prefix, va, vb, users))
+    return exp, va, vb
+
+
 def load_analysis_data(users, per_user):
     """An experiment with `users` users and `per_user` results each, written directly."""
     name = f"analysis {users}"
@@ -108,17 +125,7 @@ def load_analysis_data(users, per_user):
         row = c.execute("SELECT id FROM ab_experiments WHERE name = %s", (name,)).fetchone()
         if row:
             return row[0]
-        exp = c.execute(
-            "SELECT ab_create_experiment(jsonb_build_object('name', %s::text, 'experiment_type', 'prompt', "
-            "'primary_metric', 'score', 'salt', 'analysis', 'variants', jsonb_build_array("
-            "jsonb_build_object('name', 'a', 'is_control', true, 'traffic_allocation', 50), "
-            "jsonb_build_object('name', 'b', 'traffic_allocation', 50))))", (name,)).fetchone()[0]
-        c.execute("SELECT ab_start_experiment(%s)", (exp,))
-        va, vb = [r[0] for r in c.execute(
-            "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (exp,)).fetchall()]
-        c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id) "
-                  "SELECT %s, 'u' || g, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END FROM generate_series(1, %s) g",
-                  (exp, va, vb, users))
+        exp, va, vb = two_arms_with_users(c, name, "analysis", "u", users)
         c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
                   "SELECT %s, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, 'u' || g, 'score', "
                   "(g %% 97) / 10.0 + (g %% 2) * 0.05 + k * 0.01 "
@@ -197,17 +204,7 @@ def covariates(users, repeat):
     with psycopg.connect(conninfo(), autocommit=True) as c:
         c.execute("SELECT ab_stop_experiment(id) FROM ab_experiments WHERE name = %s AND status = 'running'", (name,))
         c.execute("SELECT ab_delete_experiment(id) FROM ab_experiments WHERE name = %s", (name,))
-        exp = c.execute(
-            "SELECT ab_create_experiment(jsonb_build_object('name', %s::text, 'experiment_type', 'prompt', "
-            "'primary_metric', 'score', 'salt', 'covariates', 'variants', jsonb_build_array("
-            "jsonb_build_object('name', 'a', 'is_control', true, 'traffic_allocation', 50), "
-            "jsonb_build_object('name', 'b', 'traffic_allocation', 50))))", (name,)).fetchone()[0]
-        c.execute("SELECT ab_start_experiment(%s)", (exp,))
-        va, vb = [r[0] for r in c.execute(
-            "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (exp,)).fetchall()]
-        c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id) "
-                  "SELECT %s, 'c' || g, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END FROM generate_series(1, %s) g",
-                  (exp, va, vb, users))
+        exp, va, vb = two_arms_with_users(c, name, "covariates", "c", users)
         c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
                   "SELECT %s, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, 'c' || g, 'score', (g %% 97) / 10.0 "
                   "FROM generate_series(1, %s) g", (exp, va, vb, users))
