@@ -50,7 +50,7 @@ unsafe fn probe(
     index: pg_sys::Oid,
     visibility: Visibility,
     stale: impl Fn() -> bool,
-    keys: impl FnOnce(pg_sys::Relation) -> Vec<pg_sys::ScanKeyData>,
+    keys: impl FnOnce(pg_sys::Relation, &mut [pg_sys::ScanKeyData; 2]) -> usize,
     column: i32,
 ) -> Probe<Option<pg_sys::Datum>> {
     pg_sys::LockRelationOid(heap, LOCK);
@@ -74,13 +74,14 @@ unsafe fn probe(
         pg_sys::relation_close(heap_rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         return Probe::Stale;
     }
-    let mut keys = keys(index_rel);
+    let mut key_data: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
+    let nkeys = keys(index_rel, &mut key_data) as i32;
     let snapshot = match visibility {
         Visibility::Active => pg_sys::GetActiveSnapshot(),
         Visibility::Latest => pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot()),
     };
-    let scan = crate::compat::index_beginscan(heap_rel, index_rel, snapshot, keys.len() as i32);
-    pg_sys::index_rescan(scan, keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
+    let scan = crate::compat::index_beginscan(heap_rel, index_rel, snapshot, nkeys);
+    pg_sys::index_rescan(scan, key_data.as_mut_ptr(), nkeys, std::ptr::null_mut(), 0);
     let slot = pg_sys::table_slot_create(heap_rel, std::ptr::null_mut());
     let mut found = Probe::Missing;
     if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
@@ -108,8 +109,7 @@ pub fn stored_variant(
     user_id: &str,
     stale: impl Fn() -> bool,
 ) -> Probe<i64> {
-    let keys = |index_rel: pg_sys::Relation| unsafe {
-        let mut keys: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
+    let keys = |index_rel: pg_sys::Relation, keys: &mut [pg_sys::ScanKeyData; 2]| unsafe {
         int8_key(&mut keys[0], 1, experiment_id);
         // Compare with the index's own collation, or the btree would be searched in another order.
         let collation = *(*index_rel).rd_indcollation.add(1);
@@ -123,7 +123,7 @@ pub fn stored_variant(
             pg_sys::Oid::from(pg_sys::F_TEXTEQ),
             user_id.into_datum().unwrap(),
         );
-        keys.to_vec()
+        2
     };
     match unsafe { probe(heap, index, Visibility::Active, stale, keys, 3) } {
         Probe::Found(Some(d)) => unsafe { i64::from_datum(d, false) }.map_or(Probe::Missing, Probe::Found),
@@ -140,10 +140,9 @@ pub fn has_row(
     visibility: Visibility,
     stale: impl Fn() -> bool,
 ) -> Probe<()> {
-    let keys = |_: pg_sys::Relation| unsafe {
-        let mut k: pg_sys::ScanKeyData = std::mem::zeroed();
-        int8_key(&mut k, 1, key);
-        vec![k]
+    let keys = |_: pg_sys::Relation, keys: &mut [pg_sys::ScanKeyData; 2]| unsafe {
+        int8_key(&mut keys[0], 1, key);
+        1
     };
     match unsafe { probe(heap, index, visibility, stale, keys, 1) } {
         Probe::Found(_) => Probe::Found(()),
