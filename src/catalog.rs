@@ -105,7 +105,12 @@ const LAYER_COLUMNS: &str = "id, salt, round(holdout_percentage * 100)::integer"
 /// The layer of that name; raises `layer "x" does not exist` when absent.
 pub fn get_layer(client: &SpiClient<'_>, nsp: &str, name: &str) -> LayerRow {
     let sql = format!("SELECT {LAYER_COLUMNS} FROM {nsp}.ab_layers WHERE name = $1");
-    layer_row(client.select(sql.as_str(), Some(1), &[name.into()]).or_raise(), name)
+    layer_row(client.select(sql.as_str(), Some(1), &[stored_layer_name(name).into()]).or_raise(), name)
+}
+
+/// Layer names are stored in NFC (see `ab_normalize_name`): another spelling finds the layer.
+fn stored_layer_name(name: &str) -> String {
+    ab_core::names::normalize_name("layer name", name).map(|n| n.into_owned()).unwrap_or_else(|_| name.to_string())
 }
 
 /// Like `get_layer`, and the layer's row stays locked until the transaction ends. The row is
@@ -113,7 +118,7 @@ pub fn get_layer(client: &SpiClient<'_>, nsp: &str, name: &str) -> LayerRow {
 /// instead of working from a snapshot without the other's changes.
 pub fn lock_layer(client: &mut SpiClient<'_>, nsp: &str, name: &str) -> LayerRow {
     let sql = format!("UPDATE {nsp}.ab_layers SET name = name WHERE name = $1 RETURNING {LAYER_COLUMNS}");
-    layer_row(client.update(sql.as_str(), Some(1), &[name.into()]).or_raise(), name)
+    layer_row(client.update(sql.as_str(), Some(1), &[stored_layer_name(name).into()]).or_raise(), name)
 }
 
 #[derive(Debug, Clone)]

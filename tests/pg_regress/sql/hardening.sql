@@ -68,6 +68,7 @@ SELECT expect_error($$SELECT ab_create_experiment(jsonb_build_object('name', 'tw
 SELECT expect_error($$SELECT ab_create_layer(E'layer\u2066')$$);
 SELECT ab_create_layer(E'L\u00e9') > 0 AS layer_created;
 SELECT expect_error($$SELECT ab_create_layer(E'Le\u0301')$$);
+SELECT ab_layer_group(E'Le\u0301', 'u1') IS NULL AS free_point_of_the_layer;
 SELECT ab_delete_layer(E'Le\u0301');
 SELECT count(*) AS layers_left FROM ab_layers WHERE name LIKE 'L%';
 SELECT ab_normalize_name('name', E'cafe\u0301') = E'caf\u00e9' AS normalized;
