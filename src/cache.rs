@@ -355,7 +355,8 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
     })
 }
 
-fn with_fresh_snapshot<R>(f: impl FnOnce() -> R) -> R {
+/// Runs `f` with a new statement snapshot (READ COMMITTED) as SPI's read-only snapshot.
+pub fn with_fresh_snapshot<R>(f: impl FnOnce() -> R) -> R {
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     let out = f();
     // On an error the (sub)transaction's abort pops it.

@@ -41,8 +41,11 @@ fn admit_metric(exp: &CachedExperiment, rel: &Relations, metric: &str) {
                  SELECT name FROM m WHERE name IS NOT NULL LIMIT {}",
                 MAX_METRICS + 1
             );
+            // SPI reads with the statement's snapshot until the transaction writes: count with
+            // one taken after the lock, which sees the names of the sessions it waited for.
+            let recorded = cache::with_fresh_snapshot(|| names(&recorded, &[exp.id.into()]));
             let mut known = exp.known_metrics.borrow_mut();
-            known.extend(names(&recorded, &[exp.id.into()]));
+            known.extend(recorded);
             if !known.contains(metric) && known.len() >= MAX_METRICS {
                 raise(
                     PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,

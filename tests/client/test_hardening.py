@@ -407,3 +407,30 @@ def test_the_update_keeps_values_beyond_the_bound_and_says_so():
         c.execute("ALTER TABLE ab_results VALIDATE CONSTRAINT ab_results_metric_value_check")
         assert one(c, valid, "ab_results_metric_value_check") is True
     drop_db("ab_bound_update")
+
+
+def test_racing_first_uses_of_metric_names_keep_the_bound(db):
+    """Two transactions each recording a new metric name when one more fits: the second waits
+    for the first and, once it commits, is refused (READ COMMITTED)."""
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as a, psycopg.connect(db) as b:
+        exp = started(admin, "names")
+        one(admin, "SELECT ab_get_variant(%s, 'u1')", exp)
+        # conversion_rate is declared; 98 more names leave room for one.
+        admin.execute("SELECT ab_record_result(%s, 'm' || g, 1, 'u1') FROM generate_series(1, 98) g", (exp,))
+        assert one(a, "SELECT ab_record_result(%s, 'last one', 1, 'u1')", exp) is True
+        outcome = []
+
+        def second():
+            try:
+                outcome.append(one(b, "SELECT ab_record_result(%s, 'one too many', 1, 'u1')", exp))
+            except psycopg.Error as e:
+                outcome.append(type(e))
+
+        t = threading.Thread(target=second)
+        t.start()
+        assert blocked(admin, b.info.backend_pid)
+        a.commit()
+        t.join(timeout=30)
+        assert outcome == [psycopg.errors.ProgramLimitExceeded]
+        b.rollback()
+        assert one(admin, "SELECT count(DISTINCT metric_name) FROM ab_results WHERE experiment_id = %s", exp) == 99
