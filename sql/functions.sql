@@ -7,6 +7,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     e @extschema@.ab_experiments;
+    users jsonb;
 BEGIN
     IF experiment IS NULL THEN
         RAISE EXCEPTION 'experiment must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -16,6 +17,10 @@ BEGIN
         RAISE EXCEPTION 'experiment with id % does not exist', experiment
             USING ERRCODE = 'undefined_object', HINT = 'ab_experiment_overview lists the experiments';
     END IF;
+    -- Counted apart from the variants (Citus runs no correlated subquery under a reference table).
+    SELECT jsonb_object_agg(c.variant_id::text, c.n) INTO users
+      FROM (SELECT a.variant_id, count(*) AS n FROM @extschema@.ab_assignments a
+            WHERE a.experiment_id = experiment GROUP BY a.variant_id) c;
     RETURN jsonb_build_object(
         'id', e.id,
         'name', e.name,
@@ -42,8 +47,7 @@ BEGIN
                        'is_control', v.is_control,
                        'traffic_allocation', v.traffic_allocation,
                        'config', v.config,
-                       'users', (SELECT count(*) FROM @extschema@.ab_assignments a
-                                 WHERE a.experiment_id = e.id AND a.variant_id = v.id))
+                       'users', coalesce((users ->> v.id::text)::bigint, 0))
                    ORDER BY v.position), '[]')
             FROM @extschema@.ab_variants v WHERE v.experiment_id = e.id),
         'users_assigned', (SELECT count(*) FROM @extschema@.ab_assignments a WHERE a.experiment_id = e.id),
@@ -151,6 +155,12 @@ CREATE TRIGGER ab_variants_invalidate_cache
 CREATE TRIGGER ab_layer_experiments_invalidate_cache
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab_layer_experiments
     FOR EACH STATEMENT EXECUTE FUNCTION ab_invalidate_cache();
+-- A delete of an experiment's row waits for the transactions writing its rows, on every node
+-- that deletes it (under Citus, each node holding a copy of ab_experiments).
+CREATE TRIGGER ab_experiments_lock_for_delete
+    BEFORE DELETE ON ab_experiments
+    FOR EACH ROW EXECUTE FUNCTION ab_lock_experiment_for_delete();
+ALTER TABLE ab_experiments ENABLE ALWAYS TRIGGER ab_experiments_lock_for_delete;
 -- Also under session_replication_role = replica (logical replication apply, restores): a
 -- backend's cache must see every change, however it is made.
 ALTER TABLE ab_experiments ENABLE ALWAYS TRIGGER ab_experiments_invalidate_cache;
@@ -175,6 +185,7 @@ COMMENT ON FUNCTION ab_analyze(bigint) IS 'ab_analyze by experiment id.';
 COMMENT ON FUNCTION ab_summary(text) IS 'A plain-words report of the experiment and its recommendation.';
 COMMENT ON FUNCTION ab_summary(bigint) IS 'ab_summary by experiment id.';
 COMMENT ON FUNCTION ab_welch_test(bigint, double precision, double precision, bigint, double precision, double precision, double precision) IS 'Welch''s two-sample t-test from summary statistics (diff = b - a), as scipy.stats.ttest_ind_from_stats(equal_var=False).';
+COMMENT ON FUNCTION ab_lock_experiment_for_delete() IS 'Trigger: a delete of an experiment waits for the transactions still writing its assignments, results or covariates on this node.';
 COMMENT ON FUNCTION ab_invalidate_cache() IS 'Trigger: tells every backend to reload its cache of experiment definitions.';
 COMMENT ON FUNCTION ab_record_covariate(text, text, text, double precision) IS 'Records (or replaces) a user''s pre-experiment covariate for a metric; ab_analyze then reports CUPED estimates.';
 COMMENT ON FUNCTION ab_record_covariate(bigint, text, text, double precision) IS 'ab_record_covariate by experiment id.';
@@ -274,7 +285,7 @@ REVOKE ALL ON FUNCTION
     ab_summary(text), ab_summary(bigint),
     ab_plot(text), ab_plot(bigint),
     ab_create_layer(text, double precision, text, text), ab_delete_layer(text), ab_layer_group(text, text),
-    ab_invalidate_cache(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update()
+    ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update()
 FROM PUBLIC;
 
 CREATE FUNCTION ab_grant_app(role name) RETURNS void

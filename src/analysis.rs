@@ -94,22 +94,23 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
 
     let defs = exp.metric_defs();
     // Recorded metric names by a loose index scan on (experiment_id, metric_name): one
-    // index descent per name, however many results there are.
-    let recorded: Vec<String> = client
-        .select(
-            format!(
-                "WITH RECURSIVE m(name) AS ( \
+    // index descent per name, however many results there are. Citus runs recursive CTEs only
+    // with a filter on the distribution column: there each shard lists its own names.
+    let names_sql = if crate::citus::is_distributed(client, nsp) {
+        format!("SELECT DISTINCT metric_name FROM {nsp}.ab_results WHERE experiment_id = $1 ORDER BY 1")
+    } else {
+        format!(
+            "WITH RECURSIVE m(name) AS ( \
                    SELECT min(metric_name) FROM {nsp}.ab_results WHERE experiment_id = $1 \
                    UNION ALL \
                    SELECT (SELECT min(r.metric_name) FROM {nsp}.ab_results r \
                            WHERE r.experiment_id = $1 AND r.metric_name > m.name) \
                    FROM m WHERE m.name IS NOT NULL) \
                  SELECT name FROM m WHERE name IS NOT NULL"
-            )
-            .as_str(),
-            None,
-            &[exp.id.into()],
         )
+    };
+    let recorded: Vec<String> = client
+        .select(names_sql.as_str(), None, &[exp.id.into()])
         .or_raise()
         .map(|row| row.get::<String>(1).or_raise().unwrap())
         .collect();

@@ -52,18 +52,12 @@ fn get_variant(
     }
     for _ in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
-        let cache::Handle { exp, plans, relations, .. } = &handle;
+        let cache::Handle { exp, plans, .. } = &handle;
         if !exp.running {
             return None;
         }
         // An assigned user: one index probe, no SPI.
-        match lookup::stored_variant(
-            relations.assignments,
-            relations.assignments_pkey,
-            exp.id,
-            user_id,
-            cache::is_stale,
-        ) {
+        match stored_variant(&handle, user_id) {
             Probe::Found(v) => return exp.variant_by_id(v).map(|v| v.output.clone()),
             Probe::Stale => continue,
             Probe::Missing => {}
@@ -118,6 +112,30 @@ fn get_variant(
         return exp.variant_by_id(variant_id).map(|v| v.output.clone());
     }
     tables_kept_changing()
+}
+
+/// The user's stored variant: a direct probe of ab_assignments, or under Citus of this node's
+/// shard holding the user; when another node holds it, a query Citus routes there.
+pub fn stored_variant(handle: &cache::Handle, user_id: &str) -> Probe<i64> {
+    let (heap, index) = match &handle.layout {
+        None => (handle.relations.assignments, handle.relations.assignments_pkey),
+        Some(layout) => match layout.assignments_shard(user_id) {
+            Some(shard) => (shard.heap, shard.index),
+            None => {
+                let found = crate::security::with_pinned_search_path(|| {
+                    Spi::connect(|client| {
+                        first_i64(
+                            client
+                                .select(&handle.plans.find_assignment, Some(1), &[handle.exp.id.into(), user_id.into()])
+                                .or_raise(),
+                        )
+                    })
+                });
+                return found.map_or(Probe::Missing, Probe::Found);
+            }
+        },
+    };
+    lookup::stored_variant(heap, index, handle.exp.id, user_id, cache::is_stale)
 }
 
 fn first_i64(table: pgrx::spi::SpiTupleTable<'_>) -> Option<i64> {

@@ -24,6 +24,7 @@ use serde_json::json;
 use crate::jsonb::CachedJsonb;
 
 use crate::catalog::{self, ExperimentRef};
+use crate::citus::{self, Layout};
 use crate::errors::{not_found, SpiExt};
 
 pub struct CachedVariant {
@@ -66,6 +67,9 @@ pub struct Plans {
     pub insert_assignment: OwnedPreparedStatement,
     pub record_result: OwnedPreparedStatement,
     pub record_covariate: OwnedPreparedStatement,
+    /// Under Citus: the result with the variant already looked up, so that Citus routes a
+    /// plain INSERT (an INSERT ... SELECT using a sequence is pulled through the coordinator).
+    pub record_result_values: Option<OwnedPreparedStatement>,
 }
 
 /// The tables and indexes the direct probes and the write locks use.
@@ -88,6 +92,7 @@ struct State {
     cacheable: bool,
     plans: Rc<Plans>,
     relations: Relations,
+    layout: Option<Rc<Layout>>,
     by_name: HashMap<String, Rc<CachedExperiment>>,
     by_id: HashMap<i64, Rc<CachedExperiment>>,
 }
@@ -162,6 +167,7 @@ fn load_state(client: &SpiClient<'_>) -> State {
         REGISTERED.set(true);
     }
 
+    let layout = citus::load(client, &nsp);
     let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
     let int8 = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
     let float8 = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
@@ -192,10 +198,19 @@ fn load_state(client: &SpiClient<'_>) -> State {
         record_covariate: prepare(
             format!(
                 "INSERT INTO {nsp}.ab_covariates (experiment_id, user_id, metric_name, value) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (experiment_id, user_id, metric_name) DO UPDATE SET value = excluded.value, recorded_at = pg_catalog.now()"
+                 ON CONFLICT (experiment_id, user_id, metric_name) DO UPDATE SET value = excluded.value, recorded_at = excluded.recorded_at"
             ),
             &[int8, text, text, float8],
         ),
+        record_result_values: layout.is_some().then(|| {
+            prepare(
+                format!(
+                    "INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                ),
+                &[int8, int8, text, text, float8, text],
+            )
+        }),
     };
     let has_layers = catalog::has_table(client, &nsp, "ab_layer_experiments");
     State {
@@ -204,6 +219,7 @@ fn load_state(client: &SpiClient<'_>) -> State {
         cacheable,
         plans: Rc::new(plans),
         relations,
+        layout: layout.map(Rc::new),
         by_name: HashMap::new(),
         by_id: HashMap::new(),
     }
@@ -288,6 +304,8 @@ pub struct Handle {
     /// The definition is in the cache: any later change to it (a delete included) reaches
     /// this backend as an invalidation, taken in at the next lock.
     pub cached: bool,
+    /// Where the rows are, when Citus distributes the tables.
+    pub layout: Option<Rc<Layout>>,
 }
 
 /// The experiment, the hot-path plans and relations, from the cache or loaded now (the only
@@ -302,11 +320,11 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
                 ExperimentRef::Name(n) => s.by_name.get(n).cloned(),
                 ExperimentRef::Id(id) => s.by_id.get(&id).cloned(),
             };
-            (hit, s.plans.clone(), s.relations, s.nsp.clone(), s.has_layers, s.cacheable)
+            (hit, s.plans.clone(), s.relations, s.layout.clone(), s.nsp.clone(), s.has_layers, s.cacheable)
         })
     });
-    if let Some((Some(exp), plans, relations, ..)) = cached {
-        return Handle { exp, plans, relations, cached: true };
+    if let Some((Some(exp), plans, relations, layout, ..)) = cached {
+        return Handle { exp, plans, relations, cached: true, layout };
     }
     // SPI reads with the calling statement's snapshot until the transaction writes; a reload
     // (after an invalidation taken in during this call) must see what that invalidation
@@ -315,15 +333,16 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
     with_fresh_snapshot(|| {
         crate::security::with_pinned_search_path(|| {
             Spi::connect(|client| {
-                let (plans, relations, nsp, has_layers, cacheable) = match cached {
-                    Some((_, plans, relations, nsp, has_layers, cacheable)) => {
-                        (plans, relations, nsp, has_layers, cacheable)
+                let (plans, relations, layout, nsp, has_layers, cacheable) = match cached {
+                    Some((_, plans, relations, layout, nsp, has_layers, cacheable)) => {
+                        (plans, relations, layout, nsp, has_layers, cacheable)
                     }
                     None => {
                         let state = load_state(client);
                         let out = (
                             state.plans.clone(),
                             state.relations,
+                            state.layout.clone(),
                             state.nsp.clone(),
                             state.has_layers,
                             state.cacheable,
@@ -349,7 +368,7 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
                         }
                     });
                 }
-                Handle { exp, plans, relations, cached }
+                Handle { exp, plans, relations, cached, layout }
             })
         })
     })
@@ -370,7 +389,15 @@ fn ab_invalidate_cache<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
     let relid = trigger.relation()?.oid();
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    unsafe {
+        pg_sys::CacheInvalidateRelcacheByRelid(relid);
+        // Under Citus the trigger fires on a shard (ab_variants_102009), which no cache
+        // watches: announce the change on the node's ab_experiments, which every cache watches.
+        let experiments = pg_sys::get_relname_relid(c"ab_experiments".as_ptr(), pg_sys::get_rel_namespace(relid));
+        if experiments != pg_sys::InvalidOid && experiments != relid {
+            pg_sys::CacheInvalidateRelcacheByRelid(experiments);
+        }
+    }
     invalidate_local();
     Ok(None)
 }

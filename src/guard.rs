@@ -5,7 +5,7 @@
 //! ab_experiments), and `ab_delete_experiment` takes it exclusively before deleting: a delete
 //! waits for the writers in flight, and a writer that comes after it finds the experiment gone.
 
-use pgrx::pg_sys;
+use pgrx::prelude::*;
 
 use crate::cache::{self, Relations};
 use crate::lookup::{self, Probe, Visibility};
@@ -40,12 +40,54 @@ pub fn lock_for_writing(handle: &cache::Handle) -> Probe<()> {
     if handle.cached {
         return Probe::Found(());
     }
-    lookup::has_row(rel.experiments, rel.experiments_pkey, id, Visibility::Latest, cache::is_stale)
+    let (heap, index) = match &handle.layout {
+        None => (rel.experiments, rel.experiments_pkey),
+        Some(layout) => match layout.experiments {
+            // This node's placement of the reference table.
+            Some(shard) => (shard.heap, shard.index),
+            None => return routed_experiment_exists(id),
+        },
+    };
+    lookup::has_row(heap, index, id, Visibility::Latest, cache::is_stale)
+}
+
+/// Under Citus on a node without a placement of ab_experiments: asks through Citus, with a
+/// snapshot taken now.
+fn routed_experiment_exists(id: i64) -> Probe<()> {
+    let nsp = cache::schema();
+    let exists = cache::with_fresh_snapshot(|| {
+        Spi::get_one_with_args::<bool>(
+            &format!("SELECT EXISTS (SELECT 1 FROM {nsp}.ab_experiments WHERE id OPERATOR(pg_catalog.=) $1)"),
+            &[id.into()],
+        )
+    });
+    match exists {
+        Ok(Some(true)) => Probe::Found(()),
+        _ => Probe::Missing,
+    }
 }
 
 /// Before deleting an experiment's rows: waits for every transaction that wrote any.
 pub fn lock_for_delete(experiments: pg_sys::Oid, experiment_id: i64) {
     lock(experiments, experiment_id, pg_sys::AccessExclusiveLock);
+}
+
+/// Row trigger before a delete of an experiment: takes the delete's lock on the node where the
+/// row is deleted. Under Citus the delete runs on every node holding a placement of
+/// ab_experiments, so it waits there for the writers that Citus delegated to that node.
+#[pg_trigger]
+fn ab_lock_experiment_for_delete<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    let old = trigger.old().ok_or(pgrx::PgTriggerError::NullTriggerData)?;
+    let id: i64 = old.get_by_name("id").ok().flatten().unwrap_or(0);
+    let relid = trigger.relation()?.oid();
+    // The class of the writers' lock is the OID of this node's ab_experiments (the trigger may
+    // fire on a Citus shard of it).
+    let experiments =
+        unsafe { pg_sys::get_relname_relid(c"ab_experiments".as_ptr(), pg_sys::get_rel_namespace(relid)) };
+    lock_for_delete(if experiments == pg_sys::InvalidOid { relid } else { experiments }, id);
+    Ok(Some(old))
 }
 
 /// Serializes the first recordings of new metric names of one experiment, so that its bound

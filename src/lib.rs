@@ -10,6 +10,7 @@ mod analysis;
 mod assignment;
 mod cache;
 mod catalog;
+mod citus;
 mod compat;
 mod errors;
 mod experiments;
@@ -25,6 +26,7 @@ mod stats;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/aggregates.sql", name = "aggregates", requires = ["schema"]);
+extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["aggregates"]);
 extension_sql_file!("../sql/functions.sql", name = "functions", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use crate::assignment::{check_id, tables_kept_changing, MAX_RELOADS};
-use crate::cache::{self, CachedExperiment, Relations};
+use crate::cache;
 use crate::catalog::ExperimentRef;
 use crate::errors::{core_error, invalid, not_found, raise, required, SpiExt};
 use crate::guard;
@@ -15,7 +15,8 @@ use crate::lookup::Probe;
 /// Before the first recording of a metric name this backend has not seen for the experiment:
 /// refuses a name that would take the experiment past MAX_METRICS distinct metric names
 /// (declared or recorded). Names recorded before are found with one index descent.
-fn admit_metric(exp: &CachedExperiment, rel: &Relations, metric: &str) {
+fn admit_metric(handle: &cache::Handle, metric: &str) {
+    let (exp, rel) = (&handle.exp, &handle.relations);
     if exp.known_metrics.borrow().contains(metric) {
         return;
     }
@@ -30,8 +31,16 @@ fn admit_metric(exp: &CachedExperiment, rel: &Relations, metric: &str) {
         );
         if names(&exists, &[exp.id.into(), metric.into()]).is_empty() {
             guard::lock_metric_names(rel, exp.id);
-            // Distinct recorded names by a loose index scan, at most one past the bound.
-            let recorded = format!(
+            // Distinct recorded names by a loose index scan, at most one past the bound (Citus
+            // runs recursive CTEs only with a filter on the distribution column: there, each
+            // shard's index gives its names).
+            let recorded = if handle.layout.is_some() {
+                format!(
+                    "SELECT DISTINCT metric_name FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 LIMIT {}",
+                    MAX_METRICS + 1
+                )
+            } else {
+                format!(
                 "WITH RECURSIVE m(name) AS ( \
                    SELECT min(metric_name) FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 \
                    UNION ALL \
@@ -39,8 +48,9 @@ fn admit_metric(exp: &CachedExperiment, rel: &Relations, metric: &str) {
                            WHERE r.experiment_id OPERATOR(pg_catalog.=) $1 AND r.metric_name OPERATOR(pg_catalog.>) m.name) \
                    FROM m WHERE m.name IS NOT NULL) \
                  SELECT name FROM m WHERE name IS NOT NULL LIMIT {}",
-                MAX_METRICS + 1
-            );
+                    MAX_METRICS + 1
+                )
+            };
             // SPI reads with the statement's snapshot until the transaction writes: count with
             // one taken after the lock, which sees the names of the sessions it waited for.
             let recorded = cache::with_fresh_snapshot(|| names(&recorded, &[exp.id.into()]));
@@ -78,7 +88,7 @@ fn record(
     }
     for _ in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
-        let cache::Handle { exp, plans, relations, .. } = &handle;
+        let cache::Handle { exp, plans, .. } = &handle;
         if !exp.running {
             return false;
         }
@@ -94,7 +104,26 @@ fn record(
             // Deleted while this call ran.
             Probe::Missing => return false,
         }
-        admit_metric(&exp, &relations, &metric_name);
+        admit_metric(&handle, &metric_name);
+        if let Some(insert) = &plans.record_result_values {
+            let variant_id = match crate::assignment::stored_variant(&handle, user_id) {
+                Probe::Found(v) => v,
+                Probe::Missing => return false,
+                Probe::Stale => continue,
+            };
+            return Spi::connect_mut(|client| {
+                let args = [
+                    exp.id.into(),
+                    variant_id.into(),
+                    user_id.into(),
+                    metric_name.as_ref().into(),
+                    metric_value.into(),
+                    session_id.into(),
+                ];
+                client.update(insert, None, &args).or_raise();
+                true
+            });
+        }
         return Spi::connect_mut(|client| {
             let args =
                 [exp.id.into(), user_id.into(), metric_name.as_ref().into(), metric_value.into(), session_id.into()];

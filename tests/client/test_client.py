@@ -32,6 +32,7 @@ def two_arms(name, **extra):
                          {"name": "b", "traffic_allocation": 50}], **extra}
 
 
+@pytest.mark.citus
 def test_whole_flow_from_python(conn):
     # A fixed salt: the same users in each arm on every run, so the p-value below is fixed too.
     exp_id = one(conn, "SELECT ab_create_experiment(%s)", Jsonb({**ORIGINAL_BODY, "salt": "whole flow"}))
@@ -61,6 +62,7 @@ def test_whole_flow_from_python(conn):
     assert one(conn, "SELECT count(*) FROM ab_results") == 0
 
 
+@pytest.mark.citus
 def test_errors_reach_the_client_with_their_sqlstate(conn):
     with pytest.raises(psycopg.errors.UndefinedObject, match='experiment "nope" does not exist'):
         conn.execute("SELECT ab_get_variant('nope', 'u1')")
@@ -71,6 +73,7 @@ def test_errors_reach_the_client_with_their_sqlstate(conn):
     assert one(conn, "SELECT count(*) FROM ab_experiments WHERE name = 'bad'") == 0
 
 
+@pytest.mark.citus
 def test_assignment_is_reproducible_outside_the_database(conn):
     """The README's algorithm, reimplemented here, agrees with every stored assignment."""
     body = two_arms("reproducible")
@@ -89,6 +92,7 @@ def test_assignment_is_reproducible_outside_the_database(conn):
         assert got == expected, (user, point)
 
 
+@pytest.mark.citus
 def test_racing_sessions_agree_on_new_users(dsn, conn):
     exp_id = one(conn, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("race")))
     one(conn, "SELECT ab_start_experiment(%s)", exp_id)
@@ -117,6 +121,7 @@ def test_racing_sessions_agree_on_new_users(dsn, conn):
     assert one(conn, "SELECT count(*) FROM ab_assignments WHERE experiment_id = %s", exp_id) == 300
 
 
+@pytest.mark.citus
 def test_other_sessions_see_changes_at_once(dsn, conn):
     """A session's cache of experiment definitions follows another session's changes."""
     one(conn, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("watched")))
@@ -138,6 +143,7 @@ def test_other_sessions_see_changes_at_once(dsn, conn):
         assert one(app, "SELECT ab_get_variant('watched', 'u1')") is not None
 
 
+@pytest.mark.citus
 def test_a_rolled_back_change_leaves_the_cache_right(dsn, conn):
     one(conn, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("rollback")))
     one(conn, "SELECT ab_start_experiment('rollback')")

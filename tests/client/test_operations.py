@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import conninfo
+from conftest import CITUS, conninfo, fresh_citus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST = os.environ.get("PGHOST", "/tmp/ab_testing_pg")
@@ -29,6 +29,9 @@ def two_arms(name, **extra):
 
 
 def fresh_db(name, version=None):
+    if CITUS:
+        assert version is None
+        return fresh_citus()
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {name}")
@@ -38,6 +41,8 @@ def fresh_db(name, version=None):
 
 
 def drop_db(name):
+    if CITUS:
+        return
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
@@ -173,6 +178,7 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
     drop_db("ab_upgrade")
 
 
+@pytest.mark.citus
 @pytest.mark.parametrize("isolation", ["read committed", "repeatable read"])
 def test_experiments_racing_into_one_layer_never_overlap(dsn, isolation):
     """Sessions creating experiments in the same layer at once: under READ COMMITTED they take
@@ -220,6 +226,7 @@ def test_experiments_racing_into_one_layer_never_overlap(dsn, isolation):
     drop_db("ab_layer_race")
 
 
+@pytest.mark.citus
 def test_lifecycle_changes_race_safely_with_applications(dsn):
     """Stops, allocation changes and a delete while clients assign and record: every result
     belongs to its user's variant, nothing deadlocks, and the only outcomes clients see are

@@ -1,0 +1,222 @@
+"""Citus: ab_distribute(), the hot path on the node holding the user, cache invalidation on
+every node, and the analysis on the workers. The tests marked citus_only run with AB_CITUS=1
+against the coordinator + 2 workers that scripts/citus-cluster.sh starts."""
+import random
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from conftest import CITUS, WORKER_PORTS, conninfo, fresh_citus
+from test_operations import analysis, counts, fresh_db, drop_db, one, populate, two_arms
+
+citus_only = pytest.mark.citus_only
+
+
+def test_distribute_without_citus_says_what_is_missing():
+    dsn = fresh_db("ab_no_citus")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="ab_distribute needs Citus") as e:
+            c.execute("SELECT ab_distribute()")
+        assert "CREATE EXTENSION citus" in e.value.diag.message_hint
+        assert one(c, "SELECT count(*) FROM pg_extension WHERE extname = 'citus'") == 0
+    drop_db("ab_no_citus")
+
+
+def nodes():
+    """A connection string for the coordinator, then each worker."""
+    return [conninfo("postgres")] + [conninfo("postgres", port=p) for p in WORKER_PORTS]
+
+
+def started(c, name, **extra):
+    exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(name, **extra)))
+    one(c, "SELECT ab_start_experiment(%s)", exp)
+    return exp
+
+
+@citus_only
+def test_layout_and_a_second_call_changes_nothing():
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        again = c.execute("SELECT object, changed FROM ab_distribute()").fetchall()
+        assert len(again) == 16 and not any(changed for _, changed in again), again
+        kinds = dict(c.execute("SELECT logicalrelid::regclass::text, partmethod::text FROM pg_dist_partition "
+                               "WHERE logicalrelid::regclass::text ~ '^ab_'").fetchall())
+        assert kinds == {"ab_experiments": "n", "ab_variants": "n", "ab_layers": "n", "ab_layer_experiments": "n",
+                         "ab_insights": "n", "ab_audit": "n",
+                         "ab_assignments": "h", "ab_results": "h", "ab_covariates": "h"}
+        assert one(c, "SELECT count(DISTINCT colocationid) FROM pg_dist_partition "
+                      "WHERE partmethod = 'h' AND logicalrelid::regclass::text ~ '^ab_'") == 1
+        delegated = c.execute(
+            "SELECT o.objid::regprocedure::text, o.distribution_argument_index, "
+            "o.colocationid = (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'ab_assignments'::regclass) "
+            "FROM pg_dist_object o WHERE o.classid = 'pg_proc'::regclass AND o.distribution_argument_index IS NOT NULL "
+            "ORDER BY 1").fetchall()
+        assert [d[0].split("(")[0] for d in delegated] == ["ab_get_variant"] * 2 + ["ab_record_covariate"] * 2 + \
+            ["ab_record_result"] * 2
+        assert all(d[2] for d in delegated)
+        # Each is delegated by its user_id argument (counted from 0).
+        assert {d[0].split("(")[0]: d[1] for d in delegated} == \
+            {"ab_get_variant": 1, "ab_record_covariate": 2, "ab_record_result": 3}
+    for node in nodes()[1:]:
+        with psycopg.connect(node, autocommit=True) as w:
+            assert one(w, "SELECT count(*) FROM pg_extension WHERE extname = 'ab_testing'") == 1
+
+
+@citus_only
+def test_assigned_users_are_read_from_the_local_shard_with_no_write():
+    """On the node holding a user's shard, an assigned user's call scans that shard's primary
+    key once and writes nothing; on the other worker the call is routed, with the same answer."""
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        exp = started(c, "probed", salt="probed")
+        users = [f"user-{i}" for i in range(40)]
+        expected = {u: one(c, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, u) for u in users}
+        assert None not in expected.values()
+        shard_of = {u: one(c, "SELECT get_shard_id_for_distribution_column('ab_assignments', %s::text)", u) for u in users}
+        placement = dict(c.execute(
+            "SELECT s.shardid, n.nodeport FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) "
+            "JOIN pg_dist_node n ON n.groupid = p.groupid WHERE s.logicalrelid = 'ab_assignments'::regclass").fetchall())
+    local_reads = 0
+    for port in WORKER_PORTS:
+        with psycopg.connect(conninfo("postgres", port=port)) as w:
+            for u in users:
+                shard = shard_of[u]
+                index = f"ab_assignments_pkey_{shard}"
+                local = str(placement[shard]) == port
+                stats = ("SELECT pg_stat_get_xact_numscans(%s::regclass), "
+                         "pg_stat_get_xact_tuples_inserted(%s::regclass)")
+                if local:
+                    before = w.execute(stats, (index, f"ab_assignments_{shard}")).fetchone()
+                # A transaction block: Citus runs the call here instead of delegating it.
+                got = one(w, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, u)
+                assert got == expected[u]
+                if local:
+                    after = w.execute(stats, (index, f"ab_assignments_{shard}")).fetchone()
+                    assert (after[0] - before[0], after[1] - before[1]) == (1, 0), u
+                    local_reads += 1
+                w.rollback()
+    assert local_reads == len(users)
+
+
+@citus_only
+def test_every_node_sees_a_change_at_its_next_call():
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        exp = one(admin, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("watched")))
+        sessions = [psycopg.connect(n, autocommit=True) for n in nodes()]
+        try:
+            for s in sessions:  # each caches the draft
+                assert one(s, "SELECT ab_get_variant('watched', 'u1')") is None
+            one(admin, "SELECT ab_start_experiment('watched')")
+            for s in sessions:
+                assert one(s, "SELECT ab_get_variant('watched', 'u1') IS NOT NULL")
+            admin.execute("UPDATE ab_variants SET traffic_allocation = CASE name WHEN 'a' THEN 0 ELSE 100 END "
+                          "WHERE experiment_id = %s", (exp,))
+            for k, s in enumerate(sessions):
+                assert {one(s, "SELECT ab_get_variant('watched', %s) ->> 'variant'", f"n{k}-{i}")
+                        for i in range(20)} == {"b"}
+            admin.execute("UPDATE ab_variants SET config = '{\"v\": 2}' WHERE experiment_id = %s", (exp,))
+            for s in sessions:
+                assert one(s, "SELECT ab_get_variant('watched', 'u1') -> 'config' ->> 'v'") == "2"
+            one(admin, "SELECT ab_stop_experiment('watched')")
+            for k, s in enumerate(sessions):
+                assert one(s, "SELECT ab_get_variant('watched', %s)", f"late-{k}") is None
+                assert one(s, "SELECT ab_record_result('watched', 'conversion_rate', 1, 'u1')") is False
+            one(admin, "SELECT ab_delete_experiment('watched')")
+            for s in sessions:
+                with pytest.raises(psycopg.errors.UndefinedObject):
+                    s.execute("SELECT ab_get_variant('watched', 'u1')")
+            one(admin, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("watched")))
+            for s in sessions:
+                assert one(s, "SELECT ab_get_variant('watched', 'u1')") is None
+        finally:
+            for s in sessions:
+                s.close()
+        assert one(admin, "SELECT count(*) FROM ab_assignments WHERE experiment_id = %s", exp) == 0
+
+
+@citus_only
+def test_a_targeted_user_keeps_the_variant_without_attributes():
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        exp = started(c, "targeted", target_segments={"loan_type": ["fha"]})
+        for i in range(30):
+            user = f"t-{i}"
+            first = one(c, "SELECT ab_get_variant(%s, %s, %s) ->> 'variant'", exp, user, Jsonb({"loan_type": "fha"}))
+            assert first is not None
+            assert one(c, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, user) == first
+            with c.transaction():  # not delegated: routed from the coordinator
+                assert one(c, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, user) == first
+            assert one(c, "SELECT ab_record_result(%s, 'conversion_rate', 1, %s)", exp, user) is True
+        assert one(c, "SELECT ab_get_variant(%s, 'outsider', %s)", exp, Jsonb({"loan_type": "va"})) is None
+        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 30
+
+
+@citus_only
+def test_an_installation_with_data_distributes_and_keeps_it():
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute("DROP EXTENSION IF EXISTS ab_testing CASCADE")
+        c.execute("CREATE EXTENSION ab_testing")
+        exp = populate(c)
+        before_counts, before = counts(c), analysis(c, exp)
+        variants = dict(c.execute("SELECT a.user_id, v.name FROM ab_assignments a JOIN ab_variants v "
+                                  "ON v.id = a.variant_id").fetchall())
+        assert all(changed for _, changed in c.execute("SELECT object, changed FROM ab_distribute()").fetchall()[:-1])
+        after_counts = counts(c)
+        before_counts["ab_insights"] += len(before)  # the analysis run just above
+        assert after_counts == before_counts
+        after = analysis(c, exp)
+        # Same statistics (computed_at and the floating-point order of the merge may differ).
+        for b, a in zip(before, after):
+            for x, y in zip(b, a):
+                if isinstance(x, float):
+                    assert y == pytest.approx(x, rel=1e-9, abs=1e-12)
+                elif not hasattr(x, "year"):
+                    assert x == y
+        for user in random.Random(1).sample(sorted(variants), 50):
+            assert one(c, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, user) == variants[user]
+        # The coordinator's shells keep no copy of the rows.
+        assert one(c, "SELECT sum(pg_relation_size(t)) FROM unnest(%s::regclass[]) t",
+                   ["ab_experiments", "ab_assignments", "ab_results", "ab_covariates"]) == 0
+    fresh_citus()
+
+
+@citus_only
+def test_the_per_user_step_runs_on_the_workers():
+    """Only per-variant moments come back to the coordinator: the per-user aggregation and a
+    partial ab_moments run on each shard."""
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        plan = "\n".join(r[0] for r in c.execute(
+            "EXPLAIN (VERBOSE) SELECT u.variant_id, ab_moments(u.v) FROM (SELECT r.variant_id, r.user_id, "
+            "avg(r.metric_value) AS v FROM ab_results r WHERE r.experiment_id = 1 AND r.metric_name = 'm' "
+            "GROUP BY r.variant_id, r.user_id) u GROUP BY u.variant_id").fetchall())
+        assert "coord_combine_agg" in plan and "worker_partial_agg" in plan, plan
+
+
+@citus_only
+def test_an_application_role_works_through_the_coordinator():
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        if one(c, "SELECT count(*) FROM pg_roles WHERE rolname = 'ab_citus_app'"):
+            c.execute("DROP OWNED BY ab_citus_app")
+            c.execute("DROP ROLE ab_citus_app")
+        c.execute("CREATE ROLE ab_citus_app LOGIN")
+        one(c, "SELECT ab_grant_app('ab_citus_app')")
+        exp = started(c, "granted")
+        app_dsn = psycopg.conninfo.make_conninfo(dsn, user="ab_citus_app")
+        with psycopg.connect(app_dsn, autocommit=True) as app:
+            for i in range(20):
+                assert one(app, "SELECT ab_get_variant(%s, %s) IS NOT NULL", exp, f"g-{i}")
+                assert one(app, "SELECT ab_record_result(%s, 'conversion_rate', 1, %s)", exp, f"g-{i}") is True
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute("SELECT count(*) FROM ab_results")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute("SELECT ab_stop_experiment(%s)", (exp,))
+        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 20
+        one(c, "SELECT ab_revoke_app('ab_citus_app')")
+        c.execute("DROP EXTENSION ab_testing CASCADE")
+        c.execute("DROP OWNED BY ab_citus_app")
+        c.execute("DROP ROLE ab_citus_app")
+    fresh_citus()
