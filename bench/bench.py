@@ -20,14 +20,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HOST = os.environ.get("PGHOST", "/tmp/ab_bench_pg")
 PORT = os.environ.get("PGPORT", "5498")
 DB = "ab_bench"
+# --citus: the coordinator of scripts/citus-cluster.sh (its postgres database).
+CITUS_HOST = os.environ.get("AB_CITUS_DIR", "/tmp/ab_testing_citus")
+CITUS_PORT = os.environ.get("AB_CITUS_PORT", "5510")
 
 
-def conninfo(db=DB):
-    return f"host={HOST} port={PORT} user=postgres dbname={db}"
+def conninfo(db=None):
+    return f"host={HOST} port={PORT} user=postgres dbname={db or DB}"
 
 
-def psql_file(path, db=DB):
-    subprocess.run(["psql", "-X", "-q", "-h", HOST, "-p", PORT, "-U", "postgres", "-d", db, "-f", path],
+def psql_file(path, db=None):
+    subprocess.run(["psql", "-X", "-q", "-h", HOST, "-p", PORT, "-U", "postgres", "-d", db or DB, "-f", path],
                    check=True, stdout=subprocess.DEVNULL)
 
 
@@ -221,6 +224,57 @@ def covariates(users, repeat):
     return [(label, fresh, analysed, bare)]
 
 
+CITUS_HOT_PATH = [
+    # Through the coordinator; the baselines are the same row read or written by a query
+    # Citus routes to the worker holding it.
+    ("Citus: ab_get_variant, assigned user",
+     "\\set u random(1, 100000)\nSELECT ab_get_variant('bench', 'user-' || :u);\n",
+     "bare routed lookup",
+     "\\set u random(1, 100000)\nSELECT variant_id FROM ab_assignments WHERE experiment_id = 1 AND user_id = 'user-' || :u;\n"),
+    ("Citus: ab_record_result",
+     "\\set u random(1, 100000)\nSELECT ab_record_result('bench', 'resolution_rate', 1, 'user-' || :u);\n",
+     "bare routed INSERT",
+     "\\set u random(1, 100000)\nINSERT INTO bare_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+     "VALUES (1, 1, 'user-' || :u, 'resolution_rate', 1);\n"),
+    ("Citus: ab_get_variant, new user",
+     "\\set u random(1, 2000000000)\nSELECT ab_get_variant('bench', 'new-' || :client_id || '-' || :u);\n",
+     "bare routed INSERT ON CONFLICT",
+     "\\set u random(1, 2000000000)\nINSERT INTO bare_assignments (experiment_id, user_id, variant_id) "
+     "VALUES (1, 'new-' || :client_id || '-' || :u, 1) ON CONFLICT DO NOTHING;\n"),
+]
+
+
+def citus(seconds, rounds, users, per_user, repeat):
+    """The hot path through a Citus coordinator, and ab_analyze of the same data on 2 workers
+    and on the single-node benchmark cluster, in the same run."""
+    global HOST, PORT, DB
+    single = (HOST, PORT, DB)
+    HOST, PORT, DB = CITUS_HOST, CITUS_PORT, "postgres"
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM ab_experiments WHERE name = 'bench'").fetchone():
+            psql_file(os.path.join(HERE, "citus_setup.sql"))
+    print("Citus hot path, through the coordinator (pgbench -M prepared -c 2 -j 2):")
+    hot = []
+    for case, script, base_name, base_script in CITUS_HOT_PATH:
+        case_tps, base_tps = [], []
+        for _ in range(rounds):
+            base_tps.append(pgbench(base_script, seconds))
+            case_tps.append(pgbench(script, seconds))
+        cm, bm = statistics.median(case_tps), statistics.median(base_tps)
+        hot.append((case, cm, base_name, bm, cm / bm))
+        print(f"  {case:40} {cm:9.0f} tps   {base_name:30} {bm:9.0f} tps   ratio {cm / bm:5.2f}", flush=True)
+    exp_citus = load_analysis_data(users, per_user)
+    t_citus, _ = timed("SELECT * FROM ab_analyze(%s)", (exp_citus,), 0, repeat)
+    HOST, PORT, DB = single
+    exp_single = load_analysis_data(users, per_user)
+    t_single, _ = timed("SELECT * FROM ab_analyze(%s)", (exp_single,), 0, repeat)
+    t_single_par, _ = timed("SELECT * FROM ab_analyze(%s)", (exp_single,), 2, repeat)
+    label = f"{users * per_user / 1e6:g}M results, {users / 1e3:g}k users"
+    print(f"  ab_analyze {label}: Citus, 2 workers {t_citus:.2f} s; one node {t_single:.2f} s "
+          f"(2 parallel workers {t_single_par:.2f} s)", flush=True)
+    return hot, [(label, t_citus, t_single, t_single_par)]
+
+
 def pg_version():
     with psycopg.connect(conninfo()) as c:
         return c.execute("SHOW server_version").fetchone()[0]
@@ -237,7 +291,31 @@ def main():
     ap.add_argument("--sizes", default="200000x5,2000000x5", help="users x results per user, comma separated")
     ap.add_argument("--covariate-users", type=int, default=200000,
                     help="users of the fresh experiment with covariates (0 to skip)")
+    ap.add_argument("--citus", action="store_true",
+                    help="benchmark through the Citus coordinator of scripts/citus-cluster.sh instead")
+    ap.add_argument("--citus-size", default="2000000x5", help="users x results per user of the --citus analysis")
     args = ap.parse_args()
+    prepare_single_node()
+    if args.citus:
+        users, per_user = (int(x) for x in args.citus_size.split("x"))
+        hot, ana = citus(args.seconds, args.rounds, users, per_user, args.repeat)
+        print("\n| case | tps | baseline | baseline tps | ratio |\n| --- | ---: | --- | ---: | ---: |")
+        for case, c, base, b, r in hot:
+            print(f"| {case} | {c:.0f} | {base} | {b:.0f} | {r:.2f} |")
+        print("\n| ab_analyze | Citus, 2 workers | one node | one node, 2 parallel workers |\n| --- | ---: | ---: | ---: |")
+        for label, tc, ts, tp in ana:
+            print(f"| {label} | {tc:.2f} s | {ts:.2f} s | {tp:.2f} s |")
+        return
+    print(f"machine: {os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}, "
+          f"PostgreSQL {pg_version()}")
+    hot = [] if args.skip_hot_path else (print("hot path (pgbench -M prepared -c 2 -j 2):"), hot_path(args.seconds, args.rounds, args.only))[1]
+    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
+    ana = [] if args.skip_analysis else (print("analysis:"), analysis(sizes, args.repeat))[1]
+    cov = [] if args.skip_analysis or not args.covariate_users else covariates(args.covariate_users, args.repeat)
+    report(hot, ana, cov)
+
+
+def prepare_single_node():
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone():
             c.execute(f"CREATE DATABASE {DB}")
@@ -247,12 +325,9 @@ def main():
         c.execute("ALTER EXTENSION ab_testing UPDATE")
         if not c.execute("SELECT 1 FROM ab_experiments WHERE name = 'bench layered'").fetchone():
             psql_file(os.path.join(HERE, "layers.sql"))
-    print(f"machine: {os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}, "
-          f"PostgreSQL {pg_version()}")
-    hot = [] if args.skip_hot_path else (print("hot path (pgbench -M prepared -c 2 -j 2):"), hot_path(args.seconds, args.rounds, args.only))[1]
-    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
-    ana = [] if args.skip_analysis else (print("analysis:"), analysis(sizes, args.repeat))[1]
-    cov = [] if args.skip_analysis or not args.covariate_users else covariates(args.covariate_users, args.repeat)
+
+
+def report(hot, ana, cov):
     print("\n| case | tps | baseline | baseline tps | ratio |\n| --- | ---: | --- | ---: | ---: |")
     for case, c, base, b, r in hot:
         print(f"| {case} | {c:.0f} | {base} | {b:.0f} | {r:.2f} |")

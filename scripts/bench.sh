@@ -3,6 +3,8 @@
 # /tmp/ab_bench_pg) and runs bench/bench.py. Arguments are passed to bench.py
 # (--seconds, --rounds, --repeat, --sizes, --covariate-users, --skip-analysis, --skip-hot-path,
 # --only "CASE[;CASE...]").
+#   --citus: the hot path through a fresh Citus coordinator + 2 workers (scripts/citus-cluster.sh)
+#   against bare routed queries, and ab_analyze of 10M results there and on the single node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,4 +18,10 @@ target/venv/bin/pip install -q --disable-pip-version-check -r tests/client/requi
 if [ "${AB_BENCH_FRESH:-0}" = 1 ]; then
     psql -X -q -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres -c "DROP DATABASE IF EXISTS ab_bench WITH (FORCE)"
 fi
-target/venv/bin/python bench/bench.py "$@"
+for a in "$@"; do
+    if [ "$a" = --citus ]; then
+        AB_CITUS_DIR=/tmp/ab_bench_citus AB_CITUS_PORT=5520 scripts/citus-cluster.sh destroy
+        AB_CITUS_DIR=/tmp/ab_bench_citus AB_CITUS_PORT=5520 scripts/citus-cluster.sh start >/dev/null
+    fi
+done
+AB_CITUS_DIR=/tmp/ab_bench_citus AB_CITUS_PORT=5520 target/venv/bin/python bench/bench.py "$@"

@@ -38,3 +38,6 @@ fi
 if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
     cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
 fi
+
+# Citus, for the distributed tests: built from the vendored source once per machine.
+"$(dirname "$0")/citus-build.sh"

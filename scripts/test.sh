@@ -7,6 +7,8 @@
 #      dump/restore, upgrades, crash recovery, the Python examples, the REST gateway with
 #      the curl Quick Start
 #   5. the Node example with the pg driver
+#   6. Citus: the flow, cache and concurrency client tests and the Citus-only tests against
+#      a coordinator + 2 workers started here (scripts/citus-cluster.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -43,3 +45,10 @@ target/venv/bin/python -m pytest -q tests/client
 
 echo "== Node example (pg driver)"
 (cd examples/node && npm install --no-audit --no-fund --no-package-lock --silent && node --test)
+
+echo "== Citus: coordinator + 2 workers on loopback"
+scripts/citus-cluster.sh destroy
+scripts/citus-cluster.sh start
+AB_CITUS=1 PGHOST=/tmp/ab_testing_citus PGPORT=5510 AB_CITUS_WORKERS=5511,5512 \
+    target/venv/bin/python -m pytest -q tests/client
+scripts/citus-cluster.sh destroy

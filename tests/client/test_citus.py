@@ -61,6 +61,8 @@ def test_layout_and_a_second_call_changes_nothing():
     for node in nodes()[1:]:
         with psycopg.connect(node, autocommit=True) as w:
             assert one(w, "SELECT count(*) FROM pg_extension WHERE extname = 'ab_testing'") == 1
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="must run on the Citus coordinator"):
+                w.execute("SELECT ab_distribute()")
 
 
 @citus_only
