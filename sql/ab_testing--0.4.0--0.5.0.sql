@@ -218,6 +218,32 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 
+    -- Result ids: each node draws from its own sequence (the extension creates it on every
+    -- node), so each worker gets its own range, [groupid << 48, (groupid + 1) << 48), past any
+    -- id already stored in it; the coordinator keeps [1, 1 << 48). Run again after adding a node.
+    object := 'ab_results_id_seq';
+    layout := 'a range of ids per node';
+    SELECT string_agg(format('WHEN %s THEN %s', g.groupid, greatest(g.groupid::bigint << 48, m.top)), ' ')
+      INTO f
+      FROM (SELECT DISTINCT groupid FROM pg_dist_node WHERE groupid > 0 AND noderole = 'primary') g
+      LEFT JOIN (SELECT r.id >> 48 AS grp, max(r.id) AS top FROM @extschema@.ab_results r
+                  WHERE r.id >= (1::bigint << 48) GROUP BY 1) m ON m.grp = g.groupid;
+    IF f IS NULL THEN
+        changed := false;
+    ELSE
+        SELECT coalesce(bool_or(w.result = 't'), false), string_agg(w.result, '; ') FILTER (WHERE NOT w.success)
+          INTO changed, t
+          FROM run_command_on_workers(format(
+              'SELECT CASE WHEN s.last_value < x.floor THEN pg_catalog.setval(%L, x.floor) IS NOT NULL ELSE false END '
+              'FROM %I.ab_results_id_seq s, (SELECT CASE l.groupid %s END AS floor FROM pg_catalog.pg_dist_local_group l) x',
+              format('%I.ab_results_id_seq', nsp), nsp, f)) w;
+        IF t IS NOT NULL THEN
+            RAISE EXCEPTION 'ab_distribute could not set the range of result ids on every worker: %', t
+                USING ERRCODE = 'connection_failure', HINT = 'check that every worker is up, then call ab_distribute() again';
+        END IF;
+    END IF;
+    RETURN NEXT;
+
     f := concat_ws(';', pg_get_viewdef(format('%I.ab_experiment_overview', nsp)::regclass),
                         pg_get_viewdef(format('%I.ab_experiment_health', nsp)::regclass),
                         pg_get_viewdef(format('%I.ab_latest_insights', nsp)::regclass));
@@ -233,7 +259,35 @@ BEGIN
 END;
 $$;
 
-REVOKE ALL ON FUNCTION ab_distribute(), ab_distributed_views() FROM PUBLIC;
+-- DROP EXTENSION on a Citus coordinator removes the tables and Citus's metadata but leaves the
+-- shard tables on every node (Citus 13.2): drop them first.
+CREATE FUNCTION ab_drop_shards() RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped bigint := 0;
+    t record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'ab_drop_shards needs Citus, and the citus extension is not installed in this database'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    FOR t IN SELECT p.logicalrelid, n.nspname, c.relname
+               FROM pg_dist_partition p
+               JOIN pg_class c ON c.oid = p.logicalrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+               JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'ab_testing'
+    LOOP
+        dropped := dropped + citus_drop_all_shards(t.logicalrelid, t.nspname, t.relname);
+    END LOOP;
+    RETURN dropped;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION ab_distribute(), ab_distributed_views(), ab_drop_shards() FROM PUBLIC;
 
 COMMENT ON FUNCTION ab_distribute() IS 'On a Citus coordinator: makes the experiment-level tables reference tables, distributes assignments, results and covariates by user_id (colocated), and delegates ab_get_variant, ab_record_result and ab_record_covariate to the worker holding the user. Idempotent; returns what it laid out and whether it changed anything.';
 COMMENT ON FUNCTION ab_distributed_views() IS 'Replaces the dashboard views with forms Citus can plan; called by ab_distribute().';
+COMMENT ON FUNCTION ab_drop_shards() IS 'On a Citus coordinator, before DROP EXTENSION ab_testing: drops every shard of the extension''s tables on every node (their rows are lost, as DROP EXTENSION loses them); returns how many.';

@@ -314,18 +314,27 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
     if STALE.replace(false) {
         STATE.with_borrow_mut(|s| *s = None);
     }
-    let cached = STATE.with_borrow(|s| {
-        s.as_ref().map(|s| {
-            let hit = match r {
-                ExperimentRef::Name(n) => s.by_name.get(n).cloned(),
-                ExperimentRef::Id(id) => s.by_id.get(&id).cloned(),
-            };
-            (hit, s.plans.clone(), s.relations, s.layout.clone(), s.nsp.clone(), s.has_layers, s.cacheable)
+    // A hit copies no more than a few pointers.
+    let hit = STATE.with_borrow(|s| {
+        let s = s.as_ref()?;
+        let exp = match r {
+            ExperimentRef::Name(n) => s.by_name.get(n),
+            ExperimentRef::Id(id) => s.by_id.get(&id),
+        }?;
+        Some(Handle {
+            exp: exp.clone(),
+            plans: s.plans.clone(),
+            relations: s.relations,
+            cached: true,
+            layout: s.layout.clone(),
         })
     });
-    if let Some((Some(exp), plans, relations, layout, ..)) = cached {
-        return Handle { exp, plans, relations, cached: true, layout };
+    if let Some(handle) = hit {
+        return handle;
     }
+    let cached = STATE.with_borrow(|s| {
+        s.as_ref().map(|s| (s.plans.clone(), s.relations, s.layout.clone(), s.nsp.clone(), s.has_layers, s.cacheable))
+    });
     // SPI reads with the calling statement's snapshot until the transaction writes; a reload
     // (after an invalidation taken in during this call) must see what that invalidation
     // announced, so it reads with a fresh one (under READ COMMITTED; under REPEATABLE READ this
@@ -334,9 +343,7 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
         crate::security::with_pinned_search_path(|| {
             Spi::connect(|client| {
                 let (plans, relations, layout, nsp, has_layers, cacheable) = match cached {
-                    Some((_, plans, relations, layout, nsp, has_layers, cacheable)) => {
-                        (plans, relations, layout, nsp, has_layers, cacheable)
-                    }
+                    Some(state) => state,
                     None => {
                         let state = load_state(client);
                         let out = (

@@ -43,6 +43,8 @@ def conninfo(dbname, port=None):
 def fresh_citus():
     """The extension created afresh on the Citus cluster and distributed."""
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        if c.execute("SELECT count(*) FROM pg_extension WHERE extname = 'ab_testing'").fetchone()[0]:
+            c.execute("SELECT ab_drop_shards()")
         c.execute("DROP EXTENSION IF EXISTS ab_testing CASCADE")
         c.execute("CREATE EXTENSION ab_testing")
         c.execute("SELECT ab_distribute()")
