@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 cluster for the demo, the SQL tests and the benchmarks.
+# A throwaway PostgreSQL cluster for the demo, the SQL tests and the benchmarks.
 # PostgreSQL refuses to run as root, so the cluster runs as the postgres user.
 #   scripts/cluster.sh start   # creates it on first use, then starts it
 #   scripts/cluster.sh stop
 #   scripts/cluster.sh destroy
-# Environment: AB_PGDIR (default /tmp/ab_testing_pg), PGPORT (default 5499).
+#   scripts/cluster.sh dir     # prints its directory (the socket's too)
+# Environment: AB_PG_VERSION (15, 16 or 18; default 15: see scripts/pg-versions.sh),
+# AB_PGDIR (default /tmp/ab_testing_pg, with the version appended when it is not 15),
+# PGPORT (default 5499).
 set -euo pipefail
 
-PG_BIN=/usr/lib/postgresql/15/bin
-DIR=${AB_PGDIR:-/tmp/ab_testing_pg}
+VERSION=${AB_PG_VERSION:-15}
+PG_BIN=$("$(dirname "$0")/pg-versions.sh" bin "$VERSION")
+if [ "$VERSION" = 15 ]; then
+    DIR=${AB_PGDIR:-/tmp/ab_testing_pg}
+else
+    DIR=${AB_PGDIR:-/tmp/ab_testing_pg$VERSION}
+fi
 PORT=${PGPORT:-5499}
 
 as_postgres() {
@@ -50,8 +58,11 @@ destroy)
     as_postgres "$PG_BIN/pg_ctl" -D "$DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$DIR"
     ;;
+dir)
+    echo "$DIR"
+    ;;
 *)
-    echo "usage: $0 start|stop|destroy" >&2
+    echo "usage: $0 start|stop|destroy|dir" >&2
     exit 2
     ;;
 esac

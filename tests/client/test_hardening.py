@@ -383,19 +383,26 @@ def test_analysis_with_covariates_is_linear_on_a_fresh_experiment(db):
                   "WHERE experiment_id = %s", (exp,))
         plans = []
         c.add_notice_handler(lambda d: plans.append(d.message_primary))
-        c.execute("LOAD 'auto_explain'")
-        c.execute("SET auto_explain.log_min_duration = 0")
-        c.execute("SET auto_explain.log_nested_statements = on")
-        c.execute("SET client_min_messages = log")
+        try:
+            c.execute("LOAD 'auto_explain'")
+            explained = True
+        except psycopg.errors.UndefinedFile:  # a server built without contrib
+            explained = False
+        if explained:
+            c.execute("SET auto_explain.log_min_duration = 0")
+            c.execute("SET auto_explain.log_nested_statements = on")
+            c.execute("SET client_min_messages = log")
         started_at = time.time()
         rows = c.execute("SELECT variant, users, cuped_diff FROM ab_analyze(%s)", (exp,)).fetchall()
         elapsed = time.time() - started_at
         c.execute("SET client_min_messages = notice")
         assert [r[1] for r in rows] == [10000, 10000] and rows[1][2] is not None
+        assert elapsed < 30, elapsed  # quadratic took minutes
+        if not explained:
+            pytest.skip("no auto_explain on this server: only the time was checked")
         joins = [p for p in plans if "ab_covariates" in p]
         assert joins, "auto_explain showed the analysis's plans"
         assert not [p for p in joins if "Nested Loop" in p], [p for p in joins if "Nested Loop" in p][0]
-        assert elapsed < 30, elapsed  # quadratic took minutes
 
 
 def test_the_update_keeps_values_beyond_the_bound_and_says_so():
