@@ -57,6 +57,8 @@ echo "== Node example (pg driver)"
 echo "== Citus: coordinator + 2 workers on loopback"
 scripts/citus-cluster.sh destroy
 scripts/citus-cluster.sh start
+# AB_SINGLE_NODE_DSN: the PostgreSQL 15 cluster above, to compare every answer with.
 AB_CITUS=1 PGHOST=/tmp/ab_testing_citus PGPORT=5510 AB_CITUS_WORKERS=5511,5512 \
+    AB_SINGLE_NODE_DSN="host=/tmp/ab_testing_pg port=5499 user=postgres dbname=postgres" \
     target/venv/bin/python -m pytest -q tests/client
 scripts/citus-cluster.sh destroy

@@ -1,6 +1,7 @@
 """Citus: ab_distribute(), the hot path on the node holding the user, cache invalidation on
 every node, and the analysis on the workers. The tests marked citus_only run with AB_CITUS=1
 against the coordinator + 2 workers that scripts/citus-cluster.sh starts."""
+import os
 import random
 
 import psycopg
@@ -302,4 +303,81 @@ def test_drop_shards_then_drop_extension_leaves_no_table_on_any_node():
             n.execute("SET citus.show_shards_for_app_name_prefixes = '*'")
             assert one(n, SHARD_TABLES) == 0
             assert one(n, "SELECT count(*) FROM pg_extension WHERE extname = 'ab_testing'") == 0
+    fresh_citus()
+
+
+SINGLE_NODE = os.environ.get("AB_SINGLE_NODE_DSN")
+
+
+def scenario(c):
+    """One lifecycle of everything, with fixed salts; returns what every function and view
+    answered, without ids and times."""
+    out = {}
+    c.execute("SELECT ab_create_layer('same', 10, salt => 'same-layer')")
+    plain = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
+        "same plain", salt="same-1", metrics={"conversion_rate": {"type": "binary"}, "spend": {"aggregation": "sum"}},
+        min_sample_size=20)))
+    targeted = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
+        "same targeted", salt="same-2", target_segments={"loan_type": ["fha"]})))
+    layered = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
+        "same layered", salt="same-3", layer={"name": "same", "percentage": 40})))
+    holdout = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
+        "same holdout", salt="same-4", layer={"name": "same", "holdout": True})))
+    for e in (plain, targeted, layered, holdout):
+        one(c, "SELECT ab_start_experiment(%s)", e)
+    rng = random.Random(5)
+    answers = []
+    for i in range(300):
+        user = f"same-{i}"
+        attrs = {"loan_type": "fha" if i % 3 else "va"}
+        for e in (plain, targeted, layered, holdout):
+            v = one(c, "SELECT ab_get_variant(%s, %s, %s) ->> 'variant'", e, user, Jsonb(attrs))
+            answers.append(v)
+            if v is not None:
+                one(c, "SELECT ab_record_result(%s, 'conversion_rate', %s, %s)", e,
+                    float(rng.random() < (0.3 if v == "a" else 0.45)), user)
+        one(c, "SELECT ab_record_result(%s, 'spend', %s, %s)", plain, round(rng.uniform(0, 50), 2), user)
+        c.execute("SELECT ab_record_covariate(%s, 'spend', %s, %s)", (plain, user, round(rng.uniform(0, 40), 2)))
+        answers.append(one(c, "SELECT ab_layer_group('same', %s)", user))
+    out["answers"] = answers
+    volatile = {"computed_at", "id", "experiment_id"}
+    for e in (plain, targeted, layered, holdout):
+        cur = c.execute("SELECT * FROM ab_analyze(%s)", (e,))
+        cols = [d.name for d in cur.description]
+        out[f"analyze {e}"] = [{k: (round(v, 9) if isinstance(v, float) else v) for k, v in zip(cols, r)}
+                               for r in cur.fetchall()]
+        out[f"summary {e}"] = one(c, "SELECT ab_summary(%s)", e)
+        out[f"plot {e}"] = one(c, "SELECT ab_plot(%s)", e)
+        info = one(c, "SELECT ab_get_experiment(%s)", e)
+        out[f"experiment {e}"] = {k: v for k, v in info.items() if k not in ("id", "created_at", "started_at")}
+    out["stop"] = one(c, "SELECT ab_stop_experiment(%s, true)", plain)
+    for view, order in [("ab_experiment_overview", "name"), ("ab_experiment_health", "name"),
+                        ("ab_latest_insights", "experiment, metric_name, variant"), ("ab_layer_overview", "name")]:
+        cur = c.execute(f"SELECT * FROM {view} ORDER BY {order}")
+        cols = [d.name for d in cur.description]
+        out[view] = [{k: (round(v, 9) if isinstance(v, float) else v) for k, v in zip(cols, r)
+                      if k not in volatile and not k.endswith("_at") and k != "days_running"}
+                     for r in cur.fetchall()]
+    out["audit"] = c.execute("SELECT experiment_name, action FROM ab_audit ORDER BY id").fetchall()
+    return out
+
+
+@citus_only
+@pytest.mark.skipif(not SINGLE_NODE, reason="AB_SINGLE_NODE_DSN names no single-node database to compare with")
+def test_every_function_and_view_answers_as_on_one_node():
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        distributed = scenario(c)
+    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS ab_same WITH (FORCE)")
+        c.execute("CREATE DATABASE ab_same")
+    single_dsn = psycopg.conninfo.make_conninfo(SINGLE_NODE, dbname="ab_same")
+    with psycopg.connect(single_dsn, autocommit=True) as c:
+        c.execute("CREATE EXTENSION ab_testing")
+        single = scenario(c)
+    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
+        c.execute("DROP DATABASE ab_same WITH (FORCE)")
+    assert distributed.keys() == single.keys()
+    for key in single:
+        assert distributed[key] == single[key], key
     fresh_citus()
