@@ -317,6 +317,81 @@ fn short_float(x: f64) -> String {
     }
 }
 
+/// The first problem in a variant or the layer, naming the variant and the field: serde's
+/// own message names neither (and calls the layer "struct RawLayer").
+fn part_problem(value: &Value) -> Option<String> {
+    fn kind(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        }
+    }
+    type Check = fn(&Value) -> bool;
+    fn fields(who: &str, v: &Value, known: &[(&str, &str, Check, bool)]) -> Option<String> {
+        let Some(obj) = v.as_object() else {
+            return Some(format!("{who} must be a JSON object, got {}", kind(v)));
+        };
+        for key in obj.keys() {
+            if !known.iter().any(|(k, ..)| k == key) {
+                let names: Vec<String> = known.iter().map(|(k, ..)| format!("`{k}`")).collect();
+                return Some(format!("unknown field `{key}` in {who}, expected one of {}", names.join(", ")));
+            }
+        }
+        for (field, expected, ok, required) in known {
+            match obj.get(*field) {
+                None if *required => return Some(format!("{who} has no {field}")),
+                Some(x) if !ok(x) => return Some(format!("{field} of {who} must be {expected}, got {}", kind(x))),
+                _ => {}
+            }
+        }
+        None
+    }
+    if let Some(variants) = value.get("variants").and_then(Value::as_array) {
+        for (i, v) in variants.iter().enumerate() {
+            let who = match v.get("name").and_then(Value::as_str) {
+                Some(name) => format!("variant \"{}\"", crate::names::printable(name)),
+                None => format!("variant {}", i + 1),
+            };
+            let problem = fields(
+                &who,
+                v,
+                &[
+                    ("name", "a string", Value::is_string, true),
+                    ("is_control", "true or false", Value::is_boolean, false),
+                    ("traffic_allocation", "a number", Value::is_number, true),
+                    ("config", "an object", |x| x.is_object() || x.is_null(), false),
+                ],
+            );
+            if problem.is_some() {
+                return problem;
+            }
+        }
+    }
+    if let Some(layer) = value.get("layer").filter(|l| !l.is_null()) {
+        if !layer.is_object() {
+            return Some(format!(
+                "layer must be an object such as {{\"name\": \"checkout\", \"percentage\": 20}} or \
+                 {{\"name\": \"checkout\", \"holdout\": true}}, got {}",
+                kind(layer)
+            ));
+        }
+        return fields(
+            "layer",
+            layer,
+            &[
+                ("name", "a string", Value::is_string, true),
+                ("percentage", "a number", |x| x.is_number() || x.is_null(), false),
+                ("holdout", "true or false", Value::is_boolean, false),
+            ],
+        );
+    }
+    None
+}
+
 /// serde's wording, in this domain's terms ("variant" means something else here).
 fn serde_message(e: &serde_json::Error) -> String {
     e.to_string()
@@ -331,8 +406,10 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     if !value.is_object() {
         return Err(Error::definition("experiment definition must be a JSON object"));
     }
-    let raw: RawDefinition = serde_json::from_value(value.clone())
-        .map_err(|e| Error::definition(format!("invalid experiment definition: {}", serde_message(&e))))?;
+    let raw: RawDefinition = serde_json::from_value(value.clone()).map_err(|e| {
+        let problem = part_problem(value).unwrap_or_else(|| serde_message(&e));
+        Error::definition(format!("invalid experiment definition: {problem}"))
+    })?;
 
     let name = check_name("experiment name", &raw.name)?;
     let description = raw.description.unwrap_or_default();
@@ -625,6 +702,28 @@ mod tests {
             (Box::new(|b| b["name"] = json!("  ")), "experiment name must not be empty"),
             (Box::new(|b| b["experiment_type"] = json!("banner")), "experiment_type \"banner\" is not one of"),
             (Box::new(|b| b["alpah"] = json!(0.1)), "unknown field `alpah`"),
+            (
+                Box::new(|b| b["variants"][1]["traffic_allocation"] = json!("50")),
+                "traffic_allocation of variant \"Treatment\" must be a number, got a string",
+            ),
+            (
+                Box::new(|b| b["variants"][0]["weight"] = json!(50)),
+                "unknown field `weight` in variant \"Control\", expected one of `name`, `is_control`",
+            ),
+            (
+                Box::new(|b| {
+                    b["variants"][1].as_object_mut().unwrap().remove("name");
+                }),
+                "variant 2 has no name",
+            ),
+            (
+                Box::new(|b| b["layer"] = json!("l2")),
+                "layer must be an object such as {\"name\": \"checkout\", \"percentage\": 20}",
+            ),
+            (
+                Box::new(|b| b["layer"] = json!({"name": "l2", "percentage": "20"})),
+                "percentage of layer must be a number, got a string",
+            ),
             (
                 Box::new(|b| {
                     b.as_object_mut().unwrap().remove("variants");

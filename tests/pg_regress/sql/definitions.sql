@@ -11,6 +11,7 @@ INSERT INTO defs VALUES
  ('negative', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": -10}, {"name": "b", "traffic_allocation": 50}]}'),
  ('three decimals', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 33.333}, {"name": "b", "traffic_allocation": 50}]}'),
  ('string allocation', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": "50"}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('layer not an object', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "layer": "l2", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
  ('no control', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
  ('two controls', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "is_control": true, "traffic_allocation": 50}]}'),
  ('duplicate variant', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "a", "traffic_allocation": 50}]}'),
