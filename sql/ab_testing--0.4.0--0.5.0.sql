@@ -82,6 +82,8 @@ $$;
 -- CREATE OR REPLACE resets what the function's SET clause does not carry.
 ALTER FUNCTION ab_get_experiment(bigint) SECURITY DEFINER;
 
+COMMENT ON FUNCTION ab_analyze(text) IS 'Per metric and variant: per-user statistics and the test against the control (Welch''s t-test, a z-test for binary metrics, always-valid in sequential mode), with CUPED, Bayesian and power columns; stored in ab_insights.';
+
 CREATE FUNCTION ab_distributed_views() RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp

@@ -180,7 +180,7 @@ COMMENT ON FUNCTION ab_get_variant(text, text, jsonb, text) IS 'The user''s stic
 COMMENT ON FUNCTION ab_get_variant(bigint, text, jsonb, text) IS 'The user''s sticky variant, by experiment id.';
 COMMENT ON FUNCTION ab_record_result(text, text, double precision, text, text) IS 'Records a metric value against the user''s variant; false (nothing written) when the experiment is not running or the user is not assigned.';
 COMMENT ON FUNCTION ab_record_result(bigint, text, double precision, text, text) IS 'Records a metric value against the user''s variant, by experiment id.';
-COMMENT ON FUNCTION ab_analyze(text) IS 'Per metric and variant: per-user statistics and Welch''s test against the control; stored in ab_insights.';
+COMMENT ON FUNCTION ab_analyze(text) IS 'Per metric and variant: per-user statistics and the test against the control (Welch''s t-test, a z-test for binary metrics, always-valid in sequential mode), with CUPED, Bayesian and power columns; stored in ab_insights.';
 COMMENT ON FUNCTION ab_analyze(bigint) IS 'ab_analyze by experiment id.';
 COMMENT ON FUNCTION ab_summary(text) IS 'A plain-words report of the experiment and its recommendation.';
 COMMENT ON FUNCTION ab_summary(bigint) IS 'ab_summary by experiment id.';

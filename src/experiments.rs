@@ -335,11 +335,17 @@ fn delete(r: ExperimentRef<'_>) {
         // for this one and then find the experiment gone. Each DELETE below then sees every
         // row those transactions committed (READ COMMITTED takes a snapshot per statement).
         guard::lock_for_delete(catalog::relation_oid(client, &nsp, "ab_experiments"), exp.id);
-        // The experiment's row first: its trigger takes the same lock on every node holding a
-        // placement of ab_experiments (Citus), before any of its rows there are deleted.
-        client
-            .update(format!("DELETE FROM {nsp}.ab_experiments WHERE id = $1").as_str(), None, &[exp.id.into()])
-            .or_raise();
+        // Under Citus the experiment's row goes first: its trigger takes the same lock on every
+        // node holding a placement of ab_experiments, before any of its rows there are deleted.
+        let delete_experiment_row = |client: &mut pgrx::spi::SpiClient<'_>| {
+            client
+                .update(format!("DELETE FROM {nsp}.ab_experiments WHERE id = $1").as_str(), None, &[exp.id.into()])
+                .or_raise();
+        };
+        let distributed = crate::citus::is_distributed(client, &nsp);
+        if distributed {
+            delete_experiment_row(client);
+        }
         for table in
             ["ab_results", "ab_covariates", "ab_assignments", "ab_insights", "ab_variants", "ab_layer_experiments"]
         {
@@ -365,6 +371,9 @@ fn delete(r: ExperimentRef<'_>) {
                     Some("retry the transaction".into()),
                 );
             }
+        }
+        if !distributed {
+            delete_experiment_row(client);
         }
         audit(client, &nsp, exp.id, &exp.name, "deleted", json!({}));
     });

@@ -175,3 +175,11 @@ def test_the_plot_is_well_formed_xml_whatever_the_names(conn):
     assert root.tag.endswith("svg")
     text = "".join(root.itertext())
     assert "a<b & c>\"d\"" in text and "conversion_rate" in text
+
+
+def test_readme_named_arguments_for_covariates(conn):
+    """The README's named-argument call of ab_record_covariate."""
+    exp = one(conn, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("named arguments")))
+    conn.execute("SELECT ab_record_covariate(%s, 'spend', user_id => 'u1', value => 12.5)", (exp,))
+    assert conn.execute("SELECT user_id, value FROM ab_covariates WHERE experiment_id = %s", (exp,)).fetchall() == \
+        [("u1", 12.5)]
