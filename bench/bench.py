@@ -89,9 +89,9 @@ HOT_PATH = [
 ]
 
 
-def hot_path(seconds, rounds, only=None):
+def hot_path(seconds, rounds, only=None, cases=HOT_PATH):
     rows = []
-    for case, script, base_name, base_script in HOT_PATH:
+    for case, script, base_name, base_script in cases:
         if only and not any(case == o[1:] if o.startswith("=") else o in case for o in only.split(";")):
             continue
         case_tps, base_tps = [], []
@@ -100,7 +100,7 @@ def hot_path(seconds, rounds, only=None):
             case_tps.append(pgbench(script, seconds))
         c, b = statistics.median(case_tps), statistics.median(base_tps)
         rows.append((case, c, base_name, b, c / b))
-        print(f"  {case:32} {c:9.0f} tps   {base_name:24} {b:9.0f} tps   ratio {c / b:5.2f}", flush=True)
+        print(f"  {case:40} {c:9.0f} tps   {base_name:30} {b:9.0f} tps   ratio {c / b:5.2f}", flush=True)
     return rows
 
 
@@ -254,15 +254,7 @@ def citus(seconds, rounds, users, per_user, repeat):
         if not c.execute("SELECT 1 FROM ab_experiments WHERE name = 'bench'").fetchone():
             psql_file(os.path.join(HERE, "citus_setup.sql"))
     print("Citus hot path, through the coordinator (pgbench -M prepared -c 2 -j 2):")
-    hot = []
-    for case, script, base_name, base_script in CITUS_HOT_PATH:
-        case_tps, base_tps = [], []
-        for _ in range(rounds):
-            base_tps.append(pgbench(base_script, seconds))
-            case_tps.append(pgbench(script, seconds))
-        cm, bm = statistics.median(case_tps), statistics.median(base_tps)
-        hot.append((case, cm, base_name, bm, cm / bm))
-        print(f"  {case:40} {cm:9.0f} tps   {base_name:30} {bm:9.0f} tps   ratio {cm / bm:5.2f}", flush=True)
+    hot = hot_path(seconds, rounds, cases=CITUS_HOT_PATH)
     exp_citus = load_analysis_data(users, per_user)
     t_citus, _ = timed("SELECT * FROM ab_analyze(%s)", (exp_citus,), 0, repeat)
     HOST, PORT, DB = single

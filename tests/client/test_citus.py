@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import CITUS, WORKER_PORTS, conninfo, fresh_citus
+from conftest import WORKER_PORTS, conninfo, fresh_citus
 from test_operations import analysis, counts, fresh_db, drop_db, one, populate, two_arms
 
 citus_only = pytest.mark.citus_only
@@ -23,6 +23,17 @@ def test_distribute_without_citus_says_what_is_missing():
         assert "CREATE EXTENSION citus" in e.value.diag.message_hint
         assert one(c, "SELECT count(*) FROM pg_extension WHERE extname = 'citus'") == 0
     drop_db("ab_no_citus")
+
+
+def assert_same_analysis(before, after):
+    """Same statistics (computed_at and the floating-point order of the merge may differ)."""
+    assert len(before) == len(after)
+    for b, a in zip(before, after):
+        for x, y in zip(b, a):
+            if isinstance(x, float):
+                assert y == pytest.approx(x, rel=1e-9, abs=1e-12)
+            elif not hasattr(x, "year"):
+                assert x == y
 
 
 def nodes():
@@ -172,13 +183,7 @@ def test_an_installation_with_data_distributes_and_keeps_it():
         before_counts["ab_insights"] += len(before)  # the analysis run just above
         assert after_counts == before_counts
         after = analysis(c, exp)
-        # Same statistics (computed_at and the floating-point order of the merge may differ).
-        for b, a in zip(before, after):
-            for x, y in zip(b, a):
-                if isinstance(x, float):
-                    assert y == pytest.approx(x, rel=1e-9, abs=1e-12)
-                elif not hasattr(x, "year"):
-                    assert x == y
+        assert_same_analysis(before, after)
         for user in random.Random(1).sample(sorted(variants), 50):
             assert one(c, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, user) == variants[user]
         # The coordinator's shells keep no copy of the rows.
@@ -275,12 +280,7 @@ def test_a_dump_of_the_coordinator_restores_and_distributes_again():
         c.execute("SELECT ab_distribute()")
         assert counts(c) == before_counts
         after = analysis(c, exp)
-        for b, a in zip(before, after):
-            for x, y in zip(b, a):
-                if isinstance(x, float):
-                    assert y == pytest.approx(x, rel=1e-9, abs=1e-12)
-                elif not hasattr(x, "year"):
-                    assert x == y
+        assert_same_analysis(before, after)
         for user in sorted(variants)[:50]:
             assert one(c, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, user) == variants[user]
             assert one(c, "SELECT ab_record_result(%s, 'conversion_rate', 1, %s)", exp, user) is True
