@@ -25,10 +25,18 @@ before(async () => {
 });
 
 after(async () => {
+  // pool.end() resolves before its connections have closed; wait for each one, so that dropping
+  // the database does not terminate a connection still closing (an uncaught error after the test).
+  let open = pool.totalCount;
+  const closed = new Promise((resolve) => {
+    if (open === 0) resolve();
+    pool.on('remove', () => { open -= 1; if (open === 0) resolve(); });
+  });
   await pool.end();
+  await closed;
   const admin = new Client({ ...base, database: 'postgres' });
   await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
+  await admin.query(`DROP DATABASE IF EXISTS ${DB}`);
   await admin.end();
 });
 
