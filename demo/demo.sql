@@ -16,7 +16,7 @@ SELECT ab_create_experiment('{
     {"name": "Treatment", "is_control": false, "traffic_allocation": 50.0,
      "config": {"system_prompt": "New prompt with examples..."}}],
   "min_sample_size": 100,
-  "metrics": {"response_time": {"direction": "lower"}},
+  "metrics": {"resolution_rate": {}, "satisfaction_score": {}, "response_time": {"direction": "lower"}},
   "salt": "lead-qualification"}') AS experiment_id;
 
 \echo '== 2. Start it =='

@@ -29,6 +29,7 @@ BEGIN
         'status', e.status,
         'primary_metric', e.primary_metric,
         'metrics', e.metrics,
+        'strict_metrics', e.strict_metrics,
         'target_segments', e.target_segments,
         'min_sample_size', e.min_sample_size,
         'alpha', e.alpha,

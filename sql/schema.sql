@@ -29,6 +29,7 @@ CREATE TABLE ab_experiments (
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     started_at       timestamptz,
     stopped_at       timestamptz,
+    strict_metrics   boolean NOT NULL DEFAULT false,
     CHECK (status = 'draft' OR started_at IS NOT NULL),
     CHECK (status <> 'stopped' OR stopped_at IS NOT NULL),
     CHECK (winner_variant IS NULL OR status = 'stopped')
@@ -298,6 +299,7 @@ COMMENT ON COLUMN ab_experiments.winner_variant IS 'Variant declared the winner 
 COMMENT ON COLUMN ab_experiments.created_at IS 'When the experiment was created.';
 COMMENT ON COLUMN ab_experiments.started_at IS 'When ab_start_experiment ran.';
 COMMENT ON COLUMN ab_experiments.stopped_at IS 'When ab_stop_experiment ran.';
+COMMENT ON COLUMN ab_experiments.strict_metrics IS 'When true, results and covariates are accepted only under the metric names declared in metrics (the default when a definition declares metrics).';
 
 COMMENT ON TABLE ab_variants IS 'Variants of each experiment, in creation order; exactly one is the control.';
 COMMENT ON COLUMN ab_variants.experiment_id IS 'ab_experiments.id of the experiment.';

@@ -38,6 +38,8 @@ pub struct CachedExperiment {
     pub name: String,
     /// Metrics declared binary: their results must be 0 or 1.
     pub binary_metrics: Vec<String>,
+    /// With strict_metrics, the declared metric names: the only ones accepted.
+    pub declared_metrics: Option<Vec<String>>,
     pub running: bool,
     pub salt: String,
     pub segments: Segments,
@@ -265,6 +267,7 @@ fn load_experiment(
         .filter(|(_, d)| d.kind == ab_core::definition::MetricType::Binary)
         .map(|(n, _)| n.clone())
         .collect();
+    let declared_metrics = e.strict_metrics.then(|| defs.keys().cloned().collect());
     let known_metrics = RefCell::new(defs.into_keys().collect());
     let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
     let variants = variants
@@ -280,6 +283,7 @@ fn load_experiment(
             id: e.id,
             name: e.name,
             binary_metrics,
+            declared_metrics,
             running: e.status == "running",
             salt: e.salt,
             segments,

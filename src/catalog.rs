@@ -56,6 +56,22 @@ pub fn has_table(client: &SpiClient<'_>, nsp: &str, table: &str) -> bool {
     relation_oid(client, nsp, table) != pgrx::pg_sys::InvalidOid
 }
 
+/// Whether one of the extension's tables has a column (schemas of earlier releases lack some).
+pub fn has_column(client: &SpiClient<'_>, nsp: &str, table: &str, column: &str) -> bool {
+    client
+        .select(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1) \
+             AND attname OPERATOR(pg_catalog.=) $2 AND NOT attisdropped)",
+            Some(1),
+            &[format!("{nsp}.{table}").into(), column.into()],
+        )
+        .or_raise()
+        .first()
+        .get_one::<bool>()
+        .or_raise()
+        .unwrap_or(false)
+}
+
 #[derive(Debug, Clone)]
 pub struct ExperimentRow {
     pub id: i64,
@@ -74,6 +90,7 @@ pub struct ExperimentRow {
     pub sequential_tuning: Option<f64>,
     pub correction: String,
     pub power: f64,
+    pub strict_metrics: bool,
 }
 
 /// A layer, as ab_create_experiment and ab_layer_group need it.
@@ -130,10 +147,13 @@ pub struct VariantRow {
     pub config: Value,
 }
 
+// strict_metrics is read through to_jsonb: a schema before 0.6.0 (a new library before
+// ALTER EXTENSION UPDATE) has no such column, and its experiments accept any metric name.
 const EXPERIMENT_COLUMNS: &str = "id, name, experiment_type, status, primary_metric, metrics, \
      target_segments, min_sample_size, alpha, salt, winner_variant, \
      to_char(started_at, 'YYYY-MM-DD HH24:MI:SS TZ'), \
-     to_char(stopped_at, 'YYYY-MM-DD HH24:MI:SS TZ'), sequential_tuning, correction, power";
+     to_char(stopped_at, 'YYYY-MM-DD HH24:MI:SS TZ'), sequential_tuning, correction, power, \
+     coalesce((pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->>) 'strict_metrics')::boolean, false)";
 
 fn experiment_query(nsp: &str, r: ExperimentRef<'_>, lock: bool) -> (String, Vec<pgrx::datum::DatumWithOid<'static>>) {
     let lock = if lock { " FOR UPDATE" } else { "" };
@@ -167,6 +187,7 @@ fn experiment_row(table: SpiTupleTable<'_>) -> Option<ExperimentRow> {
         sequential_tuning: row.get::<f64>(14).or_raise(),
         correction: text(15).unwrap(),
         power: row.get::<f64>(16).or_raise().unwrap(),
+        strict_metrics: row.get::<bool>(17).or_raise().unwrap(),
     })
 }
 

@@ -27,14 +27,44 @@ pub fn not_found(experiment: crate::catalog::ExperimentRef<'_>) -> ! {
         crate::catalog::ExperimentRef::Name(n) if n.chars().count() > 200 => {
             format!("experiment \"{}...\" does not exist", n.chars().take(200).collect::<String>())
         }
-        crate::catalog::ExperimentRef::Name(n) => format!("experiment \"{n}\" does not exist"),
+        crate::catalog::ExperimentRef::Name(n) => {
+            format!("experiment \"{n}\" does not exist{}", nearest_experiment(n))
+        }
         crate::catalog::ExperimentRef::Id(id) => format!("experiment with id {id} does not exist"),
     };
     raise(
         PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
         message,
-        Some("ab_experiment_overview lists the experiments".into()),
+        Some("ab_experiment_overview lists the experiments; names are case-sensitive".into()),
     )
+}
+
+/// ` (did you mean "x"?)` for the nearest experiment name the current role may read, or
+/// nothing. Runs only on the error path.
+fn nearest_experiment(typed: &str) -> String {
+    Spi::connect(|client| {
+        let nsp = crate::catalog::schema(&client);
+        let readable = client
+            .select(
+                "SELECT pg_catalog.has_table_privilege($1, 'SELECT')",
+                Some(1),
+                &[format!("{nsp}.ab_experiments").into()],
+            )
+            .or_raise()
+            .first()
+            .get_one::<bool>()
+            .or_raise()
+            .unwrap_or(false);
+        if !readable {
+            return String::new();
+        }
+        let names: Vec<String> = client
+            .select(&format!("SELECT name FROM {nsp}.ab_experiments LIMIT 100000"), None, &[])
+            .or_raise()
+            .filter_map(|row| row.get::<String>(1).or_raise())
+            .collect();
+        ab_core::names::did_you_mean(typed, names.iter().map(String::as_str))
+    })
 }
 
 /// A NULL where a value is needed (22004).

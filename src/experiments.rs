@@ -78,12 +78,18 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
         };
         // A session creating the same name at the same moment: this insert waits for it, then
         // (READ COMMITTED) inserts nothing, or (REPEATABLE READ) fails with 40001.
+        // A schema before 0.6.0 has no strict_metrics: its experiments accept any metric name.
+        let (strict_column, strict_value) = if catalog::has_column(client, &nsp, "ab_experiments", "strict_metrics") {
+            (", strict_metrics", ", $13")
+        } else {
+            ("", "")
+        };
         let inserted = client
             .update(
                 format!(
                     "INSERT INTO {nsp}.ab_experiments (name, description, experiment_type, primary_metric, metrics, \
-                     target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12) \
+                     target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power{strict_column}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12{strict_value}) \
                      ON CONFLICT (name) DO NOTHING RETURNING id"
                 )
                 .as_str(),
@@ -101,6 +107,7 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
                     spec.sequential_tuning.into(),
                     spec.correction.as_str().into(),
                     spec.power.into(),
+                    spec.strict_metrics.into(),
                 ],
             )
             .or_raise();

@@ -1,7 +1,7 @@
 //! `ab_record_result`: one observation, attributed to the user's assigned variant; and
 //! `ab_record_covariate`.
 
-use ab_core::definition::{check_metric_name, check_value, MAX_METRICS};
+use ab_core::definition::{check_metric_name, check_value, undeclared_metric, MAX_METRICS};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -71,6 +71,16 @@ fn admit_metric(handle: &cache::Handle, metric: &str) {
     });
 }
 
+/// An experiment with strict_metrics accepts results and covariates under its declared
+/// metric names only (22023, suggesting the nearest name).
+fn check_declared(exp: &cache::CachedExperiment, metric: &str) {
+    if let Some(declared) = &exp.declared_metrics {
+        if !declared.iter().any(|m| m == metric) {
+            core_error(undeclared_metric(&exp.name, metric, declared.iter().map(String::as_str)));
+        }
+    }
+}
+
 fn record(
     r: ExperimentRef<'_>,
     metric_name: Option<&str>,
@@ -92,6 +102,7 @@ fn record(
         if !exp.running {
             return false;
         }
+        check_declared(exp, &metric_name);
         if metric_value != 0.0 && metric_value != 1.0 && exp.binary_metrics.iter().any(|m| *m == metric_name) {
             invalid(format!(
                 "metric \"{metric_name}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {metric_value}",
@@ -168,6 +179,7 @@ fn record_covariate(r: ExperimentRef<'_>, metric_name: Option<&str>, user_id: Op
     for _ in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
         let cache::Handle { exp, plans, .. } = &handle;
+        check_declared(exp, &metric_name);
         match guard::lock_for_writing(&handle) {
             Probe::Found(()) => {}
             Probe::Stale => continue,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::bucketing::{basis_points, BUCKETS};
 use crate::error::{Error, Result};
-use crate::names::normalize_name;
+use crate::names::{normalize_name, printable};
 use crate::targeting::Segments;
 use std::borrow::Cow;
 
@@ -186,6 +186,8 @@ struct RawDefinition {
     #[serde(default)]
     metrics: Option<BTreeMap<String, MetricDef>>,
     #[serde(default)]
+    strict_metrics: Option<bool>,
+    #[serde(default)]
     target_segments: Option<Value>,
     #[serde(default)]
     alpha: Option<f64>,
@@ -248,6 +250,9 @@ pub struct ExperimentSpec {
     pub min_sample_size: i64,
     /// Every declared metric, always including the primary one.
     pub metrics: BTreeMap<String, MetricDef>,
+    /// Results and covariates only under the names in `metrics`. Defaults to true when the
+    /// definition declares metrics, false otherwise.
+    pub strict_metrics: bool,
     pub target_segments: Value,
     pub alpha: f64,
     /// Hashing salt; None lets the database draw a random one.
@@ -269,6 +274,22 @@ impl ExperimentSpec {
 /// returns it in NFC (see `names`).
 pub fn check_metric_name(name: &str) -> Result<Cow<'_, str>> {
     normalize_name("metric_name", name)
+}
+
+/// The error for a result or covariate under a name an experiment with `strict_metrics` does
+/// not declare.
+pub fn undeclared_metric<'a>(experiment: &str, metric: &str, declared: impl Iterator<Item = &'a str> + Clone) -> Error {
+    let listed: Vec<String> = declared.clone().map(|n| format!("\"{}\"", printable(n))).collect();
+    Error::invalid(format!(
+        "metric \"{}\" is not declared by experiment \"{}\"{}",
+        printable(metric),
+        printable(experiment),
+        crate::names::did_you_mean(metric, declared)
+    ))
+    .with_hint(format!(
+        "its metrics are {}; an experiment that declares metrics accepts only those (create it with \"strict_metrics\": false to accept any name)",
+        listed.join(", ")
+    ))
 }
 
 /// Largest magnitude a recorded value or covariate may have. Every whole number up to it is
@@ -549,6 +570,22 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     if !(power > 0.0 && power < 1.0) {
         return Err(Error::definition(format!("power is {power}, must be between 0 and 1 (exclusive)")));
     }
+    let declared_any = !metrics.is_empty();
+    if declared_any && !metrics.contains_key(&primary_metric) {
+        let names: Vec<&str> = metrics.keys().map(String::as_str).collect();
+        return Err(Error::definition(format!(
+            "primary_metric \"{primary_metric}\" is not among the declared metrics ({}){}",
+            names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", "),
+            crate::names::did_you_mean(&primary_metric, names.iter().copied())
+        ))
+        .with_hint("declare the primary metric in \"metrics\" too, or leave \"metrics\" out"));
+    }
+    let strict_metrics = raw.strict_metrics.unwrap_or(declared_any);
+    if strict_metrics && !declared_any {
+        return Err(Error::definition(
+            "strict_metrics is true but no metrics are declared: declare every metric in \"metrics\"",
+        ));
+    }
     metrics.entry(primary_metric.clone()).or_default();
 
     let target_segments = raw.target_segments.unwrap_or(Value::Object(Map::new()));
@@ -608,6 +645,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         variants,
         min_sample_size,
         metrics,
+        strict_metrics,
         target_segments,
         alpha,
         salt: raw.salt,
@@ -642,6 +680,35 @@ mod tests {
         assert_eq!(spec.alpha, 0.05);
         assert_eq!(spec.metrics["resolution_rate"], MetricDef::default());
         assert_eq!(spec.target_segments, json!({}));
+    }
+
+    #[test]
+    fn declared_metrics_are_strict_and_include_the_primary() {
+        let spec = parse_definition(&original_body()).unwrap();
+        assert!(!spec.strict_metrics, "no metrics declared: any name is accepted");
+        let mut body = original_body();
+        body["metrics"] = json!({"resolution_rate": {}, "response_time": {"direction": "lower"}});
+        assert!(parse_definition(&body).unwrap().strict_metrics);
+        body["strict_metrics"] = json!(false);
+        assert!(!parse_definition(&body).unwrap().strict_metrics);
+        let mut body = original_body();
+        body["primary_metric"] = json!("conversion");
+        body["metrics"] = json!({"conversions": {"type": "binary"}, "token_usage": {}});
+        let e = parse_definition(&body).unwrap_err();
+        assert_eq!(
+            e.message,
+            "primary_metric \"conversion\" is not among the declared metrics (\"conversions\", \"token_usage\") (did you mean \"conversions\"?)"
+        );
+        assert!(e.hint.unwrap().contains("declare the primary metric"));
+        let mut body = original_body();
+        body["strict_metrics"] = json!(true);
+        assert!(parse_definition(&body).unwrap_err().message.contains("no metrics are declared"));
+        let e = undeclared_metric("Escalation threshold", "escalaterd", ["escalated", "token_usage"].into_iter());
+        assert_eq!(
+            e.message,
+            "metric \"escalaterd\" is not declared by experiment \"Escalation threshold\" (did you mean \"escalated\"?)"
+        );
+        assert!(e.hint.unwrap().starts_with("its metrics are \"escalated\", \"token_usage\";"));
     }
 
     #[test]
@@ -681,7 +748,7 @@ mod tests {
     fn optional_fields() {
         let mut body = original_body();
         body["alpha"] = json!(0.01);
-        body["metrics"] = json!({"escalation_rate": {"direction": "lower"}, "token_usage": {"aggregation": "sum", "direction": "lower"}});
+        body["metrics"] = json!({"resolution_rate": {}, "escalation_rate": {"direction": "lower"}, "token_usage": {"aggregation": "sum", "direction": "lower"}});
         body["target_segments"] = json!({"loan_type": ["fha"]});
         let spec = parse_definition(&body).unwrap();
         assert_eq!(spec.alpha, 0.01);

@@ -81,6 +81,49 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The candidate a mistyped name most likely meant: the nearest by edit distance, ignoring
+/// case, if it is near enough (at most a third of the typed name's characters differ). Ties go
+/// to the candidate that sorts first.
+pub fn closest<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let typed: Vec<char> = typed.to_lowercase().chars().collect();
+    let limit = (typed.len() / 3).max(1);
+    let mut best: Option<(usize, &'a str)> = None;
+    for c in candidates {
+        let lower: Vec<char> = c.to_lowercase().chars().collect();
+        if lower.len().abs_diff(typed.len()) > limit {
+            continue;
+        }
+        let d = edit_distance(&typed, &lower);
+        let better = match best {
+            None => true,
+            Some((bd, bc)) => d < bd || (d == bd && c < bc),
+        };
+        if d <= limit && better {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(diag + usize::from(ca != cb));
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// ` (did you mean "x"?)`, or nothing when no candidate is near.
+pub fn did_you_mean<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    closest(typed, candidates).map(|c| format!(" (did you mean \"{}\"?)", printable(c))).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +155,19 @@ mod tests {
         assert_eq!(printable("plain é"), "plain é");
         assert_eq!(printable("zz\n\nRec"), "zz\\u{000A}\\u{000A}Rec");
         assert_eq!(printable("a\u{1}b\u{202E}"), "a\\u{0001}b\\u{202E}");
+    }
+
+    #[test]
+    fn closest_names_what_was_meant() {
+        let names = ["escalated", "token_usage", "Lead Qualification Prompt Test", "running", "stopped"];
+        assert_eq!(closest("escalaterd", names), Some("escalated"));
+        assert_eq!(closest("lead qualification prompt test", names), Some("Lead Qualification Prompt Test"));
+        assert_eq!(closest("runing", names), Some("running"));
+        assert_eq!(closest("conversion", names), None);
+        assert_eq!(closest("ab", ["xy", "abc"]), Some("abc"));
+        assert_eq!(closest("ab", ["xy"]), None);
+        assert_eq!(closest("x", std::iter::empty()), None);
+        assert_eq!(did_you_mean("tokens_usage", names), " (did you mean \"token_usage\"?)");
+        assert_eq!(did_you_mean("nothing like it", names), "");
     }
 }

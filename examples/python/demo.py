@@ -103,9 +103,11 @@ def run(conninfo, users=1500, seed=2026, out=print):
             out(f"created and started {name!r} (id {exp_id})")
             for i in range(users):
                 user = f"{name[:4].lower()}-user-{i}"
-                # A covariate: the user's satisfaction before the experiment.
+                # A covariate: the user's satisfaction before the experiment (CUPED for the
+                # experiment measuring satisfaction).
                 before = rng.gauss(3.8, 0.5)
-                conn.execute("SELECT ab_record_covariate(%s, 'satisfaction_score', %s, %s)", (exp_id, user, before))
+                if definition["primary_metric"] == "satisfaction_score":
+                    conn.execute("SELECT ab_record_covariate(%s, 'satisfaction_score', %s, %s)", (exp_id, user, before))
                 variant = conn.execute("SELECT ab_get_variant(%s, %s, %s)",
                                        (exp_id, user, Jsonb({"loan_type": rng.choice(["fha", "va", "conventional"])}))).fetchone()[0]
                 if variant is None:

@@ -163,12 +163,22 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
         with psycopg.connect(old, autocommit=True) as c:
             assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == version
             exp = populate(c)
+            # Declared metrics before strict metric sets existed: it keeps accepting any name.
+            declared = one(c, "SELECT ab_create_experiment(%s)",
+                           Jsonb(two_arms("declared", salt="d", metrics={"conversion_rate": {}})))
+            one(c, "SELECT ab_start_experiment(%s)", declared)
             before, before_counts = analysis(c, exp)[:], counts(c)
             c.execute("ALTER EXTENSION ab_testing UPDATE")
             assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == current
             after_counts = counts(c)
             assert {t: after_counts[t] for t in before_counts} == before_counts
             assert analysis(c, exp) == before
+            assert one(c, "SELECT ab_get_experiment(%s) -> 'strict_metrics'", declared) is False
+            one(c, "SELECT ab_get_variant(%s, 'u')", declared)
+            assert one(c, "SELECT ab_record_result(%s, 'undeclared', 1, 'u')", declared) is True
+            strict = one(c, "SELECT ab_create_experiment(%s)",
+                         Jsonb(two_arms("declared now", metrics={"conversion_rate": {}})))
+            assert one(c, "SELECT ab_get_experiment(%s) -> 'strict_metrics'", strict) is True
             one(c, "SELECT ab_stop_experiment(%s, true)", exp)
         upgraded = signature(old)
         missing = sorted(set(fresh) - set(upgraded))

@@ -1,7 +1,7 @@
 -- Analysis per user, then per variant; the winner rule.
 SELECT ab_create_experiment('{"name": "analysis", "experiment_type": "prompt", "primary_metric": "resolution_rate",
-  "salt": "analysis-salt", "min_sample_size": 50,
-  "metrics": {"escalation_rate": {"direction": "lower"}, "token_usage": {"aggregation": "sum"},
+  "salt": "analysis-salt", "min_sample_size": 50, "strict_metrics": false,
+  "metrics": {"resolution_rate": {}, "escalation_rate": {"direction": "lower"}, "token_usage": {"aggregation": "sum"},
               "messages": {"aggregation": "count"}, "peak_latency": {"aggregation": "max", "direction": "lower"}},
   "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "examples", "traffic_allocation": 50}]}') AS e \gset
 

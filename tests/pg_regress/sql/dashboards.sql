@@ -1,6 +1,6 @@
 -- What dashboards read: experiment health, the latest insights, and the SVG forest plot.
 SELECT ab_create_experiment('{"name": "dash", "experiment_type": "ui", "primary_metric": "clicks",
-  "salt": "dash", "min_sample_size": 100, "metrics": {"latency": {"direction": "lower"}},
+  "salt": "dash", "min_sample_size": 100, "metrics": {"clicks": {}, "latency": {"direction": "lower"}},
   "variants": [{"name": "a", "is_control": true, "traffic_allocation": 60},
                {"name": "b <new>", "traffic_allocation": 20},
                {"name": "c", "traffic_allocation": 20}]}') AS e \gset

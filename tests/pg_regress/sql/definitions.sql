@@ -22,6 +22,8 @@ INSERT INTO defs VALUES
  ('aggregation', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "metrics": {"m": {"aggregation": "median"}}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
  ('direction', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "metrics": {"m": {"direction": "up"}}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
  ('segments', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "target_segments": {"score": {"between": [1, 2]}}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('primary not declared', '{"name": "x", "experiment_type": "ui", "primary_metric": "conversion", "metrics": {"conversions": {"type": "binary"}}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
+ ('strict, none declared', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "strict_metrics": true, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
  ('empty segment list', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "target_segments": {"loan_type": []}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}');
 SELECT label, expect_error(format('SELECT ab_create_experiment(%L)', body)) AS error FROM defs ORDER BY label;
 
@@ -79,3 +81,31 @@ WHERE experiment_id = (SELECT id FROM ab_experiments WHERE name = 'small') AND n
 SELECT expect_error($$UPDATE ab_variants SET traffic_allocation = 1.135 WHERE name = 'b'
     AND experiment_id = (SELECT id FROM ab_experiments WHERE name = 'small')$$);
 SELECT ab_delete_experiment('small');
+
+-- Declared metrics are the experiment's whole set: a misspelt name is refused, naming the
+-- nearest declared one, and nothing is written; "strict_metrics": false accepts any name.
+SELECT ab_create_experiment('{"name": "Escalation threshold", "experiment_type": "agent_config",
+  "primary_metric": "escalated", "salt": "strict",
+  "metrics": {"escalated": {"type": "binary", "direction": "lower"}, "token_usage": {"aggregation": "sum"}},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}') > 0 AS created;
+SELECT ab_start_experiment('Escalation threshold');
+SELECT ab_get_variant('Escalation threshold', 'u1') IS NOT NULL AS enrolled;
+SELECT ab_record_result('Escalation threshold', 'escalaterd', 1, 'u1');
+SELECT ab_record_covariate('Escalation threshold', 'tokens', 'u1', 3);
+SELECT expect_error($$SELECT ab_record_result('Escalation threshold', 'conversion', 1, 'u1')$$);
+SELECT ab_record_result('Escalation threshold', 'escalated', 1, 'u1') AS recorded,
+       ab_record_result('Escalation threshold', 'token_usage', 120, 'u1') AS recorded;
+SELECT metric_name, count(*) FROM ab_results r JOIN ab_experiments e ON e.id = r.experiment_id
+WHERE e.name = 'Escalation threshold' GROUP BY 1 ORDER BY 1;
+SELECT (SELECT count(*) FROM ab_covariates) AS covariates, ab_get_experiment('Escalation threshold') -> 'strict_metrics' AS strict;
+SELECT ab_create_experiment('{"name": "open metrics", "experiment_type": "ui", "primary_metric": "m",
+  "salt": "open", "strict_metrics": false, "metrics": {"m": {"type": "binary"}},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}') > 0 AS created;
+SELECT ab_start_experiment('open metrics');
+SELECT ab_get_variant('open metrics', 'u1') IS NOT NULL AS enrolled, ab_record_result('open metrics', 'anything', 2, 'u1') AS recorded;
+-- An unknown experiment name suggests the nearest existing one (names are case-sensitive).
+SELECT ab_get_variant('escalation threshold', 'u1');
+SELECT ab_start_experiment('Escalation thresold');
+SELECT expect_error($$SELECT ab_summary('no such thing at all')$$);
+SELECT ab_stop_experiment('Escalation threshold') ->> 'status' AS status, ab_stop_experiment('open metrics') ->> 'status' AS status;
+SELECT ab_delete_experiment('Escalation threshold'), ab_delete_experiment('open metrics');

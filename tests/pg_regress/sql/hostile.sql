@@ -1,7 +1,7 @@
 -- Hostile and malformed input: every call either works or fails with a clear message and a
 -- proper SQLSTATE (never XX000, an internal error), and a failed call writes nothing.
 SELECT ab_create_experiment('{"name": "target", "experiment_type": "ui", "primary_metric": "m", "salt": "t",
-  "metrics": {"b": {"type": "binary"}},
+  "metrics": {"m": {}, "b": {"type": "binary"}}, "strict_metrics": false,
   "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}') AS e \gset
 SELECT ab_start_experiment(:e);
 SELECT ab_get_variant('target', 'known') IS NOT NULL AS known_user;
