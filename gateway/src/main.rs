@@ -91,9 +91,39 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
+/// A request the gateway refuses before calling the database: 422 with SQLSTATE 22023
+/// (invalid_parameter_value), shaped like the database's errors.
 fn unprocessable(detail: impl Into<String>) -> ApiError {
-    ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, body: json!({"detail": detail.into()}) }
+    unprocessable_with_hint(detail, None)
 }
+
+fn unprocessable_with_hint(detail: impl Into<String>, hint: Option<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        body: json!({"detail": detail.into(), "sqlstate": "22023", "hint": hint}),
+    }
+}
+
+/// Refuses a body with a key the endpoint does not read: a misspelt key ("attributes" for
+/// "user_attributes") would otherwise be ignored silently.
+fn known_fields(body: &Value, fields: &[&str]) -> Result<(), ApiError> {
+    let unknown: Vec<&str> = body
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .map(String::as_str)
+        .filter(|k| !fields.contains(k))
+        .collect();
+    match unknown.first() {
+        None => Ok(()),
+        Some(k) => Err(unprocessable_with_hint(
+            format!("unknown field \"{k}\" in the request body"),
+            Some(format!("the fields are {}", fields.join(", "))),
+        )),
+    }
+}
+
+const STATUSES: [&str; 3] = ["draft", "running", "stopped"];
 
 /// An experiment as named by a request: a number is an id, anything else a name; `?by=name`
 /// reads an all-digit path segment as a name, `?by=id` insists on an id.
@@ -192,6 +222,14 @@ async fn list_experiments(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let status = query.get("status").map(String::as_str);
+    if let Some(s) = status {
+        if !STATUSES.contains(&s) {
+            return Err(unprocessable_with_hint(
+                format!("status must be draft, running or stopped, got \"{s}\""),
+                None,
+            ));
+        }
+    }
     let list = call(
         &db,
         "SELECT coalesce(jsonb_agg(to_jsonb(o) ORDER BY o.id), '[]') FROM ab_experiment_overview o \
@@ -248,6 +286,7 @@ async fn stop_experiment(
 
 async fn get_variant(State(db): State<Db>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body)?;
+    known_fields(&body, &["experiment_id", "experiment_name", "user_id", "user_attributes", "session_id"])?;
     let e = Experiment::from_body(&body)?;
     let user_id = text_field(&body, "user_id", true)?;
     let session_id = text_field(&body, "session_id", false)?;
@@ -262,6 +301,7 @@ async fn get_variant(State(db): State<Db>, body: Bytes) -> Result<Json<Value>, A
 
 async fn record_result(State(db): State<Db>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body)?;
+    known_fields(&body, &["experiment_id", "experiment_name", "user_id", "metric_name", "metric_value", "session_id"])?;
     let e = Experiment::from_body(&body)?;
     let user_id = text_field(&body, "user_id", true)?;
     let metric_name = text_field(&body, "metric_name", true)?;
