@@ -2,13 +2,19 @@
 prompt (falling back to the default when the user is not in the experiment), calls the
 model, and records resolution_rate, response_time and token_usage with ab_record_result in
 the same transaction as its own writes, so a failed request leaves no result behind.
+
+    python examples/python/ai_service.py "host=/tmp/ab_testing_pg port=5499 user=postgres dbname=ab_demo_py"
+
+creates what it needs when missing (its conversations table and a running experiment), then
+serves a few simulated conversations and prints what each user got.
 """
+import sys
 import time
 
 import psycopg
 
 DEFAULT_PROMPT = "You are a helpful mortgage assistant."
-EXPERIMENT = "Lead Qualification Prompt Test"
+EXPERIMENT = "AI service prompt test"
 
 
 def stand_in_llm(system_prompt, message):
@@ -43,3 +49,36 @@ class ConversationService:
             if fail_after_model:
                 raise RuntimeError("the request failed after the model answered")
             return answer
+
+
+def setup(conn):
+    """The service's own table, and the experiment it reads its prompt from (created and
+    started when missing)."""
+    with conn.transaction():
+        conn.execute("CREATE TABLE IF NOT EXISTS conversations "
+                     "(id bigserial PRIMARY KEY, user_id text, message text, answer text)")
+        if conn.execute("SELECT 1 FROM ab_experiments WHERE name = %s", (EXPERIMENT,)).fetchone() is None:
+            conn.execute("SELECT ab_start_experiment(ab_create_experiment(%s))", (psycopg.types.json.Jsonb({
+                "name": EXPERIMENT, "experiment_type": "prompt", "primary_metric": "resolution_rate",
+                "metrics": {"resolution_rate": {"type": "binary"}, "response_time": {"direction": "lower"},
+                            "token_usage": {"aggregation": "sum", "direction": "lower"}},
+                "variants": [{"name": "Control", "is_control": True, "traffic_allocation": 50,
+                              "config": {"system_prompt": "Current prompt..."}},
+                             {"name": "Treatment", "traffic_allocation": 50,
+                              "config": {"system_prompt": "New prompt with examples..."}}]}),))
+
+
+def main(conninfo):
+    with psycopg.connect(conninfo) as conn:
+        setup(conn)
+        service = ConversationService(conn)
+        for i in range(5):
+            user = f"service-user-{i}"
+            answer = service.handle(user, "Can I refinance my FHA loan?")
+            print(f"{user}: {service.system_prompt(user)!r} -> resolved={answer['resolved']}")
+        print(conn.execute("SELECT count(*) FROM ab_results r JOIN ab_experiments e ON e.id = r.experiment_id "
+                           "WHERE e.name = %s", (EXPERIMENT,)).fetchone()[0], "results recorded")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "host=/tmp/ab_testing_pg port=5499 user=postgres dbname=ab_demo_py")

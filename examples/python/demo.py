@@ -2,7 +2,12 @@
 experiments are created, simulated users go through them, and each one ends with the winner
 the data supports (or the reason there is none).
 
-    python examples/python/demo.py "host=/tmp/ab_testing_pg port=5499 user=postgres dbname=ab_demo"
+    createdb -h /tmp/ab_testing_pg -p 5499 -U postgres ab_demo_py
+    psql -h /tmp/ab_testing_pg -p 5499 -U postgres ab_demo_py -c "CREATE EXTENSION ab_testing"
+    python examples/python/demo.py "host=/tmp/ab_testing_pg port=5499 user=postgres dbname=ab_demo_py"
+
+It refuses a database that already has experiments (or a layer) of the names it uses, such as
+the database of scripts/demo.sh; --replace deletes and recreates them.
 """
 import random
 import sys
@@ -91,10 +96,23 @@ def run_layer(conn, users, rng, out):
     return {"in_two": in_two, "held_out": held_out}
 
 
-def run(conninfo, users=1500, seed=2026, out=print):
+def existing(conn):
+    """The experiments and the layer of this demo that the database already has."""
+    names = [d["name"] for d, _ in EXPERIMENTS + LAYER_EXPERIMENTS] + [HOLDOUT["name"]]
+    found = [r[0] for r in conn.execute("SELECT name FROM ab_experiments WHERE name = ANY(%s) ORDER BY name", (names,))]
+    if conn.execute("SELECT 1 FROM ab_layers WHERE name = 'agent settings'").fetchone():
+        found.append("layer 'agent settings'")
+    return found
+
+
+def run(conninfo, users=1500, seed=2026, out=print, replace=False):
     rng = random.Random(seed)
     outcomes = {}
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        found = existing(conn)
+        if found and not replace:
+            raise SystemExit(f"this database already has {', '.join(found)}: run the demo in an empty database, "
+                             "or pass --replace to delete and recreate them")
         for definition, behaviour in EXPERIMENTS:
             name = definition["name"]
             conn.execute("SELECT ab_delete_experiment(id) FROM ab_experiments WHERE name = %s AND status <> 'running'", (name,))
@@ -138,4 +156,6 @@ def run(conninfo, users=1500, seed=2026, out=print):
 
 
 if __name__ == "__main__":
-    run(sys.argv[1] if len(sys.argv) > 1 else "host=/tmp/ab_testing_pg port=5499 user=postgres dbname=ab_demo")
+    args = [a for a in sys.argv[1:] if a != "--replace"]
+    run(args[0] if args else "host=/tmp/ab_testing_pg port=5499 user=postgres dbname=ab_demo_py",
+        replace="--replace" in sys.argv[1:])

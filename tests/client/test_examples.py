@@ -29,6 +29,12 @@ def test_demo_runs_every_experiment_to_its_verdict():
                             WHERE e.name IN ('Confidence threshold', 'Escalation wording')
                             AND ab_layer_group('agent settings', a.user_id) = 'holdout'""").fetchone()[0] == 0
     assert "Recommendation" in "\n".join(lines)
+    # A second run would delete the first one's experiments: only with replace=True.
+    with pytest.raises(SystemExit, match="already has Agent settings holdout, Confidence threshold"):
+        demo.run(dsn, users=10, out=lines.append)
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM ab_experiments WHERE winner_variant = 'Treatment'").fetchone()[0] >= 1
+    assert demo.run(dsn, users=300, out=lines.append, replace=True)["layer"]["in_two"] == 0
     drop_db("ab_example_demo")
 
 
