@@ -9,6 +9,13 @@ PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
 
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# Rust itself is not installed here (no rustup is reachable from this project's machines, and
+# Debian 12's rustc is older than pgrx needs): say so before anything else.
+if ! command -v cargo >/dev/null || ! command -v rustc >/dev/null; then
+    echo "setup: cargo and rustc are not on the PATH: install a stable Rust (https://rustup.rs), then run this again" >&2
+    exit 1
+fi
+
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
 

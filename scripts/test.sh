@@ -6,7 +6,7 @@
 #   3. pg_regress: the SQL surface and every error path (tests/pg_regress)
 #   4. client tests through psycopg: full flow, racing sessions, cross-session caching,
 #      dump/restore, upgrades, crash recovery, the Python examples, the REST gateway with
-#      the curl Quick Start
+#      the curl Quick Start, and every code block of the README (tests/client/test_readme.py)
 #   5. the Node example with the pg driver
 #   6. Citus: the flow, cache and concurrency client tests and the Citus-only tests against
 #      a coordinator + 2 workers started here (scripts/citus-cluster.sh)
