@@ -2,13 +2,22 @@
 # Builds the release library and installs it into PostgreSQL with the install scripts of
 # every earlier release (sql/releases), so that CREATE EXTENSION ... VERSION and ALTER
 # EXTENSION ... UPDATE work from any of them.
-# Environment: AB_PG_VERSION (15, 16 or 18; default 15), or PG_CONFIG for any other
-# installation of a supported version (then AB_PG_VERSION names its major version).
+# Environment: AB_PG_VERSION (15, 16 or 18: the installations of scripts/setup.sh; default
+# 15), or PG_CONFIG for any other installation (its major version is read from it; `cargo
+# pgrx init --pgNN` must know it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-VERSION=${AB_PG_VERSION:-15}
-PG_CONFIG=${PG_CONFIG:-$(scripts/pg-versions.sh bin "$VERSION")/pg_config}
+if [ -n "${PG_CONFIG:-}" ] && [ -z "${AB_PG_VERSION:-}" ]; then
+    VERSION=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+else
+    VERSION=${AB_PG_VERSION:-15}
+    PG_CONFIG=${PG_CONFIG:-$(scripts/pg-versions.sh bin "$VERSION")/pg_config}
+fi
+case "$VERSION" in
+    15|16|17|18) ;;
+    *) echo "install: PostgreSQL $VERSION is not supported (15, 16, 17 or 18)" >&2; exit 1 ;;
+esac
 features=()
 [ "$VERSION" = 15 ] || features=(--no-default-features --features "pg$VERSION")
 cargo pgrx install --release --pg-config "$PG_CONFIG" "${features[@]}"

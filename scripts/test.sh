@@ -37,7 +37,8 @@ for V in ${AB_TEST_VERSIONS:-15 16 18}; do
     cargo pgrx test "pg$V" --runas postgres --pgdata "$PGRX_TEST_DIR/data"
 
     echo "== PostgreSQL $V: install the release build and start a local cluster"
-    AB_PG_VERSION=$V scripts/install.sh
+    # By its pg_config alone, as for any installation (the version is read from it).
+    PG_CONFIG=$(scripts/pg-versions.sh bin "$V")/pg_config scripts/install.sh
     AB_PG_VERSION=$V PGPORT=$PORT scripts/cluster.sh start
 
     echo "== PostgreSQL $V: pg_regress"
