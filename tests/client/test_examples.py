@@ -1,5 +1,6 @@
 """The examples in examples/python run against the test cluster and do what they say."""
 import os
+import subprocess
 import sys
 
 import psycopg
@@ -36,6 +37,19 @@ def test_demo_runs_every_experiment_to_its_verdict():
         assert c.execute("SELECT count(*) FROM ab_experiments WHERE winner_variant = 'Treatment'").fetchone()[0] >= 1
     assert demo.run(dsn, users=300, out=lines.append, replace=True)["layer"]["in_two"] == 0
     drop_db("ab_example_demo")
+
+
+def test_the_demo_script_of_scripts_demo_sh_runs_to_a_winner():
+    """demo/demo.sql, as scripts/demo.sh runs it (psql, ON_ERROR_STOP), in a fresh database."""
+    fresh_db("ab_example_demo_sql")
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    out = subprocess.run(["psql", "-X", "-q", "-h", os.environ.get("PGHOST", "/tmp/ab_testing_pg"),
+                          "-p", os.environ.get("PGPORT", "5499"), "-U", "postgres", "-d", "ab_example_demo_sql",
+                          "-f", os.path.join(root, "demo", "demo.sql")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "Declared winner: Treatment" in out.stdout
+    assert "Recommendation: ship \"Treatment\"" in out.stdout
+    drop_db("ab_example_demo_sql")
 
 
 @pytest.fixture
