@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Serves the REST API (ab-gateway) over a database of the local cluster, for curl users:
 #   scripts/gateway.sh                      # database ab_gateway, http://127.0.0.1:8000
-#   examples/curl/quickstart.sh             # in another shell
+#   examples/curl/quickstart.sh             # in another shell; the results pages: http://127.0.0.1:8000/
 # Builds and installs what is missing first (as scripts/demo.sh does). The database is made on
 # first use with the extension and a role ab_gateway holding ab_grant_admin, which the gateway
 # logs in as. Environment: AB_GATEWAY_DB (default ab_gateway), AB_GATEWAY_LISTEN

@@ -6,14 +6,23 @@
 #   3. pg_regress: the SQL surface and every error path (tests/pg_regress)
 #   4. client tests through psycopg: full flow, racing sessions, cross-session caching,
 #      dump/restore, upgrades, crash recovery, the Python examples, the REST gateway with
-#      the curl Quick Start, and every code block of the README (tests/client/test_readme.py)
+#      the curl Quick Start, its results pages in headless Chromium, and every code block of
+#      the README (tests/client/test_readme.py)
 #   5. the Node example with the pg driver
 #   6. Citus: the flow, cache and concurrency client tests and the Citus-only tests against
 #      a coordinator + 2 workers started here (scripts/citus-cluster.sh)
+#   7. the Debian package for 15: dpkg -i, the Quick start, dpkg -r (scripts/package-test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
+# Headless Chromium: the results pages are tested in a real browser.
+if ! command -v chromium >/dev/null; then
+    echo "test: installing chromium"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 
 echo "== ab_core: unit tests and scipy reference values; the gateway's unit tests"
 cargo test -p ab_core
@@ -63,3 +72,6 @@ AB_CITUS=1 PGHOST=/tmp/ab_testing_citus PGPORT=5510 AB_CITUS_WORKERS=5511,5512 \
     AB_SINGLE_NODE_DSN="host=/tmp/ab_testing_pg port=5499 user=postgres dbname=postgres" \
     target/venv/bin/python -m pytest -q tests/client
 scripts/citus-cluster.sh destroy
+
+echo "== Debian package (PostgreSQL 15)"
+scripts/package-test.sh

@@ -4,6 +4,9 @@
 //! logic of its own, only HTTP: it reads JSON, passes it on, returns what the function
 //! returned, and maps SQLSTATEs to status codes (see `status_for`).
 //!
+//! It also serves the results pages (`pages.rs`): `/` lists the experiments and
+//! `/experiments/{id}` shows one, as HTML, read-only.
+//!
 //! Settings (environment): AB_GATEWAY_DATABASE_URL (a libpq-style connection string, default
 //! "host=/var/run/postgresql dbname=postgres"), AB_GATEWAY_LISTEN (default 127.0.0.1:8000),
 //! AB_GATEWAY_POOL_SIZE (default 16 connections).
@@ -18,6 +21,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
+
+mod pages;
 
 const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -335,6 +340,120 @@ async fn summary(
     Ok(Json(call(&db, &sql, &[e.param()]).await?))
 }
 
+const PAGE_CSP: &str = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'";
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A failed page: the API's error, shown as HTML with the same status.
+fn html_error(e: ApiError) -> Response {
+    let detail = e.body.get("detail").and_then(Value::as_str).unwrap_or("error").to_string();
+    html(e.status, pages::error(e.status.as_u16(), &detail))
+}
+
+async fn list_page(State(db): State<Db>) -> Response {
+    // For running experiments, the recommendation of the winner rule as ab_summary words it
+    // (one analysis per running experiment).
+    let rows = call(
+        &db,
+        "SELECT coalesce(jsonb_agg(jsonb_build_object( \
+           'id', o.id, 'name', o.name, 'status', o.status, 'type', o.experiment_type, \
+           'primary_metric', o.primary_metric, 'users', o.users_assigned, 'winner', o.winner_variant, \
+           'days_running', h.days_running, 'progress', h.sample_progress, 'srm_p', h.srm_p_value, \
+           'layer', (SELECT l.name FROM ab_layer_experiments m JOIN ab_layers l ON l.id = m.layer_id \
+                     WHERE m.experiment_id = o.id), \
+           'recommendation', CASE WHEN o.status = 'running' \
+                             THEN substring(ab_summary(o.id) FROM 'Recommendation: ([^\n]*)') END) \
+           ORDER BY o.id DESC), '[]') \
+         FROM ab_experiment_overview o LEFT JOIN ab_experiment_health h ON h.id = o.id",
+        &[],
+    )
+    .await;
+    match rows {
+        Ok(Value::Array(rows)) => html(StatusCode::OK, pages::list(&rows)),
+        Ok(_) => html(StatusCode::OK, pages::list(&[])),
+        Err(e) => html_error(e),
+    }
+}
+
+async fn experiment_page(
+    State(db): State<Db>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    experiment_page_inner(db, id, query).await.unwrap_or_else(html_error)
+}
+
+async fn experiment_page_inner(db: Db, id: String, query: HashMap<String, String>) -> Result<Response, ApiError> {
+    let e = Experiment::from_path(id, &query)?;
+    let mut client = db.get().await?;
+    // One snapshot for every part of the page; rolled back, so that ab_analyze's stored rows
+    // do not persist: the page writes nothing.
+    let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
+    let value = |row: tokio_postgres::Row| row.get::<_, Option<Value>>(0).unwrap_or(Value::Null);
+    let definition = value(tx.query_one(&format!("SELECT ab_get_experiment({})", e.arg()), &[e.param()]).await?);
+    let id = definition.get("id").and_then(Value::as_i64).unwrap_or(0);
+    let health = match tx.query_opt("SELECT to_jsonb(h) FROM ab_experiment_health h WHERE h.id = $1", &[&id]).await? {
+        Some(row) => value(row),
+        None => Value::Null,
+    };
+    let analysis = value(
+        tx.query_one("SELECT coalesce(jsonb_agg(to_jsonb(a)), '[]') FROM ab_analyze($1::bigint) a", &[&id]).await?,
+    );
+    let summary: String = tx.query_one("SELECT ab_summary($1::bigint)", &[&id]).await?.get(0);
+    let primary = definition.get("primary_metric").and_then(Value::as_str).unwrap_or("").to_string();
+    let history = value(
+        tx.query_one(
+            "SELECT coalesce(jsonb_agg(jsonb_build_object('at', to_char(i.computed_at, 'YYYY-MM-DD HH24:MI:SS TZ'), \
+               'variant', i.variant, 'diff', i.diff, 'ci_lower', i.ci_lower, 'ci_upper', i.ci_upper, \
+               'p_value_adjusted', i.p_value_adjusted) ORDER BY i.computed_at, i.id), '[]') \
+             FROM ab_insights i WHERE i.experiment_id = $1 AND i.metric_name = $2 AND NOT i.is_control \
+             AND i.computed_at IN (SELECT DISTINCT computed_at FROM ab_insights \
+                                   WHERE experiment_id = $1 ORDER BY computed_at DESC LIMIT 30)",
+            &[&id, &primary],
+        )
+        .await?,
+    );
+    tx.rollback().await?;
+    let empty = Vec::new();
+    let page = pages::experiment(&pages::Experiment {
+        definition: &definition,
+        health: &health,
+        analysis: analysis.as_array().unwrap_or(&empty),
+        summary: &summary,
+        history: history.as_array().unwrap_or(&empty),
+    });
+    Ok(html(StatusCode::OK, page))
+}
+
+async fn plot_svg(
+    State(db): State<Db>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let e = Experiment::from_path(id, &query)?;
+    let svg: String = run(&db, &format!("SELECT ab_plot({})", e.arg()), &[e.param()]).await?.get(0);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
@@ -358,6 +477,9 @@ pub fn router(db: Db) -> Router {
         .route("/api/v1/experiments/{id}/summary", get(summary))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(health))
+        .route("/", get(list_page))
+        .route("/experiments/{id}", get(experiment_page))
+        .route("/experiments/{id}/plot.svg", get(plot_svg))
         .with_state(db)
 }
 

@@ -41,7 +41,8 @@ def blocks():
     while i < len(lines):
         fence = re.match(r"^```(\w+)$", lines[i])
         if fence:
-            end = lines.index("```", i + 1)
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+            assert lines[end] == "```", f"README.md line {end + 1}: a block opens inside the block of line {i + 1}"
             marker = re.match(r"^<!-- readme-test: (.*) -->$", lines[i - 1]) if i else None
             found.append(SimpleNamespace(lang=fence.group(1), marker=marker.group(1) if marker else None,
                                          text="\n".join(lines[i + 1:end]), line=i + 1))

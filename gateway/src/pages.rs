@@ -1,0 +1,403 @@
+//! The results pages: server-rendered HTML, readable without JavaScript and on a phone, built
+//! from what the SQL functions return. Every piece of stored text (experiment, variant and
+//! metric names, configs) is user data and goes through `esc`.
+//!
+//! The pages only read: the experiment page runs `ab_analyze` (which stores its rows in
+//! ab_insights) inside a transaction that is rolled back, and no page has a form or a link to a
+//! write endpoint. Run the gateway that serves them with a role given `ab_grant_analyst`.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+/// Text made safe inside HTML elements and quoted attributes.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A number as shown: four decimals, or three significant digits in scientific notation when
+/// that would show nothing (or too much); "—" for none.
+pub fn num(v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(x) if x == 0.0 => "0".into(),
+        Some(x) if x.abs() < 1e-3 || x.abs() >= 1e9 => format!("{x:.3e}"),
+        Some(x) => format!("{x:.4}"),
+    }
+}
+
+/// A table cell with a number: the shown form, and the exact value in `data-value` (the
+/// shortest text that reads back as the same float8).
+fn num_cell(col: &str, v: Option<f64>) -> String {
+    match v {
+        None => format!("<td class=\"n\" data-col=\"{col}\"></td>"),
+        Some(x) => format!("<td class=\"n\" data-col=\"{col}\" data-value=\"{x}\">{}</td>", num(v)),
+    }
+}
+
+/// A share as a percentage with up to two decimals (allocations are given that way).
+fn share(v: Option<f64>) -> String {
+    v.map(|x| format!("{}%", (x * 100.0).round() / 100.0)).unwrap_or_else(|| "—".into())
+}
+
+/// A relative lift as a signed percentage, with its exact value in `data-value`.
+fn lift_cell(v: Option<f64>) -> String {
+    match v {
+        None => "<td class=\"n\" data-col=\"relative_lift\"></td>".into(),
+        Some(x) => format!("<td class=\"n\" data-col=\"relative_lift\" data-value=\"{x}\">{:+.1}%</td>", x * 100.0),
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "—".into())
+}
+
+fn f(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1rem auto;max-width:72rem;padding:0 1rem;color:#222}\
+table{border-collapse:collapse;width:100%}th,td{padding:.3rem .5rem;border-bottom:1px solid #ddd;text-align:left}\
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.wrap{overflow-x:auto}\
+.warn{background:#fdecea;border-left:4px solid #c0392b;padding:.5rem}.good{color:#1e7e34}.bad{color:#c0392b}\
+.muted{color:#666;font-size:.9em}pre{white-space:pre-wrap;background:#f6f6f6;padding:.5rem}\
+img{max-width:100%;height:auto}h1{font-size:1.5rem}";
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>{body}\
+         <p class=\"muted\">ab_testing results, read-only. JSON: <a href=\"/api/v1/experiments/\">/api/v1/experiments/</a></p>\
+         </body></html>\n",
+        esc(title)
+    )
+}
+
+const SRM_ALPHA: f64 = 0.001;
+
+/// The first sentence of ab_summary's recommendation: `ship "name"` or `no winner yet`.
+fn short_recommendation(rec: &str) -> &str {
+    let end = if rec.starts_with("ship \"") { rec.find("\". ").map(|i| i + 1) } else { rec.find(". ") };
+    end.map(|i| &rec[..i]).unwrap_or(rec)
+}
+
+/// `/`: every experiment, newest first. `rows` are objects with id, name, status, type,
+/// primary_metric, users, winner, days_running, progress, srm_p, layer, recommendation.
+pub fn list(rows: &[Value]) -> String {
+    let mut body = String::from("<h1>Experiments</h1>");
+    if rows.is_empty() {
+        body.push_str("<p>No experiments yet.</p>");
+        return page("Experiments", &body);
+    }
+    body.push_str(
+        "<div class=\"wrap\"><table id=\"experiments\"><thead><tr><th>Experiment</th><th>Status</th><th>Layer</th>\
+         <th>Users</th><th>Days running</th><th>Sample progress</th><th>Sample ratio</th><th>Winner</th></tr></thead><tbody>",
+    );
+    for r in rows {
+        let id = r.get("id").and_then(Value::as_i64).unwrap_or(0);
+        let srm = f(r, "srm_p");
+        let srm_cell = match srm {
+            Some(p) if p < SRM_ALPHA => format!("<td class=\"bad srm-warning\">mismatch (p = {})</td>", num(Some(p))),
+            Some(_) => "<td>consistent</td>".into(),
+            None => "<td>—</td>".into(),
+        };
+        let winner = match (r.get("winner").and_then(Value::as_str), r.get("recommendation").and_then(Value::as_str)) {
+            (Some(w), _) => format!("<strong>{}</strong> (declared)", esc(w)),
+            (None, Some(rec)) => {
+                format!(
+                    "<span class=\"recommendation\" title=\"{}\">{}</span>",
+                    esc(rec),
+                    esc(short_recommendation(rec))
+                )
+            }
+            (None, None) if s(r, "status") == "stopped" => "none declared".into(),
+            (None, None) => "—".into(),
+        };
+        let _ = write!(
+            body,
+            "<tr data-id=\"{id}\"><td><a href=\"/experiments/{id}\">{}</a><div class=\"muted\">{} · {}</div></td>\
+             <td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>{srm_cell}<td>{winner}</td></tr>",
+            esc(s(r, "name")),
+            esc(s(r, "type")),
+            esc(s(r, "primary_metric")),
+            esc(s(r, "status")),
+            r.get("layer").and_then(Value::as_str).map(esc).unwrap_or_else(|| "—".into()),
+            r.get("users").and_then(Value::as_i64).unwrap_or(0),
+            f(r, "days_running").map(|d| format!("{d:.1}")).unwrap_or_else(|| "—".into()),
+            pct(f(r, "progress")),
+        );
+    }
+    body.push_str("</tbody></table></div>");
+    page("Experiments", &body)
+}
+
+/// What the experiment page shows; each field as the gateway read it in one transaction.
+pub struct Experiment<'a> {
+    /// ab_get_experiment
+    pub definition: &'a Value,
+    /// the experiment's row of ab_experiment_health (null when it has none)
+    pub health: &'a Value,
+    /// ab_analyze's rows as objects
+    pub analysis: &'a [Value],
+    /// ab_summary
+    pub summary: &'a str,
+    /// earlier analyses of the primary metric: objects with at, variant, diff, ci_lower,
+    /// ci_upper, p_value_adjusted
+    pub history: &'a [Value],
+}
+
+fn direction(def: &Value, metric: &str) -> &'static str {
+    match def.get("metrics").and_then(|m| m.get(metric)).and_then(|m| m.get("direction")).and_then(Value::as_str) {
+        Some("lower") => "lower",
+        _ => "higher",
+    }
+}
+
+/// Significantly better (Some(true)), significantly worse (Some(false)) or neither, after the
+/// metric's adjustment, in the metric's direction.
+fn verdict(def: &Value, row: &Value) -> Option<bool> {
+    if row.get("significant").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let diff = f(row, "diff")?;
+    Some((diff > 0.0) == (direction(def, s(row, "metric_name")) == "higher"))
+}
+
+/// `/experiments/{id}`.
+pub fn experiment(e: &Experiment<'_>) -> String {
+    let def = e.definition;
+    let id = def.get("id").and_then(Value::as_i64).unwrap_or(0);
+    let name = s(def, "name");
+    let primary = s(def, "primary_metric");
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<p><a href=\"/\">All experiments</a></p><h1 id=\"name\">{}</h1><p>{} · {} · primary metric <strong>{}</strong> · alpha {}{}</p>",
+        esc(name),
+        esc(s(def, "experiment_type")),
+        esc(s(def, "status")),
+        esc(primary),
+        f(def, "alpha").map(|a| a.to_string()).unwrap_or_default(),
+        def.get("layer")
+            .and_then(|l| l.get("name"))
+            .and_then(Value::as_str)
+            .map(|l| format!(" · layer {}", esc(l)))
+            .unwrap_or_default(),
+    );
+    if !s(def, "description").is_empty() {
+        let _ = write!(b, "<p>{}</p>", esc(s(def, "description")));
+    }
+
+    let srm = f(e.health, "srm_p_value");
+    if let Some(p) = srm.filter(|p| *p < SRM_ALPHA) {
+        let _ = write!(
+            b,
+            "<p class=\"warn srm-warning\"><strong>Sample ratio mismatch</strong> (p = {}): the users per variant do not \
+             match the allocation, so assignment is broken somewhere. Fix it before reading anything else; no winner \
+             can be declared.</p>",
+            num(Some(p))
+        );
+    }
+    let recommendation = e.summary.lines().find_map(|l| l.strip_prefix("Recommendation: ")).unwrap_or("");
+    let winner = def.get("winner").and_then(Value::as_str);
+    let _ = write!(
+        b,
+        "<h2>Recommendation</h2><p id=\"recommendation\">{}Recommendation: {}</p>",
+        winner.map(|w| format!("Declared winner: <strong>{}</strong>. ", esc(w))).unwrap_or_default(),
+        esc(recommendation)
+    );
+
+    let _ = write!(
+        b,
+        "<h2>Users</h2><p>{} users assigned{}{}</p><div class=\"wrap\"><table id=\"variants\"><thead><tr><th>Variant</th>\
+         <th>Allocation</th><th>Users</th></tr></thead><tbody>",
+        def.get("users_assigned").and_then(Value::as_i64).unwrap_or(0),
+        f(e.health, "days_running").map(|d| format!(", {d:.1} days running")).unwrap_or_default(),
+        f(e.health, "sample_progress").map(|p| format!(", sample progress {}", pct(Some(p)))).unwrap_or_default(),
+    );
+    for v in def.get("variants").and_then(Value::as_array).into_iter().flatten() {
+        let _ = write!(
+            b,
+            "<tr><td>{}{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(s(v, "name")),
+            if v.get("is_control").and_then(Value::as_bool) == Some(true) { " (control)" } else { "" },
+            share(f(v, "traffic_allocation")),
+            v.get("users").and_then(Value::as_i64).unwrap_or(0)
+        );
+    }
+    let _ = write!(b, "</tbody></table></div><p class=\"muted\">Sample ratio test: p = {}.</p>", num(srm));
+
+    b.push_str("<h2>Analysis</h2>");
+    let mut metrics: Vec<&str> = Vec::new();
+    for row in e.analysis {
+        let m = s(row, "metric_name");
+        if !metrics.contains(&m) {
+            metrics.push(m);
+        }
+    }
+    for m in &metrics {
+        let _ = write!(
+            b,
+            "<h3>{}{}</h3><p class=\"muted\">{} is better</p><div class=\"wrap\"><table class=\"analysis\" data-metric=\"{}\">\
+             <thead><tr><th>Variant</th><th>Users</th><th>Mean</th><th>Difference</th><th>CI low</th><th>CI high</th>\
+             <th>Lift</th><th>p</th><th>p adjusted</th><th>Chance to beat control</th><th>Verdict</th></tr></thead><tbody>",
+            esc(m),
+            if *m == primary { " (primary)" } else { "" },
+            direction(def, m),
+            esc(m)
+        );
+        for row in e.analysis.iter().filter(|r| s(r, "metric_name") == *m) {
+            let verdict = match (row.get("is_control").and_then(Value::as_bool), verdict(def, row)) {
+                (Some(true), _) => "<td>control</td>".to_string(),
+                (_, Some(true)) => "<td class=\"good\">better</td>".into(),
+                (_, Some(false)) => "<td class=\"bad\">worse</td>".into(),
+                (_, None) => "<td>no significant difference</td>".into(),
+            };
+            let _ = write!(
+                b,
+                "<tr data-variant=\"{}\"><td>{}</td><td class=\"n\" data-col=\"users\" data-value=\"{}\">{}</td>{}{}{}{}{}{}{}{}{verdict}</tr>",
+                esc(s(row, "variant")),
+                esc(s(row, "variant")),
+                row.get("users").and_then(Value::as_i64).unwrap_or(0),
+                row.get("users").and_then(Value::as_i64).unwrap_or(0),
+                num_cell("mean", f(row, "mean")),
+                num_cell("diff", f(row, "diff")),
+                num_cell("ci_lower", f(row, "ci_lower")),
+                num_cell("ci_upper", f(row, "ci_upper")),
+                lift_cell(f(row, "relative_lift")),
+                num_cell("p_value", f(row, "p_value")),
+                num_cell("p_value_adjusted", f(row, "p_value_adjusted")),
+                num_cell("chance_to_beat_control", f(row, "chance_to_beat_control")),
+            );
+        }
+        b.push_str("</tbody></table></div>");
+    }
+
+    b.push_str("<h2>Guardrails</h2><ul id=\"guardrails\">");
+    let harmed: Vec<&Value> =
+        e.analysis.iter().filter(|r| s(r, "metric_name") != primary && verdict(def, r) == Some(false)).collect();
+    if metrics.iter().all(|m| *m == primary) {
+        b.push_str("<li>No metric besides the primary one.</li>");
+    } else if harmed.is_empty() {
+        b.push_str("<li class=\"good\">No other metric got significantly worse.</li>");
+    }
+    for r in harmed {
+        let _ = write!(
+            b,
+            "<li class=\"bad\">{} is significantly worse under {} ({} is better; difference {}).</li>",
+            esc(s(r, "metric_name")),
+            esc(s(r, "variant")),
+            direction(def, s(r, "metric_name")),
+            num(f(r, "diff"))
+        );
+    }
+    b.push_str("</ul>");
+
+    let _ = write!(
+        b,
+        "<h2>Forest plot</h2><p><img src=\"/experiments/{id}/plot.svg\" alt=\"Each treatment's difference from the control \
+         with its confidence interval, per metric\"></p>"
+    );
+
+    if !e.history.is_empty() {
+        let _ = write!(
+            b,
+            "<h2>Results over time</h2><p class=\"muted\">{} at each stored analysis (each ab_analyze run, and this page's).</p>\
+             <div class=\"wrap\"><table id=\"history\"><thead><tr><th>Analysed at</th><th>Variant</th><th>Difference</th>\
+             <th>CI low</th><th>CI high</th><th>p adjusted</th></tr></thead><tbody>",
+            esc(primary)
+        );
+        for h in e.history {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td>{}{}{}{}</tr>",
+                esc(s(h, "at")),
+                esc(s(h, "variant")),
+                num_cell("diff", f(h, "diff")),
+                num_cell("ci_lower", f(h, "ci_lower")),
+                num_cell("ci_upper", f(h, "ci_upper")),
+                num_cell("p_value_adjusted", f(h, "p_value_adjusted")),
+            );
+        }
+        b.push_str("</tbody></table></div>");
+    }
+
+    let _ = write!(
+        b,
+        "<h2>Summary</h2><pre id=\"summary\">{}</pre><p class=\"muted\">JSON: <a href=\"/api/v1/experiments/{id}\">definition</a> · \
+         <a href=\"/api/v1/experiments/{id}/analyze\">analysis</a> · <a href=\"/api/v1/experiments/{id}/summary\">summary</a></p>",
+        esc(e.summary)
+    );
+    page(name, &b)
+}
+
+/// The page for an experiment that does not exist, or another error.
+pub fn error(status: u16, message: &str) -> String {
+    page("Error", &format!("<p><a href=\"/\">All experiments</a></p><h1>Error {status}</h1><p>{}</p>", esc(message)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn escapes_every_special_character() {
+        assert_eq!(
+            esc("<script>alert('x') & \"y\"</script>"),
+            "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+        );
+    }
+
+    #[test]
+    fn numbers_show_four_decimals_or_scientific() {
+        assert_eq!(num(Some(0.071428)), "0.0714");
+        assert_eq!(num(Some(2.0e-6)), "2.000e-6");
+        assert_eq!(num(Some(0.0)), "0");
+        assert_eq!(num(None), "—");
+        assert_eq!(num_cell("diff", Some(0.1)), "<td class=\"n\" data-col=\"diff\" data-value=\"0.1\">0.1000</td>");
+    }
+
+    #[test]
+    fn the_list_shows_the_recommendation_s_first_sentence() {
+        assert_eq!(short_recommendation("ship \"b. c\". b beats the control. Confidence 99%."), "ship \"b. c\"");
+        assert_eq!(short_recommendation("no winner yet. Reason: too few users."), "no winner yet");
+        assert_eq!(short_recommendation("odd"), "odd");
+    }
+
+    #[test]
+    fn hostile_names_render_as_text() {
+        let name = "<img src=x onerror=alert(1)>";
+        let rows =
+            [json!({"id": 1, "name": name, "status": "running", "type": "ui", "primary_metric": "m\"<b>", "users": 3})];
+        let html = list(&rows);
+        assert!(!html.contains("<img src=x"));
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        let def =
+            json!({"id": 1, "name": name, "primary_metric": "m", "variants": [{"name": "</td><script>", "users": 1}]});
+        let html = experiment(&Experiment {
+            definition: &def,
+            health: &Value::Null,
+            analysis: &[],
+            summary: "",
+            history: &[],
+        });
+        assert!(!html.contains("<script>") && !html.contains("<img src=x"));
+        assert!(!html.contains("<form") && !html.contains("method="));
+    }
+}
