@@ -76,14 +76,14 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
             Some(Placement { range: None, layer_salt, .. }) => Some(layer_salt.clone()),
             _ => spec.salt.clone(),
         };
-        // A session creating the same name at the same moment: this insert waits for it, then
-        // (READ COMMITTED) inserts nothing, or (REPEATABLE READ) fails with 40001.
         // A schema before 0.6.0 has no strict_metrics: its experiments accept any metric name.
         let (strict_column, strict_value) = if catalog::has_column(client, &nsp, "ab_experiments", "strict_metrics") {
             (", strict_metrics", ", $13")
         } else {
             ("", "")
         };
+        // A session creating the same name at the same moment: this insert waits for it, then
+        // (READ COMMITTED) inserts nothing, or (REPEATABLE READ) fails with 40001.
         let inserted = client
             .update(
                 format!(
