@@ -26,9 +26,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_gateway(role):
+def start_gateway(role, db=DB):
     port = free_port()
-    url = psycopg.conninfo.make_conninfo(conninfo(DB), user=role)
+    url = psycopg.conninfo.make_conninfo(conninfo(db), user=role)
     proc = subprocess.Popen([BINARY], env={**os.environ, "AB_GATEWAY_DATABASE_URL": url,
                                            "AB_GATEWAY_LISTEN": f"127.0.0.1:{port}", "AB_GATEWAY_POOL_SIZE": "4"})
     base = f"http://127.0.0.1:{port}"

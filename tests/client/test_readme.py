@@ -145,12 +145,16 @@ def shared():
             c.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-def run_python(dsn, text, where):
+def start_two_arms(dsn, name):
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("SELECT ab_start_experiment(ab_create_experiment(%s))", (Jsonb({
-            "name": "readme python", "experiment_type": "prompt", "primary_metric": "resolution_rate",
+            "name": name, "experiment_type": "prompt", "primary_metric": "resolution_rate",
             "variants": [{"name": "a", "is_control": True, "traffic_allocation": 50, "config": {"system_prompt": "A"}},
                          {"name": "b", "traffic_allocation": 50, "config": {"system_prompt": "B"}}]}),))
+
+
+def run_python(dsn, text, where):
+    start_two_arms(dsn, "readme python")
     with psycopg.connect(dsn) as conn:
         names = {"conn": conn, "experiment": "readme python", "user_id": "python-user", "attributes": {"loan_type": "fha"},
                  "message": "Can I refinance?", "DEFAULT_PROMPT": "default",
@@ -163,11 +167,7 @@ def run_python(dsn, text, where):
 
 
 def run_node(dsn, text, where):
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("SELECT ab_start_experiment(ab_create_experiment(%s))", (Jsonb({
-            "name": "readme node", "experiment_type": "prompt", "primary_metric": "resolution_rate",
-            "variants": [{"name": "a", "is_control": True, "traffic_allocation": 50, "config": {"system_prompt": "A"}},
-                         {"name": "b", "traffic_allocation": 50, "config": {"system_prompt": "B"}}]}),))
+    start_two_arms(dsn, "readme node")
     node_dir = os.path.join(ROOT, "examples", "node")
     if not os.path.isdir(os.path.join(node_dir, "node_modules", "pg")):
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock", "--silent"], cwd=node_dir,

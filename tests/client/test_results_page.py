@@ -14,7 +14,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from conftest import conninfo
-from test_gateway import BINARY, free_port
+from test_gateway import start_gateway, stop_gateway
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DB = "ab_results_page"
@@ -61,20 +61,9 @@ def site():
         c.execute("DELETE FROM ab_assignments a USING ab_variants v WHERE v.id = a.variant_id "
                   "AND v.name = 'treatment' AND a.experiment_id = %s AND hashtext(a.user_id) %% 2 = 0",
                   (ids["broken split"],))
-    port = free_port()
-    url = psycopg.conninfo.make_conninfo(conninfo(DB), user=READER)
-    proc = subprocess.Popen([BINARY], env={**os.environ, "AB_GATEWAY_DATABASE_URL": url,
-                                           "AB_GATEWAY_LISTEN": f"127.0.0.1:{port}", "AB_GATEWAY_POOL_SIZE": "2"})
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(base + "/health", timeout=1)
-            break
-        except OSError:
-            subprocess.run(["sleep", "0.1"])
+    proc, base = start_gateway(READER, DB)
     yield base, ids
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_gateway(proc)
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
