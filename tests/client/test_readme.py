@@ -17,6 +17,7 @@ row per line), and `-- fails with SQLSTATE: message` the error it raises.
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from types import SimpleNamespace
@@ -216,9 +217,7 @@ def test_every_block_of_the_readme_runs_as_shown(shared):
             named = set(re.findall(r"\b(ab_\w+)\s*(?:\(|--)", b.text))
             assert named and named <= known, f"{where}: {sorted(named - known)} not in the extension"
         elif kind == "sh":
-            out = subprocess.run(["bash", "-e", "-c", cluster_paths(b.text)], cwd=ROOT, capture_output=True, text=True,
-                                 timeout=600)
-            assert out.returncode == 0, f"{where}:\n{out.stdout}\n{out.stderr}"
+            run_sh(b.text, where)
         elif kind == "python":
             run_python(shared, b.text, where)
         elif kind == "node":
@@ -239,6 +238,21 @@ def test_every_block_of_the_readme_runs_as_shown(shared):
     # The README keeps blocks of each kind; a marker typo would show up as a missing kind.
     for kind in ["sql", "sh", "python", "node", "signatures", "skip"]:
         assert ran.get(kind, 0) >= 1, (kind, ran)
+
+
+def run_sh(text, where):
+    """A shell block, in a process group of its own: whatever it leaves running (a server it
+    started, when a later line failed) is stopped with it."""
+    proc = subprocess.Popen(["bash", "-e", "-c", cluster_paths(text)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, f"{where}:\n{out}\n{err}"
 
 
 def empty_db():
