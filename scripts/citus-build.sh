@@ -19,16 +19,8 @@ fi
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
-need_pkgs=()
-for p in libkrb5-dev libcurl4-openssl-dev liblz4-dev libzstd-dev libselinux1-dev libxslt1-dev \
-         libpam0g-dev libreadline-dev make gcc; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    echo "citus-build: installing ${need_pkgs[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+"$(dirname "$0")/apt-install.sh" libkrb5-dev libcurl4-openssl-dev liblz4-dev libzstd-dev libselinux1-dev libxslt1-dev \
+         libpam0g-dev libreadline-dev make gcc
 
 BUILD=$(mktemp -d /tmp/citus-build.XXXXXX)
 trap 'rm -rf "$BUILD"' EXIT

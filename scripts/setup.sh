@@ -16,25 +16,11 @@ if ! command -v cargo >/dev/null || ! command -v rustc >/dev/null; then
     exit 1
 fi
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO=sudo
-
-need_pkgs=()
 # curl: the REST gateway's Quick Start test.
-for p in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo curl; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    echo "setup: installing ${need_pkgs[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+"$(dirname "$0")/apt-install.sh" postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo curl
 
 # The Node example needs node and npm; most machines here have them already.
-if ! command -v npm >/dev/null; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
-fi
+command -v npm >/dev/null || "$(dirname "$0")/apt-install.sh" nodejs npm
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then
     echo "setup: installing cargo-pgrx $PGRX_VERSION (about 10 minutes)"

@@ -17,12 +17,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
 # Headless Chromium: the results pages are tested in a real browser.
-if ! command -v chromium >/dev/null; then
-    echo "test: installing chromium"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
-fi
+command -v chromium >/dev/null || scripts/apt-install.sh chromium
 
 echo "== ab_core: unit tests and scipy reference values; the gateway's unit tests"
 cargo test -p ab_core

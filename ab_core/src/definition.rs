@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::bucketing::{basis_points, BUCKETS};
 use crate::error::{Error, Result};
 use crate::names::{normalize_name, printable};
-use crate::targeting::Segments;
+use crate::targeting::{json_type, Segments};
 use std::borrow::Cow;
 
 pub const EXPERIMENT_TYPES: [&str; 6] = ["prompt", "model", "agent_config", "feature", "ui", "workflow"];
@@ -341,20 +341,10 @@ fn short_float(x: f64) -> String {
 /// The first problem in a variant or the layer, naming the variant and the field: serde's
 /// own message names neither (and calls the layer "struct RawLayer").
 fn part_problem(value: &Value) -> Option<String> {
-    fn kind(v: &Value) -> &'static str {
-        match v {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "an array",
-            Value::Object(_) => "an object",
-        }
-    }
     type Check = fn(&Value) -> bool;
     fn fields(who: &str, v: &Value, known: &[(&str, &str, Check, bool)]) -> Option<String> {
         let Some(obj) = v.as_object() else {
-            return Some(format!("{who} must be a JSON object, got {}", kind(v)));
+            return Some(format!("{who} must be a JSON object, got {}", json_type(v)));
         };
         for key in obj.keys() {
             if !known.iter().any(|(k, ..)| k == key) {
@@ -365,7 +355,7 @@ fn part_problem(value: &Value) -> Option<String> {
         for (field, expected, ok, required) in known {
             match obj.get(*field) {
                 None if *required => return Some(format!("{who} has no {field}")),
-                Some(x) if !ok(x) => return Some(format!("{field} of {who} must be {expected}, got {}", kind(x))),
+                Some(x) if !ok(x) => return Some(format!("{field} of {who} must be {expected}, got {}", json_type(x))),
                 _ => {}
             }
         }
@@ -397,7 +387,7 @@ fn part_problem(value: &Value) -> Option<String> {
             return Some(format!(
                 "layer must be an object such as {{\"name\": \"checkout\", \"percentage\": 20}} or \
                  {{\"name\": \"checkout\", \"holdout\": true}}, got {}",
-                kind(layer)
+                json_type(layer)
             ));
         }
         return fields(

@@ -149,7 +149,8 @@ fn check_scalar<'a>(attr: &str, v: &'a Value) -> Result<&'a Value> {
     }
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// How a JSON value's type reads in a message ("a string", "an object").
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
