@@ -12,12 +12,12 @@ if [ -n "${PG_CONFIG:-}" ] && [ -z "${AB_PG_VERSION:-}" ]; then
     VERSION=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 else
     VERSION=${AB_PG_VERSION:-15}
-    PG_CONFIG=${PG_CONFIG:-$(scripts/pg-versions.sh bin "$VERSION")/pg_config}
 fi
 case "$VERSION" in
     15|16|17|18) ;;
     *) echo "install: PostgreSQL $VERSION is not supported (15, 16, 17 or 18)" >&2; exit 1 ;;
 esac
+PG_CONFIG=${PG_CONFIG:-$(scripts/pg-versions.sh bin "$VERSION")/pg_config}
 features=()
 [ "$VERSION" = 15 ] || features=(--no-default-features --features "pg$VERSION")
 cargo pgrx install --release --pg-config "$PG_CONFIG" "${features[@]}"

@@ -26,6 +26,16 @@ INSERT INTO defs VALUES
  ('strict, none declared', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "strict_metrics": true, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
  ('empty segment list', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "target_segments": {"loan_type": []}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}');
 SELECT label, expect_error(format('SELECT ab_create_experiment(%L)', body)) AS error FROM defs ORDER BY label;
+-- Bounds the README's Limits table gives: the salt (200 characters, no control characters)
+-- and target_segments (100 conditions).
+SELECT expect_error(format('SELECT ab_create_experiment(%L)', jsonb_build_object('name', 'x', 'experiment_type', 'ui',
+  'primary_metric', 'm', 'salt', salt, 'variants',
+  '[{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]'::jsonb))) AS error
+FROM (VALUES (repeat('s', 201)), (E'tab\there')) AS t(salt);
+SELECT expect_error(format('SELECT ab_create_experiment(%L)', jsonb_build_object('name', 'x', 'experiment_type', 'ui',
+  'primary_metric', 'm', 'target_segments', (SELECT jsonb_object_agg('attr' || g, g) FROM generate_series(1, 101) g),
+  'variants', '[{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]'::jsonb))) AS error;
+SELECT count(*) AS experiments FROM ab_experiments WHERE name = 'x';
 
 -- Thousands of variants are refused before anything is written.
 SELECT expect_error(format('SELECT ab_create_experiment(%L)', jsonb_build_object(

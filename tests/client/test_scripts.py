@@ -1,0 +1,31 @@
+"""The set-up scripts' refusals: each stops before doing anything, and says why."""
+import os
+import shutil
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_install_refuses_a_postgresql_it_does_not_support(tmp_path):
+    fake = tmp_path / "pg_config"
+    fake.write_text("#!/bin/sh\necho 'PostgreSQL 14.11'\n")
+    fake.chmod(0o755)
+    out = subprocess.run([os.path.join(ROOT, "scripts", "install.sh")], env={**os.environ, "PG_CONFIG": str(fake)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "PostgreSQL 14 is not supported (15, 16, 17 or 18)" in out.stderr
+    out = subprocess.run([os.path.join(ROOT, "scripts", "install.sh")], env={**os.environ, "AB_PG_VERSION": "13"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "PostgreSQL 13 is not supported" in out.stderr
+
+
+def test_setup_says_when_rust_is_missing(tmp_path):
+    # A PATH with bash and coreutils but no cargo, and a HOME without ~/.cargo.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ["bash", "id", "dirname", "grep", "sed", "env"]:
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "setup.sh")],
+                         env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "cargo and rustc are not on the PATH: install a stable Rust" in out.stderr
