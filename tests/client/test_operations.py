@@ -72,6 +72,35 @@ def counts(c):
     return {t: one(c, f"SELECT count(*) FROM {t}") for t in tables if one(c, "SELECT to_regclass(%s) IS NOT NULL", t)}
 
 
+def test_uninstalling_and_the_roles_a_dump_needs(dsn):
+    """What the README's Uninstalling and Backup sections say: a dump carries the grants but not
+    the roles; an object of the user's over the tables blocks DROP EXTENSION until CASCADE,
+    which drops it too; the tables go; the granted role stays."""
+    db = fresh_db("ab_uninstall")
+    role = "ab_uninstall_app"
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        if not one(c, "SELECT count(*) FROM pg_roles WHERE rolname = %s", role):
+            c.execute(f"CREATE ROLE {role}")
+    with psycopg.connect(db, autocommit=True) as c:
+        populate(c)
+        c.execute("SELECT ab_grant_app(%s)", (role,))
+        c.execute("CREATE VIEW my_results AS SELECT experiment_id, count(*) FROM ab_results GROUP BY 1")
+    dump = subprocess.run(["pg_dump", "-h", HOST, "-p", PORT, "-U", "postgres", "-d", "ab_uninstall"],
+                          capture_output=True, text=True, check=True).stdout
+    assert f"TO {role};" in dump and "CREATE ROLE" not in dump
+    with psycopg.connect(db, autocommit=True) as c:
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+            c.execute("DROP EXTENSION ab_testing")
+        assert one(c, "SELECT count(*) FROM ab_results") > 0
+        c.execute("DROP EXTENSION ab_testing CASCADE")
+        assert one(c, "SELECT count(*) FROM pg_class WHERE relname LIKE 'ab\\_%%' OR relname = 'my_results'") == 0
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        assert one(c, "SELECT count(*) FROM pg_roles WHERE rolname = %s", role) == 1
+    drop_db("ab_uninstall")
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute(f"DROP ROLE {role}")
+
+
 def test_dump_and_restore_keep_everything(dsn):
     src = fresh_db("ab_dump_src")
     with psycopg.connect(src, autocommit=True) as c:
