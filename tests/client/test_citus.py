@@ -384,3 +384,33 @@ def test_every_function_and_view_answers_as_on_one_node():
     for key in single:
         assert distributed[key] == single[key], key
     fresh_citus()
+
+
+@citus_only
+def test_declared_metrics_and_name_suggestions_on_every_path():
+    """0.6.0's strict metric sets and nearest-name suggestions through the coordinator: a
+    delegated call (run on the worker holding the user), a call in a transaction block (run on
+    the coordinator), and a covariate; a refused name writes nothing anywhere."""
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        exp = started(c, "strict on citus", metrics={"conversion_rate": {}, "token_usage": {}})
+        users = [f"user-{i}" for i in range(20)]
+        for u in users:
+            one(c, "SELECT ab_get_variant('strict on citus', %s)", u)
+        for u in users:
+            with pytest.raises(psycopg.errors.InvalidParameterValue,
+                               match='metric "conversion_rat" is not declared by experiment "strict on citus" '
+                                     r'\(did you mean "conversion_rate"\?\)'):
+                c.execute("SELECT ab_record_result('strict on citus', 'conversion_rat', 1, %s)", (u,))
+        with c.transaction():
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="is not declared"):
+                with c.transaction():
+                    c.execute("SELECT ab_record_result('strict on citus', 'tokens_usage', 1, 'user-1')")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match='did you mean "token_usage"'):
+            c.execute("SELECT ab_record_covariate('strict on citus', 'tokens_usage', 'user-2', 3)")
+        assert one(c, "SELECT count(*) FROM ab_results") == 0
+        assert one(c, "SELECT count(*) FROM ab_covariates") == 0
+        assert all(one(c, "SELECT ab_record_result('strict on citus', 'token_usage', 5, %s)", u) for u in users)
+        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 20
+        with pytest.raises(psycopg.errors.UndefinedObject, match=r'\(did you mean "strict on citus"\?\)'):
+            c.execute("SELECT ab_get_variant('Strict on citus', 'user-1')")
