@@ -5,7 +5,8 @@ Each fenced block runs according to the HTML comment on the line before it:
 - no comment, `sql`: in one database with the extension, shared by the README's blocks in order;
 - `sql, in a new database` / `sql, in a new database with the extension`: in a database of its own;
 - `signatures`: every `ab_*` name in it is a function or relation of the extension;
-- `sh`: with bash from the repository root, pointed at the test cluster;
+- `sh`: with bash from the repository root, pointed at the test cluster (`sh, twice`: run
+  twice, the second run proving it can be repeated);
 - `python; ...` / `node; ...`: a snippet, run with the names the comment lists defined;
 - `output of ab_summary('x')`: the summary of that experiment, at that point, is this text;
 - `same as examples/curl/quickstart.sh`: every endpoint it calls is called by that script;
@@ -20,6 +21,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import time
 from types import SimpleNamespace
 
 import psycopg
@@ -217,7 +219,8 @@ def test_every_block_of_the_readme_runs_as_shown(shared):
             named = set(re.findall(r"\b(ab_\w+)\s*(?:\(|--)", b.text))
             assert named and named <= known, f"{where}: {sorted(named - known)} not in the extension"
         elif kind == "sh":
-            run_sh(b.text, where)
+            for _ in range(2 if b.marker.startswith("sh, twice") else 1):
+                run_sh(b.text, where)
         elif kind == "python":
             run_python(shared, b.text, where)
         elif kind == "node":
@@ -250,6 +253,9 @@ def run_sh(text, where):
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
+            for _ in range(50):  # until the group is gone (a server's port is free again)
+                os.killpg(proc.pid, 0)
+                time.sleep(0.1)
         except ProcessLookupError:
             pass
     assert proc.returncode == 0, f"{where}:\n{out}\n{err}"
