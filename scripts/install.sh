@@ -3,13 +3,17 @@
 # every earlier release (sql/releases), so that CREATE EXTENSION ... VERSION and ALTER
 # EXTENSION ... UPDATE work from any of them.
 # Environment: AB_PG_VERSION (15, 16 or 18: the installations of scripts/setup.sh; default
-# 15), or PG_CONFIG for any other installation (its major version is read from it; `cargo
-# pgrx init --pgNN` must know it).
+# 15), or PG_CONFIG for any other installation (its major version is read from it, and must
+# agree with AB_PG_VERSION when both are set; `cargo pgrx init --pgNN` must know it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-if [ -n "${PG_CONFIG:-}" ] && [ -z "${AB_PG_VERSION:-}" ]; then
+if [ -n "${PG_CONFIG:-}" ]; then
     VERSION=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+    if [ -n "${AB_PG_VERSION:-}" ] && [ "$AB_PG_VERSION" != "$VERSION" ]; then
+        echo "install: PG_CONFIG is PostgreSQL $VERSION but AB_PG_VERSION is $AB_PG_VERSION" >&2
+        exit 1
+    fi
 else
     VERSION=${AB_PG_VERSION:-15}
 fi

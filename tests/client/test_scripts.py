@@ -6,15 +6,25 @@ import subprocess
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_install_refuses_a_postgresql_it_does_not_support(tmp_path):
+def install(tmp_path, version_line, **env):
+    """scripts/install.sh with a pg_config that only knows its version (it must stop before
+    building anything)."""
     fake = tmp_path / "pg_config"
-    fake.write_text("#!/bin/sh\necho 'PostgreSQL 14.11'\n")
+    fake.write_text(f"#!/bin/sh\necho '{version_line}'\n")
     fake.chmod(0o755)
-    out = subprocess.run([os.path.join(ROOT, "scripts", "install.sh")], env={**os.environ, "PG_CONFIG": str(fake)},
-                         capture_output=True, text=True, timeout=60)
+    base = {k: v for k, v in os.environ.items() if k not in ("AB_PG_VERSION", "PG_CONFIG")}
+    return subprocess.run([os.path.join(ROOT, "scripts", "install.sh")], env={**base, "PG_CONFIG": str(fake), **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_install_refuses_a_postgresql_it_does_not_support(tmp_path):
+    out = install(tmp_path, "PostgreSQL 14.11")
     assert out.returncode == 1
     assert "PostgreSQL 14 is not supported (15, 16, 17 or 18)" in out.stderr
-    out = subprocess.run([os.path.join(ROOT, "scripts", "install.sh")], env={**os.environ, "AB_PG_VERSION": "13"},
+    out = install(tmp_path, "PostgreSQL 16.2", AB_PG_VERSION="18")
+    assert out.returncode == 1 and "PG_CONFIG is PostgreSQL 16 but AB_PG_VERSION is 18" in out.stderr
+    base = {k: v for k, v in os.environ.items() if k != "PG_CONFIG"}
+    out = subprocess.run([os.path.join(ROOT, "scripts", "install.sh")], env={**base, "AB_PG_VERSION": "13"},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "PostgreSQL 13 is not supported" in out.stderr
 
