@@ -33,7 +33,7 @@ BEGIN
            ON v.experiment_id = e.id
     LEFT JOIN (SELECT experiment_id, count(*) AS n FROM @extschema@.ab_assignments GROUP BY experiment_id) a
            ON a.experiment_id = e.id
-    LEFT JOIN (SELECT experiment_id, count(*) AS n FROM @extschema@.ab_results GROUP BY experiment_id) r
+    LEFT JOIN (SELECT experiment_id, sum(n)::bigint AS n FROM @extschema@.ab_user_metrics GROUP BY experiment_id) r
            ON r.experiment_id = e.id;
 
     CREATE OR REPLACE VIEW @extschema@.ab_experiment_health AS
@@ -110,7 +110,7 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 
-    FOREACH t IN ARRAY ARRAY['ab_assignments', 'ab_results', 'ab_covariates'] LOOP
+    FOREACH t IN ARRAY ARRAY['ab_assignments', 'ab_results', 'ab_user_metrics', 'ab_covariates'] LOOP
         object := t;
         layout := 'distributed by user_id';
         changed := NOT EXISTS (SELECT 1 FROM pg_dist_partition p

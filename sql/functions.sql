@@ -52,7 +52,7 @@ BEGIN
                    ORDER BY v.position), '[]')
             FROM @extschema@.ab_variants v WHERE v.experiment_id = e.id),
         'users_assigned', (SELECT count(*) FROM @extschema@.ab_assignments a WHERE a.experiment_id = e.id),
-        'results_recorded', (SELECT count(*) FROM @extschema@.ab_results r WHERE r.experiment_id = e.id),
+        'results_recorded', (SELECT coalesce(sum(m.n), 0)::bigint FROM @extschema@.ab_user_metrics m WHERE m.experiment_id = e.id),
         'covariates_recorded', (SELECT count(*) FROM @extschema@.ab_covariates c WHERE c.experiment_id = e.id),
         'layer', (SELECT jsonb_build_object('name', l.name, 'holdout', m.range_start IS NULL,
                                             'percentage', (m.range_end - m.range_start)::float8 / 100,
@@ -278,6 +278,7 @@ REVOKE ALL ON FUNCTION
     ab_start_experiment(text), ab_start_experiment(bigint),
     ab_stop_experiment(text, boolean), ab_stop_experiment(bigint, boolean),
     ab_delete_experiment(text), ab_delete_experiment(bigint),
+    ab_rebuild_user_metrics(text), ab_rebuild_user_metrics(bigint),
     ab_record_covariate(text, text, text, double precision), ab_record_covariate(bigint, text, text, double precision),
     ab_get_variant(text, text, jsonb, text), ab_get_variant(bigint, text, jsonb, text),
     ab_record_result(text, text, double precision, text, text), ab_record_result(bigint, text, double precision, text, text),
@@ -333,7 +334,7 @@ BEGIN
                    '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
-                   '@extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
                    '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview '
                    'TO %I', role);
@@ -350,7 +351,7 @@ BEGIN
                    '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
-                   '@extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
                    '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview '
                    'FROM %I', role);
@@ -368,12 +369,13 @@ BEGIN
                    '@extschema@.ab_start_experiment(text), @extschema@.ab_start_experiment(bigint), '
                    '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
+                   '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text) TO %I', role);
     -- Administration runs with the caller's rights.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
-                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments TO %I', role);
     EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
     EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
@@ -391,11 +393,12 @@ BEGIN
                    '@extschema@.ab_start_experiment(text), @extschema@.ab_start_experiment(bigint), '
                    '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
+                   '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text) FROM %I', role);
     EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
-                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_covariates, @extschema@.ab_insights, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
                    '@extschema@.ab_audit, @extschema@.ab_layers, @extschema@.ab_layer_experiments FROM %I', role);
     EXECUTE format('REVOKE USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
                    '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
@@ -408,6 +411,8 @@ $$;
 REVOKE ALL ON FUNCTION ab_grant_app(name), ab_revoke_app(name), ab_grant_analyst(name), ab_revoke_analyst(name),
     ab_grant_admin(name), ab_revoke_admin(name) FROM PUBLIC;
 
+COMMENT ON FUNCTION ab_rebuild_user_metrics(text) IS 'Recomputes an experiment''s per-user state (ab_user_metrics) from ab_results, after ab_results was changed other than by ab_record_result; returns the rows written.';
+COMMENT ON FUNCTION ab_rebuild_user_metrics(bigint) IS 'ab_rebuild_user_metrics by experiment id.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
 COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary and ab_plot.';

@@ -105,6 +105,21 @@ CREATE TABLE ab_results (
 );
 CREATE INDEX ab_results_experiment ON ab_results (experiment_id, metric_name);
 
+-- Per-user state of each metric, kept by ab_record_result in the same statement as the result
+-- it records: the analysis reads one row per user and metric instead of every result. Exact
+-- by construction (a result and its state change commit or roll back together);
+-- ab_rebuild_user_metrics recomputes it from ab_results after a direct change to that table.
+CREATE TABLE ab_user_metrics (
+    experiment_id  bigint NOT NULL,
+    metric_name    text NOT NULL,
+    user_id        text COLLATE "C" NOT NULL,
+    variant_id     bigint NOT NULL,
+    n              bigint NOT NULL CHECK (n > 0),
+    total          float8 NOT NULL,
+    max            float8 NOT NULL,
+    PRIMARY KEY (experiment_id, metric_name, user_id, variant_id)
+);
+
 CREATE TABLE ab_covariates (
     experiment_id  bigint NOT NULL,
     user_id        text COLLATE "C" NOT NULL CHECK (user_id <> ''),
@@ -257,6 +272,7 @@ SELECT pg_catalog.pg_extension_config_dump('ab_assignments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_results', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_results_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_covariates', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_user_metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_insights', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_insights_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_audit', '');
@@ -273,7 +289,7 @@ SELECT e.id,
        e.primary_metric,
        (SELECT count(*) FROM ab_variants v WHERE v.experiment_id = e.id) AS variants,
        (SELECT count(*) FROM ab_assignments a WHERE a.experiment_id = e.id) AS users_assigned,
-       (SELECT count(*) FROM ab_results r WHERE r.experiment_id = e.id) AS results_recorded,
+       (SELECT coalesce(sum(m.n), 0)::bigint FROM ab_user_metrics m WHERE m.experiment_id = e.id) AS results_recorded,
        e.winner_variant,
        e.created_at,
        e.started_at,
@@ -310,6 +326,15 @@ COMMENT ON COLUMN ab_variants.traffic_allocation IS 'Percentage of users (two de
 COMMENT ON COLUMN ab_variants.config IS 'What the application applies for this variant (prompt, model, settings), returned by ab_get_variant.';
 
 COMMENT ON FUNCTION ab_check_variants() IS 'Constraint trigger: exactly one control per experiment, allocations summing to at most 100.';
+
+COMMENT ON TABLE ab_user_metrics IS 'Per-user state of each metric (results count, sum and maximum), kept with every ab_record_result; what ab_analyze reads.';
+COMMENT ON COLUMN ab_user_metrics.experiment_id IS 'ab_experiments.id of the experiment.';
+COMMENT ON COLUMN ab_user_metrics.metric_name IS 'Metric name, as recorded in ab_results.';
+COMMENT ON COLUMN ab_user_metrics.user_id IS 'The application''s user identifier.';
+COMMENT ON COLUMN ab_user_metrics.variant_id IS 'ab_variants.id of the variant the results were recorded against.';
+COMMENT ON COLUMN ab_user_metrics.n IS 'Number of the user''s results for the metric.';
+COMMENT ON COLUMN ab_user_metrics.total IS 'Sum of the user''s values for the metric.';
+COMMENT ON COLUMN ab_user_metrics.max IS 'Largest of the user''s values for the metric.';
 
 COMMENT ON TABLE ab_assignments IS 'The sticky variant of each enrolled user: one row per experiment and user.';
 COMMENT ON COLUMN ab_assignments.experiment_id IS 'ab_experiments.id of the experiment.';

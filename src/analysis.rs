@@ -93,17 +93,20 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         .unwrap_or(false);
 
     let defs = exp.metric_defs();
+    // Per-user values come from ab_user_metrics (one row per user and metric), or from the raw
+    // results on a schema that has no per-user state yet (before ALTER EXTENSION UPDATE).
+    let per_user_table = if catalog::has_table(client, nsp, "ab_user_metrics") { "ab_user_metrics" } else { "ab_results" };
     // Recorded metric names by a loose index scan on (experiment_id, metric_name): one
     // index descent per name, however many results there are. Citus runs recursive CTEs only
     // with a filter on the distribution column: there each shard lists its own names.
     let names_sql = if crate::citus::is_distributed(client, nsp) {
-        format!("SELECT DISTINCT metric_name FROM {nsp}.ab_results WHERE experiment_id = $1 ORDER BY 1")
+        format!("SELECT DISTINCT metric_name FROM {nsp}.{per_user_table} WHERE experiment_id = $1 ORDER BY 1")
     } else {
         format!(
             "WITH RECURSIVE m(name) AS ( \
-                   SELECT min(metric_name) FROM {nsp}.ab_results WHERE experiment_id = $1 \
+                   SELECT min(metric_name) FROM {nsp}.{per_user_table} WHERE experiment_id = $1 \
                    UNION ALL \
-                   SELECT (SELECT min(r.metric_name) FROM {nsp}.ab_results r \
+                   SELECT (SELECT min(r.metric_name) FROM {nsp}.{per_user_table} r \
                            WHERE r.experiment_id = $1 AND r.metric_name > m.name) \
                    FROM m WHERE m.name IS NOT NULL) \
                  SELECT name FROM m WHERE name IS NOT NULL"
@@ -115,31 +118,43 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         .map(|row| row.get::<String>(1).or_raise().unwrap())
         .collect();
 
-    // One query per metric: per user first (the unit of randomization, and the step a
-    // sharded cluster runs next to the data), then per variant with mergeable aggregates.
+    // One query per metric over one row per user (the unit of randomization), then per
+    // variant with mergeable aggregates. From raw results the per-user step is a GROUP BY,
+    // which a sharded cluster runs next to the data.
     let mut observed: BTreeMap<String, HashMap<i64, Observed>> = BTreeMap::new();
     for metric in &recorded {
-        let agg = match defs.get(metric).map(|d| d.aggregation).unwrap_or_default() {
-            Aggregation::Mean => "avg(r.metric_value)",
-            Aggregation::Sum => "sum(r.metric_value)",
-            Aggregation::Count => "count(*)::float8",
-            Aggregation::Max => "max(r.metric_value)",
+        let aggregation = defs.get(metric).map(|d| d.aggregation).unwrap_or_default();
+        let per_user = if per_user_table == "ab_user_metrics" {
+            let v = match aggregation {
+                Aggregation::Mean => "s.total / s.n::float8",
+                Aggregation::Sum => "s.total",
+                Aggregation::Count => "s.n::float8",
+                Aggregation::Max => "s.max",
+            };
+            format!(
+                "SELECT s.variant_id, s.user_id, {v} AS v FROM {nsp}.ab_user_metrics s \
+                 WHERE s.experiment_id = $1 AND s.metric_name = $2"
+            )
+        } else {
+            let agg = match aggregation {
+                Aggregation::Mean => "avg(r.metric_value)",
+                Aggregation::Sum => "sum(r.metric_value)",
+                Aggregation::Count => "count(*)::float8",
+                Aggregation::Max => "max(r.metric_value)",
+            };
+            format!(
+                "SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
+                 WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id"
+            )
         };
         let sql = if has_covariates {
             format!(
-                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.value, 0)) \
-                 FROM (SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
-                       WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id) u \
+                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.value, 0)) FROM ({per_user}) u \
                  LEFT JOIN {nsp}.ab_covariates c ON c.experiment_id = $1 AND c.metric_name = $2 AND c.user_id = u.user_id \
                  GROUP BY u.variant_id"
             )
         } else {
-            format!(
-                "SELECT u.variant_id, {nsp}.ab_moments(u.v) \
-                 FROM (SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
-                       WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id) u \
-                 GROUP BY u.variant_id"
-            )
+            format!("SELECT u.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u GROUP BY u.variant_id")
         };
         let per_variant = observed.entry(metric.clone()).or_default();
         for row in client.select(sql.as_str(), None, &[exp.id.into(), metric.as_str().into()]).or_raise() {
@@ -163,8 +178,8 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         let sql = format!(
             "SELECT c.metric_name, a.variant_id, count(*), avg(c.value), coalesce(var_samp(c.value), 0) \
              FROM {nsp}.ab_covariates c JOIN {nsp}.ab_assignments a ON a.experiment_id = c.experiment_id AND a.user_id = c.user_id \
-             WHERE c.experiment_id = $1 AND NOT EXISTS (SELECT 1 FROM {nsp}.ab_results r \
-               WHERE r.experiment_id = $1 AND r.user_id = c.user_id AND r.metric_name = c.metric_name) \
+             WHERE c.experiment_id = $1 AND NOT EXISTS (SELECT 1 FROM {nsp}.{per_user_table} r \
+               WHERE r.experiment_id = $1 AND r.metric_name = c.metric_name AND r.user_id = c.user_id) \
              GROUP BY c.metric_name, a.variant_id"
         );
         for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {

@@ -72,7 +72,16 @@ pub struct Plans {
     /// Under Citus: the result with the variant already looked up, so that Citus routes a
     /// plain INSERT (an INSERT ... SELECT using a sequence is pulled through the coordinator).
     pub record_result_values: Option<OwnedPreparedStatement>,
+    /// Under Citus, with ab_user_metrics (0.7.0 and later): the user's state of the metric,
+    /// brought up to date after record_result_values (record_result does both in one statement).
+    pub record_user_metric: Option<OwnedPreparedStatement>,
 }
+
+/// Folds one result into the user's state of the metric; a concurrent recording for the same
+/// user and metric waits for the row lock and then adds to the committed state.
+const UPSERT_USER_METRIC: &str = "ON CONFLICT (experiment_id, metric_name, user_id, variant_id) DO UPDATE \
+     SET n = m.n OPERATOR(pg_catalog.+) 1, total = m.total OPERATOR(pg_catalog.+) excluded.total, \
+     max = GREATEST(m.max, excluded.max)";
 
 /// The tables and indexes the direct probes and the write locks use.
 #[derive(Clone, Copy)]
@@ -170,6 +179,7 @@ fn load_state(client: &SpiClient<'_>) -> State {
     }
 
     let layout = citus::load(client, &nsp);
+    let has_user_metrics = catalog::has_table(client, &nsp, "ab_user_metrics");
     let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
     let int8 = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
     let float8 = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
@@ -190,11 +200,22 @@ fn load_state(client: &SpiClient<'_>) -> State {
             &[int8, text, int8, text],
         ),
         record_result: prepare(
-            format!(
-                "INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id) \
-                 SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5 FROM {nsp}.ab_assignments a \
-                 WHERE a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) $2"
-            ),
+            if has_user_metrics {
+                format!(
+                    "WITH r AS (INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id) \
+                     SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5 FROM {nsp}.ab_assignments a \
+                     WHERE a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) $2 \
+                     RETURNING variant_id) \
+                     INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
+                     SELECT $1, $3, $2, r.variant_id, 1, $4, $4 FROM r {UPSERT_USER_METRIC}"
+                )
+            } else {
+                format!(
+                    "INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id) \
+                     SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5 FROM {nsp}.ab_assignments a \
+                     WHERE a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) $2"
+                )
+            },
             &[int8, text, text, float8, text],
         ),
         record_covariate: prepare(
@@ -204,6 +225,15 @@ fn load_state(client: &SpiClient<'_>) -> State {
             ),
             &[int8, text, text, float8],
         ),
+        record_user_metric: (layout.is_some() && has_user_metrics).then(|| {
+            prepare(
+                format!(
+                    "INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
+                     VALUES ($1, $2, $3, $4, 1, $5, $5) {UPSERT_USER_METRIC}"
+                ),
+                &[int8, text, text, int8, float8],
+            )
+        }),
         record_result_values: layout.is_some().then(|| {
             prepare(
                 format!(

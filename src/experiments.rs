@@ -322,11 +322,15 @@ fn ab_stop_experiment_by_id(experiment: Option<i64>, declare_winner: default!(Op
 }
 
 /// The tables holding an experiment's per-user rows, each with an index led by experiment_id.
-const PER_USER_TABLES: [(&str, &str); 3] = [
+const PER_USER_TABLES: [(&str, &str); 4] = [
     ("ab_assignments", "ab_assignments_pkey"),
     ("ab_results", "ab_results_experiment"),
+    ("ab_user_metrics", "ab_user_metrics_pkey"),
     ("ab_covariates", "ab_covariates_pkey"),
 ];
+
+/// Tables added after 0.1.0, absent from a schema not yet updated.
+const LATER_TABLES: [&str; 2] = ["ab_layer_experiments", "ab_user_metrics"];
 
 fn delete(r: ExperimentRef<'_>) {
     Spi::connect_mut(|client| {
@@ -353,10 +357,16 @@ fn delete(r: ExperimentRef<'_>) {
         if distributed {
             delete_experiment_row(client);
         }
-        for table in
-            ["ab_results", "ab_covariates", "ab_assignments", "ab_insights", "ab_variants", "ab_layer_experiments"]
-        {
-            if table == "ab_layer_experiments" && !catalog::has_table(client, &nsp, table) {
+        for table in [
+            "ab_results",
+            "ab_user_metrics",
+            "ab_covariates",
+            "ab_assignments",
+            "ab_insights",
+            "ab_variants",
+            "ab_layer_experiments",
+        ] {
+            if LATER_TABLES.contains(&table) && !catalog::has_table(client, &nsp, table) {
                 continue;
             }
             client
@@ -368,6 +378,9 @@ fn delete(r: ExperimentRef<'_>) {
         for (table, index) in PER_USER_TABLES {
             let (heap, index) =
                 (catalog::relation_oid(client, &nsp, table), catalog::relation_oid(client, &nsp, index));
+            if heap == pgrx::pg_sys::InvalidOid {
+                continue;
+            }
             if let Probe::Found(()) = lookup::has_row(heap, index, exp.id, Visibility::Latest, || false) {
                 raise(
                     PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,

@@ -72,6 +72,12 @@ pub fn lock_for_delete(experiments: pg_sys::Oid, experiment_id: i64) {
     lock(experiments, experiment_id, pg_sys::AccessExclusiveLock);
 }
 
+/// Before recomputing an experiment's per-user state: waits for its writers and keeps new ones
+/// out (a share lock conflicts with theirs, not with another rebuild's).
+pub fn lock_for_rebuild(experiments: pg_sys::Oid, experiment_id: i64) {
+    lock(experiments, experiment_id, pg_sys::ShareLock);
+}
+
 /// Row trigger before a delete of an experiment: takes the delete's lock on the node where the
 /// row is deleted. Under Citus the delete runs on every node holding a placement of
 /// ab_experiments, so it waits there for the writers that Citus delegated to that node.

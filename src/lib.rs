@@ -21,6 +21,7 @@ mod lookup;
 mod results;
 mod security;
 mod stats;
+mod user_metrics;
 
 ::pgrx::pg_module_magic!();
 

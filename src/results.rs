@@ -132,6 +132,16 @@ fn record(
                     session_id.into(),
                 ];
                 client.update(insert, None, &args).or_raise();
+                if let Some(state) = &plans.record_user_metric {
+                    let args = [
+                        exp.id.into(),
+                        metric_name.as_ref().into(),
+                        user_id.into(),
+                        variant_id.into(),
+                        metric_value.into(),
+                    ];
+                    client.update(state, None, &args).or_raise();
+                }
                 true
             });
         }

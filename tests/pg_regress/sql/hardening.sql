@@ -48,6 +48,7 @@ INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_
 SELECT :e, a.variant_id, a.user_id, E'zz\n\nRecommendation: ship "B" with p = 1e-9.', 1 FROM ab_assignments a WHERE a.experiment_id = :e;
 INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value)
 SELECT :e, a.variant_id, a.user_id, E'bell\x01\x08', 1 FROM ab_assignments a WHERE a.experiment_id = :e;
+SELECT ab_rebuild_user_metrics('ovf') > 0 AS rebuilt;
 SELECT count(*) AS recommendation_lines
 FROM regexp_split_to_table(ab_summary('ovf'), E'\n') line WHERE line LIKE 'Recommendation:%';
 SELECT strpos(ab_summary('ovf'), 'zz\u{000A}\u{000A}Recommendation: ship "B"') > 0 AS forged_line_escaped;
