@@ -381,6 +381,7 @@ def test_analysis_with_covariates_is_linear_on_a_fresh_experiment(db):
         c.execute("INSERT INTO ab_covariates (experiment_id, user_id, metric_name, value) "
                   "SELECT experiment_id, user_id, 'conversion_rate', random() FROM ab_assignments "
                   "WHERE experiment_id = %s", (exp,))
+        one(c, "SELECT ab_rebuild_user_metrics(%s)", exp)
         plans = []
         c.add_notice_handler(lambda d: plans.append(d.message_primary))
         try:

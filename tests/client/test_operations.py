@@ -67,8 +67,8 @@ def analysis(c, exp):
 
 
 def counts(c):
-    tables = ["ab_experiments", "ab_variants", "ab_assignments", "ab_results", "ab_covariates", "ab_insights", "ab_audit",
-              "ab_layers", "ab_layer_experiments"]
+    tables = ["ab_experiments", "ab_variants", "ab_assignments", "ab_results", "ab_user_metrics", "ab_covariates",
+              "ab_insights", "ab_audit", "ab_layers", "ab_layer_experiments"]
     return {t: one(c, f"SELECT count(*) FROM {t}") for t in tables if one(c, "SELECT to_regclass(%s) IS NOT NULL", t)}
 
 
@@ -125,6 +125,8 @@ def test_dump_and_restore_keep_everything(dsn):
         after = analysis(c, exp)
         assert after_counts == before_counts
         assert after == before
+        assert after_counts["ab_user_metrics"] > 0
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
         # Sequences were restored too: new rows do not collide with restored ones.
         new = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("after restore")))
         assert new > exp
@@ -177,6 +179,20 @@ SELECT 'dumped ' || unnest(extconfig)::regclass::text FROM pg_extension WHERE ex
 """
 
 
+# Rows where ab_user_metrics differs from what ab_results says: counts and maxima exactly,
+# sums up to what summation order can change (relative to the sum of the magnitudes).
+PER_USER_STATE_MISMATCHES = """
+SELECT coalesce(s.experiment_id, r.experiment_id), coalesce(s.metric_name, r.metric_name),
+       coalesce(s.user_id, r.user_id), s.n, r.n, s.total, r.total, s.max, r.max
+FROM ab_user_metrics s
+FULL JOIN (SELECT experiment_id, metric_name, user_id, variant_id, count(*) AS n, sum(metric_value) AS total,
+                  max(metric_value) AS max, sum(abs(metric_value)) AS magnitude
+           FROM ab_results GROUP BY 1, 2, 3, 4) r USING (experiment_id, metric_name, user_id, variant_id)
+WHERE s.n IS DISTINCT FROM r.n OR s.max IS DISTINCT FROM r.max
+   OR abs(s.total - r.total) > 1e-12 * greatest(1, r.magnitude)
+"""
+
+
 def signature(dsn):
     with psycopg.connect(dsn) as c:
         return sorted(r[0] for r in c.execute(SIGNATURE).fetchall())
@@ -202,9 +218,19 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
             after_counts = counts(c)
             assert {t: after_counts[t] for t in before_counts} == before_counts
             assert analysis(c, exp) == before
-            assert one(c, "SELECT ab_get_experiment(%s) -> 'strict_metrics'", declared) is False
+            # Per-user state filled from the results recorded before (0.7.0).
+            assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
             one(c, "SELECT ab_get_variant(%s, 'u')", declared)
-            assert one(c, "SELECT ab_record_result(%s, 'undeclared', 1, 'u')", declared) is True
+            if version < "0.6.0":
+                assert one(c, "SELECT ab_get_experiment(%s) -> 'strict_metrics'", declared) is False
+                assert one(c, "SELECT ab_record_result(%s, 'undeclared', 1, 'u')", declared) is True
+            else:
+                assert one(c, "SELECT ab_get_experiment(%s) -> 'strict_metrics'", declared) is True
+                with pytest.raises(psycopg.errors.InvalidParameterValue):
+                    one(c, "SELECT ab_record_result(%s, 'undeclared', 1, 'u')", declared)
+                c.rollback()
+            assert one(c, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u')", declared) is True
+            assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
             strict = one(c, "SELECT ab_create_experiment(%s)",
                          Jsonb(two_arms("declared now", metrics={"conversion_rate": {}})))
             assert one(c, "SELECT ab_get_experiment(%s) -> 'strict_metrics'", strict) is True
@@ -407,6 +433,8 @@ def test_every_acknowledged_result_survives_a_crash(crash_cluster):
         stored = {r[0] for r in c.execute("SELECT session_id FROM ab_results WHERE experiment_id = %s", (exp,))}
         lost = [t for t in acknowledged if t not in stored]
         assert not lost, f"{len(lost)} acknowledged results lost, e.g. {lost[:3]}"
+        # The per-user state recovered with the results it summarises.
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
         names = {r[0] for r in c.execute("SELECT name FROM ab_experiments")}
         assert set(created) <= names
         half_made = one(c, "SELECT count(*) FROM ab_experiments e WHERE (SELECT count(*) FROM ab_variants v "
