@@ -134,7 +134,12 @@ def load_analysis_data(users, per_user):
                   "(g %% 97) / 10.0 + (g %% 2) * 0.05 + k * 0.01 "
                   "FROM generate_series(1, %s) g, generate_series(1, %s) k",
                   (exp, va, vb, users, per_user))
+        # Written directly, so the per-user state is computed from them (Citus rebuilds it only
+        # for a stopped experiment).
+        c.execute("SELECT ab_stop_experiment(%s)", (exp,))
+        c.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
         c.execute("VACUUM ANALYZE ab_results")
+        c.execute("VACUUM ANALYZE ab_user_metrics")
         c.execute("VACUUM ANALYZE ab_assignments")
         return exp
 
@@ -213,9 +218,10 @@ def covariates(users, repeat):
                   "FROM generate_series(1, %s) g", (exp, va, vb, users))
         c.execute("INSERT INTO ab_covariates (experiment_id, user_id, metric_name, value) "
                   "SELECT %s, 'c' || g, 'score', (g %% 89) / 10.0 FROM generate_series(1, %s) g", (exp, users))
+        c.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
     fresh, _ = timed("SELECT * FROM ab_analyze(%s)", (exp,), 0, 1)
     with psycopg.connect(conninfo(), autocommit=True) as c:
-        c.execute("VACUUM ANALYZE ab_results, ab_covariates, ab_assignments")
+        c.execute("VACUUM ANALYZE ab_results, ab_user_metrics, ab_covariates, ab_assignments")
     analysed, _ = timed("SELECT * FROM ab_analyze(%s)", (exp,), 0, repeat)
     bare, _ = timed(BARE_COVARIATES, (exp, exp), 0, repeat)
     label = f"{users / 1e3:g}k users with covariates"

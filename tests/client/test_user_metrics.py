@@ -125,3 +125,86 @@ def test_state_equals_the_raw_results_after_random_histories(dsn, seed):
                                          "ON e.id = m.experiment_id WHERE e.name = %s", name)
                 assert same_analysis(from_state, c.execute("SELECT * FROM ab_analyze(%s)", (name,)).fetchall())
     drop_db("ab_user_metrics")
+
+
+def started(c, name):
+    exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(definition(name, random.Random(0))))
+    one(c, "SELECT ab_start_experiment(%s)", exp)
+    for u in ("a", "b"):
+        c.execute("SELECT ab_get_variant(%s, %s)", (exp, u))
+    return exp
+
+
+def test_same_user_at_repeatable_read_and_crossed_transactions(dsn):
+    """Two transactions recording the same metric for the same user update one state row: at
+    REPEATABLE READ the later fails with 40001; transactions recording for two users in
+    opposite orders deadlock (40P01) like any crossed updates; the survivors' results count."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        exp = started(c, "same user")
+    with psycopg.connect(dsn) as s1, psycopg.connect(dsn) as s2:
+        s1.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        s2.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        s2.execute("SELECT 1")  # its snapshot predates s1's commit
+        s1.execute("SELECT ab_record_result(%s, 'latency', 2, 'a')", (exp,))
+        s1.commit()
+        with pytest.raises(psycopg.errors.SerializationFailure, match="could not serialize access due to concurrent update"):
+            s2.execute("SELECT ab_record_result(%s, 'latency', 3, 'a')", (exp,))
+        s2.rollback()
+        s2.execute("SELECT ab_record_result(%s, 'latency', 3, 'a')", (exp,))  # the retry
+        s2.commit()
+
+        outcome = []
+
+        def second(conn, user):
+            try:
+                conn.execute("SELECT ab_record_result(%s, 'latency', 1, %s)", (exp, user))
+                conn.commit()
+                outcome.append("committed")
+            except psycopg.errors.DeadlockDetected:
+                conn.rollback()
+                outcome.append("deadlock")
+
+        s1.execute("SELECT ab_record_result(%s, 'latency', 1, 'a')", (exp,))
+        s2.execute("SELECT ab_record_result(%s, 'latency', 1, 'b')", (exp,))
+        t = threading.Thread(target=second, args=(s1, "b"))
+        t.start()
+        threading.Event().wait(0.3)
+        second(s2, "a")
+        t.join()
+        assert sorted(outcome) == ["committed", "deadlock"]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        # Whichever transaction survived, it recorded 1 for each of the two users.
+        assert c.execute("SELECT user_id, n, total FROM ab_user_metrics WHERE experiment_id = %s ORDER BY 1",
+                         (exp,)).fetchall() == [("a", 3, 6.0), ("b", 1, 1.0)]
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+
+
+@pytest.mark.citus
+def test_rebuild_errors(dsn):
+    with psycopg.connect(dsn, autocommit=True) as c:
+        exp = started(c, "rebuilt")
+        c.execute("SELECT ab_record_result(%s, 'latency', 5, 'a')", (exp,))
+        with pytest.raises(psycopg.errors.NullValueNotAllowed, match="experiment must not be NULL"):
+            c.execute("SELECT ab_rebuild_user_metrics(NULL::text)")
+        with pytest.raises(psycopg.errors.UndefinedObject, match='experiment "rebuild" does not exist'):
+            c.execute("SELECT ab_rebuild_user_metrics('rebuild')")
+        with c.transaction(force_rollback=True):
+            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            with pytest.raises(psycopg.errors.ActiveSqlTransaction, match="runs only in a READ COMMITTED transaction"):
+                c.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
+        if CITUS:
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="is running"):
+                c.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
+            one(c, "SELECT ab_stop_experiment(%s)", exp)
+        # A result written past ab_record_result is counted once rebuilt.
+        c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                  "SELECT experiment_id, variant_id, user_id, 'latency', 7 FROM ab_assignments "
+                  "WHERE experiment_id = %s AND user_id = 'a'", (exp,))
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() != []
+        latency = "SELECT sum(mean) FROM ab_analyze(%s) WHERE metric_name = 'latency'"
+        assert one(c, latency, exp) == 5.0
+        assert one(c, "SELECT ab_rebuild_user_metrics(%s)", exp) == 1
+        assert one(c, latency, exp) == 6.0
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+        assert c.execute("SELECT n, total, max FROM ab_user_metrics WHERE experiment_id = %s", (exp,)).fetchall() == \
+            [(2, 12.0, 7.0)]

@@ -46,6 +46,8 @@ SELECT expect_error($$UPDATE ab_results SET metric_value = 0$$);
 SELECT expect_error($$UPDATE ab_variants SET traffic_allocation = 90$$);
 SELECT expect_error($$SELECT ab_stop_experiment('secure')$$);
 SELECT expect_error($$SELECT ab_delete_experiment('secure')$$);
+SELECT expect_error($$SELECT ab_rebuild_user_metrics('secure')$$);
+SELECT expect_error($$DELETE FROM ab_user_metrics$$);
 SELECT expect_error($$SELECT * FROM ab_analyze('secure')$$);
 SELECT expect_error($$SELECT count(*) FROM ab_results$$);
 RESET ROLE;
@@ -88,6 +90,7 @@ RESET ROLE;
 -- Administration: delegated explicitly, and audited.
 SET ROLE ab_admin;
 SELECT ab_stop_experiment('secure', true) ->> 'status' AS status;
+SELECT ab_rebuild_user_metrics('secure') AS rebuilt;
 SELECT ab_delete_experiment('secure');
 RESET ROLE;
 SELECT experiment_name, action, detail, role_name FROM ab_audit WHERE experiment_id = :e ORDER BY id;
