@@ -22,6 +22,9 @@ CREATE TABLE ab_user_metrics (
     PRIMARY KEY (experiment_id, metric_name, user_id, variant_id)
 );
 
+-- Writers still running with plans made for 0.6.0 finish before the fill reads the results,
+-- and later ones wait for this update's commit and then see ab_user_metrics (src/cache.rs).
+LOCK TABLE ab_results IN SHARE MODE;
 INSERT INTO ab_user_metrics (experiment_id, metric_name, user_id, variant_id, n, total, max)
 SELECT experiment_id, metric_name, user_id, variant_id, count(*), sum(metric_value), max(metric_value)
 FROM ab_results GROUP BY experiment_id, metric_name, user_id, variant_id;

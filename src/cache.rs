@@ -75,6 +75,8 @@ pub struct Plans {
     /// Under Citus, with ab_user_metrics (0.7.0 and later): the user's state of the metric,
     /// brought up to date after record_result_values (record_result does both in one statement).
     pub record_user_metric: Option<OwnedPreparedStatement>,
+    /// The schema has ab_user_metrics (0.7.0 and later): record_result keeps it.
+    pub has_user_metrics: bool,
 }
 
 /// Folds one result into the user's state of the metric; a concurrent recording for the same
@@ -124,6 +126,27 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
 /// Forgets everything cached in this backend (other backends learn through the trigger).
 pub fn invalidate_local() {
     STALE.set(true);
+}
+
+/// With plans made for a schema before 0.7.0: whether ALTER EXTENSION UPDATE has since created
+/// ab_user_metrics, so that results must now keep it (the cache is then marked stale). Takes
+/// the results table's write lock first: the update holds a SHARE lock on it while it fills
+/// the table, so a writer either finishes before the update reads the results or sees the
+/// table here. Costs nothing once the schema is current.
+pub fn user_metrics_appeared(handle: &Handle) -> bool {
+    if handle.plans.has_user_metrics {
+        return false;
+    }
+    let results = handle.relations.results;
+    let appeared = unsafe {
+        pg_sys::LockRelationOid(results, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        pg_sys::get_relname_relid(c"ab_user_metrics".as_ptr(), pg_sys::get_rel_namespace(results))
+            != pg_sys::InvalidOid
+    };
+    if appeared {
+        STALE.set(true);
+    }
+    appeared
 }
 
 /// Whether an invalidation processed since the last load touched the extension's tables.
@@ -234,6 +257,7 @@ fn load_state(client: &SpiClient<'_>) -> State {
                 &[int8, text, text, int8, float8],
             )
         }),
+        has_user_metrics,
         record_result_values: layout.is_some().then(|| {
             prepare(
                 format!(

@@ -115,6 +115,9 @@ fn record(
             // Deleted while this call ran.
             Probe::Missing => return false,
         }
+        if cache::user_metrics_appeared(&handle) {
+            continue;
+        }
         admit_metric(&handle, &metric_name);
         if let Some(insert) = &plans.record_result_values {
             let variant_id = match crate::assignment::stored_variant(&handle, user_id) {
