@@ -50,14 +50,17 @@ fn get_variant(
     if let Some(s) = session_id {
         check_id("session_id", s);
     }
-    for _ in 0..MAX_RELOADS {
+    // Set once the experiment's write lock is held (it is kept to the end of the transaction).
+    let mut locked = false;
+    for attempt in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
         let cache::Handle { exp, plans, .. } = &handle;
         if !exp.running {
             return None;
         }
-        // An assigned user: one index probe, no SPI.
-        match stored_variant(&handle, user_id) {
+        // An assigned user: one index probe, no SPI. After the first attempt the definition was
+        // loaded after this call's first lock, so it is current for this statement.
+        match stored_variant(&handle, user_id, attempt > 0) {
             Probe::Found(v) => return exp.variant_by_id(v).map(|v| v.output.clone()),
             Probe::Stale => continue,
             Probe::Missing => {}
@@ -83,7 +86,9 @@ fn get_variant(
             }
         }
         let candidate = new_assignment(&exp, user_id)?;
-        match guard::lock_for_writing(&handle) {
+        let probe = guard::lock_for_writing(&handle, locked);
+        locked = true;
+        match probe {
             Probe::Found(()) => {}
             Probe::Stale => continue,
             // Deleted while this call ran: nothing to enroll in.
@@ -116,7 +121,9 @@ fn get_variant(
 
 /// The user's stored variant: a direct probe of ab_assignments, or under Citus of this node's
 /// shard holding the user; when another node holds it, a query Citus routes there.
-pub fn stored_variant(handle: &cache::Handle, user_id: &str) -> Probe<i64> {
+/// `reloaded`: the definition was loaded after a lock this call took, so invalidations that
+/// arrive now come from later commits and need no reload (the relations are still checked).
+pub fn stored_variant(handle: &cache::Handle, user_id: &str, reloaded: bool) -> Probe<i64> {
     let (heap, index) = match &handle.layout {
         None => (handle.relations.assignments, handle.relations.assignments_pkey),
         Some(layout) => match layout.assignments_shard(user_id) {
@@ -135,7 +142,7 @@ pub fn stored_variant(handle: &cache::Handle, user_id: &str) -> Probe<i64> {
             }
         },
     };
-    lookup::stored_variant(heap, index, handle.exp.id, user_id, cache::is_stale)
+    lookup::stored_variant(heap, index, handle.exp.id, user_id, || !reloaded && cache::is_stale())
 }
 
 fn first_i64(table: pgrx::spi::SpiTupleTable<'_>) -> Option<i64> {

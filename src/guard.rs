@@ -31,10 +31,16 @@ fn lock(class: pg_sys::Oid, experiment_id: i64, mode: u32) {
 /// invalidation that taking the lock took in (the cache is then stale). Otherwise (REPEATABLE
 /// READ, or the cache off) the definition may come from a snapshot older than the delete, so
 /// the experiment's row is looked up among all committed rows.
-pub fn lock_for_writing(handle: &cache::Handle) -> Probe<()> {
+///
+/// `reloaded_under_lock`: the caller already held this lock when it loaded `handle`, so the
+/// definition reflects every commit before the lock was taken; invalidations that arrived
+/// since come from later commits (the call then behaves as a statement that began before
+/// them) and need no further reload. Without this, a stream of commits to the extension's
+/// tables (experiments created many times a second) could overtake every reload of a call.
+pub fn lock_for_writing(handle: &cache::Handle, reloaded_under_lock: bool) -> Probe<()> {
     let (rel, id) = (&handle.relations, handle.exp.id);
     lock(rel.experiments, id, pg_sys::RowExclusiveLock);
-    if cache::is_stale() {
+    if cache::is_stale() && !reloaded_under_lock {
         return Probe::Stale;
     }
     if handle.cached {
@@ -48,7 +54,7 @@ pub fn lock_for_writing(handle: &cache::Handle) -> Probe<()> {
             None => return routed_experiment_exists(id),
         },
     };
-    lookup::has_row(heap, index, id, Visibility::Latest, cache::is_stale)
+    lookup::has_row(heap, index, id, Visibility::Latest, || !reloaded_under_lock && cache::is_stale())
 }
 
 /// Under Citus on a node without a placement of ab_experiments: asks through Citus, with a

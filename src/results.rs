@@ -96,6 +96,8 @@ fn record(
     if let Some(s) = session_id {
         check_id("session_id", s);
     }
+    // Set once the experiment's write lock is held (it is kept to the end of the transaction).
+    let mut locked = false;
     for _ in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
         let cache::Handle { exp, plans, .. } = &handle;
@@ -109,7 +111,9 @@ fn record(
                 exp.name
             ));
         }
-        match guard::lock_for_writing(&handle) {
+        let probe = guard::lock_for_writing(&handle, locked);
+        locked = true;
+        match probe {
             Probe::Found(()) => {}
             Probe::Stale => continue,
             // Deleted while this call ran.
@@ -120,7 +124,7 @@ fn record(
         }
         admit_metric(&handle, &metric_name);
         if let Some(insert) = &plans.record_result_values {
-            let variant_id = match crate::assignment::stored_variant(&handle, user_id) {
+            let variant_id = match crate::assignment::stored_variant(&handle, user_id, true) {
                 Probe::Found(v) => v,
                 Probe::Missing => return false,
                 Probe::Stale => continue,
@@ -189,11 +193,15 @@ fn record_covariate(r: ExperimentRef<'_>, metric_name: Option<&str>, user_id: Op
     let value = required(value, "value");
     check_id("user_id", user_id);
     check_value("value", value).unwrap_or_else(|e| core_error(e));
+    // Set once the experiment's write lock is held (it is kept to the end of the transaction).
+    let mut locked = false;
     for _ in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
         let cache::Handle { exp, plans, .. } = &handle;
         check_declared(exp, &metric_name);
-        match guard::lock_for_writing(&handle) {
+        let probe = guard::lock_for_writing(&handle, locked);
+        locked = true;
+        match probe {
             Probe::Found(()) => {}
             Probe::Stale => continue,
             Probe::Missing => not_found(r),

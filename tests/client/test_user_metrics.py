@@ -211,3 +211,35 @@ def test_rebuild_errors():
         assert c.execute("SELECT n, total, max FROM ab_user_metrics WHERE experiment_id = %s", (exp,)).fetchall() == \
             [(2, 12.0, 7.0)]
     drop_db("ab_user_metrics")
+
+
+def test_rebuild_waits_for_writers_and_holds_new_ones():
+    """ab_rebuild_user_metrics waits for a transaction still recording for the experiment, then
+    counts its result; a writer that comes during the rebuild waits for it."""
+    dsn = fresh_db("ab_user_metrics")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        exp = started(c, "rebuild waits")
+    with psycopg.connect(dsn) as writer, psycopg.connect(dsn) as rebuilder, psycopg.connect(dsn) as late:
+        writer.execute("SELECT ab_record_result(%s, 'latency', 4, 'a')", (exp,))
+        done = []
+        t = threading.Thread(target=lambda: done.append(
+            one(rebuilder, "SELECT ab_rebuild_user_metrics(%s)", exp)))
+        t.start()
+        threading.Event().wait(0.5)
+        assert not done  # waiting for the writer
+        writer.commit()
+        t.join(timeout=10)
+        assert done == [1]
+        # The rebuild has not committed: a new writer waits for it.
+        w = threading.Thread(target=lambda: (late.execute("SELECT ab_record_result(%s, 'latency', 6, 'a')", (exp,)),
+                                             late.commit()))
+        w.start()
+        threading.Event().wait(0.5)
+        assert w.is_alive()
+        rebuilder.commit()
+        w.join(timeout=10)
+        assert not w.is_alive()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert c.execute("SELECT n, total FROM ab_user_metrics WHERE experiment_id = %s", (exp,)).fetchall() == [(2, 10.0)]
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+    drop_db("ab_user_metrics")
