@@ -3,7 +3,7 @@
 -- No foreign keys link these tables: Citus cannot turn extension-owned tables linked by
 -- foreign keys into reference tables. The extension's functions are the only writers and
 -- keep the links intact; CHECK and UNIQUE constraints hold every invariant they can.
--- Every PRIMARY KEY and UNIQUE constraint of ab_assignments and ab_results includes user_id,
+-- Every PRIMARY KEY and UNIQUE constraint of the per-user tables includes user_id,
 -- the column they are distributed by. User ids compare bytewise (COLLATE "C"): they are
 -- identifiers, not words, and the hot path's index probe is then a memcmp.
 
