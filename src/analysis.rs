@@ -95,7 +95,8 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
     let defs = exp.metric_defs();
     // Per-user values come from ab_user_metrics (one row per user and metric), or from the raw
     // results on a schema that has no per-user state yet (before ALTER EXTENSION UPDATE).
-    let per_user_table = if catalog::has_table(client, nsp, "ab_user_metrics") { "ab_user_metrics" } else { "ab_results" };
+    let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
+    let per_user_table = if from_state { "ab_user_metrics" } else { "ab_results" };
     // Recorded metric names by a loose index scan on (experiment_id, metric_name): one
     // index descent per name, however many results there are. Citus runs recursive CTEs only
     // with a filter on the distribution column: there each shard lists its own names.
@@ -124,7 +125,7 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
     let mut observed: BTreeMap<String, HashMap<i64, Observed>> = BTreeMap::new();
     for metric in &recorded {
         let aggregation = defs.get(metric).map(|d| d.aggregation).unwrap_or_default();
-        let per_user = if per_user_table == "ab_user_metrics" {
+        let per_user = if from_state {
             let v = match aggregation {
                 Aggregation::Mean => "s.total / s.n::float8",
                 Aggregation::Sum => "s.total",

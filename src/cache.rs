@@ -154,7 +154,7 @@ pub fn is_stale() -> bool {
     STALE.get()
 }
 
-fn snapshot_is_transaction_wide() -> bool {
+pub fn snapshot_is_transaction_wide() -> bool {
     unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
 }
 

@@ -9,7 +9,7 @@ use crate::errors::{raise, required, wrong_state, SpiExt};
 use crate::guard;
 
 fn rebuild(r: ExperimentRef<'_>) -> i64 {
-    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+    if crate::cache::snapshot_is_transaction_wide() {
         // Its snapshot would predate results committed while it waited for their writers.
         raise(
             PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
