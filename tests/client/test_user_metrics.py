@@ -6,6 +6,7 @@ analysis from the raw results (to floating-point summation order)."""
 import math
 import random
 import threading
+import time
 
 import psycopg
 import pytest
@@ -98,7 +99,13 @@ def test_state_equals_the_raw_results_after_random_histories(seed):
             one(c, "SELECT ab_create_experiment(%s)", Jsonb(definition(fresh, rng)))
             one(c, "SELECT ab_start_experiment(%s)", fresh)
             names[names.index(victim)] = fresh
-        threading.Event().wait(0.7)
+        # Until every experiment still running has results (a slower cluster may need longer).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            threading.Event().wait(0.7)
+            if one(c, "SELECT count(DISTINCT m.experiment_id) FROM ab_user_metrics m JOIN ab_experiments e "
+                      "ON e.id = m.experiment_id WHERE e.name = ANY(%s)", list(names)) == len(names):
+                break
     stop.set()
     [t.join() for t in threads]
 
@@ -135,14 +142,29 @@ def started(c, name):
     return exp
 
 
-def test_same_user_at_repeatable_read_and_crossed_transactions():
+def test_same_user_concurrently_and_crossed_transactions():
     """Two transactions recording the same metric for the same user update one state row: at
-    REPEATABLE READ the later fails with 40001; transactions recording for two users in
-    opposite orders deadlock (40P01) like any crossed updates; the survivors' results count."""
+    READ COMMITTED the later waits and adds to it; at REPEATABLE READ the later fails with
+    40001; transactions recording for two users in opposite orders deadlock (40P01) like any
+    crossed updates; the survivors' results count."""
     dsn = fresh_db("ab_user_metrics")
     with psycopg.connect(dsn, autocommit=True) as c:
         exp = started(c, "same user")
     with psycopg.connect(dsn) as s1, psycopg.connect(dsn) as s2:
+        # READ COMMITTED: the later waits for the earlier's commit, then adds to it.
+        s1.execute("SELECT ab_record_result(%s, 'latency', 10, 'b')", (exp,))
+        later = threading.Thread(target=lambda: (s2.execute("SELECT ab_record_result(%s, 'latency', 20, 'b')", (exp,)),
+                                                 s2.commit()))
+        later.start()
+        threading.Event().wait(0.5)
+        assert later.is_alive()
+        s1.commit()
+        later.join(timeout=10)
+        assert not later.is_alive()
+        assert s1.execute("SELECT n, total FROM ab_user_metrics WHERE experiment_id = %s AND user_id = 'b'",
+                          (exp,)).fetchall() == [(2, 30.0)]
+        s1.rollback()
+
         s1.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         s2.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         s2.execute("SELECT 1")  # its snapshot predates s1's commit
@@ -176,7 +198,7 @@ def test_same_user_at_repeatable_read_and_crossed_transactions():
     with psycopg.connect(dsn, autocommit=True) as c:
         # Whichever transaction survived, it recorded 1 for each of the two users.
         assert c.execute("SELECT user_id, n, total FROM ab_user_metrics WHERE experiment_id = %s ORDER BY 1",
-                         (exp,)).fetchall() == [("a", 3, 6.0), ("b", 1, 1.0)]
+                         (exp,)).fetchall() == [("a", 3, 6.0), ("b", 3, 31.0)]
         assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
 
 
