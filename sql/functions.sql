@@ -30,6 +30,7 @@ BEGIN
         'primary_metric', e.primary_metric,
         'metrics', e.metrics,
         'strict_metrics', e.strict_metrics,
+        'allocation', coalesce(e.allocation, '{"mode": "fixed"}'),
         'target_segments', e.target_segments,
         'min_sample_size', e.min_sample_size,
         'alpha', e.alpha,
@@ -54,6 +55,10 @@ BEGIN
         'users_assigned', (SELECT count(*) FROM @extschema@.ab_assignments a WHERE a.experiment_id = e.id),
         'results_recorded', (SELECT coalesce(sum(m.n), 0)::bigint FROM @extschema@.ab_user_metrics m WHERE m.experiment_id = e.id),
         'covariates_recorded', (SELECT count(*) FROM @extschema@.ab_covariates c WHERE c.experiment_id = e.id),
+        'allocation_history', (SELECT coalesce(jsonb_agg(jsonb_build_object('period', h.period, 'started_at', h.started_at,
+                                                                        'weights', h.weights, 'posterior', h.posterior)
+                                                     ORDER BY h.period), '[]')
+                               FROM @extschema@.ab_allocations h WHERE h.experiment_id = e.id),
         'layer', (SELECT jsonb_build_object('name', l.name, 'holdout', m.range_start IS NULL,
                                             'percentage', (m.range_end - m.range_start)::float8 / 100,
                                             'range_start', m.range_start, 'range_end', m.range_end)
@@ -205,9 +210,11 @@ SELECT e.id,
        e.min_sample_size,
        coalesce(sum(c.users), 0)::bigint AS users_assigned,
        jsonb_object_agg(c.variant, c.users ORDER BY c.position) AS users_per_variant,
-       (SELECT s.p_value FROM @extschema@.ab_srm_test(array_agg(c.users ORDER BY c.position),
-                                                      array_agg(c.traffic_allocation ORDER BY c.position)) s
-        WHERE count(*) FILTER (WHERE c.traffic_allocation > 0) >= 2) AS srm_p_value,
+       CASE WHEN e.allocation IS NULL
+            THEN (SELECT s.p_value FROM @extschema@.ab_srm_test(array_agg(c.users ORDER BY c.position),
+                                                                array_agg(c.traffic_allocation ORDER BY c.position)) s
+                  WHERE count(*) FILTER (WHERE c.traffic_allocation > 0) >= 2)
+            ELSE @extschema@.ab_period_srm_p_value(e.id) END AS srm_p_value,
        CASE WHEN e.started_at IS NOT NULL
             THEN extract(epoch FROM coalesce(e.stopped_at, pg_catalog.now()) - e.started_at) / 86400 END AS days_running,
        least(1.0, min(c.users)::float8 / e.min_sample_size) AS sample_progress
@@ -218,6 +225,22 @@ JOIN LATERAL (
     FROM @extschema@.ab_variants v WHERE v.experiment_id = e.id) c ON true
 GROUP BY e.id;
 
+-- The weight history of bandit experiments, one row per variant and period.
+CREATE VIEW ab_allocation_history AS
+SELECT e.name AS experiment,
+       h.period,
+       h.started_at,
+       w.key AS variant,
+       w.value::float8 AS traffic_allocation,
+       (h.posterior -> w.key ->> 'chance_best')::float8 AS chance_best,
+       (h.posterior -> w.key ->> 'mean')::float8 AS posterior_mean,
+       (h.posterior -> w.key ->> 'sd')::float8 AS posterior_sd,
+       (SELECT count(*) FROM @extschema@.ab_assignments a JOIN @extschema@.ab_variants v ON v.id = a.variant_id
+        WHERE a.experiment_id = h.experiment_id AND a.period = h.period AND v.name = w.key) AS users_assigned
+FROM @extschema@.ab_allocations h
+JOIN @extschema@.ab_experiments e ON e.id = h.experiment_id
+CROSS JOIN LATERAL jsonb_each(h.weights) w;
+
 CREATE VIEW ab_latest_insights AS
 SELECT e.name AS experiment, i.*
 FROM @extschema@.ab_insights i
@@ -225,6 +248,7 @@ JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
 WHERE i.computed_at = (SELECT max(j.computed_at) FROM @extschema@.ab_insights j WHERE j.experiment_id = i.experiment_id);
 
 COMMENT ON VIEW ab_experiment_health IS 'Per experiment: users per variant, sample ratio mismatch p-value (below 0.001 is broken assignment), days running and progress towards min_sample_size (1 = reached).';
+COMMENT ON VIEW ab_allocation_history IS 'Per bandit experiment, weight period and variant: when the period began, the variant''s traffic allocation, the posterior that produced it and the users it assigned.';
 COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run.';
 COMMENT ON FUNCTION ab_plot(text) IS 'An SVG forest plot of each treatment''s difference from the control with its CI, per metric.';
 COMMENT ON FUNCTION ab_plot(bigint) IS 'ab_plot by experiment id.';
@@ -279,6 +303,7 @@ REVOKE ALL ON FUNCTION
     ab_stop_experiment(text, boolean), ab_stop_experiment(bigint, boolean),
     ab_delete_experiment(text), ab_delete_experiment(bigint),
     ab_rebuild_user_metrics(text), ab_rebuild_user_metrics(bigint),
+    ab_reweight(text, boolean), ab_reweight(bigint, boolean), ab_reweight_due(),
     ab_record_covariate(text, text, text, double precision), ab_record_covariate(bigint, text, text, double precision),
     ab_get_variant(text, text, jsonb, text), ab_get_variant(bigint, text, jsonb, text),
     ab_record_result(text, text, double precision, text, text), ab_record_result(bigint, text, double precision, text, text),
@@ -336,7 +361,8 @@ BEGIN
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
                    '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
-                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history '
                    'TO %I', role);
 END;
 $$;
@@ -353,7 +379,8 @@ BEGIN
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
                    '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
-                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history '
                    'FROM %I', role);
 END;
 $$;
@@ -370,13 +397,14 @@ BEGIN
                    '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
                    '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
+                   '@extschema@.ab_reweight(text, boolean), @extschema@.ab_reweight(bigint, boolean), @extschema@.ab_reweight_due(), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text) TO %I', role);
     -- Administration runs with the caller's rights.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
-                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments TO %I', role);
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations TO %I', role);
     EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
     EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
                    '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
@@ -394,12 +422,13 @@ BEGIN
                    '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
                    '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
+                   '@extschema@.ab_reweight(text, boolean), @extschema@.ab_reweight(bigint, boolean), @extschema@.ab_reweight_due(), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text) FROM %I', role);
     EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
-                   '@extschema@.ab_audit, @extschema@.ab_layers, @extschema@.ab_layer_experiments FROM %I', role);
+                   '@extschema@.ab_audit, @extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations FROM %I', role);
     EXECUTE format('REVOKE USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
                    '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
                    '@extschema@.ab_layers_id_seq FROM %I', role);
@@ -413,6 +442,10 @@ REVOKE ALL ON FUNCTION ab_grant_app(name), ab_revoke_app(name), ab_grant_analyst
 
 COMMENT ON FUNCTION ab_rebuild_user_metrics(text) IS 'Recomputes an experiment''s per-user state (ab_user_metrics) from ab_results, after ab_results was changed other than by ab_record_result; returns the rows written.';
 COMMENT ON FUNCTION ab_rebuild_user_metrics(bigint) IS 'ab_rebuild_user_metrics by experiment id.';
+COMMENT ON FUNCTION ab_reweight(text, boolean) IS 'Recomputes a running bandit experiment''s weights by Thompson sampling when its update_every has passed (always with force); enrolled users keep their variant. Returns what was done.';
+COMMENT ON FUNCTION ab_reweight(bigint, boolean) IS 'ab_reweight by experiment id.';
+COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running bandit experiment whose update_every has passed: for a scheduler such as pg_cron.';
+COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
 COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary and ab_plot.';

@@ -30,6 +30,7 @@ CREATE TABLE ab_experiments (
     started_at       timestamptz,
     stopped_at       timestamptz,
     strict_metrics   boolean NOT NULL DEFAULT false,
+    allocation       jsonb CHECK (jsonb_typeof(allocation) = 'object'),
     CHECK (status = 'draft' OR started_at IS NOT NULL),
     CHECK (status <> 'stopped' OR stopped_at IS NOT NULL),
     CHECK (winner_variant IS NULL OR status = 'stopped')
@@ -88,6 +89,7 @@ CREATE TABLE ab_assignments (
     variant_id     bigint NOT NULL,
     session_id     text,
     assigned_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    period         integer NOT NULL DEFAULT 0 CHECK (period >= 0),
     PRIMARY KEY (experiment_id, user_id)
 );
 CREATE INDEX ab_assignments_variant ON ab_assignments (experiment_id, variant_id);
@@ -118,6 +120,18 @@ CREATE TABLE ab_user_metrics (
     total          float8 NOT NULL,
     max            float8 NOT NULL,
     PRIMARY KEY (experiment_id, metric_name, user_id, variant_id)
+);
+
+-- The weight periods of bandit experiments: period 0 holds the traffic allocations the
+-- experiment started with, each ab_reweight that changes them adds the next. A user's
+-- assignment records the period whose weights assigned them.
+CREATE TABLE ab_allocations (
+    experiment_id  bigint NOT NULL,
+    period         integer NOT NULL CHECK (period >= 0),
+    started_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    weights        jsonb NOT NULL CHECK (jsonb_typeof(weights) = 'object'),
+    posterior      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(posterior) = 'object'),
+    PRIMARY KEY (experiment_id, period)
 );
 
 CREATE TABLE ab_covariates (
@@ -272,6 +286,7 @@ SELECT pg_catalog.pg_extension_config_dump('ab_assignments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_results', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_results_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_covariates', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_allocations', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_user_metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_insights', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_insights_id_seq', '');
@@ -315,6 +330,7 @@ COMMENT ON COLUMN ab_experiments.winner_variant IS 'Variant declared the winner 
 COMMENT ON COLUMN ab_experiments.created_at IS 'When the experiment was created.';
 COMMENT ON COLUMN ab_experiments.started_at IS 'When ab_start_experiment ran.';
 COMMENT ON COLUMN ab_experiments.stopped_at IS 'When ab_stop_experiment ran.';
+COMMENT ON COLUMN ab_experiments.allocation IS 'NULL for fixed traffic allocations; for a bandit {"mode": "bandit", "metric", "update_every", "min_share", "burn_in_users"}.';
 COMMENT ON COLUMN ab_experiments.strict_metrics IS 'When true, results and covariates are accepted only under the metric names declared in metrics (the default when a definition declares metrics).';
 
 COMMENT ON TABLE ab_variants IS 'Variants of each experiment, in creation order; exactly one is the control.';
@@ -342,6 +358,14 @@ COMMENT ON COLUMN ab_assignments.user_id IS 'The application''s user identifier.
 COMMENT ON COLUMN ab_assignments.variant_id IS 'ab_variants.id of the assigned variant.';
 COMMENT ON COLUMN ab_assignments.session_id IS 'Session of the first ab_get_variant call, if given.';
 COMMENT ON COLUMN ab_assignments.assigned_at IS 'When the user was first assigned.';
+COMMENT ON COLUMN ab_assignments.period IS 'For a bandit experiment, the weight period (ab_allocations) whose weights assigned the user; 0 otherwise.';
+
+COMMENT ON TABLE ab_allocations IS 'Every weight period of each bandit experiment: when it began, the weights and the posterior that produced them.';
+COMMENT ON COLUMN ab_allocations.experiment_id IS 'ab_experiments.id of the experiment.';
+COMMENT ON COLUMN ab_allocations.period IS 'Period number: 0 for the starting allocations, then one more per change.';
+COMMENT ON COLUMN ab_allocations.started_at IS 'When these weights took effect (the transaction time of the start or of ab_reweight).';
+COMMENT ON COLUMN ab_allocations.weights IS 'Traffic allocation of each variant in percent, by variant name.';
+COMMENT ON COLUMN ab_allocations.posterior IS 'Per variant, what the weights were computed from: users, posterior mean and sd of the metric, chance to be best; empty for period 0.';
 
 COMMENT ON TABLE ab_results IS 'Metric observations recorded by ab_record_result against the user''s assigned variant.';
 COMMENT ON COLUMN ab_results.id IS 'Result id (with user_id, the primary key).';

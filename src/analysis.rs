@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, MetricResult, Settings};
 use ab_core::definition::{Aggregation, Correction};
 use ab_core::stats::cuped::CoMoments;
+use ab_core::bandit::srm_by_period;
 use ab_core::stats::srm::{srm_test, SrmResult};
 use ab_core::stats::Moments;
-use ab_core::summary::{render, ArmCount, SummaryInput};
+use ab_core::summary::{render, ArmCount, BanditSummary, SummaryInput};
 use ab_core::winner::{decide, Decision};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -78,9 +79,16 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         .collect();
     let observed_counts: Vec<f64> = variants.iter().map(|v| assigned.get(&v.id).copied().unwrap_or(0) as f64).collect();
     let weights: Vec<f64> = variants.iter().map(|v| v.traffic_allocation).collect();
-    let srm = srm_test(&observed_counts, &weights).ok();
+    let bandit = exp.bandit.is_some() && catalog::has_table(client, nsp, "ab_allocations");
+    let periods = if bandit { Some(periods(client, nsp, exp.id, &variants)) } else { None };
+    let srm = match &periods {
+        None => srm_test(&observed_counts, &weights).ok(),
+        Some(p) => srm_by_period(&p.by_period(&variants)),
+    };
 
-    let has_covariates = client
+    // CUPED is not combined with the period strata of a bandit.
+    let has_covariates = !bandit
+        && client
         .select(
             format!("SELECT EXISTS (SELECT 1 FROM {nsp}.ab_covariates WHERE experiment_id = $1)").as_str(),
             None,
@@ -123,31 +131,11 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
     // variant with mergeable aggregates. From raw results the per-user step is a GROUP BY,
     // which a sharded cluster runs next to the data.
     let mut observed: BTreeMap<String, HashMap<i64, Observed>> = BTreeMap::new();
+    // Bandit experiments: per metric, the moments of each (variant, period) cell.
+    let mut per_period: BTreeMap<String, HashMap<(i64, usize), Moments>> = BTreeMap::new();
     for metric in &recorded {
         let aggregation = defs.get(metric).map(|d| d.aggregation).unwrap_or_default();
-        let per_user = if from_state {
-            let v = match aggregation {
-                Aggregation::Mean => "s.total / s.n::float8",
-                Aggregation::Sum => "s.total",
-                Aggregation::Count => "s.n::float8",
-                Aggregation::Max => "s.max",
-            };
-            format!(
-                "SELECT s.variant_id, s.user_id, {v} AS v FROM {nsp}.ab_user_metrics s \
-                 WHERE s.experiment_id = $1 AND s.metric_name = $2"
-            )
-        } else {
-            let agg = match aggregation {
-                Aggregation::Mean => "avg(r.metric_value)",
-                Aggregation::Sum => "sum(r.metric_value)",
-                Aggregation::Count => "count(*)::float8",
-                Aggregation::Max => "max(r.metric_value)",
-            };
-            format!(
-                "SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
-                 WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id"
-            )
-        };
+        let per_user = per_user_sql(nsp, from_state, aggregation);
         let sql = if has_covariates {
             format!(
                 "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.value, 0)) FROM ({per_user}) u \
@@ -157,6 +145,16 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         } else {
             format!("SELECT u.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u GROUP BY u.variant_id")
         };
+        if periods.is_some() {
+            let cells = period_cells(client, nsp, exp.id, metric, &per_user);
+            let per_variant = observed.entry(metric.clone()).or_default();
+            for ((v, _), m) in &cells {
+                let o = per_variant.entry(*v).or_insert(Observed { moments: Moments::default(), co: None });
+                o.moments = o.moments.merge(m);
+            }
+            per_period.insert(metric.clone(), cells);
+            continue;
+        }
         let per_variant = observed.entry(metric.clone()).or_default();
         for row in client.select(sql.as_str(), None, &[exp.id.into(), metric.as_str().into()]).or_raise() {
             let variant: i64 = row.get(1).or_raise().unwrap();
@@ -220,12 +218,22 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
                         }
                         co
                     });
+                    let periods = match &periods {
+                        None => vec![],
+                        Some(p) => (0..p.weights.len())
+                            .map(|i| {
+                                let cell = per_period.get(&name).and_then(|c| c.get(&(v.id, i))).copied();
+                                (p.assigned.get(&(v.id, i)).copied().unwrap_or(0), cell.unwrap_or_default())
+                            })
+                            .collect(),
+                    };
                     ArmInput {
                         variant: v.name.clone(),
                         is_control: v.is_control,
                         assigned,
                         observed: moments,
                         covariate,
+                        periods,
                     }
                 })
                 .collect();
@@ -233,6 +241,120 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         })
         .collect();
     Analysis { variants, assigned, metrics, srm }
+}
+
+/// One row per user recording `metric` ($2) in experiment $1: (variant_id, user_id, v), v
+/// the user's value under the metric's aggregation.
+pub fn per_user_sql(nsp: &str, from_state: bool, aggregation: Aggregation) -> String {
+    if from_state {
+        let v = match aggregation {
+            Aggregation::Mean => "s.total / s.n::float8",
+            Aggregation::Sum => "s.total",
+            Aggregation::Count => "s.n::float8",
+            Aggregation::Max => "s.max",
+        };
+        format!(
+            "SELECT s.variant_id, s.user_id, {v} AS v FROM {nsp}.ab_user_metrics s \
+             WHERE s.experiment_id = $1 AND s.metric_name = $2"
+        )
+    } else {
+        let agg = match aggregation {
+            Aggregation::Mean => "avg(r.metric_value)",
+            Aggregation::Sum => "sum(r.metric_value)",
+            Aggregation::Count => "count(*)::float8",
+            Aggregation::Max => "max(r.metric_value)",
+        };
+        format!(
+            "SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
+             WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id"
+        )
+    }
+}
+
+/// Moments of each (variant, weight period) cell of a bandit experiment's metric.
+pub fn period_cells(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    experiment_id: i64,
+    metric: &str,
+    per_user: &str,
+) -> HashMap<(i64, usize), Moments> {
+    let sql = format!(
+        "SELECT u.variant_id, a.period, {nsp}.ab_moments(u.v) FROM ({per_user}) u \
+         JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = u.user_id \
+         GROUP BY u.variant_id, a.period"
+    );
+    client
+        .select(sql.as_str(), None, &[experiment_id.into(), metric.into()])
+        .or_raise()
+        .map(|row| {
+            let variant: i64 = row.get(1).or_raise().unwrap();
+            let period: i32 = row.get(2).or_raise().unwrap();
+            let m: Vec<Option<f64>> = row.get(3).or_raise().unwrap();
+            let m: Vec<f64> = m.into_iter().map(|x| x.unwrap_or(0.0)).collect();
+            ((variant, period as usize), Moments { n: m[0], mean: m[1], m2: m[2] })
+        })
+        .collect()
+}
+
+/// The weight periods of a bandit experiment: each period's weights (in variant order) and
+/// the users each (variant, period) assigned.
+pub struct Periods {
+    pub weights: Vec<Vec<f64>>,
+    pub assigned: HashMap<(i64, usize), u64>,
+}
+
+impl Periods {
+    /// Per period: (users per variant, weights), in variant order.
+    pub fn by_period(&self, variants: &[VariantRow]) -> Vec<(Vec<f64>, Vec<f64>)> {
+        self.weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let users = variants.iter().map(|v| self.assigned.get(&(v.id, i)).copied().unwrap_or(0) as f64);
+                (users.collect(), w.clone())
+            })
+            .collect()
+    }
+}
+
+pub fn periods(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, variants: &[VariantRow]) -> Periods {
+    let mut weights: Vec<Vec<f64>> = Vec::new();
+    let sql = format!("SELECT period, weights FROM {nsp}.ab_allocations WHERE experiment_id = $1 ORDER BY period");
+    for row in client.select(sql.as_str(), None, &[experiment_id.into()]).or_raise() {
+        let period = row.get::<i32>(1).or_raise().unwrap() as usize;
+        let w = row.get::<pgrx::JsonB>(2).or_raise().map(|j| j.0).unwrap_or_default();
+        weights.resize(period + 1, vec![]);
+        weights[period] = variants.iter().map(|v| w.get(&v.name).and_then(|x| x.as_f64()).unwrap_or(0.0)).collect();
+    }
+    let assigned = client
+        .select(
+            format!(
+                "SELECT variant_id, period, count(*) FROM {nsp}.ab_assignments WHERE experiment_id = $1 \
+                 GROUP BY variant_id, period"
+            )
+            .as_str(),
+            None,
+            &[experiment_id.into()],
+        )
+        .or_raise()
+        .map(|row| {
+            let period = row.get::<i32>(2).or_raise().unwrap() as usize;
+            ((row.get::<i64>(1).or_raise().unwrap(), period), row.get::<i64>(3).or_raise().unwrap() as u64)
+        })
+        .collect::<HashMap<_, _>>();
+    // Assignments under a period with no stored weights (rows written by hand) count in
+    // their own period with no weights: the sample ratio check then flags them.
+    let last = assigned.keys().map(|(_, p)| *p).max().unwrap_or(0);
+    if weights.len() <= last {
+        weights.resize(last + 1, vec![]);
+    }
+    for w in &mut weights {
+        if w.is_empty() {
+            *w = vec![0.0; variants.len()];
+        }
+    }
+    Periods { weights, assigned }
 }
 
 /// Stores an analysis in ab_insights; rows of one run share the transaction time.
@@ -467,6 +589,35 @@ fn summary(r: ExperimentRef<'_>) -> String {
             (Some(s), None) => format!(" since {s}"),
             _ => String::new(),
         };
+        let history: Vec<(i32, String, Vec<f64>)> = match &exp.bandit {
+            Some(_) if catalog::has_table(client, &nsp, "ab_allocations") => client
+                .select(
+                    format!(
+                        "SELECT period, to_char(started_at, 'YYYY-MM-DD HH24:MI:SS TZ'), weights \
+                         FROM {nsp}.ab_allocations WHERE experiment_id = $1 ORDER BY period"
+                    )
+                    .as_str(),
+                    None,
+                    &[exp.id.into()],
+                )
+                .or_raise()
+                .map(|row| {
+                    let w = row.get::<pgrx::JsonB>(3).or_raise().map(|j| j.0).unwrap_or_default();
+                    (
+                        row.get::<i32>(1).or_raise().unwrap(),
+                        row.get::<String>(2).or_raise().unwrap(),
+                        analysis.variants.iter().map(|v| w.get(&v.name).and_then(|x| x.as_f64()).unwrap_or(0.0)).collect(),
+                    )
+                })
+                .collect(),
+            _ => vec![],
+        };
+        let bandit = exp.bandit.as_ref().map(|b| BanditSummary {
+            metric: &b.metric,
+            update_every: &b.update_every,
+            min_share: b.min_share,
+            periods: &history,
+        });
         render(&SummaryInput {
             name: &exp.name,
             experiment_type: &exp.experiment_type,
@@ -482,6 +633,7 @@ fn summary(r: ExperimentRef<'_>) -> String {
             srm: analysis.srm,
             sequential_tuning: exp.sequential_tuning,
             correction: Correction::parse(&exp.correction).unwrap_or_default(),
+            bandit: bandit.as_ref(),
         })
     })
 }

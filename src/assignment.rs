@@ -96,15 +96,11 @@ fn get_variant(
         }
         let variant_id = crate::security::with_pinned_search_path(|| {
             Spi::connect_mut(|client| {
-                let inserted = first_i64(
-                    client
-                        .update(
-                            &plans.insert_assignment,
-                            Some(1),
-                            &[exp.id.into(), user_id.into(), candidate.into(), session_id.into()],
-                        )
-                        .or_raise(),
-                );
+                let mut args = vec![exp.id.into(), user_id.into(), candidate.into(), session_id.into()];
+                if plans.has_periods {
+                    args.push(exp.period.into());
+                }
+                let inserted = first_i64(client.update(&plans.insert_assignment, Some(1), &args).or_raise());
                 // None: another session assigned this user first (or after our snapshot); a new
                 // statement's snapshot sees its row.
                 inserted.or_else(|| {

@@ -45,6 +45,9 @@ pub struct CachedExperiment {
     pub segments: Segments,
     pub widths: Vec<u32>,
     pub variants: Vec<CachedVariant>,
+    /// The weight period `widths` belong to (bandit experiments; 0 otherwise), stored with
+    /// each new assignment.
+    pub period: i32,
     /// For an experiment in a layer: the layer's salt and the layer points it may enroll.
     pub layer_range: Option<LayerRange>,
     /// Metric names known to be declared or recorded: recording them needs no check of the
@@ -77,6 +80,8 @@ pub struct Plans {
     pub record_user_metric: Option<OwnedPreparedStatement>,
     /// The schema has ab_user_metrics (0.7.0 and later): record_result keeps it.
     pub has_user_metrics: bool,
+    /// The schema has weight periods (0.8.0 and later): insert_assignment stores the period.
+    pub has_periods: bool,
 }
 
 /// Folds one result into the user's state of the metric; a concurrent recording for the same
@@ -101,6 +106,8 @@ struct State {
     nsp: String,
     /// The schema has layers (0.3.0 and later).
     has_layers: bool,
+    /// The schema has weight periods (0.8.0 and later).
+    has_periods: bool,
     /// Every invalidation trigger fires always: definitions may be kept across calls.
     cacheable: bool,
     plans: Rc<Plans>,
@@ -203,6 +210,8 @@ fn load_state(client: &SpiClient<'_>) -> State {
 
     let layout = citus::load(client, &nsp);
     let has_user_metrics = catalog::has_table(client, &nsp, "ab_user_metrics");
+    let has_periods = catalog::has_table(client, &nsp, "ab_allocations");
+    let int4 = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
     let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
     let int8 = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
     let float8 = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
@@ -215,13 +224,23 @@ fn load_state(client: &SpiClient<'_>) -> State {
             ),
             &[int8, text],
         ),
-        insert_assignment: prepare(
-            format!(
-                "INSERT INTO {nsp}.ab_assignments (experiment_id, user_id, variant_id, session_id) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (experiment_id, user_id) DO NOTHING RETURNING variant_id"
-            ),
-            &[int8, text, int8, text],
-        ),
+        insert_assignment: if has_periods {
+            prepare(
+                format!(
+                    "INSERT INTO {nsp}.ab_assignments (experiment_id, user_id, variant_id, session_id, period) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (experiment_id, user_id) DO NOTHING RETURNING variant_id"
+                ),
+                &[int8, text, int8, text, int4],
+            )
+        } else {
+            prepare(
+                format!(
+                    "INSERT INTO {nsp}.ab_assignments (experiment_id, user_id, variant_id, session_id) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (experiment_id, user_id) DO NOTHING RETURNING variant_id"
+                ),
+                &[int8, text, int8, text],
+            )
+        },
         record_result: prepare(
             if has_user_metrics {
                 format!(
@@ -258,6 +277,7 @@ fn load_state(client: &SpiClient<'_>) -> State {
             )
         }),
         has_user_metrics,
+        has_periods,
         record_result_values: layout.is_some().then(|| {
             prepare(
                 format!(
@@ -272,6 +292,7 @@ fn load_state(client: &SpiClient<'_>) -> State {
     State {
         nsp,
         has_layers,
+        has_periods,
         cacheable,
         plans: Rc::new(plans),
         relations,
@@ -305,14 +326,31 @@ fn load_layer_range(client: &SpiClient<'_>, nsp: &str, experiment_id: i64) -> Op
     })
 }
 
+/// The latest weight period of a bandit experiment (read in the snapshot that read its weights).
+pub fn current_period(client: &SpiClient<'_>, nsp: &str, experiment_id: i64) -> i32 {
+    client
+        .select(
+            format!("SELECT max(period) FROM {nsp}.ab_allocations WHERE experiment_id OPERATOR(pg_catalog.=) $1").as_str(),
+            Some(1),
+            &[experiment_id.into()],
+        )
+        .or_raise()
+        .first()
+        .get_one::<i32>()
+        .or_raise()
+        .unwrap_or(0)
+}
+
 fn load_experiment(
     client: &SpiClient<'_>,
     nsp: &str,
     has_layers: bool,
+    has_periods: bool,
     r: ExperimentRef<'_>,
 ) -> Option<(String, CachedExperiment)> {
     let e = catalog::find_experiment(client, nsp, r)?;
     let layer_range = if has_layers { load_layer_range(client, nsp, e.id) } else { None };
+    let period = if has_periods && e.bandit.is_some() { current_period(client, nsp, e.id) } else { 0 };
     let variants = catalog::variants(client, nsp, e.id);
     let segments = Segments::parse(&e.target_segments).unwrap_or_default();
     let defs = e.metric_defs();
@@ -343,6 +381,7 @@ fn load_experiment(
             segments,
             widths,
             variants,
+            period,
             layer_range,
             known_metrics,
         },
@@ -391,7 +430,9 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
         return handle;
     }
     let cached = STATE.with_borrow(|s| {
-        s.as_ref().map(|s| (s.plans.clone(), s.relations, s.layout.clone(), s.nsp.clone(), s.has_layers, s.cacheable))
+        s.as_ref().map(|s| {
+            (s.plans.clone(), s.relations, s.layout.clone(), s.nsp.clone(), s.has_layers, s.has_periods, s.cacheable)
+        })
     });
     // SPI reads with the calling statement's snapshot until the transaction writes; a reload
     // (after an invalidation taken in during this call) must see what that invalidation
@@ -400,7 +441,7 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
     with_fresh_snapshot(|| {
         crate::security::with_pinned_search_path(|| {
             Spi::connect(|client| {
-                let (plans, relations, layout, nsp, has_layers, cacheable) = match cached {
+                let (plans, relations, layout, nsp, has_layers, has_periods, cacheable) = match cached {
                     Some(state) => state,
                     None => {
                         let state = load_state(client);
@@ -410,13 +451,14 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
                             state.layout.clone(),
                             state.nsp.clone(),
                             state.has_layers,
+                            state.has_periods,
                             state.cacheable,
                         );
                         STATE.with_borrow_mut(|s| *s = Some(state));
                         out
                     }
                 };
-                let (name, exp) = load_experiment(client, &nsp, has_layers, r).unwrap_or_else(|| not_found(r));
+                let (name, exp) = load_experiment(client, &nsp, has_layers, has_periods, r).unwrap_or_else(|| not_found(r));
                 let exp = Rc::new(exp);
                 let cached = cacheable && !snapshot_is_transaction_wide() && !STALE.get();
                 if cached {

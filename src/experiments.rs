@@ -82,14 +82,22 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
         } else {
             ("", "")
         };
+        let (allocation_column, allocation_value) = match &spec.bandit {
+            None => ("", ""),
+            Some(_) if catalog::has_table(client, &nsp, "ab_allocations") => (", allocation", ", $14"),
+            Some(_) => wrong_state(
+                "bandit experiments need version 0.8.0 of the ab_testing schema",
+                "run ALTER EXTENSION ab_testing UPDATE",
+            ),
+        };
         // A session creating the same name at the same moment: this insert waits for it, then
         // (READ COMMITTED) inserts nothing, or (REPEATABLE READ) fails with 40001.
         let inserted = client
             .update(
                 format!(
                     "INSERT INTO {nsp}.ab_experiments (name, description, experiment_type, primary_metric, metrics, \
-                     target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power{strict_column}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12{strict_value}) \
+                     target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power{strict_column}{allocation_column}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12{strict_value}{allocation_value}) \
                      ON CONFLICT (name) DO NOTHING RETURNING id"
                 )
                 .as_str(),
@@ -108,6 +116,7 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
                     spec.correction.as_str().into(),
                     spec.power.into(),
                     spec.strict_metrics.into(),
+                    spec.bandit.as_ref().map(|b| JsonB(b.to_json())).into(),
                 ],
             )
             .or_raise();
@@ -154,6 +163,9 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
                 .or_raise();
         }
         let mut detail = json!({"experiment_type": spec.experiment_type});
+        if let Some(b) = &spec.bandit {
+            detail["allocation"] = b.to_json();
+        }
         if let (Some(p), Some(layer)) = (&placement, &spec.layer) {
             detail["layer"] = json!({
                 "name": layer.name,
@@ -257,6 +269,21 @@ fn start(r: ExperimentRef<'_>) {
                 &[exp.id.into()],
             )
             .or_raise();
+        if exp.bandit.is_some() {
+            // Period 0: the traffic allocations the experiment starts with.
+            client
+                .update(
+                    format!(
+                        "INSERT INTO {nsp}.ab_allocations (experiment_id, period, weights) \
+                         SELECT $1, 0, pg_catalog.jsonb_object_agg(name, traffic_allocation ORDER BY position) \
+                         FROM {nsp}.ab_variants WHERE experiment_id = $1"
+                    )
+                    .as_str(),
+                    None,
+                    &[exp.id.into()],
+                )
+                .or_raise();
+        }
         audit(client, &nsp, exp.id, &exp.name, "started", json!({}));
     });
     invalidate_local();
@@ -330,7 +357,7 @@ const PER_USER_TABLES: [(&str, &str); 4] = [
 ];
 
 /// Tables added after 0.1.0, absent from a schema not yet updated.
-const LATER_TABLES: [&str; 2] = ["ab_layer_experiments", "ab_user_metrics"];
+const LATER_TABLES: [&str; 3] = ["ab_layer_experiments", "ab_user_metrics", "ab_allocations"];
 
 fn delete(r: ExperimentRef<'_>) {
     Spi::connect_mut(|client| {
@@ -363,6 +390,7 @@ fn delete(r: ExperimentRef<'_>) {
             "ab_covariates",
             "ab_assignments",
             "ab_insights",
+            "ab_allocations",
             "ab_variants",
             "ab_layer_experiments",
         ] {

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 mod analysis;
 mod assignment;
+mod bandit;
 mod cache;
 mod catalog;
 mod citus;

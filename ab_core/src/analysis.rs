@@ -3,7 +3,9 @@
 //! metrics; always-valid in sequential mode), adjusted across treatments, with CUPED,
 //! Bayesian and power figures, and a plain-words recommendation for every row.
 
+use crate::bandit::{stratified, Estimate};
 use crate::definition::{Correction, MetricDef, MetricType};
+use crate::stats::dist::{t_isf, t_sf};
 use crate::stats::bayes::bayes;
 use crate::stats::cuped::{self, CoMoments};
 use crate::stats::multiple::{benjamini_hochberg, holm};
@@ -25,6 +27,9 @@ pub struct ArmInput {
     /// Co-moments of (per-user value, covariate) over the users the analysis counts (silent
     /// users included where they count as 0), when the experiment has covariates.
     pub covariate: Option<CoMoments>,
+    /// For a bandit experiment, per weight period: (users assigned in it, moments of their
+    /// per-user values). Empty for fixed allocations.
+    pub periods: Vec<(u64, Moments)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +135,21 @@ pub fn effective_moments(def: &MetricDef, arm: &ArmInput) -> Moments {
     }
 }
 
+/// Per period, as `effective_moments`.
+pub fn effective_periods(def: &MetricDef, arm: &ArmInput) -> Vec<Moments> {
+    arm.periods
+        .iter()
+        .map(|(assigned, observed)| {
+            if def.silent_users_are_zero() {
+                let silent = (*assigned as f64 - observed.n).max(0.0);
+                observed.merge(&Moments::constant(silent, 0.0))
+            } else {
+                *observed
+            }
+        })
+        .collect()
+}
+
 fn sample(m: &Moments) -> Option<Sample> {
     m.variance().map(|variance| Sample { n: m.n, mean: m.mean, variance })
 }
@@ -178,10 +198,40 @@ fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Moments) -> O
     })
 }
 
+/// Treatment against control from period-stratified estimates (bandit experiments): a t-test
+/// on the difference of the weighted means, with Welch-Satterthwaite degrees of freedom over
+/// every (variant, period) cell (small late cells of a losing variant make it wider than z).
+fn compare_stratified(settings: &Settings, n: f64, c: &Estimate, t: &Estimate) -> Option<Raw> {
+    let se2 = c.var + t.var;
+    if !(se2 > 0.0 && se2.is_finite()) {
+        return None;
+    }
+    let diff = t.mean - c.mean;
+    let se = se2.sqrt();
+    let df = (se2 * se2 / (c.df_terms + t.df_terms)).min(1e12);
+    let q = t_isf(settings.alpha / 2.0, df);
+    let fixed = Raw {
+        test: "stratified",
+        diff,
+        ci_lower: diff - q * se,
+        ci_upper: diff + q * se,
+        p_value: (2.0 * t_sf(diff.abs() / se, df)).min(1.0),
+        se2,
+    };
+    Some(match settings.sequential_tuning {
+        None => fixed,
+        Some(tuning) => sequentialize(fixed, n, settings.alpha, tuning),
+    })
+}
+
 fn sequentialize(raw: Raw, n: f64, alpha: f64, tuning: f64) -> Raw {
     let half = sequential::half_width(raw.se2, n, alpha, tuning);
     Raw {
-        test: if raw.test == "z" { "z-sequential" } else { "welch-sequential" },
+        test: match raw.test {
+            "z" => "z-sequential",
+            "stratified" => "stratified-sequential",
+            _ => "welch-sequential",
+        },
         ci_lower: raw.diff - half,
         ci_upper: raw.diff + half,
         p_value: sequential::p_value(raw.diff, raw.se2, n, tuning),
@@ -229,13 +279,28 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
     let def = input.def;
     let moments: Vec<Moments> = input.arms.iter().map(|a| effective_moments(&def, a)).collect();
     let control_idx = input.arms.iter().position(|a| a.is_control);
-    let covariates: Option<Vec<CoMoments>> = input.arms.iter().map(|a| a.covariate).collect();
+    let bandit = input.arms.iter().any(|a| !a.periods.is_empty());
+    // CUPED is not combined with the period strata (see the README).
+    let covariates: Option<Vec<CoMoments>> =
+        if bandit { None } else { input.arms.iter().map(|a| a.covariate).collect() };
+    let strata: Option<Vec<Estimate>> = if bandit {
+        let periods: Vec<Vec<Moments>> = input.arms.iter().map(|a| effective_periods(&def, a)).collect();
+        stratified(&periods)
+    } else {
+        None
+    };
 
     let raw: Vec<Option<Raw>> = moments
         .iter()
         .enumerate()
         .map(|(i, m)| match control_idx {
-            Some(c) if c != i => compare(settings, def.kind, &moments[c], m),
+            Some(c) if c != i => match &strata {
+                _ if !bandit => compare(settings, def.kind, &moments[c], m),
+                Some(est) if moments[c].n >= 2.0 && m.n >= 2.0 => {
+                    compare_stratified(settings, moments[c].n + m.n, &est[c], &est[i])
+                }
+                _ => None,
+            },
             _ => None,
         })
         .collect();
@@ -271,16 +336,24 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                 });
                 let cuped = covariates.as_ref().and_then(|cv| cuped_comparison(settings, cv, control_idx.unwrap(), i));
                 let (cs, ts) = (sample(&c), sample(m));
+                let (control_mean, mean) = match &strata {
+                    Some(est) => (est[control_idx.unwrap()].mean, est[i].mean),
+                    None => (c.mean, m.mean),
+                };
                 Comparison {
                     test: r.test,
                     diff: r.diff,
                     ci_lower: r.ci_lower,
                     ci_upper: r.ci_upper,
-                    relative_lift: relative_lift(c.mean, m.mean),
+                    relative_lift: relative_lift(control_mean, mean),
                     p_value: r.p_value,
                     p_adjusted,
                     significant: p_adjusted < settings.alpha,
-                    effect_size: match (cs, ts) {
+                        effect_size: match (cs, ts) {
+                        (Some(cs), Some(ts)) if strata.is_some() => {
+                            let pooled = ((cs.variance + ts.variance) / 2.0).sqrt();
+                            (pooled > 0.0).then(|| r.diff / pooled)
+                        }
                         (Some(cs), Some(ts)) => cohens_d(&cs, &ts),
                         _ => None,
                     },
@@ -308,7 +381,10 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                 variant: arm.variant.clone(),
                 is_control: arm.is_control,
                 users: m.n as u64,
-                mean: (m.n > 0.0).then_some(m.mean),
+                mean: match &strata {
+                    Some(est) => Some(est[i].mean),
+                    None => (m.n > 0.0).then_some(m.mean),
+                },
                 std_dev: m.variance().map(f64::sqrt),
                 confidence: comparison.map(|c| 1.0 - c.p_adjusted),
                 comparison,
@@ -327,7 +403,7 @@ mod tests {
     fn arm(name: &str, control: bool, assigned: u64, values: &[f64]) -> ArmInput {
         let mut m = Moments::default();
         values.iter().for_each(|&x| m.add(x));
-        ArmInput { variant: name.into(), is_control: control, assigned, observed: m, covariate: None }
+        ArmInput { variant: name.into(), is_control: control, assigned, observed: m, covariate: None, periods: vec![] }
     }
 
     fn settings(min: i64) -> Settings {

@@ -203,7 +203,61 @@ struct RawDefinition {
     power: Option<f64>,
     #[serde(default)]
     layer: Option<RawLayer>,
+    #[serde(default)]
+    allocation: Option<RawAllocation>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllocation {
+    mode: String,
+    #[serde(default)]
+    metric: Option<String>,
+    #[serde(default)]
+    update_every: Option<String>,
+    #[serde(default)]
+    min_share: Option<f64>,
+    #[serde(default)]
+    burn_in_users: Option<f64>,
+}
+
+/// Adaptive allocation (`"allocation": {"mode": "bandit", ...}`): the traffic of new users
+/// moves toward the variants likely to be best on `metric` (see `crate::bandit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BanditSpec {
+    pub metric: String,
+    /// How often the weights may change, as a PostgreSQL interval (checked by the database).
+    pub update_every: String,
+    /// Least share of the enrolled traffic each variant keeps, in percent.
+    pub min_share: f64,
+    /// Users with the metric every variant needs before the first reweighting.
+    pub burn_in_users: i64,
+}
+
+impl BanditSpec {
+    /// As stored in ab_experiments.allocation.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"mode": "bandit", "metric": self.metric, "update_every": self.update_every,
+                           "min_share": self.min_share, "burn_in_users": self.burn_in_users})
+    }
+
+    /// From ab_experiments.allocation (NULL or any other mode: None).
+    pub fn from_json(v: &Value) -> Option<BanditSpec> {
+        if v.get("mode")?.as_str()? != "bandit" {
+            return None;
+        }
+        Some(BanditSpec {
+            metric: v.get("metric")?.as_str()?.to_string(),
+            update_every: v.get("update_every")?.as_str()?.to_string(),
+            min_share: v.get("min_share")?.as_f64()?,
+            burn_in_users: v.get("burn_in_users")?.as_i64()?,
+        })
+    }
+}
+
+pub const DEFAULT_UPDATE_EVERY: &str = "1 hour";
+pub const DEFAULT_MIN_SHARE: f64 = 5.0;
+pub const DEFAULT_BURN_IN_USERS: i64 = 100;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +316,8 @@ pub struct ExperimentSpec {
     pub correction: Correction,
     pub power: f64,
     pub layer: Option<LayerSpec>,
+    /// Adaptive allocation; None keeps the traffic allocations fixed.
+    pub bandit: Option<BanditSpec>,
 }
 
 impl ExperimentSpec {
@@ -627,6 +683,11 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         }
     };
 
+    let bandit = match raw.allocation {
+        None => None,
+        Some(a) => parse_allocation(a, &primary_metric, &metrics, &variants, declared_any, layer.as_ref())?,
+    };
+
     Ok(ExperimentSpec {
         name,
         description,
@@ -643,7 +704,110 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         correction: raw.correction.unwrap_or_default(),
         power,
         layer,
+        bandit,
     })
+}
+
+/// Seconds in an interval written as number-unit pairs ("1 hour", "2 days 30 minutes"; units
+/// second, minute, hour, day, week, singular or plural), a subset of what PostgreSQL's
+/// interval input accepts. None for anything else, or a total of 0 or over 10 years.
+pub fn interval_seconds(text: &str) -> Option<f64> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.is_empty() || words.len() % 2 != 0 || words.len() > 10 {
+        return None;
+    }
+    let mut total = 0.0;
+    for pair in words.chunks(2) {
+        let n: f64 = pair[0].parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0 && pair[0].len() <= 12)?;
+        if !pair[0].bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return None;
+        }
+        let unit = match pair[1].to_ascii_lowercase().trim_end_matches('s') {
+            "second" | "sec" => 1.0,
+            "minute" | "min" => 60.0,
+            "hour" => 3600.0,
+            "day" => 86400.0,
+            "week" => 604800.0,
+            _ => return None,
+        };
+        total += n * unit;
+    }
+    (total > 0.0 && total <= 10.0 * 366.0 * 86400.0).then_some(total)
+}
+
+fn parse_allocation(
+    a: RawAllocation,
+    primary_metric: &str,
+    metrics: &BTreeMap<String, MetricDef>,
+    variants: &[VariantSpec],
+    declared_any: bool,
+    layer: Option<&LayerSpec>,
+) -> Result<Option<BanditSpec>> {
+    match a.mode.as_str() {
+        "fixed" => {
+            if a.metric.is_some() || a.update_every.is_some() || a.min_share.is_some() || a.burn_in_users.is_some() {
+                return Err(Error::definition(
+                    "allocation mode \"fixed\" takes no other settings (metric, update_every, min_share and burn_in_users are for \"bandit\")",
+                ));
+            }
+            return Ok(None);
+        }
+        "bandit" => {}
+        other => {
+            return Err(Error::definition(format!(
+                "allocation mode \"{}\" is not one of fixed, bandit",
+                printable(other)
+            )))
+        }
+    }
+    if matches!(layer, Some(LayerSpec { role: LayerRole::Holdout, .. })) {
+        return Err(Error::definition("a holdout experiment's allocation is its layer's holdout, so it cannot be a bandit"));
+    }
+    let metric = match a.metric {
+        None => primary_metric.to_string(),
+        Some(m) => check_name("allocation metric", &m)?,
+    };
+    if !metrics.contains_key(&metric) {
+        let names: Vec<&str> = metrics.keys().map(String::as_str).collect();
+        return Err(Error::definition(format!(
+            "allocation metric \"{}\" is not {}{}",
+            metric,
+            if declared_any { "among the declared metrics" } else { "the primary metric" },
+            crate::names::did_you_mean(&metric, names.iter().copied())
+        )));
+    }
+    let update_every = a.update_every.unwrap_or_else(|| DEFAULT_UPDATE_EVERY.to_string());
+    if interval_seconds(&update_every).is_none() {
+        return Err(Error::definition(format!(
+            "update_every is \"{}\", must be an interval such as \"1 hour\", \"30 minutes\" or \"1 day 12 hours\"",
+            printable(&update_every)
+        )));
+    }
+    let k = variants.len() as f64;
+    let most = (10_000.0 / k).floor() / 100.0;
+    let min_share = a.min_share.unwrap_or(DEFAULT_MIN_SHARE.min(most));
+    if !(min_share > 0.0 && min_share <= most && basis_points(min_share).is_some()) {
+        return Err(Error::definition(format!(
+            "min_share is {}, must be a percentage above 0 and at most {} (100 / {} variants) with at most two decimals",
+            short_float(min_share),
+            short_float(most),
+            variants.len()
+        )));
+    }
+    let burn_in = a.burn_in_users.unwrap_or(DEFAULT_BURN_IN_USERS as f64);
+    if !(0.0..=1e9).contains(&burn_in) || burn_in.fract() != 0.0 {
+        return Err(Error::definition(format!(
+            "burn_in_users is {}, must be a whole number between 0 and 1000000000",
+            short_float(burn_in)
+        )));
+    }
+    if let Some(v) = variants.iter().find(|v| v.traffic_allocation <= 0.0) {
+        return Err(Error::definition(format!(
+            "variant \"{}\" has no traffic: a bandit starts with every variant enrolled (its first weights are the traffic allocations)",
+            printable(&v.name)
+        )));
+    }
+    Ok(Some(BanditSpec { metric, update_every, min_share, burn_in_users: burn_in as i64 }))
 }
 
 #[cfg(test)]

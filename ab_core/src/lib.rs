@@ -2,6 +2,7 @@
 //! the extension crate reads arguments and rows, calls into this crate and returns rows.
 
 pub mod analysis;
+pub mod bandit;
 pub mod bucketing;
 pub mod definition;
 pub mod error;

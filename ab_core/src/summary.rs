@@ -16,6 +16,15 @@ pub struct ArmCount {
     pub assigned: u64,
 }
 
+/// The weight history of a bandit experiment, for the report.
+pub struct BanditSummary<'a> {
+    pub metric: &'a str,
+    pub update_every: &'a str,
+    pub min_share: f64,
+    /// (period, when it began, weights in the order of `arms`).
+    pub periods: &'a [(i32, String, Vec<f64>)],
+}
+
 pub struct SummaryInput<'a> {
     pub name: &'a str,
     pub experiment_type: &'a str,
@@ -32,6 +41,7 @@ pub struct SummaryInput<'a> {
     pub srm: Option<SrmResult>,
     pub sequential_tuning: Option<f64>,
     pub correction: Correction,
+    pub bandit: Option<&'a BanditSummary<'a>>,
 }
 
 fn mean_ci(mean: f64, sd: f64, n: u64, alpha: f64) -> (f64, f64) {
@@ -99,6 +109,24 @@ pub fn render(input: &SummaryInput) -> String {
             a.assigned,
             trim_float(a.traffic_allocation),
             if a.is_control { ", control" } else { "" }
+        );
+    }
+    if let Some(b) = s.bandit {
+        let _ = writeln!(
+            out,
+            "Bandit allocation on {}: weights may change every {}, each variant keeps at least {}% of the traffic.",
+            p(b.metric),
+            p(b.update_every),
+            trim_float(b.min_share)
+        );
+        for (period, started, weights) in b.periods {
+            let shares: Vec<String> =
+                s.arms.iter().zip(weights).map(|(a, w)| format!("{} {}%", a.variant, trim_float(*w))).collect();
+            let _ = writeln!(out, "  period {period} from {started}: {}", shares.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "Each period is compared within itself and the periods are combined by their share of the users (stratified), so a drift over time cannot masquerade as a difference; the sample ratio is checked per period."
         );
     }
     match s.srm {
@@ -278,6 +306,7 @@ mod tests {
                     assigned: 200,
                     observed: mk(&c),
                     covariate: None,
+                    periods: vec![],
                 },
                 ArmInput {
                     variant: treatment.into(),
@@ -285,6 +314,7 @@ mod tests {
                     assigned: 200,
                     observed: mk(&t),
                     covariate: None,
+                    periods: vec![],
                 },
             ],
         };
@@ -310,6 +340,7 @@ mod tests {
             srm: Some(SrmResult { chi2: 0.0, p_value: 1.0 }),
             sequential_tuning: None,
             correction: Correction::Holm,
+            bandit: None,
         })
     }
 
