@@ -50,9 +50,11 @@ BEGIN
            e.min_sample_size,
            coalesce(sum(c.users), 0)::bigint AS users_assigned,
            jsonb_object_agg(c.variant, c.users ORDER BY c.position) AS users_per_variant,
-           (SELECT s.p_value FROM @extschema@.ab_srm_test(array_agg(c.users ORDER BY c.position),
-                                                          array_agg(c.traffic_allocation ORDER BY c.position)) s
-            WHERE count(*) FILTER (WHERE c.traffic_allocation > 0) >= 2) AS srm_p_value,
+           CASE WHEN e.allocation IS NULL
+                THEN (SELECT s.p_value FROM @extschema@.ab_srm_test(array_agg(c.users ORDER BY c.position),
+                                                                    array_agg(c.traffic_allocation ORDER BY c.position)) s
+                      WHERE count(*) FILTER (WHERE c.traffic_allocation > 0) >= 2)
+                ELSE @extschema@.ab_period_srm_p_value(e.id) END AS srm_p_value,
            CASE WHEN e.started_at IS NOT NULL
                 THEN extract(epoch FROM coalesce(e.stopped_at, pg_catalog.now()) - e.started_at) / 86400 END AS days_running,
            least(1.0, min(c.users)::float8 / e.min_sample_size) AS sample_progress

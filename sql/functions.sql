@@ -235,11 +235,15 @@ SELECT e.name AS experiment,
        (h.posterior -> w.key ->> 'chance_best')::float8 AS chance_best,
        (h.posterior -> w.key ->> 'mean')::float8 AS posterior_mean,
        (h.posterior -> w.key ->> 'sd')::float8 AS posterior_sd,
-       (SELECT count(*) FROM @extschema@.ab_assignments a JOIN @extschema@.ab_variants v ON v.id = a.variant_id
-        WHERE a.experiment_id = h.experiment_id AND a.period = h.period AND v.name = w.key) AS users_assigned
+       coalesce(c.users, 0) AS users_assigned
 FROM @extschema@.ab_allocations h
 JOIN @extschema@.ab_experiments e ON e.id = h.experiment_id
-CROSS JOIN LATERAL jsonb_each(h.weights) w;
+CROSS JOIN LATERAL jsonb_each(h.weights) w
+LEFT JOIN @extschema@.ab_variants v ON v.experiment_id = h.experiment_id AND v.name = w.key
+-- Grouped apart (Citus cannot run a correlated subquery under a reference table).
+LEFT JOIN (SELECT experiment_id, period, variant_id, count(*) AS users FROM @extschema@.ab_assignments
+           GROUP BY experiment_id, period, variant_id) c
+       ON c.experiment_id = h.experiment_id AND c.period = h.period AND c.variant_id = v.id;
 
 CREATE VIEW ab_latest_insights AS
 SELECT e.name AS experiment, i.*

@@ -178,6 +178,49 @@ fn verdict(def: &Value, row: &Value) -> Option<bool> {
     Some((diff > 0.0) == (direction(def, s(row, "metric_name")) == "higher"))
 }
 
+/// A bandit's weight periods (ab_get_experiment's allocation_history): when each began and
+/// each variant's weight and chance of being best then.
+fn bandit_history(b: &mut String, def: &Value) {
+    let Some(alloc) = def.get("allocation").filter(|a| s(a, "mode") == "bandit") else {
+        return;
+    };
+    let variants: Vec<&str> =
+        def.get("variants").and_then(Value::as_array).into_iter().flatten().map(|v| s(v, "name")).collect();
+    let _ = write!(
+        b,
+        "<h2>Weight history</h2><p class=\"muted\">Bandit on {}: weights may change every {}, each variant keeps at \
+         least {}. The analysis compares the variants within each period and combines the periods.</p>\
+         <div class=\"wrap\"><table id=\"weights\"><thead><tr><th>Period</th><th>From</th>",
+        esc(s(alloc, "metric")),
+        esc(s(alloc, "update_every")),
+        share(f(alloc, "min_share")),
+    );
+    for v in &variants {
+        let _ = write!(b, "<th>{}</th>", esc(v));
+    }
+    b.push_str("</tr></thead><tbody>");
+    for h in def.get("allocation_history").and_then(Value::as_array).into_iter().flatten() {
+        let _ = write!(
+            b,
+            "<tr><td class=\"n\">{}</td><td>{}</td>",
+            h.get("period").and_then(Value::as_i64).unwrap_or(0),
+            esc(s(h, "started_at"))
+        );
+        for v in &variants {
+            let weight = h.get("weights").and_then(|w| w.get(*v)).and_then(Value::as_f64);
+            let chance = h.get("posterior").and_then(|p| p.get(*v)).and_then(|p| f(p, "chance_best"));
+            let _ = write!(
+                b,
+                "<td class=\"n\">{}{}</td>",
+                share(weight),
+                chance.map(|c| format!(" <span class=\"muted\">(best {})</span>", pct(Some(c)))).unwrap_or_default()
+            );
+        }
+        b.push_str("</tr>");
+    }
+    b.push_str("</tbody></table></div>");
+}
+
 /// `/experiments/{id}`.
 pub fn experiment(e: &Experiment<'_>) -> String {
     let def = e.definition;
@@ -241,6 +284,7 @@ pub fn experiment(e: &Experiment<'_>) -> String {
         );
     }
     let _ = write!(b, "</tbody></table></div><p class=\"muted\">Sample ratio test: p = {}.</p>", num(srm));
+    bandit_history(&mut b, def);
 
     b.push_str("<h2>Analysis</h2>");
     let mut metrics: Vec<&str> = Vec::new();

@@ -52,11 +52,11 @@ def test_layout_and_a_second_call_changes_nothing():
     dsn = fresh_citus()
     with psycopg.connect(dsn, autocommit=True) as c:
         again = c.execute("SELECT object, changed FROM ab_distribute()").fetchall()
-        assert len(again) == 18 and not any(changed for _, changed in again), again
+        assert len(again) == 19 and not any(changed for _, changed in again), again
         kinds = dict(c.execute("SELECT logicalrelid::regclass::text, partmethod::text FROM pg_dist_partition "
                                "WHERE logicalrelid::regclass::text ~ '^ab_'").fetchall())
         assert kinds == {"ab_experiments": "n", "ab_variants": "n", "ab_layers": "n", "ab_layer_experiments": "n",
-                         "ab_insights": "n", "ab_audit": "n",
+                         "ab_insights": "n", "ab_audit": "n", "ab_allocations": "n",
                          "ab_assignments": "h", "ab_results": "h", "ab_user_metrics": "h", "ab_covariates": "h"}
         assert one(c, "SELECT count(DISTINCT colocationid) FROM pg_dist_partition "
                       "WHERE partmethod = 'h' AND logicalrelid::regclass::text ~ '^ab_'") == 1

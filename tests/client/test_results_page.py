@@ -59,6 +59,14 @@ def site():
             ids[name] = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(two_arms(name, salt=salt)),)).fetchone()[0]
             c.execute("SELECT ab_start_experiment(%s)", (ids[name],))
             fill(c, name, 600, lift, salt)
+        # A bandit with one change of weights.
+        name = "prompt bandit"
+        ids[name] = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(two_arms(
+            name, salt="page-d", allocation={"mode": "bandit", "burn_in_users": 20})),)).fetchone()[0]
+        c.execute("SELECT ab_start_experiment(%s)", (ids[name],))
+        fill(c, name, 300, 0.2, "page-d")
+        c.execute("SELECT * FROM ab_reweight(%s, force => true)", (name,))
+        fill(c, name, 300, 0.2, "page-d2")
         # A broken split: half of one variant's users lost after assignment.
         c.execute("DELETE FROM ab_assignments a USING ab_variants v WHERE v.id = a.variant_id "
                   "AND v.name = 'treatment' AND a.experiment_id = %s AND hashtext(a.user_id) %% 2 = 0",
@@ -163,6 +171,24 @@ def test_the_mismatch_and_the_hostile_name_on_their_pages(site):
     heading = inner(dom, r'<h1 id="name">(.*?)</h1>')
     assert html.unescape(heading) == HOSTILE and "<" not in heading
     assert "<b>bold</b>" not in dom
+
+
+def test_a_bandit_page_shows_its_weight_history(site):
+    base, ids = site
+    dom = browser(f"{base}/experiments/{ids['prompt bandit']}")
+    table = inner(dom, r'<table id="weights">(.*?)</table>')
+    rows = re.findall(r"<tr><td class=\"n\">(\d+)</td><td>(.*?)</td>(.*?)</tr>", table, re.S)
+    with psycopg.connect(conninfo(DB)) as c:
+        stored = c.execute("SELECT period, weights, posterior FROM ab_allocations WHERE experiment_id = %s ORDER BY period",
+                           (ids["prompt bandit"],)).fetchall()
+    assert [int(r[0]) for r in rows] == [p for p, _, _ in stored] == [0, 1]
+    for (_, _, cells), (_, weights, posterior) in zip(rows, stored):
+        shown = re.findall(r'<td class="n">([\d.]+)%', cells)
+        assert [float(x) for x in shown] == [weights["control"], weights["treatment"]]
+        assert ("best" in cells) == bool(posterior)
+    assert "Bandit on converted" in dom
+    dom_rows = re.findall(r'<table class="analysis" data-metric="converted">(.*?)</table>', dom, re.S)
+    assert dom_rows, "the analysis is shown"
 
 
 def test_an_unknown_experiment_is_a_404_page(site):
