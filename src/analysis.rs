@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, MetricResult, Settings};
+use ab_core::bandit::srm_by_period;
 use ab_core::definition::{Aggregation, Correction};
 use ab_core::stats::cuped::CoMoments;
-use ab_core::bandit::srm_by_period;
 use ab_core::stats::srm::{srm_test, SrmResult};
 use ab_core::stats::Moments;
 use ab_core::summary::{render, ArmCount, BanditSummary, SummaryInput};
@@ -89,16 +89,16 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
     // CUPED is not combined with the period strata of a bandit.
     let has_covariates = !bandit
         && client
-        .select(
-            format!("SELECT EXISTS (SELECT 1 FROM {nsp}.ab_covariates WHERE experiment_id = $1)").as_str(),
-            None,
-            &[exp.id.into()],
-        )
-        .or_raise()
-        .first()
-        .get_one::<bool>()
-        .or_raise()
-        .unwrap_or(false);
+            .select(
+                format!("SELECT EXISTS (SELECT 1 FROM {nsp}.ab_covariates WHERE experiment_id = $1)").as_str(),
+                None,
+                &[exp.id.into()],
+            )
+            .or_raise()
+            .first()
+            .get_one::<bool>()
+            .or_raise()
+            .unwrap_or(false);
 
     let defs = exp.metric_defs();
     // Per-user values come from ab_user_metrics (one row per user and metric), or from the raw
@@ -606,7 +606,11 @@ fn summary(r: ExperimentRef<'_>) -> String {
                     (
                         row.get::<i32>(1).or_raise().unwrap(),
                         row.get::<String>(2).or_raise().unwrap(),
-                        analysis.variants.iter().map(|v| w.get(&v.name).and_then(|x| x.as_f64()).unwrap_or(0.0)).collect(),
+                        analysis
+                            .variants
+                            .iter()
+                            .map(|v| w.get(&v.name).and_then(|x| x.as_f64()).unwrap_or(0.0))
+                            .collect(),
                     )
                 })
                 .collect(),

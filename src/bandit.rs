@@ -169,7 +169,10 @@ fn reweight_one(r: ExperimentRef<'_>, force: bool) -> Rows {
 /// Recomputes a running bandit experiment's weights when its update interval has passed (or
 /// always, with force): one row saying what was done.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ab_reweight(experiment: Option<&str>, force: default!(Option<bool>, false)) -> TableIterator<
+fn ab_reweight(
+    experiment: Option<&str>,
+    force: default!(Option<bool>, false),
+) -> TableIterator<
     'static,
     (
         name!(experiment, String),
@@ -183,7 +186,10 @@ fn ab_reweight(experiment: Option<&str>, force: default!(Option<bool>, false)) -
 }
 
 #[pg_extern(name = "ab_reweight", volatile, parallel_unsafe)]
-fn ab_reweight_by_id(experiment: Option<i64>, force: default!(Option<bool>, false)) -> TableIterator<
+fn ab_reweight_by_id(
+    experiment: Option<i64>,
+    force: default!(Option<bool>, false),
+) -> TableIterator<
     'static,
     (
         name!(experiment, String),

@@ -147,8 +147,7 @@ pub fn user_metrics_appeared(handle: &Handle) -> bool {
     let results = handle.relations.results;
     let appeared = unsafe {
         pg_sys::LockRelationOid(results, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        pg_sys::get_relname_relid(c"ab_user_metrics".as_ptr(), pg_sys::get_rel_namespace(results))
-            != pg_sys::InvalidOid
+        pg_sys::get_relname_relid(c"ab_user_metrics".as_ptr(), pg_sys::get_rel_namespace(results)) != pg_sys::InvalidOid
     };
     if appeared {
         STALE.set(true);
@@ -330,7 +329,8 @@ fn load_layer_range(client: &SpiClient<'_>, nsp: &str, experiment_id: i64) -> Op
 pub fn current_period(client: &SpiClient<'_>, nsp: &str, experiment_id: i64) -> i32 {
     client
         .select(
-            format!("SELECT max(period) FROM {nsp}.ab_allocations WHERE experiment_id OPERATOR(pg_catalog.=) $1").as_str(),
+            format!("SELECT max(period) FROM {nsp}.ab_allocations WHERE experiment_id OPERATOR(pg_catalog.=) $1")
+                .as_str(),
             Some(1),
             &[experiment_id.into()],
         )
@@ -458,7 +458,8 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
                         out
                     }
                 };
-                let (name, exp) = load_experiment(client, &nsp, has_layers, has_periods, r).unwrap_or_else(|| not_found(r));
+                let (name, exp) =
+                    load_experiment(client, &nsp, has_layers, has_periods, r).unwrap_or_else(|| not_found(r));
                 let exp = Rc::new(exp);
                 let cached = cacheable && !snapshot_is_transaction_wide() && !STALE.get();
                 if cached {

@@ -5,9 +5,9 @@
 
 use crate::bandit::{stratified, Estimate};
 use crate::definition::{Correction, MetricDef, MetricType};
-use crate::stats::dist::{t_isf, t_sf};
 use crate::stats::bayes::bayes;
 use crate::stats::cuped::{self, CoMoments};
+use crate::stats::dist::{t_isf, t_sf};
 use crate::stats::multiple::{benjamini_hochberg, holm};
 use crate::stats::power::sample_size;
 use crate::stats::proportion::proportion_test;
@@ -349,7 +349,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                     p_value: r.p_value,
                     p_adjusted,
                     significant: p_adjusted < settings.alpha,
-                        effect_size: match (cs, ts) {
+                    effect_size: match (cs, ts) {
                         (Some(cs), Some(ts)) if strata.is_some() => {
                             let pooled = ((cs.variance + ts.variance) / 2.0).sqrt();
                             (pooled > 0.0).then(|| r.diff / pooled)

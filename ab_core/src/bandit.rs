@@ -63,7 +63,11 @@ pub fn stratified(arms: &[Vec<Moments>]) -> Option<Vec<Estimate>> {
                 c.iter().zip(&sizes).fold(Estimate { mean: 0.0, var: 0.0, df_terms: 0.0 }, |acc, (m, size)| {
                     let w = size / total;
                     let a = w * w * m.variance().unwrap_or(0.0) / m.n;
-                    Estimate { mean: acc.mean + w * m.mean, var: acc.var + a, df_terms: acc.df_terms + a * a / (m.n - 1.0) }
+                    Estimate {
+                        mean: acc.mean + w * m.mean,
+                        var: acc.var + a,
+                        df_terms: acc.df_terms + a * a / (m.n - 1.0),
+                    }
                 })
             })
             .collect(),
@@ -86,7 +90,8 @@ pub fn posteriors(kind: MetricType, arms: &[Vec<Moments>]) -> Option<Vec<(f64, f
             .map(|a| {
                 let (mut mean, mut var) = (0.0, 0.0);
                 // A variant absent from a period takes that period's weight from its other periods.
-                let covered: f64 = (0..periods).filter(|&p| a.get(p).is_some_and(|m| m.n > 0.0)).map(|p| sizes[p]).sum();
+                let covered: f64 =
+                    (0..periods).filter(|&p| a.get(p).is_some_and(|m| m.n > 0.0)).map(|p| sizes[p]).sum();
                 for (p, m) in a.iter().enumerate().filter(|(_, m)| m.n > 0.0) {
                     let w = sizes[p] / covered;
                     let converted = (m.mean * m.n).round();
@@ -131,10 +136,8 @@ fn below(x: f64, (mean, sd): (f64, f64)) -> f64 {
 /// +-9 standard deviations of v). This is the probability with which Thompson sampling sends a
 /// new user to v. Normalized to sum to 1.
 pub fn chance_best(posteriors: &[(f64, f64)], direction: Direction) -> Vec<f64> {
-    let post: Vec<(f64, f64)> = posteriors
-        .iter()
-        .map(|&(m, s)| (if direction == Direction::Lower { -m } else { m }, s))
-        .collect();
+    let post: Vec<(f64, f64)> =
+        posteriors.iter().map(|&(m, s)| (if direction == Direction::Lower { -m } else { m }, s)).collect();
     const STEPS: usize = 3600;
     const SPAN: f64 = 9.0;
     let h = 2.0 * SPAN / STEPS as f64;
@@ -142,9 +145,8 @@ pub fn chance_best(posteriors: &[(f64, f64)], direction: Direction) -> Vec<f64> 
         .iter()
         .enumerate()
         .map(|(v, &(mv, sv))| {
-            let others = |x: f64| {
-                post.iter().enumerate().filter(|(u, _)| *u != v).map(|(_, &p)| below(x, p)).product::<f64>()
-            };
+            let others =
+                |x: f64| post.iter().enumerate().filter(|(u, _)| *u != v).map(|(_, &p)| below(x, p)).product::<f64>();
             if sv <= 0.0 {
                 return others(mv);
             }

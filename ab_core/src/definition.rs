@@ -761,7 +761,9 @@ fn parse_allocation(
         }
     }
     if matches!(layer, Some(LayerSpec { role: LayerRole::Holdout, .. })) {
-        return Err(Error::definition("a holdout experiment's allocation is its layer's holdout, so it cannot be a bandit"));
+        return Err(Error::definition(
+            "a holdout experiment's allocation is its layer's holdout, so it cannot be a bandit",
+        ));
     }
     let metric = match a.metric {
         None => primary_metric.to_string(),
@@ -822,6 +824,38 @@ mod tests {
            {"name": "Control", "is_control": true, "traffic_allocation": 50.0, "config": {"system_prompt": "Current prompt..."}},
            {"name": "Treatment", "is_control": false, "traffic_allocation": 50.0, "config": {"system_prompt": "New prompt with examples..."}}],
          "min_sample_size": 100})
+    }
+
+    #[test]
+    fn bandit_intervals() {
+        assert_eq!(interval_seconds("1 hour"), Some(3600.0));
+        assert_eq!(interval_seconds("2 days 30 minutes"), Some(2.0 * 86400.0 + 1800.0));
+        assert_eq!(interval_seconds("90 Seconds"), Some(90.0));
+        for bad in [
+            "",
+            "hourly",
+            "1",
+            "-1 hour",
+            "0 minutes",
+            "1 fortnight",
+            "1e3 hours",
+            "600 weeks",
+        ] {
+            assert_eq!(interval_seconds(bad), None, "{bad}");
+        }
+        let mut body = original_body();
+        body["allocation"] = json!({"mode": "bandit"});
+        let b = parse_definition(&body).unwrap().bandit.unwrap();
+        assert_eq!(
+            (b.metric.as_str(), b.update_every.as_str(), b.min_share, b.burn_in_users),
+            ("resolution_rate", "1 hour", 5.0, 100)
+        );
+        assert_eq!(BanditSpec::from_json(&b.to_json()), Some(b));
+        body["allocation"] = json!({"mode": "fixed"});
+        assert_eq!(parse_definition(&body).unwrap().bandit, None);
+        body["allocation"] = json!({"mode": "bandit"});
+        body["variants"][1]["traffic_allocation"] = json!(0);
+        assert!(parse_definition(&body).unwrap_err().message.contains("has no traffic"));
     }
 
     #[test]

@@ -158,7 +158,14 @@ mod tests {
         let c: Vec<f64> = (0..100).map(|i| (i % 3) as f64).collect();
         let t: Vec<f64> = (0..100).map(|i| (i % 3) as f64 + 0.5).collect();
         let arms = vec![
-            ArmInput { variant: "control".into(), is_control: true, assigned: 100, observed: mk(&c), covariate: None, periods: vec![] },
+            ArmInput {
+                variant: "control".into(),
+                is_control: true,
+                assigned: 100,
+                observed: mk(&c),
+                covariate: None,
+                periods: vec![],
+            },
             ArmInput {
                 variant: "<b> & co".into(),
                 is_control: false,

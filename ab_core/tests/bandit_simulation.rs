@@ -164,7 +164,12 @@ fn coverage(kind: MetricType, runs: u64, draw: impl Fn(&mut Rng, usize, usize) -
 #[test]
 fn intervals_cover_the_truth_under_drift_binary() {
     let base = [0.05, 0.10, 0.20, 0.30, 0.40, 0.50];
-    coverage(MetricType::Binary, 1000, move |rng, v, p| bernoulli(rng, base[p] + if v == 1 { 0.05 } else { 0.0 }), 0.05);
+    coverage(
+        MetricType::Binary,
+        1000,
+        move |rng, v, p| bernoulli(rng, base[p] + if v == 1 { 0.05 } else { 0.0 }),
+        0.05,
+    );
 }
 
 #[test]
