@@ -236,10 +236,10 @@ fn ab_reweight_due() -> TableIterator<
             .collect();
         let mut out = Vec::new();
         for id in ids {
-            let exp = catalog::lock_experiment(client, &nsp, ExperimentRef::Id(id));
-            // Stopped since the list was read.
-            if exp.status == "running" {
-                out.push(reweight(client, &nsp, &exp, false));
+            // Stopped (or stopped and deleted) since the list was read: nothing to do.
+            match catalog::try_lock_experiment(client, &nsp, id) {
+                Some(exp) if exp.status == "running" => out.push(reweight(client, &nsp, &exp, false)),
+                _ => {}
             }
         }
         out

@@ -243,6 +243,12 @@ pub fn lock_experiment(client: &mut SpiClient<'_>, nsp: &str, r: ExperimentRef<'
     .unwrap_or_else(|| not_found(r))
 }
 
+/// Like `lock_experiment` by id, None when the experiment no longer exists.
+pub fn try_lock_experiment(client: &mut SpiClient<'_>, nsp: &str, id: i64) -> Option<ExperimentRow> {
+    let (sql, args) = experiment_query(nsp, ExperimentRef::Id(id), true);
+    experiment_row(client.update(sql.as_str(), Some(1), &args).or_raise())
+}
+
 /// The variants of an experiment in creation order.
 pub fn variants(client: &SpiClient<'_>, nsp: &str, experiment_id: i64) -> Vec<VariantRow> {
     let sql = format!(

@@ -494,4 +494,74 @@ mod tests {
         assert!(seq.ci_upper - seq.ci_lower > fixed.ci_upper - fixed.ci_lower);
         assert!(seq.p_value > fixed.p_value);
     }
+
+    fn bandit_arm(name: &str, control: bool, periods: &[&[f64]]) -> ArmInput {
+        let cells: Vec<(u64, Moments)> = periods
+            .iter()
+            .map(|vals| {
+                let mut m = Moments::default();
+                vals.iter().for_each(|&x| m.add(x));
+                (vals.len() as u64, m)
+            })
+            .collect();
+        let observed = cells.iter().fold(Moments::default(), |acc, c| acc.merge(&c.1));
+        ArmInput {
+            variant: name.into(),
+            is_control: control,
+            assigned: observed.n as u64,
+            observed,
+            covariate: None,
+            periods: cells,
+        }
+    }
+
+    #[test]
+    fn one_period_stratified_is_welch() {
+        let c: Vec<f64> = (0..40).map(|i| (i % 7) as f64).collect();
+        let t: Vec<f64> = (0..60).map(|i| (i % 5) as f64 + 0.7).collect();
+        let plain = MetricInput {
+            name: "m".into(),
+            def: MetricDef::default(),
+            arms: vec![arm("c", true, 40, &c), arm("t", false, 60, &t)],
+        };
+        let welch = analyze_metric(&settings(10), &plain).arms[1].comparison.unwrap();
+        let bandit = MetricInput { arms: vec![bandit_arm("c", true, &[&c]), bandit_arm("t", false, &[&t])], ..plain };
+        let strat = analyze_metric(&settings(10), &bandit).arms[1].comparison.unwrap();
+        assert_eq!(strat.test, "stratified");
+        for (a, b) in [
+            (strat.diff, welch.diff),
+            (strat.ci_lower, welch.ci_lower),
+            (strat.ci_upper, welch.ci_upper),
+            (strat.p_value, welch.p_value),
+        ] {
+            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        let seq = analyze_metric(&Settings { sequential_tuning: Some(5000.0), ..settings(10) }, &bandit).arms[1]
+            .comparison
+            .unwrap();
+        assert_eq!(seq.test, "stratified-sequential");
+        assert!(seq.ci_upper - seq.ci_lower > strat.ci_upper - strat.ci_lower);
+        assert!(seq.p_value > strat.p_value);
+    }
+
+    #[test]
+    fn periods_are_weighted_by_their_users() {
+        // Period 0: 10 users per arm, no difference; period 1: 40 and 10 users, treatment +1.
+        let c0: Vec<f64> = (0..10).map(|i| (i % 2) as f64).collect();
+        let c1: Vec<f64> = (0..10).map(|i| (i % 2) as f64 + 5.0).collect();
+        let t1: Vec<f64> = (0..40).map(|i| (i % 2) as f64 + 6.0).collect();
+        let input = MetricInput {
+            name: "m".into(),
+            def: MetricDef::default(),
+            arms: vec![bandit_arm("c", true, &[&c0, &c1]), bandit_arm("t", false, &[&c0, &t1])],
+        };
+        let r = analyze_metric(&settings(2), &input);
+        let cmp = r.arms[1].comparison.unwrap();
+        // Weights 20/70 and 50/70: the difference is 50/70 * 1.
+        assert!((cmp.diff - 50.0 / 70.0).abs() < 1e-12, "{}", cmp.diff);
+        assert!((r.arms[0].mean.unwrap() - (20.0 / 70.0 * 0.5 + 50.0 / 70.0 * 5.5)).abs() < 1e-12);
+        // Pooled, the treatment's late users would make the difference 4.1 - 2.75 = 1.35.
+        assert!(cmp.ci_upper < 1.35);
+        assert!(r.arms[1].comparison.unwrap().cuped.is_none());
+    }
 }

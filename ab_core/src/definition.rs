@@ -831,16 +831,7 @@ mod tests {
         assert_eq!(interval_seconds("1 hour"), Some(3600.0));
         assert_eq!(interval_seconds("2 days 30 minutes"), Some(2.0 * 86400.0 + 1800.0));
         assert_eq!(interval_seconds("90 Seconds"), Some(90.0));
-        for bad in [
-            "",
-            "hourly",
-            "1",
-            "-1 hour",
-            "0 minutes",
-            "1 fortnight",
-            "1e3 hours",
-            "600 weeks",
-        ] {
+        for bad in ["", "hourly", "1", "-1 hour", "0 minutes", "1 fortnight", "1e3 hours", "600 weeks"] {
             assert_eq!(interval_seconds(bad), None, "{bad}");
         }
         let mut body = original_body();

@@ -127,3 +127,81 @@ fn bayes_matches_scipy() {
         assert_rel(r.expected_loss, f(&c, "expected_loss"), 1e-9, &c.to_string());
     }
 }
+
+#[test]
+fn bandit_matches_scipy() {
+    use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, Settings};
+    use ab_core::bandit::{chance_best, srm_by_period};
+    use ab_core::definition::{Direction, MetricDef};
+    use ab_core::stats::Moments;
+
+    let path = format!("{}/../tests/fixtures/bandit.json", env!("CARGO_MANIFEST_DIR"));
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).unwrap();
+    let floats = |v: &Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+
+    for case in all["chance_best"].as_array().unwrap() {
+        let post: Vec<(f64, f64)> = case["posteriors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+            .collect();
+        let lower = case["lower"].as_bool().unwrap();
+        let got = chance_best(&post, if lower { Direction::Lower } else { Direction::Higher });
+        for (g, e) in got.iter().zip(floats(&case["chance_best"])) {
+            assert!((g - e).abs() <= 1e-9 + 1e-7 * e, "{case}: got {got:?}");
+        }
+    }
+
+    for case in all["stratified"].as_array().unwrap() {
+        let arms: Vec<ArmInput> = case["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, arm)| {
+                let periods: Vec<(u64, Moments)> = arm
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|cell| {
+                        let mut m = Moments::default();
+                        floats(cell).iter().for_each(|&x| m.add(x));
+                        (m.n as u64, m)
+                    })
+                    .collect();
+                let observed = periods.iter().fold(Moments::default(), |acc, c| acc.merge(&c.1));
+                ArmInput {
+                    variant: format!("v{i}"),
+                    is_control: i == 0,
+                    assigned: observed.n as u64,
+                    observed,
+                    covariate: None,
+                    periods,
+                }
+            })
+            .collect();
+        let r = analyze_metric(
+            &Settings::fixed(f(case, "alpha"), 2),
+            &MetricInput { name: "m".into(), def: MetricDef::default(), arms },
+        );
+        let what = "stratified case";
+        for (a, e) in r.arms.iter().zip(floats(&case["means"])) {
+            assert_rel(a.mean.unwrap(), e, 1e-12, what);
+        }
+        let c = r.arms[1].comparison.unwrap();
+        assert_eq!(c.test, "stratified");
+        assert_rel(c.diff, f(case, "diff"), 1e-9, what);
+        assert_rel(c.ci_lower, f(case, "ci_lower"), 1e-9, what);
+        assert_rel(c.ci_upper, f(case, "ci_upper"), 1e-9, what);
+        assert_rel(c.p_value, f(case, "p_value"), 1e-6, what);
+    }
+
+    for case in all["srm"].as_array().unwrap() {
+        let periods: Vec<(Vec<f64>, Vec<f64>)> =
+            case["periods"].as_array().unwrap().iter().map(|p| (floats(&p[0]), floats(&p[1]))).collect();
+        let r = srm_by_period(&periods).unwrap();
+        assert_rel(r.chi2, f(case, "chi2"), 1e-12, "srm chi2");
+        assert_rel(r.p_value, f(case, "p_value"), 1e-9, "srm p");
+    }
+}
