@@ -126,7 +126,13 @@ fn the_best_variant_wins_and_gets_the_traffic() {
 /// The outcome rises period after period while the better treatment gets more and more of the
 /// traffic: the treatment's users come mostly from late (high) periods, the control's from
 /// early ones.
-fn coverage(kind: MetricType, runs: u64, draw: impl Fn(&mut Rng, usize, usize) -> f64 + Copy, effect: f64) {
+fn coverage(
+    kind: MetricType,
+    runs: u64,
+    draw: impl Fn(&mut Rng, usize, usize) -> f64 + Copy,
+    effect: f64,
+    confounded: bool,
+) -> f64 {
     let (mut covered, mut pooled_covered) = (0, 0);
     for seed in 0..runs {
         let run = simulate(1000 + seed, kind, 2, 6, 600, 5.0, draw);
@@ -158,7 +164,10 @@ fn coverage(kind: MetricType, runs: u64, draw: impl Fn(&mut Rng, usize, usize) -
     // Binomial sd of the coverage over `runs` runs is about 0.007 at 1000 runs.
     let tol = 3.5 * (0.95f64 * 0.05 / runs as f64).sqrt();
     assert!((rate - 0.95).abs() <= tol, "coverage {rate} is not 0.95 +- {tol:.3}");
-    assert!(pooled < 0.5, "the pooled comparison covered {pooled}: the simulation does not confound");
+    if confounded {
+        assert!(pooled < 0.5, "the pooled comparison covered {pooled}: the simulation does not confound");
+    }
+    rate
 }
 
 #[test]
@@ -169,7 +178,21 @@ fn intervals_cover_the_truth_under_drift_binary() {
         1000,
         move |rng, v, p| bernoulli(rng, base[p] + if v == 1 { 0.05 } else { 0.0 }),
         0.05,
+        true,
     );
+}
+
+#[test]
+fn intervals_cover_the_truth_without_drift() {
+    coverage(MetricType::Binary, 1000, |rng, v, _| bernoulli(rng, 0.2 + if v == 1 { 0.05 } else { 0.0 }), 0.05, false);
+}
+
+/// No difference, a strong drift: how often a 95% interval excludes 0 (a false positive).
+#[test]
+fn false_positives_stay_at_alpha_under_drift() {
+    let base = [0.05, 0.10, 0.20, 0.30, 0.40, 0.50];
+    let rate = coverage(MetricType::Binary, 1000, move |rng, _, p| bernoulli(rng, base[p]), 0.0, true);
+    assert!(1.0 - rate <= 0.05, "false positive rate {}", 1.0 - rate);
 }
 
 #[test]
@@ -179,5 +202,6 @@ fn intervals_cover_the_truth_under_drift_continuous() {
         1000,
         |rng, v, p| 2.0 * p as f64 + if v == 1 { 0.3 } else { 0.0 } + 1.5 * rng.normal(),
         0.3,
+        true,
     );
 }
