@@ -18,6 +18,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
 # Headless Chromium: the results pages are tested in a real browser.
 command -v chromium >/dev/null || scripts/apt-install.sh chromium
+# pg_cron for 15: the README's schedule for bandit reweighting is run as written.
+scripts/apt-install.sh postgresql-15-cron
 
 echo "== ab_core: unit tests and scipy reference values; the gateway's unit tests"
 cargo test -p ab_core

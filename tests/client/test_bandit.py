@@ -205,3 +205,110 @@ def test_definition_errors(conn, allocation, message):
     state, text = sqlstate_of(conn, "SELECT ab_create_experiment(%s)", (Jsonb(body),))
     assert state == "22023" and message in text, text
     assert conn.execute("SELECT count(*) FROM ab_experiments WHERE name = 'bad bandit'").fetchone()[0] == 0
+
+
+def point(salt, user):
+    import xxhash
+    return (xxhash.xxh3_64_intdigest(salt.encode() + b"\0" + user.encode()) * 10000) >> 64
+
+
+@pytest.mark.citus
+def test_reweighting_while_users_enroll_records_the_weights_that_assigned_each_user(conn):
+    """Every assignment made while the weights change under it names the period whose weights
+    chose its variant: the variant is reproduced from the user's hash point and those weights."""
+    import random
+    import threading
+    import time
+
+    name = "bandit race"
+    create(conn, name, burn_in_users=0)
+    enroll(conn, name, [f"seed{i}" for i in range(60)], 0)
+    stop = time.monotonic() + 3
+    errors = []
+
+    def enroller(prefix):
+        rng = random.Random(prefix)
+        try:
+            with psycopg.connect(conn.info.dsn, autocommit=True) as c:
+                i = 0
+                while time.monotonic() < stop:
+                    user = f"{prefix}{i}"
+                    v = c.execute("SELECT ab_get_variant(%s, %s) ->> 'variant'", (name, user)).fetchone()[0]
+                    c.execute("SELECT ab_record_result(%s, 'resolved', %s, %s)", (name, float(rng.random() < 0.3), user))
+                    i += 1
+        except Exception as ex:  # noqa: BLE001 - reported below
+            errors.append(ex)
+
+    def reweighter():
+        try:
+            with psycopg.connect(conn.info.dsn, autocommit=True) as c:
+                while time.monotonic() < stop:
+                    c.execute("SELECT * FROM ab_reweight(%s, force => true)", (name,))
+                    time.sleep(0.02)
+        except Exception as ex:  # noqa: BLE001
+            errors.append(ex)
+
+    threads = [threading.Thread(target=enroller, args=(p,)) for p in ("x", "y")] + [threading.Thread(target=reweighter)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+
+    periods = dict(conn.execute(
+        "SELECT a.period, a.weights FROM ab_allocations a JOIN ab_experiments e ON e.id = a.experiment_id "
+        "WHERE e.name = %s", (name,)).fetchall())
+    assert len(periods) >= 5, "the weights changed while users enrolled"
+    rows = conn.execute(
+        "SELECT a.user_id, v.name, a.period FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id "
+        "JOIN ab_experiments e ON e.id = a.experiment_id WHERE e.name = %s", (name,)).fetchall()
+    assert len({p for _, _, p in rows}) >= 3
+    for user, variant, period in rows:
+        end, chosen = 0, None
+        for v in RATES:
+            end += round(periods[period][v] * 100)
+            if point(name, user) < end:
+                chosen = v
+                break
+        assert chosen == variant, (user, variant, period, periods[period])
+    conn.execute("SELECT ab_stop_experiment(%s)", (name,))
+    conn.execute("SELECT ab_delete_experiment(%s)", (name,))
+
+
+def test_pg_cron_runs_the_readme_schedule(conn):
+    """The README's pg_cron line, in a cluster of the same version that preloads pg_cron: within
+    a minute and a half the scheduled ab_reweight_due() has changed a due bandit's weights."""
+    import os
+    import subprocess
+    import time
+
+    if not conn.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_cron'").fetchone()[0]:
+        pytest.skip("pg_cron is not installed for this server (scripts/test.sh installs Debian's for 15)")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, AB_PGDIR="/tmp/ab_testing_cron", PGPORT="5496")
+    cluster = os.path.join(root, "scripts", "cluster.sh")
+    subprocess.run([cluster, "destroy"], env=env, check=True)
+    subprocess.run([cluster, "start"], env=env, check=True, capture_output=True)
+    try:
+        with open("/tmp/ab_testing_cron/data/postgresql.conf", "a") as f:
+            f.write("shared_preload_libraries = 'pg_cron'\ncron.database_name = 'postgres'\n")
+        subprocess.run([cluster, "stop"], env=env, check=True)
+        subprocess.run([cluster, "start"], env=env, check=True, capture_output=True)
+        dsn = psycopg.conninfo.make_conninfo(host="/tmp/ab_testing_cron", port=5496, user="postgres", dbname="postgres")
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("CREATE EXTENSION ab_testing")
+            c.execute("CREATE EXTENSION pg_cron")
+            create(c, "cron bandit", burn_in_users=1, update_every="1 second")
+            enroll(c, "cron bandit", [f"c{i}" for i in range(300)], 0)
+            # As the README writes it.
+            c.execute("SELECT cron.schedule('ab-reweight', '*/10 * * * *', 'SELECT * FROM ab_reweight_due()')")
+            # ... and every minute, so that the test need not wait ten.
+            c.execute("SELECT cron.schedule('ab-reweight-test', '* * * * *', 'SELECT * FROM ab_reweight_due()')")
+            deadline = time.monotonic() + 90
+            periods = 1
+            while time.monotonic() < deadline and periods < 2:
+                time.sleep(2)
+                periods = c.execute("SELECT count(*) FROM ab_allocations").fetchone()[0]
+            runs = c.execute("SELECT status, return_message FROM cron.job_run_details").fetchall()
+            assert periods == 2, runs
+            assert any(s == "succeeded" for s, _ in runs), runs
+    finally:
+        subprocess.run([cluster, "destroy"], env=env, check=True)
