@@ -51,7 +51,7 @@ fn ab_welch_test(
     TableIterator::once((r.t, r.df, r.p_value, r.diff, r.ci_lower, r.ci_upper))
 }
 
-/// Two-proportion z-test: pooled z for the p-value, unpooled Wald CI of diff = b - a.
+/// Two-proportion z-test: pooled z for the p-value, the score CI of diff = b - a (it inverts the same test).
 #[pg_extern(immutable, strict, parallel_safe)]
 fn ab_proportion_test(
     x_a: i64,

@@ -112,6 +112,11 @@ proptest! {
         if let Ok(r) = proportion_test(xa as f64, na as f64, xb as f64, nb as f64, 0.05) {
             prop_assert!(r.p_value >= 0.0 && r.p_value <= 1.0);
             prop_assert!(r.ci_lower.is_finite() && r.ci_upper.is_finite() && r.ci_lower <= r.ci_upper);
+            prop_assert!(r.ci_lower <= r.diff && r.diff <= r.ci_upper, "{:?}", r);
+            // The CI inverts the test: it excludes 0 exactly when p < alpha.
+            if (r.p_value - 0.05).abs() > 1e-9 {
+                prop_assert_eq!(r.ci_lower > 0.0 || r.ci_upper < 0.0, r.p_value < 0.05, "{:?}", r);
+            }
         }
     }
 
