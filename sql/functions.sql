@@ -186,7 +186,7 @@ COMMENT ON FUNCTION ab_get_variant(text, text, jsonb, text) IS 'The user''s stic
 COMMENT ON FUNCTION ab_get_variant(bigint, text, jsonb, text) IS 'The user''s sticky variant, by experiment id.';
 COMMENT ON FUNCTION ab_record_result(text, text, double precision, text, text) IS 'Records a metric value against the user''s variant; false (nothing written) when the experiment is not running or the user is not assigned.';
 COMMENT ON FUNCTION ab_record_result(bigint, text, double precision, text, text) IS 'Records a metric value against the user''s variant, by experiment id.';
-COMMENT ON FUNCTION ab_analyze(text) IS 'Per metric and variant: per-user statistics and the test against the control (Welch''s t-test, a z-test for binary metrics, always-valid in sequential mode), with CUPED, Bayesian and power columns; stored in ab_insights.';
+COMMENT ON FUNCTION ab_analyze(text) IS 'Per metric and variant: per-user statistics and the test against the control (Welch''s t-test, a z-test for binary metrics, the delta method for ratio metrics, always-valid in sequential mode), with CUPED, Bayesian and power columns; stored in ab_insights.';
 COMMENT ON FUNCTION ab_analyze(bigint) IS 'ab_analyze by experiment id.';
 COMMENT ON FUNCTION ab_summary(text) IS 'A plain-words report of the experiment and its recommendation.';
 COMMENT ON FUNCTION ab_summary(bigint) IS 'ab_summary by experiment id.';
@@ -195,7 +195,7 @@ COMMENT ON FUNCTION ab_lock_experiment_for_delete() IS 'Trigger: a delete of an 
 COMMENT ON FUNCTION ab_invalidate_cache() IS 'Trigger: tells every backend to reload its cache of experiment definitions.';
 COMMENT ON FUNCTION ab_record_covariate(text, text, text, double precision) IS 'Records (or replaces) a user''s pre-experiment covariate for a metric; ab_analyze then reports CUPED estimates.';
 COMMENT ON FUNCTION ab_record_covariate(bigint, text, text, double precision) IS 'ab_record_covariate by experiment id.';
-COMMENT ON FUNCTION ab_proportion_test(bigint, bigint, bigint, bigint, double precision) IS 'Two-proportion z-test (pooled z, unpooled Wald CI of diff = b - a), as statsmodels proportions_ztest.';
+COMMENT ON FUNCTION ab_proportion_test(bigint, bigint, bigint, bigint, double precision) IS 'Two-proportion z-test (pooled z, as statsmodels proportions_ztest), with the score CI of diff = b - a that inverts the same test.';
 COMMENT ON FUNCTION ab_srm_test(bigint[], double precision[]) IS 'Sample ratio mismatch: chi-square goodness of fit of observed counts against weights, as scipy.stats.chisquare.';
 COMMENT ON FUNCTION ab_sample_size(double precision, double precision, double precision, double precision) IS 'Users per arm to detect an absolute difference mde (two-sided, equal allocation, normal approximation).';
 COMMENT ON FUNCTION ab_normalize_name(text, text) IS 'The name in Unicode NFC, or an error saying why it cannot name an experiment, variant, metric or layer (control, invisible or bidirectional formatting characters, blank, over 200 characters).';

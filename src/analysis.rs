@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, MetricResult, Settings};
 use ab_core::bandit::srm_by_period;
-use ab_core::definition::{Aggregation, Correction};
+use ab_core::definition::{Aggregation, Correction, MetricDef};
 use ab_core::stats::cuped::CoMoments;
 use ab_core::stats::srm::{srm_test, SrmResult};
 use ab_core::stats::Moments;
@@ -133,9 +133,17 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
     let mut observed: BTreeMap<String, HashMap<i64, Observed>> = BTreeMap::new();
     // Bandit experiments: per metric, the moments of each (variant, period) cell.
     let mut per_period: BTreeMap<String, HashMap<(i64, usize), Moments>> = BTreeMap::new();
-    for metric in &recorded {
+    // Capped metrics: each one's cap as an absolute value (a percentile's value in this data).
+    let caps: HashMap<String, f64> = defs
+        .iter()
+        .filter_map(|(name, def)| Some((name.clone(), metric_cap(client, nsp, exp.id, from_state, name, def)?)))
+        .collect();
+    let per_user_of = |metric: &str, param: &str| {
         let aggregation = defs.get(metric).map(|d| d.aggregation).unwrap_or_default();
-        let per_user = per_user_sql(nsp, from_state, aggregation);
+        per_user_sql(nsp, from_state, aggregation, param, caps.get(metric).copied())
+    };
+    for metric in &recorded {
+        let per_user = per_user_of(metric, "$2");
         let sql = if has_covariates {
             format!(
                 "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.value, 0)) FROM ({per_user}) u \
@@ -170,6 +178,25 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         }
     }
 
+    // Ratio metrics: co-moments of (numerator, denominator) per variant over the users who
+    // recorded either; the assigned users who recorded neither are added as zeros below.
+    let mut ratios: HashMap<String, HashMap<i64, CoMoments>> = HashMap::new();
+    for (name, def) in &defs {
+        let Some((num, den)) = def.ratio_of() else { continue };
+        let sql = format!(
+            "SELECT coalesce(n.variant_id, d.variant_id), {nsp}.ab_comoments(coalesce(n.v, 0), coalesce(d.v, 0)) \
+             FROM ({}) n FULL JOIN ({}) d ON d.user_id = n.user_id AND d.variant_id = n.variant_id GROUP BY 1",
+            per_user_of(num, "$2"),
+            per_user_of(den, "$3")
+        );
+        let per_variant = ratios.entry(name.clone()).or_default();
+        for row in client.select(sql.as_str(), None, &[exp.id.into(), num.into(), den.into()]).or_raise() {
+            let variant: i64 = row.get(1).or_raise().unwrap();
+            let m: Vec<f64> = row.get::<Vec<Option<f64>>>(2).or_raise().unwrap().into_iter().map(|x| x.unwrap_or(0.0)).collect();
+            per_variant.insert(variant, CoMoments { n: m[0], mean_y: m[1], mean_x: m[2], m2_y: m[3], m2_x: m[4], c_xy: m[5] });
+        }
+    }
+
     // Users who recorded nothing for a metric but have a covariate (they count as 0 for
     // sum, count and binary metrics, and their covariate still enters CUPED).
     let mut silent_cov: HashMap<(String, i64), CoMoments> = HashMap::new();
@@ -201,7 +228,7 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
     let metrics = order
         .into_iter()
         .map(|name| {
-            let def = defs.get(&name).copied().unwrap_or_default();
+            let def = defs.get(&name).cloned().unwrap_or_default();
             let data = observed.get(&name);
             let arms = variants
                 .iter()
@@ -227,6 +254,10 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
                             })
                             .collect(),
                     };
+                    let ratio = ratios.get(&name).map(|r| {
+                        let co = r.get(&v.id).copied().unwrap_or_default();
+                        co.merge(&CoMoments { n: (assigned as f64 - co.n).max(0.0), ..Default::default() })
+                    });
                     ArmInput {
                         variant: v.name.clone(),
                         is_control: v.is_control,
@@ -234,18 +265,58 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
                         observed: moments,
                         covariate,
                         periods,
+                        ratio,
                     }
                 })
                 .collect();
-            analyze_metric(&settings, &MetricInput { name, def, arms })
+            analyze_metric(&settings, &MetricInput { cap: caps.get(&name).copied(), name, def, arms })
         })
         .collect();
     Analysis { variants, assigned, metrics, srm }
 }
 
-/// One row per user recording `metric` ($2) in experiment $1: (variant_id, user_id, v), v
-/// the user's value under the metric's aggregation.
-pub fn per_user_sql(nsp: &str, from_state: bool, aggregation: Aggregation) -> String {
+/// A metric's cap as an absolute value: its `value`, or its `percentile` of the per-user
+/// values of every user who recorded the metric (percentile_cont: linear between the
+/// closest ranks, as numpy's default), and at least 0 where users who recorded nothing count
+/// as 0 (no per-user value is then above the cap). None for an uncapped metric, or a
+/// percentile of nothing.
+pub fn metric_cap(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    experiment_id: i64,
+    from_state: bool,
+    name: &str,
+    def: &MetricDef,
+) -> Option<f64> {
+    let cap = def.cap?;
+    if cap.value.is_some() {
+        return cap.value;
+    }
+    let sql = format!(
+        "SELECT percentile_cont($3) WITHIN GROUP (ORDER BY u.v) FROM ({}) u",
+        per_user_sql(nsp, from_state, def.aggregation, "$2", None)
+    );
+    let value = client
+        .select(sql.as_str(), None, &[experiment_id.into(), name.into(), cap.percentile?.into()])
+        .or_raise()
+        .first()
+        .get_one::<f64>()
+        .or_raise()?;
+    Some(if def.silent_users_are_zero() { value.max(0.0) } else { value })
+}
+
+/// One row per user recording the metric named by parameter `param` in experiment $1:
+/// (variant_id, user_id, v), v the user's value under the metric's aggregation, at most `cap`.
+pub fn per_user_sql(nsp: &str, from_state: bool, aggregation: Aggregation, param: &str, cap: Option<f64>) -> String {
+    let sql = per_user_uncapped(nsp, from_state, aggregation, param);
+    match cap {
+        // The cap is a finite float8 written in full (Rust prints the shortest exact form).
+        Some(cap) => format!("SELECT u.variant_id, u.user_id, least(u.v, '{cap:e}'::float8) AS v FROM ({sql}) u"),
+        None => sql,
+    }
+}
+
+fn per_user_uncapped(nsp: &str, from_state: bool, aggregation: Aggregation, param: &str) -> String {
     if from_state {
         let v = match aggregation {
             Aggregation::Mean => "s.total / s.n::float8",
@@ -255,7 +326,7 @@ pub fn per_user_sql(nsp: &str, from_state: bool, aggregation: Aggregation) -> St
         };
         format!(
             "SELECT s.variant_id, s.user_id, {v} AS v FROM {nsp}.ab_user_metrics s \
-             WHERE s.experiment_id = $1 AND s.metric_name = $2"
+             WHERE s.experiment_id = $1 AND s.metric_name = {param}"
         )
     } else {
         let agg = match aggregation {
@@ -266,7 +337,7 @@ pub fn per_user_sql(nsp: &str, from_state: bool, aggregation: Aggregation) -> St
         };
         format!(
             "SELECT r.variant_id, r.user_id, {agg} AS v FROM {nsp}.ab_results r \
-             WHERE r.experiment_id = $1 AND r.metric_name = $2 GROUP BY r.variant_id, r.user_id"
+             WHERE r.experiment_id = $1 AND r.metric_name = {param} GROUP BY r.variant_id, r.user_id"
         )
     }
 }

@@ -68,9 +68,10 @@ fn reweight(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRo
     }
 
     let defs = exp.metric_defs();
-    let def = defs.get(&bandit.metric).copied().unwrap_or_default();
+    let def = defs.get(&bandit.metric).cloned().unwrap_or_default();
     let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
-    let per_user = analysis::per_user_sql(nsp, from_state, def.aggregation);
+    let cap = analysis::metric_cap(client, nsp, exp.id, from_state, &bandit.metric, &def);
+    let per_user = analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", cap);
     let cells = analysis::period_cells(client, nsp, exp.id, &bandit.metric, &per_user);
     let p = analysis::periods(client, nsp, exp.id, &variants);
     let arms: Vec<Vec<Moments>> = variants
@@ -90,6 +91,7 @@ fn reweight(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRo
                         )
                     })
                     .collect(),
+                ratio: None,
             };
             effective_periods(&def, &arm)
         })

@@ -40,6 +40,8 @@ pub struct CachedExperiment {
     pub binary_metrics: Vec<String>,
     /// With strict_metrics, the declared metric names: the only ones accepted.
     pub declared_metrics: Option<Vec<String>>,
+    /// Ratio metrics (name, numerator, denominator): computed from their parts, never recorded.
+    pub ratio_metrics: Vec<(String, String, String)>,
     pub running: bool,
     pub salt: String,
     pub segments: Segments,
@@ -360,6 +362,10 @@ fn load_experiment(
         .map(|(n, _)| n.clone())
         .collect();
     let declared_metrics = e.strict_metrics.then(|| defs.keys().cloned().collect());
+    let ratio_metrics = defs
+        .iter()
+        .filter_map(|(name, d)| d.ratio_of().map(|(n, dd)| (name.clone(), n.to_string(), dd.to_string())))
+        .collect();
     let known_metrics = RefCell::new(defs.into_keys().collect());
     let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
     let variants = variants
@@ -376,6 +382,7 @@ fn load_experiment(
             name: e.name,
             binary_metrics,
             declared_metrics,
+            ratio_metrics,
             running: e.status == "running",
             salt: e.salt,
             segments,

@@ -1,7 +1,7 @@
 //! `ab_record_result`: one observation, attributed to the user's assigned variant; and
 //! `ab_record_covariate`.
 
-use ab_core::definition::{check_metric_name, check_value, undeclared_metric, MAX_METRICS};
+use ab_core::definition::{check_metric_name, check_value, ratio_recorded, undeclared_metric, MAX_METRICS};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -72,8 +72,11 @@ fn admit_metric(handle: &cache::Handle, metric: &str) {
 }
 
 /// An experiment with strict_metrics accepts results and covariates under its declared
-/// metric names only (22023, suggesting the nearest name).
+/// metric names only (22023, suggesting the nearest name); none under a ratio metric's name.
 fn check_declared(exp: &cache::CachedExperiment, metric: &str) {
+    if let Some((_, numerator, denominator)) = exp.ratio_metrics.iter().find(|(name, ..)| name == metric) {
+        core_error(ratio_recorded(&exp.name, metric, numerator, denominator));
+    }
     if let Some(declared) = &exp.declared_metrics {
         if !declared.iter().any(|m| m == metric) {
             core_error(undeclared_metric(&exp.name, metric, declared.iter().map(String::as_str)));

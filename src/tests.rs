@@ -125,6 +125,114 @@ mod tests {
         });
     }
 
+    /// Ratio metrics through ab_record_result and ab_analyze equal GrowthBook's gbstats
+    /// (tests/fixtures/ratio.json): tokens per conversation and resolutions per conversation
+    /// over three arms, users without conversations included as zeros.
+    #[pg_test]
+    fn ratio_metrics_match_gbstats() {
+        let fixture: Value = serde_json::from_str(include_str!("../tests/fixtures/ratio.json")).unwrap();
+        let id = create(json!({
+            "name": "ratios", "experiment_type": "prompt", "primary_metric": "tokens_per_conversation",
+            "metrics": fixture["metrics"],
+            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 40},
+                         {"name": "short", "traffic_allocation": 38},
+                         {"name": "long", "traffic_allocation": 22}]}));
+        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
+        assign_as_in(id, &fixture);
+        let recorded = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FILTER (WHERE ab_record_result($1, r ->> 'metric', (r ->> 'value')::float8, r ->> 'user_id')) \
+             FROM jsonb_array_elements($2) r",
+            &[id.into(), JsonB(fixture["results"].clone()).into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(recorded as usize, fixture["results"].as_array().unwrap().len());
+        let expected = fixture["expected"].as_array().unwrap();
+        Spi::connect(|client| {
+            let rows = client
+                .select(
+                    "SELECT metric_name, variant, users, mean, std_dev, diff, ci_lower, ci_upper, relative_lift, \
+                     p_value, effect_size, metric_type, test FROM ab_analyze($1) WHERE metric_type = 'ratio'",
+                    None,
+                    &[id.into()],
+                )
+                .unwrap();
+            let mut seen = 0;
+            for row in rows {
+                let metric: String = row.get(1).unwrap().unwrap();
+                let variant: String = row.get(2).unwrap().unwrap();
+                let e = expected
+                    .iter()
+                    .find(|e| e["metric"] == metric.as_str() && e["variant"] == variant.as_str())
+                    .unwrap_or_else(|| panic!("unexpected row {metric}/{variant}"));
+                let what = format!("{metric}/{variant}");
+                assert_eq!(row.get::<i64>(3).unwrap(), e["users"].as_i64(), "{what}");
+                for (i, col) in [(4, "mean"), (5, "std_dev"), (6, "diff"), (7, "ci_lower"), (8, "ci_upper"),
+                                 (9, "relative_lift"), (11, "effect_size")] {
+                    assert_close(row.get(i).unwrap(), &e[col], &format!("{what} {col}"));
+                }
+                assert_close_to(row.get(10).unwrap(), &e["p_value"], &format!("{what} p_value"), 1e-6);
+                let test: Option<String> = row.get(13).unwrap();
+                assert_eq!(test.as_deref(), e.get("diff").map(|_| "welch"), "{what}");
+                seen += 1;
+            }
+            assert_eq!(seen, expected.len());
+        });
+    }
+
+    /// Capped metrics equal scipy (and gbstats for a ratio with a capped numerator) on the
+    /// capped per-user values of tests/fixtures/capping.json: a 99th-percentile cap on a mean
+    /// metric, an absolute cap on a sum metric.
+    #[pg_test]
+    fn capped_metrics_match_the_reference() {
+        let fixture: Value = serde_json::from_str(include_str!("../tests/fixtures/capping.json")).unwrap();
+        let id = create(json!({
+            "name": "capped", "experiment_type": "model", "primary_metric": "response_time",
+            "metrics": fixture["metrics"],
+            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50},
+                         {"name": "fast", "traffic_allocation": 50}]}));
+        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
+        assign_as_in(id, &fixture);
+        Spi::run_with_args(
+            "SELECT ab_record_result($1, r ->> 'metric', (r ->> 'value')::float8, r ->> 'user_id') FROM jsonb_array_elements($2) r",
+            &[id.into(), JsonB(fixture["results"].clone()).into()],
+        )
+        .unwrap();
+        let expected = fixture["expected"].as_array().unwrap();
+        Spi::connect(|client| {
+            let rows = client
+                .select(
+                    "SELECT metric_name, variant, users, mean, std_dev, diff, ci_lower, ci_upper, p_value \
+                     FROM ab_analyze($1) WHERE metric_name <> 'conversations'",
+                    None,
+                    &[id.into()],
+                )
+                .unwrap();
+            let mut seen = 0;
+            for row in rows {
+                let metric: String = row.get(1).unwrap().unwrap();
+                let variant: String = row.get(2).unwrap().unwrap();
+                let e = expected
+                    .iter()
+                    .find(|e| e["metric"] == metric.as_str() && e["variant"] == variant.as_str())
+                    .unwrap_or_else(|| panic!("unexpected row {metric}/{variant}"));
+                let what = format!("{metric}/{variant}");
+                assert_eq!(row.get::<i64>(3).unwrap(), e["users"].as_i64(), "{what}");
+                for (i, col) in [(4, "mean"), (5, "std_dev"), (6, "diff"), (7, "ci_lower"), (8, "ci_upper")] {
+                    assert_close(row.get(i).unwrap(), &e[col], &format!("{what} {col}"));
+                }
+                assert_close_to(row.get(9).unwrap(), &e["p_value"], &format!("{what} p_value"), 1e-6);
+                seen += 1;
+            }
+            assert_eq!(seen, expected.len());
+        });
+        // The summary states each cap, the percentile's as its value in this data.
+        let summary = Spi::get_one::<String>("SELECT ab_summary('capped')").unwrap().unwrap();
+        let cap = expected[0]["cap"].as_f64().unwrap();
+        assert!(summary.contains(&format!("per-user mean, capped at {cap} (the 99th percentile)")), "{summary}");
+        assert!(summary.contains("per-user sum, capped at 5000,"), "{summary}");
+    }
+
     #[pg_test]
     fn full_flow_declares_a_winner() {
         let id = create(two_arms("flow"));

@@ -30,12 +30,18 @@ pub struct ArmInput {
     /// For a bandit experiment, per weight period: (users assigned in it, moments of their
     /// per-user values). Empty for fixed allocations.
     pub periods: Vec<(u64, Moments)>,
+    /// For a ratio metric: co-moments of (numerator, denominator) over every assigned user
+    /// (0 for a part the user did not record).
+    pub ratio: Option<CoMoments>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricInput {
     pub name: String,
     pub def: MetricDef,
+    /// The cap the per-user values were limited to (the metric's `cap`: its value, or the
+    /// percentile's value in this experiment's data); None when uncapped.
+    pub cap: Option<f64>,
     pub arms: Vec<ArmInput>,
 }
 
@@ -102,6 +108,8 @@ pub struct ArmResult {
 pub struct MetricResult {
     pub name: String,
     pub def: MetricDef,
+    /// As `MetricInput::cap`.
+    pub cap: Option<f64>,
     pub arms: Vec<ArmResult>,
 }
 
@@ -126,13 +134,29 @@ impl MetricResult {
 }
 
 /// The moments the test uses: users who recorded nothing count as 0 where the metric says so.
+/// A ratio metric's are those of its delta-method linearization (see `ratio_moments`).
 pub fn effective_moments(def: &MetricDef, arm: &ArmInput) -> Moments {
-    if def.silent_users_are_zero() {
+    if def.kind == MetricType::Ratio {
+        arm.ratio.as_ref().map(ratio_moments).unwrap_or_default()
+    } else if def.silent_users_are_zero() {
         let silent = (arm.assigned as f64 - arm.observed.n).max(0.0);
         arm.observed.merge(&Moments::constant(silent, 0.0))
     } else {
         arm.observed
     }
+}
+
+/// A ratio of means R = mean_y / mean_x as moments of the users' linearized values
+/// (y - R x) / mean_x + R: their mean is R and their variance the delta-method variance of R
+/// times n (as gbstats' RatioStatistic), so Welch's test, the Bayesian figures, sequential
+/// intervals and power apply unchanged. No users (n = 0) when the denominator's mean is 0.
+pub fn ratio_moments(co: &CoMoments) -> Moments {
+    if !(co.n > 0.0 && co.mean_x != 0.0 && co.mean_x.is_finite()) {
+        return Moments::default();
+    }
+    let r = co.mean_y / co.mean_x;
+    let m2 = (co.m2_y - 2.0 * r * co.c_xy + r * r * co.m2_x) / (co.mean_x * co.mean_x);
+    Moments { n: co.n, mean: r, m2: if m2 > 0.0 && m2.is_finite() { m2 } else { 0.0 } }
 }
 
 /// Per period, as `effective_moments`.
@@ -179,7 +203,7 @@ fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Moments) -> O
                 se2: r.se * r.se,
             }
         }
-        MetricType::Continuous => {
+        MetricType::Continuous | MetricType::Ratio => {
             let (cs, ts) = (sample(c)?, sample(t)?);
             let r = welch_test(&cs, &ts, settings.alpha).ok()?;
             Raw {
@@ -276,15 +300,18 @@ fn cuped_comparison(settings: &Settings, arms: &[CoMoments], ci: usize, ti: usiz
 }
 
 pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult {
-    let def = input.def;
+    let def = &input.def;
     let moments: Vec<Moments> = input.arms.iter().map(|a| effective_moments(&def, a)).collect();
     let control_idx = input.arms.iter().position(|a| a.is_control);
     let bandit = input.arms.iter().any(|a| !a.periods.is_empty());
-    // CUPED is not combined with the period strata (see the README).
-    let covariates: Option<Vec<CoMoments>> =
-        if bandit { None } else { input.arms.iter().map(|a| a.covariate).collect() };
+    // CUPED is not combined with the period strata, nor with ratio metrics (see the README).
+    let covariates: Option<Vec<CoMoments>> = if bandit || def.kind == MetricType::Ratio {
+        None
+    } else {
+        input.arms.iter().map(|a| a.covariate).collect()
+    };
     let strata: Option<Vec<Estimate>> = if bandit {
-        let periods: Vec<Vec<Moments>> = input.arms.iter().map(|a| effective_periods(&def, a)).collect();
+        let periods: Vec<Vec<Moments>> = input.arms.iter().map(|a| effective_periods(def, a)).collect();
         stratified(&periods)
     } else {
         None
@@ -327,7 +354,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                 let users_needed = def.mde.and_then(|mde| {
                     let sd = match def.kind {
                         MetricType::Binary => (c.mean * (1.0 - c.mean)).sqrt(),
-                        MetricType::Continuous => {
+                        MetricType::Continuous | MetricType::Ratio => {
                             ((c.variance().unwrap_or(0.0) + m.variance().unwrap_or(0.0)) / 2.0).sqrt()
                         }
                     };
@@ -392,7 +419,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
             }
         })
         .collect();
-    MetricResult { name: input.name.clone(), def, arms }
+    MetricResult { cap: input.cap, name: input.name.clone(), def: def.clone(), arms }
 }
 
 #[cfg(test)]
@@ -403,7 +430,7 @@ mod tests {
     fn arm(name: &str, control: bool, assigned: u64, values: &[f64]) -> ArmInput {
         let mut m = Moments::default();
         values.iter().for_each(|&x| m.add(x));
-        ArmInput { variant: name.into(), is_control: control, assigned, observed: m, covariate: None, periods: vec![] }
+        ArmInput { variant: name.into(), is_control: control, assigned, observed: m, covariate: None, periods: vec![], ratio: None }
     }
 
     fn settings(min: i64) -> Settings {
@@ -413,7 +440,7 @@ mod tests {
     #[test]
     fn sum_metrics_count_silent_users_as_zero() {
         let def = MetricDef { aggregation: Aggregation::Sum, ..Default::default() };
-        let input = MetricInput {
+        let input = MetricInput { cap: None,
             name: "orders".into(),
             def,
             arms: vec![arm("c", true, 4, &[2.0, 4.0]), arm("t", false, 3, &[1.0, 1.0, 1.0])],
@@ -432,7 +459,7 @@ mod tests {
     fn binary_metrics_use_the_z_test() {
         let def = MetricDef { kind: MetricType::Binary, aggregation: Aggregation::Max, ..Default::default() };
         // 100 assigned per arm; 30 and 45 converted (silent users are non-converters).
-        let input = MetricInput {
+        let input = MetricInput { cap: None,
             name: "converted".into(),
             def,
             arms: vec![arm("c", true, 100, &[1.0; 30]), arm("t", false, 100, &[1.0; 45])],
@@ -446,7 +473,7 @@ mod tests {
 
     #[test]
     fn too_few_users_for_a_test() {
-        let input = MetricInput {
+        let input = MetricInput { cap: None,
             name: "m".into(),
             def: MetricDef::default(),
             arms: vec![arm("c", true, 1, &[1.0]), arm("t", false, 5, &[1.0, 2.0, 3.0])],
@@ -462,7 +489,7 @@ mod tests {
         let lower = MetricDef { direction: Direction::Lower, ..Default::default() };
         let c: Vec<f64> = (0..50).map(|i| (i % 5) as f64).collect();
         let t: Vec<f64> = (0..50).map(|i| (i % 5) as f64 + 3.0).collect();
-        let input = MetricInput {
+        let input = MetricInput { cap: None,
             name: "escalation".into(),
             def: lower,
             arms: vec![arm("c", true, 50, &c), arm("t", false, 50, &t)],
@@ -481,7 +508,7 @@ mod tests {
     fn sequential_intervals_are_wider() {
         let c: Vec<f64> = (0..500).map(|i| (i % 7) as f64).collect();
         let t: Vec<f64> = (0..500).map(|i| (i % 7) as f64 + 0.3).collect();
-        let input = MetricInput {
+        let input = MetricInput { cap: None,
             name: "m".into(),
             def: MetricDef::default(),
             arms: vec![arm("c", true, 500, &c), arm("t", false, 500, &t)],
@@ -512,6 +539,7 @@ mod tests {
             observed,
             covariate: None,
             periods: cells,
+            ratio: None,
         }
     }
 
@@ -519,7 +547,7 @@ mod tests {
     fn one_period_stratified_is_welch() {
         let c: Vec<f64> = (0..40).map(|i| (i % 7) as f64).collect();
         let t: Vec<f64> = (0..60).map(|i| (i % 5) as f64 + 0.7).collect();
-        let plain = MetricInput {
+        let plain = MetricInput { cap: None,
             name: "m".into(),
             def: MetricDef::default(),
             arms: vec![arm("c", true, 40, &c), arm("t", false, 60, &t)],
@@ -550,7 +578,7 @@ mod tests {
         let c0: Vec<f64> = (0..10).map(|i| (i % 2) as f64).collect();
         let c1: Vec<f64> = (0..10).map(|i| (i % 2) as f64 + 5.0).collect();
         let t1: Vec<f64> = (0..40).map(|i| (i % 2) as f64 + 6.0).collect();
-        let input = MetricInput {
+        let input = MetricInput { cap: None,
             name: "m".into(),
             def: MetricDef::default(),
             arms: vec![bandit_arm("c", true, &[&c0, &c1]), bandit_arm("t", false, &[&c0, &t1])],

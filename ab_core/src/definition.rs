@@ -98,6 +98,9 @@ pub enum MetricType {
     /// 0 or 1 per result; a user counts as 1 if any result is 1, users who recorded nothing
     /// count as 0; compared with the two-proportion z-test.
     Binary,
+    /// The ratio of two other metrics' per-user means (numerator / denominator, e.g. tokens
+    /// per conversation), compared with Welch's t-test on its delta-method variance.
+    Ratio,
 }
 
 impl MetricType {
@@ -105,11 +108,12 @@ impl MetricType {
         match self {
             MetricType::Continuous => "continuous",
             MetricType::Binary => "binary",
+            MetricType::Ratio => "ratio",
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDef {
     #[serde(default, rename = "type")]
@@ -121,12 +125,40 @@ pub struct MetricDef {
     /// Minimum detectable effect, as an absolute difference, for the power calculation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mde: Option<f64>,
+    /// An upper bound on each user's value (winsorization), so that a few runaway users
+    /// cannot decide the comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<Cap>,
+    /// A ratio metric's numerator and denominator: declared sum, count or binary metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<String>,
+}
+
+/// A metric's cap: an absolute value, or a percentile (a fraction such as 0.99) of the
+/// per-user values of all the users who recorded the metric, every variant together.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cap {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
 }
 
 impl MetricDef {
     /// Whether assigned users who recorded nothing count as 0 (or are left out).
     pub fn silent_users_are_zero(&self) -> bool {
         self.kind == MetricType::Binary || self.aggregation.counts_silent_users_as_zero()
+    }
+
+    /// A ratio's (numerator, denominator).
+    pub fn ratio_of(&self) -> Option<(&str, &str)> {
+        match (self.kind, &self.numerator, &self.denominator) {
+            (MetricType::Ratio, Some(n), Some(d)) => Some((n, d)),
+            _ => None,
+        }
     }
 }
 
@@ -348,6 +380,22 @@ pub fn undeclared_metric<'a>(experiment: &str, metric: &str, declared: impl Iter
     ))
 }
 
+/// The error for a result or covariate under a ratio metric's name.
+pub fn ratio_recorded(experiment: &str, metric: &str, numerator: &str, denominator: &str) -> Error {
+    Error::invalid(format!(
+        "metric \"{}\" of experiment \"{}\" is a ratio (\"{}\" / \"{}\"): it is computed from its numerator and denominator, not recorded",
+        printable(metric),
+        printable(experiment),
+        printable(numerator),
+        printable(denominator)
+    ))
+    .with_hint(format!(
+        "record \"{}\" and \"{}\" for the user instead",
+        printable(numerator),
+        printable(denominator)
+    ))
+}
+
 /// Largest magnitude a recorded value or covariate may have. Every whole number up to it is
 /// exact in a float8, and the sums of squares of billions of such values stay finite, so no
 /// recorded value can make an analysis overflow.
@@ -365,6 +413,115 @@ pub fn check_value(what: &str, x: f64) -> Result<()> {
         return Err(Error::invalid(format!("{what} is {shown}, must be a finite number between -1e15 and 1e15")));
     }
     Ok(())
+}
+
+/// Ratio metrics: a numerator and a denominator, both declared, each a sum, count or binary
+/// metric (so that a user who recorded nothing is 0 on both sides, and every assigned user
+/// counts); only ratio metrics have them. Their names are stored in NFC.
+fn check_ratios(metrics: &mut BTreeMap<String, MetricDef>) -> Result<()> {
+    let names: Vec<String> = metrics.keys().cloned().collect();
+    for name in &names {
+        let def = &metrics[name];
+        if def.kind != MetricType::Ratio {
+            if def.numerator.is_some() || def.denominator.is_some() {
+                return Err(Error::definition(format!(
+                    "metric \"{}\" has a numerator or denominator but is not a ratio: add \"type\": \"ratio\"",
+                    printable(name)
+                )));
+            }
+            continue;
+        }
+        if def.aggregation != Aggregation::Mean {
+            return Err(Error::definition(format!(
+                "metric \"{}\" is a ratio: its per-user values come from its numerator and denominator, so it has no aggregation",
+                printable(name)
+            )));
+        }
+        let mut parts = Vec::new();
+        for (role, part) in [("numerator", &def.numerator), ("denominator", &def.denominator)] {
+            let Some(part) = part else {
+                return Err(Error::definition(format!(
+                    "ratio metric \"{}\" has no {role}: give \"numerator\" and \"denominator\", the names of two declared metrics",
+                    printable(name)
+                )));
+            };
+            let part = check_name(&format!("{role} of metric \"{}\"", printable(name)), part)?;
+            let Some(target) = metrics.get(&part) else {
+                return Err(Error::definition(format!(
+                    "the {role} of ratio metric \"{}\" is \"{}\", which is not declared{}",
+                    printable(name),
+                    printable(&part),
+                    crate::names::did_you_mean(&part, names.iter().map(String::as_str))
+                ))
+                .with_hint("declare the numerator and denominator in \"metrics\" too, each with \"aggregation\": \"sum\" or \"count\", or \"type\": \"binary\""));
+            };
+            let fits = match target.kind {
+                MetricType::Binary => true,
+                MetricType::Continuous => target.aggregation.counts_silent_users_as_zero(),
+                MetricType::Ratio => false,
+            };
+            if !fits {
+                let what = if target.kind == MetricType::Ratio {
+                    "a ratio itself".to_string()
+                } else {
+                    format!("aggregated by {}", target.aggregation.as_str())
+                };
+                return Err(Error::definition(format!(
+                    "the {role} of ratio metric \"{}\" is \"{}\", which is {what}: it must be a sum, count or binary metric (a user who recorded nothing is then 0)",
+                    printable(name),
+                    printable(&part)
+                )));
+            }
+            parts.push(part);
+        }
+        if parts[0] == parts[1] {
+            return Err(Error::definition(format!(
+                "ratio metric \"{}\" divides \"{}\" by itself",
+                printable(name),
+                printable(&parts[0])
+            )));
+        }
+        let def = metrics.get_mut(name).unwrap();
+        def.denominator = parts.pop();
+        def.numerator = parts.pop();
+    }
+    Ok(())
+}
+
+fn check_cap(name: &str, def: &MetricDef) -> Result<()> {
+    let Some(cap) = def.cap else { return Ok(()) };
+    let name = printable(name);
+    match def.kind {
+        MetricType::Binary => {
+            return Err(Error::definition(format!("metric \"{name}\" is binary: its per-user values are 0 or 1, so it takes no cap")));
+        }
+        MetricType::Ratio => {
+            return Err(Error::definition(format!(
+                "metric \"{name}\" is a ratio: cap its numerator or denominator instead (each part's cap applies inside the ratio)"
+            )));
+        }
+        MetricType::Continuous => {}
+    }
+    match (cap.value, cap.percentile) {
+        (Some(v), None) if v < 0.0 && def.silent_users_are_zero() => Err(Error::definition(format!(
+            "cap value of metric \"{name}\" is {}, must be at least 0: a {} metric counts users who recorded nothing as 0, which a cap must not exceed",
+            short_float(v),
+            def.aggregation.as_str()
+        ))),
+        (Some(v), None) if v.is_finite() && v.abs() <= MAX_ABS_VALUE => Ok(()),
+        (Some(v), None) => Err(Error::definition(format!(
+            "cap value of metric \"{name}\" is {}, must be a finite number between -1e15 and 1e15",
+            short_float(v)
+        ))),
+        (None, Some(p)) if p > 0.0 && p < 1.0 => Ok(()),
+        (None, Some(p)) => Err(Error::definition(format!(
+            "cap percentile of metric \"{name}\" is {}, must be a fraction between 0 and 1 (exclusive), such as 0.99",
+            short_float(p)
+        ))),
+        _ => Err(Error::definition(format!(
+            "cap of metric \"{name}\" must have exactly one of \"value\" (an absolute cap) or \"percentile\" (such as 0.99)"
+        ))),
+    }
 }
 
 /// A salt is hashed as given, so it is checked but never normalized.
@@ -576,6 +733,10 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
             )));
         }
     }
+    check_ratios(&mut metrics)?;
+    for (name, def) in &metrics {
+        check_cap(name, def)?;
+    }
     for (name, def) in &metrics {
         if def.kind == MetricType::Binary && !matches!(def.aggregation, Aggregation::Mean | Aggregation::Max) {
             return Err(Error::definition(format!(
@@ -778,6 +939,13 @@ fn parse_allocation(
             crate::names::did_you_mean(&metric, names.iter().copied())
         )));
     }
+    // A bandit's analysis is stratified by weight period, which ratio metrics are not (yet).
+    if let Some((name, _)) = metrics.iter().find(|(_, d)| d.kind == MetricType::Ratio) {
+        return Err(Error::definition(format!(
+            "metric \"{}\" is a ratio: a bandit experiment's analysis is stratified by weight period, which ratio metrics are not; declare its numerator and denominator as metrics of their own",
+            printable(name)
+        )));
+    }
     let update_every = a.update_every.unwrap_or_else(|| DEFAULT_UPDATE_EVERY.to_string());
     if interval_seconds(&update_every).is_none() {
         return Err(Error::definition(format!(
@@ -943,6 +1111,108 @@ mod tests {
     }
 
     #[test]
+    fn capped_metrics() {
+        let mut body = original_body();
+        body["metrics"] = json!({"resolution_rate": {}, "response_time": {"cap": {"percentile": 0.99}},
+                                 "token_usage": {"aggregation": "sum", "cap": {"value": 5000}}});
+        let spec = parse_definition(&body).unwrap();
+        assert_eq!(spec.metrics["response_time"].cap, Some(Cap { value: None, percentile: Some(0.99) }));
+        assert_eq!(spec.metrics_json()["token_usage"]["cap"], json!({"value": 5000.0}));
+        assert_eq!(spec.metrics_json()["resolution_rate"].get("cap"), None);
+        for (cap, kind, expected) in [
+            (json!({}), json!({}), "must have exactly one of \"value\""),
+            (json!({"value": 1, "percentile": 0.9}), json!({}), "must have exactly one of"),
+            (json!({"percentile": 99}), json!({}), "cap percentile of metric \"m\" is 99, must be a fraction between 0 and 1"),
+            (json!({"percentile": 0}), json!({}), "cap percentile of metric \"m\" is 0,"),
+            (json!({"value": 1e16}), json!({}), "cap value of metric \"m\" is 1e16, must be a finite number"),
+            (json!({"value": -1}), json!({"aggregation": "sum"}), "cap value of metric \"m\" is -1, must be at least 0: a sum metric"),
+            (json!({"value": 1}), json!({"type": "binary"}), "metric \"m\" is binary: its per-user values are 0 or 1, so it takes no cap"),
+            (json!({"max": 1}), json!({}), "unknown field `max`"),
+        ] {
+            let mut def = kind.clone();
+            def["cap"] = cap;
+            let mut body = original_body();
+            body["metrics"] = json!({"resolution_rate": {}, "m": def});
+            let e = parse_definition(&body).unwrap_err();
+            assert!(e.message.contains(expected), "expected {expected:?}, got {:?}", e.message);
+        }
+        // A mean metric may be capped below 0; a ratio is capped through its parts.
+        body["metrics"] = json!({"resolution_rate": {}, "delta": {"cap": {"value": -3}}});
+        assert!(parse_definition(&body).is_ok());
+        body["metrics"] = json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "c": {"aggregation": "count"},
+                                 "r": {"type": "ratio", "numerator": "t", "denominator": "c", "cap": {"value": 3}}});
+        assert!(parse_definition(&body).unwrap_err().message.contains("metric \"r\" is a ratio: cap its numerator or denominator"));
+    }
+
+    #[test]
+    fn ratio_metrics() {
+        let ratio = |n: &str, d: &str| json!({"type": "ratio", "numerator": n, "denominator": d});
+        let mut body = original_body();
+        body["metrics"] = json!({
+            "resolution_rate": {}, "token_usage": {"aggregation": "sum"}, "conversations": {"aggregation": "count"},
+            "resolved": {"type": "binary"},
+            "tokens_per_conversation": {"type": "ratio", "numerator": "token_usage", "denominator": "conversations", "direction": "lower"},
+            "resolved_share": ratio("resolved", "conversations"),
+        });
+        let spec = parse_definition(&body).unwrap();
+        let t = &spec.metrics["tokens_per_conversation"];
+        assert_eq!((t.kind, t.direction), (MetricType::Ratio, Direction::Lower));
+        assert_eq!(t.ratio_of(), Some(("token_usage", "conversations")));
+        assert_eq!(spec.metrics["resolved_share"].ratio_of(), Some(("resolved", "conversations")));
+        assert_eq!(spec.metrics["token_usage"].ratio_of(), None);
+        assert_eq!(
+            spec.metrics_json()["tokens_per_conversation"],
+            json!({"type": "ratio", "aggregation": "mean", "direction": "lower", "numerator": "token_usage", "denominator": "conversations"})
+        );
+        // Parts are stored in NFC, like every name.
+        body["metrics"]["caf\u{e9}s"] = json!({"aggregation": "count"});
+        body["metrics"]["per_cafe"] = ratio("token_usage", "cafe\u{301}s");
+        assert_eq!(parse_definition(&body).unwrap().metrics["per_cafe"].ratio_of(), Some(("token_usage", "caf\u{e9}s")));
+
+        let fails = |metrics: Value, expected: &str| {
+            let mut body = original_body();
+            body["metrics"] = metrics;
+            let e = parse_definition(&body).unwrap_err();
+            assert!(e.message.contains(expected), "expected {expected:?}, got {:?}", e.message);
+            e
+        };
+        let e = fails(
+            json!({"resolution_rate": {}, "tokens": {"aggregation": "sum"}, "r": ratio("token", "tokens")}),
+            "the numerator of ratio metric \"r\" is \"token\", which is not declared (did you mean \"tokens\"?)",
+        );
+        assert!(e.hint.unwrap().contains("declare the numerator and denominator"));
+        fails(
+            json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "r": {"type": "ratio", "numerator": "t"}}),
+            "ratio metric \"r\" has no denominator",
+        );
+        fails(
+            json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "m": {}, "r": ratio("t", "m")}),
+            "the denominator of ratio metric \"r\" is \"m\", which is aggregated by mean: it must be a sum, count or binary metric",
+        );
+        fails(
+            json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "c": {"aggregation": "count"}, "r": ratio("t", "c"), "rr": ratio("r", "c")}),
+            "\"r\", which is a ratio itself",
+        );
+        fails(json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "r": ratio("t", "t")}), "divides \"t\" by itself");
+        fails(json!({"resolution_rate": {}, "r": ratio("r", "resolution_rate")}), "\"r\", which is a ratio itself");
+        fails(
+            json!({"resolution_rate": {}, "t": {"aggregation": "sum", "numerator": "x"}}),
+            "metric \"t\" has a numerator or denominator but is not a ratio",
+        );
+        fails(
+            json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "c": {"aggregation": "count"},
+                   "r": {"type": "ratio", "numerator": "t", "denominator": "c", "aggregation": "sum"}}),
+            "metric \"r\" is a ratio: its per-user values come from its numerator and denominator, so it has no aggregation",
+        );
+        // A bandit's analysis is stratified by period; ratios are not.
+        let mut body = original_body();
+        body["metrics"] = json!({"resolution_rate": {"type": "binary"}, "t": {"aggregation": "sum"}, "c": {"aggregation": "count"}, "r": ratio("t", "c")});
+        body["allocation"] = json!({"mode": "bandit"});
+        let e = parse_definition(&body).unwrap_err();
+        assert!(e.message.contains("metric \"r\" is a ratio: a bandit experiment's analysis is stratified"), "{}", e.message);
+    }
+
+    #[test]
     fn rejects_bad_definitions() {
         let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
             (Box::new(|b| b["name"] = json!("  ")), "experiment name must not be empty"),
@@ -1006,7 +1276,8 @@ mod tests {
             (Box::new(|b| b["name"] = json!("x".repeat(201))), "at most 200"),
             (Box::new(|b| b["salt"] = json!("")), "salt must not be empty"),
             (Box::new(|b| b["metrics"] = json!({"x": {"type": "binary", "aggregation": "sum"}})), "is binary"),
-            (Box::new(|b| b["metrics"] = json!({"x": {"type": "ratio"}})), "unknown value `ratio`"),
+            (Box::new(|b| b["metrics"] = json!({"x": {"type": "ratio"}})), "ratio metric \"x\" has no numerator"),
+            (Box::new(|b| b["metrics"] = json!({"x": {"type": "quantile"}})), "unknown value `quantile`"),
             (Box::new(|b| b["metrics"] = json!({"x": {"mde": -1}})), "mde of metric \"x\" is -1"),
             (Box::new(|b| b["sequential_tuning"] = json!(100)), "sequential is not true"),
             (
@@ -1046,7 +1317,7 @@ mod tests {
         assert_eq!(spec.sequential_tuning, Some(DEFAULT_SEQUENTIAL_TUNING));
         assert_eq!(spec.correction, Correction::Bh);
         assert_eq!(spec.power, 0.9);
-        let m = spec.metrics["resolution_rate"];
+        let m = &spec.metrics["resolution_rate"];
         assert_eq!((m.kind, m.aggregation, m.mde), (MetricType::Binary, Aggregation::Max, Some(0.02)));
         assert!(m.silent_users_are_zero());
     }

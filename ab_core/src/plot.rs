@@ -165,6 +165,7 @@ mod tests {
                 observed: mk(&c),
                 covariate: None,
                 periods: vec![],
+                ratio: None,
             },
             ArmInput {
                 variant: "<b> & co".into(),
@@ -173,11 +174,12 @@ mod tests {
                 observed: mk(&t),
                 covariate: None,
                 periods: vec![],
+                ratio: None,
             },
         ];
         let m = analyze_metric(
             &Settings::fixed(0.05, 10),
-            &MetricInput { name: "score".into(), def: MetricDef::default(), arms },
+            &MetricInput { cap: None, name: "score".into(), def: MetricDef::default(), arms },
         );
         let svg = forest_plot("A \"test\"", &[m]);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
@@ -188,7 +190,7 @@ mod tests {
         // XML 1.0 forbids most control characters, even escaped: they are shown as text.
         let m = analyze_metric(
             &Settings::fixed(0.05, 10),
-            &MetricInput { name: "a\u{1}b\u{FFFE}".into(), def: MetricDef::default(), arms: vec![] },
+            &MetricInput { cap: None, name: "a\u{1}b\u{FFFE}".into(), def: MetricDef::default(), arms: vec![] },
         );
         let svg = forest_plot("t\u{8}", &[m]);
         assert!(svg.contains("a\\u{0001}b\\u{FFFE}") && svg.contains("t\\u{0008}"));

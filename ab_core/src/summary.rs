@@ -44,6 +44,20 @@ pub struct SummaryInput<'a> {
     pub bandit: Option<&'a BanditSummary<'a>>,
 }
 
+/// 0.99 -> "99th", 0.5 -> "50th", 0.995 -> "99.5th".
+fn percentile_name(p: f64) -> String {
+    let pct = (p * 1e6).round() / 1e4;
+    let n = pct.to_string();
+    let suffix = match (pct.fract() == 0.0, pct as u64 % 100) {
+        (true, 11..=13) => "th",
+        (true, x) if x % 10 == 1 => "st",
+        (true, x) if x % 10 == 2 => "nd",
+        (true, x) if x % 10 == 3 => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 fn mean_ci(mean: f64, sd: f64, n: u64, alpha: f64) -> (f64, f64) {
     let half = t_isf(alpha / 2.0, n as f64 - 1.0) * sd / (n as f64).sqrt();
     (mean - half, mean + half)
@@ -153,7 +167,20 @@ pub fn render(input: &SummaryInput) -> String {
             primary,
             match m.def.kind {
                 crate::definition::MetricType::Binary => "binary: share of users with a 1".to_string(),
-                crate::definition::MetricType::Continuous => format!("per-user {}", m.def.aggregation.as_str()),
+                crate::definition::MetricType::Continuous => {
+                    let cap = match (m.cap, m.def.cap.and_then(|c| c.percentile)) {
+                        (Some(v), Some(p)) => format!(", capped at {v} (the {} percentile)", percentile_name(p)),
+                        (Some(v), None) => format!(", capped at {v}"),
+                        (None, Some(_)) => ", capped by percentile (no values yet)".to_string(),
+                        (None, None) => String::new(),
+                    };
+                    format!("per-user {}{cap}", m.def.aggregation.as_str())
+                }
+                crate::definition::MetricType::Ratio => format!(
+                    "ratio: {} / {}, delta method",
+                    crate::names::printable(m.def.numerator.as_deref().unwrap_or("")),
+                    crate::names::printable(m.def.denominator.as_deref().unwrap_or(""))
+                ),
             },
             m.def.direction.as_str()
         );
@@ -296,7 +323,7 @@ mod tests {
         };
         let c: Vec<f64> = (0..200).map(|i| (i % 2) as f64).collect();
         let t: Vec<f64> = (0..200).map(|i| if i % 4 == 0 { 0.0 } else { 1.0 }).collect();
-        let input = MetricInput {
+        let input = MetricInput { cap: None,
             name: metric.into(),
             def: MetricDef::default(),
             arms: vec![
@@ -307,6 +334,7 @@ mod tests {
                     observed: mk(&c),
                     covariate: None,
                     periods: vec![],
+                    ratio: None,
                 },
                 ArmInput {
                     variant: treatment.into(),
@@ -315,6 +343,7 @@ mod tests {
                     observed: mk(&t),
                     covariate: None,
                     periods: vec![],
+                    ratio: None,
                 },
             ],
         };
@@ -342,6 +371,12 @@ mod tests {
             correction: Correction::Holm,
             bandit: None,
         })
+    }
+
+    #[test]
+    fn percentile_names() {
+        let names: Vec<String> = [0.99, 0.5, 0.995, 0.01, 0.92, 0.11, 0.03].iter().map(|&p| percentile_name(p)).collect();
+        assert_eq!(names, ["99th", "50th", "99.5th", "1st", "92nd", "11th", "3rd"]);
     }
 
     #[test]

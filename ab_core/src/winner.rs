@@ -132,7 +132,7 @@ mod tests {
     }
 
     fn metric(direction: Direction, arms: Vec<ArmResult>) -> MetricResult {
-        MetricResult { name: "m".into(), def: MetricDef { direction, ..Default::default() }, arms }
+        MetricResult { cap: None, name: "m".into(), def: MetricDef { direction, ..Default::default() }, arms }
     }
 
     #[test]

@@ -87,9 +87,10 @@ fn analyze(run: &Run, kind: MetricType) -> ab_core::analysis::MetricResult {
             observed: d.iter().fold(Moments::default(), |acc, c| acc.merge(&c.1)),
             covariate: None,
             periods: d.clone(),
+            ratio: None,
         })
         .collect();
-    analyze_metric(&Settings::fixed(0.05, 100), &MetricInput { name: "m".into(), def, arms })
+    analyze_metric(&Settings::fixed(0.05, 100), &MetricInput { cap: None, name: "m".into(), def, arms })
 }
 
 fn bernoulli(rng: &mut Rng, p: f64) -> f64 {
@@ -150,7 +151,7 @@ fn coverage(
                 let r = proportion_test((a.mean * a.n).round(), a.n, (b.mean * b.n).round(), b.n, 0.05).unwrap();
                 (r.ci_lower, r.ci_upper)
             }
-            MetricType::Continuous => {
+            MetricType::Continuous | MetricType::Ratio => {
                 let se = (a.variance().unwrap() / a.n + b.variance().unwrap() / b.n).sqrt();
                 (b.mean - a.mean - 1.96 * se, b.mean - a.mean + 1.96 * se)
             }

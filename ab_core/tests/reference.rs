@@ -178,12 +178,13 @@ fn bandit_matches_scipy() {
                     observed,
                     covariate: None,
                     periods,
+                    ratio: None,
                 }
             })
             .collect();
         let r = analyze_metric(
             &Settings::fixed(f(case, "alpha"), 2),
-            &MetricInput { name: "m".into(), def: MetricDef::default(), arms },
+            &MetricInput { cap: None, name: "m".into(), def: MetricDef::default(), arms },
         );
         let what = "stratified case";
         for (a, e) in r.arms.iter().zip(floats(&case["means"])) {
@@ -203,5 +204,76 @@ fn bandit_matches_scipy() {
         let r = srm_by_period(&periods).unwrap();
         assert_rel(r.chi2, f(case, "chi2"), 1e-12, "srm chi2");
         assert_rel(r.p_value, f(case, "p_value"), 1e-9, "srm p");
+    }
+}
+
+/// Ratio metrics against GrowthBook's gbstats (RatioStatistic, two-sided t-test of the
+/// absolute difference): per-user numerators and denominators built from the fixture's raw
+/// results, every assigned user counted (0 for a part not recorded).
+#[test]
+fn ratio_matches_gbstats() {
+    use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, Settings};
+    use ab_core::definition::MetricDef;
+    use ab_core::stats::cuped::CoMoments;
+    use ab_core::stats::Moments;
+    use std::collections::HashMap;
+
+    let path = format!("{}/../tests/fixtures/ratio.json", env!("CARGO_MANIFEST_DIR"));
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut per_user: HashMap<(&str, &str), f64> = HashMap::new();
+    for r in all["results"].as_array().unwrap() {
+        let metric = r["metric"].as_str().unwrap();
+        let agg = all["metrics"][metric]["aggregation"].as_str().unwrap();
+        let v = if agg == "count" { 1.0 } else { f(r, "value") };
+        *per_user.entry((metric, r["user_id"].as_str().unwrap())).or_default() += v;
+    }
+    let variants = ["control", "short", "long"];
+    for (name, spec) in all["metrics"].as_object().unwrap() {
+        if spec["type"] != "ratio" {
+            continue;
+        }
+        let def: MetricDef = serde_json::from_value(spec.clone()).unwrap();
+        let (num, den) = def.ratio_of().unwrap();
+        let arms: Vec<ArmInput> = variants
+            .iter()
+            .map(|&v| {
+                let mut co = CoMoments::default();
+                for a in all["assignments"].as_array().unwrap().iter().filter(|a| a["variant"] == v) {
+                    let u = a["user_id"].as_str().unwrap();
+                    co.add(
+                        per_user.get(&(num, u)).copied().unwrap_or(0.0),
+                        per_user.get(&(den, u)).copied().unwrap_or(0.0),
+                    );
+                }
+                ArmInput {
+                    variant: v.into(),
+                    is_control: v == "control",
+                    assigned: co.n as u64,
+                    observed: Moments::default(),
+                    covariate: None,
+                    periods: vec![],
+                    ratio: Some(co),
+                }
+            })
+            .collect();
+        let r = analyze_metric(&Settings::fixed(0.05, 100), &MetricInput { cap: None, name: name.clone(), def, arms });
+        for e in all["expected"].as_array().unwrap().iter().filter(|e| e["metric"] == name.as_str()) {
+            let a = r.arms.iter().find(|a| a.variant == e["variant"].as_str().unwrap()).unwrap();
+            let what = format!("{name}/{}", a.variant);
+            assert_eq!(a.users, e["users"].as_u64().unwrap(), "{what}");
+            assert_rel(a.mean.unwrap(), f(e, "mean"), 1e-12, &what);
+            assert_rel(a.std_dev.unwrap(), f(e, "std_dev"), 1e-9, &what);
+            let Some(c) = a.comparison else {
+                assert!(a.is_control, "{what}");
+                continue;
+            };
+            assert_eq!(c.test, "welch");
+            assert_rel(c.diff, f(e, "diff"), 1e-9, &what);
+            assert_rel(c.ci_lower, f(e, "ci_lower"), 1e-9, &what);
+            assert_rel(c.ci_upper, f(e, "ci_upper"), 1e-9, &what);
+            assert_rel(c.p_value, f(e, "p_value"), 1e-6, &what);
+            assert_rel(c.relative_lift.unwrap(), f(e, "relative_lift"), 1e-9, &what);
+            assert_rel(c.effect_size.unwrap(), f(e, "effect_size"), 1e-9, &what);
+        }
     }
 }

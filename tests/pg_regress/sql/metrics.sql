@@ -1,0 +1,135 @@
+-- Ratio metrics: the ratio of two metrics' per-user means (delta method).
+SELECT ab_create_experiment('{"name": "ratios", "experiment_type": "prompt", "primary_metric": "tokens_per_conversation",
+  "salt": "ratio-salt", "min_sample_size": 50,
+  "metrics": {"conversations": {"aggregation": "count"}, "token_usage": {"aggregation": "sum", "direction": "lower"},
+              "resolved": {"type": "binary"},
+              "tokens_per_conversation": {"type": "ratio", "numerator": "token_usage", "denominator": "conversations",
+                                          "direction": "lower", "mde": 20},
+              "resolved_share": {"type": "ratio", "numerator": "resolved", "denominator": "conversations"}},
+  "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "short", "traffic_allocation": 50}]}') AS e \gset
+SELECT ab_start_experiment('ratios');
+SELECT count(*) AS users FROM (SELECT ab_get_variant('ratios', 'u' || g) FROM generate_series(1, 400) g) s;
+CREATE TEMP TABLE arm AS
+SELECT a.user_id, substr(a.user_id, 2)::int AS g, v.name AS variant
+FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id WHERE a.experiment_id = :e;
+
+-- 0 to 4 conversations per user (every fifth user has none); shorter prompts use fewer tokens.
+SELECT count(*) FILTER (WHERE ok) AS recorded FROM (
+  SELECT ab_record_result('ratios', 'conversations', 1, user_id) AS ok FROM arm, generate_series(1, g % 5) c
+  UNION ALL
+  SELECT ab_record_result('ratios', 'token_usage',
+           CASE variant WHEN 'control' THEN 800 ELSE 700 END + (g * c * 37) % 300, user_id)
+  FROM arm, generate_series(1, g % 5) c
+  UNION ALL
+  SELECT ab_record_result('ratios', 'resolved', 1, user_id) FROM arm WHERE g % 5 > 0 AND g % 3 <> 0
+) s;
+
+SELECT metric_name, variant, users, round(mean::numeric, 6) AS mean, round(std_dev::numeric, 6) AS std_dev,
+       round(diff::numeric, 6) AS diff, round(ci_lower::numeric, 6) AS ci_lower, round(ci_upper::numeric, 6) AS ci_upper,
+       round(relative_lift::numeric, 6) AS lift, round(p_value::numeric, 6) AS p, significant, metric_type, test,
+       users_needed
+FROM ab_analyze('ratios') WHERE metric_type = 'ratio' ORDER BY metric_name, variant;
+
+-- By hand: the ratio of the per-user sums over every assigned user, and its delta-method
+-- variance n var(R) = var(y - R x) / mean(x)^2, tested with Welch: the same numbers.
+WITH per_user AS (
+  SELECT arm.variant, arm.user_id,
+         coalesce(sum(r.metric_value) FILTER (WHERE r.metric_name = 'token_usage'), 0) AS y,
+         count(r.*) FILTER (WHERE r.metric_name = 'conversations') AS x
+  FROM arm LEFT JOIN ab_results r ON r.user_id = arm.user_id AND r.experiment_id = :e
+  GROUP BY 1, 2),
+ratio AS (SELECT variant, count(*) AS n, sum(y) / sum(x) AS r, avg(x) AS mx FROM per_user GROUP BY 1),
+lin AS (SELECT variant, n, r, var_samp((p.y - r * p.x) / mx) AS v FROM per_user p JOIN ratio USING (variant) GROUP BY 1, 2, 3),
+manual AS (SELECT w.* FROM lin c, lin t, LATERAL ab_welch_test(c.n, c.r, c.v, t.n, t.r, t.v) w
+           WHERE c.variant = 'control' AND t.variant = 'short')
+SELECT abs(a.diff - m.diff) < 1e-9 AS same_diff, abs(a.p_value - m.p_value) <= 1e-9 * m.p_value AS same_p,
+       abs(a.ci_lower - m.ci_lower) < 1e-9 AND abs(a.ci_upper - m.ci_upper) < 1e-9 AS same_ci
+FROM manual m, ab_analyze('ratios') a WHERE a.metric_name = 'tokens_per_conversation' AND a.variant = 'short';
+
+-- The summary names the parts.
+SELECT line FROM regexp_split_to_table(ab_summary('ratios'), E'\n') line WHERE line LIKE '%delta method%';
+
+-- A ratio is computed from its parts: results and covariates under its name are refused.
+SELECT expect_error($$SELECT ab_record_result('ratios', 'tokens_per_conversation', 12, 'u1')$$);
+SELECT expect_error($$SELECT ab_record_covariate('ratios', 'resolved_share', 'u1', 0.5)$$);
+SELECT count(*) AS stored FROM ab_results WHERE experiment_id = :e AND metric_name IN ('tokens_per_conversation', 'resolved_share');
+
+-- Definitions that cannot make a ratio.
+WITH defs(label, metrics) AS (VALUES
+  ('no denominator', '{"t": {"aggregation": "sum"}, "r": {"type": "ratio", "numerator": "t"}}'),
+  ('undeclared part', '{"tokens": {"aggregation": "sum"}, "c": {"aggregation": "count"}, "r": {"type": "ratio", "numerator": "token", "denominator": "c"}}'),
+  ('mean part', '{"t": {}, "c": {"aggregation": "count"}, "r": {"type": "ratio", "numerator": "t", "denominator": "c"}}'),
+  ('ratio of a ratio', '{"t": {"aggregation": "sum"}, "c": {"aggregation": "count"}, "r": {"type": "ratio", "numerator": "t", "denominator": "c"}, "rr": {"type": "ratio", "numerator": "r", "denominator": "c"}}'),
+  ('by itself', '{"t": {"aggregation": "sum"}, "r": {"type": "ratio", "numerator": "t", "denominator": "t"}}'),
+  ('parts on a non-ratio', '{"t": {"aggregation": "sum", "denominator": "c"}}'),
+  ('aggregated ratio', '{"t": {"aggregation": "sum"}, "c": {"aggregation": "count"}, "r": {"type": "ratio", "numerator": "t", "denominator": "c", "aggregation": "sum"}}'))
+SELECT label, expect_error(format('SELECT ab_create_experiment(%L)', jsonb_build_object(
+  'name', 'bad ratio', 'experiment_type', 'ui', 'primary_metric', 'p', 'metrics', metrics::jsonb || '{"p": {}}',
+  'variants', '[{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]'::jsonb))) AS error
+FROM defs ORDER BY label;
+-- A bandit's analysis is stratified by weight period; a ratio metric is refused there.
+SELECT expect_error($$SELECT ab_create_experiment('{"name": "bandit ratio", "experiment_type": "prompt", "primary_metric": "resolved",
+  "metrics": {"resolved": {"type": "binary"}, "t": {"aggregation": "sum"}, "c": {"aggregation": "count"},
+              "r": {"type": "ratio", "numerator": "t", "denominator": "c"}},
+  "allocation": {"mode": "bandit"},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
+SELECT count(*) AS created FROM ab_experiments WHERE name IN ('bad ratio', 'bandit ratio');
+
+SELECT ab_stop_experiment('ratios') ->> 'status' AS status;
+SELECT ab_delete_experiment('ratios');
+
+-- Capped metrics: each user's value is limited to the cap, an absolute value or a percentile
+-- of the per-user values of the users who recorded the metric (every variant together).
+SELECT ab_create_experiment('{"name": "capped", "experiment_type": "model", "primary_metric": "response_time",
+  "salt": "cap-salt", "min_sample_size": 50,
+  "metrics": {"response_time": {"direction": "lower", "cap": {"percentile": 0.95}},
+              "token_usage": {"aggregation": "sum", "direction": "lower", "cap": {"value": 2000}}},
+  "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "fast", "traffic_allocation": 50}]}') AS c \gset
+SELECT ab_start_experiment('capped');
+SELECT count(*) AS users FROM (SELECT ab_get_variant('capped', 'u' || g) FROM generate_series(1, 300) g) s;
+CREATE TEMP TABLE carm AS
+SELECT a.user_id, substr(a.user_id, 2)::int AS g, v.name AS variant
+FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id WHERE a.experiment_id = :c;
+-- Every 40th user waits a minute; every 50th burns 100,000 tokens; a third use no tokens.
+SELECT count(*) FILTER (WHERE ok) AS recorded FROM (
+  SELECT ab_record_result('capped', 'response_time',
+           CASE WHEN g % 40 = 0 THEN 60000 ELSE 300 + (g * 7) % 200 - CASE variant WHEN 'fast' THEN 30 ELSE 0 END END, user_id) AS ok
+  FROM carm
+  UNION ALL
+  SELECT ab_record_result('capped', 'token_usage', CASE WHEN g % 50 = 0 THEN 100000 ELSE 500 + (g * 13) % 700 END, user_id)
+  FROM carm WHERE g % 3 <> 0
+) s;
+SELECT metric_name, variant, users, round(mean::numeric, 6) AS mean, round(diff::numeric, 6) AS diff,
+       round(p_value::numeric, 6) AS p, significant
+FROM ab_analyze('capped') ORDER BY metric_name, variant;
+
+-- By hand: the 95th percentile of the users' values, then Welch's test on least(value, cap);
+-- the sum metric's silent users count as 0 after the cap.
+WITH rt AS (SELECT carm.variant, r.user_id, avg(r.metric_value) AS v FROM ab_results r JOIN carm USING (user_id)
+            WHERE r.experiment_id = :c AND r.metric_name = 'response_time' GROUP BY 1, 2),
+cap AS (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY v) AS cap FROM rt),
+tok AS (SELECT carm.variant, least(coalesce(sum(r.metric_value), 0), 2000) AS v
+        FROM carm LEFT JOIN ab_results r ON r.user_id = carm.user_id AND r.experiment_id = :c AND r.metric_name = 'token_usage'
+        GROUP BY carm.variant, carm.user_id),
+per_user AS (SELECT 'response_time' AS metric_name, variant, least(v, cap) AS v FROM rt, cap
+             UNION ALL SELECT 'token_usage', variant, v FROM tok),
+s AS (SELECT metric_name, variant, count(*) AS n, avg(v) AS m, var_samp(v) AS s2 FROM per_user GROUP BY 1, 2),
+manual AS (SELECT c.metric_name, w.* FROM s c JOIN s t ON t.metric_name = c.metric_name AND c.variant = 'control' AND t.variant = 'fast',
+           LATERAL ab_welch_test(c.n, c.m, c.s2, t.n, t.m, t.s2) w)
+SELECT m.metric_name, abs(a.diff - m.diff) < 1e-9 AS same_diff, abs(a.p_value - m.p_value) <= 1e-9 * m.p_value AS same_p,
+       abs(a.ci_lower - m.ci_lower) < 1e-9 AND abs(a.ci_upper - m.ci_upper) < 1e-9 AS same_ci
+FROM manual m JOIN ab_analyze('capped') a ON a.metric_name = m.metric_name AND a.variant = 'fast' ORDER BY 1;
+SELECT line FROM regexp_split_to_table(ab_summary('capped'), E'\n') line WHERE line LIKE '%capped at%';
+
+WITH defs(label, metric) AS (VALUES
+  ('both', '{"cap": {"value": 10, "percentile": 0.9}}'),
+  ('percent, not fraction', '{"cap": {"percentile": 99}}'),
+  ('negative cap of a sum', '{"aggregation": "sum", "cap": {"value": -5}}'),
+  ('binary', '{"type": "binary", "cap": {"value": 1}}'),
+  ('unknown key', '{"cap": {"upper": 10}}'))
+SELECT label, expect_error(format('SELECT ab_create_experiment(%L)', jsonb_build_object(
+  'name', 'bad cap', 'experiment_type', 'ui', 'primary_metric', 'p', 'metrics', jsonb_build_object('p', metric::jsonb),
+  'variants', '[{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]'::jsonb))) AS error
+FROM defs ORDER BY label;
+SELECT ab_stop_experiment('capped') ->> 'status' AS status;
+SELECT ab_delete_experiment('capped');
