@@ -6,7 +6,9 @@
 \pset footer off
 SELECT setseed(0.2026);
 
-\echo '== 1. Create the experiment: the original REST API body, plus a metric direction and a fixed salt =='
+\echo '== 1. Create the experiment: the original REST API body, plus its metrics and a fixed salt =='
+-- tokens_per_conversation is a ratio of two recorded metrics; token_usage is capped at its
+-- 99th percentile, so the few borrowers who paste a whole loan file cannot decide it.'
 SELECT ab_create_experiment('{
   "name": "Lead Qualification Prompt Test", "description": "Testing new prompt with examples",
   "experiment_type": "prompt", "primary_metric": "resolution_rate",
@@ -16,7 +18,11 @@ SELECT ab_create_experiment('{
     {"name": "Treatment", "is_control": false, "traffic_allocation": 50.0,
      "config": {"system_prompt": "New prompt with examples..."}}],
   "min_sample_size": 100,
-  "metrics": {"resolution_rate": {}, "satisfaction_score": {}, "response_time": {"direction": "lower"}},
+  "metrics": {"resolution_rate": {}, "satisfaction_score": {}, "response_time": {"direction": "lower"},
+              "conversations": {"aggregation": "count"},
+              "token_usage": {"aggregation": "sum", "direction": "lower", "cap": {"percentile": 0.99}},
+              "tokens_per_conversation": {"type": "ratio", "numerator": "token_usage", "denominator": "conversations",
+                                          "direction": "lower"}},
   "salt": "lead-qualification"}') AS experiment_id;
 
 \echo '== 2. Start it =='
@@ -36,7 +42,10 @@ CREATE TEMP TABLE demo_conversations AS
 SELECT u.user_id, u.variant, c AS conversation,
        (random() < CASE u.variant WHEN 'Treatment' THEN 0.67 ELSE 0.62 END)::int AS resolved,
        round((3.6 + CASE u.variant WHEN 'Treatment' THEN 0.15 ELSE 0 END + random() * 1.2 - 0.6)::numeric, 1) AS satisfaction,
-       (900 + random() * 600 + CASE u.variant WHEN 'Treatment' THEN 120 ELSE 0 END)::int AS response_ms
+       (900 + random() * 600 + CASE u.variant WHEN 'Treatment' THEN 120 ELSE 0 END)::int AS response_ms,
+       -- The longer prompt costs tokens; one borrower in 200 pastes a whole loan file.
+       CASE WHEN abs(hashtext(u.user_id)) % 200 = 0 THEN 80000
+            ELSE 500 + abs(hashtext(u.user_id || c)) % 400 + CASE u.variant WHEN 'Treatment' THEN 150 ELSE 0 END END AS tokens
 FROM demo_users u, generate_series(1, 1 + (abs(hashtext(u.user_id)) % 3)) AS c;
 
 SELECT count(*) FILTER (WHERE recorded) AS results_recorded
@@ -50,9 +59,15 @@ FROM (
     UNION ALL
     SELECT ab_record_result('Lead Qualification Prompt Test', 'response_time', response_ms, user_id)
     FROM demo_conversations
+    UNION ALL
+    SELECT ab_record_result('Lead Qualification Prompt Test', 'conversations', 1, user_id)
+    FROM demo_conversations
+    UNION ALL
+    SELECT ab_record_result('Lead Qualification Prompt Test', 'token_usage', tokens, user_id)
+    FROM demo_conversations
 ) AS r;
 
-\echo '== 5. Analyse: per-user values, Welch t-test against the control =='
+\echo '== 5. Analyse: per-user values, Welch t-test against the control (the delta method for the ratio) =='
 SELECT metric_name, variant, users, round(mean::numeric, 4) AS mean, round(diff::numeric, 4) AS diff,
        round(ci_lower::numeric, 4) AS ci_lower, round(ci_upper::numeric, 4) AS ci_upper,
        round((relative_lift * 100)::numeric, 1) AS "lift %", p_value, significant

@@ -173,7 +173,13 @@ CREATE TABLE ab_insights (
     cuped_ci_lower  float8,
     cuped_ci_upper  float8,
     cuped_p_value   float8,
-    cuped_variance_reduction float8
+    cuped_variance_reduction float8,
+    relative_lift_ci_lower float8,
+    relative_lift_ci_upper float8,
+    relative_lift_p_value float8,
+    margin          float8,
+    non_inferiority_p_value float8,
+    non_inferior    boolean
 );
 CREATE INDEX ab_insights_experiment ON ab_insights (experiment_id, computed_at);
 
@@ -318,7 +324,7 @@ COMMENT ON COLUMN ab_experiments.description IS 'Free text describing the hypoth
 COMMENT ON COLUMN ab_experiments.experiment_type IS 'What is tested: prompt, model, agent_config, feature, ui or workflow.';
 COMMENT ON COLUMN ab_experiments.status IS 'draft (created), running (assigning users and recording results) or stopped.';
 COMMENT ON COLUMN ab_experiments.primary_metric IS 'The metric that decides the winner.';
-COMMENT ON COLUMN ab_experiments.metrics IS 'Per metric: {"type": continuous|binary|ratio, "aggregation": mean|sum|count|max per user, "direction": higher|lower is better, "mde"; a ratio also "numerator" and "denominator"}.';
+COMMENT ON COLUMN ab_experiments.metrics IS 'Per metric: {"type": continuous|binary|ratio, "aggregation": mean|sum|count|max per user, "direction": higher|lower is better, "mde", "margin" (a guardrail''s non-inferiority margin), "cap"; a ratio also "numerator" and "denominator"}.';
 COMMENT ON COLUMN ab_experiments.target_segments IS 'Conditions on the attributes passed to ab_get_variant; all must hold for a user to be enrolled.';
 COMMENT ON COLUMN ab_experiments.min_sample_size IS 'Users each variant needs before a winner may be declared.';
 COMMENT ON COLUMN ab_experiments.alpha IS 'Significance level of the tests (default 0.05).';
@@ -414,6 +420,12 @@ COMMENT ON COLUMN ab_insights.cuped_ci_lower IS 'Lower bound of the CUPED-adjust
 COMMENT ON COLUMN ab_insights.cuped_ci_upper IS 'Upper bound of the CUPED-adjusted confidence interval.';
 COMMENT ON COLUMN ab_insights.cuped_p_value IS 'p-value of the CUPED-adjusted comparison.';
 COMMENT ON COLUMN ab_insights.cuped_variance_reduction IS 'Share of the variance of the difference removed by CUPED.';
+COMMENT ON COLUMN ab_insights.relative_lift_ci_lower IS 'Lower bound of the confidence interval of relative_lift (delta method).';
+COMMENT ON COLUMN ab_insights.relative_lift_ci_upper IS 'Upper bound of the confidence interval of relative_lift (delta method).';
+COMMENT ON COLUMN ab_insights.relative_lift_p_value IS 'Two-sided p-value of relative_lift against 0 (delta method).';
+COMMENT ON COLUMN ab_insights.margin IS 'The metric''s non-inferiority margin (a guardrail), in its units; NULL without one.';
+COMMENT ON COLUMN ab_insights.non_inferiority_p_value IS 'One-sided p-value of "the variant is worse than the control by the margin or more".';
+COMMENT ON COLUMN ab_insights.non_inferior IS 'Shown to be no worse than the control by the margin: the non-inferiority p-value, adjusted across the metric''s treatments, below alpha.';
 
 COMMENT ON TABLE ab_audit IS 'Who created, started, stopped or deleted each experiment through the ab_* functions, and when; kept after the experiment is deleted.';
 COMMENT ON COLUMN ab_audit.experiment_id IS 'ab_experiments.id of the experiment (which may no longer exist).';

@@ -28,7 +28,11 @@ pub struct Analysis {
 impl Analysis {
     pub fn decision(&self, exp: &ExperimentRow) -> Decision {
         match self.metrics.iter().find(|m| m.name == exp.primary_metric) {
-            Some(primary) => decide(primary, exp.min_sample_size, exp.alpha, self.srm.map(|s| s.p_value)),
+            Some(primary) => {
+                let guardrails: Vec<&MetricResult> =
+                    self.metrics.iter().filter(|m| m.name != exp.primary_metric && m.def.margin.is_some()).collect();
+                decide(primary, exp.min_sample_size, exp.alpha, self.srm.map(|s| s.p_value), &guardrails)
+            }
             None => Decision {
                 winner: None,
                 reason: format!("no results recorded for the primary metric {}", exp.primary_metric),
@@ -192,8 +196,10 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         let per_variant = ratios.entry(name.clone()).or_default();
         for row in client.select(sql.as_str(), None, &[exp.id.into(), num.into(), den.into()]).or_raise() {
             let variant: i64 = row.get(1).or_raise().unwrap();
-            let m: Vec<f64> = row.get::<Vec<Option<f64>>>(2).or_raise().unwrap().into_iter().map(|x| x.unwrap_or(0.0)).collect();
-            per_variant.insert(variant, CoMoments { n: m[0], mean_y: m[1], mean_x: m[2], m2_y: m[3], m2_x: m[4], c_xy: m[5] });
+            let m: Vec<f64> =
+                row.get::<Vec<Option<f64>>>(2).or_raise().unwrap().into_iter().map(|x| x.unwrap_or(0.0)).collect();
+            per_variant
+                .insert(variant, CoMoments { n: m[0], mean_y: m[1], mean_x: m[2], m2_y: m[3], m2_x: m[4], c_xy: m[5] });
         }
     }
 
@@ -430,15 +436,26 @@ pub fn periods(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, variants: 
 
 /// Stores an analysis in ab_insights; rows of one run share the transaction time.
 pub fn store(client: &mut SpiClient<'_>, nsp: &str, experiment_id: i64, analysis: &Analysis) {
+    // The relative and guardrail columns came with 0.9.0: a 0.9.0 library on an older schema
+    // stores what that schema has.
+    let full = catalog::has_column(client, nsp, "ab_insights", "non_inferior");
+    let (extra, extra_params) = if full {
+        (
+            ", relative_lift_ci_lower, relative_lift_ci_upper, relative_lift_p_value, margin, non_inferiority_p_value, non_inferior",
+            ", $29::float8[], $30::float8[], $31::float8[], $32::float8[], $33::float8[], $34::bool[]",
+        )
+    } else {
+        ("", "")
+    };
     let sql = format!(
         "INSERT INTO {nsp}.ab_insights (experiment_id, computed_at, metric_name, variant, is_control, users, mean, \
          std_dev, diff, ci_lower, ci_upper, relative_lift, p_value, significant, effect_size, recommendation, confidence, \
          metric_type, test, p_value_adjusted, chance_to_beat_control, expected_loss, users_needed, srm_p_value, \
-         cuped_diff, cuped_ci_lower, cuped_ci_upper, cuped_p_value, cuped_variance_reduction) \
+         cuped_diff, cuped_ci_lower, cuped_ci_upper, cuped_p_value, cuped_variance_reduction{extra}) \
          SELECT $1, now(), r.* FROM unnest($2::text[], $3::text[], $4::bool[], $5::int8[], $6::float8[], $7::float8[], \
            $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::bool[], $14::float8[], $15::text[], \
            $16::float8[], $17::text[], $18::text[], $19::float8[], $20::float8[], $21::float8[], $22::int8[], $23::float8[], \
-           $24::float8[], $25::float8[], $26::float8[], $27::float8[], $28::float8[]) AS r"
+           $24::float8[], $25::float8[], $26::float8[], $27::float8[], $28::float8[]{extra_params}) AS r"
     );
     let rows: Vec<Row> = analysis.metrics.iter().flat_map(|m| rows_of(m, analysis.srm)).collect();
     macro_rules! col {
@@ -450,42 +467,40 @@ pub fn store(client: &mut SpiClient<'_>, nsp: &str, experiment_id: i64, analysis
         analysis.metrics.iter().flat_map(|m| m.arms.iter().map(|a| a.confidence)).collect();
     let recommendation: Vec<String> =
         analysis.metrics.iter().flat_map(|m| m.arms.iter().map(|a| a.recommendation.clone())).collect();
-    client
-        .update(
-            sql.as_str(),
-            None,
-            &[
-                experiment_id.into(),
-                col!(0),
-                col!(1),
-                col!(2),
-                col!(3),
-                col!(4),
-                col!(5),
-                col!(6),
-                col!(7),
-                col!(8),
-                col!(9),
-                col!(10),
-                col!(11),
-                col!(12),
-                recommendation.into(),
-                confidence.into(),
-                col!(13),
-                col!(14),
-                col!(15),
-                col!(16),
-                col!(17),
-                col!(18),
-                col!(19),
-                col!(20),
-                col!(21),
-                col!(22),
-                col!(23),
-                col!(24),
-            ],
-        )
-        .or_raise();
+    let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
+        experiment_id.into(),
+        col!(0),
+        col!(1),
+        col!(2),
+        col!(3),
+        col!(4),
+        col!(5),
+        col!(6),
+        col!(7),
+        col!(8),
+        col!(9),
+        col!(10),
+        col!(11),
+        col!(12),
+        recommendation.into(),
+        confidence.into(),
+        col!(13),
+        col!(14),
+        col!(15),
+        col!(16),
+        col!(17),
+        col!(18),
+        col!(19),
+        col!(20),
+        col!(21),
+        col!(22),
+        col!(23),
+        col!(24),
+    ];
+    if full {
+        args.extend([col!(25), col!(26), col!(27), col!(28), col!(29), col!(30)]);
+    }
+    client.update(sql.as_str(), None, &args).or_raise();
 }
 
 /// One output row of ab_analyze, in column order.
@@ -515,6 +530,12 @@ type Row = (
     Option<f64>,
     Option<f64>,
     Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<bool>,
 );
 
 fn rows_of(m: &MetricResult, srm: Option<SrmResult>) -> Vec<Row> {
@@ -549,6 +570,12 @@ fn rows_of(m: &MetricResult, srm: Option<SrmResult>) -> Vec<Row> {
                 k.map(|k| k.ci_upper),
                 k.map(|k| k.p_value),
                 k.map(|k| k.variance_reduction),
+                c.and_then(|c| c.relative_ci).map(|r| r.0),
+                c.and_then(|c| c.relative_ci).map(|r| r.1),
+                c.and_then(|c| c.relative_p_value),
+                m.def.margin,
+                c.and_then(|c| c.non_inferiority).map(|n| n.p_value),
+                c.and_then(|c| c.non_inferiority).map(|n| n.passed),
             )
         })
         .collect()
@@ -598,6 +625,12 @@ fn ab_analyze(
         name!(cuped_ci_upper, Option<f64>),
         name!(cuped_p_value, Option<f64>),
         name!(cuped_variance_reduction, Option<f64>),
+        name!(relative_lift_ci_lower, Option<f64>),
+        name!(relative_lift_ci_upper, Option<f64>),
+        name!(relative_lift_p_value, Option<f64>),
+        name!(margin, Option<f64>),
+        name!(non_inferiority_p_value, Option<f64>),
+        name!(non_inferior, Option<bool>),
     ),
 > {
     TableIterator::new(analyze(ExperimentRef::Name(experiment)))
@@ -634,6 +667,12 @@ fn ab_analyze_by_id(
         name!(cuped_ci_upper, Option<f64>),
         name!(cuped_p_value, Option<f64>),
         name!(cuped_variance_reduction, Option<f64>),
+        name!(relative_lift_ci_lower, Option<f64>),
+        name!(relative_lift_ci_upper, Option<f64>),
+        name!(relative_lift_p_value, Option<f64>),
+        name!(margin, Option<f64>),
+        name!(non_inferiority_p_value, Option<f64>),
+        name!(non_inferior, Option<bool>),
     ),
 > {
     TableIterator::new(analyze(ExperimentRef::Id(experiment)))

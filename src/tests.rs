@@ -167,8 +167,15 @@ mod tests {
                     .unwrap_or_else(|| panic!("unexpected row {metric}/{variant}"));
                 let what = format!("{metric}/{variant}");
                 assert_eq!(row.get::<i64>(3).unwrap(), e["users"].as_i64(), "{what}");
-                for (i, col) in [(4, "mean"), (5, "std_dev"), (6, "diff"), (7, "ci_lower"), (8, "ci_upper"),
-                                 (9, "relative_lift"), (11, "effect_size")] {
+                for (i, col) in [
+                    (4, "mean"),
+                    (5, "std_dev"),
+                    (6, "diff"),
+                    (7, "ci_lower"),
+                    (8, "ci_upper"),
+                    (9, "relative_lift"),
+                    (11, "effect_size"),
+                ] {
                     assert_close(row.get(i).unwrap(), &e[col], &format!("{what} {col}"));
                 }
                 assert_close_to(row.get(10).unwrap(), &e["p_value"], &format!("{what} p_value"), 1e-6);
@@ -228,7 +235,7 @@ mod tests {
         });
         // The summary states each cap, the percentile's as its value in this data.
         let summary = Spi::get_one::<String>("SELECT ab_summary('capped')").unwrap().unwrap();
-        let cap = expected[0]["cap"].as_f64().unwrap();
+        let cap = ab_core::summary::fmt_cap(expected[0]["cap"].as_f64().unwrap());
         assert!(summary.contains(&format!("per-user mean, capped at {cap} (the 99th percentile)")), "{summary}");
         assert!(summary.contains("per-user sum, capped at 5000,"), "{summary}");
     }

@@ -31,7 +31,11 @@ fn rebuild(r: ExperimentRef<'_>) -> i64 {
         // until commit; each statement below then reads every committed result.
         guard::lock_for_rebuild(catalog::relation_oid(client, &nsp, "ab_experiments"), exp.id);
         client
-            .update(format!("DELETE FROM {nsp}.ab_user_metrics WHERE experiment_id = $1").as_str(), None, &[exp.id.into()])
+            .update(
+                format!("DELETE FROM {nsp}.ab_user_metrics WHERE experiment_id = $1").as_str(),
+                None,
+                &[exp.id.into()],
+            )
             .or_raise();
         let sql = format!(
             "INSERT INTO {nsp}.ab_user_metrics (experiment_id, metric_name, user_id, variant_id, n, total, max) \

@@ -4,13 +4,14 @@
 //! Bayesian and power figures, and a plain-words recommendation for every row.
 
 use crate::bandit::{stratified, Estimate};
-use crate::definition::{Correction, MetricDef, MetricType};
+use crate::definition::{Correction, Direction, MetricDef, MetricType};
 use crate::stats::bayes::bayes;
 use crate::stats::cuped::{self, CoMoments};
-use crate::stats::dist::{t_isf, t_sf};
+use crate::stats::dist::{normal_isf, normal_sf, t_isf, t_sf};
 use crate::stats::multiple::{benjamini_hochberg, holm};
 use crate::stats::power::sample_size;
 use crate::stats::proportion::proportion_test;
+use crate::stats::proportion::score_stat;
 use crate::stats::sequential;
 use crate::stats::welch::{cohens_d, relative_lift, welch_test, Sample};
 use crate::stats::Moments;
@@ -71,6 +72,18 @@ pub struct CupedResult {
     pub variance_reduction: f64,
 }
 
+/// A guardrail's test of non-inferiority: that the treatment is not worse than the control
+/// by the metric's `margin` or more (one-sided, in the metric's direction).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NonInferiority {
+    pub margin: f64,
+    pub p_value: f64,
+    /// Adjusted over the metric's treatments like `Comparison::p_adjusted`.
+    pub p_adjusted: f64,
+    /// `p_adjusted < alpha`: shown to be no worse than the margin.
+    pub passed: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Comparison {
     /// "welch" or "z", with "-sequential" in sequential mode.
@@ -79,7 +92,13 @@ pub struct Comparison {
     pub ci_lower: f64,
     pub ci_upper: f64,
     pub relative_lift: Option<f64>,
+    /// The CI of `relative_lift` and the p-value of its test against 0 (delta method); None
+    /// when the control mean is 0.
+    pub relative_ci: Option<(f64, f64)>,
+    pub relative_p_value: Option<f64>,
     pub p_value: f64,
+    /// With a `margin`: the non-inferiority test.
+    pub non_inferiority: Option<NonInferiority>,
     /// Adjusted over the metric's treatments (equal to p_value with one treatment).
     pub p_adjusted: f64,
     pub significant: bool,
@@ -178,7 +197,10 @@ fn sample(m: &Moments) -> Option<Sample> {
     m.variance().map(|variance| Sample { n: m.n, mean: m.mean, variance })
 }
 
-/// The raw comparison of one treatment with the control: (diff, ci, p, se^2).
+/// The raw comparison of one treatment with the control: (diff, ci, p, se^2), with what
+/// the relative and non-inferiority tests need: each mean's variance (se2 = v_c + v_t), the
+/// degrees of freedom (None: normal), the conversions of a binary metric, and in sequential
+/// mode the users in all.
 struct Raw {
     test: &'static str,
     diff: f64,
@@ -186,6 +208,78 @@ struct Raw {
     ci_upper: f64,
     p_value: f64,
     se2: f64,
+    v_c: f64,
+    v_t: f64,
+    df: Option<f64>,
+    counts: Option<(f64, f64, f64, f64)>,
+    sequential: Option<(f64, f64)>,
+}
+
+impl Raw {
+    /// Two-sided critical value and p-value at this comparison's distribution.
+    fn quantile(&self, q: f64) -> f64 {
+        match self.df {
+            Some(df) => t_isf(q, df),
+            None => normal_isf(q),
+        }
+    }
+
+    fn sf(&self, x: f64) -> f64 {
+        match self.df {
+            Some(df) => t_sf(x, df),
+            None => normal_sf(x),
+        }
+    }
+
+    /// relative = diff / |mc| with the delta-method variance v_t / mc^2 + v_c mt^2 / mc^4
+    /// (gbstats' relative test): (lower, upper, p).
+    fn relative(&self, alpha: f64, mc: f64, mt: f64) -> Option<(f64, f64, f64)> {
+        if mc == 0.0 || !mc.is_finite() {
+            return None;
+        }
+        let est = (mt - mc) / mc.abs();
+        let var = self.v_t / (mc * mc) + self.v_c * mt * mt / (mc * mc * mc * mc);
+        if !(var > 0.0 && var.is_finite()) {
+            return Some((est, est, if est == 0.0 { 1.0 } else { 0.0 }));
+        }
+        let se = var.sqrt();
+        Some(match self.sequential {
+            Some((n, tuning)) => {
+                let half = sequential::half_width(var, n, alpha, tuning);
+                (est - half, est + half, sequential::p_value(est, var, n, tuning))
+            }
+            None => {
+                let q = self.quantile(alpha / 2.0);
+                (est - q * se, est + q * se, (2.0 * self.sf(est.abs() / se)).min(1.0))
+            }
+        })
+    }
+
+    /// One-sided p-value of H0: the treatment is worse than the control by `margin` or more
+    /// (H1: diff > -margin where higher is better, diff < margin where lower is). Binary
+    /// metrics use the score test at the margin (Farrington-Manning), the test their CI
+    /// inverts; sequential mode the always-valid p-value of the difference from the margin
+    /// (two-sided, so conservative), 1 when the estimate is on the wrong side of it.
+    fn non_inferiority(&self, direction: Direction, margin: f64) -> f64 {
+        let (bound, sign) = match direction {
+            Direction::Higher => (-margin, 1.0),
+            Direction::Lower => (margin, -1.0),
+        };
+        if let Some((n, tuning)) = self.sequential {
+            return if sign * (self.diff - bound) > 0.0 {
+                sequential::p_value(self.diff - bound, self.se2, n, tuning)
+            } else {
+                1.0
+            };
+        }
+        if let Some((xc, nc, xt, nt)) = self.counts {
+            return normal_sf(sign * score_stat(xt, nt, xc, nc, bound));
+        }
+        if !(self.se2 > 0.0) {
+            return if sign * (self.diff - bound) > 0.0 { 0.0 } else { 1.0 };
+        }
+        self.sf(sign * (self.diff - bound) / self.se2.sqrt())
+    }
 }
 
 fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Moments) -> Option<Raw> {
@@ -194,6 +288,7 @@ fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Moments) -> O
             // Per-user values are 0/1, so mean * n is the number of converted users.
             let (xc, xt) = ((c.mean * c.n).round(), (t.mean * t.n).round());
             let r = proportion_test(xc, c.n, xt, t.n, settings.alpha).ok()?;
+            let (pc, pt) = (xc / c.n, xt / t.n);
             Raw {
                 test: "z",
                 diff: r.diff,
@@ -201,6 +296,11 @@ fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Moments) -> O
                 ci_upper: r.ci_upper,
                 p_value: r.p_value,
                 se2: r.se * r.se,
+                v_c: pc * (1.0 - pc) / c.n,
+                v_t: pt * (1.0 - pt) / t.n,
+                df: None,
+                counts: Some((xc, c.n, xt, t.n)),
+                sequential: None,
             }
         }
         MetricType::Continuous | MetricType::Ratio => {
@@ -213,6 +313,11 @@ fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Moments) -> O
                 ci_upper: r.ci_upper,
                 p_value: r.p_value,
                 se2: r.se * r.se,
+                v_c: cs.variance / cs.n,
+                v_t: ts.variance / ts.n,
+                df: r.df,
+                counts: None,
+                sequential: None,
             }
         }
     };
@@ -241,6 +346,11 @@ fn compare_stratified(settings: &Settings, n: f64, c: &Estimate, t: &Estimate) -
         ci_upper: diff + q * se,
         p_value: (2.0 * t_sf(diff.abs() / se, df)).min(1.0),
         se2,
+        v_c: c.var,
+        v_t: t.var,
+        df: Some(df),
+        counts: None,
+        sequential: None,
     };
     Some(match settings.sequential_tuning {
         None => fixed,
@@ -259,6 +369,7 @@ fn sequentialize(raw: Raw, n: f64, alpha: f64, tuning: f64) -> Raw {
         ci_lower: raw.diff - half,
         ci_upper: raw.diff + half,
         p_value: sequential::p_value(raw.diff, raw.se2, n, tuning),
+        sequential: Some((n, tuning)),
         ..raw
     }
 }
@@ -286,6 +397,11 @@ fn cuped_comparison(settings: &Settings, arms: &[CoMoments], ci: usize, ti: usiz
         ci_upper: adjusted.ci_upper,
         p_value: adjusted.p_value,
         se2: adjusted.se * adjusted.se,
+        v_c: vc / c.n,
+        v_t: vt / t.n,
+        df: adjusted.df,
+        counts: None,
+        sequential: None,
     };
     if let Some(tuning) = settings.sequential_tuning {
         r = sequentialize(r, c.n + t.n, settings.alpha, tuning);
@@ -305,11 +421,8 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
     let control_idx = input.arms.iter().position(|a| a.is_control);
     let bandit = input.arms.iter().any(|a| !a.periods.is_empty());
     // CUPED is not combined with the period strata, nor with ratio metrics (see the README).
-    let covariates: Option<Vec<CoMoments>> = if bandit || def.kind == MetricType::Ratio {
-        None
-    } else {
-        input.arms.iter().map(|a| a.covariate).collect()
-    };
+    let covariates: Option<Vec<CoMoments>> =
+        if bandit || def.kind == MetricType::Ratio { None } else { input.arms.iter().map(|a| a.covariate).collect() };
     let strata: Option<Vec<Estimate>> = if bandit {
         let periods: Vec<Vec<Moments>> = input.arms.iter().map(|a| effective_periods(def, a)).collect();
         stratified(&periods)
@@ -332,11 +445,17 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
         })
         .collect();
     let tested: Vec<usize> = (0..raw.len()).filter(|&i| raw[i].is_some()).collect();
-    let ps: Vec<f64> = tested.iter().map(|&i| raw[i].as_ref().unwrap().p_value).collect();
-    let adjusted = match settings.correction {
-        Correction::Holm => holm(&ps),
-        Correction::Bh => benjamini_hochberg(&ps),
+    let adjust = |ps: &[f64]| match settings.correction {
+        Correction::Holm => holm(ps),
+        Correction::Bh => benjamini_hochberg(ps),
     };
+    let ps: Vec<f64> = tested.iter().map(|&i| raw[i].as_ref().unwrap().p_value).collect();
+    let adjusted = adjust(&ps);
+    // A guardrail's non-inferiority tests form a family of their own, adjusted the same way.
+    let ni_ps: Option<Vec<f64>> = def.margin.map(|margin| {
+        tested.iter().map(|&i| raw[i].as_ref().unwrap().non_inferiority(def.direction, margin)).collect()
+    });
+    let ni_adjusted = ni_ps.as_deref().map(adjust);
 
     let min = settings.min_sample_size.max(0) as f64;
     let control = control_idx.map(|i| moments[i]);
@@ -349,7 +468,17 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
             let m = &moments[i];
             let comparison = raw[i].as_ref().map(|r| {
                 let c = control.unwrap();
-                let p_adjusted = adjusted[tested.iter().position(|&j| j == i).unwrap()];
+                let k = tested.iter().position(|&j| j == i).unwrap();
+                let p_adjusted = adjusted[k];
+                let non_inferiority = match (def.margin, &ni_ps, &ni_adjusted) {
+                    (Some(margin), Some(ps), Some(adj)) => Some(NonInferiority {
+                        margin,
+                        p_value: ps[k],
+                        p_adjusted: adj[k],
+                        passed: adj[k] < settings.alpha,
+                    }),
+                    _ => None,
+                };
                 let b = bayes(r.diff, r.se2.sqrt(), def.direction);
                 let users_needed = def.mde.and_then(|mde| {
                     let sd = match def.kind {
@@ -367,13 +496,17 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                     Some(est) => (est[control_idx.unwrap()].mean, est[i].mean),
                     None => (c.mean, m.mean),
                 };
+                let relative = r.relative(settings.alpha, control_mean, mean);
                 Comparison {
                     test: r.test,
                     diff: r.diff,
                     ci_lower: r.ci_lower,
                     ci_upper: r.ci_upper,
                     relative_lift: relative_lift(control_mean, mean),
+                    relative_ci: relative.map(|(lo, hi, _)| (lo, hi)),
+                    relative_p_value: relative.map(|(.., p)| p),
                     p_value: r.p_value,
+                    non_inferiority,
                     p_adjusted,
                     significant: p_adjusted < settings.alpha,
                     effect_size: match (cs, ts) {
@@ -430,7 +563,15 @@ mod tests {
     fn arm(name: &str, control: bool, assigned: u64, values: &[f64]) -> ArmInput {
         let mut m = Moments::default();
         values.iter().for_each(|&x| m.add(x));
-        ArmInput { variant: name.into(), is_control: control, assigned, observed: m, covariate: None, periods: vec![], ratio: None }
+        ArmInput {
+            variant: name.into(),
+            is_control: control,
+            assigned,
+            observed: m,
+            covariate: None,
+            periods: vec![],
+            ratio: None,
+        }
     }
 
     fn settings(min: i64) -> Settings {
@@ -440,7 +581,8 @@ mod tests {
     #[test]
     fn sum_metrics_count_silent_users_as_zero() {
         let def = MetricDef { aggregation: Aggregation::Sum, ..Default::default() };
-        let input = MetricInput { cap: None,
+        let input = MetricInput {
+            cap: None,
             name: "orders".into(),
             def,
             arms: vec![arm("c", true, 4, &[2.0, 4.0]), arm("t", false, 3, &[1.0, 1.0, 1.0])],
@@ -459,7 +601,8 @@ mod tests {
     fn binary_metrics_use_the_z_test() {
         let def = MetricDef { kind: MetricType::Binary, aggregation: Aggregation::Max, ..Default::default() };
         // 100 assigned per arm; 30 and 45 converted (silent users are non-converters).
-        let input = MetricInput { cap: None,
+        let input = MetricInput {
+            cap: None,
             name: "converted".into(),
             def,
             arms: vec![arm("c", true, 100, &[1.0; 30]), arm("t", false, 100, &[1.0; 45])],
@@ -473,7 +616,8 @@ mod tests {
 
     #[test]
     fn too_few_users_for_a_test() {
-        let input = MetricInput { cap: None,
+        let input = MetricInput {
+            cap: None,
             name: "m".into(),
             def: MetricDef::default(),
             arms: vec![arm("c", true, 1, &[1.0]), arm("t", false, 5, &[1.0, 2.0, 3.0])],
@@ -489,7 +633,8 @@ mod tests {
         let lower = MetricDef { direction: Direction::Lower, ..Default::default() };
         let c: Vec<f64> = (0..50).map(|i| (i % 5) as f64).collect();
         let t: Vec<f64> = (0..50).map(|i| (i % 5) as f64 + 3.0).collect();
-        let input = MetricInput { cap: None,
+        let input = MetricInput {
+            cap: None,
             name: "escalation".into(),
             def: lower,
             arms: vec![arm("c", true, 50, &c), arm("t", false, 50, &t)],
@@ -508,7 +653,8 @@ mod tests {
     fn sequential_intervals_are_wider() {
         let c: Vec<f64> = (0..500).map(|i| (i % 7) as f64).collect();
         let t: Vec<f64> = (0..500).map(|i| (i % 7) as f64 + 0.3).collect();
-        let input = MetricInput { cap: None,
+        let input = MetricInput {
+            cap: None,
             name: "m".into(),
             def: MetricDef::default(),
             arms: vec![arm("c", true, 500, &c), arm("t", false, 500, &t)],
@@ -547,7 +693,8 @@ mod tests {
     fn one_period_stratified_is_welch() {
         let c: Vec<f64> = (0..40).map(|i| (i % 7) as f64).collect();
         let t: Vec<f64> = (0..60).map(|i| (i % 5) as f64 + 0.7).collect();
-        let plain = MetricInput { cap: None,
+        let plain = MetricInput {
+            cap: None,
             name: "m".into(),
             def: MetricDef::default(),
             arms: vec![arm("c", true, 40, &c), arm("t", false, 60, &t)],
@@ -578,7 +725,8 @@ mod tests {
         let c0: Vec<f64> = (0..10).map(|i| (i % 2) as f64).collect();
         let c1: Vec<f64> = (0..10).map(|i| (i % 2) as f64 + 5.0).collect();
         let t1: Vec<f64> = (0..40).map(|i| (i % 2) as f64 + 6.0).collect();
-        let input = MetricInput { cap: None,
+        let input = MetricInput {
+            cap: None,
             name: "m".into(),
             def: MetricDef::default(),
             arms: vec![bandit_arm("c", true, &[&c0, &c1]), bandit_arm("t", false, &[&c0, &t1])],
@@ -591,5 +739,35 @@ mod tests {
         // Pooled, the treatment's late users would make the difference 4.1 - 2.75 = 1.35.
         assert!(cmp.ci_upper < 1.35);
         assert!(r.arms[1].comparison.unwrap().cuped.is_none());
+    }
+
+    /// A binary guardrail passes at alpha exactly when the score interval at level 1 - 2 alpha
+    /// stays within the margin: both are the score test at the margin.
+    #[test]
+    fn binary_non_inferiority_agrees_with_the_score_interval() {
+        use crate::stats::proportion::proportion_test;
+        let binary = |name: &str, control: bool, x: f64, n: f64| {
+            let mut a = arm(name, control, n as u64, &[]);
+            a.observed = Moments { n, mean: x / n, m2: x * (1.0 - x / n) };
+            a
+        };
+        for (direction, margin) in [(Direction::Lower, 0.03), (Direction::Higher, 0.05)] {
+            let def = MetricDef { kind: MetricType::Binary, direction, margin: Some(margin), ..Default::default() };
+            for xt in (60..200).step_by(3) {
+                let input = MetricInput {
+                    name: "g".into(),
+                    def: def.clone(),
+                    cap: None,
+                    arms: vec![binary("c", true, 100.0, 1000.0), binary("t", false, xt as f64, 1000.0)],
+                };
+                let ni = analyze_metric(&settings(2), &input).arms[1].comparison.unwrap().non_inferiority.unwrap();
+                let ci = proportion_test(100.0, 1000.0, xt as f64, 1000.0, 0.1).unwrap();
+                let within = match direction {
+                    Direction::Lower => ci.ci_upper < margin,
+                    Direction::Higher => ci.ci_lower > -margin,
+                };
+                assert_eq!(ni.passed, within, "{direction:?} {xt} {ni:?} {ci:?}");
+            }
+        }
     }
 }

@@ -125,6 +125,11 @@ pub struct MetricDef {
     /// Minimum detectable effect, as an absolute difference, for the power calculation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mde: Option<f64>,
+    /// Non-inferiority margin, in the metric's units: how much worse than the control a
+    /// treatment may be on this metric (a guardrail). The winner must show it is not worse by
+    /// more than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
     /// An upper bound on each user's value (winsorization), so that a few runaway users
     /// cannot decide the comparison.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -493,7 +498,9 @@ fn check_cap(name: &str, def: &MetricDef) -> Result<()> {
     let name = printable(name);
     match def.kind {
         MetricType::Binary => {
-            return Err(Error::definition(format!("metric \"{name}\" is binary: its per-user values are 0 or 1, so it takes no cap")));
+            return Err(Error::definition(format!(
+                "metric \"{name}\" is binary: its per-user values are 0 or 1, so it takes no cap"
+            )));
         }
         MetricType::Ratio => {
             return Err(Error::definition(format!(
@@ -736,6 +743,21 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     check_ratios(&mut metrics)?;
     for (name, def) in &metrics {
         check_cap(name, def)?;
+        if let Some(m) = def.margin {
+            let most = if def.kind == MetricType::Binary { 1.0 } else { MAX_ABS_VALUE };
+            if !(m > 0.0 && m < most || def.kind != MetricType::Binary && m == most) {
+                return Err(Error::definition(format!(
+                    "margin of metric \"{}\" is {}, must be a positive difference in the metric's units{}",
+                    printable(name),
+                    short_float(m),
+                    if def.kind == MetricType::Binary {
+                        " below 1 (0.01 is one percentage point)"
+                    } else {
+                        " up to 1e15"
+                    }
+                )));
+            }
+        }
     }
     for (name, def) in &metrics {
         if def.kind == MetricType::Binary && !matches!(def.aggregation, Aggregation::Mean | Aggregation::Max) {
@@ -1122,11 +1144,23 @@ mod tests {
         for (cap, kind, expected) in [
             (json!({}), json!({}), "must have exactly one of \"value\""),
             (json!({"value": 1, "percentile": 0.9}), json!({}), "must have exactly one of"),
-            (json!({"percentile": 99}), json!({}), "cap percentile of metric \"m\" is 99, must be a fraction between 0 and 1"),
+            (
+                json!({"percentile": 99}),
+                json!({}),
+                "cap percentile of metric \"m\" is 99, must be a fraction between 0 and 1",
+            ),
             (json!({"percentile": 0}), json!({}), "cap percentile of metric \"m\" is 0,"),
             (json!({"value": 1e16}), json!({}), "cap value of metric \"m\" is 1e16, must be a finite number"),
-            (json!({"value": -1}), json!({"aggregation": "sum"}), "cap value of metric \"m\" is -1, must be at least 0: a sum metric"),
-            (json!({"value": 1}), json!({"type": "binary"}), "metric \"m\" is binary: its per-user values are 0 or 1, so it takes no cap"),
+            (
+                json!({"value": -1}),
+                json!({"aggregation": "sum"}),
+                "cap value of metric \"m\" is -1, must be at least 0: a sum metric",
+            ),
+            (
+                json!({"value": 1}),
+                json!({"type": "binary"}),
+                "metric \"m\" is binary: its per-user values are 0 or 1, so it takes no cap",
+            ),
             (json!({"max": 1}), json!({}), "unknown field `max`"),
         ] {
             let mut def = kind.clone();
@@ -1141,7 +1175,10 @@ mod tests {
         assert!(parse_definition(&body).is_ok());
         body["metrics"] = json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "c": {"aggregation": "count"},
                                  "r": {"type": "ratio", "numerator": "t", "denominator": "c", "cap": {"value": 3}}});
-        assert!(parse_definition(&body).unwrap_err().message.contains("metric \"r\" is a ratio: cap its numerator or denominator"));
+        assert!(parse_definition(&body)
+            .unwrap_err()
+            .message
+            .contains("metric \"r\" is a ratio: cap its numerator or denominator"));
     }
 
     #[test]
@@ -1167,7 +1204,10 @@ mod tests {
         // Parts are stored in NFC, like every name.
         body["metrics"]["caf\u{e9}s"] = json!({"aggregation": "count"});
         body["metrics"]["per_cafe"] = ratio("token_usage", "cafe\u{301}s");
-        assert_eq!(parse_definition(&body).unwrap().metrics["per_cafe"].ratio_of(), Some(("token_usage", "caf\u{e9}s")));
+        assert_eq!(
+            parse_definition(&body).unwrap().metrics["per_cafe"].ratio_of(),
+            Some(("token_usage", "caf\u{e9}s"))
+        );
 
         let fails = |metrics: Value, expected: &str| {
             let mut body = original_body();
@@ -1193,7 +1233,10 @@ mod tests {
             json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "c": {"aggregation": "count"}, "r": ratio("t", "c"), "rr": ratio("r", "c")}),
             "\"r\", which is a ratio itself",
         );
-        fails(json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "r": ratio("t", "t")}), "divides \"t\" by itself");
+        fails(
+            json!({"resolution_rate": {}, "t": {"aggregation": "sum"}, "r": ratio("t", "t")}),
+            "divides \"t\" by itself",
+        );
         fails(json!({"resolution_rate": {}, "r": ratio("r", "resolution_rate")}), "\"r\", which is a ratio itself");
         fails(
             json!({"resolution_rate": {}, "t": {"aggregation": "sum", "numerator": "x"}}),
@@ -1209,7 +1252,11 @@ mod tests {
         body["metrics"] = json!({"resolution_rate": {"type": "binary"}, "t": {"aggregation": "sum"}, "c": {"aggregation": "count"}, "r": ratio("t", "c")});
         body["allocation"] = json!({"mode": "bandit"});
         let e = parse_definition(&body).unwrap_err();
-        assert!(e.message.contains("metric \"r\" is a ratio: a bandit experiment's analysis is stratified"), "{}", e.message);
+        assert!(
+            e.message.contains("metric \"r\" is a ratio: a bandit experiment's analysis is stratified"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

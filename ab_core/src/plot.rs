@@ -105,13 +105,13 @@ pub fn forest_plot(title: &str, metrics: &[MetricResult]) -> String {
                     let _ = write!(out, r#"<circle cx="{:.1}" cy="{cy:.1}" r="5" fill="{color}"/>"#, x(c.diff));
                     let _ = write!(
                         out,
-                        r##"<text x="{:.1}" y="{:.1}" fill="#333">{} [{}, {}], p = {}</text>"##,
+                        r##"<text x="{:.1}" y="{:.1}" fill="#333">{} [{}, {}], p {}</text>"##,
                         LABEL_W + PLOT_W + 10.0,
                         cy + 4.0,
                         num(c.diff),
                         num(c.ci_lower),
                         num(c.ci_upper),
-                        crate::winner::fmt_p(c.p_adjusted)
+                        crate::winner::p_is(c.p_adjusted)
                     );
                 }
                 None => {

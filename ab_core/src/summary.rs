@@ -7,7 +7,7 @@ use crate::definition::Correction;
 use crate::names::printable;
 use crate::stats::dist::t_isf;
 use crate::stats::srm::SrmResult;
-use crate::winner::{fmt_p, Decision, SRM_THRESHOLD};
+use crate::winner::{fmt_p, p_is, Decision, SRM_THRESHOLD};
 
 pub struct ArmCount {
     pub variant: String,
@@ -42,6 +42,12 @@ pub struct SummaryInput<'a> {
     pub sequential_tuning: Option<f64>,
     pub correction: Correction,
     pub bandit: Option<&'a BanditSummary<'a>>,
+}
+
+/// A cap with at most 4 decimals and no trailing zeros: 2964.09, 5000.
+pub fn fmt_cap(v: f64) -> String {
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// 0.99 -> "99th", 0.5 -> "50th", 0.995 -> "99.5th".
@@ -147,13 +153,13 @@ pub fn render(input: &SummaryInput) -> String {
         Some(r) if r.p_value < SRM_THRESHOLD => {
             let _ = writeln!(
                 out,
-                "Sample ratio MISMATCH: these counts are very unlikely under the configured allocation (chi-square {:.2}, p = {}). Assignment is broken (a filter, a crash or a redirect that hits one variant more than another); no result below can be trusted.",
+                "Sample ratio MISMATCH: these counts are very unlikely under the configured allocation (chi-square {:.2}, p {}). Assignment is broken (a filter, a crash or a redirect that hits one variant more than another); no result below can be trusted.",
                 r.chi2,
-                fmt_p(r.p_value)
+                p_is(r.p_value)
             );
         }
         Some(r) => {
-            let _ = writeln!(out, "Sample ratio: consistent with the allocation (SRM p = {}).", fmt_p(r.p_value));
+            let _ = writeln!(out, "Sample ratio: consistent with the allocation (SRM p {}).", p_is(r.p_value));
         }
         None => {}
     }
@@ -169,8 +175,10 @@ pub fn render(input: &SummaryInput) -> String {
                 crate::definition::MetricType::Binary => "binary: share of users with a 1".to_string(),
                 crate::definition::MetricType::Continuous => {
                     let cap = match (m.cap, m.def.cap.and_then(|c| c.percentile)) {
-                        (Some(v), Some(p)) => format!(", capped at {v} (the {} percentile)", percentile_name(p)),
-                        (Some(v), None) => format!(", capped at {v}"),
+                        (Some(v), Some(p)) => {
+                            format!(", capped at {} (the {} percentile)", fmt_cap(v), percentile_name(p))
+                        }
+                        (Some(v), None) => format!(", capped at {}", fmt_cap(v)),
                         (None, Some(_)) => ", capped by percentile (no values yet)".to_string(),
                         (None, None) => String::new(),
                     };
@@ -195,9 +203,12 @@ pub fn render(input: &SummaryInput) -> String {
             };
             let _ = writeln!(out, "  {:width$}  n = {:<8} {}", a.variant, a.users, stats);
             if let Some(c) = &a.comparison {
-                let lift = match c.relative_lift {
-                    Some(l) => format!("{:+.1}%", l * 100.0),
-                    None => "undefined (control mean is 0)".to_string(),
+                let lift = match (c.relative_lift, c.relative_ci) {
+                    (Some(l), Some((lo, hi))) => {
+                        format!("{:+.1}% (CI {:+.1}% to {:+.1}%)", l * 100.0, lo * 100.0, hi * 100.0)
+                    }
+                    (Some(l), None) => format!("{:+.1}%", l * 100.0),
+                    (None, _) => "undefined (control mean is 0)".to_string(),
                 };
                 let adj = if (c.p_adjusted - c.p_value).abs() > 0.0 {
                     let how = match s.correction {
@@ -210,13 +221,13 @@ pub fn render(input: &SummaryInput) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "  {:width$}  vs control: {:+.4} ({level} CI {:+.4} to {:+.4}), lift {}, p = {}{}: {}",
+                    "  {:width$}  vs control: {:+.4} ({level} CI {:+.4} to {:+.4}), lift {}, p {}{}: {}",
                     "",
                     c.diff,
                     c.ci_lower,
                     c.ci_upper,
                     lift,
-                    fmt_p(c.p_value),
+                    p_is(c.p_value),
                     adj,
                     a.recommendation
                 );
@@ -227,15 +238,30 @@ pub fn render(input: &SummaryInput) -> String {
                     fmt_chance(c.chance_to_beat_control),
                     c.expected_loss
                 );
+                if let Some(ni) = &c.non_inferiority {
+                    let worse = match m.def.direction {
+                        crate::definition::Direction::Higher => "lower",
+                        crate::definition::Direction::Lower => "higher",
+                    };
+                    let verdict = if ni.passed { "passed" } else { "not passed" };
+                    let _ = writeln!(
+                        out,
+                        "  {:width$}  guardrail (at most {} {worse} than the control): {verdict}, non-inferiority p {}{}",
+                        "",
+                        ni.margin,
+                        p_is(ni.p_value),
+                        if ni.p_adjusted != ni.p_value { format!(", adjusted {}", fmt_p(ni.p_adjusted)) } else { String::new() }
+                    );
+                }
                 if let Some(k) = &c.cuped {
                     let _ = writeln!(
                         out,
-                        "  {:width$}  with CUPED: {:+.4} ({level} CI {:+.4} to {:+.4}), p = {}, variance {:.0}% lower",
+                        "  {:width$}  with CUPED: {:+.4} ({level} CI {:+.4} to {:+.4}), p {}, variance {:.0}% lower",
                         "",
                         k.diff,
                         k.ci_lower,
                         k.ci_upper,
-                        fmt_p(k.p_value),
+                        p_is(k.p_value),
                         k.variance_reduction * 100.0
                     );
                 }
@@ -323,7 +349,8 @@ mod tests {
         };
         let c: Vec<f64> = (0..200).map(|i| (i % 2) as f64).collect();
         let t: Vec<f64> = (0..200).map(|i| if i % 4 == 0 { 0.0 } else { 1.0 }).collect();
-        let input = MetricInput { cap: None,
+        let input = MetricInput {
+            cap: None,
             name: metric.into(),
             def: MetricDef::default(),
             arms: vec![
@@ -349,7 +376,7 @@ mod tests {
         };
         let settings = Settings::fixed(0.05, 100);
         let metrics = vec![analyze_metric(&settings, &input)];
-        let decision = decide(&metrics[0], 100, 0.05, None);
+        let decision = decide(&metrics[0], 100, 0.05, None, &[]);
         let arms = vec![
             ArmCount { variant: "Control".into(), is_control: true, traffic_allocation: 50.0, assigned: 200 },
             ArmCount { variant: treatment.into(), is_control: false, traffic_allocation: 50.0, assigned: 200 },
@@ -375,8 +402,12 @@ mod tests {
 
     #[test]
     fn percentile_names() {
-        let names: Vec<String> = [0.99, 0.5, 0.995, 0.01, 0.92, 0.11, 0.03].iter().map(|&p| percentile_name(p)).collect();
+        let names: Vec<String> =
+            [0.99, 0.5, 0.995, 0.01, 0.92, 0.11, 0.03].iter().map(|&p| percentile_name(p)).collect();
         assert_eq!(names, ["99th", "50th", "99.5th", "1st", "92nd", "11th", "3rd"]);
+        let caps: Vec<String> =
+            [2964.089999999998, 5000.0, 1119.6741599999991, 0.5].iter().map(|&v| fmt_cap(v)).collect();
+        assert_eq!(caps, ["2964.09", "5000", "1119.6742", "0.5"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The winner rule: a treatment wins only when every variant reached the minimum sample
-//! size, the assignment is sound (no sample ratio mismatch), and the primary metric's
-//! Holm-adjusted p-value is below alpha with the effect in the metric's good direction.
-//! Otherwise there is no winner, and the reason says why.
+//! size, the assignment is sound (no sample ratio mismatch), the primary metric's
+//! Holm-adjusted p-value is below alpha with the effect in the metric's good direction, and
+//! the treatment passed the non-inferiority test of every guardrail (every other metric with
+//! a `margin`). Otherwise there is no winner, and the reason says why.
 
 use crate::analysis::MetricResult;
 
@@ -22,19 +23,58 @@ impl Decision {
 }
 
 pub fn fmt_p(p: f64) -> String {
-    if p < 1e-4 {
+    if p == 0.0 {
+        // Below the smallest float8: the tail underflowed.
+        "<1e-300".to_string()
+    } else if p < 1e-4 {
         format!("{p:.1e}")
     } else {
         format!("{p:.4}")
     }
 }
 
-pub fn decide(primary: &MetricResult, min_sample_size: i64, alpha: f64, srm_p: Option<f64>) -> Decision {
+/// "= 0.0123", or "< 1e-300" where the p-value underflowed to 0.
+pub fn p_is(p: f64) -> String {
+    if p == 0.0 {
+        "< 1e-300".to_string()
+    } else {
+        format!("= {}", fmt_p(p))
+    }
+}
+
+/// Why `variant` has not passed a guardrail, or None when it passed them all.
+fn guardrail_failure(variant: &str, guardrails: &[&MetricResult]) -> Option<String> {
+    guardrails.iter().find_map(|g| {
+        let arm = g.arms.iter().find(|a| a.variant == variant)?;
+        let worse = match g.def.direction {
+            crate::definition::Direction::Higher => "lower",
+            crate::definition::Direction::Lower => "higher",
+        };
+        let margin = g.def.margin.unwrap_or(0.0);
+        match arm.comparison.and_then(|c| c.non_inferiority) {
+            Some(ni) if ni.passed => None,
+            Some(ni) => Some(format!(
+                "{variant} has not shown that {} is no more than {margin} {worse} than the control's (non-inferiority p {}, adjusted)",
+                g.name,
+                p_is(ni.p_adjusted)
+            )),
+            None => Some(format!("{variant} cannot be compared with the control on the guardrail {}", g.name)),
+        }
+    })
+}
+
+pub fn decide(
+    primary: &MetricResult,
+    min_sample_size: i64,
+    alpha: f64,
+    srm_p: Option<f64>,
+    guardrails: &[&MetricResult],
+) -> Decision {
     if let Some(p) = srm_p {
         if p < SRM_THRESHOLD {
             return Decision::none(format!(
-                "sample ratio mismatch: the users per variant do not match the traffic allocation (SRM p = {}), so the assignment is broken and no result can be trusted",
-                fmt_p(p)
+                "sample ratio mismatch: the users per variant do not match the traffic allocation (SRM p {}), so the assignment is broken and no result can be trusted",
+                p_is(p)
             ));
         }
     }
@@ -60,22 +100,33 @@ pub fn decide(primary: &MetricResult, min_sample_size: i64, alpha: f64, srm_p: O
     if tested.is_empty() {
         return Decision::none(format!("no treatment could be compared with the control on {}", primary.name));
     }
-    let best = tested
-        .iter()
-        .filter(|(_, c)| c.p_adjusted < alpha && direction.is_improvement(c.diff))
-        .max_by(|(_, a), (_, b)| a.diff.abs().total_cmp(&b.diff.abs()).then(b.p_adjusted.total_cmp(&a.p_adjusted)));
+    let order = |(_, a): &&&(_, crate::analysis::Comparison), (_, b): &&&(_, crate::analysis::Comparison)| {
+        a.diff.abs().total_cmp(&b.diff.abs()).then(b.p_adjusted.total_cmp(&a.p_adjusted))
+    };
+    let better: Vec<_> =
+        tested.iter().filter(|(_, c)| c.p_adjusted < alpha && direction.is_improvement(c.diff)).collect();
+    let best = better.iter().filter(|(a, _)| guardrail_failure(&a.variant, guardrails).is_none()).max_by(order);
+    if best.is_none() {
+        // The reason names the treatment that would have won.
+        if let Some(why) = better.iter().max_by(order).and_then(|(a, _)| guardrail_failure(&a.variant, guardrails)) {
+            return Decision::none(format!(
+                "guardrail not passed: {why}; no treatment both beats the control on {} and passes every guardrail",
+                primary.name
+            ));
+        }
+    }
     if let Some((arm, c)) = best {
         return Decision {
             winner: Some(arm.variant.clone()),
             reason: format!(
-                "{} beats the control on {} ({} is better): difference {:+.4} (CI {:+.4} to {:+.4}), p = {} (alpha {})",
+                "{} beats the control on {} ({} is better): difference {:+.4} (CI {:+.4} to {:+.4}), p {} (alpha {})",
                 arm.variant,
                 primary.name,
                 direction.as_str(),
                 c.diff,
                 c.ci_lower,
                 c.ci_upper,
-                fmt_p(c.p_adjusted),
+                p_is(c.p_adjusted),
                 alpha
             ),
             confidence: Some(1.0 - c.p_adjusted),
@@ -83,10 +134,10 @@ pub fn decide(primary: &MetricResult, min_sample_size: i64, alpha: f64, srm_p: O
     }
     if let Some((arm, c)) = tested.iter().find(|(_, c)| c.p_adjusted < alpha) {
         return Decision::none(format!(
-            "no treatment beats the control: {} is significantly worse on {} (p = {}); keep the control",
+            "no treatment beats the control: {} is significantly worse on {} (p {}); keep the control",
             arm.variant,
             primary.name,
-            fmt_p(c.p_adjusted)
+            p_is(c.p_adjusted)
         ));
     }
     let min_p = tested.iter().map(|(_, c)| c.p_adjusted).fold(f64::INFINITY, f64::min);
@@ -121,6 +172,9 @@ mod tests {
                 ci_lower: diff - 0.1,
                 ci_upper: diff + 0.1,
                 relative_lift: None,
+                relative_ci: None,
+                relative_p_value: None,
+                non_inferiority: None,
                 p_value: p,
                 p_adjusted: p,
                 significant: p < 0.05,
@@ -138,21 +192,21 @@ mod tests {
     #[test]
     fn winner_needs_everything() {
         let m = metric(Direction::Higher, vec![arm("c", 200, None), arm("t", 200, Some((0.5, 0.001)))]);
-        let d = decide(&m, 100, 0.05, Some(0.5));
+        let d = decide(&m, 100, 0.05, Some(0.5), &[]);
         assert_eq!(d.winner.as_deref(), Some("t"));
         assert!((d.confidence.unwrap() - 0.999).abs() < 1e-12);
 
-        assert!(decide(&m, 300, 0.05, None).reason.starts_with("too few users: c has 200, t has 200"));
-        assert!(decide(&m, 100, 0.05, Some(0.0001)).reason.starts_with("sample ratio mismatch"));
-        assert_eq!(decide(&m, 100, 0.0001, None).winner, None);
+        assert!(decide(&m, 300, 0.05, None, &[]).reason.starts_with("too few users: c has 200, t has 200"));
+        assert!(decide(&m, 100, 0.05, Some(0.0001), &[]).reason.starts_with("sample ratio mismatch"));
+        assert_eq!(decide(&m, 100, 0.0001, None, &[]).winner, None);
 
         let lower = metric(Direction::Lower, m.arms.clone());
-        let d = decide(&lower, 100, 0.05, None);
+        let d = decide(&lower, 100, 0.05, None, &[]);
         assert_eq!(d.winner, None);
         assert!(d.reason.contains("significantly worse"), "{}", d.reason);
 
         let ns = metric(Direction::Higher, vec![arm("c", 200, None), arm("t", 200, Some((0.5, 0.2)))]);
-        assert!(decide(&ns, 100, 0.05, None).reason.starts_with("not significant"));
+        assert!(decide(&ns, 100, 0.05, None, &[]).reason.starts_with("not significant"));
     }
 
     #[test]
@@ -166,6 +220,63 @@ mod tests {
                 arm("x", 200, Some((-0.9, 0.0))),
             ],
         );
-        assert_eq!(decide(&m, 100, 0.05, None).winner.as_deref(), Some("b"));
+        assert_eq!(decide(&m, 100, 0.05, None, &[]).winner.as_deref(), Some("b"));
+    }
+
+    /// A guardrail: escalation_rate with a margin of 0.01, lower is better; each arm's
+    /// non-inferiority p-value as given.
+    fn guardrail(ni: &[(&str, Option<f64>)]) -> MetricResult {
+        let arms = ni
+            .iter()
+            .map(|&(name, p)| {
+                let mut a = arm(name, 500, p.map(|_| (0.0, 0.5)));
+                if let (Some(c), Some(p)) = (a.comparison.as_mut(), p) {
+                    c.non_inferiority = Some(crate::analysis::NonInferiority {
+                        margin: 0.01,
+                        p_value: p,
+                        p_adjusted: p,
+                        passed: p < 0.05,
+                    });
+                }
+                a
+            })
+            .collect();
+        MetricResult {
+            cap: None,
+            name: "escalation_rate".into(),
+            def: MetricDef { direction: Direction::Lower, margin: Some(0.01), ..Default::default() },
+            arms,
+        }
+    }
+
+    #[test]
+    fn guardrails_must_pass() {
+        // b beats c on the primary metric more than a does.
+        let m = metric(
+            Direction::Higher,
+            vec![arm("c", 500, None), arm("a", 500, Some((0.1, 0.001))), arm("b", 500, Some((0.2, 0.001)))],
+        );
+        let both = guardrail(&[("c", None), ("a", Some(0.01)), ("b", Some(0.01))]);
+        assert_eq!(decide(&m, 100, 0.05, None, &[&both]).winner.as_deref(), Some("b"));
+        // b fails its guardrail: a, which passes, wins.
+        let b_fails = guardrail(&[("c", None), ("a", Some(0.01)), ("b", Some(0.2))]);
+        assert_eq!(decide(&m, 100, 0.05, None, &[&b_fails]).winner.as_deref(), Some("a"));
+        // Neither passes: no winner, and the reason names the guardrail.
+        let none = guardrail(&[("c", None), ("a", Some(0.3)), ("b", Some(0.2))]);
+        let d = decide(&m, 100, 0.05, None, &[&none]);
+        assert_eq!(d.winner, None);
+        assert!(
+            d.reason.starts_with("guardrail not passed: b has not shown that escalation_rate is no more than 0.01 higher than the control's (non-inferiority p = 0.2000, adjusted)"),
+            "{}",
+            d.reason
+        );
+        // A guardrail the treatment cannot be compared on is not passed.
+        let missing = guardrail(&[("c", None), ("a", None), ("b", None)]);
+        let d = decide(&m, 100, 0.05, None, &[&missing]);
+        assert!(
+            d.reason.contains("b cannot be compared with the control on the guardrail escalation_rate"),
+            "{}",
+            d.reason
+        );
     }
 }

@@ -109,7 +109,7 @@ fn the_best_variant_wins_and_gets_the_traffic() {
     for seed in 0..runs {
         let run = simulate(seed, MetricType::Binary, 3, 10, 1000, 5.0, |rng, v, _| bernoulli(rng, rates[v]));
         let m = analyze(&run, MetricType::Binary);
-        match decide(&m, 100, 0.05, None).winner.as_deref() {
+        match decide(&m, 100, 0.05, None, &[]).winner.as_deref() {
             Some("v2") => wins += 1,
             Some(_) => wrong += 1,
             None => {}

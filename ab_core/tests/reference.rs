@@ -277,3 +277,90 @@ fn ratio_matches_gbstats() {
         }
     }
 }
+
+/// The relative lift's CI and p-value against gbstats (delta method; sequential CIs too),
+/// binary ones against the normal-theory definition, and the guardrails' non-inferiority
+/// p-values against spotify-confidence (continuous) and the score test (binary).
+#[test]
+fn relative_and_non_inferiority_match_the_references() {
+    use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, Settings};
+    use ab_core::definition::{Direction, MetricDef, MetricType};
+    use ab_core::stats::Moments;
+
+    let path = format!("{}/../tests/fixtures/inference.json", env!("CARGO_MANIFEST_DIR"));
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let arm = |name: &str, n: f64, mean: f64, var: f64| ArmInput {
+        variant: name.into(),
+        is_control: name == "a",
+        assigned: n as u64,
+        observed: Moments { n, mean, m2: var * (n - 1.0) },
+        covariate: None,
+        periods: vec![],
+        ratio: None,
+    };
+    // Per-user 0/1 values: x ones among n.
+    let binary = |name: &str, x: f64, n: f64| arm(name, n, x / n, x * (1.0 - x / n) / (n - 1.0));
+    let run = |settings: Settings, def: MetricDef, a: ArmInput, b: ArmInput| {
+        let r = analyze_metric(&settings, &MetricInput { name: "m".into(), def, cap: None, arms: vec![a, b] });
+        r.arms[1].comparison.unwrap()
+    };
+    let direction = |c: &Value| if c["direction"] == "lower" { Direction::Lower } else { Direction::Higher };
+
+    for c in all["relative"].as_array().unwrap() {
+        let settings =
+            Settings { sequential_tuning: c["sequential_tuning"].as_f64(), ..Settings::fixed(f(c, "alpha"), 2) };
+        let r = run(
+            settings,
+            MetricDef::default(),
+            arm("a", f(c, "n_a"), f(c, "mean_a"), f(c, "var_a")),
+            arm("b", f(c, "n_b"), f(c, "mean_b"), f(c, "var_b")),
+        );
+        let what = c.to_string();
+        assert_rel(r.relative_lift.unwrap(), f(c, "relative_lift"), 1e-12, &what);
+        let (lo, hi) = r.relative_ci.unwrap();
+        assert_rel(lo, f(c, "ci_lower"), 1e-9, &what);
+        assert_rel(hi, f(c, "ci_upper"), 1e-9, &what);
+        assert_rel(r.relative_p_value.unwrap(), f(c, "p_value"), 1e-6, &what);
+    }
+    for c in all["relative_binary"].as_array().unwrap() {
+        let def = MetricDef { kind: MetricType::Binary, ..Default::default() };
+        let r = run(
+            Settings::fixed(f(c, "alpha"), 2),
+            def,
+            binary("a", f(c, "x_a"), f(c, "n_a")),
+            binary("b", f(c, "x_b"), f(c, "n_b")),
+        );
+        let what = c.to_string();
+        let (lo, hi) = r.relative_ci.unwrap();
+        assert_rel(lo, f(c, "ci_lower"), 1e-9, &what);
+        assert_rel(hi, f(c, "ci_upper"), 1e-9, &what);
+        assert_rel(r.relative_p_value.unwrap(), f(c, "p_value"), 1e-6, &what);
+    }
+    for c in all["non_inferiority"].as_array().unwrap() {
+        let def = MetricDef { direction: direction(c), margin: Some(f(c, "margin")), ..Default::default() };
+        let r = run(
+            Settings::fixed(0.05, 2),
+            def,
+            arm("a", f(c, "n_a"), f(c, "mean_a"), f(c, "var_a")),
+            arm("b", f(c, "n_b"), f(c, "mean_b"), f(c, "var_b")),
+        );
+        let ni = r.non_inferiority.unwrap();
+        assert_rel(ni.p_value, f(c, "p_value"), 1e-6, &c.to_string());
+        assert_eq!(ni.passed, f(c, "p_value") < 0.05);
+    }
+    for c in all["non_inferiority_binary"].as_array().unwrap() {
+        let def = MetricDef {
+            kind: MetricType::Binary,
+            direction: direction(c),
+            margin: Some(f(c, "margin")),
+            ..Default::default()
+        };
+        let r = run(
+            Settings::fixed(0.05, 2),
+            def,
+            binary("a", f(c, "x_a"), f(c, "n_a")),
+            binary("b", f(c, "x_b"), f(c, "n_b")),
+        );
+        assert_rel(r.non_inferiority.unwrap().p_value, f(c, "p_value"), 1e-9, &c.to_string());
+    }
+}

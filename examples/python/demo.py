@@ -30,7 +30,14 @@ EXPERIMENTS = [
       "primary_metric": "satisfaction_score", "min_sample_size": 100, "salt": "demo-model",
       "variants": [
           {"name": "provider-a", "is_control": True, "traffic_allocation": 70, "config": {"model": "provider-a-large"}},
-          {"name": "provider-b", "traffic_allocation": 30, "config": {"model": "provider-b-large"}}]},
+          {"name": "provider-b", "traffic_allocation": 30, "config": {"model": "provider-b-large"}}],
+      # Tokens per conversation is a ratio of two recorded metrics; token usage is capped at
+      # its 99th percentile so that the rare borrower who pastes a whole loan file cannot decide it.
+      "metrics": {"satisfaction_score": {}, "response_time": {"direction": "lower"},
+                  "conversations": {"aggregation": "count"},
+                  "token_usage": {"aggregation": "sum", "direction": "lower", "cap": {"percentile": 0.99}},
+                  "tokens_per_conversation": {"type": "ratio", "numerator": "token_usage",
+                                              "denominator": "conversations", "direction": "lower"}}},
      {"provider-a": (3.9, 900), "provider-b": (3.9, 700)}),
 ]
 
@@ -107,6 +114,8 @@ def existing(conn):
 
 def run(conninfo, users=1500, seed=2026, out=print, replace=False):
     rng = random.Random(seed)
+    tokens_rng = random.Random(seed + 1)  # its own stream: the other metrics' draws stay as they were
+    tokens = {"provider-a": 900, "provider-b": 760}
     outcomes = {}
     with psycopg.connect(conninfo, autocommit=True) as conn:
         found = existing(conn)
@@ -138,6 +147,11 @@ def run(conninfo, users=1500, seed=2026, out=print, replace=False):
                         value = min(5.0, max(0.0, 0.5 * before + 0.5 * rng.gauss(chance, 0.6)))
                     conn.execute("SELECT ab_record_result(%s, %s, %s, %s)", (exp_id, definition["primary_metric"], value, user))
                     conn.execute("SELECT ab_record_result(%s, 'response_time', %s, %s)", (exp_id, rng.gauss(latency, 150), user))
+                    if "token_usage" in definition.get("metrics", {}):
+                        used = tokens_rng.gammavariate(4.0, tokens[variant["variant"]] / 4.0)
+                        used *= 60 if tokens_rng.random() < 0.005 else 1
+                        conn.execute("SELECT ab_record_result(%s, 'conversations', 1, %s)", (exp_id, user))
+                        conn.execute("SELECT ab_record_result(%s, 'token_usage', %s, %s)", (exp_id, round(used), user))
             health = conn.execute("SELECT users_per_variant, srm_p_value FROM ab_experiment_health WHERE id = %s",
                                   (exp_id,)).fetchone()
             out(f"  users per variant {health[0]}, sample ratio p = {health[1]:.3f}")

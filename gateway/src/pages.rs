@@ -350,6 +350,21 @@ pub fn experiment(e: &Experiment<'_>) -> String {
             num(f(r, "diff"))
         );
     }
+    // Metrics with a margin: each treatment's non-inferiority test, which the winner must pass.
+    for r in e.analysis.iter().filter(|r| r.get("non_inferior").is_some_and(Value::is_boolean)) {
+        let passed = r.get("non_inferior").and_then(Value::as_bool) == Some(true);
+        let worse = if direction(def, s(r, "metric_name")) == "higher" { "lower" } else { "higher" };
+        let _ = write!(
+            b,
+            "<li class=\"{}\">{} under {}: {} no more than {} {worse} than the control's (non-inferiority p = {}).</li>",
+            if passed { "good" } else { "bad" },
+            esc(s(r, "metric_name")),
+            esc(s(r, "variant")),
+            if passed { "shown to be" } else { "not shown to be" },
+            f(r, "margin").map(|m| m.to_string()).unwrap_or_default(),
+            num(f(r, "non_inferiority_p_value"))
+        );
+    }
     b.push_str("</ul>");
 
     let _ = write!(

@@ -30,6 +30,13 @@ def test_demo_runs_every_experiment_to_its_verdict():
                             WHERE e.name IN ('Confidence threshold', 'Escalation wording')
                             AND ab_layer_group('agent settings', a.user_id) = 'holdout'""").fetchone()[0] == 0
     assert "Recommendation" in "\n".join(lines)
+    with psycopg.connect(dsn) as c:
+        # The model comparison's ratio metric and capped metric.
+        ratio = c.execute("""SELECT metric_type, diff, significant FROM ab_analyze('Model Comparison')
+                             WHERE metric_name = 'tokens_per_conversation' AND variant = 'provider-b'""").fetchone()
+        assert ratio[0] == "ratio" and ratio[1] < 0 and ratio[2], ratio
+        summary = c.execute("SELECT ab_summary('Model Comparison')").fetchone()[0]
+        assert "token_usage (per-user sum, capped at " in summary and "(the 99th percentile)" in summary, summary
     # A second run would delete the first one's experiments: only with replace=True.
     with pytest.raises(SystemExit, match="already has Agent settings holdout, Confidence threshold"):
         demo.run(dsn, users=10, out=lines.append)
@@ -49,6 +56,9 @@ def test_the_demo_script_of_scripts_demo_sh_runs_to_a_winner():
     assert out.returncode == 0, out.stderr
     assert "Declared winner: Treatment" in out.stdout
     assert "Recommendation: ship \"Treatment\"" in out.stdout
+    # The ratio metric and the capped metric, in the summary.
+    assert "tokens_per_conversation (ratio: token_usage / conversations, delta method, lower is better)" in out.stdout
+    assert "token_usage (per-user sum, capped at 2964.09 (the 99th percentile), lower is better)" in out.stdout
     drop_db("ab_example_demo_sql")
 
 

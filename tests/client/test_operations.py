@@ -217,7 +217,8 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
             assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == current
             after_counts = counts(c)
             assert {t: after_counts[t] for t in before_counts} == before_counts
-            assert analysis(c, exp) == before
+            # The same numbers; 0.9.0's ab_analyze has six more columns at the end.
+            assert [row[:len(before[0])] for row in analysis(c, exp)] == before
             # Per-user state filled from the results recorded before (0.7.0).
             assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
             one(c, "SELECT ab_get_variant(%s, 'u')", declared)
@@ -241,6 +242,44 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
         assert not missing and not extra, f"upgrade from {version} differs from a fresh install:\n" \
             + "\n".join(["missing: " + m for m in missing] + ["extra:   " + e for e in extra])
     drop_db("ab_upgrade")
+
+
+def test_update_to_0_9_0_keeps_who_may_run_ab_analyze():
+    """0.9.0 creates ab_analyze again (its result has more columns): every role that could run
+    it before the update still can, and PUBLIC still cannot."""
+    db = fresh_db("ab_upgrade_grants", "0.8.0")
+    roles = ["ab_upgrade_analyst", "ab_upgrade_admin", "ab_upgrade_direct"]
+    with psycopg.connect(db, autocommit=True) as c:
+        for r in roles:
+            c.execute(f"DO $$ BEGIN CREATE ROLE {r}; EXCEPTION WHEN duplicate_object THEN END $$")
+        one(c, "SELECT ab_grant_analyst('ab_upgrade_analyst')")
+        one(c, "SELECT ab_grant_admin('ab_upgrade_admin')")
+        c.execute("GRANT USAGE ON SCHEMA public TO ab_upgrade_direct")
+        c.execute("GRANT EXECUTE ON FUNCTION ab_analyze(text) TO ab_upgrade_direct")
+        exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("granted", salt="g")))
+        one(c, "SELECT ab_start_experiment(%s)", exp)
+        c.execute("ALTER EXTENSION ab_testing UPDATE")
+        assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == "0.9.0"
+        privilege = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
+        for f in ["ab_analyze(text)", "ab_analyze(bigint)"]:
+            assert one(c, privilege, "ab_upgrade_analyst", f) is True
+            assert one(c, privilege, "ab_upgrade_admin", f) is True
+            assert one(c, privilege, "public", f) is False
+        assert one(c, privilege, "ab_upgrade_direct", "ab_analyze(text)") is True
+        assert one(c, privilege, "ab_upgrade_direct", "ab_analyze(bigint)") is False
+        # The analyst runs it, and the new columns are stored and shown.
+        c.execute("SET ROLE ab_upgrade_analyst")
+        cols = [d.name for d in c.execute("SELECT * FROM ab_analyze('granted')").description]
+        assert cols[-6:] == ["relative_lift_ci_lower", "relative_lift_ci_upper", "relative_lift_p_value", "margin",
+                             "non_inferiority_p_value", "non_inferior"]
+        c.execute("RESET ROLE")
+        cols = [d.name for d in c.execute("SELECT * FROM ab_latest_insights LIMIT 0").description]
+        assert cols[-6:] == ["relative_lift_ci_lower", "relative_lift_ci_upper", "relative_lift_p_value", "margin",
+                             "non_inferiority_p_value", "non_inferior"]
+    drop_db("ab_upgrade_grants")
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        for r in roles:
+            c.execute(f"DROP ROLE IF EXISTS {r}")
 
 
 def test_update_to_per_user_state_under_live_writers(dsn):

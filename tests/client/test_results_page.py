@@ -29,7 +29,7 @@ pytestmark = pytest.mark.citus
 
 def two_arms(name, **extra):
     return {"name": name, "experiment_type": "ui", "primary_metric": "converted", "min_sample_size": 50,
-            "metrics": {"converted": {"type": "binary"}, "latency": {"direction": "lower"}},
+            "metrics": {"converted": {"type": "binary"}, "latency": {"direction": "lower", "margin": 300}},
             "variants": [{"name": "control", "is_control": True, "traffic_allocation": 50},
                          {"name": "treatment", "traffic_allocation": 50}], **extra}
 
@@ -151,7 +151,10 @@ def test_the_experiment_page_shows_ab_analyze_s_numbers(site):
             checked += 1
     assert checked >= 10
     assert "better" in inner(dom, r'<table class="analysis" data-metric="converted">(.*?)</table>')
-    assert "latency is significantly worse under treatment" in inner(dom, r'<ul id="guardrails">(.*?)</ul>')
+    guardrails = inner(dom, r'<ul id="guardrails">(.*?)</ul>')
+    assert "latency is significantly worse under treatment" in guardrails
+    # Worse, but within its margin: the guardrail passes, and the winner may ship.
+    assert "latency under treatment: shown to be no more than 300 higher than the control's (non-inferiority p = " in guardrails
     assert "Recommendation: ship" in inner(dom, r'<p id="recommendation">(.*?)</p>')
     assert f'<img src="/experiments/{ids["checkout button"]}/plot.svg"' in dom
     assert f'href="/api/v1/experiments/{ids["checkout button"]}/analyze"' in dom

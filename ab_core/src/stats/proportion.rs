@@ -56,9 +56,10 @@ pub fn proportion_test(xa: f64, na: f64, xb: f64, nb: f64, alpha: f64) -> Result
 }
 
 /// The score statistic of H0: p1 - p2 = delta, with the restricted maximum-likelihood
-/// proportions in closed form (Miettinen and Nurminen 1985, without their n/(n-1) factor;
-/// the form statsmodels uses).
-fn score_stat(y1: f64, n1: f64, y2: f64, n2: f64, delta: f64) -> f64 {
+/// proportions in closed form (Miettinen and Nurminen 1985, without their n/(n-1) factor).
+/// Positive when the observed difference is above delta. At delta = 0 it is the pooled z;
+/// at a margin it is the Farrington-Manning test of non-inferiority.
+pub fn score_stat(y1: f64, n1: f64, y2: f64, n2: f64, delta: f64) -> f64 {
     let n = n1 + n2;
     let y = y1 + y2;
     let l3 = n;

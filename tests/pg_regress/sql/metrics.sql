@@ -133,3 +133,58 @@ SELECT label, expect_error(format('SELECT ab_create_experiment(%L)', jsonb_build
 FROM defs ORDER BY label;
 SELECT ab_stop_experiment('capped') ->> 'status' AS status;
 SELECT ab_delete_experiment('capped');
+
+-- Guardrails: a metric with a margin is tested for non-inferiority, and the winner must pass
+-- every guardrail. "aggressive" resolves the most but escalates far more; "careful" resolves
+-- less, escalates about as often as the control.
+SELECT ab_create_experiment('{"name": "guarded", "experiment_type": "agent_config", "primary_metric": "resolved",
+  "salt": "guard-salt", "min_sample_size": 100,
+  "metrics": {"resolved": {"type": "binary"},
+              "escalated": {"type": "binary", "direction": "lower", "margin": 0.04},
+              "response_time": {"direction": "lower", "margin": 100}},
+  "variants": [{"name": "control", "is_control": true, "traffic_allocation": 34},
+               {"name": "aggressive", "traffic_allocation": 33}, {"name": "careful", "traffic_allocation": 33}]}') AS gid \gset
+SELECT ab_start_experiment('guarded');
+SELECT count(*) AS users FROM (SELECT ab_get_variant('guarded', 'u' || g) FROM generate_series(1, 3000) g) s;
+CREATE TEMP TABLE garm AS
+SELECT a.user_id, substr(a.user_id, 2)::int AS g, v.name AS variant
+FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id WHERE a.experiment_id = :gid;
+SELECT count(*) FILTER (WHERE ok) AS recorded FROM (
+  SELECT ab_record_result('guarded', 'resolved',
+           ((g * 7) % 100 < CASE variant WHEN 'control' THEN 50 WHEN 'aggressive' THEN 62 ELSE 57 END)::int, user_id) AS ok FROM garm
+  UNION ALL
+  SELECT ab_record_result('guarded', 'escalated',
+           ((g * 13) % 100 < CASE variant WHEN 'control' THEN 10 WHEN 'aggressive' THEN 16 ELSE 10 END)::int, user_id) FROM garm
+  UNION ALL
+  SELECT ab_record_result('guarded', 'response_time', 1000 + (g * 31) % 400 + CASE variant WHEN 'careful' THEN 20 ELSE 0 END, user_id)
+  FROM garm
+) s;
+SELECT metric_name, variant, round(diff::numeric, 4) AS diff, round(relative_lift::numeric, 4) AS lift,
+       round(relative_lift_ci_lower::numeric, 4) AS lift_lo, round(relative_lift_ci_upper::numeric, 4) AS lift_hi,
+       round(relative_lift_p_value::numeric, 6) AS lift_p, margin, round(non_inferiority_p_value::numeric, 6) AS ni_p,
+       non_inferior
+FROM ab_analyze('guarded') WHERE NOT is_control ORDER BY metric_name, variant;
+
+-- By hand: the relative lift's delta-method CI, (m_t - m_c) / m_c +- z se with
+-- se^2 = v_t / m_c^2 + v_c m_t^2 / m_c^4, for the binary primary metric.
+WITH s AS (SELECT variant, count(*) AS n, avg(v) AS m FROM (
+             SELECT garm.variant, max(r.metric_value) AS v FROM garm JOIN ab_results r USING (user_id)
+             WHERE r.experiment_id = :gid AND r.metric_name = 'resolved' GROUP BY 1, garm.user_id) u GROUP BY 1),
+z AS (SELECT t.variant, (t.m - c.m) / c.m AS lift,
+             sqrt(t.m * (1 - t.m) / t.n / c.m ^ 2 + c.m * (1 - c.m) / c.n * t.m ^ 2 / c.m ^ 4) AS se
+      FROM s c JOIN s t ON c.variant = 'control' AND t.variant <> 'control')
+SELECT z.variant, abs(a.relative_lift_ci_lower - (z.lift - 1.959963984540054 * z.se)) < 1e-9 AS same_lower,
+       abs(a.relative_lift_ci_upper - (z.lift + 1.959963984540054 * z.se)) < 1e-9 AS same_upper
+FROM z JOIN ab_analyze('guarded') a ON a.metric_name = 'resolved' AND a.variant = z.variant ORDER BY 1;
+
+-- The summary reports each guardrail, and the winner is the better treatment that passes them all.
+SELECT line FROM regexp_split_to_table(ab_summary('guarded'), E'\n') line WHERE line LIKE '%guardrail%' OR line LIKE 'Recommendation%';
+SELECT ab_stop_experiment('guarded', declare_winner => true) ->> 'winner' AS winner;
+SELECT ab_delete_experiment('guarded');
+
+SELECT expect_error($$SELECT ab_create_experiment('{"name": "bad margin", "experiment_type": "ui", "primary_metric": "p",
+  "metrics": {"p": {"type": "binary", "margin": 2}},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
+SELECT expect_error($$SELECT ab_create_experiment('{"name": "bad margin", "experiment_type": "ui", "primary_metric": "p",
+  "metrics": {"p": {"margin": -1}},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
