@@ -7,6 +7,8 @@
 --   ab_latest_insights shows them.
 -- * ab_analyze returns them too: its result type changes, so it is dropped and created
 --   again, with its attributes, comment and every role's EXECUTE privilege as before.
+-- * ab_bayes (the posterior under a prior); ab_grant_analyst and ab_revoke_analyst cover it,
+--   and every role that may run ab_summary may run it.
 -- tests/client/test_operations.py checks that an upgraded database matches a fresh install
 -- object by object.
 
@@ -139,4 +141,105 @@ BEGIN
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', pg_catalog.split_part(g, '|', 1), pg_catalog.split_part(g, '|', 2));
     END LOOP;
 END
+$$;
+
+CREATE FUNCTION "ab_bayes"(
+	"experiment" TEXT, /* Option < & str > */
+	"prior" jsonb DEFAULT NULL /* Option < JsonB > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"effect" TEXT,  /* String */
+	"prior_mean" double precision,  /* Option < f64 > */
+	"prior_sd" double precision,  /* Option < f64 > */
+	"posterior_mean" double precision,  /* Option < f64 > */
+	"posterior_sd" double precision,  /* Option < f64 > */
+	"credible_lower" double precision,  /* Option < f64 > */
+	"credible_upper" double precision,  /* Option < f64 > */
+	"chance_to_beat_control" double precision,  /* Option < f64 > */
+	"risk_of_shipping" double precision,  /* Option < f64 > */
+	"risk_of_keeping_control" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_bayes_wrapper';
+CREATE FUNCTION "ab_bayes"(
+	"experiment" bigint, /* Option < i64 > */
+	"prior" jsonb DEFAULT NULL /* Option < JsonB > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"effect" TEXT,  /* String */
+	"prior_mean" double precision,  /* Option < f64 > */
+	"prior_sd" double precision,  /* Option < f64 > */
+	"posterior_mean" double precision,  /* Option < f64 > */
+	"posterior_sd" double precision,  /* Option < f64 > */
+	"credible_lower" double precision,  /* Option < f64 > */
+	"credible_upper" double precision,  /* Option < f64 > */
+	"chance_to_beat_control" double precision,  /* Option < f64 > */
+	"risk_of_shipping" double precision,  /* Option < f64 > */
+	"risk_of_keeping_control" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_bayes_by_id_wrapper';
+ALTER FUNCTION ab_bayes(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_bayes(bigint, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION ab_bayes(text, jsonb), ab_bayes(bigint, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION ab_bayes(text, jsonb) IS 'Per metric and treatment: the posterior of the effect under a Gaussian prior (the argument''s, else the metric''s prior, else flat), with a credible interval, the chance to beat the control and the expected loss of shipping it and of keeping the control.';
+COMMENT ON FUNCTION ab_bayes(bigint, jsonb) IS 'ab_bayes by experiment id.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes and ab_plot.';
+
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOR r IN SELECT DISTINCT CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END
+             FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+             WHERE p.oid = '@extschema@.ab_summary(text)'::regprocedure AND a.privilege_type = 'EXECUTE'
+               AND a.grantee <> p.proowner LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb) TO %s', r);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ab_grant_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history '
+                   'TO %I', role);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ab_revoke_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
+    EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history '
+                   'FROM %I', role);
+END;
 $$;

@@ -190,6 +190,8 @@ COMMENT ON FUNCTION ab_analyze(text) IS 'Per metric and variant: per-user statis
 COMMENT ON FUNCTION ab_analyze(bigint) IS 'ab_analyze by experiment id.';
 COMMENT ON FUNCTION ab_summary(text) IS 'A plain-words report of the experiment and its recommendation.';
 COMMENT ON FUNCTION ab_summary(bigint) IS 'ab_summary by experiment id.';
+COMMENT ON FUNCTION ab_bayes(text, jsonb) IS 'Per metric and treatment: the posterior of the effect under a Gaussian prior (the argument''s, else the metric''s prior, else flat), with a credible interval, the chance to beat the control and the expected loss of shipping it and of keeping the control.';
+COMMENT ON FUNCTION ab_bayes(bigint, jsonb) IS 'ab_bayes by experiment id.';
 COMMENT ON FUNCTION ab_welch_test(bigint, double precision, double precision, bigint, double precision, double precision, double precision) IS 'Welch''s two-sample t-test from summary statistics (diff = b - a), as scipy.stats.ttest_ind_from_stats(equal_var=False).';
 COMMENT ON FUNCTION ab_lock_experiment_for_delete() IS 'Trigger: a delete of an experiment waits for the transactions still writing its assignments, results or covariates on this node.';
 COMMENT ON FUNCTION ab_invalidate_cache() IS 'Trigger: tells every backend to reload its cache of experiment definitions.';
@@ -297,6 +299,8 @@ ALTER FUNCTION ab_analyze(text) SECURITY DEFINER SET search_path = pg_catalog, p
 ALTER FUNCTION ab_analyze(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_summary(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_summary(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_bayes(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_bayes(bigint, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_plot(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_plot(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_layer_group(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
@@ -314,6 +318,7 @@ REVOKE ALL ON FUNCTION
     ab_get_experiment(text), ab_get_experiment(bigint),
     ab_analyze(text), ab_analyze(bigint),
     ab_summary(text), ab_summary(bigint),
+    ab_bayes(text, jsonb), ab_bayes(bigint, jsonb),
     ab_plot(text), ab_plot(bigint),
     ab_create_layer(text, double precision, text, text), ab_delete_layer(text), ab_layer_group(text, text),
     ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update()
@@ -360,6 +365,7 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
                    '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
                    '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
@@ -378,6 +384,7 @@ AS $$
 BEGIN
     EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
                    '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
                    '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
@@ -452,7 +459,7 @@ COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running band
 COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
-COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary and ab_plot.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes and ab_plot.';
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';
 COMMENT ON FUNCTION ab_grant_admin(name) IS 'Lets a role administer experiments (create, start, stop, delete, covariates) on top of the app and analyst rights.';
 COMMENT ON FUNCTION ab_revoke_admin(name) IS 'Takes back what ab_grant_admin gave, with the app and analyst rights.';

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 mod analysis;
 mod assignment;
 mod bandit;
+mod bayes;
 mod cache;
 mod catalog;
 mod citus;

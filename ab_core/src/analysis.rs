@@ -99,6 +99,10 @@ pub struct Comparison {
     pub p_value: f64,
     /// With a `margin`: the non-inferiority test.
     pub non_inferiority: Option<NonInferiority>,
+    /// The variance of `diff`'s estimate and of `relative_lift`'s (delta method): the data
+    /// for a Bayesian posterior (`stats::bayes::posterior`).
+    pub variance: f64,
+    pub relative_variance: Option<f64>,
     /// Adjusted over the metric's treatments (equal to p_value with one treatment).
     pub p_adjusted: f64,
     pub significant: bool,
@@ -231,14 +235,16 @@ impl Raw {
         }
     }
 
-    /// relative = diff / |mc| with the delta-method variance v_t / mc^2 + v_c mt^2 / mc^4
-    /// (gbstats' relative test): (lower, upper, p).
+    /// The delta-method variance of diff / |mc|: v_t / mc^2 + v_c mt^2 / mc^4.
+    fn relative_variance(&self, mc: f64, mt: f64) -> Option<f64> {
+        (mc != 0.0 && mc.is_finite()).then(|| self.v_t / (mc * mc) + self.v_c * mt * mt / (mc * mc * mc * mc))
+    }
+
+    /// relative = diff / |mc| with its delta-method variance (gbstats' relative test):
+    /// (lower, upper, p).
     fn relative(&self, alpha: f64, mc: f64, mt: f64) -> Option<(f64, f64, f64)> {
-        if mc == 0.0 || !mc.is_finite() {
-            return None;
-        }
+        let var = self.relative_variance(mc, mt)?;
         let est = (mt - mc) / mc.abs();
-        let var = self.v_t / (mc * mc) + self.v_c * mt * mt / (mc * mc * mc * mc);
         if !(var > 0.0 && var.is_finite()) {
             return Some((est, est, if est == 0.0 { 1.0 } else { 0.0 }));
         }
@@ -507,6 +513,8 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                     relative_p_value: relative.map(|(.., p)| p),
                     p_value: r.p_value,
                     non_inferiority,
+                    variance: r.se2,
+                    relative_variance: r.relative_variance(control_mean, mean),
                     p_adjusted,
                     significant: p_adjusted < settings.alpha,
                     effect_size: match (cs, ts) {

@@ -134,6 +134,9 @@ pub struct MetricDef {
     /// cannot decide the comparison.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap: Option<Cap>,
+    /// A Gaussian prior on the effect for `ab_bayes` (none: flat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<crate::stats::bayes::Prior>,
     /// A ratio metric's numerator and denominator: declared sum, count or binary metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numerator: Option<String>,
@@ -743,6 +746,10 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     check_ratios(&mut metrics)?;
     for (name, def) in &metrics {
         check_cap(name, def)?;
+        if let Some(p) = def.prior {
+            crate::stats::bayes::check_prior(&p)
+                .map_err(|e| Error::definition(format!("prior of metric \"{}\": {e}", printable(name))))?;
+        }
         if let Some(m) = def.margin {
             let most = if def.kind == MetricType::Binary { 1.0 } else { MAX_ABS_VALUE };
             if !(m > 0.0 && m < most || def.kind != MetricType::Binary && m == most) {

@@ -150,7 +150,7 @@ fn check_scalar<'a>(attr: &str, v: &'a Value) -> Result<&'a Value> {
 }
 
 /// How a JSON value's type reads in a message ("a string", "an object").
-pub(crate) fn json_type(v: &Value) -> &'static str {
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

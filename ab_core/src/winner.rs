@@ -175,6 +175,8 @@ mod tests {
                 relative_ci: None,
                 relative_p_value: None,
                 non_inferiority: None,
+                variance: 0.0025,
+                relative_variance: None,
                 p_value: p,
                 p_adjusted: p,
                 significant: p < 0.05,

@@ -364,3 +364,48 @@ fn relative_and_non_inferiority_match_the_references() {
         assert_rel(r.non_inferiority.unwrap().p_value, f(c, "p_value"), 1e-9, &c.to_string());
     }
 }
+
+/// The Bayesian read (ab_bayes) against gbstats' EffectBayesianABTest: flat and proper priors,
+/// absolute and relative effects, both directions.
+#[test]
+fn bayesian_posterior_matches_gbstats() {
+    use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, Settings};
+    use ab_core::definition::{Direction, MetricDef};
+    use ab_core::stats::bayes::posterior;
+    use ab_core::stats::Moments;
+
+    let arm = |name: &str, n: f64, mean: f64, var: f64| ArmInput {
+        variant: name.into(),
+        is_control: name == "a",
+        assigned: n as u64,
+        observed: Moments { n, mean, m2: var * (n - 1.0) },
+        covariate: None,
+        periods: vec![],
+        ratio: None,
+    };
+    for c in fixture("bayesian.json") {
+        let direction = if c["direction"] == "lower" { Direction::Lower } else { Direction::Higher };
+        let def = MetricDef { direction, ..Default::default() };
+        let arms = vec![
+            arm("a", f(&c, "n_a"), f(&c, "mean_a"), f(&c, "var_a")),
+            arm("b", f(&c, "n_b"), f(&c, "mean_b"), f(&c, "var_b")),
+        ];
+        let r = analyze_metric(&Settings::fixed(0.05, 2), &MetricInput { name: "m".into(), def, cap: None, arms });
+        let cmp = r.arms[1].comparison.unwrap();
+        let (estimate, var) = if c["relative"].as_bool().unwrap() {
+            (cmp.relative_lift.unwrap(), cmp.relative_variance.unwrap())
+        } else {
+            (cmp.diff, cmp.variance)
+        };
+        let prior = c["prior"].as_object().map(|p| (p["mean"].as_f64().unwrap(), p["sd"].as_f64().unwrap()));
+        let p = posterior(estimate, var, prior, 0.05, direction).unwrap();
+        let what = c.to_string();
+        assert_rel(p.mean, f(&c, "posterior_mean"), 1e-9, &what);
+        assert_rel(p.sd, f(&c, "posterior_sd"), 1e-9, &what);
+        assert_rel(p.ci_lower, f(&c, "credible_lower"), 1e-9, &what);
+        assert_rel(p.ci_upper, f(&c, "credible_upper"), 1e-9, &what);
+        assert_rel(p.chance_to_beat_control, f(&c, "chance_to_beat_control"), 1e-9, &what);
+        assert_rel(p.risk_of_keeping_control, f(&c, "risk_of_keeping_control"), 1e-7, &what);
+        assert_rel(p.risk_of_shipping, f(&c, "risk_of_shipping"), 1e-6, &what);
+    }
+}

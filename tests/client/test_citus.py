@@ -317,7 +317,12 @@ def scenario(c):
     out = {}
     c.execute("SELECT ab_create_layer('same', 10, salt => 'same-layer')")
     plain = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
-        "same plain", salt="same-1", metrics={"conversion_rate": {"type": "binary"}, "spend": {"aggregation": "sum"}},
+        "same plain", salt="same-1",
+        # 0.9.0's metrics too: a ratio (a FULL JOIN of two metrics' per-user rows), a percentile
+        # cap (percentile_cont over the per-user rows), a guardrail's margin.
+        metrics={"conversion_rate": {"type": "binary"}, "spend": {"aggregation": "sum", "margin": 5},
+                 "conversations": {"aggregation": "count"}, "tokens": {"aggregation": "sum", "cap": {"percentile": 0.9}},
+                 "tokens_per_conversation": {"type": "ratio", "numerator": "tokens", "denominator": "conversations"}},
         min_sample_size=20)))
     targeted = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
         "same targeted", salt="same-2", target_segments={"loan_type": ["fha"]})))
@@ -340,6 +345,9 @@ def scenario(c):
                 one(c, "SELECT ab_record_result(%s, 'conversion_rate', %s, %s)", e,
                     float(rng.random() < (0.3 if v == "a" else 0.45)), user)
         one(c, "SELECT ab_record_result(%s, 'spend', %s, %s)", plain, round(rng.uniform(0, 50), 2), user)
+        for _ in range(i % 4):
+            one(c, "SELECT ab_record_result(%s, 'conversations', 1, %s)", plain, user)
+            one(c, "SELECT ab_record_result(%s, 'tokens', %s, %s)", plain, rng.randint(100, 900) * (20 if i % 50 == 0 else 1), user)
         c.execute("SELECT ab_record_covariate(%s, 'spend', %s, %s)", (plain, user, round(rng.uniform(0, 40), 2)))
         answers.append(one(c, "SELECT ab_layer_group('same', %s)", user))
     out["answers"] = answers

@@ -267,6 +267,12 @@ def test_update_to_0_9_0_keeps_who_may_run_ab_analyze():
             assert one(c, privilege, "public", f) is False
         assert one(c, privilege, "ab_upgrade_direct", "ab_analyze(text)") is True
         assert one(c, privilege, "ab_upgrade_direct", "ab_analyze(bigint)") is False
+        # 0.9.0's ab_bayes: for whoever may run ab_summary (analysts and administrators).
+        for f in ["ab_bayes(text, jsonb)", "ab_bayes(bigint, jsonb)"]:
+            assert one(c, privilege, "ab_upgrade_analyst", f) is True
+            assert one(c, privilege, "ab_upgrade_admin", f) is True
+            assert one(c, privilege, "ab_upgrade_direct", f) is False
+            assert one(c, privilege, "public", f) is False
         # The analyst runs it, and the new columns are stored and shown.
         c.execute("SET ROLE ab_upgrade_analyst")
         cols = [d.name for d in c.execute("SELECT * FROM ab_analyze('granted')").description]

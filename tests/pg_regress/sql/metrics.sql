@@ -188,3 +188,37 @@ SELECT expect_error($$SELECT ab_create_experiment('{"name": "bad margin", "exper
 SELECT expect_error($$SELECT ab_create_experiment('{"name": "bad margin", "experiment_type": "ui", "primary_metric": "p",
   "metrics": {"p": {"margin": -1}},
   "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
+
+-- ab_bayes: the posterior of each effect. With a flat prior it is ab_analyze's Bayesian
+-- summary; a prior pulls the effect toward its mean.
+SELECT ab_create_experiment('{"name": "bayes", "experiment_type": "prompt", "primary_metric": "score", "salt": "bayes-salt",
+  "metrics": {"score": {}, "latency": {"direction": "lower", "prior": {"mean": 0, "sd": 0.01, "relative": true}}},
+  "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "new", "traffic_allocation": 50}]}') AS bid \gset
+SELECT ab_start_experiment('bayes');
+SELECT count(*) FILTER (WHERE ok) AS recorded FROM (
+  SELECT ab_record_result('bayes', m.metric, m.value, 'u' || g) AS ok
+  FROM generate_series(1, 600) g,
+       LATERAL (SELECT ab_get_variant('bayes', 'u' || g) ->> 'variant' AS variant) v,
+       LATERAL (VALUES ('score', 3 + (g * 7) % 10 * 0.2 + CASE v.variant WHEN 'new' THEN 0.15 ELSE 0 END),
+                       ('latency', 900 + (g * 13) % 200 - CASE v.variant WHEN 'new' THEN 25 ELSE 0 END)) m(metric, value)) s;
+SELECT metric_name, variant, effect, prior_mean, prior_sd, round(posterior_mean::numeric, 5) AS mean,
+       round(posterior_sd::numeric, 5) AS sd, round(credible_lower::numeric, 5) AS lo, round(credible_upper::numeric, 5) AS hi,
+       round(chance_to_beat_control::numeric, 5) AS chance, round(risk_of_shipping::numeric, 6) AS risk_ship,
+       round(risk_of_keeping_control::numeric, 6) AS risk_keep
+FROM ab_bayes('bayes') ORDER BY metric_name, variant;
+SELECT abs(b.chance_to_beat_control - a.chance_to_beat_control) < 1e-12 AS same_chance,
+       abs(b.risk_of_shipping - a.expected_loss) < 1e-12 AS same_loss, abs(b.posterior_mean - a.diff) < 1e-12 AS same_mean
+FROM ab_bayes('bayes') b JOIN ab_analyze('bayes') a USING (metric_name, variant) WHERE b.metric_name = 'score' AND NOT b.is_control;
+-- A prior given to the call replaces every metric's: a tight one on the absolute difference.
+SELECT metric_name, effect, prior_sd, round(posterior_mean::numeric, 5) AS mean
+FROM ab_bayes(:bid, '{"mean": 0, "sd": 0.01}') WHERE NOT is_control ORDER BY 1;
+SELECT expect_error($$SELECT * FROM ab_bayes('bayes', '{"mean": 0, "sd": 0}')$$);
+SELECT expect_error($$SELECT * FROM ab_bayes('bayes', '{"mean": 0, "sigma": 1}')$$);
+SELECT expect_error($$SELECT * FROM ab_bayes('bayes', '[1]')$$);
+SELECT expect_error($$SELECT * FROM ab_bayes(NULL::text)$$);
+SELECT expect_error($$SELECT * FROM ab_bayes('bayez')$$);
+SELECT expect_error($$SELECT ab_create_experiment('{"name": "bad prior", "experiment_type": "ui", "primary_metric": "p",
+  "metrics": {"p": {"prior": {"mean": 0, "sd": -1}}},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
+SELECT ab_stop_experiment('bayes') ->> 'status' AS status;
+SELECT ab_delete_experiment('bayes');
