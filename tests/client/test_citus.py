@@ -422,3 +422,4 @@ def test_declared_metrics_and_name_suggestions_on_every_path():
         assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 20
         with pytest.raises(psycopg.errors.UndefinedObject, match=r'\(did you mean "strict on citus"\?\)'):
             c.execute("SELECT ab_get_variant('Strict on citus', 'user-1')")
+    fresh_citus()

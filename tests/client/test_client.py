@@ -59,7 +59,7 @@ def test_whole_flow_from_python(conn):
     assert info["status"] == "stopped" and info["winner"] == "Treatment"
     assert info["users_assigned"] == 600 and info["results_recorded"] == 1200
     one(conn, "SELECT ab_delete_experiment(%s)", exp_id)
-    assert one(conn, "SELECT count(*) FROM ab_results") == 0
+    assert one(conn, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp_id) == 0
 
 
 @pytest.mark.citus

@@ -258,7 +258,9 @@ def test_stop_delete_recreate_cycles_under_load_leave_no_orphans(db):
         stop.set()
         [t.join(timeout=60) for t in threads]
         assert not unexpected, unexpected[:5]
-        assert cycles > 20 and writes[0] > 100, (cycles, writes)
+        # Each cycle through a Citus coordinator is several distributed transactions: fewer
+        # fit in the 10 s there (15 in one run on 2 cores, where one node does over 20).
+        assert cycles > (10 if CITUS else 20) and writes[0] > 100, (cycles, writes)
         for table in ("ab_assignments", "ab_results", "ab_covariates", "ab_variants"):
             orphans = one(admin, f"SELECT count(*) FROM {table} t WHERE NOT EXISTS "
                                  f"(SELECT 1 FROM ab_experiments e WHERE e.id = t.experiment_id)")
