@@ -8,7 +8,8 @@ SELECT setseed(0.2026);
 
 \echo '== 1. Create the experiment: the original REST API body, plus its metrics and a fixed salt =='
 -- tokens_per_conversation is a ratio of two recorded metrics; token_usage is capped at its
--- 99th percentile, so the few borrowers who paste a whole loan file cannot decide it.'
+-- 99th percentile, so the few borrowers who paste a whole loan file cannot decide it;
+-- response_time is a guardrail: the new prompt may answer at most 150 ms slower.'
 SELECT ab_create_experiment('{
   "name": "Lead Qualification Prompt Test", "description": "Testing new prompt with examples",
   "experiment_type": "prompt", "primary_metric": "resolution_rate",
@@ -18,7 +19,7 @@ SELECT ab_create_experiment('{
     {"name": "Treatment", "is_control": false, "traffic_allocation": 50.0,
      "config": {"system_prompt": "New prompt with examples..."}}],
   "min_sample_size": 100,
-  "metrics": {"resolution_rate": {}, "satisfaction_score": {}, "response_time": {"direction": "lower"},
+  "metrics": {"resolution_rate": {}, "satisfaction_score": {}, "response_time": {"direction": "lower", "margin": 150},
               "conversations": {"aggregation": "count"},
               "token_usage": {"aggregation": "sum", "direction": "lower", "cap": {"percentile": 0.99}},
               "tokens_per_conversation": {"type": "ratio", "numerator": "token_usage", "denominator": "conversations",

@@ -56,6 +56,31 @@ mod tests {
         }
     }
 
+    /// Every row of ab_analyze($1) matching `filter` equals the fixture's row of the same metric
+    /// and variant: users exactly, `cols` to 1e-9 relative (p-values 1e-6).
+    fn assert_analysis_matches(id: i64, filter: &str, expected: &[Value], cols: &[&str]) {
+        let sql = format!("SELECT metric_name, variant, users, {} FROM ab_analyze($1) WHERE {filter}", cols.join(", "));
+        Spi::connect(|client| {
+            let mut seen = 0;
+            for row in client.select(sql.as_str(), None, &[id.into()]).unwrap() {
+                let metric: String = row.get(1).unwrap().unwrap();
+                let variant: String = row.get(2).unwrap().unwrap();
+                let e = expected
+                    .iter()
+                    .find(|e| e["metric"] == metric.as_str() && e["variant"] == variant.as_str())
+                    .unwrap_or_else(|| panic!("unexpected row {metric}/{variant}"));
+                let what = format!("{metric}/{variant}");
+                assert_eq!(row.get::<i64>(3).unwrap(), e["users"].as_i64(), "{what}");
+                for (k, col) in cols.iter().enumerate() {
+                    let rel = if *col == "p_value" { 1e-6 } else { 1e-9 };
+                    assert_close_to(row.get(4 + k).unwrap(), &e[*col], &format!("{what} {col}"), rel);
+                }
+                seen += 1;
+            }
+            assert_eq!(seen, expected.len());
+        });
+    }
+
     /// ab_analyze on raw results equals scipy's Welch test on per-user values
     /// (tests/fixtures/generate.py): three arms, mean and sum metrics, a zero control mean.
     #[pg_test]
@@ -148,43 +173,13 @@ mod tests {
         .unwrap();
         assert_eq!(recorded as usize, fixture["results"].as_array().unwrap().len());
         let expected = fixture["expected"].as_array().unwrap();
-        Spi::connect(|client| {
-            let rows = client
-                .select(
-                    "SELECT metric_name, variant, users, mean, std_dev, diff, ci_lower, ci_upper, relative_lift, \
-                     p_value, effect_size, metric_type, test FROM ab_analyze($1) WHERE metric_type = 'ratio'",
-                    None,
-                    &[id.into()],
-                )
-                .unwrap();
-            let mut seen = 0;
-            for row in rows {
-                let metric: String = row.get(1).unwrap().unwrap();
-                let variant: String = row.get(2).unwrap().unwrap();
-                let e = expected
-                    .iter()
-                    .find(|e| e["metric"] == metric.as_str() && e["variant"] == variant.as_str())
-                    .unwrap_or_else(|| panic!("unexpected row {metric}/{variant}"));
-                let what = format!("{metric}/{variant}");
-                assert_eq!(row.get::<i64>(3).unwrap(), e["users"].as_i64(), "{what}");
-                for (i, col) in [
-                    (4, "mean"),
-                    (5, "std_dev"),
-                    (6, "diff"),
-                    (7, "ci_lower"),
-                    (8, "ci_upper"),
-                    (9, "relative_lift"),
-                    (11, "effect_size"),
-                ] {
-                    assert_close(row.get(i).unwrap(), &e[col], &format!("{what} {col}"));
-                }
-                assert_close_to(row.get(10).unwrap(), &e["p_value"], &format!("{what} p_value"), 1e-6);
-                let test: Option<String> = row.get(13).unwrap();
-                assert_eq!(test.as_deref(), e.get("diff").map(|_| "welch"), "{what}");
-                seen += 1;
-            }
-            assert_eq!(seen, expected.len());
-        });
+        let cols = ["mean", "std_dev", "diff", "ci_lower", "ci_upper", "relative_lift", "p_value", "effect_size"];
+        assert_analysis_matches(id, "metric_type = 'ratio'", expected, &cols);
+        let tests = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM ab_analyze($1) WHERE metric_type = 'ratio' AND NOT is_control AND test = 'welch'",
+            &[id.into()],
+        );
+        assert_eq!(tests.unwrap(), Some(4));
     }
 
     /// Capped metrics equal scipy (and gbstats for a ratio with a capped numerator) on the
@@ -206,33 +201,8 @@ mod tests {
         )
         .unwrap();
         let expected = fixture["expected"].as_array().unwrap();
-        Spi::connect(|client| {
-            let rows = client
-                .select(
-                    "SELECT metric_name, variant, users, mean, std_dev, diff, ci_lower, ci_upper, p_value \
-                     FROM ab_analyze($1) WHERE metric_name <> 'conversations'",
-                    None,
-                    &[id.into()],
-                )
-                .unwrap();
-            let mut seen = 0;
-            for row in rows {
-                let metric: String = row.get(1).unwrap().unwrap();
-                let variant: String = row.get(2).unwrap().unwrap();
-                let e = expected
-                    .iter()
-                    .find(|e| e["metric"] == metric.as_str() && e["variant"] == variant.as_str())
-                    .unwrap_or_else(|| panic!("unexpected row {metric}/{variant}"));
-                let what = format!("{metric}/{variant}");
-                assert_eq!(row.get::<i64>(3).unwrap(), e["users"].as_i64(), "{what}");
-                for (i, col) in [(4, "mean"), (5, "std_dev"), (6, "diff"), (7, "ci_lower"), (8, "ci_upper")] {
-                    assert_close(row.get(i).unwrap(), &e[col], &format!("{what} {col}"));
-                }
-                assert_close_to(row.get(9).unwrap(), &e["p_value"], &format!("{what} p_value"), 1e-6);
-                seen += 1;
-            }
-            assert_eq!(seen, expected.len());
-        });
+        let cols = ["mean", "std_dev", "diff", "ci_lower", "ci_upper", "p_value"];
+        assert_analysis_matches(id, "metric_name <> 'conversations'", expected, &cols);
         // The summary states each cap, the percentile's as its value in this data.
         let summary = Spi::get_one::<String>("SELECT ab_summary('capped')").unwrap().unwrap();
         let cap = ab_core::summary::fmt_cap(expected[0]["cap"].as_f64().unwrap());

@@ -278,6 +278,19 @@ fn ratio_matches_gbstats() {
     }
 }
 
+/// An arm from summary statistics (n, mean, variance); "a" is the control.
+fn arm(name: &str, n: f64, mean: f64, var: f64) -> ab_core::analysis::ArmInput {
+    ab_core::analysis::ArmInput {
+        variant: name.into(),
+        is_control: name == "a",
+        assigned: n as u64,
+        observed: ab_core::stats::Moments { n, mean, m2: var * (n - 1.0) },
+        covariate: None,
+        periods: vec![],
+        ratio: None,
+    }
+}
+
 /// The relative lift's CI and p-value against gbstats (delta method; sequential CIs too),
 /// binary ones against the normal-theory definition, and the guardrails' non-inferiority
 /// p-values against spotify-confidence (continuous) and the score test (binary).
@@ -285,19 +298,9 @@ fn ratio_matches_gbstats() {
 fn relative_and_non_inferiority_match_the_references() {
     use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, Settings};
     use ab_core::definition::{Direction, MetricDef, MetricType};
-    use ab_core::stats::Moments;
 
     let path = format!("{}/../tests/fixtures/inference.json", env!("CARGO_MANIFEST_DIR"));
     let all: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let arm = |name: &str, n: f64, mean: f64, var: f64| ArmInput {
-        variant: name.into(),
-        is_control: name == "a",
-        assigned: n as u64,
-        observed: Moments { n, mean, m2: var * (n - 1.0) },
-        covariate: None,
-        periods: vec![],
-        ratio: None,
-    };
     // Per-user 0/1 values: x ones among n.
     let binary = |name: &str, x: f64, n: f64| arm(name, n, x / n, x * (1.0 - x / n) / (n - 1.0));
     let run = |settings: Settings, def: MetricDef, a: ArmInput, b: ArmInput| {
@@ -369,20 +372,10 @@ fn relative_and_non_inferiority_match_the_references() {
 /// absolute and relative effects, both directions.
 #[test]
 fn bayesian_posterior_matches_gbstats() {
-    use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, Settings};
+    use ab_core::analysis::{analyze_metric, MetricInput, Settings};
     use ab_core::definition::{Direction, MetricDef};
     use ab_core::stats::bayes::posterior;
-    use ab_core::stats::Moments;
 
-    let arm = |name: &str, n: f64, mean: f64, var: f64| ArmInput {
-        variant: name.into(),
-        is_control: name == "a",
-        assigned: n as u64,
-        observed: Moments { n, mean, m2: var * (n - 1.0) },
-        covariate: None,
-        periods: vec![],
-        ratio: None,
-    };
     for c in fixture("bayesian.json") {
         let direction = if c["direction"] == "lower" { Direction::Lower } else { Direction::Higher };
         let def = MetricDef { direction, ..Default::default() };

@@ -59,6 +59,8 @@ def test_the_demo_script_of_scripts_demo_sh_runs_to_a_winner():
     # The ratio metric and the capped metric, in the summary.
     assert "tokens_per_conversation (ratio: token_usage / conversations, delta method, lower is better)" in out.stdout
     assert "token_usage (per-user sum, capped at 2964.09 (the 99th percentile), lower is better)" in out.stdout
+    # The guardrail: slower, but within its margin, so the winner may ship.
+    assert "guardrail (at most 150 higher than the control): passed" in out.stdout
     drop_db("ab_example_demo_sql")
 
 
