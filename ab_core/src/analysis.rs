@@ -778,4 +778,28 @@ mod tests {
             }
         }
     }
+
+    /// In sequential mode a guardrail's p-value is the always-valid one of the difference from
+    /// the margin, and 1 when the estimate is on the wrong side of it.
+    #[test]
+    fn sequential_non_inferiority() {
+        let seq = Settings { sequential_tuning: Some(5000.0), ..settings(2) };
+        let def = MetricDef { direction: Direction::Lower, margin: Some(0.5), ..Default::default() };
+        let values = |shift: f64| (0..400).map(|i| (i % 7) as f64 * 0.3 + shift).collect::<Vec<_>>();
+        let ni = |shift: f64| {
+            let input = MetricInput {
+                name: "g".into(),
+                def: def.clone(),
+                cap: None,
+                arms: vec![arm("c", true, 400, &values(0.0)), arm("t", false, 400, &values(shift))],
+            };
+            let c = analyze_metric(&seq, &input).arms[1].comparison.unwrap();
+            (c, c.non_inferiority.unwrap())
+        };
+        let (c, within) = ni(0.1);
+        let expected = sequential::p_value(c.diff - 0.5, c.variance, 800.0, 5000.0);
+        assert!((within.p_value - expected).abs() < 1e-15 && within.p_value < 0.05, "{within:?}");
+        // Worse than the margin: the estimate is past it, p is 1.
+        assert_eq!(ni(0.7).1.p_value, 1.0);
+    }
 }
