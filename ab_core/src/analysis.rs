@@ -220,7 +220,8 @@ struct Raw {
 }
 
 impl Raw {
-    /// Two-sided critical value and p-value at this comparison's distribution.
+    /// The upper-q critical value and the survival function of this comparison's
+    /// distribution: Welch's t, or the normal where `df` is None.
     fn quantile(&self, q: f64) -> f64 {
         match self.df {
             Some(df) => t_isf(q, df),
