@@ -7,7 +7,7 @@
 set -euo pipefail
 API=${API:-http://127.0.0.1:8000/api/v1/experiments}
 USERS=${USERS:-400}
-RANDOM=42  # the same simulated users on every run
+RANDOM=42  # the same simulated outcomes on every run (and the fixed salt below: the same arms)
 post() { curl -fsS -X POST -H 'Content-Type: application/json' "$@"; }
 
 name="Lead%20Qualification%20Prompt%20Test"
@@ -27,7 +27,8 @@ created=$(post "$API/" -d '{
     {"name": "Treatment", "is_control": false, "traffic_allocation": 50.0,
      "config": {"system_prompt": "New prompt with examples..."}}
   ],
-  "min_sample_size": 100
+  "min_sample_size": 100,
+  "salt": "curl-quick-start"
 }')
 id=$(grep -o '"id": *[0-9]*' <<<"$created" | head -1 | grep -o '[0-9]*$')
 echo "   id $id"
