@@ -220,5 +220,15 @@ SELECT expect_error($$SELECT * FROM ab_bayes('bayez')$$);
 SELECT expect_error($$SELECT ab_create_experiment('{"name": "bad prior", "experiment_type": "ui", "primary_metric": "p",
   "metrics": {"p": {"prior": {"mean": 0, "sd": -1}}},
   "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
+-- ab_grant_analyst lets a role run it; ab_revoke_analyst takes it back.
+CREATE ROLE ab_bayes_reader;
+SELECT ab_grant_analyst('ab_bayes_reader');
+SET ROLE ab_bayes_reader;
+SELECT count(*) AS rows FROM ab_bayes('bayes');
+RESET ROLE;
+SELECT ab_revoke_analyst('ab_bayes_reader');
+SELECT has_function_privilege('ab_bayes_reader', 'ab_bayes(text, jsonb)', 'EXECUTE') AS still_allowed;
+DROP OWNED BY ab_bayes_reader;
+DROP ROLE ab_bayes_reader;
 SELECT ab_stop_experiment('bayes') ->> 'status' AS status;
 SELECT ab_delete_experiment('bayes');
