@@ -258,6 +258,10 @@ COMMENT ON VIEW ab_allocation_history IS 'Per bandit experiment, weight period a
 COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run.';
 COMMENT ON FUNCTION ab_plot(text) IS 'An SVG forest plot of each treatment''s difference from the control with its CI, per metric.';
 COMMENT ON FUNCTION ab_plot(bigint) IS 'ab_plot by experiment id.';
+COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollment (in the session''s TimeZone), metric and variant: the comparison with the control over the users enrolled and the results recorded by the end of that day (cumulative; without CUPED; ratio metrics excluded).';
+COMMENT ON FUNCTION ab_timeline(bigint, text) IS 'ab_timeline by experiment id.';
+COMMENT ON FUNCTION ab_plot_timeline(text, text) IS 'An SVG line chart of each treatment''s cumulative difference from the control on a metric (the primary one by default), day by day, with its CI as a band.';
+COMMENT ON FUNCTION ab_plot_timeline(bigint, text) IS 'ab_plot_timeline by experiment id.';
 
 CREATE VIEW ab_layer_overview AS
 SELECT l.id,
@@ -303,6 +307,10 @@ ALTER FUNCTION ab_bayes(text, jsonb) SECURITY DEFINER SET search_path = pg_catal
 ALTER FUNCTION ab_bayes(bigint, jsonb) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_plot(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_plot(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_timeline(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_timeline(bigint, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_plot_timeline(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_plot_timeline(bigint, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_layer_group(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION
@@ -320,6 +328,7 @@ REVOKE ALL ON FUNCTION
     ab_summary(text), ab_summary(bigint),
     ab_bayes(text, jsonb), ab_bayes(bigint, jsonb),
     ab_plot(text), ab_plot(bigint),
+    ab_timeline(text, text), ab_timeline(bigint, text), ab_plot_timeline(text, text), ab_plot_timeline(bigint, text),
     ab_create_layer(text, double precision, text, text), ab_delete_layer(text), ab_layer_group(text, text),
     ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update()
 FROM PUBLIC;
@@ -367,6 +376,8 @@ BEGIN
                    '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
                    '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
                    '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
@@ -386,6 +397,8 @@ BEGIN
                    '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
                    '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
                    '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
@@ -459,7 +472,7 @@ COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running band
 COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
-COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes and ab_plot.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline and ab_plot_timeline.';
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';
 COMMENT ON FUNCTION ab_grant_admin(name) IS 'Lets a role administer experiments (create, start, stop, delete, covariates) on top of the app and analyst rights.';
 COMMENT ON FUNCTION ab_revoke_admin(name) IS 'Takes back what ab_grant_admin gave, with the app and analyst rights.';

@@ -42,7 +42,7 @@ impl Analysis {
     }
 }
 
-fn settings(exp: &ExperimentRow) -> Settings {
+pub fn settings(exp: &ExperimentRow) -> Settings {
     Settings {
         alpha: exp.alpha,
         min_sample_size: exp.min_sample_size,
@@ -109,27 +109,7 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
     // results on a schema that has no per-user state yet (before ALTER EXTENSION UPDATE).
     let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
     let per_user_table = if from_state { "ab_user_metrics" } else { "ab_results" };
-    // Recorded metric names by a loose index scan on (experiment_id, metric_name): one
-    // index descent per name, however many results there are. Citus runs recursive CTEs only
-    // with a filter on the distribution column: there each shard lists its own names.
-    let names_sql = if crate::citus::is_distributed(client, nsp) {
-        format!("SELECT DISTINCT metric_name FROM {nsp}.{per_user_table} WHERE experiment_id = $1 ORDER BY 1")
-    } else {
-        format!(
-            "WITH RECURSIVE m(name) AS ( \
-                   SELECT min(metric_name) FROM {nsp}.{per_user_table} WHERE experiment_id = $1 \
-                   UNION ALL \
-                   SELECT (SELECT min(r.metric_name) FROM {nsp}.{per_user_table} r \
-                           WHERE r.experiment_id = $1 AND r.metric_name > m.name) \
-                   FROM m WHERE m.name IS NOT NULL) \
-                 SELECT name FROM m WHERE name IS NOT NULL"
-        )
-    };
-    let recorded: Vec<String> = client
-        .select(names_sql.as_str(), None, &[exp.id.into()])
-        .or_raise()
-        .map(|row| row.get::<String>(1).or_raise().unwrap())
-        .collect();
+    let recorded = recorded_metrics(client, nsp, exp.id, per_user_table);
 
     // One query per metric over one row per user (the unit of randomization), then per
     // variant with mergeable aggregates. From raw results the per-user step is a GROUP BY,
@@ -279,6 +259,31 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         })
         .collect();
     Analysis { variants, assigned, metrics, srm }
+}
+
+/// The metric names recorded in `table` (ab_results or ab_user_metrics) for an experiment, by
+/// a loose index scan on (experiment_id, metric_name): one index descent per name, however
+/// many results there are. Citus runs recursive CTEs only with a filter on the distribution
+/// column: there each shard lists its own names.
+pub fn recorded_metrics(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, table: &str) -> Vec<String> {
+    let sql = if crate::citus::is_distributed(client, nsp) {
+        format!("SELECT DISTINCT metric_name FROM {nsp}.{table} WHERE experiment_id = $1 ORDER BY 1")
+    } else {
+        format!(
+            "WITH RECURSIVE m(name) AS ( \
+                   SELECT min(metric_name) FROM {nsp}.{table} WHERE experiment_id = $1 \
+                   UNION ALL \
+                   SELECT (SELECT min(r.metric_name) FROM {nsp}.{table} r \
+                           WHERE r.experiment_id = $1 AND r.metric_name > m.name) \
+                   FROM m WHERE m.name IS NOT NULL) \
+                 SELECT name FROM m WHERE name IS NOT NULL"
+        )
+    };
+    client
+        .select(sql.as_str(), None, &[experiment_id.into()])
+        .or_raise()
+        .map(|row| row.get::<String>(1).or_raise().unwrap())
+        .collect()
 }
 
 /// A metric's cap as an absolute value: its `value`, or its `percentile` of the per-user

@@ -23,6 +23,7 @@ mod lookup;
 mod results;
 mod security;
 mod stats;
+mod timeline;
 mod user_metrics;
 
 ::pgrx::pg_module_magic!();

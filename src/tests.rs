@@ -210,6 +210,75 @@ mod tests {
         assert!(summary.contains("per-user sum, capped at 5000,"), "{summary}");
     }
 
+    /// ab_timeline equals tests/fixtures/timeline.json (pandas per-day cumulative per-user
+    /// values, scipy, statsmodels, Holm): three arms, binary, mean and capped sum metrics,
+    /// a day with no activity; its last day equals ab_analyze.
+    #[pg_test]
+    fn timeline_matches_the_reference() {
+        let fixture: Value = serde_json::from_str(include_str!("../tests/fixtures/timeline.json")).unwrap();
+        let id = create(json!({
+            "name": "over time", "experiment_type": "prompt", "primary_metric": "resolved", "min_sample_size": 10,
+            "metrics": fixture["metrics"],
+            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 34},
+                         {"name": "b", "traffic_allocation": 33}, {"name": "c", "traffic_allocation": 33}]}));
+        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
+        Spi::run("SET LOCAL TimeZone = 'UTC'").unwrap();
+        Spi::run_with_args(
+            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at) \
+             SELECT $1, a ->> 'user_id', v.id, (a ->> 'assigned_at')::timestamptz FROM jsonb_array_elements($2) a \
+             JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
+            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
+        )
+        .unwrap();
+        Spi::run_with_args(
+            "INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, recorded_at) \
+             SELECT $1, a.variant_id, r ->> 'user_id', r ->> 'metric', (r ->> 'value')::float8, (r ->> 'recorded_at')::timestamptz \
+             FROM jsonb_array_elements($2) r JOIN ab_assignments a ON a.experiment_id = $1 AND a.user_id = r ->> 'user_id'",
+            &[id.into(), JsonB(fixture["results"].clone()).into()],
+        )
+        .unwrap();
+        Spi::run_with_args("SELECT ab_rebuild_user_metrics($1)", &[id.into()]).unwrap();
+        let expected = fixture["expected"].as_array().unwrap();
+        let cols = ["mean", "diff", "ci_lower", "ci_upper", "p_value", "p_value_adjusted"];
+        Spi::connect(|client| {
+            let sql =
+                format!("SELECT day::text, metric_name, variant, users, {} FROM ab_timeline($1)", cols.join(", "));
+            let mut seen = 0;
+            for row in client.select(sql.as_str(), None, &[id.into()]).unwrap() {
+                let day: String = row.get(1).unwrap().unwrap();
+                let metric: String = row.get(2).unwrap().unwrap();
+                let variant: String = row.get(3).unwrap().unwrap();
+                let what = format!("{day} {metric}/{variant}");
+                let e = expected
+                    .iter()
+                    .find(|e| {
+                        e["day"] == day.as_str() && e["metric"] == metric.as_str() && e["variant"] == variant.as_str()
+                    })
+                    .unwrap_or_else(|| panic!("unexpected row {what}"));
+                assert_eq!(row.get::<i64>(4).unwrap(), e["users"].as_i64(), "{what}");
+                for (k, col) in cols.iter().enumerate() {
+                    let rel = if col.starts_with("p_value") { 1e-6 } else { 1e-9 };
+                    assert_close_to(row.get(5 + k).unwrap(), &e[*col], &format!("{what} {col}"), rel);
+                }
+                seen += 1;
+            }
+            assert_eq!(seen, expected.len());
+        });
+        // The last day is the analysis of all the data (from the per-user state).
+        let last = expected.last().unwrap()["day"].as_str().unwrap().to_string();
+        let mismatches = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM ab_analyze($1) a FULL JOIN (SELECT * FROM ab_timeline($1) WHERE day = $2::date) t \
+               USING (metric_name, variant) \
+             WHERE a.users IS DISTINCT FROM t.users OR a.test IS DISTINCT FROM t.test \
+                OR a.significant IS DISTINCT FROM t.significant \
+                OR abs(a.diff - t.diff) > 1e-9 * abs(a.diff) OR abs(a.ci_lower - t.ci_lower) > 1e-9 * abs(a.ci_lower) \
+                OR abs(a.p_value - t.p_value) > 1e-9 * a.p_value OR (a.diff IS NULL) <> (t.diff IS NULL)",
+            &[id.into(), last.as_str().into()],
+        )
+        .unwrap();
+        assert_eq!(mismatches, Some(0));
+    }
+
     #[pg_test]
     fn full_flow_declares_a_winner() {
         let id = create(two_arms("flow"));

@@ -12,6 +12,7 @@ pub mod plot;
 pub mod stats;
 pub mod summary;
 pub mod targeting;
+pub mod timeline;
 pub mod winner;
 
 pub use error::{Error, ErrorKind, Result};

@@ -244,7 +244,7 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
     drop_db("ab_upgrade")
 
 
-def test_update_to_0_9_0_keeps_who_may_run_ab_analyze():
+def test_updates_to_0_9_0_and_0_10_0_keep_who_may_run_the_analyses():
     """0.9.0 creates ab_analyze again (its result has more columns): every role that could run
     it before the update still can, and PUBLIC still cannot."""
     db = fresh_db("ab_upgrade_grants", "0.8.0")
@@ -258,7 +258,7 @@ def test_update_to_0_9_0_keeps_who_may_run_ab_analyze():
         c.execute("GRANT EXECUTE ON FUNCTION ab_analyze(text) TO ab_upgrade_direct")
         exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("granted", salt="g")))
         one(c, "SELECT ab_start_experiment(%s)", exp)
-        c.execute("ALTER EXTENSION ab_testing UPDATE")
+        c.execute("ALTER EXTENSION ab_testing UPDATE TO '0.9.0'")
         assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == "0.9.0"
         privilege = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
         for f in ["ab_analyze(text)", "ab_analyze(bigint)"]:
@@ -282,6 +282,17 @@ def test_update_to_0_9_0_keeps_who_may_run_ab_analyze():
         cols = [d.name for d in c.execute("SELECT * FROM ab_latest_insights LIMIT 0").description]
         assert cols[-6:] == ["relative_lift_ci_lower", "relative_lift_ci_upper", "relative_lift_p_value", "margin",
                              "non_inferiority_p_value", "non_inferior"]
+        # 0.10.0's ab_timeline and ab_plot_timeline: for whoever may run ab_summary.
+        c.execute("ALTER EXTENSION ab_testing UPDATE TO '0.10.0'")
+        for f in ["ab_timeline(text, text)", "ab_timeline(bigint, text)", "ab_plot_timeline(text, text)",
+                  "ab_plot_timeline(bigint, text)"]:
+            assert one(c, privilege, "ab_upgrade_analyst", f) is True
+            assert one(c, privilege, "ab_upgrade_admin", f) is True
+            assert one(c, privilege, "ab_upgrade_direct", f) is False
+            assert one(c, privilege, "public", f) is False
+        c.execute("SET ROLE ab_upgrade_analyst")
+        assert c.execute("SELECT * FROM ab_timeline('granted')").fetchall() == []
+        c.execute("RESET ROLE")
     drop_db("ab_upgrade_grants")
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         for r in roles:

@@ -1,0 +1,321 @@
+//! `ab_timeline` and `ab_plot_timeline`: results over time. Day d's row is the comparison as
+//! it stood at the end of day d (in the session's TimeZone): the users enrolled by then, each
+//! with the value of what they had recorded by then. The statistics are `ab_core::timeline`.
+
+use ab_core::analysis::MetricResult;
+use ab_core::definition::{check_metric_name, Aggregation, MetricDef};
+use ab_core::names::printable;
+use ab_core::stats::Moments;
+use ab_core::timeline::{timeline, Arm, Cell, Enrolled};
+use pgrx::datum::Date;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::PgSqlErrorCode;
+
+use crate::catalog::{self, ExperimentRef, ExperimentRow, VariantRow};
+use crate::errors::{core_error, raise, required, SpiExt};
+
+pub struct Timeline {
+    pub days: Vec<(Date, String)>,
+    /// Per metric, one analysis per day.
+    pub metrics: Vec<Vec<MetricResult>>,
+}
+
+/// The cumulative per-user moments of each (variant, period) cell on each day it changed, in
+/// one pass over the metric's results: a user's value changes only on a day the user
+/// recorded something, so each (user, day) row adds the change of the user's value (and of
+/// its square, and 1 on the user's first day) to its cell, and each cell's running sums are
+/// its moments on that day. The sums are numeric, exact: the variance is (n Σv² - (Σv)²) / n².
+fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool) -> String {
+    let running = match aggregation {
+        Aggregation::Mean => "sum(r.total) OVER w / sum(r.n) OVER w",
+        Aggregation::Sum => "sum(r.total) OVER w",
+        Aggregation::Count => "(sum(r.n) OVER w)::float8",
+        Aggregation::Max => "max(r.mx) OVER w",
+    };
+    // The cap is a finite float8 written in full (Rust prints the shortest exact form).
+    let value = match cap {
+        Some(cap) => format!("least({running}, '{cap:e}'::float8)"),
+        None => running.to_string(),
+    };
+    let (period, join) = if bandit {
+        ("a.period", format!("JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = d.user_id"))
+    } else {
+        ("0", String::new())
+    };
+    format!(
+        "SELECT c.variant_id, c.period, c.day, c.n::float8, (c.s1 / c.n)::float8, ((c.n * c.s2 - c.s1 * c.s1) / c.n)::float8 \
+         FROM (SELECT g.variant_id, g.period, g.day, sum(g.dn) OVER k AS n, sum(g.ds1) OVER k AS s1, sum(g.ds2) OVER k AS s2 \
+               FROM (SELECT d.variant_id, {period} AS period, d.day, count(*) FILTER (WHERE d.prev IS NULL) AS dn, \
+                            sum(d.v::numeric - coalesce(d.prev, 0)::numeric) AS ds1, \
+                            sum(d.v::numeric * d.v::numeric - coalesce(d.prev, 0)::numeric * coalesce(d.prev, 0)::numeric) AS ds2 \
+                     FROM (SELECT u.variant_id, u.user_id, u.day, u.v, \
+                                  lag(u.v) OVER (PARTITION BY u.variant_id, u.user_id ORDER BY u.day) AS prev \
+                           FROM (SELECT r.variant_id, r.user_id, r.day, {value} AS v \
+                                 FROM (SELECT variant_id, user_id, greatest(recorded_at::date - $3::date, 0) AS day, \
+                                              count(*) AS n, sum(metric_value) AS total, max(metric_value) AS mx \
+                                       FROM {nsp}.ab_results WHERE experiment_id = $1 AND metric_name = $2 \
+                                       GROUP BY 1, 2, 3) r \
+                                 WINDOW w AS (PARTITION BY r.variant_id, r.user_id ORDER BY r.day)) u) d \
+                     {join} \
+                     GROUP BY 1, 2, 3) g \
+               WINDOW k AS (PARTITION BY g.variant_id, g.period ORDER BY g.day)) c \
+         ORDER BY c.day"
+    )
+}
+
+fn arm_of(variants: &[VariantRow], id: i64) -> usize {
+    variants.iter().position(|v| v.id == id).unwrap_or(usize::MAX)
+}
+
+/// The metrics a timeline covers: `metric` alone, or every metric `ab_analyze` reports except
+/// ratios, in its order.
+fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: Option<&str>) -> Vec<String> {
+    let defs = exp.metric_defs();
+    let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, "ab_results");
+    let mut order = vec![exp.primary_metric.clone()];
+    order.extend(defs.keys().filter(|k| **k != exp.primary_metric).cloned());
+    order.extend(recorded.iter().filter(|k| !defs.contains_key(*k) && **k != exp.primary_metric).cloned());
+    let Some(metric) = metric else {
+        return order.into_iter().filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none())).collect();
+    };
+    let metric = check_metric_name(metric).unwrap_or_else(|e| core_error(e)).into_owned();
+    if let Some((num, den)) = defs.get(&metric).and_then(|d| d.ratio_of()) {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("metric \"{}\" is a ratio: the timeline has no ratio metrics yet", printable(&metric)),
+            Some(format!("its parts \"{}\" and \"{}\" each have a timeline", printable(num), printable(den))),
+        );
+    }
+    if !order.contains(&metric) {
+        let listed: Vec<String> = order.iter().map(|n| format!("\"{}\"", printable(n))).collect();
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "experiment \"{}\" has no metric \"{}\"{}",
+                printable(&exp.name),
+                printable(&metric),
+                ab_core::names::did_you_mean(&metric, order.iter().map(|s| s.as_str()))
+            ),
+            Some(format!("its metrics are {}", listed.join(", "))),
+        );
+    }
+    vec![metric]
+}
+
+pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: Option<&str>) -> Timeline {
+    let names = metric_names(client, nsp, exp, metric);
+    crate::security::with_settings(&[(c"enable_nestloop", c"off")], || run_linear(client, nsp, exp, names))
+}
+
+fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, names: Vec<String>) -> Timeline {
+    let first: Option<String> = client
+        .select(
+            format!("SELECT min(assigned_at)::date::text FROM {nsp}.ab_assignments WHERE experiment_id = $1").as_str(),
+            None,
+            &[exp.id.into()],
+        )
+        .or_raise()
+        .first()
+        .get_one::<String>()
+        .or_raise();
+    let Some(first) = first else { return Timeline { days: vec![], metrics: vec![] } };
+    let variants = catalog::variants(client, nsp, exp.id);
+    let bandit = exp.bandit.is_some() && catalog::has_table(client, nsp, "ab_allocations");
+    let periods = if bandit { crate::analysis::periods(client, nsp, exp.id, &variants).weights.len() } else { 0 };
+    let period = if bandit { "period" } else { "0" };
+    let sql = format!(
+        "SELECT variant_id, {period}, greatest(assigned_at::date - $2::date, 0), count(*) FROM {nsp}.ab_assignments \
+         WHERE experiment_id = $1 GROUP BY 1, 2, 3 ORDER BY 3"
+    );
+    let enrolled: Vec<Enrolled> = client
+        .select(sql.as_str(), None, &[exp.id.into(), first.as_str().into()])
+        .or_raise()
+        .map(|row| Enrolled {
+            arm: arm_of(&variants, row.get::<i64>(1).or_raise().unwrap()),
+            period: row.get::<i32>(2).or_raise().unwrap() as usize,
+            day: row.get::<i32>(3).or_raise().unwrap() as usize,
+            users: row.get::<i64>(4).or_raise().unwrap() as u64,
+        })
+        .collect();
+    let defs = exp.metric_defs();
+    let mut per_metric: Vec<(String, MetricDef, Option<f64>, Vec<Cell>)> = Vec::new();
+    for name in names {
+        let def = defs.get(&name).cloned().unwrap_or_default();
+        let cap = crate::analysis::metric_cap(
+            client,
+            nsp,
+            exp.id,
+            catalog::has_table(client, nsp, "ab_user_metrics"),
+            &name,
+            &def,
+        );
+        let sql = cells_sql(nsp, def.aggregation, cap, bandit);
+        let cells = client
+            .select(sql.as_str(), None, &[exp.id.into(), name.as_str().into(), first.as_str().into()])
+            .or_raise()
+            .map(|row| Cell {
+                arm: arm_of(&variants, row.get::<i64>(1).or_raise().unwrap()),
+                period: row.get::<i32>(2).or_raise().unwrap() as usize,
+                day: row.get::<i32>(3).or_raise().unwrap() as usize,
+                moments: Moments {
+                    n: row.get::<f64>(4).or_raise().unwrap(),
+                    mean: row.get::<f64>(5).or_raise().unwrap(),
+                    m2: row.get::<f64>(6).or_raise().unwrap(),
+                },
+            })
+            .collect();
+        per_metric.push((name, def, cap, cells));
+    }
+    let last = enrolled
+        .iter()
+        .map(|e| e.day)
+        .chain(per_metric.iter().flat_map(|m| m.3.iter().map(|c| c.day)))
+        .max()
+        .unwrap_or(0);
+    let days = client
+        .select(
+            "SELECT $1::date + i, ($1::date + i)::text FROM generate_series(0, $2) i ORDER BY i",
+            None,
+            &[first.as_str().into(), (last as i32).into()],
+        )
+        .or_raise()
+        .map(|row| (row.get::<Date>(1).or_raise().unwrap(), row.get::<String>(2).or_raise().unwrap()))
+        .collect();
+    let settings = crate::analysis::settings(exp);
+    let arms: Vec<Arm> = variants.iter().map(|v| Arm { variant: v.name.clone(), is_control: v.is_control }).collect();
+    let metrics = per_metric
+        .iter()
+        .map(|(name, def, cap, cells)| timeline(&settings, name, def, *cap, &arms, periods, last + 1, cells, &enrolled))
+        .collect();
+    Timeline { days, metrics }
+}
+
+type Row = (
+    Date,
+    String,
+    String,
+    bool,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<bool>,
+    Option<String>,
+);
+
+fn rows(r: ExperimentRef<'_>, metric: Option<&str>) -> Vec<Row> {
+    Spi::connect(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::get_experiment(client, &nsp, r);
+        let t = run(client, &nsp, &exp, metric);
+        let mut out = Vec::new();
+        for days in &t.metrics {
+            for ((day, _), m) in t.days.iter().zip(days) {
+                for a in &m.arms {
+                    let c = a.comparison;
+                    out.push((
+                        *day,
+                        m.name.clone(),
+                        a.variant.clone(),
+                        a.is_control,
+                        a.users as i64,
+                        a.mean,
+                        c.map(|c| c.diff),
+                        c.map(|c| c.ci_lower),
+                        c.map(|c| c.ci_upper),
+                        c.and_then(|c| c.relative_lift),
+                        c.map(|c| c.p_value),
+                        c.map(|c| c.p_adjusted),
+                        c.map(|c| c.significant),
+                        c.map(|c| c.test.to_string()),
+                    ));
+                }
+            }
+        }
+        out
+    })
+}
+
+/// Per day since the first enrollment, metric and variant: the analysis of the data as it
+/// stood at the end of that day (cumulative), for dashboards.
+#[pg_extern(stable, parallel_safe)]
+fn ab_timeline(
+    experiment: Option<&str>,
+    metric: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(day, Date),
+        name!(metric_name, String),
+        name!(variant, String),
+        name!(is_control, bool),
+        name!(users, i64),
+        name!(mean, Option<f64>),
+        name!(diff, Option<f64>),
+        name!(ci_lower, Option<f64>),
+        name!(ci_upper, Option<f64>),
+        name!(relative_lift, Option<f64>),
+        name!(p_value, Option<f64>),
+        name!(p_value_adjusted, Option<f64>),
+        name!(significant, Option<bool>),
+        name!(test, Option<String>),
+    ),
+> {
+    TableIterator::new(rows(ExperimentRef::Name(required(experiment, "experiment")), metric))
+}
+
+#[pg_extern(name = "ab_timeline", stable, parallel_safe)]
+fn ab_timeline_by_id(
+    experiment: Option<i64>,
+    metric: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(day, Date),
+        name!(metric_name, String),
+        name!(variant, String),
+        name!(is_control, bool),
+        name!(users, i64),
+        name!(mean, Option<f64>),
+        name!(diff, Option<f64>),
+        name!(ci_lower, Option<f64>),
+        name!(ci_upper, Option<f64>),
+        name!(relative_lift, Option<f64>),
+        name!(p_value, Option<f64>),
+        name!(p_value_adjusted, Option<f64>),
+        name!(significant, Option<bool>),
+        name!(test, Option<String>),
+    ),
+> {
+    TableIterator::new(rows(ExperimentRef::Id(required(experiment, "experiment")), metric))
+}
+
+fn plot(r: ExperimentRef<'_>, metric: Option<&str>) -> String {
+    Spi::connect(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::get_experiment(client, &nsp, r);
+        let metric = metric.map(str::to_string).unwrap_or_else(|| exp.primary_metric.clone());
+        let t = run(client, &nsp, &exp, Some(&metric));
+        let labels: Vec<String> = t.days.iter().map(|(_, s)| s.clone()).collect();
+        let results = t.metrics.first().map(|m| m.as_slice()).unwrap_or(&[]);
+        let name = results.first().map(|m| m.name.clone()).unwrap_or(metric);
+        ab_core::plot::timeline_plot(&exp.name, &name, &labels, results)
+    })
+}
+
+/// An SVG line chart of each treatment's cumulative difference from the control on a metric
+/// (the primary one by default), day by day, with its CI as a band.
+#[pg_extern(stable, parallel_safe)]
+fn ab_plot_timeline(experiment: Option<&str>, metric: default!(Option<&str>, "NULL")) -> String {
+    plot(ExperimentRef::Name(required(experiment, "experiment")), metric)
+}
+
+#[pg_extern(name = "ab_plot_timeline", stable, parallel_safe)]
+fn ab_plot_timeline_by_id(experiment: Option<i64>, metric: default!(Option<&str>, "NULL")) -> String {
+    plot(ExperimentRef::Id(required(experiment, "experiment")), metric)
+}
