@@ -111,7 +111,8 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: Optio
 fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, names: Vec<String>) -> Timeline {
     let first: Option<String> = client
         .select(
-            format!("SELECT min(assigned_at)::date::text FROM {nsp}.ab_assignments WHERE experiment_id = $1").as_str(),
+            format!("SELECT to_char(min(assigned_at)::date, 'YYYY-MM-DD') FROM {nsp}.ab_assignments WHERE experiment_id = $1")
+                .as_str(),
             None,
             &[exp.id.into()],
         )
@@ -175,7 +176,7 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, names: Vec
         .unwrap_or(0);
     let days = client
         .select(
-            "SELECT $1::date + i, ($1::date + i)::text FROM generate_series(0, $2) i ORDER BY i",
+            "SELECT $1::date + i, to_char($1::date + i, 'YYYY-MM-DD') FROM generate_series(0, $2) i ORDER BY i",
             None,
             &[first.as_str().into(), (last as i32).into()],
         )
