@@ -361,6 +361,21 @@ def scenario(c):
         out[f"plot {e}"] = re.sub(TIMESTAMP, "<time>", one(c, "SELECT ab_plot(%s)", e))
         info = one(c, "SELECT ab_get_experiment(%s)", e)
         out[f"experiment {e}"] = {k: v for k, v in info.items() if k not in ("id", "created_at", "started_at")}
+    # 0.10.0's results over time (window functions over each user's days, partitioned by the
+    # distribution column, then running sums per variant): enrollments and results spread
+    # over days by a hash of the user.
+    c.execute("SET TimeZone = 'UTC'")
+    # (Citus runs only immutable expressions of columns in an UPDATE: epoch seconds, 2026-03-02 08:00 UTC.)
+    c.execute("UPDATE ab_assignments SET assigned_at = to_timestamp(1772438400 + (hashtext(user_id) & 3) * 86400) "
+              "WHERE experiment_id = %s", (plain,))
+    c.execute("UPDATE ab_results SET recorded_at = to_timestamp(1772445600 "
+              "+ ((hashtext(user_id) & 3) + (hashtext(metric_name || metric_value::text) & 1)) * 86400) "
+              "WHERE experiment_id = %s", (plain,))
+    cur = c.execute("SELECT day::text, metric_name, variant, users, mean, diff, ci_lower, ci_upper, p_value, test "
+                    "FROM ab_timeline(%s) ORDER BY 1, 2, 3", (plain,))
+    out["timeline"] = [tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in cur.fetchall()]
+    assert len({r[0] for r in out["timeline"]}) == 5
+    out["timeline plot"] = one(c, "SELECT ab_plot_timeline(%s, 'spend')", plain)
     out["stop"] = one(c, "SELECT ab_stop_experiment(%s, true)", plain)
     for view, order in [("ab_experiment_overview", "name"), ("ab_experiment_health", "name"),
                         ("ab_latest_insights", "experiment, metric_name, variant"), ("ab_layer_overview", "name")]:
