@@ -194,9 +194,11 @@ pub fn timeline_plot(title: &str, metric: &str, days: &[String], results: &[Metr
     );
     let _ = write!(
         out,
-        r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#999" stroke-dasharray="4 3"/>"##,
+        r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#999" stroke-dasharray="4 3"/><text x="{2:.1}" y="{3:.1}" fill="#666" font-size="11" text-anchor="end">0</text>"##,
         y(0.0),
-        LEFT + plot_w
+        LEFT + plot_w,
+        LEFT - 6.0,
+        y(0.0) + 4.0
     );
     for (k, (arm, variant)) in treated.iter().enumerate() {
         let color = SERIES[k % SERIES.len()];

@@ -132,6 +132,15 @@ def test_bandit_moves_traffic_keeps_users_and_analyses_by_period(conn):
         assert math.isclose(r[5], 2 * stats.t.sf(abs(diff) / math.sqrt(se2), dof), rel_tol=1e-6)
         assert math.isclose(r[7], srm, rel_tol=1e-9)
     assert result["C"][5] < 1e-6
+    # Results over time: each day stratified by period too, the last day equal to the analysis.
+    last = conn.execute("SELECT variant, mean, diff, ci_lower, ci_upper, p_value, test, users FROM ab_timeline(%s) "
+                        "WHERE day = (SELECT max(day) FROM ab_timeline(%s))", (name, name)).fetchall()
+    assert len(last) == 3
+    for v, *rest in last:
+        r = result[v]
+        assert rest[5] == r[6] and rest[6] == r[8], v
+        for got, want in zip(rest[:5], r[1:6]):
+            assert (got is None and want is None) or math.isclose(got, want, rel_tol=1e-9), v
 
     # The history everywhere an analyst looks.
     summary = conn.execute("SELECT ab_summary(%s)", (name,)).fetchone()[0]
