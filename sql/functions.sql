@@ -31,6 +31,7 @@ BEGIN
         'metrics', e.metrics,
         'strict_metrics', e.strict_metrics,
         'allocation', coalesce(e.allocation, '{"mode": "fixed"}'),
+        'breakdowns', to_jsonb(e.breakdowns),
         'target_segments', e.target_segments,
         'min_sample_size', e.min_sample_size,
         'alpha', e.alpha,
@@ -262,6 +263,8 @@ COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollme
 COMMENT ON FUNCTION ab_timeline(bigint, text) IS 'ab_timeline by experiment id.';
 COMMENT ON FUNCTION ab_plot_timeline(text, text) IS 'An SVG line chart of each treatment''s cumulative difference from the control on a metric (the primary one by default), day by day, with its CI as a band.';
 COMMENT ON FUNCTION ab_plot_timeline(bigint, text) IS 'ab_plot_timeline by experiment id.';
+COMMENT ON FUNCTION ab_breakdown(text, text) IS 'Per value of an attribute stored at enrollment (one of the experiment''s breakdowns; NULL: not given), metric and variant: the comparison with the control among those users, p-values adjusted across every segment and treatment of the metric (without CUPED; ratio metrics excluded).';
+COMMENT ON FUNCTION ab_breakdown(bigint, text) IS 'ab_breakdown by experiment id.';
 
 CREATE VIEW ab_layer_overview AS
 SELECT l.id,
@@ -311,6 +314,8 @@ ALTER FUNCTION ab_timeline(text, text) SECURITY DEFINER SET search_path = pg_cat
 ALTER FUNCTION ab_timeline(bigint, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_plot_timeline(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_plot_timeline(bigint, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_breakdown(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_breakdown(bigint, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_layer_group(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION
@@ -329,6 +334,7 @@ REVOKE ALL ON FUNCTION
     ab_bayes(text, jsonb), ab_bayes(bigint, jsonb),
     ab_plot(text), ab_plot(bigint),
     ab_timeline(text, text), ab_timeline(bigint, text), ab_plot_timeline(text, text), ab_plot_timeline(bigint, text),
+    ab_breakdown(text, text), ab_breakdown(bigint, text),
     ab_create_layer(text, double precision, text, text), ab_delete_layer(text), ab_layer_group(text, text),
     ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update()
 FROM PUBLIC;
@@ -378,6 +384,7 @@ BEGIN
                    '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
                    '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
                    '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
@@ -399,6 +406,7 @@ BEGIN
                    '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
                    '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
                    '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
@@ -472,7 +480,7 @@ COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running band
 COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
-COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline and ab_plot_timeline.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline and ab_breakdown.';
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';
 COMMENT ON FUNCTION ab_grant_admin(name) IS 'Lets a role administer experiments (create, start, stop, delete, covariates) on top of the app and analyst rights.';
 COMMENT ON FUNCTION ab_revoke_admin(name) IS 'Takes back what ab_grant_admin gave, with the app and analyst rights.';

@@ -31,6 +31,7 @@ CREATE TABLE ab_experiments (
     stopped_at       timestamptz,
     strict_metrics   boolean NOT NULL DEFAULT false,
     allocation       jsonb CHECK (jsonb_typeof(allocation) = 'object'),
+    breakdowns       text[] NOT NULL DEFAULT '{}' CHECK (cardinality(breakdowns) <= 5),
     CHECK (status = 'draft' OR started_at IS NOT NULL),
     CHECK (status <> 'stopped' OR stopped_at IS NOT NULL),
     CHECK (winner_variant IS NULL OR status = 'stopped')
@@ -90,6 +91,7 @@ CREATE TABLE ab_assignments (
     session_id     text,
     assigned_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     period         integer NOT NULL DEFAULT 0 CHECK (period >= 0),
+    attributes     jsonb CHECK (jsonb_typeof(attributes) = 'object'),
     PRIMARY KEY (experiment_id, user_id)
 );
 CREATE INDEX ab_assignments_variant ON ab_assignments (experiment_id, variant_id);
@@ -337,6 +339,7 @@ COMMENT ON COLUMN ab_experiments.created_at IS 'When the experiment was created.
 COMMENT ON COLUMN ab_experiments.started_at IS 'When ab_start_experiment ran.';
 COMMENT ON COLUMN ab_experiments.stopped_at IS 'When ab_stop_experiment ran.';
 COMMENT ON COLUMN ab_experiments.allocation IS 'NULL for fixed traffic allocations; for a bandit {"mode": "bandit", "metric", "update_every", "min_share", "burn_in_users"}.';
+COMMENT ON COLUMN ab_experiments.breakdowns IS 'Attributes of the users stored with each assignment, to break the analysis down by (ab_breakdown).';
 COMMENT ON COLUMN ab_experiments.strict_metrics IS 'When true, results and covariates are accepted only under the metric names declared in metrics (the default when a definition declares metrics).';
 
 COMMENT ON TABLE ab_variants IS 'Variants of each experiment, in creation order; exactly one is the control.';
@@ -365,6 +368,7 @@ COMMENT ON COLUMN ab_assignments.variant_id IS 'ab_variants.id of the assigned v
 COMMENT ON COLUMN ab_assignments.session_id IS 'Session of the first ab_get_variant call, if given.';
 COMMENT ON COLUMN ab_assignments.assigned_at IS 'When the user was first assigned.';
 COMMENT ON COLUMN ab_assignments.period IS 'For a bandit experiment, the weight period (ab_allocations) whose weights assigned the user; 0 otherwise.';
+COMMENT ON COLUMN ab_assignments.attributes IS 'The attributes listed in the experiment''s breakdowns that the user had at enrollment, as text; NULL when none.';
 
 COMMENT ON TABLE ab_allocations IS 'Every weight period of each bandit experiment: when it began, the weights and the posterior that produced them.';
 COMMENT ON COLUMN ab_allocations.experiment_id IS 'ab_experiments.id of the experiment.';

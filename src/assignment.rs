@@ -94,13 +94,30 @@ fn get_variant(
             // Deleted while this call ran: nothing to enroll in.
             Probe::Missing => return None,
         }
+        // Experiments with breakdowns store the listed attributes the user has.
+        let stored = match &plans.insert_assignment_with_attributes {
+            Some(plan) if !exp.breakdowns.is_empty() => {
+                let values = attributes.as_ref().and_then(|a| a.try_value().ok()).and_then(|a| {
+                    ab_core::definition::breakdown_values(&exp.breakdowns, &a).map(serde_json::Value::Object)
+                });
+                Some((plan, values.map(pgrx::JsonB)))
+            }
+            _ => None,
+        };
         let variant_id = crate::security::with_pinned_search_path(|| {
             Spi::connect_mut(|client| {
                 let mut args = vec![exp.id.into(), user_id.into(), candidate.into(), session_id.into()];
                 if plans.has_periods {
                     args.push(exp.period.into());
                 }
-                let inserted = first_i64(client.update(&plans.insert_assignment, Some(1), &args).or_raise());
+                let plan = match stored {
+                    Some((plan, values)) => {
+                        args.push(values.into());
+                        plan
+                    }
+                    None => &plans.insert_assignment,
+                };
+                let inserted = first_i64(client.update(plan, Some(1), &args).or_raise());
                 // None: another session assigned this user first (or after our snapshot); a new
                 // statement's snapshot sees its row.
                 inserted.or_else(|| {

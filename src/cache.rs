@@ -52,6 +52,8 @@ pub struct CachedExperiment {
     pub period: i32,
     /// For an experiment in a layer: the layer's salt and the layer points it may enroll.
     pub layer_range: Option<LayerRange>,
+    /// Attributes stored with each new assignment (`breakdowns`); empty for most experiments.
+    pub breakdowns: Vec<String>,
     /// Metric names known to be declared or recorded: recording them needs no check of the
     /// experiment's bound on distinct metric names.
     pub known_metrics: RefCell<HashSet<String>>,
@@ -72,6 +74,8 @@ impl CachedExperiment {
 pub struct Plans {
     pub find_assignment: OwnedPreparedStatement,
     pub insert_assignment: OwnedPreparedStatement,
+    /// For experiments with breakdowns (0.10.0 schemas): the insert that stores the attributes.
+    pub insert_assignment_with_attributes: Option<OwnedPreparedStatement>,
     pub record_result: OwnedPreparedStatement,
     pub record_covariate: OwnedPreparedStatement,
     /// Under Citus: the result with the variant already looked up, so that Citus routes a
@@ -242,6 +246,15 @@ fn load_state(client: &SpiClient<'_>) -> State {
                 &[int8, text, int8, text],
             )
         },
+        insert_assignment_with_attributes: catalog::has_column(client, &nsp, "ab_assignments", "attributes").then(|| {
+            prepare(
+                format!(
+                    "INSERT INTO {nsp}.ab_assignments (experiment_id, user_id, variant_id, session_id, period, attributes) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (experiment_id, user_id) DO NOTHING RETURNING variant_id"
+                ),
+                &[int8, text, int8, text, int4, PgOid::BuiltIn(PgBuiltInOids::JSONBOID)],
+            )
+        }),
         record_result: prepare(
             if has_user_metrics {
                 format!(
@@ -391,6 +404,7 @@ fn load_experiment(
             period,
             layer_range,
             known_metrics,
+            breakdowns: e.breakdowns,
         },
     ))
 }

@@ -93,6 +93,8 @@ pub struct ExperimentRow {
     pub strict_metrics: bool,
     /// Adaptive allocation (0.8.0 and later); None for fixed allocations.
     pub bandit: Option<ab_core::definition::BanditSpec>,
+    /// Attributes stored with each assignment for breakdowns (0.10.0 and later).
+    pub breakdowns: Vec<String>,
 }
 
 /// A layer, as ab_create_experiment and ab_layer_group need it.
@@ -156,7 +158,8 @@ const EXPERIMENT_COLUMNS: &str = "id, name, experiment_type, status, primary_met
      to_char(started_at, 'YYYY-MM-DD HH24:MI:SS TZ'), \
      to_char(stopped_at, 'YYYY-MM-DD HH24:MI:SS TZ'), sequential_tuning, correction, power, \
      coalesce((pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->>) 'strict_metrics')::boolean, false), \
-     pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->) 'allocation'";
+     pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->) 'allocation', \
+     pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->) 'breakdowns'";
 
 fn experiment_query(nsp: &str, r: ExperimentRef<'_>, lock: bool) -> (String, Vec<pgrx::datum::DatumWithOid<'static>>) {
     let lock = if lock { " FOR UPDATE" } else { "" };
@@ -192,6 +195,7 @@ fn experiment_row(table: SpiTupleTable<'_>) -> Option<ExperimentRow> {
         power: row.get::<f64>(16).or_raise().unwrap(),
         strict_metrics: row.get::<bool>(17).or_raise().unwrap(),
         bandit: row.get::<JsonB>(18).or_raise().and_then(|j| ab_core::definition::BanditSpec::from_json(&j.0)),
+        breakdowns: row.get::<JsonB>(19).or_raise().and_then(|j| serde_json::from_value(j.0).ok()).unwrap_or_default(),
     })
 }
 

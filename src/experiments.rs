@@ -90,14 +90,22 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
                 "run ALTER EXTENSION ab_testing UPDATE",
             ),
         };
+        let (breakdowns_column, breakdowns_value) = match spec.breakdowns.is_empty() {
+            true => ("", ""),
+            false if catalog::has_column(client, &nsp, "ab_experiments", "breakdowns") => (", breakdowns", ", $15"),
+            false => wrong_state(
+                "breakdowns need version 0.10.0 of the ab_testing schema",
+                "run ALTER EXTENSION ab_testing UPDATE",
+            ),
+        };
         // A session creating the same name at the same moment: this insert waits for it, then
         // (READ COMMITTED) inserts nothing, or (REPEATABLE READ) fails with 40001.
         let inserted = client
             .update(
                 format!(
                     "INSERT INTO {nsp}.ab_experiments (name, description, experiment_type, primary_metric, metrics, \
-                     target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power{strict_column}{allocation_column}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12{strict_value}{allocation_value}) \
+                     target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power{strict_column}{allocation_column}{breakdowns_column}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12{strict_value}{allocation_value}{breakdowns_value}) \
                      ON CONFLICT (name) DO NOTHING RETURNING id"
                 )
                 .as_str(),
@@ -117,6 +125,7 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
                     spec.power.into(),
                     spec.strict_metrics.into(),
                     spec.bandit.as_ref().map(|b| JsonB(b.to_json())).into(),
+                    spec.breakdowns.clone().into(),
                 ],
             )
             .or_raise();

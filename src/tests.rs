@@ -279,6 +279,67 @@ mod tests {
         assert_eq!(mismatches, Some(0));
     }
 
+    /// ab_breakdown equals tests/fixtures/breakdown.json (scipy and statsmodels per segment,
+    /// Holm across every segment and treatment): three arms, a binary and a mean metric, users
+    /// without the attribute as a segment of their own.
+    #[pg_test]
+    fn breakdown_matches_the_reference() {
+        let fixture: Value = serde_json::from_str(include_str!("../tests/fixtures/breakdown.json")).unwrap();
+        let id = create(json!({
+            "name": "by loan type", "experiment_type": "prompt", "primary_metric": "resolved", "min_sample_size": 10,
+            "metrics": fixture["metrics"], "breakdowns": ["loan_type"],
+            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 34},
+                         {"name": "b", "traffic_allocation": 33}, {"name": "c", "traffic_allocation": 33}]}));
+        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
+        Spi::run_with_args(
+            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id, attributes) \
+             SELECT $1, a ->> 'user_id', v.id, CASE WHEN a ->> 'loan_type' IS NOT NULL \
+                                                   THEN jsonb_build_object('loan_type', a ->> 'loan_type') END \
+             FROM jsonb_array_elements($2) a JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
+            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
+        )
+        .unwrap();
+        Spi::run_with_args(
+            "SELECT ab_record_result($1, r ->> 'metric', (r ->> 'value')::float8, r ->> 'user_id') FROM jsonb_array_elements($2) r",
+            &[id.into(), JsonB(fixture["results"].clone()).into()],
+        )
+        .unwrap();
+        let expected = fixture["expected"].as_array().unwrap();
+        let cols = ["mean", "diff", "ci_lower", "ci_upper", "p_value", "p_value_adjusted"];
+        Spi::connect(|client| {
+            let sql = format!(
+                "SELECT value, metric_name, variant, users, significant, comparisons, {} FROM ab_breakdown($1, 'loan_type')",
+                cols.join(", ")
+            );
+            let mut seen = 0;
+            for row in client.select(sql.as_str(), None, &[id.into()]).unwrap() {
+                let value: Option<String> = row.get(1).unwrap();
+                let metric: String = row.get(2).unwrap().unwrap();
+                let variant: String = row.get(3).unwrap().unwrap();
+                let what = format!("{value:?} {metric}/{variant}");
+                let e = expected
+                    .iter()
+                    .find(|e| {
+                        e["value"].as_str() == value.as_deref()
+                            && e["metric"] == metric.as_str()
+                            && e["variant"] == variant.as_str()
+                    })
+                    .unwrap_or_else(|| panic!("unexpected row {what}"));
+                assert_eq!(row.get::<i64>(4).unwrap(), e["users"].as_i64(), "{what}");
+                assert_eq!(row.get::<bool>(5).unwrap(), e["significant"].as_bool(), "{what}");
+                if let Some(n) = e["comparisons"].as_i64() {
+                    assert_eq!(row.get::<i32>(6).unwrap(), Some(n as i32), "{what}");
+                }
+                for (k, col) in cols.iter().enumerate() {
+                    let rel = if col.starts_with("p_value") { 1e-6 } else { 1e-9 };
+                    assert_close_to(row.get(7 + k).unwrap(), &e[*col], &format!("{what} {col}"), rel);
+                }
+                seen += 1;
+            }
+            assert_eq!(seen, expected.len());
+        });
+    }
+
     #[pg_test]
     fn full_flow_declares_a_winner() {
         let id = create(two_arms("flow"));

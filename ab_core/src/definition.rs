@@ -245,6 +245,8 @@ struct RawDefinition {
     layer: Option<RawLayer>,
     #[serde(default)]
     allocation: Option<RawAllocation>,
+    #[serde(default)]
+    breakdowns: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,6 +360,8 @@ pub struct ExperimentSpec {
     pub layer: Option<LayerSpec>,
     /// Adaptive allocation; None keeps the traffic allocations fixed.
     pub bandit: Option<BanditSpec>,
+    /// Attributes stored with each assignment, to break the analysis down by (`ab_breakdown`).
+    pub breakdowns: Vec<String>,
 }
 
 impl ExperimentSpec {
@@ -878,6 +882,8 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         Some(a) => parse_allocation(a, &primary_metric, &metrics, &variants, declared_any, layer.as_ref())?,
     };
 
+    let breakdowns = check_breakdowns(raw.breakdowns.unwrap_or_default())?;
+
     Ok(ExperimentSpec {
         name,
         description,
@@ -895,7 +901,57 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         power,
         layer,
         bandit,
+        breakdowns,
     })
+}
+
+/// Most attributes an experiment stores per assignment for breakdowns.
+pub const MAX_BREAKDOWNS: usize = 5;
+/// Longest attribute value stored for a breakdown, in characters; a longer one is not stored
+/// (a value that long names no category).
+pub const MAX_BREAKDOWN_VALUE_LEN: usize = 200;
+
+fn check_breakdowns(names: Vec<String>) -> Result<Vec<String>> {
+    if names.len() > MAX_BREAKDOWNS {
+        return Err(Error::definition(format!(
+            "breakdowns lists at most {MAX_BREAKDOWNS} attributes, got {}",
+            names.len()
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        let n = check_name("breakdown attribute", &n)?;
+        if n.chars().count() > 64 {
+            return Err(Error::definition(format!(
+                "breakdown attribute \"{}\" is longer than 64 characters",
+                printable(&n)
+            )));
+        }
+        if out.contains(&n) {
+            return Err(Error::definition(format!("breakdown attribute \"{}\" is listed twice", printable(&n))));
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+/// What an assignment stores for its experiment's breakdowns: each listed attribute the
+/// user's attributes give as a string, number or boolean (as text), at most
+/// `MAX_BREAKDOWN_VALUE_LEN` characters. None when nothing is stored.
+pub fn breakdown_values(breakdowns: &[String], attributes: &Value) -> Option<Map<String, Value>> {
+    let given = attributes.as_object()?;
+    let mut out = Map::new();
+    for name in breakdowns {
+        let text = match given.get(name) {
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            _ => continue,
+        };
+        if text.chars().count() <= MAX_BREAKDOWN_VALUE_LEN {
+            out.insert(name.clone(), Value::String(text));
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Seconds in an interval written as number-unit pairs ("1 hour", "2 days 30 minutes"; units
@@ -1416,5 +1472,36 @@ mod tests {
         body.as_object_mut().unwrap().remove("salt");
         body["variants"].as_array_mut().unwrap().push(json!({"name": "third", "traffic_allocation": 0}));
         assert!(parse_definition(&body).unwrap_err().message.contains("exactly 2 variants"));
+    }
+
+    #[test]
+    fn breakdowns() {
+        let mut body = original_body();
+        assert!(parse_definition(&body).unwrap().breakdowns.is_empty());
+        body["breakdowns"] = json!(["loan_type", "channel"]);
+        assert_eq!(parse_definition(&body).unwrap().breakdowns, vec!["loan_type", "channel"]);
+        let err = |b: Value| {
+            let mut body = original_body();
+            body["breakdowns"] = b;
+            parse_definition(&body).unwrap_err().message
+        };
+        assert!(err(json!(["a", "b", "c", "d", "e", "f"])).contains("at most 5 attributes, got 6"));
+        assert!(err(json!(["a", "a"])).contains("\"a\" is listed twice"));
+        assert!(err(json!([" "])).contains("breakdown attribute must not be empty"));
+        assert!(err(json!(["x".repeat(65)])).contains("longer than 64 characters"));
+        assert!(err(json!("loan_type")).contains("invalid experiment definition"));
+        assert!(err(json!([1])).contains("invalid experiment definition"));
+    }
+
+    #[test]
+    fn breakdown_values_keep_the_listed_scalars() {
+        let listed = vec!["loan_type".to_string(), "score".into(), "vip".into(), "region".into(), "notes".into()];
+        let attrs = json!({"loan_type": "fha", "score": 720, "vip": true, "region": null, "notes": "x".repeat(201),
+                           "other": "not listed"});
+        let got = breakdown_values(&listed, &attrs).unwrap();
+        assert_eq!(Value::Object(got), json!({"loan_type": "fha", "score": "720", "vip": "true"}));
+        assert_eq!(breakdown_values(&listed, &json!({"loan_type": {"a": 1}, "score": [1]})), None);
+        assert_eq!(breakdown_values(&listed, &json!(null)), None);
+        assert_eq!(breakdown_values(&[], &attrs), None);
     }
 }

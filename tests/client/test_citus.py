@@ -323,7 +323,7 @@ def scenario(c):
         metrics={"conversion_rate": {"type": "binary"}, "spend": {"aggregation": "sum", "margin": 5},
                  "conversations": {"aggregation": "count"}, "tokens": {"aggregation": "sum", "cap": {"percentile": 0.9}},
                  "tokens_per_conversation": {"type": "ratio", "numerator": "tokens", "denominator": "conversations"}},
-        min_sample_size=20)))
+        min_sample_size=20, breakdowns=["loan_type"])))
     targeted = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
         "same targeted", salt="same-2", target_segments={"loan_type": ["fha"]})))
     layered = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
@@ -376,6 +376,11 @@ def scenario(c):
     out["timeline"] = [tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in cur.fetchall()]
     assert len({r[0] for r in out["timeline"]}) == 5
     out["timeline plot"] = one(c, "SELECT ab_plot_timeline(%s, 'spend')", plain)
+    # And its breakdown by the loan type each user had at enrollment (stored with the assignment).
+    cur = c.execute("SELECT value, metric_name, variant, users, mean, diff, ci_lower, ci_upper, p_value, p_value_adjusted, "
+                    "comparisons FROM ab_breakdown(%s, 'loan_type')", (plain,))
+    out["breakdown"] = [tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in cur.fetchall()]
+    assert {r[0] for r in out["breakdown"]} == {"fha", "va"}
     out["stop"] = one(c, "SELECT ab_stop_experiment(%s, true)", plain)
     for view, order in [("ab_experiment_overview", "name"), ("ab_experiment_health", "name"),
                         ("ab_latest_insights", "experiment, metric_name, variant"), ("ab_layer_overview", "name")]:
