@@ -9,7 +9,8 @@ SELECT setseed(0.2026);
 \echo '== 1. Create the experiment: the original REST API body, plus its metrics and a fixed salt =='
 -- tokens_per_conversation is a ratio of two recorded metrics; token_usage is capped at its
 -- 99th percentile, so the few borrowers who paste a whole loan file cannot decide it;
--- response_time is a guardrail: the new prompt may answer at most 150 ms slower.'
+-- response_time is a guardrail: the new prompt may answer at most 150 ms slower; each
+-- borrower's loan type is stored at enrollment, to break the analysis down by.'
 SELECT ab_create_experiment('{
   "name": "Lead Qualification Prompt Test", "description": "Testing new prompt with examples",
   "experiment_type": "prompt", "primary_metric": "resolution_rate",
@@ -24,7 +25,7 @@ SELECT ab_create_experiment('{
               "token_usage": {"aggregation": "sum", "direction": "lower", "cap": {"percentile": 0.99}},
               "tokens_per_conversation": {"type": "ratio", "numerator": "token_usage", "denominator": "conversations",
                                           "direction": "lower"}},
-  "salt": "lead-qualification"}') AS experiment_id;
+  "salt": "lead-qualification", "breakdowns": ["loan_type"]}') AS experiment_id;
 
 \echo '== 2. Start it =='
 SELECT ab_start_experiment('Lead Qualification Prompt Test');
@@ -73,6 +74,11 @@ SELECT metric_name, variant, users, round(mean::numeric, 4) AS mean, round(diff:
        round(ci_lower::numeric, 4) AS ci_lower, round(ci_upper::numeric, 4) AS ci_upper,
        round((relative_lift * 100)::numeric, 1) AS "lift %", p_value, significant
 FROM ab_analyze('Lead Qualification Prompt Test');
+
+\echo '== 5b. The primary metric by loan type (p-values adjusted across the three segments) =='
+SELECT value AS loan_type, variant, users, round(diff::numeric, 4) AS diff, round(ci_lower::numeric, 4) AS ci_lower,
+       round(ci_upper::numeric, 4) AS ci_upper, round(p_value_adjusted::numeric, 4) AS p_adjusted, significant
+FROM ab_breakdown('Lead Qualification Prompt Test', 'loan_type') WHERE metric_name = 'resolution_rate' AND NOT is_control;
 
 \echo '== 6. Stop it and declare the winner the data supports =='
 SELECT ab_stop_experiment('Lead Qualification Prompt Test', declare_winner => true);

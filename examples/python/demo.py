@@ -24,7 +24,9 @@ EXPERIMENTS = [
           {"name": "Treatment", "is_control": False, "traffic_allocation": 50.0,
            "config": {"system_prompt": "New prompt with examples..."}}],
       "min_sample_size": 100, "salt": "demo-prompt",
-      "metrics": {"resolution_rate": {"type": "binary", "mde": 0.05}, "response_time": {"direction": "lower"}}},
+      "metrics": {"resolution_rate": {"type": "binary", "mde": 0.05}, "response_time": {"direction": "lower"}},
+      # Each borrower's loan type is stored at enrollment, to break the analysis down by.
+      "breakdowns": ["loan_type"]},
      {"Control": (0.60, 1200), "Treatment": (0.70, 1250)}),
     ({"name": "Model Comparison", "description": "One provider against another", "experiment_type": "model",
       "primary_metric": "satisfaction_score", "min_sample_size": 100, "salt": "demo-model",
@@ -158,6 +160,12 @@ def run(conninfo, users=1500, seed=2026, out=print, replace=False):
             for row in conn.execute("SELECT metric_name, variant, users, round(mean::numeric, 3), round(diff::numeric, 3), "
                                     "p_value, significant FROM ab_analyze(%s) WHERE NOT is_control", (exp_id,)):
                 out(f"  {row[0]:20} {row[1]:12} n={row[2]:<5} mean={row[3]} diff={row[4]} p={row[5]:.2g} significant={row[6]}")
+            if definition.get("breakdowns"):
+                out("  by loan type (p-values adjusted across the segments):")
+                for row in conn.execute("SELECT value, variant, users, round(diff::numeric, 3), p_value_adjusted, significant "
+                                        "FROM ab_breakdown(%s, 'loan_type') WHERE metric_name = %s AND NOT is_control",
+                                        (exp_id, definition["primary_metric"])):
+                    out(f"    {row[0] or '(not given)':14} {row[1]:12} n={row[2]:<5} diff={row[3]} p={row[4]:.2g} significant={row[5]}")
             result = conn.execute("SELECT ab_stop_experiment(%s, declare_winner => true)", (exp_id,)).fetchone()[0]
             out(f"  stopped: winner {result['winner']!r} ({result['reason']})")
             outcomes[name] = result

@@ -1,5 +1,6 @@
 """The examples in examples/python run against the test cluster and do what they say."""
 import os
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,9 @@ def test_demo_runs_every_experiment_to_its_verdict():
                             WHERE e.name IN ('Confidence threshold', 'Escalation wording')
                             AND ab_layer_group('agent settings', a.user_id) = 'holdout'""").fetchone()[0] == 0
     assert "Recommendation" in "\n".join(lines)
+    # The breakdown by the loan type stored at enrollment: one row per segment and treatment.
+    assert "  by loan type (p-values adjusted across the segments):" in lines
+    assert sorted(line.split()[0] for line in lines if line.startswith("    ") and "n=" in line) == ["conventional", "fha", "va"]
     with psycopg.connect(dsn) as c:
         # The model comparison's ratio metric and capped metric.
         ratio = c.execute("""SELECT metric_type, diff, significant FROM ab_analyze('Model Comparison')
@@ -61,6 +65,10 @@ def test_the_demo_script_of_scripts_demo_sh_runs_to_a_winner():
     assert "token_usage (per-user sum, capped at 2964.09 (the 99th percentile), lower is better)" in out.stdout
     # The guardrail: slower, but within its margin, so the winner may ship.
     assert "guardrail (at most 150 higher than the control): passed" in out.stdout
+    # The breakdown by loan type: the three segments' rows.
+    assert "== 5b. The primary metric by loan type" in out.stdout
+    for loan_type in ("conventional", "fha", "va"):
+        assert re.search(rf"^ {loan_type} +\| Treatment ", out.stdout, re.M), out.stdout
     drop_db("ab_example_demo_sql")
 
 
