@@ -1,9 +1,10 @@
--- 0.9.0 -> 0.10.0: results over time and dimension breakdowns.
+-- 0.9.0 -> 0.10.0: results over time, dimension breakdowns and quantile metrics.
 -- * ab_timeline (per day, the cumulative comparison with the control) and ab_plot_timeline
 --   (its line chart).
 -- * ab_experiments.breakdowns (attributes stored at enrollment), ab_assignments.attributes
 --   (what each user had of them; NULL for every user enrolled before), ab_breakdown, and
 --   ab_get_experiment showing the breakdowns.
+-- * Quantile metrics live in ab_experiments.metrics: only the comments change.
 -- ab_grant_analyst and ab_revoke_analyst cover the new functions, and every role that may run
 -- ab_summary may run them.
 -- tests/client/test_operations.py checks that an upgraded database matches a fresh install
@@ -11,6 +12,8 @@
 
 \echo Use "ALTER EXTENSION ab_testing UPDATE TO '0.10.0'" to load this file. \quit
 
+COMMENT ON COLUMN ab_experiments.metrics IS 'Per metric: {"type": continuous|binary|ratio|quantile, "aggregation": mean|sum|count|max per user, "direction": higher|lower is better, "mde", "margin" (a guardrail''s non-inferiority margin), "cap"; a ratio also "numerator" and "denominator"; a quantile "of", "quantile" and "level": user|event}.';
+COMMENT ON COLUMN ab_insights.metric_type IS 'continuous, binary, ratio or quantile.';
 ALTER TABLE ab_experiments ADD COLUMN breakdowns text[] NOT NULL DEFAULT '{}' CHECK (cardinality(breakdowns) <= 5);
 COMMENT ON COLUMN ab_experiments.breakdowns IS 'Attributes of the users stored with each assignment, to break the analysis down by (ab_breakdown).';
 ALTER TABLE ab_assignments ADD COLUMN attributes jsonb CHECK (jsonb_typeof(attributes) = 'object');

@@ -326,7 +326,7 @@ COMMENT ON COLUMN ab_experiments.description IS 'Free text describing the hypoth
 COMMENT ON COLUMN ab_experiments.experiment_type IS 'What is tested: prompt, model, agent_config, feature, ui or workflow.';
 COMMENT ON COLUMN ab_experiments.status IS 'draft (created), running (assigning users and recording results) or stopped.';
 COMMENT ON COLUMN ab_experiments.primary_metric IS 'The metric that decides the winner.';
-COMMENT ON COLUMN ab_experiments.metrics IS 'Per metric: {"type": continuous|binary|ratio, "aggregation": mean|sum|count|max per user, "direction": higher|lower is better, "mde", "margin" (a guardrail''s non-inferiority margin), "cap"; a ratio also "numerator" and "denominator"}.';
+COMMENT ON COLUMN ab_experiments.metrics IS 'Per metric: {"type": continuous|binary|ratio|quantile, "aggregation": mean|sum|count|max per user, "direction": higher|lower is better, "mde", "margin" (a guardrail''s non-inferiority margin), "cap"; a ratio also "numerator" and "denominator"; a quantile "of", "quantile" and "level": user|event}.';
 COMMENT ON COLUMN ab_experiments.target_segments IS 'Conditions on the attributes passed to ab_get_variant; all must hold for a user to be enrolled.';
 COMMENT ON COLUMN ab_experiments.min_sample_size IS 'Users each variant needs before a winner may be declared.';
 COMMENT ON COLUMN ab_experiments.alpha IS 'Significance level of the tests (default 0.05).';
@@ -412,7 +412,7 @@ COMMENT ON COLUMN ab_insights.significant IS 'Adjusted p-value below alpha.';
 COMMENT ON COLUMN ab_insights.effect_size IS 'Cohen''s d.';
 COMMENT ON COLUMN ab_insights.recommendation IS 'What the row means, in words.';
 COMMENT ON COLUMN ab_insights.confidence IS '1 - adjusted p-value; not a probability that the variant is better.';
-COMMENT ON COLUMN ab_insights.metric_type IS 'continuous, binary or ratio.';
+COMMENT ON COLUMN ab_insights.metric_type IS 'continuous, binary, ratio or quantile.';
 COMMENT ON COLUMN ab_insights.test IS 'welch, z or stratified (bandit experiments), with -sequential in sequential mode.';
 COMMENT ON COLUMN ab_insights.p_value_adjusted IS 'p-value adjusted across the metric''s treatments (Holm or Benjamini-Hochberg).';
 COMMENT ON COLUMN ab_insights.chance_to_beat_control IS 'Posterior probability that the variant is better than the control (flat prior).';

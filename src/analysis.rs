@@ -4,9 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ab_core::analysis::{analyze_metric, ArmInput, MetricInput, MetricResult, Settings};
+use ab_core::analysis::{
+    analyze_metric, quantile_levels, ArmInput, ClusterSums, MetricInput, MetricResult, QuantileStat, Settings,
+};
 use ab_core::bandit::srm_by_period;
-use ab_core::definition::{Aggregation, Correction, MetricDef};
+use ab_core::definition::{Aggregation, Correction, MetricDef, QuantileLevel};
 use ab_core::stats::cuped::CoMoments;
 use ab_core::stats::srm::{srm_test, SrmResult};
 use ab_core::stats::Moments;
@@ -183,6 +185,16 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         }
     }
 
+    // Quantile metrics: each variant's estimate and order-statistic interval, and for a
+    // quantile of every recorded value the per-user counts its variance needs.
+    let mut quantiles: HashMap<String, HashMap<i64, QuantileStat>> = HashMap::new();
+    for (name, def) in &defs {
+        let Some((of, nu, level)) = def.quantile_of() else { continue };
+        let aggregation = defs.get(of).map(|d| d.aggregation).unwrap_or_default();
+        let stats = quantile_stats(client, nsp, exp.id, from_state, of, nu, level, aggregation);
+        quantiles.insert(name.clone(), stats);
+    }
+
     // Users who recorded nothing for a metric but have a covariate (they count as 0 for
     // sum, count and binary metrics, and their covariate still enters CUPED).
     let mut silent_cov: HashMap<(String, i64), CoMoments> = HashMap::new();
@@ -252,6 +264,7 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
                         covariate,
                         periods,
                         ratio,
+                        quantile: quantiles.get(&name).and_then(|q| q.get(&v.id)).copied(),
                     }
                 })
                 .collect();
@@ -284,6 +297,77 @@ pub fn recorded_metrics(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, t
         .or_raise()
         .map(|row| row.get::<String>(1).or_raise().unwrap())
         .collect()
+}
+
+/// A quantile metric's statistic per variant: the quantile `nu` of metric `of`'s per-user
+/// values (`percentile_cont`: linear between the closest ranks, as numpy's default) or of
+/// its every recorded value, the values at the order-statistic interval's levels, and for
+/// recorded values each user's count of values at most the estimate.
+#[allow(clippy::too_many_arguments)]
+fn quantile_stats(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    experiment_id: i64,
+    from_state: bool,
+    of: &str,
+    nu: f64,
+    level: QuantileLevel,
+    aggregation: Aggregation,
+) -> HashMap<i64, QuantileStat> {
+    // (variant_id, user_id, v) rows: per user, or every recorded value.
+    let rows = match level {
+        QuantileLevel::User => per_user_sql(nsp, from_state, aggregation, "$2", None),
+        QuantileLevel::Event => format!(
+            "SELECT r.variant_id, r.user_id, r.metric_value AS v FROM {nsp}.ab_results r \
+             WHERE r.experiment_id = $1 AND r.metric_name = $2"
+        ),
+    };
+    let sql = format!("SELECT u.variant_id, count(*), count(DISTINCT u.user_id) FROM ({rows}) u GROUP BY 1");
+    let counts: Vec<(i64, f64, u64)> = client
+        .select(sql.as_str(), None, &[experiment_id.into(), of.into()])
+        .or_raise()
+        .map(|row| {
+            (
+                row.get::<i64>(1).or_raise().unwrap(),
+                row.get::<i64>(2).or_raise().unwrap() as f64,
+                row.get::<i64>(3).or_raise().unwrap() as u64,
+            )
+        })
+        .collect();
+    let percentiles = format!(
+        "SELECT percentile_cont(ARRAY[$3, $4, $5]::float8[]) WITHIN GROUP (ORDER BY u.v) FROM ({rows}) u WHERE u.variant_id = $6"
+    );
+    let clusters = format!(
+        "SELECT coalesce(sum(s), 0), coalesce(sum(s * s), 0), coalesce(sum(c), 0), coalesce(sum(c * c), 0), coalesce(sum(s * c), 0) \
+         FROM (SELECT count(*) FILTER (WHERE u.v <= $3)::float8 AS s, count(*)::float8 AS c FROM ({rows}) u \
+               WHERE u.variant_id = $4 GROUP BY u.user_id) x"
+    );
+    let mut out = HashMap::new();
+    for (variant, n, users) in counts {
+        let (lo, hi) = quantile_levels(nu, n);
+        let q: Vec<Option<f64>> = client
+            .select(
+                percentiles.as_str(),
+                None,
+                &[experiment_id.into(), of.into(), nu.into(), lo.into(), hi.into(), variant.into()],
+            )
+            .or_raise()
+            .first()
+            .get_one::<Vec<Option<f64>>>()
+            .or_raise()
+            .unwrap_or_default();
+        let [Some(estimate), Some(lower), Some(upper)] = q[..] else { continue };
+        let cluster = (level == QuantileLevel::Event).then(|| {
+            let row = client
+                .select(clusters.as_str(), None, &[experiment_id.into(), of.into(), estimate.into(), variant.into()])
+                .or_raise();
+            let row = row.first();
+            let get = |i| row.get::<f64>(i).or_raise().unwrap_or(0.0);
+            ClusterSums { sum_s: get(1), sum_s2: get(2), sum_n: get(3), sum_n2: get(4), sum_sn: get(5) }
+        });
+        out.insert(variant, QuantileStat { users, n, nu, estimate, lower, upper, cluster });
+    }
+    out
 }
 
 /// A metric's cap as an absolute value: its `value`, or its `percentile` of the per-user

@@ -92,6 +92,7 @@ fn reweight(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRo
                     })
                     .collect(),
                 ratio: None,
+                quantile: None,
             };
             effective_periods(&def, &arm)
         })

@@ -103,7 +103,7 @@ fn analyse(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &catalog::Experime
     let mut out = Vec::new();
     for name in order {
         let def = defs.get(&name).cloned().unwrap_or_default();
-        if def.ratio_of().is_some() {
+        if def.ratio_of().is_some() || def.quantile_of().is_some() {
             continue;
         }
         let cap = crate::analysis::metric_cap(client, nsp, exp.id, from_state, &name, &def);
@@ -138,6 +138,7 @@ fn analyse(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &catalog::Experime
                         covariate: None,
                         periods: vec![],
                         ratio: None,
+                        quantile: None,
                     })
                     .collect(),
             })

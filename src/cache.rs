@@ -42,6 +42,8 @@ pub struct CachedExperiment {
     pub declared_metrics: Option<Vec<String>>,
     /// Ratio metrics (name, numerator, denominator): computed from their parts, never recorded.
     pub ratio_metrics: Vec<(String, String, String)>,
+    /// Quantile metrics (name, metric): computed from that metric's values, never recorded.
+    pub quantile_metrics: Vec<(String, String)>,
     pub running: bool,
     pub salt: String,
     pub segments: Segments,
@@ -379,6 +381,8 @@ fn load_experiment(
         .iter()
         .filter_map(|(name, d)| d.ratio_of().map(|(n, dd)| (name.clone(), n.to_string(), dd.to_string())))
         .collect();
+    let quantile_metrics =
+        defs.iter().filter_map(|(name, d)| d.quantile_of().map(|(of, ..)| (name.clone(), of.to_string()))).collect();
     let known_metrics = RefCell::new(defs.into_keys().collect());
     let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
     let variants = variants
@@ -396,6 +400,7 @@ fn load_experiment(
             binary_metrics,
             declared_metrics,
             ratio_metrics,
+            quantile_metrics,
             running: e.status == "running",
             salt: e.salt,
             segments,

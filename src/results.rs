@@ -1,7 +1,9 @@
 //! `ab_record_result`: one observation, attributed to the user's assigned variant; and
 //! `ab_record_covariate`.
 
-use ab_core::definition::{check_metric_name, check_value, ratio_recorded, undeclared_metric, MAX_METRICS};
+use ab_core::definition::{
+    check_metric_name, check_value, quantile_recorded, ratio_recorded, undeclared_metric, MAX_METRICS,
+};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -72,10 +74,14 @@ fn admit_metric(handle: &cache::Handle, metric: &str) {
 }
 
 /// An experiment with strict_metrics accepts results and covariates under its declared
-/// metric names only (22023, suggesting the nearest name); none under a ratio metric's name.
+/// metric names only (22023, suggesting the nearest name); none under a ratio or quantile
+/// metric's name.
 fn check_declared(exp: &cache::CachedExperiment, metric: &str) {
     if let Some((_, numerator, denominator)) = exp.ratio_metrics.iter().find(|(name, ..)| name == metric) {
         core_error(ratio_recorded(&exp.name, metric, numerator, denominator));
+    }
+    if let Some((_, of)) = exp.quantile_metrics.iter().find(|(name, _)| name == metric) {
+        core_error(quantile_recorded(&exp.name, metric, of));
     }
     if let Some(declared) = &exp.declared_metrics {
         if !declared.iter().any(|m| m == metric) {

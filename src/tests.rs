@@ -72,7 +72,7 @@ mod tests {
                 let what = format!("{metric}/{variant}");
                 assert_eq!(row.get::<i64>(3).unwrap(), e["users"].as_i64(), "{what}");
                 for (k, col) in cols.iter().enumerate() {
-                    let rel = if *col == "p_value" { 1e-6 } else { 1e-9 };
+                    let rel = if col.starts_with("p_value") { 1e-6 } else { 1e-9 };
                     assert_close_to(row.get(4 + k).unwrap(), &e[*col], &format!("{what} {col}"), rel);
                 }
                 seen += 1;
@@ -338,6 +338,40 @@ mod tests {
             }
             assert_eq!(seen, expected.len());
         });
+    }
+
+    /// Quantile metrics through ab_record_result and ab_analyze equal gbstats'
+    /// QuantileStatistic / QuantileClusteredStatistic and TwoSidedTTest on numpy's quantiles
+    /// (tests/fixtures/quantile.json): a median of per-user values, the 90th and 99th
+    /// percentiles of every recorded value.
+    #[pg_test]
+    fn quantile_metrics_match_gbstats() {
+        let fixture: Value = serde_json::from_str(include_str!("../tests/fixtures/quantile.json")).unwrap();
+        let id = create(json!({
+            "name": "latency", "experiment_type": "model", "primary_metric": "p90", "min_sample_size": 50,
+            "metrics": fixture["metrics"],
+            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 34},
+                         {"name": "faster", "traffic_allocation": 33}, {"name": "slower", "traffic_allocation": 33}]}));
+        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
+        assign_as_in(id, &fixture);
+        Spi::run_with_args(
+            "SELECT ab_record_result($1, r ->> 'metric', (r ->> 'value')::float8, r ->> 'user_id') FROM jsonb_array_elements($2) r",
+            &[id.into(), JsonB(fixture["results"].clone()).into()],
+        )
+        .unwrap();
+        let expected = fixture["expected"].as_array().unwrap();
+        let cols = ["mean", "diff", "ci_lower", "ci_upper", "p_value", "p_value_adjusted"];
+        assert_analysis_matches(id, "metric_type = 'quantile'", expected, &cols);
+        let summary = Spi::get_one::<String>("SELECT ab_summary('latency')").unwrap().unwrap();
+        assert!(
+            summary
+                .contains("p90 (primary, the 90th percentile of response_time, every recorded value, lower is better)"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("p50_user (the 50th percentile of response_time, per-user values, lower is better)"),
+            "{summary}"
+        );
     }
 
     #[pg_test]

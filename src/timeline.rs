@@ -77,7 +77,10 @@ fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: 
     order.extend(defs.keys().filter(|k| **k != exp.primary_metric).cloned());
     order.extend(recorded.iter().filter(|k| !defs.contains_key(*k) && **k != exp.primary_metric).cloned());
     let Some(metric) = metric else {
-        return order.into_iter().filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none())).collect();
+        return order
+            .into_iter()
+            .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none()))
+            .collect();
     };
     let metric = check_metric_name(metric).unwrap_or_else(|e| core_error(e)).into_owned();
     if let Some((num, den)) = defs.get(&metric).and_then(|d| d.ratio_of()) {
@@ -85,6 +88,13 @@ fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: 
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("metric \"{}\" is a ratio: the timeline has no ratio metrics yet", printable(&metric)),
             Some(format!("its parts \"{}\" and \"{}\" each have a timeline", printable(num), printable(den))),
+        );
+    }
+    if defs.get(&metric).and_then(|d| d.quantile_of()).is_some() {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("metric \"{}\" is a quantile: the timeline has no quantile metrics yet", printable(&metric)),
+            None,
         );
     }
     if !order.contains(&metric) {

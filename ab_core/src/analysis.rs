@@ -34,6 +34,78 @@ pub struct ArmInput {
     /// For a ratio metric: co-moments of (numerator, denominator) over every assigned user
     /// (0 for a part the user did not record).
     pub ratio: Option<CoMoments>,
+    /// For a quantile metric: the quantile's estimate and what its variance needs.
+    pub quantile: Option<QuantileStat>,
+}
+
+/// A quantile's estimate in one arm, as GrowthBook's gbstats defines its statistic: the
+/// sample quantile, and the values at the levels `quantile_levels` gives around it (an
+/// order-statistic interval), whose width gives the estimate's variance; for a quantile of
+/// every recorded value, the per-user counts that make that variance respect that one user
+/// records many values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantileStat {
+    /// Users who recorded the metric.
+    pub users: u64,
+    /// Values the quantile is over (users, or recorded values).
+    pub n: f64,
+    /// The level, such as 0.9.
+    pub nu: f64,
+    pub estimate: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub cluster: Option<ClusterSums>,
+}
+
+/// Per-user sums of (values at most the estimate, values): s_i and n_i over the users.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ClusterSums {
+    pub sum_s: f64,
+    pub sum_s2: f64,
+    pub sum_n: f64,
+    pub sum_n2: f64,
+    pub sum_sn: f64,
+}
+
+/// The z of the order-statistic interval (gbstats fixes it at the 95% level).
+fn quantile_z() -> f64 {
+    normal_isf(0.025)
+}
+
+/// The levels, around `nu`, of the order-statistic interval of a quantile over n values.
+pub fn quantile_levels(nu: f64, n: f64) -> (f64, f64) {
+    let half = quantile_z() * (nu * (1.0 - nu) / n).sqrt();
+    ((nu - half).clamp(0.0, 1.0), (nu + half).clamp(0.0, 1.0))
+}
+
+/// The estimate as moments: n values, mean the estimate, and the variance of one value such
+/// that variance / n is the estimate's (gbstats' QuantileStatistic and
+/// QuantileClusteredStatistic). None when n is too small for the interval to stay inside the
+/// data (as gbstats), or the variance is 0.
+pub fn quantile_moments(q: &QuantileStat) -> Option<Moments> {
+    let (n, nu) = (q.n, q.nu);
+    let z2 = quantile_z().powi(2);
+    if n <= 1.0 || n <= z2 * nu / (1.0 - nu) || n <= z2 * (1.0 - nu) / nu {
+        return None;
+    }
+    let half = (q.upper - q.lower) / (2.0 * quantile_z());
+    let iid = (n - 1.0) * half * half;
+    let variance = match q.cluster {
+        None => iid,
+        Some(c) => {
+            let k = q.users as f64;
+            if k <= 1.0 || c.sum_n <= 0.0 {
+                return None;
+            }
+            let (mu_s, mu_n) = (c.sum_s / k, c.sum_n / k);
+            let var_s = (c.sum_s2 / k - mu_s * mu_s) * k / (k - 1.0);
+            let var_n = (c.sum_n2 / k - mu_n * mu_n) * k / (k - 1.0);
+            let cov = (c.sum_sn / k - mu_s * mu_n) * k / (k - 1.0);
+            let cluster = (var_s - 2.0 * mu_s * cov / mu_n + mu_s * mu_s * var_n / (mu_n * mu_n)) / (k * mu_n * mu_n);
+            iid * cluster / (nu * (1.0 - nu) / n)
+        }
+    };
+    (variance > 0.0 && variance.is_finite()).then(|| Moments::from_summary(n, q.estimate, variance))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,7 +231,9 @@ impl MetricResult {
 /// The moments the test uses: users who recorded nothing count as 0 where the metric says so.
 /// A ratio metric's are those of its delta-method linearization (see `ratio_moments`).
 pub fn effective_moments(def: &MetricDef, arm: &ArmInput) -> Moments {
-    if def.kind == MetricType::Ratio {
+    if def.kind == MetricType::Quantile {
+        arm.quantile.as_ref().and_then(quantile_moments).unwrap_or_default()
+    } else if def.kind == MetricType::Ratio {
         arm.ratio.as_ref().map(ratio_moments).unwrap_or_default()
     } else if def.silent_users_are_zero() {
         let silent = (arm.assigned as f64 - arm.observed.n).max(0.0);
@@ -310,7 +384,7 @@ fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Moments) -> O
                 sequential: None,
             }
         }
-        MetricType::Continuous | MetricType::Ratio => {
+        MetricType::Continuous | MetricType::Ratio | MetricType::Quantile => {
             let (cs, ts) = (sample(c)?, sample(t)?);
             let r = welch_test(&cs, &ts, settings.alpha).ok()?;
             Raw {
@@ -428,8 +502,11 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
     let control_idx = input.arms.iter().position(|a| a.is_control);
     let bandit = input.arms.iter().any(|a| !a.periods.is_empty());
     // CUPED is not combined with the period strata, nor with ratio metrics (see the README).
-    let covariates: Option<Vec<CoMoments>> =
-        if bandit || def.kind == MetricType::Ratio { None } else { input.arms.iter().map(|a| a.covariate).collect() };
+    let covariates: Option<Vec<CoMoments>> = if bandit || matches!(def.kind, MetricType::Ratio | MetricType::Quantile) {
+        None
+    } else {
+        input.arms.iter().map(|a| a.covariate).collect()
+    };
     let strata: Option<Vec<Estimate>> = if bandit {
         let periods: Vec<Vec<Moments>> = input.arms.iter().map(|a| effective_periods(def, a)).collect();
         stratified(&periods)
@@ -466,7 +543,9 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
 
     let min = settings.min_sample_size.max(0) as f64;
     let control = control_idx.map(|i| moments[i]);
-    let control_n = control.map(|m| m.n).unwrap_or(0.0);
+    // Users per arm: a quantile of every recorded value is over more values than users.
+    let units = |i: usize| input.arms[i].quantile.map_or(moments[i].n, |q| q.users as f64);
+    let control_n = control_idx.map(units).unwrap_or(0.0);
     let arms = input
         .arms
         .iter()
@@ -490,7 +569,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                 let users_needed = def.mde.and_then(|mde| {
                     let sd = match def.kind {
                         MetricType::Binary => (c.mean * (1.0 - c.mean)).sqrt(),
-                        MetricType::Continuous | MetricType::Ratio => {
+                        MetricType::Continuous | MetricType::Ratio | MetricType::Quantile => {
                             ((c.variance().unwrap_or(0.0) + m.variance().unwrap_or(0.0)) / 2.0).sqrt()
                         }
                     };
@@ -519,6 +598,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                     p_adjusted,
                     significant: p_adjusted < settings.alpha,
                     effect_size: match (cs, ts) {
+                        _ if def.kind == MetricType::Quantile => None,
                         (Some(cs), Some(ts)) if strata.is_some() => {
                             let pooled = ((cs.variance + ts.variance) / 2.0).sqrt();
                             (pooled > 0.0).then(|| r.diff / pooled)
@@ -537,9 +617,11 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
             } else {
                 match &comparison {
                     None => "not enough data: each variant needs at least 2 users with this metric".to_string(),
-                    Some(_) if m.n < min || control_n < min => format!(
+                    Some(_) if units(i) < min || control_n < min => format!(
                         "keep collecting: {} and {} users of the {} required per variant",
-                        control_n, m.n, settings.min_sample_size
+                        control_n,
+                        units(i),
+                        settings.min_sample_size
                     ),
                     Some(c) if !c.significant => "no significant difference from the control".to_string(),
                     Some(c) if def.direction.is_improvement(c.diff) => "better than the control".to_string(),
@@ -549,7 +631,10 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
             ArmResult {
                 variant: arm.variant.clone(),
                 is_control: arm.is_control,
-                users: m.n as u64,
+                users: match &arm.quantile {
+                    Some(q) => q.users,
+                    None => m.n as u64,
+                },
                 mean: match &strata {
                     Some(est) => Some(est[i].mean),
                     None => (m.n > 0.0).then_some(m.mean),
@@ -580,6 +665,7 @@ mod tests {
             covariate: None,
             periods: vec![],
             ratio: None,
+            quantile: None,
         }
     }
 
@@ -695,6 +781,7 @@ mod tests {
             covariate: None,
             periods: cells,
             ratio: None,
+            quantile: None,
         }
     }
 

@@ -103,7 +103,7 @@ pub fn posteriors(kind: MetricType, arms: &[Vec<Moments>]) -> Option<Vec<(f64, f
                 (mean, var.sqrt())
             })
             .collect(),
-        MetricType::Continuous | MetricType::Ratio => match stratified(arms) {
+        MetricType::Continuous | MetricType::Ratio | MetricType::Quantile => match stratified(arms) {
             Some(est) => est.iter().map(|e| (e.mean, e.var.sqrt())).collect(),
             // Too few users for a variance per period: the pooled moments.
             None => arms

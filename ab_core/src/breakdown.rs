@@ -69,6 +69,7 @@ mod tests {
             covariate: None,
             periods: vec![],
             ratio: None,
+            quantile: None,
         }
     }
 

@@ -101,6 +101,9 @@ pub enum MetricType {
     /// The ratio of two other metrics' per-user means (numerator / denominator, e.g. tokens
     /// per conversation), compared with Welch's t-test on its delta-method variance.
     Ratio,
+    /// A quantile (such as the 90th percentile) of another metric's values, per user or over
+    /// every recorded value, compared on the variance of the quantile's estimate.
+    Quantile,
 }
 
 impl MetricType {
@@ -109,6 +112,7 @@ impl MetricType {
             MetricType::Continuous => "continuous",
             MetricType::Binary => "binary",
             MetricType::Ratio => "ratio",
+            MetricType::Quantile => "quantile",
         }
     }
 }
@@ -142,6 +146,34 @@ pub struct MetricDef {
     pub numerator: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub denominator: Option<String>,
+    /// A quantile metric's metric (a declared continuous one), level (a fraction such as 0.9)
+    /// and whether it is a quantile of per-user values or of every recorded value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<QuantileLevel>,
+}
+
+/// What a quantile metric is a quantile of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantileLevel {
+    /// The per-user values (one per user who recorded the metric).
+    #[default]
+    User,
+    /// Every recorded value (a user with many contributes many).
+    Event,
+}
+
+impl QuantileLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantileLevel::User => "user",
+            QuantileLevel::Event => "event",
+        }
+    }
 }
 
 /// A metric's cap: an absolute value, or a percentile (a fraction such as 0.99) of the
@@ -159,6 +191,14 @@ impl MetricDef {
     /// Whether assigned users who recorded nothing count as 0 (or are left out).
     pub fn silent_users_are_zero(&self) -> bool {
         self.kind == MetricType::Binary || self.aggregation.counts_silent_users_as_zero()
+    }
+
+    /// A quantile metric's (metric, level as a fraction, per user or per event).
+    pub fn quantile_of(&self) -> Option<(&str, f64, QuantileLevel)> {
+        match (self.kind, &self.of, self.quantile) {
+            (MetricType::Quantile, Some(m), Some(q)) => Some((m, q, self.level.unwrap_or_default())),
+            _ => None,
+        }
     }
 
     /// A ratio's (numerator, denominator).
@@ -408,6 +448,17 @@ pub fn ratio_recorded(experiment: &str, metric: &str, numerator: &str, denominat
     ))
 }
 
+/// The error for a result or covariate under a quantile metric's name.
+pub fn quantile_recorded(experiment: &str, metric: &str, of: &str) -> Error {
+    Error::invalid(format!(
+        "metric \"{}\" of experiment \"{}\" is a quantile of \"{}\": it is computed from that metric's values, not recorded",
+        printable(metric),
+        printable(experiment),
+        printable(of)
+    ))
+    .with_hint(format!("record \"{}\" for the user instead", printable(of)))
+}
+
 /// Largest magnitude a recorded value or covariate may have. Every whole number up to it is
 /// exact in a float8, and the sums of squares of billions of such values stay finite, so no
 /// recorded value can make an analysis overflow.
@@ -470,11 +521,13 @@ fn check_ratios(metrics: &mut BTreeMap<String, MetricDef>) -> Result<()> {
             let fits = match target.kind {
                 MetricType::Binary => true,
                 MetricType::Continuous => target.aggregation.counts_silent_users_as_zero(),
-                MetricType::Ratio => false,
+                MetricType::Ratio | MetricType::Quantile => false,
             };
             if !fits {
                 let what = if target.kind == MetricType::Ratio {
                     "a ratio itself".to_string()
+                } else if target.kind == MetricType::Quantile {
+                    "a quantile".to_string()
                 } else {
                     format!("aggregated by {}", target.aggregation.as_str())
                 };
@@ -500,6 +553,77 @@ fn check_ratios(metrics: &mut BTreeMap<String, MetricDef>) -> Result<()> {
     Ok(())
 }
 
+/// Quantile metrics: a declared continuous metric (`of`), a level strictly between 0 and 1,
+/// and per user (the default) or per event; only quantile metrics have them.
+fn check_quantiles(metrics: &mut BTreeMap<String, MetricDef>) -> Result<()> {
+    let names: Vec<String> = metrics.keys().cloned().collect();
+    for name in &names {
+        let def = &metrics[name];
+        if def.kind != MetricType::Quantile {
+            if def.of.is_some() || def.quantile.is_some() || def.level.is_some() {
+                return Err(Error::definition(format!(
+                    "metric \"{}\" has \"of\", \"quantile\" or \"level\" but is not a quantile: add \"type\": \"quantile\"",
+                    printable(name)
+                )));
+            }
+            continue;
+        }
+        if def.aggregation != Aggregation::Mean {
+            return Err(Error::definition(format!(
+                "metric \"{}\" is a quantile: it takes no aggregation (\"level\": \"user\" uses its metric's per-user values)",
+                printable(name)
+            )));
+        }
+        match def.quantile {
+            Some(q) if q > 0.0 && q < 1.0 => {}
+            Some(q) => {
+                return Err(Error::definition(format!(
+                    "quantile of metric \"{}\" is {}, must be a fraction between 0 and 1 (exclusive), such as 0.9",
+                    printable(name),
+                    short_float(q)
+                )))
+            }
+            None => {
+                return Err(Error::definition(format!(
+                    "quantile metric \"{}\" has no \"quantile\": give the level as a fraction, such as 0.9 for the 90th percentile",
+                    printable(name)
+                )))
+            }
+        }
+        let Some(of) = &def.of else {
+            return Err(Error::definition(format!(
+                "quantile metric \"{}\" has no \"of\": give the name of a declared continuous metric",
+                printable(name)
+            )));
+        };
+        let of = check_name(&format!("\"of\" of metric \"{}\"", printable(name)), of)?;
+        let Some(target) = metrics.get(&of) else {
+            return Err(Error::definition(format!(
+                "quantile metric \"{}\" is of \"{}\", which is not declared{}",
+                printable(name),
+                printable(&of),
+                crate::names::did_you_mean(&of, names.iter().map(String::as_str))
+            ))
+            .with_hint("declare the metric in \"metrics\" too"));
+        };
+        let what = match target.kind {
+            MetricType::Continuous => None,
+            MetricType::Binary => Some("binary"),
+            MetricType::Ratio => Some("a ratio"),
+            MetricType::Quantile => Some("a quantile"),
+        };
+        if let Some(what) = what {
+            return Err(Error::definition(format!(
+                "quantile metric \"{}\" is of \"{}\", which is {what}: it must be a continuous metric",
+                printable(name),
+                printable(&of)
+            )));
+        }
+        metrics.get_mut(name).unwrap().of = Some(of);
+    }
+    Ok(())
+}
+
 fn check_cap(name: &str, def: &MetricDef) -> Result<()> {
     let Some(cap) = def.cap else { return Ok(()) };
     let name = printable(name);
@@ -512,6 +636,11 @@ fn check_cap(name: &str, def: &MetricDef) -> Result<()> {
         MetricType::Ratio => {
             return Err(Error::definition(format!(
                 "metric \"{name}\" is a ratio: cap its numerator or denominator instead (each part's cap applies inside the ratio)"
+            )));
+        }
+        MetricType::Quantile => {
+            return Err(Error::definition(format!(
+                "metric \"{name}\" is a quantile: a cap would not change it below the cap, and it takes none"
             )));
         }
         MetricType::Continuous => {}
@@ -748,6 +877,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         }
     }
     check_ratios(&mut metrics)?;
+    check_quantiles(&mut metrics)?;
     for (name, def) in &metrics {
         check_cap(name, def)?;
         if let Some(p) = def.prior {
@@ -1022,6 +1152,12 @@ fn parse_allocation(
             metric,
             if declared_any { "among the declared metrics" } else { "the primary metric" },
             crate::names::did_you_mean(&metric, names.iter().copied())
+        )));
+    }
+    if let Some((name, _)) = metrics.iter().find(|(_, d)| d.kind == MetricType::Quantile) {
+        return Err(Error::definition(format!(
+            "metric \"{}\" is a quantile: a bandit experiment's analysis is stratified by weight period, which quantile metrics are not",
+            printable(name)
         )));
     }
     // A bandit's analysis is stratified by weight period, which ratio metrics are not (yet).
@@ -1387,7 +1523,11 @@ mod tests {
             (Box::new(|b| b["salt"] = json!("")), "salt must not be empty"),
             (Box::new(|b| b["metrics"] = json!({"x": {"type": "binary", "aggregation": "sum"}})), "is binary"),
             (Box::new(|b| b["metrics"] = json!({"x": {"type": "ratio"}})), "ratio metric \"x\" has no numerator"),
-            (Box::new(|b| b["metrics"] = json!({"x": {"type": "quantile"}})), "unknown value `quantile`"),
+            (
+                Box::new(|b| b["metrics"] = json!({"x": {"type": "quantile"}})),
+                "quantile metric \"x\" has no \"quantile\"",
+            ),
+            (Box::new(|b| b["metrics"] = json!({"x": {"type": "median"}})), "unknown value `median`"),
             (Box::new(|b| b["metrics"] = json!({"x": {"mde": -1}})), "mde of metric \"x\" is -1"),
             (Box::new(|b| b["sequential_tuning"] = json!(100)), "sequential is not true"),
             (
@@ -1503,5 +1643,43 @@ mod tests {
         assert_eq!(breakdown_values(&listed, &json!({"loan_type": {"a": 1}, "score": [1]})), None);
         assert_eq!(breakdown_values(&listed, &json!(null)), None);
         assert_eq!(breakdown_values(&[], &attrs), None);
+    }
+
+    #[test]
+    fn quantile_metrics() {
+        let with = |metrics: Value| {
+            let mut body = original_body();
+            body["metrics"] = metrics;
+            body["primary_metric"] = json!("rt");
+            parse_definition(&body)
+        };
+        let spec = with(json!({"rt": {"direction": "lower"},
+                               "p90": {"type": "quantile", "of": "rt", "quantile": 0.9, "level": "event"},
+                               "p50": {"type": "quantile", "of": "rt", "quantile": 0.5}}))
+        .unwrap();
+        assert_eq!(spec.metrics["p90"].quantile_of(), Some(("rt", 0.9, QuantileLevel::Event)));
+        assert_eq!(spec.metrics["p50"].quantile_of(), Some(("rt", 0.5, QuantileLevel::User)));
+        assert!(!spec.metrics["p90"].silent_users_are_zero());
+        let err = |m: Value| with(m).unwrap_err().message;
+        assert!(
+            err(json!({"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 1}})).contains("between 0 and 1")
+        );
+        assert!(err(json!({"rt": {}, "q": {"type": "quantile", "quantile": 0.9}})).contains("has no \"of\""));
+        assert!(err(json!({"rt": {}, "q": {"type": "quantile", "of": "tr", "quantile": 0.9}}))
+            .contains("\"tr\", which is not declared"));
+        assert!(err(json!({"rt": {}, "b": {"type": "binary"}, "q": {"type": "quantile", "of": "b", "quantile": 0.9}}))
+            .contains("which is binary"));
+        assert!(err(json!({"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 0.9, "aggregation": "sum"}}))
+            .contains("takes no aggregation"));
+        assert!(err(json!({"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 0.9, "cap": {"value": 5}}}))
+            .contains("takes none"));
+        assert!(err(json!({"rt": {"quantile": 0.9}})).contains("is not a quantile"));
+        assert!(err(json!({"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 0.9, "level": "session"}}))
+            .contains("unknown value `session`"));
+        let mut body = original_body();
+        body["primary_metric"] = json!("rt");
+        body["metrics"] = json!({"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 0.9}});
+        body["allocation"] = json!({"mode": "bandit"});
+        assert!(parse_definition(&body).unwrap_err().message.contains("\"q\" is a quantile: a bandit"));
     }
 }

@@ -299,6 +299,7 @@ mod tests {
                 covariate: None,
                 periods: vec![],
                 ratio: None,
+                quantile: None,
             },
             ArmInput {
                 variant: "<b> & co".into(),
@@ -308,6 +309,7 @@ mod tests {
                 covariate: None,
                 periods: vec![],
                 ratio: None,
+                quantile: None,
             },
         ];
         let m = analyze_metric(

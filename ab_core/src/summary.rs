@@ -189,11 +189,24 @@ pub fn render(input: &SummaryInput) -> String {
                     crate::names::printable(m.def.numerator.as_deref().unwrap_or("")),
                     crate::names::printable(m.def.denominator.as_deref().unwrap_or(""))
                 ),
+                crate::definition::MetricType::Quantile => match m.def.quantile_of() {
+                    Some((of, q, level)) => format!(
+                        "the {} percentile of {}, {}",
+                        percentile_name(q),
+                        crate::names::printable(of),
+                        match level {
+                            crate::definition::QuantileLevel::User => "per-user values",
+                            crate::definition::QuantileLevel::Event => "every recorded value",
+                        }
+                    ),
+                    None => "quantile".to_string(),
+                },
             },
             m.def.direction.as_str()
         );
         for a in &m.arms {
             let stats = match (a.mean, a.std_dev) {
+                (Some(q), _) if m.def.kind == crate::definition::MetricType::Quantile => format!("quantile {q:.4}"),
                 (Some(mean), Some(sd)) if a.users >= 2 => {
                     let (lo, hi) = mean_ci(mean, sd, a.users, s.alpha);
                     format!("mean {:.4} ({level} CI {:.4} to {:.4})", mean, lo, hi)
@@ -362,6 +375,7 @@ mod tests {
                     covariate: None,
                     periods: vec![],
                     ratio: None,
+                    quantile: None,
                 },
                 ArmInput {
                     variant: treatment.into(),
@@ -371,6 +385,7 @@ mod tests {
                     covariate: None,
                     periods: vec![],
                     ratio: None,
+                    quantile: None,
                 },
             ],
         };

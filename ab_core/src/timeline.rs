@@ -76,6 +76,7 @@ pub fn timeline(
                     (0..periods).map(|p| (assigned[i][p], moments[i][p])).collect()
                 },
                 ratio: None,
+                quantile: None,
             })
             .collect();
         out.push(analyze_metric(settings, &MetricInput { name: name.into(), def: def.clone(), cap, arms: inputs }));
@@ -132,6 +133,7 @@ mod tests {
                     covariate: None,
                     periods: vec![],
                     ratio: None,
+                    quantile: None,
                 })
                 .collect();
             analyze_metric(&settings, &MetricInput { name: "m".into(), def: def.clone(), cap: None, arms: inputs })

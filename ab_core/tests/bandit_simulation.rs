@@ -88,6 +88,7 @@ fn analyze(run: &Run, kind: MetricType) -> ab_core::analysis::MetricResult {
             covariate: None,
             periods: d.clone(),
             ratio: None,
+            quantile: None,
         })
         .collect();
     analyze_metric(&Settings::fixed(0.05, 100), &MetricInput { cap: None, name: "m".into(), def, arms })
@@ -151,7 +152,7 @@ fn coverage(
                 let r = proportion_test((a.mean * a.n).round(), a.n, (b.mean * b.n).round(), b.n, 0.05).unwrap();
                 (r.ci_lower, r.ci_upper)
             }
-            MetricType::Continuous | MetricType::Ratio => {
+            MetricType::Continuous | MetricType::Ratio | MetricType::Quantile => {
                 let se = (a.variance().unwrap() / a.n + b.variance().unwrap() / b.n).sqrt();
                 (b.mean - a.mean - 1.96 * se, b.mean - a.mean + 1.96 * se)
             }

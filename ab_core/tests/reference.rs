@@ -179,6 +179,7 @@ fn bandit_matches_scipy() {
                     covariate: None,
                     periods,
                     ratio: None,
+                    quantile: None,
                 }
             })
             .collect();
@@ -253,6 +254,7 @@ fn ratio_matches_gbstats() {
                     covariate: None,
                     periods: vec![],
                     ratio: Some(co),
+                    quantile: None,
                 }
             })
             .collect();
@@ -288,6 +290,7 @@ fn arm(name: &str, n: f64, mean: f64, var: f64) -> ab_core::analysis::ArmInput {
         covariate: None,
         periods: vec![],
         ratio: None,
+        quantile: None,
     }
 }
 

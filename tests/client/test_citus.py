@@ -322,7 +322,10 @@ def scenario(c):
         # cap (percentile_cont over the per-user rows), a guardrail's margin.
         metrics={"conversion_rate": {"type": "binary"}, "spend": {"aggregation": "sum", "margin": 5},
                  "conversations": {"aggregation": "count"}, "tokens": {"aggregation": "sum", "cap": {"percentile": 0.9}},
-                 "tokens_per_conversation": {"type": "ratio", "numerator": "tokens", "denominator": "conversations"}},
+                 "tokens_per_conversation": {"type": "ratio", "numerator": "tokens", "denominator": "conversations"},
+                 # 0.10.0's quantiles: percentile_cont per variant, per-user counts for the clustering.
+                 "tokens_p90": {"type": "quantile", "of": "tokens", "quantile": 0.9, "level": "event"},
+                 "spend_median": {"type": "quantile", "of": "spend", "quantile": 0.5}},
         min_sample_size=20, breakdowns=["loan_type"])))
     targeted = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
         "same targeted", salt="same-2", target_segments={"loan_type": ["fha"]})))

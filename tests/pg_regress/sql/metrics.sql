@@ -232,3 +232,53 @@ DROP OWNED BY ab_bayes_reader;
 DROP ROLE ab_bayes_reader;
 SELECT ab_stop_experiment('bayes') ->> 'status' AS status;
 SELECT ab_delete_experiment('bayes');
+
+-- Quantile metrics: a quantile of another continuous metric's per-user values or of every
+-- recorded value; the difference of the quantiles compared on the estimate's variance.
+SELECT ab_create_experiment('{"name": "latency", "experiment_type": "model", "primary_metric": "p90",
+  "salt": "latency-salt", "min_sample_size": 50,
+  "metrics": {"response_time": {"direction": "lower"},
+              "p90": {"type": "quantile", "of": "response_time", "quantile": 0.9, "level": "event", "direction": "lower"},
+              "median_user": {"type": "quantile", "of": "response_time", "quantile": 0.5, "direction": "lower"}},
+  "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "fast", "traffic_allocation": 50}]}') AS q \gset
+SELECT ab_start_experiment('latency');
+SELECT count(*) AS users FROM (SELECT ab_get_variant('latency', 'u' || g) FROM generate_series(1, 400) g) s;
+-- 1 to 4 calls per user; the fast model's slow calls are faster.
+SELECT count(*) FILTER (WHERE ok) AS recorded FROM (
+  SELECT ab_record_result('latency', 'response_time',
+           500 + (g * 37 + c * 101) % 700 * CASE v.name WHEN 'fast' THEN 0.8 ELSE 1 END, a.user_id) AS ok
+  FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id, LATERAL (SELECT substr(a.user_id, 2)::int AS g) x,
+       generate_series(1, 1 + substr(a.user_id, 2)::int % 4) c
+  WHERE a.experiment_id = :q) s;
+SELECT metric_name, variant, users, round(mean::numeric, 2) AS estimate, round(diff::numeric, 2) AS diff,
+       round(ci_lower::numeric, 2) AS ci_lower, round(ci_upper::numeric, 2) AS ci_upper, round(p_value::numeric, 6) AS p,
+       metric_type, test
+FROM ab_analyze('latency') WHERE metric_type = 'quantile' ORDER BY metric_name, variant;
+-- By hand: the event-level estimate is percentile_cont over every recorded value.
+SELECT v.name AS variant, round(percentile_cont(0.9) WITHIN GROUP (ORDER BY r.metric_value)::numeric, 2) AS p90
+FROM ab_results r JOIN ab_variants v ON v.id = r.variant_id WHERE r.experiment_id = :q GROUP BY 1 ORDER BY 1;
+SELECT line FROM regexp_split_to_table(ab_summary('latency'), E'\n') line WHERE line ~ '^(p90|median_user) ';
+-- A quantile is computed, never recorded; it has no timeline and no breakdown yet.
+SELECT expect_error($$SELECT ab_record_result('latency', 'p90', 100, 'u1')$$);
+SELECT expect_error($$SELECT ab_record_covariate('latency', 'p90', 'u1', 100)$$);
+SELECT expect_error($$SELECT * FROM ab_timeline('latency', 'p90')$$);
+SELECT count(*) AS timeline_metrics FROM (SELECT DISTINCT metric_name FROM ab_timeline('latency')) t;
+-- Definition errors.
+SELECT label, expect_error(format($$SELECT ab_create_experiment(%L)$$, jsonb_build_object(
+  'name', 'bad quantile', 'experiment_type', 'model', 'primary_metric', 'rt', 'metrics', m,
+  'variants', '[{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]'::jsonb))) AS error
+FROM (VALUES
+  ('level out of range', '{"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 1.5}}'::jsonb),
+  ('no of', '{"rt": {}, "q": {"type": "quantile", "quantile": 0.9}}'),
+  ('undeclared of', '{"rt": {}, "q": {"type": "quantile", "of": "latency", "quantile": 0.9}}'),
+  ('binary of', '{"rt": {}, "b": {"type": "binary"}, "q": {"type": "quantile", "of": "b", "quantile": 0.9}}'),
+  ('quantile of a quantile', '{"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 0.9}, "qq": {"type": "quantile", "of": "q", "quantile": 0.5}}'),
+  ('unknown level', '{"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 0.9, "level": "session"}}'),
+  ('quantile keys elsewhere', '{"rt": {"quantile": 0.9}}')
+) d(label, m) ORDER BY label;
+SELECT expect_error($$SELECT ab_create_experiment('{"name": "bandit quantile", "experiment_type": "model", "primary_metric": "rt",
+  "metrics": {"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 0.9}}, "allocation": {"mode": "bandit"},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}')$$);
+SELECT count(*) AS created FROM ab_experiments WHERE name IN ('bad quantile', 'bandit quantile');
+SELECT ab_stop_experiment('latency') ->> 'status' AS status;
+SELECT ab_delete_experiment('latency');
