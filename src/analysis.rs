@@ -217,10 +217,7 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         }
     }
 
-    // The primary metric first, then the declared ones, then any other recorded metric.
-    let mut order = vec![exp.primary_metric.clone()];
-    order.extend(defs.keys().filter(|k| **k != exp.primary_metric).cloned());
-    order.extend(recorded.iter().filter(|k| !defs.contains_key(*k)).cloned());
+    let order = metric_order(exp, &defs, &recorded);
 
     let settings = settings(exp);
     let metrics = order
@@ -272,6 +269,15 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         })
         .collect();
     Analysis { variants, assigned, metrics, srm }
+}
+
+/// The metrics an analysis reports, in its order: the primary metric, then the declared ones,
+/// then any other recorded metric (`defs` always holds the primary one).
+pub fn metric_order(exp: &ExperimentRow, defs: &BTreeMap<String, MetricDef>, recorded: &[String]) -> Vec<String> {
+    let mut order = vec![exp.primary_metric.clone()];
+    order.extend(defs.keys().filter(|k| **k != exp.primary_metric).cloned());
+    order.extend(recorded.iter().filter(|k| !defs.contains_key(*k)).cloned());
+    order
 }
 
 /// The metric names recorded in `table` (ab_results or ab_user_metrics) for an experiment, by

@@ -96,9 +96,7 @@ fn analyse(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &catalog::Experime
     let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
     let table = if from_state { "ab_user_metrics" } else { "ab_results" };
     let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table);
-    let mut order = vec![exp.primary_metric.clone()];
-    order.extend(defs.keys().filter(|k| **k != exp.primary_metric).cloned());
-    order.extend(recorded.iter().filter(|k| !defs.contains_key(*k) && **k != exp.primary_metric).cloned());
+    let order = crate::analysis::metric_order(exp, &defs, &recorded);
     let settings = crate::analysis::settings(exp);
     let mut out = Vec::new();
     for name in order {

@@ -56,29 +56,46 @@ mod tests {
         }
     }
 
-    /// Every row of ab_analyze($1) matching `filter` equals the fixture's row of the same metric
-    /// and variant: users exactly, `cols` to 1e-9 relative (p-values 1e-6).
-    fn assert_analysis_matches(id: i64, filter: &str, expected: &[Value], cols: &[&str]) {
-        let sql = format!("SELECT metric_name, variant, users, {} FROM ab_analyze($1) WHERE {filter}", cols.join(", "));
+    /// A fixture value as PostgreSQL prints it as text (None for null).
+    fn json_text(v: &Value) -> Option<String> {
+        match v {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Every row of `SELECT ... FROM {from}` ($1 = id) equals the fixture's row with the same
+    /// keys (pairs of an SQL expression and the fixture's field, compared as text): users
+    /// exactly, `cols` to 1e-9 relative (p-values 1e-6); and every fixture row is seen.
+    fn assert_rows_match(from: &str, id: i64, keys: &[(&str, &str)], expected: &[Value], cols: &[&str]) {
+        let key_sql: Vec<String> = keys.iter().map(|(sql, _)| format!("({sql})::text")).collect();
+        let sql = format!("SELECT {}, users, {} FROM {from}", key_sql.join(", "), cols.join(", "));
         Spi::connect(|client| {
             let mut seen = 0;
             for row in client.select(sql.as_str(), None, &[id.into()]).unwrap() {
-                let metric: String = row.get(1).unwrap().unwrap();
-                let variant: String = row.get(2).unwrap().unwrap();
+                let got: Vec<Option<String>> = (1..=keys.len()).map(|i| row.get::<String>(i).unwrap()).collect();
+                let what = format!("{got:?}");
                 let e = expected
                     .iter()
-                    .find(|e| e["metric"] == metric.as_str() && e["variant"] == variant.as_str())
-                    .unwrap_or_else(|| panic!("unexpected row {metric}/{variant}"));
-                let what = format!("{metric}/{variant}");
-                assert_eq!(row.get::<i64>(3).unwrap(), e["users"].as_i64(), "{what}");
+                    .find(|e| keys.iter().zip(&got).all(|((_, field), g)| json_text(&e[*field]) == *g))
+                    .unwrap_or_else(|| panic!("unexpected row {what}"));
+                assert_eq!(row.get::<i64>(keys.len() + 1).unwrap(), e["users"].as_i64(), "{what}");
                 for (k, col) in cols.iter().enumerate() {
                     let rel = if col.starts_with("p_value") { 1e-6 } else { 1e-9 };
-                    assert_close_to(row.get(4 + k).unwrap(), &e[*col], &format!("{what} {col}"), rel);
+                    assert_close_to(row.get(keys.len() + 2 + k).unwrap(), &e[*col], &format!("{what} {col}"), rel);
                 }
                 seen += 1;
             }
             assert_eq!(seen, expected.len());
         });
+    }
+
+    /// Every row of ab_analyze($1) matching `filter` equals the fixture's row of the same metric
+    /// and variant.
+    fn assert_analysis_matches(id: i64, filter: &str, expected: &[Value], cols: &[&str]) {
+        let from = format!("ab_analyze($1) WHERE {filter}");
+        assert_rows_match(&from, id, &[("metric_name", "metric"), ("variant", "variant")], expected, cols)
     }
 
     /// ab_analyze on raw results equals scipy's Welch test on per-user values
@@ -240,30 +257,8 @@ mod tests {
         Spi::run_with_args("SELECT ab_rebuild_user_metrics($1)", &[id.into()]).unwrap();
         let expected = fixture["expected"].as_array().unwrap();
         let cols = ["mean", "diff", "ci_lower", "ci_upper", "p_value", "p_value_adjusted"];
-        Spi::connect(|client| {
-            let sql =
-                format!("SELECT day::text, metric_name, variant, users, {} FROM ab_timeline($1)", cols.join(", "));
-            let mut seen = 0;
-            for row in client.select(sql.as_str(), None, &[id.into()]).unwrap() {
-                let day: String = row.get(1).unwrap().unwrap();
-                let metric: String = row.get(2).unwrap().unwrap();
-                let variant: String = row.get(3).unwrap().unwrap();
-                let what = format!("{day} {metric}/{variant}");
-                let e = expected
-                    .iter()
-                    .find(|e| {
-                        e["day"] == day.as_str() && e["metric"] == metric.as_str() && e["variant"] == variant.as_str()
-                    })
-                    .unwrap_or_else(|| panic!("unexpected row {what}"));
-                assert_eq!(row.get::<i64>(4).unwrap(), e["users"].as_i64(), "{what}");
-                for (k, col) in cols.iter().enumerate() {
-                    let rel = if col.starts_with("p_value") { 1e-6 } else { 1e-9 };
-                    assert_close_to(row.get(5 + k).unwrap(), &e[*col], &format!("{what} {col}"), rel);
-                }
-                seen += 1;
-            }
-            assert_eq!(seen, expected.len());
-        });
+        let keys = [("to_char(day, 'YYYY-MM-DD')", "day"), ("metric_name", "metric"), ("variant", "variant")];
+        assert_rows_match("ab_timeline($1)", id, &keys, expected, &cols);
         // The last day is the analysis of all the data (from the per-user state).
         let last = expected.last().unwrap()["day"].as_str().unwrap().to_string();
         let mismatches = Spi::get_one_with_args::<i64>(
@@ -306,38 +301,15 @@ mod tests {
         .unwrap();
         let expected = fixture["expected"].as_array().unwrap();
         let cols = ["mean", "diff", "ci_lower", "ci_upper", "p_value", "p_value_adjusted"];
-        Spi::connect(|client| {
-            let sql = format!(
-                "SELECT value, metric_name, variant, users, significant, comparisons, {} FROM ab_breakdown($1, 'loan_type')",
-                cols.join(", ")
-            );
-            let mut seen = 0;
-            for row in client.select(sql.as_str(), None, &[id.into()]).unwrap() {
-                let value: Option<String> = row.get(1).unwrap();
-                let metric: String = row.get(2).unwrap().unwrap();
-                let variant: String = row.get(3).unwrap().unwrap();
-                let what = format!("{value:?} {metric}/{variant}");
-                let e = expected
-                    .iter()
-                    .find(|e| {
-                        e["value"].as_str() == value.as_deref()
-                            && e["metric"] == metric.as_str()
-                            && e["variant"] == variant.as_str()
-                    })
-                    .unwrap_or_else(|| panic!("unexpected row {what}"));
-                assert_eq!(row.get::<i64>(4).unwrap(), e["users"].as_i64(), "{what}");
-                assert_eq!(row.get::<bool>(5).unwrap(), e["significant"].as_bool(), "{what}");
-                if let Some(n) = e["comparisons"].as_i64() {
-                    assert_eq!(row.get::<i32>(6).unwrap(), Some(n as i32), "{what}");
-                }
-                for (k, col) in cols.iter().enumerate() {
-                    let rel = if col.starts_with("p_value") { 1e-6 } else { 1e-9 };
-                    assert_close_to(row.get(7 + k).unwrap(), &e[*col], &format!("{what} {col}"), rel);
-                }
-                seen += 1;
-            }
-            assert_eq!(seen, expected.len());
-        });
+        // The adjusted significance and the number of comparisons are keys: compared as text.
+        let keys = [
+            ("value", "value"),
+            ("metric_name", "metric"),
+            ("variant", "variant"),
+            ("significant", "significant"),
+            ("CASE WHEN NOT is_control THEN comparisons END", "comparisons"),
+        ];
+        assert_rows_match("ab_breakdown($1, 'loan_type')", id, &keys, expected, &cols);
     }
 
     /// Quantile metrics through ab_record_result and ab_analyze equal gbstats'

@@ -25,7 +25,8 @@ pub struct Timeline {
 /// one pass over the metric's results: a user's value changes only on a day the user
 /// recorded something, so each (user, day) row adds the change of the user's value (and of
 /// its square, and 1 on the user's first day) to its cell, and each cell's running sums are
-/// its moments on that day. The sums are numeric, exact: the variance is (n Σv² - (Σv)²) / n².
+/// its moments on that day. The sums are numeric, so they add without rounding, and
+/// M2 = (n Σv² - (Σv)²) / n suffers no cancellation.
 fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool) -> String {
     let running = match aggregation {
         Aggregation::Mean => "sum(r.total) OVER w / sum(r.n) OVER w",
@@ -73,9 +74,7 @@ fn arm_of(variants: &[VariantRow], id: i64) -> usize {
 fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: Option<&str>) -> Vec<String> {
     let defs = exp.metric_defs();
     let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, "ab_results");
-    let mut order = vec![exp.primary_metric.clone()];
-    order.extend(defs.keys().filter(|k| **k != exp.primary_metric).cloned());
-    order.extend(recorded.iter().filter(|k| !defs.contains_key(*k) && **k != exp.primary_metric).cloned());
+    let order = crate::analysis::metric_order(exp, &defs, &recorded);
     let Some(metric) = metric else {
         return order
             .into_iter()

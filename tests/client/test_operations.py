@@ -299,6 +299,31 @@ def test_updates_to_0_9_0_and_0_10_0_keep_who_may_run_the_analyses():
             c.execute(f"DROP ROLE IF EXISTS {r}")
 
 
+def test_new_library_on_a_0_9_0_schema_enrolls_as_before_until_the_update():
+    """The 0.10.0 library on a database still at 0.9.0: experiments without breakdowns enroll
+    and analyse as before, a definition with breakdowns is refused (55000) and nothing is
+    created; after ALTER EXTENSION UPDATE the same definition stores the attributes."""
+    db = fresh_db("ab_old_schema", "0.9.0")
+    body = two_arms("segmented", salt="seg", breakdowns=["loan_type"])
+    with psycopg.connect(db, autocommit=True) as c:
+        plain = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("plain", salt="plain")))
+        one(c, "SELECT ab_start_experiment(%s)", plain)
+        assert one(c, "SELECT ab_get_variant(%s, 'u1', '{\"loan_type\": \"fha\"}') ->> 'variant'", plain) in ("a", "b")
+        assert one(c, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", plain) is True
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as e:
+            one(c, "SELECT ab_create_experiment(%s)", Jsonb(body))
+        assert str(e.value).splitlines()[0] == "breakdowns need version 0.10.0 of the ab_testing schema"
+        assert one(c, "SELECT count(*) FROM ab_experiments WHERE name = 'segmented'") == 0
+        c.execute("ALTER EXTENSION ab_testing UPDATE")
+        seg = one(c, "SELECT ab_create_experiment(%s)", Jsonb(body))
+        one(c, "SELECT ab_start_experiment(%s)", seg)
+        one(c, "SELECT ab_get_variant(%s, 'u1', '{\"loan_type\": \"fha\", \"x\": 1}')", seg)
+        assert one(c, "SELECT attributes FROM ab_assignments WHERE experiment_id = %s", seg) == {"loan_type": "fha"}
+        # Users enrolled before the update have no attributes: a segment of their own.
+        assert one(c, "SELECT attributes FROM ab_assignments WHERE experiment_id = %s", plain) is None
+    drop_db("ab_old_schema")
+
+
 def test_update_to_per_user_state_under_live_writers(dsn):
     """ALTER EXTENSION UPDATE from 0.6.0 while sessions opened before it keep recording (their
     plans were made for the old schema): no result is left out of the per-user state."""
