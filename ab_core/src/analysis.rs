@@ -501,7 +501,8 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
     let moments: Vec<Moments> = input.arms.iter().map(|a| effective_moments(&def, a)).collect();
     let control_idx = input.arms.iter().position(|a| a.is_control);
     let bandit = input.arms.iter().any(|a| !a.periods.is_empty());
-    // CUPED is not combined with the period strata, nor with ratio metrics (see the README).
+    // CUPED is not combined with the period strata, nor with ratio or quantile metrics (see the
+    // README).
     let covariates: Option<Vec<CoMoments>> = if bandit || matches!(def.kind, MetricType::Ratio | MetricType::Quantile) {
         None
     } else {
@@ -639,7 +640,8 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                     Some(est) => Some(est[i].mean),
                     None => (m.n > 0.0).then_some(m.mean),
                 },
-                std_dev: m.variance().map(f64::sqrt),
+                // A quantile's moments carry the estimate's variance, not the values' spread.
+                std_dev: if def.kind == MetricType::Quantile { None } else { m.variance().map(f64::sqrt) },
                 confidence: comparison.map(|c| 1.0 - c.p_adjusted),
                 comparison,
                 recommendation,

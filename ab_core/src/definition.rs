@@ -167,15 +167,6 @@ pub enum QuantileLevel {
     Event,
 }
 
-impl QuantileLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QuantileLevel::User => "user",
-            QuantileLevel::Event => "event",
-        }
-    }
-}
-
 /// A metric's cap: an absolute value, or a percentile (a fraction such as 0.99) of the
 /// per-user values of all the users who recorded the metric, every variant together.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

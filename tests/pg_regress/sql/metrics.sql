@@ -250,7 +250,7 @@ SELECT count(*) FILTER (WHERE ok) AS recorded FROM (
   FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id, LATERAL (SELECT substr(a.user_id, 2)::int AS g) x,
        generate_series(1, 1 + substr(a.user_id, 2)::int % 4) c
   WHERE a.experiment_id = :q) s;
-SELECT metric_name, variant, users, round(mean::numeric, 2) AS estimate, round(diff::numeric, 2) AS diff,
+SELECT metric_name, variant, users, round(mean::numeric, 2) AS estimate, std_dev, round(diff::numeric, 2) AS diff,
        round(ci_lower::numeric, 2) AS ci_lower, round(ci_upper::numeric, 2) AS ci_upper, round(p_value::numeric, 6) AS p,
        metric_type, test
 FROM ab_analyze('latency') WHERE metric_type = 'quantile' ORDER BY metric_name, variant;
