@@ -129,11 +129,11 @@ ALTER FUNCTION ab_plot_timeline(text, text) SECURITY DEFINER SET search_path = p
 ALTER FUNCTION ab_plot_timeline(bigint, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION ab_timeline(text, text), ab_timeline(bigint, text), ab_plot_timeline(text, text),
     ab_plot_timeline(bigint, text), ab_breakdown(text, text), ab_breakdown(bigint, text) FROM PUBLIC;
-COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollment (in the session''s TimeZone), metric and variant: the comparison with the control over the users enrolled and the results recorded by the end of that day (cumulative; without CUPED; ratio metrics excluded).';
+COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollment (in the session''s TimeZone), metric and variant: the comparison with the control over the users enrolled and the results recorded by the end of that day (cumulative; without CUPED; ratio and quantile metrics excluded).';
 COMMENT ON FUNCTION ab_timeline(bigint, text) IS 'ab_timeline by experiment id.';
 COMMENT ON FUNCTION ab_plot_timeline(text, text) IS 'An SVG line chart of each treatment''s cumulative difference from the control on a metric (the primary one by default), day by day, with its CI as a band.';
 COMMENT ON FUNCTION ab_plot_timeline(bigint, text) IS 'ab_plot_timeline by experiment id.';
-COMMENT ON FUNCTION ab_breakdown(text, text) IS 'Per value of an attribute stored at enrollment (one of the experiment''s breakdowns; NULL: not given), metric and variant: the comparison with the control among those users, p-values adjusted across every segment and treatment of the metric (without CUPED; ratio metrics excluded).';
+COMMENT ON FUNCTION ab_breakdown(text, text) IS 'Per value of an attribute stored at enrollment (one of the experiment''s breakdowns; NULL: not given), metric and variant: the comparison with the control among those users, p-values adjusted across every segment and treatment of the metric (without CUPED; ratio and quantile metrics excluded).';
 COMMENT ON FUNCTION ab_breakdown(bigint, text) IS 'ab_breakdown by experiment id.';
 COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline and ab_breakdown.';
 

@@ -259,11 +259,11 @@ COMMENT ON VIEW ab_allocation_history IS 'Per bandit experiment, weight period a
 COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run.';
 COMMENT ON FUNCTION ab_plot(text) IS 'An SVG forest plot of each treatment''s difference from the control with its CI, per metric.';
 COMMENT ON FUNCTION ab_plot(bigint) IS 'ab_plot by experiment id.';
-COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollment (in the session''s TimeZone), metric and variant: the comparison with the control over the users enrolled and the results recorded by the end of that day (cumulative; without CUPED; ratio metrics excluded).';
+COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollment (in the session''s TimeZone), metric and variant: the comparison with the control over the users enrolled and the results recorded by the end of that day (cumulative; without CUPED; ratio and quantile metrics excluded).';
 COMMENT ON FUNCTION ab_timeline(bigint, text) IS 'ab_timeline by experiment id.';
 COMMENT ON FUNCTION ab_plot_timeline(text, text) IS 'An SVG line chart of each treatment''s cumulative difference from the control on a metric (the primary one by default), day by day, with its CI as a band.';
 COMMENT ON FUNCTION ab_plot_timeline(bigint, text) IS 'ab_plot_timeline by experiment id.';
-COMMENT ON FUNCTION ab_breakdown(text, text) IS 'Per value of an attribute stored at enrollment (one of the experiment''s breakdowns; NULL: not given), metric and variant: the comparison with the control among those users, p-values adjusted across every segment and treatment of the metric (without CUPED; ratio metrics excluded).';
+COMMENT ON FUNCTION ab_breakdown(text, text) IS 'Per value of an attribute stored at enrollment (one of the experiment''s breakdowns; NULL: not given), metric and variant: the comparison with the control among those users, p-values adjusted across every segment and treatment of the metric (without CUPED; ratio and quantile metrics excluded).';
 COMMENT ON FUNCTION ab_breakdown(bigint, text) IS 'ab_breakdown by experiment id.';
 
 CREATE VIEW ab_layer_overview AS
