@@ -100,7 +100,7 @@ BEGIN
     PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
 
     FOREACH t IN ARRAY ARRAY['ab_experiments', 'ab_variants', 'ab_layers', 'ab_layer_experiments',
-                             'ab_insights', 'ab_audit', 'ab_allocations'] LOOP
+                             'ab_insights', 'ab_audit', 'ab_allocations', 'ab_metric_sources'] LOOP
         object := t;
         layout := 'reference table';
         changed := NOT EXISTS (SELECT 1 FROM pg_dist_partition p

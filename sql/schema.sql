@@ -285,6 +285,15 @@ CREATE TRIGGER ab_layers_check_update
     BEFORE UPDATE ON ab_layers
     FOR EACH ROW EXECUTE FUNCTION ab_check_layer_update();
 
+-- Metric sources registered for any experiment to read (ab_create_metric_source): a
+-- relation of the application's and its columns, by name, never SQL text.
+CREATE TABLE ab_metric_sources (
+    name        text PRIMARY KEY CHECK (btrim(name) <> '' AND char_length(name) <= 200),
+    definition  jsonb NOT NULL CHECK (jsonb_typeof(definition) = 'object'),
+    created_by  name NOT NULL DEFAULT current_user,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
 -- Keep the data in pg_dump: one call per statement (each updates pg_extension's row).
 SELECT pg_catalog.pg_extension_config_dump('ab_experiments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_experiments_id_seq', '');
@@ -303,6 +312,7 @@ SELECT pg_catalog.pg_extension_config_dump('ab_audit_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_layers', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_layers_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ab_layer_experiments', '');
+SELECT pg_catalog.pg_extension_config_dump('ab_metric_sources', '');
 
 CREATE VIEW ab_experiment_overview AS
 SELECT e.id,
@@ -431,6 +441,8 @@ COMMENT ON COLUMN ab_insights.margin IS 'The metric''s non-inferiority margin (a
 COMMENT ON COLUMN ab_insights.non_inferiority_p_value IS 'One-sided p-value of "the variant is worse than the control by the margin or more".';
 COMMENT ON COLUMN ab_insights.non_inferior IS 'Shown to be no worse than the control by the margin: the non-inferiority p-value, adjusted across the metric''s treatments, below alpha.';
 
+COMMENT ON TABLE ab_metric_sources IS 'Metric sources any experiment may name in a metric''s "source": a table or view of the application''s, with its user, time, value columns and filter (ab_create_metric_source).';
+COMMENT ON COLUMN ab_metric_sources.definition IS 'relation (schema-qualified), user_column, time_column, value_column, filter: names checked against the catalog.';
 COMMENT ON TABLE ab_audit IS 'Who created, started, stopped or deleted each experiment through the ab_* functions, and when; kept after the experiment is deleted.';
 COMMENT ON COLUMN ab_audit.experiment_id IS 'ab_experiments.id of the experiment (which may no longer exist).';
 COMMENT ON COLUMN ab_audit.experiment_name IS 'The experiment''s name at the time.';

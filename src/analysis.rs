@@ -19,6 +19,7 @@ use pgrx::spi::SpiClient;
 
 use crate::catalog::{self, ExperimentRef, ExperimentRow, VariantRow};
 use crate::errors::SpiExt;
+use crate::sources::SourceMetric;
 
 pub struct Analysis {
     pub variants: Vec<VariantRow>,
@@ -65,11 +66,54 @@ struct Observed {
 /// assignments) that a fresh experiment has no statistics for; a nested loop planned from an
 /// estimate of one row rescans one side per user (quadratic), so nested loops are off and
 /// every join is a hash or merge join, linear (or n log n) whatever the estimates.
+///
+/// An experiment with metrics read from the application's own relations (metric sources) is
+/// analysed as the calling role, so that it reads through the extension no more than it could
+/// read directly (see `security::as_caller`).
 pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
-    crate::security::with_settings(&[(c"enable_nestloop", c"off")], || run_linear(client, nsp, exp))
+    let sources = source_metrics(client, nsp, exp);
+    crate::security::with_settings(&[(c"enable_nestloop", c"off")], || {
+        if sources.is_empty() {
+            run_linear(client, nsp, exp, &sources)
+        } else {
+            crate::security::as_caller(|| run_linear(client, nsp, exp, &sources))
+        }
+    })
 }
 
-fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
+/// The experiment's metrics read from sources, checked against the catalog.
+pub fn source_metrics(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> HashMap<String, SourceMetric> {
+    let defs = exp.metric_defs();
+    if defs.values().all(|d| d.source.is_none()) {
+        return HashMap::new();
+    }
+    let until: Option<String> = client
+        .select(
+            format!(
+                "SELECT to_char(stopped_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+                 FROM {nsp}.ab_experiments WHERE id = $1"
+            )
+            .as_str(),
+            Some(1),
+            &[exp.id.into()],
+        )
+        .or_raise()
+        .first()
+        .get_one::<String>()
+        .or_raise();
+    defs.iter()
+        .filter_map(|(name, def)| {
+            Some((name.clone(), crate::sources::source_metric(client, nsp, name, def, until.clone())?))
+        })
+        .collect()
+}
+
+fn run_linear(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    sources: &HashMap<String, SourceMetric>,
+) -> Analysis {
     let variants = catalog::variants(client, nsp, exp.id);
     let assigned: HashMap<i64, u64> = client
         .select(
@@ -122,23 +166,46 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
     // Capped metrics: each one's cap as an absolute value (a percentile's value in this data).
     let caps: HashMap<String, f64> = defs
         .iter()
-        .filter_map(|(name, def)| Some((name.clone(), metric_cap(client, nsp, exp.id, from_state, name, def)?)))
+        .filter_map(|(name, def)| {
+            let per_user = match sources.get(name) {
+                Some(s) => s.per_user(nsp),
+                None => per_user_sql(nsp, from_state, def.aggregation, "$2", None),
+            };
+            Some((name.clone(), metric_cap(client, exp.id, name, def, &per_user)?))
+        })
         .collect();
     let per_user_of = |metric: &str, param: &str| {
         let aggregation = defs.get(metric).map(|d| d.aggregation).unwrap_or_default();
-        per_user_sql(nsp, from_state, aggregation, param, caps.get(metric).copied())
+        let cap = caps.get(metric).copied();
+        match sources.get(metric) {
+            Some(s) => capped(s.per_user(nsp), cap),
+            None => per_user_sql(nsp, from_state, aggregation, param, cap),
+        }
     };
-    for metric in &recorded {
+    // Recorded metrics (none under a source metric's name counts), then those read from sources.
+    let mut measured: Vec<String> = recorded.iter().filter(|m| !sources.contains_key(*m)).cloned().collect();
+    measured.extend(order_of_sources(exp, &defs, sources));
+    for metric in &measured {
         let per_user = per_user_of(metric, "$2");
-        let sql = if has_covariates {
+        let covariate_source = sources.get(metric).filter(|_| !bandit).and_then(|s| s.covariate_per_user(nsp));
+        // A source's values are the application's: one out of the range a result may take
+        // (or not a number) would make every statistic meaningless.
+        let range = if sources.contains_key(metric) { ", max(abs(u.v))" } else { "" };
+        let sql = if let Some(cov) = &covariate_source {
+            format!(
+                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.v, 0)){range} FROM ({per_user}) u \
+                 LEFT JOIN ({cov}) c ON c.user_id = u.user_id GROUP BY u.variant_id"
+            )
+        } else if has_covariates {
             format!(
                 "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.value, 0)) FROM ({per_user}) u \
                  LEFT JOIN {nsp}.ab_covariates c ON c.experiment_id = $1 AND c.metric_name = $2 AND c.user_id = u.user_id \
                  GROUP BY u.variant_id"
             )
         } else {
-            format!("SELECT u.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u GROUP BY u.variant_id")
+            format!("SELECT u.variant_id, {nsp}.ab_moments(u.v){range} FROM ({per_user}) u GROUP BY u.variant_id")
         };
+        let with_covariate = has_covariates || covariate_source.is_some();
         if periods.is_some() {
             let cells = period_cells(client, nsp, exp.id, metric, &per_user);
             let per_variant = observed.entry(metric.clone()).or_default();
@@ -154,7 +221,10 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
             let variant: i64 = row.get(1).or_raise().unwrap();
             let m: Vec<Option<f64>> = row.get(2).or_raise().unwrap();
             let m: Vec<f64> = m.into_iter().map(|x| x.unwrap_or(0.0)).collect();
-            let (moments, co) = if has_covariates {
+            if !range.is_empty() {
+                check_range(metric, row.get::<f64>(3).or_raise());
+            }
+            let (moments, co) = if with_covariate {
                 let co = CoMoments { n: m[0], mean_y: m[1], mean_x: m[2], m2_y: m[3], m2_x: m[4], c_xy: m[5] };
                 (Moments { n: co.n, mean: co.mean_y, m2: co.m2_y }, Some(co))
             } else {
@@ -191,13 +261,41 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
     for (name, def) in &defs {
         let Some((of, nu, level)) = def.quantile_of() else { continue };
         let aggregation = defs.get(of).map(|d| d.aggregation).unwrap_or_default();
-        let stats = quantile_stats(client, nsp, exp.id, from_state, of, nu, level, aggregation);
+        // (variant_id, user_id, v) rows: per user, or every value.
+        let rows = match (sources.get(of), level) {
+            (Some(s), QuantileLevel::User) => s.per_user(nsp),
+            (Some(s), QuantileLevel::Event) => s.rows(nsp),
+            (None, QuantileLevel::User) => per_user_sql(nsp, from_state, aggregation, "$2", None),
+            (None, QuantileLevel::Event) => format!(
+                "SELECT r.variant_id, r.user_id, r.metric_value AS v FROM {nsp}.ab_results r \
+                 WHERE r.experiment_id = $1 AND r.metric_name = $2"
+            ),
+        };
+        let stats = quantile_stats(client, exp.id, of, nu, level, &rows);
         quantiles.insert(name.clone(), stats);
     }
 
     // Users who recorded nothing for a metric but have a covariate (they count as 0 for
     // sum, count and binary metrics, and their covariate still enters CUPED).
     let mut silent_cov: HashMap<(String, i64), CoMoments> = HashMap::new();
+    let silent_of = |row: pgrx::spi::SpiHeapTupleData<'_>, first: usize| {
+        let n = row.get::<i64>(first).or_raise().unwrap() as f64;
+        let mean_x: f64 = row.get(first + 1).or_raise().unwrap();
+        let var_x: f64 = row.get(first + 2).or_raise().unwrap();
+        CoMoments::from_summary(n, 0.0, mean_x, 0.0, var_x, 0.0)
+    };
+    for (name, source) in sources.iter().filter(|_| !bandit) {
+        let Some(cov) = source.covariate_per_user(nsp) else { continue };
+        let sql = format!(
+            "SELECT c.variant_id, count(*), avg(c.v), coalesce(var_samp(c.v), 0) FROM ({cov}) c \
+             LEFT JOIN ({}) u ON u.user_id = c.user_id WHERE u.user_id IS NULL GROUP BY c.variant_id",
+            source.per_user(nsp)
+        );
+        for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
+            let variant: i64 = row.get(1).or_raise().unwrap();
+            silent_cov.insert((name.clone(), variant), silent_of(row, 2));
+        }
+    }
     if has_covariates {
         let sql = format!(
             "SELECT c.metric_name, a.variant_id, count(*), avg(c.value), coalesce(var_samp(c.value), 0) \
@@ -207,13 +305,10 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
              GROUP BY c.metric_name, a.variant_id"
         );
         for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
-            let n = row.get::<i64>(3).or_raise().unwrap() as f64;
-            let mean_x: f64 = row.get(4).or_raise().unwrap();
-            let var_x: f64 = row.get(5).or_raise().unwrap();
-            silent_cov.insert(
-                (row.get(1).or_raise().unwrap(), row.get(2).or_raise().unwrap()),
-                CoMoments::from_summary(n, 0.0, mean_x, 0.0, var_x, 0.0),
-            );
+            let key: (String, i64) = (row.get(1).or_raise().unwrap(), row.get(2).or_raise().unwrap());
+            if !sources.get(&key.0).is_some_and(|s| s.covariate.is_some()) {
+                silent_cov.insert(key, silent_of(row, 3));
+            }
         }
     }
 
@@ -231,7 +326,9 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
                     let assigned = assigned.get(&v.id).copied().unwrap_or(0);
                     let obs = data.and_then(|d| d.get(&v.id));
                     let moments = obs.map(|o| o.moments).unwrap_or_default();
-                    let covariate = has_covariates.then(|| {
+                    let with_covariate =
+                        has_covariates || !bandit && sources.get(&name).is_some_and(|s| s.covariate.is_some());
+                    let covariate = with_covariate.then(|| {
                         let mut co = obs.and_then(|o| o.co).unwrap_or_default();
                         if def.silent_users_are_zero() {
                             let with_cov = silent_cov.get(&(name.clone(), v.id)).copied().unwrap_or_default();
@@ -269,6 +366,32 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysi
         })
         .collect();
     Analysis { variants, assigned, metrics, srm }
+}
+
+/// The source metrics in the analysis's order.
+fn order_of_sources(
+    exp: &ExperimentRow,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+) -> Vec<String> {
+    metric_order(exp, defs, &[]).into_iter().filter(|m| sources.contains_key(m)).collect()
+}
+
+/// Raises 22003 when a source metric's largest per-user value (in magnitude) is out of the
+/// range a recorded value may take, or not a number.
+fn check_range(metric: &str, largest: Option<f64>) {
+    if let Some(x) = largest {
+        if !(x <= ab_core::definition::MAX_ABS_VALUE) {
+            crate::errors::raise(
+                pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                format!(
+                    "metric \"{}\": a user's value read from its source is {x}, outside the range of a metric value (-1e15 to 1e15)",
+                    ab_core::names::printable(metric)
+                ),
+                Some("filter the source's rows, or cap the metric".into()),
+            );
+        }
+    }
 }
 
 /// The metrics an analysis reports, in its order: the primary metric, then the declared ones,
@@ -309,25 +432,14 @@ pub fn recorded_metrics(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, t
 /// values (`percentile_cont`: linear between the closest ranks, as numpy's default) or of
 /// its every recorded value, the values at the order-statistic interval's levels, and for
 /// recorded values each user's count of values at most the estimate.
-#[allow(clippy::too_many_arguments)]
 fn quantile_stats(
     client: &SpiClient<'_>,
-    nsp: &str,
     experiment_id: i64,
-    from_state: bool,
     of: &str,
     nu: f64,
     level: QuantileLevel,
-    aggregation: Aggregation,
+    rows: &str,
 ) -> HashMap<i64, QuantileStat> {
-    // (variant_id, user_id, v) rows: per user, or every recorded value.
-    let rows = match level {
-        QuantileLevel::User => per_user_sql(nsp, from_state, aggregation, "$2", None),
-        QuantileLevel::Event => format!(
-            "SELECT r.variant_id, r.user_id, r.metric_value AS v FROM {nsp}.ab_results r \
-             WHERE r.experiment_id = $1 AND r.metric_name = $2"
-        ),
-    };
     let sql = format!("SELECT u.variant_id, count(*), count(DISTINCT u.user_id) FROM ({rows}) u GROUP BY 1");
     let counts: Vec<(i64, f64, u64)> = client
         .select(sql.as_str(), None, &[experiment_id.into(), of.into()])
@@ -383,20 +495,16 @@ fn quantile_stats(
 /// percentile of nothing.
 pub fn metric_cap(
     client: &SpiClient<'_>,
-    nsp: &str,
     experiment_id: i64,
-    from_state: bool,
     name: &str,
     def: &MetricDef,
+    per_user: &str,
 ) -> Option<f64> {
     let cap = def.cap?;
     if cap.value.is_some() {
         return cap.value;
     }
-    let sql = format!(
-        "SELECT percentile_cont($3) WITHIN GROUP (ORDER BY u.v) FROM ({}) u",
-        per_user_sql(nsp, from_state, def.aggregation, "$2", None)
-    );
+    let sql = format!("SELECT percentile_cont($3) WITHIN GROUP (ORDER BY u.v) FROM ({per_user}) u");
     let value = client
         .select(sql.as_str(), None, &[experiment_id.into(), name.into(), cap.percentile?.into()])
         .or_raise()
@@ -409,7 +517,11 @@ pub fn metric_cap(
 /// One row per user recording the metric named by parameter `param` in experiment $1:
 /// (variant_id, user_id, v), v the user's value under the metric's aggregation, at most `cap`.
 pub fn per_user_sql(nsp: &str, from_state: bool, aggregation: Aggregation, param: &str, cap: Option<f64>) -> String {
-    let sql = per_user_uncapped(nsp, from_state, aggregation, param);
+    capped(per_user_uncapped(nsp, from_state, aggregation, param), cap)
+}
+
+/// Per-user rows (variant_id, user_id, v) with v at most `cap`.
+fn capped(sql: String, cap: Option<f64>) -> String {
     match cap {
         // The cap is a finite float8 written in full (Rust prints the shortest exact form).
         Some(cap) => format!("SELECT u.variant_id, u.user_id, least(u.v, '{cap:e}'::float8) AS v FROM ({sql}) u"),

@@ -70,7 +70,8 @@ fn reweight(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRo
     let defs = exp.metric_defs();
     let def = defs.get(&bandit.metric).cloned().unwrap_or_default();
     let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
-    let cap = analysis::metric_cap(client, nsp, exp.id, from_state, &bandit.metric, &def);
+    let uncapped = analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", None);
+    let cap = analysis::metric_cap(client, exp.id, &bandit.metric, &def, &uncapped);
     let per_user = analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", cap);
     let cells = analysis::period_cells(client, nsp, exp.id, &bandit.metric, &per_user);
     let p = analysis::periods(client, nsp, exp.id, &variants);

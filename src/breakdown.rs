@@ -101,10 +101,11 @@ fn analyse(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &catalog::Experime
     let mut out = Vec::new();
     for name in order {
         let def = defs.get(&name).cloned().unwrap_or_default();
-        if def.ratio_of().is_some() || def.quantile_of().is_some() {
+        if def.ratio_of().is_some() || def.quantile_of().is_some() || def.source.is_some() {
             continue;
         }
-        let cap = crate::analysis::metric_cap(client, nsp, exp.id, from_state, &name, &def);
+        let uncapped = crate::analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", None);
+        let cap = crate::analysis::metric_cap(client, exp.id, &name, &def, &uncapped);
         let per_user = crate::analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", cap);
         let sql = format!(
             "SELECT a.attributes ->> $3, u.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u \

@@ -44,6 +44,8 @@ pub struct CachedExperiment {
     pub ratio_metrics: Vec<(String, String, String)>,
     /// Quantile metrics (name, metric): computed from that metric's values, never recorded.
     pub quantile_metrics: Vec<(String, String)>,
+    /// Metrics read from a source, under whose names no result is recorded.
+    pub source_metrics: Vec<String>,
     pub running: bool,
     pub salt: String,
     pub segments: Segments,
@@ -383,6 +385,7 @@ fn load_experiment(
         .collect();
     let quantile_metrics =
         defs.iter().filter_map(|(name, d)| d.quantile_of().map(|(of, ..)| (name.clone(), of.to_string()))).collect();
+    let source_metrics = defs.iter().filter(|(_, d)| d.source.is_some()).map(|(n, _)| n.clone()).collect();
     let known_metrics = RefCell::new(defs.into_keys().collect());
     let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
     let variants = variants
@@ -401,6 +404,7 @@ fn load_experiment(
             declared_metrics,
             ratio_metrics,
             quantile_metrics,
+            source_metrics,
             running: e.status == "running",
             salt: e.salt,
             segments,

@@ -71,6 +71,7 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
         if catalog::find_experiment(client, &nsp, ExperimentRef::Name(&spec.name)).is_some() {
             exists();
         }
+        crate::sources::check_experiment_sources(client, &nsp, &spec.metrics);
         let placement = spec.layer.as_ref().map(|_| place_in_layer(client, &nsp, &spec));
         let salt = match &placement {
             Some(Placement { range: None, layer_salt, .. }) => Some(layer_salt.clone()),

@@ -23,6 +23,7 @@ mod layers;
 mod lookup;
 mod results;
 mod security;
+mod sources;
 mod stats;
 mod timeline;
 mod user_metrics;

@@ -2,7 +2,7 @@
 //! `ab_record_covariate`.
 
 use ab_core::definition::{
-    check_metric_name, check_value, quantile_recorded, ratio_recorded, undeclared_metric, MAX_METRICS,
+    check_metric_name, check_value, quantile_recorded, ratio_recorded, source_recorded, undeclared_metric, MAX_METRICS,
 };
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -114,6 +114,9 @@ fn record(
             return false;
         }
         check_declared(exp, &metric_name);
+        if exp.source_metrics.iter().any(|m| *m == metric_name) {
+            core_error(source_recorded(&exp.name, &metric_name));
+        }
         if metric_value != 0.0 && metric_value != 1.0 && exp.binary_metrics.iter().any(|m| *m == metric_name) {
             invalid(format!(
                 "metric \"{metric_name}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {metric_value}",

@@ -36,3 +36,30 @@ pub fn with_settings<R>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl
 pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
     with_settings(&[(c"search_path", SAFE_SEARCH_PATH)], f)
 }
+
+/// Runs `f` as the role that called the analysis (the session's role, as SET ROLE left it),
+/// not as the extension's owner: what `f` reads from the application's relations is checked
+/// against that role's privileges and row-level security policies, as if it had run the
+/// query itself. The owner is restored afterwards, on an error by the (sub)transaction's
+/// abort as well as here.
+pub fn as_caller<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(pg_sys::Oid, i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) }
+        }
+    }
+    let restore = unsafe {
+        let mut owner = pg_sys::InvalidOid;
+        let mut context = 0;
+        pg_sys::GetUserIdAndSecContext(&mut owner, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::GetOuterUserId(),
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+        Restore(owner, context)
+    };
+    let out = f();
+    drop(restore);
+    out
+}

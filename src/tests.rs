@@ -274,6 +274,49 @@ mod tests {
         assert_eq!(mismatches, Some(0));
     }
 
+    /// Metrics read from an application table equal tests/fixtures/sources.json (pandas from
+    /// the raw rows: enrollment, windows, filters, silent users; scipy, statsmodels, gbstats
+    /// for the ratio, CUPED on the 30 days before enrollment).
+    #[pg_test]
+    fn source_metrics_match_the_reference() {
+        let fixture: Value = serde_json::from_str(include_str!("../tests/fixtures/sources.json")).unwrap();
+        Spi::run(
+            "CREATE TABLE public.loan_applications (borrower_id text, applied_at timestamptz, status text, amount numeric)",
+        )
+        .unwrap();
+        Spi::run_with_args(
+            "INSERT INTO public.loan_applications SELECT l ->> 'borrower_id', (l ->> 'applied_at')::timestamptz, \
+             l ->> 'status', (l ->> 'amount')::numeric FROM jsonb_array_elements($1) l",
+            &[JsonB(fixture["loans"].clone()).into()],
+        )
+        .unwrap();
+        let id = create(json!({
+            "name": "from the loans table", "experiment_type": "workflow", "primary_metric": "funded_14d",
+            "min_sample_size": 10, "metrics": fixture["metrics"],
+            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 34},
+                         {"name": "b", "traffic_allocation": 33}, {"name": "c", "traffic_allocation": 33}]}));
+        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
+        Spi::run_with_args(
+            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at) \
+             SELECT $1, a ->> 'user_id', v.id, (a ->> 'assigned_at')::timestamptz FROM jsonb_array_elements($2) a \
+             JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
+            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
+        )
+        .unwrap();
+        let cols = [
+            "mean",
+            "diff",
+            "ci_lower",
+            "ci_upper",
+            "p_value",
+            "p_value_adjusted",
+            "cuped_diff",
+            "cuped_p_value",
+            "cuped_variance_reduction",
+        ];
+        assert_analysis_matches(id, "true", fixture["expected"].as_array().unwrap(), &cols);
+    }
+
     /// ab_breakdown equals tests/fixtures/breakdown.json (scipy and statsmodels per segment,
     /// Holm across every segment and treatment): three arms, a binary and a mean metric, users
     /// without the attribute as a segment of their own.

@@ -78,7 +78,9 @@ fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: 
     let Some(metric) = metric else {
         return order
             .into_iter()
-            .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none()))
+            .filter(|m| {
+                defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none() && d.source.is_none())
+            })
             .collect();
     };
     let metric = check_metric_name(metric).unwrap_or_else(|e| core_error(e)).into_owned();
@@ -87,6 +89,16 @@ fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: 
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("metric \"{}\" is a ratio: the timeline has no ratio metrics yet", printable(&metric)),
             Some(format!("its parts \"{}\" and \"{}\" each have a timeline", printable(num), printable(den))),
+        );
+    }
+    if defs.get(&metric).is_some_and(|d| d.source.is_some()) {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "metric \"{}\" is read from a metric source: the timeline has no source metrics yet",
+                printable(&metric)
+            ),
+            Some("ab_analyze reads it, in sequential mode with always-valid intervals for daily reads".into()),
         );
     }
     if defs.get(&metric).and_then(|d| d.quantile_of()).is_some() {
@@ -152,14 +164,9 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, names: Vec
     let mut per_metric: Vec<(String, MetricDef, Option<f64>, Vec<Cell>)> = Vec::new();
     for name in names {
         let def = defs.get(&name).cloned().unwrap_or_default();
-        let cap = crate::analysis::metric_cap(
-            client,
-            nsp,
-            exp.id,
-            catalog::has_table(client, nsp, "ab_user_metrics"),
-            &name,
-            &def,
-        );
+        let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
+        let per_user = crate::analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", None);
+        let cap = crate::analysis::metric_cap(client, exp.id, &name, &def, &per_user);
         let sql = cells_sql(nsp, def.aggregation, cap, bandit);
         let cells = client
             .select(sql.as_str(), None, &[exp.id.into(), name.as_str().into(), first.as_str().into()])

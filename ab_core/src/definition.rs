@@ -154,6 +154,51 @@ pub struct MetricDef {
     pub quantile: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<QuantileLevel>,
+    /// Where the metric is read from instead of ab_results: the name of a registered metric
+    /// source (`ab_create_metric_source`) or a source inline (see `crate::source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Value>,
+    /// A source metric's conversion window: only rows within it after enrollment count
+    /// (a PostgreSQL interval such as "14 days").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// A source metric's CUPED covariate: the same measure over the `lookback` before
+    /// enrollment, from the metric's source or another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariate: Option<CovariateDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CovariateDef {
+    pub lookback: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Value>,
+}
+
+/// A metric's source as its definition holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceRef {
+    /// A source registered with `ab_create_metric_source`.
+    Named(String),
+    Inline(crate::source::SourceSpec),
+}
+
+impl SourceRef {
+    /// From a definition that `parse_definition` accepted.
+    pub fn from_json(v: &Value) -> Option<SourceRef> {
+        match v {
+            Value::String(s) => Some(SourceRef::Named(s.clone())),
+            v => crate::source::parse_spec(v).ok().map(SourceRef::Inline),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            SourceRef::Named(n) => Value::String(n.clone()),
+            SourceRef::Inline(s) => s.to_json(),
+        }
+    }
 }
 
 /// What a quantile metric is a quantile of.
@@ -190,6 +235,26 @@ impl MetricDef {
             (MetricType::Quantile, Some(m), Some(q)) => Some((m, q, self.level.unwrap_or_default())),
             _ => None,
         }
+    }
+
+    /// A source metric's source.
+    pub fn source_ref(&self) -> Option<SourceRef> {
+        SourceRef::from_json(self.source.as_ref()?)
+    }
+
+    /// A source metric's covariate: its source and its lookback in seconds.
+    pub fn covariate_ref(&self) -> Option<(SourceRef, f64)> {
+        let c = self.covariate.as_ref()?;
+        let source = match &c.source {
+            Some(v) => SourceRef::from_json(v)?,
+            None => self.source_ref()?,
+        };
+        Some((source, interval_seconds(&c.lookback)?))
+    }
+
+    /// A source metric's conversion window in seconds.
+    pub fn window_seconds(&self) -> Option<f64> {
+        interval_seconds(self.window.as_deref()?)
     }
 
     /// A ratio's (numerator, denominator).
@@ -439,6 +504,16 @@ pub fn ratio_recorded(experiment: &str, metric: &str, numerator: &str, denominat
     ))
 }
 
+/// The error for a result under the name of a metric read from a source.
+pub fn source_recorded(experiment: &str, metric: &str) -> Error {
+    Error::invalid(format!(
+        "metric \"{}\" of experiment \"{}\" is read from a metric source: it is not recorded",
+        printable(metric),
+        printable(experiment)
+    ))
+    .with_hint("the analysis reads the source's rows; ab_get_experiment shows the source")
+}
+
 /// The error for a result or covariate under a quantile metric's name.
 pub fn quantile_recorded(experiment: &str, metric: &str, of: &str) -> Error {
     Error::invalid(format!(
@@ -611,6 +686,84 @@ fn check_quantiles(metrics: &mut BTreeMap<String, MetricDef>) -> Result<()> {
             )));
         }
         metrics.get_mut(name).unwrap().of = Some(of);
+    }
+    Ok(())
+}
+
+fn source_of(name: &str, what: &str, v: &Value) -> Result<SourceRef> {
+    let r = match v {
+        Value::String(s) => SourceRef::Named(check_name(&format!("{what} of metric \"{}\"", printable(name)), s)?),
+        v => SourceRef::Inline(
+            crate::source::parse_spec(v)
+                .map_err(|e| Error::definition(format!("{what} of metric \"{}\": {}", printable(name), e.message)))?,
+        ),
+    };
+    Ok(r)
+}
+
+fn check_interval(name: &str, key: &str, text: &str) -> Result<()> {
+    if interval_seconds(text).is_none() {
+        return Err(Error::definition(format!(
+            "{key} of metric \"{}\" is \"{}\", must be a duration such as \"14 days\" or \"2 hours\" (seconds to weeks, at most 10 years)",
+            printable(name),
+            printable(text)
+        )));
+    }
+    Ok(())
+}
+
+/// Source metrics: binary (a user with a matching row), or continuous by count of rows, or
+/// sum, mean or max of a value column; a window and a covariate only with a source. The
+/// sources are stored in canonical form; the database checks their names.
+fn check_sources(metrics: &mut BTreeMap<String, MetricDef>) -> Result<()> {
+    for (name, def) in metrics.iter_mut() {
+        let Some(v) = &def.source else {
+            if def.window.is_some() || def.covariate.is_some() {
+                return Err(Error::definition(format!(
+                    "metric \"{}\" has a \"window\" or \"covariate\" but no \"source\": they apply to metrics read from a source",
+                    printable(name)
+                )));
+            }
+            continue;
+        };
+        if matches!(def.kind, MetricType::Ratio | MetricType::Quantile) {
+            return Err(Error::definition(format!(
+                "metric \"{}\" is a {}: it has no source of its own; give the source to the metrics it is built from",
+                printable(name),
+                def.kind.as_str()
+            )));
+        }
+        let source = source_of(name, "source", v)?;
+        let measure = crate::source::Measure::of(def);
+        if let SourceRef::Inline(s) = &source {
+            match (measure.needs_value(), &s.value_column) {
+                (true, None) => {
+                    return Err(Error::definition(format!(
+                        "metric \"{}\" is aggregated by {}: its source needs a \"value_column\"",
+                        printable(name),
+                        def.aggregation.as_str()
+                    )))
+                }
+                (false, Some(_)) => {
+                    return Err(Error::definition(format!(
+                        "metric \"{}\" {}: its source's \"value_column\" would not be read; drop it, or filter on the column",
+                        printable(name),
+                        if measure == crate::source::Measure::Presence { "counts a user with any matching row" } else { "counts rows" }
+                    )))
+                }
+                _ => {}
+            }
+        }
+        def.source = Some(source.to_json());
+        if let Some(w) = &def.window {
+            check_interval(name, "window", w)?;
+        }
+        if let Some(c) = &mut def.covariate {
+            check_interval(name, "covariate lookback", &c.lookback)?;
+            if let Some(v) = &c.source {
+                c.source = Some(source_of(name, "covariate source", v)?.to_json());
+            }
+        }
     }
     Ok(())
 }
@@ -869,6 +1022,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     }
     check_ratios(&mut metrics)?;
     check_quantiles(&mut metrics)?;
+    check_sources(&mut metrics)?;
     for (name, def) in &metrics {
         check_cap(name, def)?;
         if let Some(p) = def.prior {
@@ -1143,6 +1297,12 @@ fn parse_allocation(
             metric,
             if declared_any { "among the declared metrics" } else { "the primary metric" },
             crate::names::did_you_mean(&metric, names.iter().copied())
+        )));
+    }
+    if metrics[&metric].source.is_some() {
+        return Err(Error::definition(format!(
+            "allocation metric \"{}\" is read from a source: a bandit reweights on recorded results (ab_record_result); declare a recorded metric for the allocation",
+            printable(&metric)
         )));
     }
     if let Some((name, _)) = metrics.iter().find(|(_, d)| d.kind == MetricType::Quantile) {
@@ -1634,6 +1794,52 @@ mod tests {
         assert_eq!(breakdown_values(&listed, &json!({"loan_type": {"a": 1}, "score": [1]})), None);
         assert_eq!(breakdown_values(&listed, &json!(null)), None);
         assert_eq!(breakdown_values(&[], &attrs), None);
+    }
+
+    #[test]
+    fn source_metrics() {
+        let with = |metrics: Value| {
+            let mut body = original_body();
+            body["metrics"] = metrics;
+            body["primary_metric"] = json!("funded");
+            parse_definition(&body)
+        };
+        let loans = json!({"relation": "public.loans", "user_column": "borrower_id", "time_column": "funded_at"});
+        let mut amounts = loans.clone();
+        amounts["value_column"] = json!("amount");
+        let spec = with(json!({
+            "funded": {"type": "binary", "source": loans, "window": "14 days", "covariate": {"lookback": "30 days"}},
+            "amount": {"aggregation": "sum", "source": amounts},
+            "calls": {"aggregation": "count", "source": "crm_calls"},
+            "per_call": {"type": "ratio", "numerator": "amount", "denominator": "calls"}
+        }))
+        .unwrap();
+        let f = &spec.metrics["funded"];
+        assert_eq!(f.window_seconds(), Some(14.0 * 86400.0));
+        let Some(SourceRef::Inline(s)) = f.source_ref() else { panic!() };
+        assert_eq!(s.user_column, "borrower_id");
+        assert_eq!(f.covariate_ref().map(|c| c.1), Some(30.0 * 86400.0));
+        assert_eq!(spec.metrics["calls"].source_ref(), Some(SourceRef::Named("crm_calls".into())));
+        for (metrics, message) in [
+            (json!({"funded": {"window": "14 days"}}), "no \"source\""),
+            (json!({"funded": {"aggregation": "sum", "source": loans}}), "needs a \"value_column\""),
+            (json!({"funded": {"type": "binary", "source": amounts}}), "would not be read"),
+            (json!({"funded": {"type": "binary", "source": loans, "window": "a fortnight"}}), "window of metric"),
+            (json!({"funded": {"type": "binary", "source": loans, "covariate": {"lookback": "0 days"}}}), "lookback"),
+            (json!({"funded": {"type": "binary", "source": loans, "covariate": {"days": 3}}}), "unknown field"),
+            (
+                json!({"funded": {"type": "binary", "source": {"relation": "x"}}}),
+                "source of metric \"funded\": metric source has no",
+            ),
+            (json!({"funded": {"type": "binary", "source": "bad\u{7}"}}), "control characters"),
+            (
+                json!({"funded": {"type": "binary"}, "n": {"type": "quantile", "of": "funded", "quantile": 0.5, "source": "x"}}),
+                "quantile",
+            ),
+        ] {
+            let e = with(metrics.clone()).unwrap_err();
+            assert!(e.message.contains(message), "{metrics}: {}", e.message);
+        }
     }
 
     #[test]

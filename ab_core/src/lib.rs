@@ -10,6 +10,7 @@ pub mod error;
 pub mod layers;
 pub mod names;
 pub mod plot;
+pub mod source;
 pub mod stats;
 pub mod summary;
 pub mod targeting;

@@ -1,0 +1,450 @@
+//! Metric sources: a table or view of the application's own (`loan_applications`), named by
+//! relation and columns, from which an experiment's metric is read instead of from
+//! `ab_results`. A source is declarative: this module checks its shape and writes the SQL
+//! that reads it, quoting every name and value; the SQL layer checks the names against the
+//! catalog and runs the reads with the privileges of the role running the analysis.
+
+use serde_json::{json, Map, Value};
+
+use crate::definition::{Aggregation, MetricDef, MetricType};
+use crate::error::{Error, Result};
+use crate::names::printable;
+
+/// Conditions a source's filter may hold, and values per `in` list.
+pub const MAX_CONDITIONS: usize = 20;
+pub const MAX_IN_VALUES: usize = 100;
+const MAX_VALUE_LEN: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSpec {
+    /// `schema.relation`, as PostgreSQL spells a qualified name (checked by the database).
+    pub relation: String,
+    pub user_column: String,
+    pub time_column: String,
+    pub value_column: Option<String>,
+    pub filter: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub column: String,
+    pub test: Test,
+}
+
+/// A condition on one column; values are compared in the column's own type (PostgreSQL
+/// reads each as a literal of that type).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Test {
+    Compare(&'static str, String),
+    In(Vec<String>),
+    NotIn(Vec<String>),
+    IsNull,
+    IsNotNull,
+}
+
+const OPERATORS: [&str; 6] = ["=", "<>", "<", "<=", ">", ">="];
+
+/// How a metric reads its source, per user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// 1 for a user with a matching row (binary metrics).
+    Presence,
+    Count,
+    Sum,
+    Mean,
+    Max,
+}
+
+impl Measure {
+    pub fn of(def: &MetricDef) -> Measure {
+        match (def.kind, def.aggregation) {
+            (MetricType::Binary, _) => Measure::Presence,
+            (_, Aggregation::Count) => Measure::Count,
+            (_, Aggregation::Sum) => Measure::Sum,
+            (_, Aggregation::Max) => Measure::Max,
+            (_, Aggregation::Mean) => Measure::Mean,
+        }
+    }
+
+    pub fn needs_value(self) -> bool {
+        matches!(self, Measure::Sum | Measure::Mean | Measure::Max)
+    }
+}
+
+fn text_field(obj: &Map<String, Value>, key: &str, required: bool) -> Result<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(Error::definition(format!("metric source has no \"{key}\""))),
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(Error::definition(format!("\"{key}\" of a metric source is empty")))
+        }
+        Some(Value::String(s)) if s.contains('\0') => {
+            Err(Error::definition(format!("\"{key}\" of a metric source contains a NUL character")))
+        }
+        Some(Value::String(s)) if s.chars().count() > 200 => {
+            Err(Error::definition(format!("\"{key}\" of a metric source is longer than 200 characters")))
+        }
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Error::definition(format!("\"{key}\" of a metric source must be a string"))),
+    }
+}
+
+fn scalar(column: &str, v: &Value) -> Result<String> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => {
+            return Err(Error::definition(format!(
+                "filter on \"{}\": a value must be a string, number or boolean",
+                printable(column)
+            )))
+        }
+    };
+    if s.contains('\0') {
+        return Err(Error::definition(format!(
+            "filter on \"{}\": a value contains a NUL character",
+            printable(column)
+        )));
+    }
+    if s.chars().count() > MAX_VALUE_LEN {
+        return Err(Error::definition(format!(
+            "filter on \"{}\": a value is longer than {MAX_VALUE_LEN} characters",
+            printable(column)
+        )));
+    }
+    Ok(s)
+}
+
+fn list(column: &str, v: &Value) -> Result<Vec<String>> {
+    let Value::Array(items) = v else {
+        return Err(Error::definition(format!("filter on \"{}\": \"in\" takes a list of values", printable(column))));
+    };
+    if items.is_empty() || items.len() > MAX_IN_VALUES {
+        return Err(Error::definition(format!(
+            "filter on \"{}\": an \"in\" list holds 1 to {MAX_IN_VALUES} values, got {}",
+            printable(column),
+            items.len()
+        )));
+    }
+    items.iter().map(|i| scalar(column, i)).collect()
+}
+
+fn condition(column: &str, v: &Value) -> Result<Test> {
+    match v {
+        Value::Null => Ok(Test::IsNull),
+        Value::Object(o) => {
+            let (op, arg) = match o.iter().next() {
+                Some(pair) if o.len() == 1 => pair,
+                _ => {
+                    return Err(Error::definition(format!(
+                        "filter on \"{}\": an object holds exactly one operator, such as {{\">=\": 100}}",
+                        printable(column)
+                    )))
+                }
+            };
+            match (op.as_str(), arg) {
+                ("in", a) => Ok(Test::In(list(column, a)?)),
+                ("not in", a) => Ok(Test::NotIn(list(column, a)?)),
+                ("=", Value::Null) => Ok(Test::IsNull),
+                ("<>", Value::Null) => Ok(Test::IsNotNull),
+                (op, a) => match OPERATORS.iter().find(|o| **o == op) {
+                    Some(op) => Ok(Test::Compare(op, scalar(column, a)?)),
+                    None => Err(Error::definition(format!(
+                        "filter on \"{}\": unknown operator \"{}\" (use =, <>, <, <=, >, >=, in or not in)",
+                        printable(column),
+                        printable(op)
+                    ))),
+                },
+            }
+        }
+        v => Ok(Test::Compare("=", scalar(column, v)?)),
+    }
+}
+
+/// Parses an inline source or the definition given to `ab_create_metric_source`.
+pub fn parse_spec(v: &Value) -> Result<SourceSpec> {
+    let Value::Object(obj) = v else {
+        return Err(Error::definition(
+            "a metric source must be a JSON object with \"relation\", \"user_column\" and \"time_column\"",
+        ));
+    };
+    const KEYS: [&str; 5] = ["relation", "user_column", "time_column", "value_column", "filter"];
+    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(Error::definition(format!(
+            "metric source has an unknown key \"{}\"{}",
+            printable(k),
+            crate::names::did_you_mean(k, KEYS)
+        )));
+    }
+    let mut filter = Vec::new();
+    match obj.get("filter") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(f)) => {
+            if f.len() > MAX_CONDITIONS {
+                return Err(Error::definition(format!(
+                    "a metric source's filter holds at most {MAX_CONDITIONS} conditions, got {}",
+                    f.len()
+                )));
+            }
+            for (column, v) in f {
+                if column.is_empty() || column.contains('\0') {
+                    return Err(Error::definition("a metric source's filter names an empty or NUL column"));
+                }
+                filter.push(Condition { column: column.clone(), test: condition(column, v)? });
+            }
+        }
+        Some(_) => {
+            return Err(Error::definition(
+                "\"filter\" of a metric source must be an object of column: value, such as {\"status\": \"funded\"}",
+            ))
+        }
+    }
+    Ok(SourceSpec {
+        relation: text_field(obj, "relation", true)?.unwrap(),
+        user_column: text_field(obj, "user_column", true)?.unwrap(),
+        time_column: text_field(obj, "time_column", true)?.unwrap(),
+        value_column: text_field(obj, "value_column", false)?,
+        filter,
+    })
+}
+
+impl SourceSpec {
+    pub fn to_json(&self) -> Value {
+        let mut filter = Map::new();
+        for c in &self.filter {
+            let v = match &c.test {
+                Test::Compare("=", v) => json!(v),
+                Test::Compare(op, v) => json!({ *op: v }),
+                Test::In(vs) => json!({ "in": vs }),
+                Test::NotIn(vs) => json!({ "not in": vs }),
+                Test::IsNull => Value::Null,
+                Test::IsNotNull => json!({ "<>": null }),
+            };
+            filter.insert(c.column.clone(), v);
+        }
+        let mut out =
+            json!({"relation": self.relation, "user_column": self.user_column, "time_column": self.time_column});
+        if let Some(v) = &self.value_column {
+            out["value_column"] = json!(v);
+        }
+        if !filter.is_empty() {
+            out["filter"] = Value::Object(filter);
+        }
+        out
+    }
+}
+
+/// An identifier in double quotes, as PostgreSQL reads any name.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A string literal that reads the same whatever standard_conforming_strings says.
+pub fn quote_literal(s: &str) -> String {
+    let body = s.replace('\\', "\\\\").replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{body}'")
+    } else {
+        format!("'{body}'")
+    }
+}
+
+/// A source whose names the database has checked, as SQL over the alias `s`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bound {
+    /// The quoted, schema-qualified relation.
+    pub relation: String,
+    /// The user column as text in collation "C", comparable with `ab_assignments.user_id`.
+    pub user: String,
+    pub time: String,
+    pub value: Option<String>,
+    /// The filter's conditions, each a boolean SQL expression.
+    pub conditions: Vec<String>,
+}
+
+/// The operators of pg_catalog, whatever search_path holds.
+fn operator(op: &str) -> String {
+    format!("OPERATOR(pg_catalog.{op})")
+}
+
+/// A condition on column `col` (quoted, over `s`) as SQL.
+pub fn condition_sql(col: &str, test: &Test) -> String {
+    match test {
+        Test::Compare(op, v) => format!("s.{col} {} {}", operator(op), quote_literal(v)),
+        Test::In(vs) => {
+            let parts: Vec<String> =
+                vs.iter().map(|v| format!("s.{col} {} {}", operator("="), quote_literal(v))).collect();
+            format!("({})", parts.join(" OR "))
+        }
+        Test::NotIn(vs) => {
+            let parts: Vec<String> =
+                vs.iter().map(|v| format!("s.{col} {} {}", operator("<>"), quote_literal(v))).collect();
+            format!("({})", parts.join(" AND "))
+        }
+        Test::IsNull => format!("s.{col} IS NULL"),
+        Test::IsNotNull => format!("s.{col} IS NOT NULL"),
+    }
+}
+
+/// Which of a user's rows count, relative to the user's enrollment (`a.assigned_at`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Span {
+    /// From enrollment on: within `window_seconds` of it, or else before `until` (the
+    /// experiment's stop, an ISO 8601 timestamp) when the experiment has stopped.
+    After { window_seconds: Option<f64>, until: Option<String> },
+    /// The `seconds` before enrollment (a CUPED covariate's pre-period).
+    Before { seconds: f64 },
+}
+
+fn interval(seconds: f64) -> String {
+    format!("'{seconds} seconds'::pg_catalog.interval")
+}
+
+fn span_sql(b: &Bound, span: &Span) -> String {
+    let t = &b.time;
+    match span {
+        Span::After { window_seconds: Some(w), .. } => {
+            format!("s.{t} >= a.assigned_at AND s.{t} < a.assigned_at + {}", interval(*w))
+        }
+        Span::After { window_seconds: None, until: Some(u) } => {
+            format!("s.{t} >= a.assigned_at AND s.{t} < {}::pg_catalog.timestamptz", quote_literal(u))
+        }
+        Span::After { window_seconds: None, until: None } => format!("s.{t} >= a.assigned_at"),
+        Span::Before { seconds } => {
+            format!("s.{t} < a.assigned_at AND s.{t} >= a.assigned_at - {}", interval(*seconds))
+        }
+    }
+}
+
+/// The join of experiment $1's assignments with the source's rows that count.
+fn matching(nsp: &str, b: &Bound, span: &Span, needs_value: bool) -> String {
+    let mut conditions = vec![span_sql(b, span)];
+    if let (true, Some(v)) = (needs_value, &b.value) {
+        conditions.push(format!("s.{v} IS NOT NULL"));
+    }
+    conditions.extend(b.conditions.iter().cloned());
+    format!(
+        "FROM {nsp}.ab_assignments a JOIN {} s ON {} = a.user_id WHERE a.experiment_id = $1 AND {}",
+        b.relation,
+        b.user,
+        conditions.join(" AND ")
+    )
+}
+
+/// One row per enrolled user with a matching row: (variant_id, user_id, v), as
+/// `analysis::per_user_sql` gives for recorded metrics.
+pub fn per_user_sql(nsp: &str, b: &Bound, measure: Measure, span: &Span) -> String {
+    let value = b.value.as_deref().unwrap_or("");
+    let v = match measure {
+        Measure::Presence => "1::float8".to_string(),
+        Measure::Count => "count(*)::float8".to_string(),
+        Measure::Sum => format!("sum(s.{value})::float8"),
+        Measure::Mean => format!("avg(s.{value})::float8"),
+        Measure::Max => format!("max(s.{value})::float8"),
+    };
+    format!(
+        "SELECT a.variant_id, a.user_id, {v} AS v {} GROUP BY a.variant_id, a.user_id",
+        matching(nsp, b, span, measure.needs_value())
+    )
+}
+
+/// Every matching row's value: (variant_id, user_id, v), for a quantile of every value.
+pub fn rows_sql(nsp: &str, b: &Bound, span: &Span) -> String {
+    let value = b.value.as_deref().unwrap_or("");
+    format!("SELECT a.variant_id, a.user_id, s.{value}::float8 AS v {}", matching(nsp, b, span, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Value {
+        json!({"relation": "public.loan_applications", "user_column": "borrower_id", "time_column": "funded_at",
+               "filter": {"status": "funded", "amount": {">=": 1000}, "channel": {"in": ["web", "branch"]},
+                          "deleted_at": null, "product": {"<>": null}}})
+    }
+
+    #[test]
+    fn parses_and_round_trips() {
+        let s = parse_spec(&spec()).unwrap();
+        assert_eq!(s.relation, "public.loan_applications");
+        assert_eq!(s.value_column, None);
+        assert_eq!(s.filter.len(), 5);
+        assert!(s.filter.contains(&Condition { column: "status".into(), test: Test::Compare("=", "funded".into()) }));
+        assert!(s.filter.contains(&Condition { column: "amount".into(), test: Test::Compare(">=", "1000".into()) }));
+        assert!(s.filter.contains(&Condition { column: "deleted_at".into(), test: Test::IsNull }));
+        assert!(s.filter.contains(&Condition { column: "product".into(), test: Test::IsNotNull }));
+        assert_eq!(parse_spec(&s.to_json()).unwrap(), s);
+    }
+
+    #[test]
+    fn refuses_bad_sources() {
+        for (bad, message) in [
+            (json!("x"), "must be a JSON object"),
+            (json!({"user_column": "u", "time_column": "t"}), "no \"relation\""),
+            (json!({"relation": "r", "user_column": "u", "time_column": "t", "colour": 1}), "unknown key \"colour\""),
+            (json!({"relation": "r", "user_column": 3, "time_column": "t"}), "must be a string"),
+            (json!({"relation": "r\u{0}", "user_column": "u", "time_column": "t"}), "NUL"),
+            (json!({"relation": "r", "user_column": "u", "time_column": "t", "filter": []}), "must be an object"),
+            (
+                json!({"relation": "r", "user_column": "u", "time_column": "t", "filter": {"a": {"like": "x"}}}),
+                "unknown operator",
+            ),
+            (json!({"relation": "r", "user_column": "u", "time_column": "t", "filter": {"a": {"in": []}}}), "1 to 100"),
+            (
+                json!({"relation": "r", "user_column": "u", "time_column": "t", "filter": {"a": [1]}}),
+                "string, number or boolean",
+            ),
+            (
+                json!({"relation": "r", "user_column": "u", "time_column": "t", "filter": {"a": {"=": 1, "<": 2}}}),
+                "exactly one operator",
+            ),
+        ] {
+            let e = parse_spec(&bad).unwrap_err();
+            assert!(e.message.contains(message), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\'; DROP"), "E'a\\\\''; DROP'");
+        assert_eq!(
+            condition_sql("\"s\"", &Test::In(vec!["a".into(), "b'".into()])),
+            "(s.\"s\" OPERATOR(pg_catalog.=) 'a' OR s.\"s\" OPERATOR(pg_catalog.=) 'b''')"
+        );
+    }
+
+    #[test]
+    fn per_user_reads_only_the_exposed_rows() {
+        let b = Bound {
+            relation: "\"public\".\"loans\"".into(),
+            user: "s.\"u\"".into(),
+            time: "\"t\"".into(),
+            value: Some("\"amount\"".into()),
+            conditions: vec!["s.\"status\" OPERATOR(pg_catalog.=) 'funded'".into()],
+        };
+        let sql = per_user_sql("x", &b, Measure::Sum, &Span::After { window_seconds: Some(1209600.0), until: None });
+        assert_eq!(
+            sql,
+            "SELECT a.variant_id, a.user_id, sum(s.\"amount\")::float8 AS v FROM x.ab_assignments a JOIN \"public\".\"loans\" s \
+             ON s.\"u\" = a.user_id WHERE a.experiment_id = $1 AND s.\"t\" >= a.assigned_at AND s.\"t\" < a.assigned_at + \
+             '1209600 seconds'::pg_catalog.interval AND s.\"amount\" IS NOT NULL AND s.\"status\" OPERATOR(pg_catalog.=) 'funded' \
+             GROUP BY a.variant_id, a.user_id"
+        );
+        let pre = per_user_sql("x", &b, Measure::Presence, &Span::Before { seconds: 60.0 });
+        assert!(
+            pre.contains("s.\"t\" < a.assigned_at AND s.\"t\" >= a.assigned_at - '60 seconds'::pg_catalog.interval")
+        );
+        assert!(!pre.contains("IS NOT NULL"));
+        let until = per_user_sql(
+            "x",
+            &b,
+            Measure::Count,
+            &Span::After { window_seconds: None, until: Some("2026-01-02T00:00:00Z".into()) },
+        );
+        assert!(until.contains("s.\"t\" < '2026-01-02T00:00:00Z'::pg_catalog.timestamptz"));
+    }
+}
