@@ -442,6 +442,9 @@ COMMENT ON COLUMN ab_insights.non_inferiority_p_value IS 'One-sided p-value of "
 COMMENT ON COLUMN ab_insights.non_inferior IS 'Shown to be no worse than the control by the margin: the non-inferiority p-value, adjusted across the metric''s treatments, below alpha.';
 
 COMMENT ON TABLE ab_metric_sources IS 'Metric sources any experiment may name in a metric''s "source": a table or view of the application''s, with its user, time, value columns and filter (ab_create_metric_source).';
+COMMENT ON COLUMN ab_metric_sources.name IS 'What a metric''s "source" names (NFC).';
+COMMENT ON COLUMN ab_metric_sources.created_by IS 'The role that registered the source.';
+COMMENT ON COLUMN ab_metric_sources.created_at IS 'When it was registered.';
 COMMENT ON COLUMN ab_metric_sources.definition IS 'relation (schema-qualified), user_column, time_column, value_column, filter: names checked against the catalog.';
 COMMENT ON TABLE ab_audit IS 'Who created, started, stopped or deleted each experiment through the ab_* functions, and when; kept after the experiment is deleted.';
 COMMENT ON COLUMN ab_audit.experiment_id IS 'ab_experiments.id of the experiment (which may no longer exist).';

@@ -385,7 +385,7 @@ fn check_range(metric: &str, largest: Option<f64>) {
             crate::errors::raise(
                 pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
                 format!(
-                    "metric \"{}\": a user's value read from its source is {x}, outside the range of a metric value (-1e15 to 1e15)",
+                    "metric \"{}\": a user's value read from its source is {x:e}, outside the range of a metric value (-1e15 to 1e15)",
                     ab_core::names::printable(metric)
                 ),
                 Some("filter the source's rows, or cap the metric".into()),

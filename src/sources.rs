@@ -74,8 +74,9 @@ pub fn bind(client: &SpiClient<'_>, spec: &SourceSpec, what: &str) -> Bound {
             &[schema.as_str().into(), relation.as_str().into()],
         )
         .or_raise();
-    let (oid, kind) = match found.first().get_two::<pg_sys::Oid, String>().or_raise() {
-        (Some(oid), Some(kind)) => (oid, kind),
+    let row = found.into_iter().next().map(|r| (r.get::<pg_sys::Oid>(1).or_raise(), r.get::<String>(2).or_raise()));
+    let (oid, kind) = match row {
+        Some((Some(oid), Some(kind))) => (oid, kind),
         _ => raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             format!("{what}: relation \"{}\" does not exist", printable(&spec.relation)),
@@ -158,9 +159,9 @@ fn registered(client: &SpiClient<'_>, nsp: &str, name: &str, what: &str) -> Sour
     let found = client
         .select(&format!("SELECT definition FROM {nsp}.ab_metric_sources WHERE name = $1"), Some(1), &[name.into()])
         .or_raise()
-        .first()
-        .get_one::<pgrx::JsonB>()
-        .or_raise();
+        .into_iter()
+        .next()
+        .and_then(|r| r.get::<pgrx::JsonB>(1).or_raise());
     match found {
         Some(d) => parse_spec(&d.0).unwrap_or_else(|e| core_error(e)),
         None => raise(

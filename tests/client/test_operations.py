@@ -22,6 +22,11 @@ def one(conn, sql, *args):
     return conn.execute(sql, args).fetchone()[0]
 
 
+def release(version):
+    """A release's number as a tuple, to compare: "0.10.0" comes after "0.6.0"."""
+    return tuple(int(x) for x in version.split("."))
+
+
 def two_arms(name, **extra):
     return {"name": name, "experiment_type": "feature", "primary_metric": "conversion_rate", "min_sample_size": 10,
             "variants": [{"name": "a", "is_control": True, "traffic_allocation": 50},
@@ -222,7 +227,7 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
             # Per-user state filled from the results recorded before (0.7.0).
             assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
             one(c, "SELECT ab_get_variant(%s, 'u')", declared)
-            if version < "0.6.0":
+            if release(version) < (0, 6, 0):
                 assert one(c, "SELECT ab_get_experiment(%s) -> 'strict_metrics'", declared) is False
                 assert one(c, "SELECT ab_record_result(%s, 'undeclared', 1, 'u')", declared) is True
             else:
@@ -244,7 +249,7 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
     drop_db("ab_upgrade")
 
 
-def test_updates_to_0_9_0_and_0_10_0_keep_who_may_run_the_analyses():
+def test_updates_to_0_9_0_0_10_0_and_0_11_0_keep_who_may_run_the_analyses():
     """0.9.0 creates ab_analyze again (its result has more columns): every role that could run
     it before the update still can, and PUBLIC still cannot."""
     db = fresh_db("ab_upgrade_grants", "0.8.0")
@@ -293,6 +298,26 @@ def test_updates_to_0_9_0_and_0_10_0_keep_who_may_run_the_analyses():
         c.execute("SET ROLE ab_upgrade_analyst")
         assert c.execute("SELECT * FROM ab_timeline('granted')").fetchall() == []
         c.execute("RESET ROLE")
+        # 0.11.0's metric sources: analysts read them, administrators register and drop them.
+        c.execute("ALTER EXTENSION ab_testing UPDATE TO '0.11.0'")
+        table = "SELECT has_table_privilege(%s, 'ab_metric_sources', %s)"
+        for r in ["ab_upgrade_analyst", "ab_upgrade_admin"]:
+            assert one(c, table, r, "SELECT") is True
+        assert one(c, table, "ab_upgrade_admin", "INSERT") is True
+        assert one(c, table, "ab_upgrade_analyst", "INSERT") is False
+        assert one(c, table, "ab_upgrade_direct", "SELECT") is False
+        for f in ["ab_create_metric_source(text, jsonb)", "ab_drop_metric_source(text)"]:
+            assert one(c, privilege, "ab_upgrade_admin", f) is True
+            assert one(c, privilege, "ab_upgrade_analyst", f) is False
+            assert one(c, privilege, "public", f) is False
+        c.execute("DROP TABLE IF EXISTS public.upgrade_events")
+        c.execute("CREATE TABLE public.upgrade_events (user_id text, at timestamptz)")
+        c.execute("GRANT SELECT ON public.upgrade_events TO ab_upgrade_admin")
+        c.execute("SET ROLE ab_upgrade_admin")
+        one(c, "SELECT ab_create_metric_source('events', %s)",
+            Jsonb({"relation": "public.upgrade_events", "user_column": "user_id", "time_column": "at"}))
+        one(c, "SELECT ab_drop_metric_source('events')")
+        c.execute("RESET ROLE")
     drop_db("ab_upgrade_grants")
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         for r in roles:
@@ -322,6 +347,35 @@ def test_new_library_on_a_0_9_0_schema_enrolls_as_before_until_the_update():
         # Users enrolled before the update have no attributes: a segment of their own.
         assert one(c, "SELECT attributes FROM ab_assignments WHERE experiment_id = %s", plain) is None
     drop_db("ab_old_schema")
+
+
+def test_new_library_on_a_0_10_0_schema_refuses_registered_sources_until_the_update():
+    """The 0.11.0 library on a database still at 0.10.0: recorded metrics and an inline source
+    work, an experiment naming a registered source is refused (55000) until ALTER EXTENSION
+    UPDATE brings ab_metric_sources and ab_create_metric_source."""
+    db = fresh_db("ab_old_sources", "0.10.0")
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("CREATE TABLE public.events (user_id text, at timestamptz)")
+        source = {"relation": "public.events", "user_column": "user_id", "time_column": "at"}
+        inline = two_arms("inline", salt="inline")
+        inline["primary_metric"] = "events"
+        inline["metrics"] = {"events": {"aggregation": "count", "source": source}}
+        exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(inline))
+        one(c, "SELECT ab_start_experiment(%s)", exp)
+        one(c, "SELECT ab_get_variant(%s, 'u1')", exp)
+        c.execute("INSERT INTO public.events VALUES ('u1', now())")
+        means = [r[0] for r in c.execute("SELECT mean FROM ab_analyze(%s)", (exp,)) if r[0] is not None]
+        assert means == [1.0]
+        named = two_arms("named", salt="named")
+        named["primary_metric"] = "events"
+        named["metrics"] = {"events": {"aggregation": "count", "source": "events"}}
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as e:
+            one(c, "SELECT ab_create_experiment(%s)", Jsonb(named))
+        assert str(e.value).splitlines()[0] == "metric sources need version 0.11.0 of the ab_testing schema"
+        c.execute("ALTER EXTENSION ab_testing UPDATE")
+        one(c, "SELECT ab_create_metric_source('events', %s)", Jsonb(source))
+        assert one(c, "SELECT ab_create_experiment(%s)", Jsonb(named)) > 0
+    drop_db("ab_old_sources")
 
 
 def test_update_to_per_user_state_under_live_writers(dsn):
