@@ -52,11 +52,11 @@ def test_layout_and_a_second_call_changes_nothing():
     dsn = fresh_citus()
     with psycopg.connect(dsn, autocommit=True) as c:
         again = c.execute("SELECT object, changed FROM ab_distribute()").fetchall()
-        assert len(again) == 19 and not any(changed for _, changed in again), again
+        assert len(again) == 20 and not any(changed for _, changed in again), again
         kinds = dict(c.execute("SELECT logicalrelid::regclass::text, partmethod::text FROM pg_dist_partition "
                                "WHERE logicalrelid::regclass::text ~ '^ab_'").fetchall())
         assert kinds == {"ab_experiments": "n", "ab_variants": "n", "ab_layers": "n", "ab_layer_experiments": "n",
-                         "ab_insights": "n", "ab_audit": "n", "ab_allocations": "n",
+                         "ab_insights": "n", "ab_audit": "n", "ab_allocations": "n", "ab_metric_sources": "n",
                          "ab_assignments": "h", "ab_results": "h", "ab_user_metrics": "h", "ab_covariates": "h"}
         assert one(c, "SELECT count(DISTINCT colocationid) FROM pg_dist_partition "
                       "WHERE partmethod = 'h' AND logicalrelid::regclass::text ~ '^ab_'") == 1
@@ -445,4 +445,74 @@ def test_declared_metrics_and_name_suggestions_on_every_path():
         assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 20
         with pytest.raises(psycopg.errors.UndefinedObject, match=r'\(did you mean "strict on citus"\?\)'):
             c.execute("SELECT ab_get_variant('Strict on citus', 'user-1')")
+    fresh_citus()
+
+
+def source_scenario(c, distributed):
+    """An experiment measured on the application's conversations (distributed by the user key
+    and co-located with ab_assignments on Citus) and on a table of its own left on the
+    coordinator (a bigint user column); rows are placed relative to each user's enrollment, so
+    that one node and Citus hold the same data."""
+    c.execute("DROP TABLE IF EXISTS public.conversations, public.callbacks")
+    c.execute('CREATE TABLE public.conversations (user_id text COLLATE "C", started_at timestamptz, '
+              "resolved boolean, tokens integer)")
+    c.execute("CREATE TABLE public.callbacks (customer bigint, at timestamptz)")
+    if distributed:
+        c.execute("SELECT create_distributed_table('public.conversations', 'user_id', colocate_with => 'ab_assignments')")
+    conversations = {"relation": "public.conversations", "user_column": "user_id", "time_column": "started_at"}
+    one(c, "SELECT ab_create_metric_source('conversations', %s)", Jsonb(conversations))
+    exp = started(c, "measured on conversations", primary_metric="resolved", salt="conversations", metrics={
+        "resolved": {"type": "binary", "window": "7 days", "source": {**conversations, "filter": {"resolved": True}}},
+        "tokens": {"aggregation": "sum", "window": "7 days", "source": {**conversations, "value_column": "tokens"},
+                   "covariate": {"lookback": "30 days"}},
+        "conversations": {"aggregation": "count", "source": "conversations"},
+        "tokens_per_conversation": {"type": "ratio", "numerator": "tokens", "denominator": "conversations"},
+        "callbacks": {"aggregation": "count", "source": {"relation": "public.callbacks", "user_column": "customer",
+                                                         "time_column": "at"}}})
+    for i in range(400):
+        one(c, "SELECT ab_get_variant(%s, %s)", exp, str(i))
+    c.execute("INSERT INTO public.conversations SELECT a.user_id, a.assigned_at + interval '1 hour' * (g * 40), "
+              "abs(hashtext(a.user_id || g)) %% 5 < CASE WHEN v.name = 'b' THEN 3 ELSE 2 END, "
+              "100 + abs(hashtext(a.user_id)) %% 50 + CASE WHEN g < 0 THEN 0 ELSE g * 3 END "
+              "FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id, generate_series(-4, 6) g "
+              "WHERE a.experiment_id = %s AND abs(hashtext(a.user_id || g)) %% 4 > 0", (exp,))
+    c.execute("INSERT INTO public.callbacks SELECT a.user_id::bigint, a.assigned_at + interval '1 day' "
+              "FROM ab_assignments a WHERE a.experiment_id = %s AND a.user_id::int %% 3 = 0", (exp,))
+    return c.execute("SELECT metric_name, variant, users, mean, diff, p_value, cuped_diff, cuped_p_value "
+                     "FROM ab_analyze(%s) ORDER BY metric_name, variant", (exp,)).fetchall()
+
+
+@citus_only
+@pytest.mark.skipif(not SINGLE_NODE, reason="AB_SINGLE_NODE_DSN names no single-node database to compare with")
+def test_a_source_distributed_by_the_user_key_is_joined_on_each_shard():
+    """A source distributed by the same user key as ab_assignments (co-located): each shard
+    joins its own assignments and rows and returns partial moments, no row crosses the
+    network; a table left on the coordinator is joined too. Same answers as one node."""
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        commands = []
+        c.add_notice_handler(lambda d: commands.append(d.message_primary))
+        c.execute("SET citus.log_remote_commands = on")
+        c.execute("SET client_min_messages = log")
+        distributed = source_scenario(c, True)
+        c.execute("RESET client_min_messages")
+    joined = [q for q in commands if re.search(r"ab_assignments_\d+ a JOIN public\.conversations_\d+ s", q)]
+    assert joined and all("worker_partial_agg" in q for q in joined), commands[-5:]
+    # Every shard of the co-located pair takes part.
+    shards = {re.search(r"ab_assignments_(\d+)", q).group(1) for q in joined}
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert len(shards) == one(c, "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'ab_assignments'::regclass")
+        c.execute("DROP TABLE public.conversations, public.callbacks")
+    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS ab_same_sources WITH (FORCE)")
+        c.execute("CREATE DATABASE ab_same_sources")
+    single_dsn = psycopg.conninfo.make_conninfo(SINGLE_NODE, dbname="ab_same_sources")
+    with psycopg.connect(single_dsn, autocommit=True) as c:
+        c.execute("CREATE EXTENSION ab_testing")
+        single = source_scenario(c, False)
+    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
+        c.execute("DROP DATABASE ab_same_sources WITH (FORCE)")
+    assert {r[0] for r in single} == {"resolved", "tokens", "conversations", "tokens_per_conversation", "callbacks"}
+    assert any(r[6] is not None for r in single)
+    assert_same_analysis(single, distributed)
     fresh_citus()
