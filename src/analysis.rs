@@ -20,6 +20,7 @@ use pgrx::spi::SpiClient;
 use crate::catalog::{self, ExperimentRef, ExperimentRow, VariantRow};
 use crate::errors::SpiExt;
 use crate::sources::SourceMetric;
+use ab_core::source::Enrolled;
 
 pub struct Analysis {
     pub variants: Vec<VariantRow>,
@@ -87,23 +88,32 @@ pub fn source_metrics(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) ->
     if defs.values().all(|d| d.source.is_none()) {
         return HashMap::new();
     }
-    let until: Option<String> = client
+    // The stop, and the first and last enrollment, as ISO 8601 in UTC (exact to the microsecond).
+    let iso = |column: &str| format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    let row = client
         .select(
             format!(
-                "SELECT to_char(stopped_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-                 FROM {nsp}.ab_experiments WHERE id = $1"
+                "SELECT {}, (SELECT ARRAY[{}, {}] FROM {nsp}.ab_assignments WHERE experiment_id = $1) \
+                 FROM {nsp}.ab_experiments WHERE id = $1",
+                iso("stopped_at"),
+                iso("min(assigned_at)"),
+                iso("max(assigned_at)")
             )
             .as_str(),
             Some(1),
             &[exp.id.into()],
         )
-        .or_raise()
-        .first()
-        .get_one::<String>()
         .or_raise();
+    let row = row.first();
+    let until: Option<String> = row.get(1).or_raise();
+    let enrolled = match row.get::<Vec<Option<String>>>(2).or_raise().as_deref() {
+        Some([Some(first), Some(last)]) => Some(Enrolled { first: first.clone(), last: last.clone() }),
+        _ => None,
+    };
     defs.iter()
         .filter_map(|(name, def)| {
-            Some((name.clone(), crate::sources::source_metric(client, nsp, name, def, until.clone())?))
+            let m = crate::sources::source_metric(client, nsp, name, def, until.clone(), enrolled.clone())?;
+            Some((name.clone(), m))
         })
         .collect()
 }

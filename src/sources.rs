@@ -5,7 +5,7 @@
 
 use ab_core::definition::{MetricDef, SourceRef};
 use ab_core::names::{did_you_mean, normalize_name, printable};
-use ab_core::source::{condition_sql, parse_spec, quote_ident, Bound, Measure, SourceSpec, Span};
+use ab_core::source::{condition_sql, parse_spec, quote_ident, Bound, Enrolled, Measure, SourceSpec, Span};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
@@ -229,15 +229,21 @@ pub fn source_metric(
     name: &str,
     def: &MetricDef,
     until: Option<String>,
+    enrolled: Option<Enrolled>,
 ) -> Option<SourceMetric> {
     let r = def.source_ref()?;
     let measure = Measure::of(def);
     let source = bind_for(client, nsp, &r, measure, &format!("source of metric \"{}\"", printable(name)));
     let covariate = def.covariate_ref().map(|(r, seconds)| {
         let what = format!("covariate source of metric \"{}\"", printable(name));
-        (bind_for(client, nsp, &r, measure, &what), Span::Before { seconds })
+        (bind_for(client, nsp, &r, measure, &what), Span::Before { seconds, enrolled: enrolled.clone() })
     });
-    Some(SourceMetric { measure, source, span: Span::After { window_seconds: def.window_seconds(), until }, covariate })
+    Some(SourceMetric {
+        measure,
+        source,
+        span: Span::After { window_seconds: def.window_seconds(), until, enrolled },
+        covariate,
+    })
 }
 
 /// Plans (without running) a read of each source metric, so that a filter value the column's
@@ -261,7 +267,7 @@ pub fn check_experiment_sources(
                 );
             }
         }
-        if let Some(m) = source_metric(client, nsp, name, def, None) {
+        if let Some(m) = source_metric(client, nsp, name, def, None, None) {
             plan(client, &m.per_user(nsp));
             if let Some(sql) = m.covariate_per_user(nsp) {
                 plan(client, &sql);
@@ -302,7 +308,7 @@ fn ab_create_metric_source(name: Option<&str>, definition: Option<RawJsonb>) {
                         &nsp,
                         &bound,
                         measure,
-                        &Span::After { window_seconds: None, until: None },
+                        &Span::After { window_seconds: None, until: None, enrolled: None },
                     ),
                 );
             }

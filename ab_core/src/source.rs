@@ -292,29 +292,58 @@ pub fn condition_sql(col: &str, test: &Test) -> String {
 pub enum Span {
     /// From enrollment on: within `window_seconds` of it, or else before `until` (the
     /// experiment's stop, an ISO 8601 timestamp) when the experiment has stopped.
-    After { window_seconds: Option<f64>, until: Option<String> },
+    After { window_seconds: Option<f64>, until: Option<String>, enrolled: Option<Enrolled> },
     /// The `seconds` before enrollment (a CUPED covariate's pre-period).
-    Before { seconds: f64 },
+    Before { seconds: f64, enrolled: Option<Enrolled> },
+}
+
+/// The first and last enrollment of the experiment (ISO 8601): with them the read of a
+/// source is also bounded by constants, which an index on the time column or a table
+/// partitioned by time can use to skip the rows no user can match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enrolled {
+    pub first: String,
+    pub last: String,
 }
 
 fn interval(seconds: f64) -> String {
     format!("'{seconds} seconds'::pg_catalog.interval")
 }
 
+fn timestamp(iso: &str) -> String {
+    format!("{}::pg_catalog.timestamptz", quote_literal(iso))
+}
+
 fn span_sql(b: &Bound, span: &Span) -> String {
     let t = &b.time;
-    match span {
+    let mut sql = match span {
         Span::After { window_seconds: Some(w), .. } => {
             format!("s.{t} >= a.assigned_at AND s.{t} < a.assigned_at + {}", interval(*w))
         }
-        Span::After { window_seconds: None, until: Some(u) } => {
-            format!("s.{t} >= a.assigned_at AND s.{t} < {}::pg_catalog.timestamptz", quote_literal(u))
+        Span::After { window_seconds: None, until: Some(u), .. } => {
+            format!("s.{t} >= a.assigned_at AND s.{t} < {}", timestamp(u))
         }
-        Span::After { window_seconds: None, until: None } => format!("s.{t} >= a.assigned_at"),
-        Span::Before { seconds } => {
+        Span::After { window_seconds: None, until: None, .. } => format!("s.{t} >= a.assigned_at"),
+        Span::Before { seconds, .. } => {
             format!("s.{t} < a.assigned_at AND s.{t} >= a.assigned_at - {}", interval(*seconds))
         }
+    };
+    match span {
+        Span::After { window_seconds, enrolled: Some(e), .. } => {
+            sql.push_str(&format!(" AND s.{t} >= {}", timestamp(&e.first)));
+            if let Some(w) = window_seconds {
+                sql.push_str(&format!(" AND s.{t} < {} + {}", timestamp(&e.last), interval(*w)));
+            }
+        }
+        Span::Before { seconds, enrolled: Some(e) } => sql.push_str(&format!(
+            " AND s.{t} >= {} - {} AND s.{t} < {}",
+            timestamp(&e.first),
+            interval(*seconds),
+            timestamp(&e.last)
+        )),
+        _ => {}
     }
+    sql
 }
 
 /// The join of experiment $1's assignments with the source's rows that count.
@@ -426,7 +455,12 @@ mod tests {
             value: Some("\"amount\"".into()),
             conditions: vec!["s.\"status\" OPERATOR(pg_catalog.=) 'funded'".into()],
         };
-        let sql = per_user_sql("x", &b, Measure::Sum, &Span::After { window_seconds: Some(1209600.0), until: None });
+        let sql = per_user_sql(
+            "x",
+            &b,
+            Measure::Sum,
+            &Span::After { window_seconds: Some(1209600.0), until: None, enrolled: None },
+        );
         assert_eq!(
             sql,
             "SELECT a.variant_id, a.user_id, sum(s.\"amount\")::float8 AS v FROM x.ab_assignments a JOIN \"public\".\"loans\" s \
@@ -434,7 +468,7 @@ mod tests {
              '1209600 seconds'::pg_catalog.interval AND s.\"amount\" IS NOT NULL AND s.\"status\" OPERATOR(pg_catalog.=) 'funded' \
              GROUP BY a.variant_id, a.user_id"
         );
-        let pre = per_user_sql("x", &b, Measure::Presence, &Span::Before { seconds: 60.0 });
+        let pre = per_user_sql("x", &b, Measure::Presence, &Span::Before { seconds: 60.0, enrolled: None });
         assert!(
             pre.contains("s.\"t\" < a.assigned_at AND s.\"t\" >= a.assigned_at - '60 seconds'::pg_catalog.interval")
         );
@@ -443,8 +477,25 @@ mod tests {
             "x",
             &b,
             Measure::Count,
-            &Span::After { window_seconds: None, until: Some("2026-01-02T00:00:00Z".into()) },
+            &Span::After { window_seconds: None, until: Some("2026-01-02T00:00:00Z".into()), enrolled: None },
         );
         assert!(until.contains("s.\"t\" < '2026-01-02T00:00:00Z'::pg_catalog.timestamptz"));
+        // The experiment's enrollments bound the read by constants too.
+        let enrolled = Some(Enrolled { first: "2026-01-01T00:00:00Z".into(), last: "2026-01-05T00:00:00Z".into() });
+        let bounded = per_user_sql(
+            "x",
+            &b,
+            Measure::Count,
+            &Span::After { window_seconds: Some(60.0), until: None, enrolled: enrolled.clone() },
+        );
+        assert!(bounded.contains(
+            "AND s.\"t\" >= '2026-01-01T00:00:00Z'::pg_catalog.timestamptz AND s.\"t\" < \
+             '2026-01-05T00:00:00Z'::pg_catalog.timestamptz + '60 seconds'::pg_catalog.interval"
+        ));
+        let pre = per_user_sql("x", &b, Measure::Count, &Span::Before { seconds: 60.0, enrolled });
+        assert!(pre.contains(
+            "AND s.\"t\" >= '2026-01-01T00:00:00Z'::pg_catalog.timestamptz - '60 seconds'::pg_catalog.interval \
+             AND s.\"t\" < '2026-01-05T00:00:00Z'::pg_catalog.timestamptz"
+        ));
     }
 }

@@ -12,6 +12,29 @@ CREATE TABLE crm.loan_applications (
     branch      text
 );
 CREATE VIEW crm.funded_loans AS SELECT * FROM crm.loan_applications WHERE status = 'funded';
+-- An administrator registers a source with USAGE on its schema, without reading it.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ab_src_admin') THEN
+        EXECUTE 'DROP OWNED BY ab_src_admin';
+        DROP ROLE ab_src_admin;
+    END IF;
+END;
+$$;
+CREATE ROLE ab_src_admin;
+SELECT ab_grant_admin('ab_src_admin');
+SET ROLE ab_src_admin;
+SELECT expect_error($$SELECT ab_create_metric_source('by admin', '{"relation": "crm.loan_applications", "user_column": "borrower_id", "time_column": "applied_at"}')$$);
+RESET ROLE;
+GRANT USAGE ON SCHEMA crm TO ab_src_admin;
+SET ROLE ab_src_admin;
+SELECT ab_create_metric_source('by admin', '{"relation": "crm.loan_applications", "user_column": "borrower_id", "time_column": "applied_at"}');
+SELECT expect_error($$SELECT count(*) FROM crm.loan_applications$$);
+SELECT name, created_by FROM ab_metric_sources WHERE name = 'by admin';
+SELECT ab_drop_metric_source('by admin');
+RESET ROLE;
+DROP OWNED BY ab_src_admin;
+DROP ROLE ab_src_admin;
 -- A table whose names need quoting: a quote and a newline in its columns.
 CREATE TABLE crm."odd ""names""" ("who
 id" bigint, "when" timestamp, "how much" integer);
