@@ -6,11 +6,22 @@
 \pset footer off
 SELECT setseed(0.2026);
 
+\echo '== 0. The CRM''s own table of loan applications (the experiment reads a metric from it) =='
+CREATE TABLE loan_applications (
+    id          bigserial PRIMARY KEY,
+    borrower_id text NOT NULL,
+    status      text NOT NULL,
+    funded_at   timestamptz,
+    amount      numeric(12, 2) NOT NULL
+);
+
 \echo '== 1. Create the experiment: the original REST API body, plus its metrics and a fixed salt =='
 -- tokens_per_conversation is a ratio of two recorded metrics; token_usage is capped at its
 -- 99th percentile, so the few borrowers who paste a whole loan file cannot decide it;
 -- response_time is a guardrail: the new prompt may answer at most 150 ms slower; each
--- borrower's loan type is stored at enrollment, to break the analysis down by.'
+-- borrower's loan type is stored at enrollment, to break the analysis down by; and
+-- loan_funded_14d is read from the CRM's loan_applications, nothing recorded for it:
+-- a borrower counts when a loan of theirs is funded within 14 days of enrollment.'
 SELECT ab_create_experiment('{
   "name": "Lead Qualification Prompt Test", "description": "Testing new prompt with examples",
   "experiment_type": "prompt", "primary_metric": "resolution_rate",
@@ -24,7 +35,10 @@ SELECT ab_create_experiment('{
               "conversations": {"aggregation": "count"},
               "token_usage": {"aggregation": "sum", "direction": "lower", "cap": {"percentile": 0.99}},
               "tokens_per_conversation": {"type": "ratio", "numerator": "token_usage", "denominator": "conversations",
-                                          "direction": "lower"}},
+                                          "direction": "lower"},
+              "loan_funded_14d": {"type": "binary", "window": "14 days",
+                                  "source": {"relation": "public.loan_applications", "user_column": "borrower_id",
+                                             "time_column": "funded_at", "filter": {"status": "funded"}}}},
   "salt": "lead-qualification", "breakdowns": ["loan_type"]}') AS experiment_id;
 
 \echo '== 2. Start it =='
@@ -68,6 +82,16 @@ FROM (
     SELECT ab_record_result('Lead Qualification Prompt Test', 'token_usage', tokens, user_id)
     FROM demo_conversations
 ) AS r;
+
+\echo '== 4b. The CRM writes loan applications as it always does: one per borrower, funded more often after the new prompt, some after 14 days =='
+INSERT INTO loan_applications (borrower_id, status, funded_at, amount)
+SELECT a.user_id, CASE WHEN funded THEN 'funded' ELSE 'declined' END,
+       CASE WHEN funded THEN a.assigned_at + (abs(hashtext(a.user_id)) % 20) * interval '1 day' END,
+       150000 + (abs(hashtext(a.user_id)) % 1000) * 250
+FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id,
+     LATERAL (SELECT random() < CASE v.name WHEN 'Treatment' THEN 0.36 ELSE 0.30 END AS funded) f
+WHERE a.experiment_id = (SELECT id FROM ab_experiments WHERE name = 'Lead Qualification Prompt Test');
+SELECT status, count(*) AS applications FROM loan_applications GROUP BY status ORDER BY status;
 
 \echo '== 5. Analyse: per-user values, Welch t-test against the control (the delta method for the ratio) =='
 SELECT metric_name, variant, users, round(mean::numeric, 4) AS mean, round(diff::numeric, 4) AS diff,

@@ -166,12 +166,29 @@ pub fn render(input: &SummaryInput) -> String {
 
     for m in s.metrics {
         let primary = if m.name == s.primary_metric { "primary, " } else { "" };
+        let source = m.def.source_ref();
+        let from = match &source {
+            Some(crate::definition::SourceRef::Named(n)) => {
+                format!(", read from source \"{}\"", crate::names::printable(n))
+            }
+            Some(crate::definition::SourceRef::Inline(spec)) => {
+                format!(", read from {}", crate::names::printable(&spec.relation))
+            }
+            None => String::new(),
+        };
+        let within = match &m.def.window {
+            Some(w) if source.is_some() => format!(" within {} of enrollment", crate::names::printable(w)),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "\n{} ({}{}, {} is better)",
+            "\n{} ({}{}{from}{within}, {} is better)",
             m.name,
             primary,
             match m.def.kind {
+                crate::definition::MetricType::Binary if source.is_some() => {
+                    "binary: share of users with a matching row".to_string()
+                }
                 crate::definition::MetricType::Binary => "binary: share of users with a 1".to_string(),
                 crate::definition::MetricType::Continuous => {
                     let cap = match (m.cap, m.def.cap.and_then(|c| c.percentile)) {

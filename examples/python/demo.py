@@ -1,6 +1,8 @@
 """The original module's demonstration, through the SQL functions with psycopg: sample
 experiments are created, simulated users go through them, and each one ends with the winner
-the data supports (or the reason there is none).
+the data supports (or the reason there is none). One metric is read from the CRM's own
+loan_applications table (created here if missing), which the simulation writes as an
+application would.
 
     createdb -h /tmp/ab_testing_pg -p 5499 -U postgres ab_demo_py
     psql -h /tmp/ab_testing_pg -p 5499 -U postgres ab_demo_py -c "CREATE EXTENSION ab_testing"
@@ -24,7 +26,12 @@ EXPERIMENTS = [
           {"name": "Treatment", "is_control": False, "traffic_allocation": 50.0,
            "config": {"system_prompt": "New prompt with examples..."}}],
       "min_sample_size": 100, "salt": "demo-prompt",
-      "metrics": {"resolution_rate": {"type": "binary", "mde": 0.05}, "response_time": {"direction": "lower"}},
+      "metrics": {"resolution_rate": {"type": "binary", "mde": 0.05}, "response_time": {"direction": "lower"},
+                  # Read from the CRM's own loan_applications table, nothing recorded for it: a
+                  # borrower counts when a loan of theirs is funded within 14 days of enrollment.
+                  "loan_funded_14d": {"type": "binary", "window": "14 days",
+                                      "source": {"relation": "public.loan_applications", "user_column": "borrower_id",
+                                                 "time_column": "funded_at", "filter": {"status": "funded"}}}},
       # Each borrower's loan type is stored at enrollment, to break the analysis down by.
       "breakdowns": ["loan_type"]},
      {"Control": (0.60, 1200), "Treatment": (0.70, 1250)}),
@@ -124,6 +131,11 @@ def run(conninfo, users=1500, seed=2026, out=print, replace=False):
         if found and not replace:
             raise SystemExit(f"this database already has {', '.join(found)}: run the demo in an empty database, "
                              "or pass --replace to delete and recreate them")
+        # The CRM's table of loan applications, which the application writes anyway.
+        conn.execute("CREATE TABLE IF NOT EXISTS public.loan_applications (id bigserial PRIMARY KEY, "
+                     "borrower_id text NOT NULL, status text NOT NULL, funded_at timestamptz, amount numeric(12, 2))")
+        funding_rng = random.Random(seed + 2)
+        funding = {"Control": 0.25, "Treatment": 0.40}
         for definition, behaviour in EXPERIMENTS:
             name = definition["name"]
             conn.execute("SELECT ab_delete_experiment(id) FROM ab_experiments WHERE name = %s AND status <> 'running'", (name,))
@@ -142,6 +154,13 @@ def run(conninfo, users=1500, seed=2026, out=print, replace=False):
                 if variant is None:
                     continue
                 chance, latency = behaviour[variant["variant"]]
+                if "loan_funded_14d" in definition["metrics"]:
+                    # The borrower's application; a funding after 14 days does not count.
+                    funded = funding_rng.random() < funding[variant["variant"]]
+                    conn.execute("INSERT INTO public.loan_applications (borrower_id, status, funded_at, amount) "
+                                 "VALUES (%s, %s, CASE WHEN %s THEN now() + %s * interval '1 day' END, %s)",
+                                 (user, "funded" if funded else "declined", funded, funding_rng.randint(0, 20),
+                                  funding_rng.randint(120, 400) * 1000))
                 for _ in range(rng.randint(1, 3)):
                     if definition["primary_metric"] == "resolution_rate":
                         value = float(rng.random() < chance)

@@ -31,6 +31,20 @@ def test_demo_runs_every_experiment_to_its_verdict():
                             WHERE e.name IN ('Confidence threshold', 'Escalation wording')
                             AND ab_layer_group('agent settings', a.user_id) = 'holdout'""").fetchone()[0] == 0
     assert "Recommendation" in "\n".join(lines)
+    # The metric read from the CRM's loan_applications table: enrolled users only, by the window.
+    funded = [line for line in lines if line.strip().startswith("loan_funded_14d")]
+    assert len(funded) == 1 and "significant=True" in funded[0], lines
+    with psycopg.connect(dsn) as c:
+        mean = c.execute("SELECT mean FROM ab_analyze('Lead Qualification Prompt Test') "
+                         "WHERE metric_name = 'loan_funded_14d' AND variant = 'Treatment'").fetchone()[0]
+        by_hand = c.execute(
+            "SELECT avg((l.borrower_id IS NOT NULL)::int) FROM ab_assignments a "
+            "JOIN ab_variants v ON v.id = a.variant_id AND v.name = 'Treatment' "
+            "JOIN ab_experiments e ON e.id = a.experiment_id AND e.name = 'Lead Qualification Prompt Test' "
+            "LEFT JOIN LATERAL (SELECT borrower_id FROM loan_applications l WHERE l.borrower_id = a.user_id "
+            "AND l.status = 'funded' AND l.funded_at >= a.assigned_at "
+            "AND l.funded_at < a.assigned_at + interval '14 days' LIMIT 1) l ON true").fetchone()[0]
+        assert float(by_hand) == pytest.approx(mean, rel=1e-12)
     # The breakdown by the loan type stored at enrollment: one row per segment and treatment.
     assert "  by loan type (p-values adjusted across the segments):" in lines
     assert sorted(line.split()[0] for line in lines if line.startswith("    ") and "n=" in line) == ["conventional", "fha", "va"]
@@ -65,6 +79,10 @@ def test_the_demo_script_of_scripts_demo_sh_runs_to_a_winner():
     assert "token_usage (per-user sum, capped at 2964.09 (the 99th percentile), lower is better)" in out.stdout
     # The guardrail: slower, but within its margin, so the winner may ship.
     assert "guardrail (at most 150 higher than the control): passed" in out.stdout
+    # The metric read from the CRM's loan_applications table.
+    assert "loan_funded_14d (binary: share of users with a matching row, read from public.loan_applications " \
+           "within 14 days of enrollment, higher is better)" in out.stdout, out.stdout
+    assert re.search(r"^ loan_funded_14d +\| Treatment ", out.stdout, re.M), out.stdout
     # The breakdown by loan type: the three segments' rows.
     assert "== 5b. The primary metric by loan type" in out.stdout
     for loan_type in ("conventional", "fha", "va"):
