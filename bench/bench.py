@@ -230,6 +230,75 @@ def covariates(users, repeat):
     return [(label, fresh, analysed, bare)]
 
 
+BARE_SOURCE = """SELECT variant_id, count(*), avg(v), var_samp(v) FROM (
+  SELECT a.variant_id, a.user_id, sum(l.amount)::float8 AS v
+  FROM ab_assignments a JOIN bench_loans l ON l.borrower_id = a.user_id
+  WHERE a.experiment_id = %s AND l.status = 'funded'
+    AND l.applied_at >= a.assigned_at AND l.applied_at < a.assigned_at + interval '14 days'
+  GROUP BY a.variant_id, a.user_id) s
+GROUP BY variant_id"""
+
+
+def sources(users, per_user, repeat):
+    """A metric read from an application table of users * per_user rows (bench_loans: no
+    index but its primary key) against the bare join an analyst would write by hand; the
+    plan of the extension's read, printed by auto_explain, shows one scan of the table."""
+    name = f"source {users}"
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM ab_experiments WHERE name = %s", (name,)).fetchone():
+            c.execute("DROP TABLE IF EXISTS bench_loans")
+            c.execute("CREATE TABLE bench_loans (id bigserial PRIMARY KEY, borrower_id text NOT NULL, "
+                      "applied_at timestamptz NOT NULL, status text NOT NULL, amount numeric(12, 2) NOT NULL)")
+            exp, _, _ = two_arms_with_users(c, name, "source", "s", 1)
+            c.execute("DELETE FROM ab_assignments WHERE experiment_id = %s", (exp,))
+            c.execute("SELECT ab_stop_experiment(%s)", (exp,))
+            c.execute("SELECT ab_delete_experiment(%s)", (exp,))
+            exp = c.execute(
+                "SELECT ab_create_experiment(jsonb_build_object('name', %s::text, 'experiment_type', 'workflow', "
+                "'primary_metric', 'funded_amount', 'salt', 'source', 'metrics', jsonb_build_object('funded_amount', "
+                "jsonb_build_object('aggregation', 'sum', 'window', '14 days', 'source', jsonb_build_object("
+                "'relation', 'public.bench_loans', 'user_column', 'borrower_id', 'time_column', 'applied_at', "
+                "'value_column', 'amount', 'filter', jsonb_build_object('status', 'funded')))), "
+                "'variants', jsonb_build_array(jsonb_build_object('name', 'a', 'is_control', true, 'traffic_allocation', 50), "
+                "jsonb_build_object('name', 'b', 'traffic_allocation', 50))))", (name,)).fetchone()[0]
+            c.execute("SELECT ab_start_experiment(%s)", (exp,))
+            va, vb = [r[0] for r in c.execute(
+                "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (exp,)).fetchall()]
+            c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at) "
+                      "SELECT %s, 's' || g, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, "
+                      "'2026-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, %s) g",
+                      (exp, va, vb, users))
+            # Each user's applications: some before enrollment, some within the 14 days, some after.
+            c.execute("INSERT INTO bench_loans (borrower_id, applied_at, status, amount) "
+                      "SELECT 's' || g, '2026-01-01'::timestamptz + g * interval '1 second' + (k * 6 - 12) * interval '1 day', "
+                      "CASE WHEN (g + k) %% 3 = 0 THEN 'funded' ELSE 'declined' END, 100000 + (g %% 1000) * 100 + k "
+                      "FROM generate_series(1, %s) g, generate_series(1, %s) k", (users, per_user))
+            c.execute("VACUUM ANALYZE bench_loans")
+            c.execute("VACUUM ANALYZE ab_assignments")
+        exp = c.execute("SELECT id FROM ab_experiments WHERE name = %s", (name,)).fetchone()[0]
+        rows = c.execute("SELECT count(*) FROM bench_loans").fetchone()[0]
+        # The extension's own read, as auto_explain sees it.
+        plans = []
+        c.add_notice_handler(lambda d: plans.append(d.message_primary))
+        c.execute("LOAD 'auto_explain'")
+        c.execute("SET auto_explain.log_min_duration = 0")
+        c.execute("SET auto_explain.log_nested_statements = on")
+        c.execute("SET auto_explain.log_level = notice")
+        c.execute("SELECT * FROM ab_analyze(%s)", (exp,)).fetchall()
+        read = [p for p in plans if '"public"."bench_loans" s' in p and "ab_moments" in p]
+        scans = sum(p.count("Seq Scan on bench_loans") + p.count("Index Scan using") for p in read)
+        print(f"  the extension's read of bench_loans ({len(read)} statement, {scans} scan of the table; "
+              "auto_explain, default parallelism):")
+        for p in read:
+            print("    " + p.replace("\n", "\n    "))
+    a, a_mem = timed("SELECT * FROM ab_analyze(%s)", (exp,), 0, repeat)
+    b, b_mem = timed(BARE_SOURCE, (exp,), 0, repeat)
+    label = f"{rows / 1e6:g}M source rows, {users / 1e6:g}M users"
+    print(f"  {label:40} ab_analyze {a:7.2f} s   bare join {b:7.2f} s   ratio {a / b:5.2f}   "
+          f"peak backend memory {a_mem / 1024:6.1f} MiB (bare {b_mem / 1024:6.1f} MiB)", flush=True)
+    return [(label, a, b, a / b, a_mem, b_mem)]
+
+
 CITUS_HOT_PATH = [
     # Through the coordinator; the baselines are the same row read or written by a query
     # Citus routes to the worker holding it.
@@ -289,6 +358,7 @@ def main():
     ap.add_argument("--sizes", default="200000x5,2000000x5", help="users x results per user, comma separated")
     ap.add_argument("--covariate-users", type=int, default=200000,
                     help="users of the fresh experiment with covariates (0 to skip)")
+    ap.add_argument("--sources", help="users x rows per user of a metric read from an application table (skipped unless given)")
     ap.add_argument("--citus", action="store_true",
                     help="benchmark through the Citus coordinator of scripts/citus-cluster.sh instead")
     ap.add_argument("--citus-size", default="2000000x5", help="users x results per user of the --citus analysis")
@@ -310,7 +380,15 @@ def main():
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     ana = [] if args.skip_analysis else (print("analysis:"), analysis(sizes, args.repeat))[1]
     cov = [] if args.skip_analysis or not args.covariate_users else covariates(args.covariate_users, args.repeat)
+    src = []
+    if args.sources:
+        print("metric sources:")
+        src = sources(*(int(x) for x in args.sources.split("x")), args.repeat)
     report(hot, ana, cov)
+    if src:
+        print("\n| metric source | ab_analyze | bare join | ratio | peak memory (ab_analyze / bare) |\n| --- | ---: | ---: | ---: | ---: |")
+        for label, a, b, r, am, bm in src:
+            print(f"| {label} | {a:.2f} s | {b:.2f} s | {r:.2f} | {am / 1024:.1f} / {bm / 1024:.1f} MiB |")
 
 
 def prepare_single_node():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark harness: installs the release build, starts a dedicated cluster (port 5498,
 # /tmp/ab_bench_pg) and runs bench/bench.py. Arguments are passed to bench.py
-# (--seconds, --rounds, --repeat, --sizes, --covariate-users, --skip-analysis, --skip-hot-path,
+# (--seconds, --rounds, --repeat, --sizes, --covariate-users, --sources, --skip-analysis, --skip-hot-path,
 # --only "CASE[;CASE...]").
 #   --citus: the hot path through a fresh Citus coordinator + 2 workers (scripts/citus-cluster.sh)
 #   against bare routed queries, and ab_analyze of 10M results there and on the single node.

@@ -73,7 +73,7 @@ def analysis(c, exp):
 
 def counts(c):
     tables = ["ab_experiments", "ab_variants", "ab_assignments", "ab_results", "ab_user_metrics", "ab_covariates",
-              "ab_insights", "ab_audit", "ab_layers", "ab_layer_experiments"]
+              "ab_insights", "ab_audit", "ab_layers", "ab_layer_experiments", "ab_metric_sources"]
     return {t: one(c, f"SELECT count(*) FROM {t}") for t in tables if one(c, "SELECT to_regclass(%s) IS NOT NULL", t)}
 
 
@@ -116,6 +116,18 @@ def test_dump_and_restore_keep_everything(dsn):
         users = [f"layer-user-{i}" for i in range(200)]
         groups = [one(c, "SELECT ab_layer_group('restored', %s)", u) for u in users]
         variants = [one(c, "SELECT ab_get_variant(%s, %s)", layered, u) for u in users]
+        # A metric read from an application table, through a registered source.
+        c.execute("CREATE TABLE public.funded (borrower text, at timestamptz)")
+        one(c, "SELECT ab_create_metric_source('funded', %s)",
+            Jsonb({"relation": "public.funded", "user_column": "borrower", "time_column": "at"}))
+        sourced = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(
+            "from a table", salt="t", primary_metric="funded", metrics={"funded": {"type": "binary", "source": "funded"}})))
+        one(c, "SELECT ab_start_experiment(%s)", sourced)
+        for i in range(100):
+            one(c, "SELECT ab_get_variant(%s, %s)", sourced, f"borrower-{i}")
+        c.execute("INSERT INTO public.funded SELECT 'borrower-' || g, now() FROM generate_series(0, 99, 3) g")
+        from_table = analysis(c, sourced)
+        assert sum(r[3] for r in from_table) == 100
         before, before_counts = analysis(c, exp), counts(c)
     dump = "/tmp/ab_testing_dump.custom"
     subprocess.run(["pg_dump", "-Fc", "-h", HOST, "-p", PORT, "-U", "postgres", "-d", "ab_dump_src", "-f", dump],
@@ -130,6 +142,7 @@ def test_dump_and_restore_keep_everything(dsn):
         after = analysis(c, exp)
         assert after_counts == before_counts
         assert after == before
+        assert analysis(c, sourced) == from_table
         assert after_counts["ab_user_metrics"] > 0
         assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
         # Sequences were restored too: new rows do not collide with restored ones.
