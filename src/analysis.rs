@@ -73,11 +73,16 @@ struct Observed {
 /// read directly (see `security::as_caller`).
 pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     let sources = source_metrics(client, nsp, exp);
+    reading_sources(&sources, || run_linear(client, nsp, exp, &sources))
+}
+
+/// Runs `f` with nested loops off and, when the experiment reads sources, as the caller.
+pub fn reading_sources<R>(sources: &HashMap<String, SourceMetric>, f: impl FnOnce() -> R) -> R {
     crate::security::with_settings(&[(c"enable_nestloop", c"off")], || {
         if sources.is_empty() {
-            run_linear(client, nsp, exp, &sources)
+            f()
         } else {
-            crate::security::as_caller(|| run_linear(client, nsp, exp, &sources))
+            crate::security::as_caller(f)
         }
     })
 }
@@ -177,20 +182,13 @@ fn run_linear(
     let caps: HashMap<String, f64> = defs
         .iter()
         .filter_map(|(name, def)| {
-            let per_user = match sources.get(name) {
-                Some(s) => s.per_user(nsp),
-                None => per_user_sql(nsp, from_state, def.aggregation, "$2", None),
-            };
+            let per_user = per_user_of_metric(nsp, from_state, name, def.aggregation, "$2", None, sources);
             Some((name.clone(), metric_cap(client, exp.id, name, def, &per_user)?))
         })
         .collect();
     let per_user_of = |metric: &str, param: &str| {
         let aggregation = defs.get(metric).map(|d| d.aggregation).unwrap_or_default();
-        let cap = caps.get(metric).copied();
-        match sources.get(metric) {
-            Some(s) => capped(s.per_user(nsp), cap),
-            None => per_user_sql(nsp, from_state, aggregation, param, cap),
-        }
+        per_user_of_metric(nsp, from_state, metric, aggregation, param, caps.get(metric).copied(), sources)
     };
     // Recorded metrics (none under a source metric's name counts), then those read from sources.
     let mut measured: Vec<String> = recorded.iter().filter(|m| !sources.contains_key(*m)).cloned().collect();
@@ -316,7 +314,7 @@ fn run_linear(
         );
         for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
             let key: (String, i64) = (row.get(1).or_raise().unwrap(), row.get(2).or_raise().unwrap());
-            if !sources.get(&key.0).is_some_and(|s| s.covariate.is_some()) {
+            if sources.get(&key.0).is_none_or(|s| s.covariate.is_none()) {
                 silent_cov.insert(key, silent_of(row, 3));
             }
         }
@@ -391,7 +389,7 @@ fn order_of_sources(
 /// range a recorded value may take, or not a number.
 fn check_range(metric: &str, largest: Option<f64>) {
     if let Some(x) = largest {
-        if !(x <= ab_core::definition::MAX_ABS_VALUE) {
+        if x.is_nan() || x > ab_core::definition::MAX_ABS_VALUE {
             crate::errors::raise(
                 pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
                 format!(
@@ -528,6 +526,22 @@ pub fn metric_cap(
 /// (variant_id, user_id, v), v the user's value under the metric's aggregation, at most `cap`.
 pub fn per_user_sql(nsp: &str, from_state: bool, aggregation: Aggregation, param: &str, cap: Option<f64>) -> String {
     capped(per_user_uncapped(nsp, from_state, aggregation, param), cap)
+}
+
+/// `per_user_sql` for a recorded metric, its source's read for a source metric.
+pub fn per_user_of_metric(
+    nsp: &str,
+    from_state: bool,
+    metric: &str,
+    aggregation: Aggregation,
+    param: &str,
+    cap: Option<f64>,
+    sources: &HashMap<String, SourceMetric>,
+) -> String {
+    match sources.get(metric) {
+        Some(s) => capped(s.per_user(nsp), cap),
+        None => per_user_sql(nsp, from_state, aggregation, param, cap),
+    }
 }
 
 /// Per-user rows (variant_id, user_id, v) with v at most `cap`.

@@ -64,11 +64,18 @@ fn rows(r: ExperimentRef<'_>, attribute: Option<&str>) -> Vec<Row> {
                 Some("a bandit's analysis is stratified by weight period, which segments would cut across".into()),
             );
         }
-        crate::security::with_settings(&[(c"enable_nestloop", c"off")], || analyse(client, &nsp, &exp, attribute))
+        let sources = crate::analysis::source_metrics(client, &nsp, &exp);
+        crate::analysis::reading_sources(&sources, || analyse(client, &nsp, &exp, attribute, &sources))
     })
 }
 
-fn analyse(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &catalog::ExperimentRow, attribute: &str) -> Vec<Row> {
+fn analyse(
+    client: &pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    exp: &catalog::ExperimentRow,
+    attribute: &str,
+    sources: &HashMap<String, crate::sources::SourceMetric>,
+) -> Vec<Row> {
     let variants = catalog::variants(client, nsp, exp.id);
     let sql = format!(
         "SELECT a.attributes ->> $2, a.variant_id, count(*) FROM {nsp}.ab_assignments a \
@@ -101,12 +108,13 @@ fn analyse(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &catalog::Experime
     let mut out = Vec::new();
     for name in order {
         let def = defs.get(&name).cloned().unwrap_or_default();
-        if def.ratio_of().is_some() || def.quantile_of().is_some() || def.source.is_some() {
+        if def.ratio_of().is_some() || def.quantile_of().is_some() {
             continue;
         }
-        let uncapped = crate::analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", None);
-        let cap = crate::analysis::metric_cap(client, exp.id, &name, &def, &uncapped);
-        let per_user = crate::analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", cap);
+        let per_user_of =
+            |cap| crate::analysis::per_user_of_metric(nsp, from_state, &name, def.aggregation, "$2", cap, sources);
+        let cap = crate::analysis::metric_cap(client, exp.id, &name, &def, &per_user_of(None));
+        let per_user = per_user_of(cap);
         let sql = format!(
             "SELECT a.attributes ->> $3, u.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u \
              JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = u.user_id GROUP BY 1, 2"

@@ -159,7 +159,6 @@ fn registered(client: &SpiClient<'_>, nsp: &str, name: &str, what: &str) -> Sour
     let found = client
         .select(&format!("SELECT definition FROM {nsp}.ab_metric_sources WHERE name = $1"), Some(1), &[name.into()])
         .or_raise()
-        .into_iter()
         .next()
         .and_then(|r| r.get::<pgrx::JsonB>(1).or_raise());
     match found {

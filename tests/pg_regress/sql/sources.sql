@@ -140,9 +140,24 @@ SELECT ab_stop_experiment('stopped');
 UPDATE ab_experiments SET stopped_at = '2026-03-10' WHERE id = :st;
 SELECT variant, mean::numeric(6, 4) AS stopped FROM ab_analyze('stopped') ORDER BY variant;
 
+-- A breakdown of a source metric: each segment of enrolled users on its own.
+SELECT ab_create_experiment('{"name": "by branch", "experiment_type": "workflow", "primary_metric": "applications",
+  "salt": "by-branch", "breakdowns": ["branch"],
+  "metrics": {"applications": {"aggregation": "count", "source": "applications"}},
+  "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "fast", "traffic_allocation": 50}]}') AS br \gset
+SELECT ab_start_experiment('by branch');
+SELECT count(ab_get_variant('by branch', 'b' || g, jsonb_build_object('branch', CASE WHEN g % 3 = 0 THEN 'online' ELSE 'office' END)))
+       AS enrolled FROM generate_series(1, 400) g;
+UPDATE ab_assignments SET assigned_at = '2026-03-01 00:00:00+00'::timestamptz + substr(user_id, 2)::int * interval '3 minutes'
+WHERE experiment_id = :br;
+SELECT value AS branch, variant, users, mean::numeric(6, 4) AS mean FROM ab_breakdown('by branch', 'branch') ORDER BY 1, 2;
+SELECT a.attributes ->> 'branch' AS branch, v.name AS variant, count(*) AS users,
+       avg((SELECT count(*) FROM crm.loan_applications l WHERE l.borrower_id = a.user_id AND l.applied_at >= a.assigned_at))::numeric(6, 4) AS by_hand
+FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id WHERE a.experiment_id = :br GROUP BY 1, 2 ORDER BY 1, 2;
+
 -- Nothing is recorded under a source metric's name.
 SELECT expect_error($$SELECT ab_record_result('fast track', 'funded_14d', 1, 'b1')$$);
--- The timeline and breakdowns do not cover source metrics yet.
+-- The timeline does not cover source metrics yet.
 SELECT expect_error($$SELECT * FROM ab_timeline('fast track', 'funded_14d')$$);
 SELECT count(*) AS timeline_rows FROM ab_timeline('fast track');
 
@@ -230,9 +245,9 @@ SELECT expect_error($$SELECT count(*) FROM ab_analyze('fast track')$$);
 RESET TimeZone;
 
 -- Later files see none of this.
-SELECT ab_stop_experiment('fast track') ->> 'status' AS status;
+SELECT ab_stop_experiment('fast track') ->> 'status' AS status, ab_stop_experiment('by branch') ->> 'status' AS status;
 SELECT count(ab_delete_experiment(name)) AS deleted FROM ab_experiments
-WHERE name IN ('injection', 'fast track', 'fast track, sequential', 'stopped');
+WHERE name IN ('injection', 'fast track', 'fast track, sequential', 'stopped', 'by branch');
 SELECT ab_drop_metric_source('applications'), ab_drop_metric_source('funded amounts');
 DROP OWNED BY ab_src_analyst;
 DROP ROLE ab_src_analyst;
