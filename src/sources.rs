@@ -195,6 +195,10 @@ impl SourceMetric {
         self.covariate.as_ref().map(|(b, span)| ab_core::source::per_user_sql(nsp, b, self.measure, span))
     }
 
+    pub fn daily(&self, nsp: &str) -> String {
+        ab_core::source::daily_sql(nsp, &self.source, self.measure, &self.span)
+    }
+
     pub fn rows(&self, nsp: &str) -> String {
         ab_core::source::rows_sql(nsp, &self.source, &self.span)
     }

@@ -11,6 +11,7 @@ use pgrx::datum::Date;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
+use std::collections::HashMap;
 
 use crate::catalog::{self, ExperimentRef, ExperimentRow, VariantRow};
 use crate::errors::{core_error, raise, required, SpiExt};
@@ -27,7 +28,7 @@ pub struct Timeline {
 /// its square, and 1 on the user's first day) to its cell, and each cell's running sums are
 /// its moments on that day. The sums are numeric, so they add without rounding, and
 /// M2 = (n Σv² - (Σv)²) / n suffers no cancellation.
-fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool) -> String {
+fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool, daily: &str) -> String {
     let running = match aggregation {
         Aggregation::Mean => "sum(r.total) OVER w / sum(r.n) OVER w",
         Aggregation::Sum => "sum(r.total) OVER w",
@@ -53,15 +54,21 @@ fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool
                      FROM (SELECT u.variant_id, u.user_id, u.day, u.v, \
                                   lag(u.v) OVER (PARTITION BY u.variant_id, u.user_id ORDER BY u.day) AS prev \
                            FROM (SELECT r.variant_id, r.user_id, r.day, {value} AS v \
-                                 FROM (SELECT variant_id, user_id, greatest(recorded_at::date - $3::date, 0) AS day, \
-                                              count(*) AS n, sum(metric_value) AS total, max(metric_value) AS mx \
-                                       FROM {nsp}.ab_results WHERE experiment_id = $1 AND metric_name = $2 \
-                                       GROUP BY 1, 2, 3) r \
+                                 FROM ({daily}) r \
                                  WINDOW w AS (PARTITION BY r.variant_id, r.user_id ORDER BY r.day)) u) d \
                      {join} \
                      GROUP BY 1, 2, 3) g \
                WINDOW k AS (PARTITION BY g.variant_id, g.period ORDER BY g.day)) c \
          ORDER BY c.day"
+    )
+}
+
+/// Per user and day: (variant_id, user_id, day, n, total, mx) of a recorded metric's results.
+fn daily_results(nsp: &str) -> String {
+    format!(
+        "SELECT variant_id, user_id, greatest(recorded_at::date - $3::date, 0) AS day, \
+                count(*) AS n, sum(metric_value) AS total, max(metric_value) AS mx \
+         FROM {nsp}.ab_results WHERE experiment_id = $1 AND metric_name = $2 GROUP BY 1, 2, 3"
     )
 }
 
@@ -78,9 +85,7 @@ fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: 
     let Some(metric) = metric else {
         return order
             .into_iter()
-            .filter(|m| {
-                defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none() && d.source.is_none())
-            })
+            .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none()))
             .collect();
     };
     let metric = check_metric_name(metric).unwrap_or_else(|e| core_error(e)).into_owned();
@@ -89,16 +94,6 @@ fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: 
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("metric \"{}\" is a ratio: the timeline has no ratio metrics yet", printable(&metric)),
             Some(format!("its parts \"{}\" and \"{}\" each have a timeline", printable(num), printable(den))),
-        );
-    }
-    if defs.get(&metric).is_some_and(|d| d.source.is_some()) {
-        raise(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!(
-                "metric \"{}\" is read from a metric source: the timeline has no source metrics yet",
-                printable(&metric)
-            ),
-            Some("ab_analyze reads it, in sequential mode with always-valid intervals for daily reads".into()),
         );
     }
     if defs.get(&metric).and_then(|d| d.quantile_of()).is_some() {
@@ -126,10 +121,17 @@ fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: 
 
 pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: Option<&str>) -> Timeline {
     let names = metric_names(client, nsp, exp, metric);
-    crate::security::with_settings(&[(c"enable_nestloop", c"off")], || run_linear(client, nsp, exp, names))
+    let sources = crate::analysis::source_metrics(client, nsp, exp);
+    crate::analysis::reading_sources(&sources, || run_linear(client, nsp, exp, names, &sources))
 }
 
-fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, names: Vec<String>) -> Timeline {
+fn run_linear(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    names: Vec<String>,
+    sources: &HashMap<String, crate::sources::SourceMetric>,
+) -> Timeline {
     let first: Option<String> = client
         .select(
             format!("SELECT to_char(min(assigned_at)::date, 'YYYY-MM-DD') FROM {nsp}.ab_assignments WHERE experiment_id = $1")
@@ -165,9 +167,14 @@ fn run_linear(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, names: Vec
     for name in names {
         let def = defs.get(&name).cloned().unwrap_or_default();
         let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
-        let per_user = crate::analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", None);
+        let per_user =
+            crate::analysis::per_user_of_metric(nsp, from_state, &name, def.aggregation, "$2", None, sources);
         let cap = crate::analysis::metric_cap(client, exp.id, &name, &def, &per_user);
-        let sql = cells_sql(nsp, def.aggregation, cap, bandit);
+        let daily = match sources.get(&name) {
+            Some(s) => s.daily(nsp),
+            None => daily_results(nsp),
+        };
+        let sql = cells_sql(nsp, def.aggregation, cap, bandit, &daily);
         let cells = client
             .select(sql.as_str(), None, &[exp.id.into(), name.as_str().into(), first.as_str().into()])
             .or_raise()

@@ -378,6 +378,22 @@ pub fn per_user_sql(nsp: &str, b: &Bound, measure: Measure, span: &Span) -> Stri
     )
 }
 
+/// Per enrolled user and day of the time column (counted from the date parameter $3, in the
+/// session's time zone): (variant_id, user_id, day, n, total, mx) of the matching rows, as
+/// the timeline reads recorded results per day.
+pub fn daily_sql(nsp: &str, b: &Bound, measure: Measure, span: &Span) -> String {
+    let v = match (&b.value, measure.needs_value()) {
+        (Some(v), true) => format!("s.{v}::float8"),
+        _ => "1::float8".to_string(),
+    };
+    format!(
+        "SELECT a.variant_id, a.user_id, greatest(s.{}::date - $3::date, 0) AS day, count(*) AS n, sum({v}) AS total, \
+         max({v}) AS mx {} GROUP BY 1, 2, 3",
+        b.time,
+        matching(nsp, b, span, measure.needs_value())
+    )
+}
+
 /// Every matching row's value: (variant_id, user_id, v), for a quantile of every value.
 pub fn rows_sql(nsp: &str, b: &Bound, span: &Span) -> String {
     let value = b.value.as_deref().unwrap_or("");
