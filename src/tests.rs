@@ -10,6 +10,25 @@ mod tests {
     use pgrx::JsonB;
     use serde_json::{json, Value};
 
+    /// A started three-arm experiment (control, b, c) with the fixture's assignments and their
+    /// enrollment times.
+    fn three_arms_enrolled(name: &str, primary: &str, fixture: &Value) -> i64 {
+        let id = create(json!({
+            "name": name, "experiment_type": "prompt", "primary_metric": primary, "min_sample_size": 10,
+            "metrics": fixture["metrics"],
+            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 34},
+                         {"name": "b", "traffic_allocation": 33}, {"name": "c", "traffic_allocation": 33}]}));
+        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
+        Spi::run_with_args(
+            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at) \
+             SELECT $1, a ->> 'user_id', v.id, (a ->> 'assigned_at')::timestamptz FROM jsonb_array_elements($2) a \
+             JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
+            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
+        )
+        .unwrap();
+        id
+    }
+
     fn create(definition: Value) -> i64 {
         Spi::get_one_with_args::<i64>("SELECT ab_create_experiment($1)", &[JsonB(definition).into()]).unwrap().unwrap()
     }
@@ -233,20 +252,8 @@ mod tests {
     #[pg_test]
     fn timeline_matches_the_reference() {
         let fixture: Value = serde_json::from_str(include_str!("../tests/fixtures/timeline.json")).unwrap();
-        let id = create(json!({
-            "name": "over time", "experiment_type": "prompt", "primary_metric": "resolved", "min_sample_size": 10,
-            "metrics": fixture["metrics"],
-            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 34},
-                         {"name": "b", "traffic_allocation": 33}, {"name": "c", "traffic_allocation": 33}]}));
-        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
         Spi::run("SET LOCAL TimeZone = 'UTC'").unwrap();
-        Spi::run_with_args(
-            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at) \
-             SELECT $1, a ->> 'user_id', v.id, (a ->> 'assigned_at')::timestamptz FROM jsonb_array_elements($2) a \
-             JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
-            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
-        )
-        .unwrap();
+        let id = three_arms_enrolled("over time", "resolved", &fixture);
         Spi::run_with_args(
             "INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, recorded_at) \
              SELECT $1, a.variant_id, r ->> 'user_id', r ->> 'metric', (r ->> 'value')::float8, (r ->> 'recorded_at')::timestamptz \
@@ -290,19 +297,7 @@ mod tests {
             &[JsonB(fixture["loans"].clone()).into()],
         )
         .unwrap();
-        let id = create(json!({
-            "name": "from the loans table", "experiment_type": "workflow", "primary_metric": "funded_14d",
-            "min_sample_size": 10, "metrics": fixture["metrics"],
-            "variants": [{"name": "control", "is_control": true, "traffic_allocation": 34},
-                         {"name": "b", "traffic_allocation": 33}, {"name": "c", "traffic_allocation": 33}]}));
-        Spi::run_with_args("SELECT ab_start_experiment($1)", &[id.into()]).unwrap();
-        Spi::run_with_args(
-            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at) \
-             SELECT $1, a ->> 'user_id', v.id, (a ->> 'assigned_at')::timestamptz FROM jsonb_array_elements($2) a \
-             JOIN ab_variants v ON v.experiment_id = $1 AND v.name = a ->> 'variant'",
-            &[id.into(), JsonB(fixture["assignments"].clone()).into()],
-        )
-        .unwrap();
+        let id = three_arms_enrolled("from the loans table", "funded_14d", &fixture);
         let cols = [
             "mean",
             "diff",

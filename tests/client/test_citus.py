@@ -396,21 +396,26 @@ def scenario(c):
     return out
 
 
+def on_one_node(db, run):
+    """`run` on a fresh database of the single-node cluster with the extension; its answer."""
+    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {db}")
+    with psycopg.connect(psycopg.conninfo.make_conninfo(SINGLE_NODE, dbname=db), autocommit=True) as c:
+        c.execute("CREATE EXTENSION ab_testing")
+        answer = run(c)
+    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
+        c.execute(f"DROP DATABASE {db} WITH (FORCE)")
+    return answer
+
+
 @citus_only
 @pytest.mark.skipif(not SINGLE_NODE, reason="AB_SINGLE_NODE_DSN names no single-node database to compare with")
 def test_every_function_and_view_answers_as_on_one_node():
     dsn = fresh_citus()
     with psycopg.connect(dsn, autocommit=True) as c:
         distributed = scenario(c)
-    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
-        c.execute("DROP DATABASE IF EXISTS ab_same WITH (FORCE)")
-        c.execute("CREATE DATABASE ab_same")
-    single_dsn = psycopg.conninfo.make_conninfo(SINGLE_NODE, dbname="ab_same")
-    with psycopg.connect(single_dsn, autocommit=True) as c:
-        c.execute("CREATE EXTENSION ab_testing")
-        single = scenario(c)
-    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
-        c.execute("DROP DATABASE ab_same WITH (FORCE)")
+    single = on_one_node("ab_same", scenario)
     assert distributed.keys() == single.keys()
     for key in single:
         assert distributed[key] == single[key], key
@@ -503,15 +508,7 @@ def test_a_source_distributed_by_the_user_key_is_joined_on_each_shard():
     with psycopg.connect(dsn, autocommit=True) as c:
         assert len(shards) == one(c, "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'ab_assignments'::regclass")
         c.execute("DROP TABLE public.conversations, public.callbacks")
-    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
-        c.execute("DROP DATABASE IF EXISTS ab_same_sources WITH (FORCE)")
-        c.execute("CREATE DATABASE ab_same_sources")
-    single_dsn = psycopg.conninfo.make_conninfo(SINGLE_NODE, dbname="ab_same_sources")
-    with psycopg.connect(single_dsn, autocommit=True) as c:
-        c.execute("CREATE EXTENSION ab_testing")
-        single = source_scenario(c, False)
-    with psycopg.connect(SINGLE_NODE, autocommit=True) as c:
-        c.execute("DROP DATABASE ab_same_sources WITH (FORCE)")
+    single = on_one_node("ab_same_sources", lambda c: source_scenario(c, False))
     assert {r[0] for r in single} == {"resolved", "tokens", "conversations", "tokens_per_conversation", "callbacks"}
     assert any(r[6] is not None for r in single)
     assert_same_analysis(single, distributed)
