@@ -61,7 +61,7 @@ BEGIN
                AND a.grantee <> p.proowner LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_create_metric_source(text, jsonb), '
                                   '@extschema@.ab_drop_metric_source(text) TO %s', r);
-        EXECUTE pg_catalog.format('GRANT SELECT, INSERT, DELETE ON @extschema@.ab_metric_sources TO %s', r);
+        EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources TO %s', r);
     END LOOP;
 END
 $$;
@@ -128,7 +128,7 @@ BEGIN
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
                    '@extschema@.ab_create_metric_source(text, jsonb), @extschema@.ab_drop_metric_source(text) TO %I', role);
-    EXECUTE format('GRANT SELECT, INSERT, DELETE ON @extschema@.ab_metric_sources TO %I', role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources TO %I', role);
     -- Administration runs with the caller's rights.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
@@ -155,7 +155,7 @@ BEGIN
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
                    '@extschema@.ab_create_metric_source(text, jsonb), @extschema@.ab_drop_metric_source(text) FROM %I', role);
-    EXECUTE format('REVOKE SELECT, INSERT, DELETE ON @extschema@.ab_metric_sources FROM %I', role);
+    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources FROM %I', role);
     EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
                    '@extschema@.ab_audit, @extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations FROM %I', role);

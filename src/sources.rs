@@ -252,11 +252,26 @@ pub fn source_metric(
 /// Plans (without running) a read of each source metric, so that a filter value the column's
 /// type cannot take or a type without the filter's operator fails now, not at analysis.
 pub fn check_experiment_sources(
-    client: &SpiClient<'_>,
+    client: &mut SpiClient<'_>,
     nsp: &str,
     metrics: &std::collections::BTreeMap<String, MetricDef>,
 ) {
     for (name, def) in metrics {
+        // A registered source stays until this transaction ends: a concurrent
+        // ab_drop_metric_source waits for it, then sees the new experiment naming the source.
+        for r in [def.source_ref(), def.covariate_ref().map(|c| c.0)].into_iter().flatten() {
+            if let SourceRef::Named(source) = r {
+                if crate::catalog::has_table(client, nsp, "ab_metric_sources") {
+                    client
+                        .update(
+                            &format!("SELECT 1 FROM {nsp}.ab_metric_sources WHERE name = $1 FOR KEY SHARE"),
+                            None,
+                            &[source.as_str().into()],
+                        )
+                        .or_raise();
+                }
+            }
+        }
         if let Some((of, _, ab_core::definition::QuantileLevel::Event)) = def.quantile_of() {
             if metrics.get(of).is_some_and(|d| d.source.is_some() && !Measure::of(d).needs_value()) {
                 raise(
@@ -339,8 +354,15 @@ fn ab_create_metric_source(name: Option<&str>, definition: Option<RawJsonb>) {
 #[pg_extern(volatile, parallel_unsafe)]
 fn ab_drop_metric_source(name: Option<&str>) {
     let name = required(name, "name");
+    let name = normalize_name("metric source name", name).unwrap_or_else(|e| core_error(e));
+    let name = name.as_ref();
     Spi::connect_mut(|client| {
         let nsp = crate::catalog::schema(client);
+        // Locked first: an experiment being created with the source either committed before
+        // (and is seen below) or waits, then finds the source gone.
+        client
+            .update(&format!("SELECT 1 FROM {nsp}.ab_metric_sources WHERE name = $1 FOR UPDATE"), None, &[name.into()])
+            .or_raise();
         let users: Vec<String> = client
             .select(
                 &format!(

@@ -1,5 +1,6 @@
 """Routine maintenance, deletes in flight, replication roles, racing creations and the
 analysis of a fresh experiment: what an unlucky operator or a busy application runs into."""
+import json
 import random
 import threading
 import time
@@ -504,3 +505,37 @@ def test_writes_are_not_overtaken_by_a_stream_of_experiment_creations():
     assert len(created) > 200 and len(calls) > 200, (len(created), len(calls))
     assert failures == [], (len(failures), failures[:1])
     drop_db("ab_creation_storm")
+
+
+@pytest.mark.citus
+def test_dropping_a_metric_source_races_an_experiment_naming_it(db):
+    """ab_drop_metric_source and an ab_create_experiment naming the source, each waiting for the
+    other's transaction: the one that commits first wins, and no experiment is left naming a
+    source that is gone."""
+    source = {"relation": "public.raced_events", "user_column": "user_id", "time_column": "at"}
+
+    def body(name):
+        return two_arms(name, primary_metric="events", metrics={"events": {"aggregation": "count", "source": "raced"}})
+
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as creator:
+        admin.execute("CREATE TABLE public.raced_events (user_id text, at timestamptz)")
+        one(admin, "SELECT ab_create_metric_source('raced', %s)", Jsonb(source))
+        # The creation commits first: the drop waited, then sees the experiment and refuses.
+        one(creator, "SELECT ab_create_experiment(%s)", Jsonb(body("first")))
+        drop = Background(db, "SELECT ab_drop_metric_source('raced')")
+        assert blocked(admin, drop.pid)
+        creator.commit()
+        error = drop.join()
+        assert isinstance(error, psycopg.errors.DependentObjectsStillExist), error
+        assert one(admin, "SELECT count(*) FROM ab_metric_sources WHERE name = 'raced'") == 1
+        # The drop commits first: the creation waited, then finds the source gone.
+        one(admin, "SELECT ab_delete_experiment('first')")
+        with psycopg.connect(db) as dropper:
+            one(dropper, "SELECT ab_drop_metric_source('raced')")
+            create = Background(db, "SELECT ab_create_experiment('%s')" % json.dumps(body("second")).replace("'", "''"))
+            assert blocked(admin, create.pid)
+            dropper.commit()
+        error = create.join()
+        assert isinstance(error, psycopg.errors.UndefinedObject), error
+        assert one(admin, "SELECT count(*) FROM ab_experiments WHERE name = 'second'") == 0
+        admin.execute("DROP TABLE public.raced_events")

@@ -212,6 +212,25 @@ UPDATE crm.loan_applications SET amount = 1e300 WHERE amount = 1e20;
 SELECT expect_error($$SELECT count(*) FROM ab_analyze('fast track')$$);
 DELETE FROM crm.loan_applications WHERE amount = 1e300;
 
+-- The read is a security-restricted operation: code in a source cannot create temporary
+-- objects (or change the role) in the analysing session.
+CREATE FUNCTION crm.sneaky() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    CREATE TEMP TABLE IF NOT EXISTS sneaky_trace (at timestamptz);
+    RETURN 1;
+END;
+$$;
+CREATE VIEW crm.sneaky_loans AS SELECT borrower_id, applied_at, crm.sneaky() AS k FROM crm.loan_applications;
+SELECT ab_create_experiment('{"name": "sneaky", "experiment_type": "workflow", "primary_metric": "m",
+  "metrics": {"m": {"aggregation": "count", "source": {"relation": "crm.sneaky_loans", "user_column": "borrower_id",
+                                                      "time_column": "applied_at", "filter": {"k": 1}}}},
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}') AS sn \gset
+INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at)
+SELECT :sn, 'b1', id, '2026-03-01' FROM ab_variants WHERE experiment_id = :sn AND name = 'a';
+SELECT expect_error($$SELECT count(*) FROM ab_analyze('sneaky')$$);
+SELECT count(*) AS traces FROM pg_class WHERE relname = 'sneaky_trace';
+SELECT ab_delete_experiment('sneaky');
+
 -- Privileges: the analysis reads the source as the role running it.
 DO $$
 BEGIN
