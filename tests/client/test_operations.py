@@ -625,3 +625,66 @@ def test_every_acknowledged_result_survives_a_crash(crash_cluster):
         orphans = one(c, "SELECT count(*) FROM ab_variants v WHERE NOT EXISTS "
                          "(SELECT 1 FROM ab_experiments e WHERE e.id = v.experiment_id)")
         assert orphans == 0
+
+
+def analysis_plans(c, exp):
+    """The plans auto_explain reports for the statements ab_analyze runs, or None where
+    auto_explain is not installed."""
+    try:
+        c.execute("LOAD 'auto_explain'")
+    except psycopg.Error:
+        return None
+    for setting in ["log_min_duration = 0", "log_nested_statements = on", "log_level = notice"]:
+        c.execute(f"SET auto_explain.{setting}")
+    plans = []
+
+    def handler(d):
+        plans.append(d.message_primary)
+
+    c.add_notice_handler(handler)
+    c.execute("SELECT * FROM ab_analyze(%s)", (exp,)).fetchall()
+    c.remove_notice_handler(handler)
+    c.execute("SET auto_explain.log_min_duration = -1")
+    return plans
+
+
+def test_a_source_read_skips_the_history_before_the_experiment():
+    """The constant bounds of a source's read (first enrollment, last enrollment + window) let
+    PostgreSQL prune the partitions of a table partitioned by time and use an index on the
+    time column, as the README says."""
+    db = fresh_db("ab_source_plans")
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("CREATE TABLE public.events (user_id text, at timestamptz) PARTITION BY RANGE (at)")
+        c.execute("CREATE TABLE public.events_old PARTITION OF public.events FOR VALUES FROM ('2020-01-01') TO ('2026-01-01')")
+        c.execute("CREATE TABLE public.events_new PARTITION OF public.events FOR VALUES FROM ('2026-01-01') TO ('2100-01-01')")
+        c.execute("CREATE TABLE public.history (user_id text, at timestamptz)")
+        c.execute("CREATE INDEX history_at ON public.history (at)")
+        events = {"relation": "public.events", "user_column": "user_id", "time_column": "at"}
+        history = {"relation": "public.history", "user_column": "user_id", "time_column": "at"}
+        body = two_arms("bounded", salt="bounded", primary_metric="events", metrics={
+            "events": {"aggregation": "count", "window": "7 days", "source": events},
+            "history": {"aggregation": "count", "window": "7 days", "source": history}})
+        exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(body))
+        one(c, "SELECT ab_start_experiment(%s)", exp)
+        for i in range(200):
+            one(c, "SELECT ab_get_variant(%s, %s)", exp, f"u{i}")
+        c.execute("UPDATE ab_assignments SET assigned_at = '2026-06-01'::timestamptz + substr(user_id, 2)::int * interval '1 minute' "
+                  "WHERE experiment_id = %s", (exp,))
+        for table in ["events", "history"]:
+            # Years of history before the experiment, then one row per user a day after enrollment.
+            c.execute(f"INSERT INTO public.{table} SELECT 'u' || (g % 200), '2021-01-01'::timestamptz + g * interval '10 minutes' "
+                      "FROM generate_series(1, 100000) g")
+            c.execute(f"INSERT INTO public.{table} SELECT user_id, assigned_at + interval '1 day' FROM ab_assignments "
+                      "WHERE experiment_id = %s", (exp,))
+            c.execute(f"ANALYZE public.{table}")
+        means = {r[0]: r[1] for r in c.execute("SELECT metric_name, mean FROM ab_analyze(%s)", (exp,))}
+        assert means == {"events": 1.0, "history": 1.0}
+        plans = analysis_plans(c, exp)
+        if plans is None:
+            drop_db("ab_source_plans")
+            pytest.skip("auto_explain is not installed with this PostgreSQL")
+        reads = {t: [p for p in plans if "ab_moments" in p and f'"public"."{t}" s' in p] for t in ["events", "history"]}
+        assert len(reads["events"]) == 1 and "events_new" in reads["events"][0], reads
+        assert "events_old" not in reads["events"][0]
+        assert len(reads["history"]) == 1 and "history_at" in reads["history"][0], reads
+    drop_db("ab_source_plans")
