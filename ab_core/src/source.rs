@@ -421,6 +421,13 @@ mod tests {
         assert!(s.filter.contains(&Condition { column: "deleted_at".into(), test: Test::IsNull }));
         assert!(s.filter.contains(&Condition { column: "product".into(), test: Test::IsNotNull }));
         assert_eq!(parse_spec(&s.to_json()).unwrap(), s);
+        // The bounds themselves are accepted.
+        let most = json!({"relation": "r", "user_column": "u", "time_column": "t",
+                          "filter": (0..20).map(|i| (format!("c{i}"), json!({"in": (0..100).collect::<Vec<i32>>()})))
+                                           .collect::<Map<String, Value>>()});
+        assert_eq!(parse_spec(&most).unwrap().filter.len(), 20);
+        let long = json!({"relation": "r", "user_column": "u", "time_column": "t", "filter": {"a": "x".repeat(1000)}});
+        assert!(parse_spec(&long).is_ok());
     }
 
     #[test]
@@ -444,6 +451,21 @@ mod tests {
             (
                 json!({"relation": "r", "user_column": "u", "time_column": "t", "filter": {"a": {"=": 1, "<": 2}}}),
                 "exactly one operator",
+            ),
+            (
+                json!({"relation": "r", "user_column": "u", "time_column": "t", "filter": {"a": "x".repeat(1001)}}),
+                "longer than 1000",
+            ),
+            (json!({"relation": "r", "user_column": "u", "time_column": "t", "filter": {"a": "x\u{0}"}}), "NUL"),
+            (
+                json!({"relation": "r", "user_column": "u", "time_column": "t",
+                    "filter": (0..21).map(|i| (format!("c{i}"), json!(i))).collect::<Map<String, Value>>()}),
+                "at most 20",
+            ),
+            (
+                json!({"relation": "r", "user_column": "u", "time_column": "t",
+                    "filter": {"a": {"in": (0..101).collect::<Vec<i32>>()}}}),
+                "1 to 100",
             ),
         ] {
             let e = parse_spec(&bad).unwrap_err();
