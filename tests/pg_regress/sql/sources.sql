@@ -202,6 +202,8 @@ SELECT count(*) AS experiments FROM ab_experiments WHERE name = 'bad';
 SELECT expect_error($$SELECT ab_drop_metric_source('applications')$$);
 SELECT ab_drop_metric_source('odd');
 SELECT expect_error($$SELECT ab_drop_metric_source('odd')$$);
+SELECT expect_error($$SELECT ab_drop_metric_source(NULL)$$);
+SELECT expect_error($$SELECT ab_create_metric_source('x', NULL)$$);
 
 -- Values out of the range a metric value may take are refused at analysis, not averaged
 -- (beyond what float8 arithmetic can square, PostgreSQL itself refuses the sum).
