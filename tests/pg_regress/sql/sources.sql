@@ -155,6 +155,29 @@ SELECT a.attributes ->> 'branch' AS branch, v.name AS variant, count(*) AS users
        avg((SELECT count(*) FROM crm.loan_applications l WHERE l.borrower_id = a.user_id AND l.applied_at >= a.assigned_at))::numeric(6, 4) AS by_hand
 FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id WHERE a.experiment_id = :br GROUP BY 1, 2 ORDER BY 1, 2;
 
+-- Quantiles of a source metric: of the per-user sums, and of every value read.
+SELECT ab_create_experiment('{"name": "amount quantiles", "experiment_type": "workflow", "primary_metric": "amount",
+  "salt": "fast-track",
+  "metrics": {"amount": {"aggregation": "sum", "source": "funded amounts", "window": "14 days"},
+              "median_per_user": {"type": "quantile", "of": "amount", "quantile": 0.5},
+              "p90_application": {"type": "quantile", "of": "amount", "quantile": 0.9, "level": "event"}},
+  "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "fast", "traffic_allocation": 50}]}') AS q \gset
+INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at)
+SELECT :q, a.user_id, v2.id, a.assigned_at FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id
+JOIN ab_variants v2 ON v2.experiment_id = :q AND v2.name = v.name WHERE a.experiment_id = :e;
+CREATE TEMP VIEW funded_in_window AS
+SELECT arm.variant, arm.user_id, l.amount::float8 AS amount FROM arm JOIN crm.loan_applications l ON l.borrower_id = arm.user_id
+WHERE l.status = 'funded' AND l.applied_at >= arm.assigned_at AND l.applied_at < arm.assigned_at + interval '14 days';
+SELECT a.metric_name, a.variant, a.users, a.mean = h.q AS equals_percentile_cont
+FROM ab_analyze('amount quantiles') a
+JOIN (SELECT 'median_per_user' AS metric_name, variant, percentile_cont(0.5) WITHIN GROUP (ORDER BY total) AS q
+      FROM (SELECT variant, user_id, sum(amount) AS total FROM funded_in_window GROUP BY 1, 2) u GROUP BY variant
+      UNION ALL
+      SELECT 'p90_application', variant, percentile_cont(0.9) WITHIN GROUP (ORDER BY amount) FROM funded_in_window GROUP BY variant) h
+  USING (metric_name, variant)
+ORDER BY 1, 2;
+DROP VIEW funded_in_window;
+
 -- Nothing is recorded under a source metric's name.
 SELECT expect_error($$SELECT ab_record_result('fast track', 'funded_14d', 1, 'b1')$$);
 -- The timeline: on each day, the source's rows up to its end (in the session's time zone).
@@ -281,7 +304,7 @@ RESET TimeZone;
 -- Later files see none of this.
 SELECT ab_stop_experiment('fast track') ->> 'status' AS status, ab_stop_experiment('by branch') ->> 'status' AS status;
 SELECT count(ab_delete_experiment(name)) AS deleted FROM ab_experiments
-WHERE name IN ('injection', 'fast track', 'fast track, sequential', 'stopped', 'by branch');
+WHERE name IN ('injection', 'fast track', 'fast track, sequential', 'stopped', 'by branch', 'amount quantiles');
 SELECT ab_drop_metric_source('applications'), ab_drop_metric_source('funded amounts');
 DROP OWNED BY ab_src_analyst;
 DROP ROLE ab_src_analyst;
