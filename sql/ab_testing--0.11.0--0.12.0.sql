@@ -1,0 +1,5 @@
+-- 0.11.0 -> 0.12.0: trust boundaries and soundness.
+-- tests/client/test_operations.py checks that an upgraded database matches a fresh install
+-- object by object.
+
+\echo Use "ALTER EXTENSION ab_testing UPDATE TO '0.12.0'" to load this file. \quit
