@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Builds Citus from the vendored public source and installs it into the system PostgreSQL 15.
-# Skipped when citus.so is already there. Called by scripts/setup.sh.
-# Environment: CITUS_TARBALL (default ../shared/vendor/citus-13.2.2.tar.gz beside the project,
-# else /work/shared/vendor/citus-13.2.2.tar.gz).
+# Skipped when citus.so is already there. Called by scripts/setup.sh --all.
+# Environment: CITUS_TARBALL (default ../shared/vendor/citus-13.2.2.tar.gz beside the project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +10,6 @@ PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
 [ -f "$PKGLIBDIR/citus.so" ] && exit 0
 
 TARBALL=${CITUS_TARBALL:-$(cd .. && pwd)/shared/vendor/citus-13.2.2.tar.gz}
-[ -f "$TARBALL" ] || [ -n "${CITUS_TARBALL:-}" ] || TARBALL=/work/shared/vendor/citus-13.2.2.tar.gz
 if [ ! -f "$TARBALL" ]; then
     echo "citus-build: $TARBALL not found (set CITUS_TARBALL)" >&2
     exit 1

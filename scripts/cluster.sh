@@ -5,13 +5,19 @@
 #   scripts/cluster.sh stop
 #   scripts/cluster.sh destroy
 #   scripts/cluster.sh dir     # prints its directory (the socket's too)
-# Environment: AB_PG_VERSION (15, 16 or 18; default 15: see scripts/pg-versions.sh),
+# Environment: PG_CONFIG (any installation) or AB_PG_VERSION (15, 16 or 18; default 15: see
+# scripts/pg-versions.sh),
 # AB_PGDIR (default /tmp/ab_testing_pg, with the version appended when it is not 15),
 # PGPORT (default 5499).
 set -euo pipefail
 
-VERSION=${AB_PG_VERSION:-15}
-PG_BIN=$("$(dirname "$0")/pg-versions.sh" bin "$VERSION")
+if [ -n "${PG_CONFIG:-}" ]; then
+    VERSION=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+    PG_BIN=$("$PG_CONFIG" --bindir)
+else
+    VERSION=${AB_PG_VERSION:-15}
+    PG_BIN=$("$(dirname "$0")/pg-versions.sh" bin "$VERSION")
+fi
 if [ "$VERSION" = 15 ]; then
     DIR=${AB_PGDIR:-/tmp/ab_testing_pg}
 else

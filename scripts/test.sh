@@ -11,11 +11,12 @@
 #   5. the Node example with the pg driver
 #   6. Citus: the flow, cache and concurrency client tests and the Citus-only tests against
 #      a coordinator + 2 workers started here (scripts/citus-cluster.sh)
-#   7. the Debian package for 15: dpkg -i, the Quick start, dpkg -r (scripts/package-test.sh)
+#   7. a clone with nothing beside it runs the demo on PostgreSQL 15 alone (scripts/bare-clone-test.sh)
+#   8. the Debian package for 15: dpkg -i, the Quick start, dpkg -r (scripts/package-test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-scripts/setup.sh
+scripts/setup.sh --all
 # Headless Chromium: the results pages are tested in a real browser.
 command -v chromium >/dev/null || scripts/apt-install.sh chromium
 # pg_cron for 15: the README's schedule for bandit reweighting is run as written.
@@ -69,6 +70,9 @@ AB_CITUS=1 PGHOST=/tmp/ab_testing_citus PGPORT=5510 AB_CITUS_WORKERS=5511,5512 \
     AB_SINGLE_NODE_DSN="host=/tmp/ab_testing_pg port=5499 user=postgres dbname=postgres" \
     target/venv/bin/python -m pytest -q tests/client
 scripts/citus-cluster.sh destroy
+
+echo "== A bare clone: the demo with nothing beside it, PostgreSQL 15 alone"
+scripts/bare-clone-test.sh
 
 echo "== Debian package (PostgreSQL 15)"
 scripts/package-test.sh
