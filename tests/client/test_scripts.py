@@ -1,5 +1,6 @@
 """The set-up scripts' refusals: each stops before doing anything, and says why."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -39,3 +40,10 @@ def test_setup_says_when_rust_is_missing(tmp_path):
                          env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "cargo and rustc are not on the PATH: install a stable Rust" in out.stderr
+
+
+def test_readme_names_the_package_this_version_builds():
+    version = re.search(r'^version = "([^"]+)"', open(os.path.join(ROOT, "Cargo.toml")).read(), re.M).group(1)
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    named = set(re.findall(r"postgresql-\d+-ab-testing_([0-9.]+)_amd64\.deb", readme))
+    assert named == {version}
