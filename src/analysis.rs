@@ -73,7 +73,19 @@ struct Observed {
 /// read directly (see `security::as_caller`).
 pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     let sources = source_metrics(client, nsp, exp);
-    reading_sources(&sources, || run_linear(client, nsp, exp, &sources))
+    let analysis = reading_sources(&sources, || run_linear(client, nsp, exp, &sources));
+    check_finite(&analysis.metrics);
+    analysis
+}
+
+/// No analysis reports a figure that is not a finite number: a metric with one is refused
+/// (22003) with a message naming it, the variant and the column.
+pub fn check_finite<'a>(metrics: impl IntoIterator<Item = &'a MetricResult>) {
+    for m in metrics {
+        if let Some(message) = m.overflow_problem() {
+            crate::errors::raise(pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, message, None);
+        }
+    }
 }
 
 /// Runs `f` with nested loops off and, when the experiment reads sources, as the caller.
@@ -129,6 +141,7 @@ fn run_linear(
     exp: &ExperimentRow,
     sources: &HashMap<String, SourceMetric>,
 ) -> Analysis {
+    check_source_values(client, nsp, exp, sources, None);
     let variants = catalog::variants(client, nsp, exp.id);
     let assigned: HashMap<i64, u64> = client
         .select(
@@ -196,12 +209,9 @@ fn run_linear(
     for metric in &measured {
         let per_user = per_user_of(metric, "$2");
         let covariate_source = sources.get(metric).filter(|_| !bandit).and_then(|s| s.covariate_per_user(nsp));
-        // A source's values are the application's: one out of the range a result may take
-        // (or not a number) would make every statistic meaningless.
-        let range = if sources.contains_key(metric) { ", max(abs(u.v))" } else { "" };
         let sql = if let Some(cov) = &covariate_source {
             format!(
-                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.v, 0)){range} FROM ({per_user}) u \
+                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.v, 0)) FROM ({per_user}) u \
                  LEFT JOIN ({cov}) c ON c.user_id = u.user_id GROUP BY u.variant_id"
             )
         } else if has_covariates {
@@ -211,7 +221,7 @@ fn run_linear(
                  GROUP BY u.variant_id"
             )
         } else {
-            format!("SELECT u.variant_id, {nsp}.ab_moments(u.v){range} FROM ({per_user}) u GROUP BY u.variant_id")
+            format!("SELECT u.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u GROUP BY u.variant_id")
         };
         let with_covariate = has_covariates || covariate_source.is_some();
         if periods.is_some() {
@@ -229,9 +239,6 @@ fn run_linear(
             let variant: i64 = row.get(1).or_raise().unwrap();
             let m: Vec<Option<f64>> = row.get(2).or_raise().unwrap();
             let m: Vec<f64> = m.into_iter().map(|x| x.unwrap_or(0.0)).collect();
-            if !range.is_empty() {
-                check_range(metric, row.get::<f64>(3).or_raise());
-            }
             let (moments, co) = if with_covariate {
                 let co = CoMoments { n: m[0], mean_y: m[1], mean_x: m[2], m2_y: m[3], m2_x: m[4], c_xy: m[5] };
                 (Moments { n: co.n, mean: co.mean_y, m2: co.m2_y }, Some(co))
@@ -385,19 +392,63 @@ fn order_of_sources(
     metric_order(exp, defs, &[]).into_iter().filter(|m| sources.contains_key(m)).collect()
 }
 
-/// Raises 22003 when a source metric's largest per-user value (in magnitude) is out of the
-/// range a recorded value may take, or not a number.
-fn check_range(metric: &str, largest: Option<f64>) {
-    if let Some(x) = largest {
-        if x.is_nan() || x > ab_core::definition::MAX_ABS_VALUE {
-            crate::errors::raise(
-                pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-                format!(
-                    "metric \"{}\": a user's value read from its source is {x:e}, outside the range of a metric value (-1e15 to 1e15)",
-                    ab_core::names::printable(metric)
-                ),
-                Some("filter the source's rows, or cap the metric".into()),
-            );
+/// How messages name a source: its registered name, or the relation of an inline one.
+fn source_label(r: Option<ab_core::definition::SourceRef>) -> String {
+    use ab_core::definition::SourceRef;
+    use ab_core::names::printable;
+    match r {
+        Some(SourceRef::Named(n)) => format!("source \"{}\"", printable(&n)),
+        Some(SourceRef::Inline(spec)) => format!("relation \"{}\"", printable(&spec.relation)),
+        None => "its source".to_string(),
+    }
+}
+
+/// Every value an analysis reads from the application's relations keeps the rule of a
+/// recorded value (`ab_core::definition::source_value_problem`): each user's value of each
+/// source metric, and each user's covariate read from a covariate source. A value outside it
+/// (or not a number) would make every statistic meaningless, or overflow; every analysis
+/// (`ab_analyze`, `ab_summary`, `ab_bayes`, `ab_plot`, timelines, breakdowns) raises the same
+/// 22003 before computing anything. `only` limits the check to the metrics a function reads.
+/// Runs as the role that reads the sources.
+pub fn check_source_values(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    sources: &HashMap<String, SourceMetric>,
+    only: Option<&[String]>,
+) {
+    let defs = exp.metric_defs();
+    let mut names: Vec<&String> = sources.keys().filter(|n| only.is_none_or(|o| o.contains(n))).collect();
+    names.sort();
+    for name in names {
+        let source = &sources[name];
+        let def = defs.get(name.as_str()).cloned().unwrap_or_default();
+        let reads = [
+            ("value", Some(source.per_user(nsp)), source_label(def.source_ref())),
+            ("covariate", source.covariate_per_user(nsp), source_label(def.covariate_ref().map(|c| c.0))),
+        ];
+        for (what, sql, label) in reads {
+            let Some(sql) = sql else { continue };
+            // The user's value largest in magnitude, NaN first (it sorts above every number).
+            let largest = client
+                .select(
+                    format!("SELECT (SELECT u.v FROM ({sql}) u ORDER BY abs(u.v) DESC NULLS LAST LIMIT 1)").as_str(),
+                    Some(1),
+                    &[exp.id.into()],
+                )
+                .or_raise()
+                .first()
+                .get_one::<f64>()
+                .or_raise();
+            if let Some(message) =
+                largest.and_then(|x| ab_core::definition::source_value_problem(name, what, &label, x))
+            {
+                crate::errors::raise(
+                    pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                    message,
+                    Some("filter the source's rows (a filter on the value column), or correct the rows".into()),
+                );
+            }
         }
     }
 }
@@ -817,14 +868,24 @@ fn analyze(r: ExperimentRef<'_>) -> Vec<Row> {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
         let analysis = run(client, &nsp, &exp);
-        store(client, &nsp, exp.id, &analysis);
+        if transaction_writable() {
+            store(client, &nsp, exp.id, &analysis);
+        }
         analysis
     });
     analysis.metrics.iter().flat_map(|m| rows_of(m, analysis.srm)).collect()
 }
 
+/// Whether this transaction may write: not on a hot standby, not in a read-only transaction.
+/// Analysts query replicas, so an analysis there is returned without being stored.
+pub fn transaction_writable() -> bool {
+    // SAFETY: plain reads of backend-local state.
+    unsafe { !pg_sys::XactReadOnly && !pg_sys::RecoveryInProgress() }
+}
+
 /// One row per metric and variant: per-user statistics and the Welch comparison with the
-/// control (NULL on the control's row). Stores the rows in ab_insights.
+/// control (NULL on the control's row). Stores the rows in ab_insights where the transaction
+/// can write (not in a read-only transaction, not on a hot standby).
 #[pg_extern(volatile, parallel_unsafe)]
 fn ab_analyze(
     experiment: &str,

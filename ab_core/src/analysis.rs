@@ -105,7 +105,9 @@ pub fn quantile_moments(q: &QuantileStat) -> Option<Moments> {
             iid * cluster / (nu * (1.0 - nu) / n)
         }
     };
-    (variance > 0.0 && variance.is_finite()).then(|| Moments::from_summary(n, q.estimate, variance))
+    // Every value at the interval's levels equal: the estimate has no spread, which is data
+    // (the test then compares the estimates exactly, as for any metric without spread).
+    (variance >= 0.0 && variance.is_finite()).then(|| Moments::from_summary(n, q.estimate, variance))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -197,6 +199,8 @@ pub struct ArmResult {
     pub recommendation: String,
     /// 1 - adjusted p-value of the comparison with the control.
     pub confidence: Option<f64>,
+    /// Why an arm whose users count has no mean (a ratio whose denominator is 0).
+    pub no_estimate: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,6 +230,67 @@ impl MetricResult {
     pub fn control(&self) -> Option<&ArmResult> {
         self.arms.iter().find(|a| a.is_control)
     }
+
+    /// The first figure of the result that is not a finite number, as (variant, column,
+    /// value). Recorded values are bounded so that none can occur, but a ratio divides by the
+    /// application's denominators, which may be as close to 0 as a float8 goes.
+    pub fn non_finite(&self) -> Option<(&str, &'static str, f64)> {
+        for a in &self.arms {
+            let mut figures: Vec<(&'static str, Option<f64>)> = vec![("mean", a.mean), ("std_dev", a.std_dev)];
+            if let Some(c) = &a.comparison {
+                figures.extend([
+                    ("diff", Some(c.diff)),
+                    ("ci_lower", Some(c.ci_lower)),
+                    ("ci_upper", Some(c.ci_upper)),
+                    ("relative_lift", c.relative_lift),
+                    ("relative_lift_ci_lower", c.relative_ci.map(|r| r.0)),
+                    ("relative_lift_ci_upper", c.relative_ci.map(|r| r.1)),
+                    ("relative_lift_p_value", c.relative_p_value),
+                    ("p_value", Some(c.p_value)),
+                    ("p_value_adjusted", Some(c.p_adjusted)),
+                    ("effect_size", c.effect_size),
+                    ("chance_to_beat_control", Some(c.chance_to_beat_control)),
+                    ("expected_loss", Some(c.expected_loss)),
+                    ("non_inferiority_p_value", c.non_inferiority.map(|n| n.p_value)),
+                    ("cuped_diff", c.cuped.map(|k| k.diff)),
+                    ("cuped_ci_lower", c.cuped.map(|k| k.ci_lower)),
+                    ("cuped_ci_upper", c.cuped.map(|k| k.ci_upper)),
+                    ("cuped_p_value", c.cuped.map(|k| k.p_value)),
+                ]);
+            }
+            if let Some((column, x)) =
+                figures.into_iter().find_map(|(k, v)| v.filter(|x| !x.is_finite()).map(|x| (k, x)))
+            {
+                return Some((a.variant.as_str(), column, x));
+            }
+        }
+        None
+    }
+
+    /// The message refusing a result with a figure that is not a finite number (an analysis
+    /// never reports one).
+    pub fn overflow_problem(&self) -> Option<String> {
+        let (variant, column, x) = self.non_finite()?;
+        let why = match (self.def.kind, self.def.ratio_of()) {
+            (MetricType::Ratio, Some((_, den))) => format!(
+                ": its denominator \"{}\" is too close to 0 for the ratio to be computed",
+                crate::names::printable(den)
+            ),
+            _ => String::new(),
+        };
+        Some(format!(
+            "metric \"{}\": the {column} of variant \"{}\" is {}, not a finite number{why}",
+            crate::names::printable(&self.name),
+            crate::names::printable(variant),
+            if x.is_nan() {
+                "NaN".to_string()
+            } else if x > 0.0 {
+                "Infinity".to_string()
+            } else {
+                "-Infinity".to_string()
+            },
+        ))
+    }
 }
 
 /// The moments the test uses: users who recorded nothing count as 0 where the metric says so.
@@ -253,7 +318,14 @@ pub fn ratio_moments(co: &CoMoments) -> Moments {
     }
     let r = co.mean_y / co.mean_x;
     let m2 = (co.m2_y - 2.0 * r * co.c_xy + r * r * co.m2_x) / (co.mean_x * co.mean_x);
-    Moments { n: co.n, mean: r, m2: if m2 > 0.0 && m2.is_finite() { m2 } else { 0.0 } }
+    // A variance past the float8 range (denominators near 0) stays infinite rather than
+    // becoming a spread of 0: the analysis then refuses the metric (`overflow_problem`).
+    let m2 = match m2 {
+        _ if !m2.is_finite() => f64::INFINITY,
+        _ if m2 > 0.0 => m2,
+        _ => 0.0,
+    };
+    Moments { n: co.n, mean: r, m2 }
 }
 
 /// Per period, as `effective_moments`.
@@ -547,6 +619,23 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
     // Users per arm: a quantile of every recorded value is over more values than users.
     let units = |i: usize| input.arms[i].quantile.map_or(moments[i].n, |q| q.users as f64);
     let control_n = control_idx.map(units).unwrap_or(0.0);
+    // A ratio arm whose users' denominators are 0 has users but no ratio.
+    let no_estimate = |i: usize| -> Option<String> {
+        let co = input.arms[i].ratio.filter(|co| def.kind == MetricType::Ratio && co.n > 0.0 && co.mean_x == 0.0)?;
+        let den = crate::names::printable(def.denominator.as_deref().unwrap_or("")).into_owned();
+        let variant = crate::names::printable(&input.arms[i].variant).into_owned();
+        Some(if co.m2_x == 0.0 {
+            format!(
+                "the denominator \"{den}\" of ratio metric \"{}\" is 0 for every user of {variant}",
+                crate::names::printable(&input.name)
+            )
+        } else {
+            format!(
+                "the denominator \"{den}\" of ratio metric \"{}\" averages 0 over the users of {variant}",
+                crate::names::printable(&input.name)
+            )
+        })
+    };
     let arms = input
         .arms
         .iter()
@@ -617,6 +706,9 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                 "control".to_string()
             } else {
                 match &comparison {
+                    None if no_estimate(i).or_else(|| control_idx.and_then(no_estimate)).is_some() => {
+                        no_estimate(i).or_else(|| control_idx.and_then(no_estimate)).unwrap()
+                    }
                     None => "not enough data: each variant needs at least 2 users with this metric".to_string(),
                     Some(_) if units(i) < min || control_n < min => format!(
                         "keep collecting: {} and {} users of the {} required per variant",
@@ -632,9 +724,10 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
             ArmResult {
                 variant: arm.variant.clone(),
                 is_control: arm.is_control,
-                users: match &arm.quantile {
-                    Some(q) => q.users,
-                    None => m.n as u64,
+                users: match (&arm.quantile, &arm.ratio) {
+                    (Some(q), _) => q.users,
+                    (None, Some(co)) if def.kind == MetricType::Ratio => co.n as u64,
+                    _ => m.n as u64,
                 },
                 mean: match &strata {
                     Some(est) => Some(est[i].mean),
@@ -645,6 +738,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                 confidence: comparison.map(|c| 1.0 - c.p_adjusted),
                 comparison,
                 recommendation,
+                no_estimate: no_estimate(i),
             }
         })
         .collect();

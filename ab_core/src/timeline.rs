@@ -32,7 +32,8 @@ pub struct Arm {
 }
 
 /// One analysis per day `0..days`. `periods` is the number of weight periods of a bandit
-/// experiment (its arms are then stratified by period), 0 for fixed allocations.
+/// experiment (its arms are then stratified by period), 0 for fixed allocations. Cells and
+/// enrollments dated `days` or later do not count.
 #[allow(clippy::too_many_arguments)]
 pub fn timeline(
     settings: &Settings,
@@ -45,12 +46,31 @@ pub fn timeline(
     cells: &[Cell],
     enrolled: &[Enrolled],
 ) -> Vec<MetricResult> {
+    timeline_with(settings, name, def, cap, arms, periods, days, cells, enrolled, || ())
+}
+
+/// `timeline`, calling `each_day` before each day's analysis (the database checks there
+/// whether the query was cancelled).
+#[allow(clippy::too_many_arguments)]
+pub fn timeline_with(
+    settings: &Settings,
+    name: &str,
+    def: &MetricDef,
+    cap: Option<f64>,
+    arms: &[Arm],
+    periods: usize,
+    days: usize,
+    cells: &[Cell],
+    enrolled: &[Enrolled],
+    mut each_day: impl FnMut(),
+) -> Vec<MetricResult> {
     let strata = periods.max(1);
     let mut moments = vec![vec![Moments::default(); strata]; arms.len()];
     let mut assigned = vec![vec![0u64; strata]; arms.len()];
     let (mut cells, mut enrolled) = (cells.iter().peekable(), enrolled.iter().peekable());
     let mut out = Vec::with_capacity(days);
     for day in 0..days {
+        each_day();
         while let Some(c) = cells.next_if(|c| c.day <= day) {
             if c.arm < arms.len() && c.period < strata {
                 moments[c.arm][c.period] = c.moments;
