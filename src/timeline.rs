@@ -72,6 +72,10 @@ fn daily_results(nsp: &str) -> String {
     )
 }
 
+fn check_interrupts() {
+    pg_sys::check_for_interrupts!();
+}
+
 fn arm_of(variants: &[VariantRow], id: i64) -> usize {
     variants.iter().position(|v| v.id == id).unwrap_or(usize::MAX)
 }
@@ -242,18 +246,7 @@ fn run_linear(
     let metrics = per_metric
         .iter()
         .map(|(name, def, cap, cells)| {
-            timeline_with(
-                &settings,
-                name,
-                def,
-                *cap,
-                &arms,
-                periods,
-                last + 1,
-                cells,
-                &enrolled,
-                || pg_sys::check_for_interrupts!(),
-            )
+            timeline_with(&settings, name, def, *cap, &arms, periods, last + 1, cells, &enrolled, check_interrupts)
         })
         .collect::<Vec<Vec<MetricResult>>>();
     crate::analysis::check_finite(metrics.iter().flatten());

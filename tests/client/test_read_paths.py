@@ -65,13 +65,13 @@ def app(conn):
     conn.execute("DROP SCHEMA IF EXISTS rp CASCADE")
 
 
-def orders_experiment(conn, name, users=40, covariate=False):
+def orders_experiment(conn, name, users=40, covariate=False, extra=None):
     """A sum of rp.orders.v per user (no window), each user with one order of 1 to 5 after
     enrollment and, with a covariate, one row in rp.before the week before."""
     metric = {"aggregation": "sum", "source": source("orders")}
     if covariate:
         metric["covariate"] = {"lookback": "30 days", "source": source("before")}
-    create(conn, name, {"amount": metric}, "amount", breakdowns=["plan"])
+    create(conn, name, {"amount": metric, **(extra or {})}, "amount", breakdowns=["plan"])
     users = [f"{name}-u{i}" for i in range(users)]
     for i, u in enumerate(users):
         conn.execute("SELECT ab_get_variant(%s, %s, %s)", (name, u, Jsonb({"plan": "pro" if i % 2 else "free"})))
@@ -347,3 +347,178 @@ def test_one_broken_bandit_does_not_stop_the_others_reweighting(app):
         "WHERE e.name = ANY(%s) GROUP BY e.name", (names,)).fetchall())
     assert periods == {names[0]: 2, names[1]: 0, names[2]: 2}
     drop(conn, "rp bandit %")
+
+
+# --- Item: every read works read-only, on a hot standby too -----------------------------------
+
+def bindir():
+    found = shutil.which("pg_config")
+    if found:
+        return subprocess.run([found, "--bindir"], check=True, capture_output=True, text=True).stdout.strip()
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    version = os.environ.get("AB_PG_VERSION", "15")
+    return subprocess.run([os.path.join(root, "scripts", "pg-versions.sh"), "bin", version],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def as_postgres(args, **kw):
+    """PostgreSQL's programs refuse to run as root: run them as postgres."""
+    if os.geteuid() == 0:
+        args = ["runuser", "-u", "postgres", "--", *args]
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def standby(dsn):
+    """A streaming replica of the cluster the tests use (pg_basebackup -R), hot standby on,
+    listening only on a socket in its own directory; destroyed afterwards."""
+    bin_dir = bindir()
+    home = tempfile.mkdtemp(prefix="ab_standby_")
+    os.chmod(home, 0o755)
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres", "postgres")
+    data = os.path.join(home, "data")
+    port = free_port()
+    host = os.environ.get("PGHOST", "/tmp/ab_testing_pg")
+    primary_port = os.environ.get("PGPORT", "5499")
+    started = False
+    try:
+        as_postgres([os.path.join(bin_dir, "pg_basebackup"), "-h", host, "-p", primary_port, "-U",
+                     os.environ.get("PGUSER", "postgres"), "-D", data, "-R", "-X", "stream", "-c", "fast"])
+        as_postgres(["sh", "-c", f"cat >> {data}/postgresql.conf <<'CONF'\n"
+                     f"port = {port}\nunix_socket_directories = '{home}'\nlisten_addresses = ''\n"
+                     "hot_standby = on\nshared_buffers = 32MB\nCONF\n"])
+        as_postgres([os.path.join(bin_dir, "pg_ctl"), "-D", data, "-l", os.path.join(home, "log"), "-w", "-t", "120", "start"])
+        started = True
+        dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+        yield psycopg.conninfo.make_conninfo(host=home, port=port, user=os.environ.get("PGUSER", "postgres"),
+                                             dbname=dbname)
+    finally:
+        if started:
+            as_postgres([os.path.join(bin_dir, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"])
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def caught_up(primary, standby_conn, timeout=60):
+    lsn = primary.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if standby_conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the standby did not catch up")
+
+
+def replica_data(conn):
+    """A fixed experiment with a source metric and CUPED, a ratio, a quantile and a breakdown,
+    a bandit, and a layer: everything the read functions and views show."""
+    name = "rp replica"
+    users = orders_experiment(conn, name, users=40, covariate=True, extra={
+        "clicks": {"aggregation": "sum"},
+        "amount_per_click": {"type": "ratio", "numerator": "amount", "denominator": "clicks"},
+        "median_clicks": {"type": "quantile", "of": "clicks", "quantile": 0.5},
+    })
+    for i, u in enumerate(users):
+        conn.execute("SELECT ab_record_result(%s, 'clicks', %s, %s)", (name, float(i % 5), u))
+    drop(conn, "rp replica bandit")
+    conn.execute(
+        "SELECT ab_create_experiment(%s)",
+        (Jsonb({"name": "rp replica bandit", "experiment_type": "prompt", "primary_metric": "won", "salt": "rpb",
+                "metrics": {"won": {"type": "binary"}}, "variants": VARIANTS,
+                "allocation": {"mode": "bandit", "update_every": "1 hour", "burn_in_users": 0}}),),
+    )
+    conn.execute("SELECT ab_start_experiment('rp replica bandit')")
+    for i, (u, v) in enumerate(enroll(conn, "rp replica bandit", [f"rpb{i}" for i in range(30)]).items()):
+        conn.execute("SELECT ab_record_result('rp replica bandit', 'won', %s, %s)", (float(v == "B" or i % 2 == 0), u))
+    conn.execute("SELECT ab_reweight('rp replica bandit', true)")
+    return [name, "rp replica bandit"]
+
+
+def read_everything(conn, names):
+    """What every read function and view returns (the gateway's pages call these)."""
+    out = {}
+    for name in names:
+        id_ = conn.execute("SELECT id FROM ab_experiments WHERE name = %s", (name,)).fetchone()[0]
+        for key, sql in READS.items():
+            if key == "ab_breakdown" and "bandit" in name:
+                continue  # a bandit has no breakdowns
+            full = sql.replace("SELECT count(*) FROM", "SELECT * FROM")
+            out[(name, key)] = conn.execute(full + " ORDER BY 1" if "*" in full else full, (name,)).fetchall()
+            out[(name, key, "by id")] = conn.execute(
+                (full + " ORDER BY 1" if "*" in full else full).replace("%s", "%s::bigint"), (id_,)
+            ).fetchall()
+        out[(name, "ab_get_experiment")] = conn.execute("SELECT ab_get_experiment(%s)", (name,)).fetchall()
+        out[(name, "health")] = conn.execute("SELECT to_jsonb(h) - 'days_running' FROM ab_experiment_health h WHERE h.id = %s", (id_,)).fetchall()
+    views = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_depend d ON d.objid = c.oid AND d.deptype = 'e' "
+        "JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'ab_testing' WHERE c.relkind = 'v' ORDER BY 1"
+    ).fetchall()
+    assert len(views) >= 4
+    for (view,) in views:
+        # Each row as it stands, except how long the experiment has run (now() differs).
+        rows = conn.execute(f"SELECT to_jsonb(v) - 'days_running' FROM {view} v").fetchall()
+        out[view] = sorted(map(repr, rows))
+    return out
+
+
+def test_every_read_runs_on_a_hot_standby_and_equals_the_primary(app, dsn, standby):
+    conn = app
+    names = replica_data(conn)
+    primary = read_everything(conn, names)
+    stored = conn.execute("SELECT count(*), max(computed_at) FROM ab_insights").fetchone()
+    assert stored[0] > 0, "ab_analyze stores where the transaction can write"
+    with psycopg.connect(standby, autocommit=True) as replica:
+        caught_up(conn, replica)
+        assert replica.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        on_replica = read_everything(replica, names)
+        assert replica.execute("SELECT count(*), max(computed_at) FROM ab_insights").fetchone() == stored
+        # The same rows, the stored history aside (the primary's ab_analyze calls above added to it).
+        for key in primary:
+            if key in ("ab_latest_insights",):
+                continue
+            assert on_replica[key] == primary[key], key
+        # Errors stay errors (not 25006): a value out of range, on the replica too.
+        conn.execute("UPDATE rp.orders SET v = 'NaN' WHERE user_id = (SELECT min(user_id) FROM rp.orders)")
+        caught_up(conn, replica)
+        code, message = sqlstate_of(replica, "SELECT * FROM ab_analyze('rp replica')")
+        assert code == "22003" and "is NaN" in message, message
+        # A write is still refused there, with PostgreSQL's own error, and the session goes on.
+        code, message = sqlstate_of(replica, "SELECT ab_reweight('rp replica bandit', true)")
+        assert (code, message) in [
+            ("25006", "cannot execute SELECT FOR UPDATE in a read-only transaction"),
+            ("XX000", "cannot assign TransactionIds during recovery"),
+        ], (code, message)
+        assert replica.execute("SELECT ab_get_experiment('rp replica') ->> 'status'").fetchone() == ("running",)
+
+
+@pytest.mark.parametrize("how", ["SET TRANSACTION READ ONLY", "SET default_transaction_read_only = on"])
+def test_every_read_runs_in_a_read_only_transaction(app, how):
+    conn = app
+    names = replica_data(conn)
+    expected = read_everything(conn, names)
+    stored = conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0]
+    # One read-only transaction, or (the session's default) each statement in its own.
+    conn.autocommit = not how.startswith("SET TRANSACTION")
+    try:
+        conn.execute(how)
+        got = read_everything(conn, names)
+        assert conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
+        assert conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0] == stored
+        code, _ = sqlstate_of(conn, "SELECT ab_reweight('rp replica bandit', true)")
+        assert code == "25006"
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+        conn.execute("RESET default_transaction_read_only")
+    for key in expected:
+        if key != "ab_latest_insights":
+            assert got[key] == expected[key], key
+    # Where the transaction can write, ab_analyze stores its rows.
+    conn.execute("SELECT count(*) FROM ab_analyze('rp replica')")
+    assert conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0] > stored
