@@ -986,4 +986,103 @@ mod tests {
         // Worse than the margin: the estimate is past it, p is 1.
         assert_eq!(ni(0.7).1.p_value, 1.0);
     }
+
+    fn ratio_def() -> MetricDef {
+        MetricDef {
+            kind: MetricType::Ratio,
+            numerator: Some("revenue".into()),
+            denominator: Some("visits".into()),
+            ..Default::default()
+        }
+    }
+
+    fn ratio_arm(name: &str, control: bool, pairs: &[(f64, f64)]) -> ArmInput {
+        let mut co = CoMoments::default();
+        pairs.iter().for_each(|&(y, x)| co.add(y, x));
+        ArmInput { ratio: Some(co), ..arm(name, control, pairs.len() as u64, &[]) }
+    }
+
+    /// Denominators that are all 0: the users count, there is no ratio, and every message
+    /// says why (not "0 users").
+    #[test]
+    fn all_zero_denominators_say_so() {
+        let pairs = [(1.0, 0.0), (2.0, 0.0), (3.0, 0.0)];
+        let input = MetricInput {
+            name: "per_visit".into(),
+            def: ratio_def(),
+            cap: None,
+            arms: vec![ratio_arm("A", true, &pairs), ratio_arm("B", false, &[(1.0, 1.0), (2.0, 2.0), (1.0, 3.0)])],
+        };
+        let r = analyze_metric(&settings(2), &input);
+        assert_eq!((r.arms[0].users, r.arms[0].mean), (3, None));
+        let why = "the denominator \"visits\" of ratio metric \"per_visit\" is 0 for every user of A";
+        assert_eq!(r.arms[0].no_estimate.as_deref(), Some(why));
+        assert_eq!(r.arms[1].no_estimate, None);
+        assert!(r.arms[1].comparison.is_none());
+        assert_eq!(r.arms[1].recommendation, why);
+        let d = crate::winner::decide(&r, 2, 0.05, None, &[]);
+        assert_eq!(d.reason, why);
+        assert_eq!(r.non_finite(), None);
+    }
+
+    /// Denominators near 0 make the ratio's figures overflow: the result names the metric,
+    /// variant and column, and the message the denominator.
+    #[test]
+    fn a_ratio_of_tiny_denominators_is_not_finite() {
+        let tiny: Vec<(f64, f64)> = (0..10).map(|i| (1.0 + (i % 4) as f64, 1e-300 * (1 + i % 3) as f64)).collect();
+        let input = MetricInput {
+            name: "per_visit".into(),
+            def: ratio_def(),
+            cap: None,
+            arms: vec![ratio_arm("A", true, &tiny), ratio_arm("B", false, &tiny)],
+        };
+        let r = analyze_metric(&settings(2), &input);
+        let (variant, column, x) = r.non_finite().unwrap();
+        assert_eq!((variant, column), ("A", "std_dev"));
+        assert!(x.is_infinite());
+        assert_eq!(
+            r.overflow_problem().unwrap(),
+            "metric \"per_visit\": the std_dev of variant \"A\" is Infinity, not a finite number: \
+             its denominator \"visits\" is too close to 0 for the ratio to be computed"
+        );
+        // Ordinary denominators: every figure finite.
+        let fine: Vec<(f64, f64)> = (0..10).map(|i| (1.0 + (i % 4) as f64, 1.0 + (i % 3) as f64)).collect();
+        let input = MetricInput { arms: vec![ratio_arm("A", true, &fine), ratio_arm("B", false, &fine)], ..input };
+        assert_eq!(analyze_metric(&settings(2), &input).overflow_problem(), None);
+    }
+
+    /// A quantile over equal values is that value, without spread: equal arms differ by
+    /// exactly 0 (p 1), unequal ones by exactly their difference (p 0).
+    #[test]
+    fn a_quantile_of_equal_values_is_the_value() {
+        let def = MetricDef { kind: MetricType::Quantile, ..Default::default() };
+        let q = |estimate: f64| QuantileStat {
+            users: 50,
+            n: 50.0,
+            nu: 0.5,
+            estimate,
+            lower: estimate,
+            upper: estimate,
+            cluster: None,
+        };
+        let arm_q = |name: &str, control: bool, estimate: f64| ArmInput {
+            quantile: Some(q(estimate)),
+            ..arm(name, control, 50, &[])
+        };
+        let input = MetricInput {
+            name: "median".into(),
+            def,
+            cap: None,
+            arms: vec![arm_q("A", true, 250.0), arm_q("B", false, 250.0)],
+        };
+        let r = analyze_metric(&settings(2), &input);
+        assert_eq!((r.arms[0].users, r.arms[0].mean), (50, Some(250.0)));
+        let c = r.arms[1].comparison.unwrap();
+        assert_eq!((c.diff, c.ci_lower, c.ci_upper, c.p_value), (0.0, 0.0, 0.0, 1.0));
+        let input = MetricInput { arms: vec![arm_q("A", true, 250.0), arm_q("B", false, 260.0)], ..input };
+        let c = analyze_metric(&settings(2), &input).arms[1].comparison.unwrap();
+        assert_eq!((c.diff, c.ci_lower, c.ci_upper, c.p_value), (10.0, 10.0, 10.0, 0.0));
+        // Too few values for the interval: still no estimate, as gbstats.
+        assert_eq!(quantile_moments(&QuantileStat { n: 3.0, users: 3, ..q(1.0) }), None);
+    }
 }

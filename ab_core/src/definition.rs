@@ -1906,4 +1906,30 @@ mod tests {
         body["allocation"] = json!({"mode": "bandit"});
         assert!(parse_definition(&body).unwrap_err().message.contains("\"q\" is a quantile: a bandit"));
     }
+
+    /// A value read from a source keeps the rule of a recorded value, with a message naming
+    /// the metric, what was read and where, and the value as PostgreSQL prints it.
+    #[test]
+    fn source_values_keep_the_recorded_rule() {
+        for ok in [0.0, 1e15, -1e15, 1e-300] {
+            assert_eq!(source_value_problem("m", "value", "source \"s\"", ok), None);
+        }
+        for (x, shown) in [
+            (1e16, "1e16"),
+            (-1.5e15, "-1.5e15"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (1e200, "1e200"),
+        ] {
+            assert_eq!(
+                source_value_problem("amount", "covariate", "relation \"rp.before\"", x).unwrap(),
+                format!(
+                    "metric \"amount\": a user's covariate read from relation \"rp.before\" is {shown}, \
+                     outside the range of a metric value (-1e15 to 1e15)"
+                )
+            );
+            assert!(check_value("metric_value", x).is_err());
+        }
+    }
 }

@@ -187,4 +187,27 @@ mod tests {
         assert!(c.test.starts_with("stratified"), "{}", c.test);
         assert_eq!(days[1].arms[0].users, 5);
     }
+
+    /// The callback runs once per day (where the database checks for a cancel), and cells or
+    /// enrollments dated past the last day do not count.
+    #[test]
+    fn each_day_is_checked_and_later_rows_do_not_count() {
+        let settings = Settings::fixed(0.05, 2);
+        let def = MetricDef::default();
+        let cells = vec![
+            Cell { day: 0, arm: 0, period: 0, moments: moments(&[1.0, 2.0, 3.0]) },
+            Cell { day: 0, arm: 1, period: 0, moments: moments(&[2.0, 3.0, 4.0]) },
+            Cell { day: 2_900_000, arm: 1, period: 0, moments: moments(&[2.0, 3.0, 4.0, 100.0]) },
+        ];
+        let enrolled = vec![
+            Enrolled { day: 0, arm: 0, period: 0, users: 3 },
+            Enrolled { day: 0, arm: 1, period: 0, users: 3 },
+            Enrolled { day: 2_900_000, arm: 1, period: 0, users: 1 },
+        ];
+        let mut checked = 0;
+        let days = timeline_with(&settings, "m", &def, None, &arms(), 0, 3, &cells, &enrolled, || checked += 1);
+        assert_eq!((days.len(), checked), (3, 3));
+        assert_eq!(days[2].arms[1].users, 3);
+        assert_eq!(days[2], timeline(&settings, "m", &def, None, &arms(), 0, 1, &cells, &enrolled)[0]);
+    }
 }
