@@ -677,11 +677,28 @@ impl Periods {
     }
 }
 
+/// Periods are numbered from 0, one more at each reweighting: 100000 of them would take a
+/// reweighting every 10 minutes for two years.
+const MAX_PERIOD: i32 = 99_999;
+
+/// A stored period number as an index; one written by hand outside 0..=MAX_PERIOD is refused
+/// rather than sizing the analysis's arrays by it.
+fn period_index(experiment_id: i64, period: i32) -> usize {
+    if !(0..=MAX_PERIOD).contains(&period) {
+        crate::errors::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("experiment {experiment_id} has a weight period numbered {period}, outside 0 to {MAX_PERIOD}"),
+            Some("ab_allocations and ab_assignments hold it: correct the rows written by hand".into()),
+        );
+    }
+    period as usize
+}
+
 pub fn periods(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, variants: &[VariantRow]) -> Periods {
     let mut weights: Vec<Vec<f64>> = Vec::new();
     let sql = format!("SELECT period, weights FROM {nsp}.ab_allocations WHERE experiment_id = $1 ORDER BY period");
     for row in client.select(sql.as_str(), None, &[experiment_id.into()]).or_raise() {
-        let period = row.get::<i32>(1).or_raise().unwrap() as usize;
+        let period = period_index(experiment_id, row.get::<i32>(1).or_raise().unwrap());
         let w = row.get::<pgrx::JsonB>(2).or_raise().map(|j| j.0).unwrap_or_default();
         weights.resize(period + 1, vec![]);
         weights[period] = variants.iter().map(|v| w.get(&v.name).and_then(|x| x.as_f64()).unwrap_or(0.0)).collect();
@@ -698,7 +715,7 @@ pub fn periods(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, variants: 
         )
         .or_raise()
         .map(|row| {
-            let period = row.get::<i32>(2).or_raise().unwrap() as usize;
+            let period = period_index(experiment_id, row.get::<i32>(2).or_raise().unwrap());
             ((row.get::<i64>(1).or_raise().unwrap(), period), row.get::<i64>(3).or_raise().unwrap() as u64)
         })
         .collect::<HashMap<_, _>>();

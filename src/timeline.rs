@@ -45,8 +45,13 @@ fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool
     } else {
         ("0", String::new())
     };
+    // A numeric below float8's smallest normal magnitude does not convert (22003): values near
+    // 1e-300 are valid results, and their squares' sums are below it. As float8 arithmetic
+    // would, such a mean or M2 becomes 0.
+    let float8 = |e: &str| format!("(CASE WHEN abs({e}) < 1e-300 THEN 0 ELSE {e} END)::float8");
+    let (mean, m2) = (float8("c.s1 / c.n"), float8("(c.n * c.s2 - c.s1 * c.s1) / c.n"));
     format!(
-        "SELECT c.variant_id, c.period, c.day, c.n::float8, (c.s1 / c.n)::float8, ((c.n * c.s2 - c.s1 * c.s1) / c.n)::float8 \
+        "SELECT c.variant_id, c.period, c.day, c.n::float8, {mean}, {m2} \
          FROM (SELECT g.variant_id, g.period, g.day, sum(g.dn) OVER k AS n, sum(g.ds1) OVER k AS s1, sum(g.ds2) OVER k AS s2 \
                FROM (SELECT d.variant_id, {period} AS period, d.day, count(*) FILTER (WHERE d.prev IS NULL) AS dn, \
                             sum(d.v::numeric - coalesce(d.prev, 0)::numeric) AS ds1, \

@@ -252,6 +252,9 @@ def test_a_ratio_of_tiny_denominators_is_refused_not_infinite(app):
         assert message.endswith(
             'not a finite number: its denominator "visits" is too close to 0 for the ratio to be computed'
         ), message
+    # The parts themselves are valid metrics (1e-300 is in range): their timeline answers.
+    rows = conn.execute("SELECT variant, users, mean FROM ab_timeline(%s, 'visits')", (name,)).fetchall()
+    assert rows and all(r[1] > 0 and r[2] is not None and math.isfinite(r[2]) for r in rows), rows
     # No stored row, no infinite figure anywhere.
     assert conn.execute(
         "SELECT count(*) FROM ab_insights i JOIN ab_experiments e ON e.id = i.experiment_id WHERE e.name = %s", (name,)
@@ -522,3 +525,29 @@ def test_every_read_runs_in_a_read_only_transaction(app, how):
     # Where the transaction can write, ab_analyze stores its rows.
     conn.execute("SELECT count(*) FROM ab_analyze('rp replica')")
     assert conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0] > stored
+
+
+@pytest.mark.parametrize("table,period", [("ab_allocations", 2147483647), ("ab_assignments", 1000000)])
+def test_a_period_number_written_by_hand_cannot_size_an_analysis(app, table, period):
+    conn = app
+    name = "rp periods"
+    drop(conn, name)
+    conn.execute(
+        "SELECT ab_create_experiment(%s)",
+        (Jsonb({"name": name, "experiment_type": "prompt", "primary_metric": "won", "salt": name,
+                "metrics": {"won": {"type": "binary"}}, "variants": VARIANTS,
+                "allocation": {"mode": "bandit", "update_every": "1 hour", "burn_in_users": 0}}),),
+    )
+    conn.execute("SELECT ab_start_experiment(%s)", (name,))
+    for u, v in enroll(conn, name, [f"rpp{i}" for i in range(20)]).items():
+        conn.execute("SELECT ab_record_result(%s, 'won', %s, %s)", (name, float(v == "B"), u))
+    id_ = conn.execute("SELECT id FROM ab_experiments WHERE name = %s", (name,)).fetchone()[0]
+    conn.execute(f"UPDATE {table} SET period = %s WHERE experiment_id = %s AND ctid = "
+                 f"(SELECT min(ctid) FROM {table} WHERE experiment_id = %s)", (period, id_, id_))
+    message = (f"experiment {id_} has a weight period numbered {period}, outside 0 to 99999")
+    for function in ["ab_analyze", "ab_summary", "ab_timeline"]:
+        start = time.monotonic()
+        assert sqlstate_of(conn, READS[function], (name,)) == ("54000", message)
+        assert time.monotonic() - start < 5
+    assert sqlstate_of(conn, "SELECT ab_period_srm_p_value(%s)", (id_,)) == ("54000", message)
+    drop(conn, name)
