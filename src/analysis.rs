@@ -141,7 +141,11 @@ fn run_linear(
     exp: &ExperimentRow,
     sources: &HashMap<String, SourceMetric>,
 ) -> Analysis {
-    check_source_values(client, nsp, exp, sources, None);
+    // A bandit's period cells read the sources without the check below: checked first.
+    let bandit = exp.bandit.is_some() && catalog::has_table(client, nsp, "ab_allocations");
+    if bandit {
+        check_source_values(client, nsp, exp, sources, None);
+    }
     let variants = catalog::variants(client, nsp, exp.id);
     let assigned: HashMap<i64, u64> = client
         .select(
@@ -157,7 +161,6 @@ fn run_linear(
         .collect();
     let observed_counts: Vec<f64> = variants.iter().map(|v| assigned.get(&v.id).copied().unwrap_or(0) as f64).collect();
     let weights: Vec<f64> = variants.iter().map(|v| v.traffic_allocation).collect();
-    let bandit = exp.bandit.is_some() && catalog::has_table(client, nsp, "ab_allocations");
     let periods = if bandit { Some(periods(client, nsp, exp.id, &variants)) } else { None };
     let srm = match &periods {
         None => srm_test(&observed_counts, &weights).ok(),
@@ -209,19 +212,38 @@ fn run_linear(
     for metric in &measured {
         let per_user = per_user_of(metric, "$2");
         let covariate_source = sources.get(metric).filter(|_| !bandit).and_then(|s| s.covariate_per_user(nsp));
+        // A source metric's values (and its covariate source's) are checked in the same scan
+        // (`check_source_values` only runs, to name the value, when one breaks the rule): the
+        // largest magnitudes of the uncapped values, and the aggregates fed 0 in place of a
+        // value out of range so that they finish (their result is then not used).
+        let (per_user, v, cv, range) = match sources.get(metric) {
+            Some(s) => {
+                let capped = match caps.get(metric) {
+                    Some(cap) => format!("least(u.v, '{cap:e}'::float8)"),
+                    None => "u.v".to_string(),
+                };
+                (
+                    format!("SELECT u.variant_id, u.user_id, {capped} AS v, u.v AS raw FROM ({}) u", s.per_user(nsp)),
+                    in_range("u.v"),
+                    in_range("c.v"),
+                    if covariate_source.is_some() { ", max(abs(u.raw)), max(abs(c.v))" } else { ", max(abs(u.raw))" },
+                )
+            }
+            None => (per_user, "u.v".to_string(), "c.v".to_string(), ""),
+        };
         let sql = if let Some(cov) = &covariate_source {
             format!(
-                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.v, 0)) FROM ({per_user}) u \
+                "SELECT u.variant_id, {nsp}.ab_comoments({v}, coalesce({cv}, 0)){range} FROM ({per_user}) u \
                  LEFT JOIN ({cov}) c ON c.user_id = u.user_id GROUP BY u.variant_id"
             )
         } else if has_covariates {
             format!(
-                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.value, 0)) FROM ({per_user}) u \
+                "SELECT u.variant_id, {nsp}.ab_comoments({v}, coalesce(c.value, 0)){range} FROM ({per_user}) u \
                  LEFT JOIN {nsp}.ab_covariates c ON c.experiment_id = $1 AND c.metric_name = $2 AND c.user_id = u.user_id \
                  GROUP BY u.variant_id"
             )
         } else {
-            format!("SELECT u.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u GROUP BY u.variant_id")
+            format!("SELECT u.variant_id, {nsp}.ab_moments({v}){range} FROM ({per_user}) u GROUP BY u.variant_id")
         };
         let with_covariate = has_covariates || covariate_source.is_some();
         if periods.is_some() {
@@ -236,6 +258,13 @@ fn run_linear(
         }
         let per_variant = observed.entry(metric.clone()).or_default();
         for row in client.select(sql.as_str(), None, &[exp.id.into(), metric.as_str().into()]).or_raise() {
+            if !range.is_empty() {
+                let covariate = if covariate_source.is_some() { row.get::<f64>(4).or_raise() } else { None };
+                let largest = [row.get::<f64>(3).or_raise(), covariate];
+                if largest.into_iter().flatten().any(|x| !ab_core::definition::value_in_range(x)) {
+                    check_source_values(client, nsp, exp, sources, Some(std::slice::from_ref(metric)));
+                }
+            }
             let variant: i64 = row.get(1).or_raise().unwrap();
             let m: Vec<Option<f64>> = row.get(2).or_raise().unwrap();
             let m: Vec<f64> = m.into_iter().map(|x| x.unwrap_or(0.0)).collect();
@@ -301,12 +330,16 @@ fn run_linear(
     };
     for (name, source) in sources.iter().filter(|_| !bandit) {
         let Some(cov) = source.covariate_per_user(nsp) else { continue };
+        let v = in_range("c.v");
         let sql = format!(
-            "SELECT c.variant_id, count(*), avg(c.v), coalesce(var_samp(c.v), 0) FROM ({cov}) c \
+            "SELECT c.variant_id, count(*), avg({v}), coalesce(var_samp({v}), 0), max(abs(c.v)) FROM ({cov}) c \
              LEFT JOIN ({}) u ON u.user_id = c.user_id WHERE u.user_id IS NULL GROUP BY c.variant_id",
             source.per_user(nsp)
         );
         for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
+            if row.get::<f64>(5).or_raise().is_some_and(|x| !ab_core::definition::value_in_range(x)) {
+                check_source_values(client, nsp, exp, sources, Some(std::slice::from_ref(name)));
+            }
             let variant: i64 = row.get(1).or_raise().unwrap();
             silent_cov.insert((name.clone(), variant), silent_of(row, 2));
         }
@@ -390,6 +423,11 @@ fn order_of_sources(
     sources: &HashMap<String, SourceMetric>,
 ) -> Vec<String> {
     metric_order(exp, defs, &[]).into_iter().filter(|m| sources.contains_key(m)).collect()
+}
+
+/// `e` where it keeps the value rule, else 0 (for an aggregate whose result is discarded).
+fn in_range(e: &str) -> String {
+    format!("CASE WHEN abs({e}) <= '{:e}'::float8 THEN {e} ELSE 0 END", ab_core::definition::MAX_ABS_VALUE)
 }
 
 /// How messages name a source: its registered name, or the relation of an inline one.

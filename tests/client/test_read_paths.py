@@ -123,7 +123,7 @@ def test_a_source_value_out_of_range_is_the_same_error_everywhere(app, function,
 
 
 @pytest.mark.parametrize("value,shown", BAD)
-@pytest.mark.parametrize("function", ["ab_analyze", "ab_summary", "ab_bayes", "ab_plot"])
+@pytest.mark.parametrize("function", sorted(READS))
 def test_a_covariate_source_value_out_of_range_is_refused_naming_metric_and_source(app, function, value, shown):
     conn = app
     name = "rp covariates"
