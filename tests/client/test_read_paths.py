@@ -476,6 +476,37 @@ def read_everything(conn, names):
     return out
 
 
+# The gateway's results list and experiment page, as gateway/src/main.rs queries them (the
+# page in one REPEATABLE READ transaction).
+LIST_PAGE = """SELECT coalesce(jsonb_agg(jsonb_build_object(
+    'id', o.id, 'name', o.name, 'status', o.status, 'users', o.users_assigned, 'winner', o.winner_variant,
+    'progress', h.sample_progress, 'srm_p', h.srm_p_value,
+    'layer', (SELECT l.name FROM ab_layer_experiments m JOIN ab_layers l ON l.id = m.layer_id WHERE m.experiment_id = o.id),
+    'recommendation', CASE WHEN o.status = 'running' THEN substring(ab_summary(o.id) FROM 'Recommendation: ([^\n]*)') END)
+    ORDER BY o.id DESC), '[]')
+  FROM ab_experiment_overview o LEFT JOIN ab_experiment_health h ON h.id = o.id"""
+PAGE = [
+    "SELECT ab_get_experiment(%(id)s)",
+    "SELECT to_jsonb(h) - 'days_running' FROM ab_experiment_health h WHERE h.id = %(id)s",
+    "SELECT coalesce(jsonb_agg(to_jsonb(a)), '[]') FROM ab_analyze(%(id)s::bigint) a",
+    "SELECT ab_summary(%(id)s::bigint)",
+    "SELECT ab_plot(%(id)s::bigint)",
+]
+
+
+def gateway_pages(dsn, names):
+    out = {}
+    with psycopg.connect(dsn) as c:
+        c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        out["list"] = c.execute(LIST_PAGE).fetchall()
+        c.rollback()
+        for name in names:
+            id_ = c.execute("SELECT id FROM ab_experiments WHERE name = %s", (name,)).fetchone()[0]
+            out[name] = [c.execute(sql, {"id": id_}).fetchall() for sql in PAGE]
+            c.rollback()
+    return out
+
+
 def test_every_read_runs_on_a_hot_standby_and_equals_the_primary(app, dsn, standby):
     conn = app
     names = replica_data(conn)
@@ -492,6 +523,8 @@ def test_every_read_runs_on_a_hot_standby_and_equals_the_primary(app, dsn, stand
             if key in ("ab_latest_insights",):
                 continue
             assert on_replica[key] == primary[key], key
+        # The gateway's pages: the same on the replica.
+        assert gateway_pages(standby, names) == gateway_pages(dsn, names)
         # Errors stay errors (not 25006): a value out of range, on the replica too.
         conn.execute("UPDATE rp.orders SET v = 'NaN' WHERE user_id = (SELECT min(user_id) FROM rp.orders)")
         caught_up(conn, replica)
