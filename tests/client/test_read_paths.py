@@ -590,3 +590,24 @@ def test_a_period_number_written_by_hand_cannot_size_an_analysis(app, table, per
         assert time.monotonic() - start < 5
     assert sqlstate_of(conn, "SELECT ab_period_srm_p_value(%s)", (id_,)) == ("54000", message)
     drop(conn, name)
+
+
+@pytest.mark.parametrize("value", ["1e16", "NaN", "Infinity", "-Infinity", "1e200"])
+def test_a_recorded_covariate_keeps_the_same_rule(app, value):
+    """Recorded covariates are held to the rule when recorded (and by the table's check, for
+    rows written by hand), so the analysis never reads one out of range."""
+    conn = app
+    name = "rp recorded covariates"
+    create(conn, name, {"score": {}}, "score")
+    enroll(conn, name, ["rc1"])
+    code, message = sqlstate_of(conn, "SELECT ab_record_covariate(%s, 'score', 'rc1', %s::float8)", (name, value))
+    assert code == "22023" and "must be a finite number between -1e15 and 1e15" in message, message
+    code, _ = sqlstate_of(
+        conn,
+        "INSERT INTO ab_covariates (experiment_id, user_id, metric_name, value) "
+        "SELECT id, 'rc1', 'score', %s::float8 FROM ab_experiments WHERE name = %s",
+        (value, name),
+    )
+    assert code == "23514"
+    assert conn.execute("SELECT count(*) FROM ab_covariates c JOIN ab_experiments e ON e.id = c.experiment_id "
+                        "WHERE e.name = %s", (name,)).fetchone()[0] == 0
