@@ -260,7 +260,10 @@ fn ab_reweight_due() -> TableIterator<
             }
             Ok(None) => {}
             Err((code, message)) => {
-                rows.push((name, None, false, None, format!("failed: {message} (SQLSTATE {code})")))
+                let detail = format!("failed: {message} (SQLSTATE {code})");
+                // Also in the server's log: a scheduler such as pg_cron keeps no returned rows.
+                pgrx::warning!("ab_reweight_due: experiment \"{}\" {detail}", printable(&name));
+                rows.push((name, None, false, None, detail))
             }
         }
     }

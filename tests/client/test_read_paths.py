@@ -344,12 +344,16 @@ def test_one_broken_bandit_does_not_stop_the_others_reweighting(app):
     conn.execute(
         "DELETE FROM ab_allocations WHERE experiment_id = (SELECT id FROM ab_experiments WHERE name = %s)", (names[1],)
     )
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.message_primary)))
     rows = {r[0]: r for r in conn.execute("SELECT * FROM ab_reweight_due()").fetchall() if r[0] in names}
     assert set(rows) == set(names)
     assert rows[names[0]][2] is True and rows[names[2]][2] is True, rows
     broken = rows[names[1]]
     assert broken[1:4] == (None, False, None)
     assert broken[4].startswith("failed: ") and broken[4].endswith("(SQLSTATE 55000)"), broken
+    # The server's log has it too (a scheduler keeps no rows).
+    assert ("WARNING", f'ab_reweight_due: experiment "{names[1]}" {broken[4]}') in notices, notices
     # The others' new periods are stored; the broken one wrote nothing.
     periods = dict(conn.execute(
         "SELECT e.name, count(a.*) FROM ab_experiments e LEFT JOIN ab_allocations a ON a.experiment_id = e.id "
