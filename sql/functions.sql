@@ -187,7 +187,7 @@ COMMENT ON FUNCTION ab_get_variant(text, text, jsonb, text) IS 'The user''s stic
 COMMENT ON FUNCTION ab_get_variant(bigint, text, jsonb, text) IS 'The user''s sticky variant, by experiment id.';
 COMMENT ON FUNCTION ab_record_result(text, text, double precision, text, text) IS 'Records a metric value against the user''s variant; false (nothing written) when the experiment is not running or the user is not assigned.';
 COMMENT ON FUNCTION ab_record_result(bigint, text, double precision, text, text) IS 'Records a metric value against the user''s variant, by experiment id.';
-COMMENT ON FUNCTION ab_analyze(text) IS 'Per metric and variant: per-user statistics and the test against the control (Welch''s t-test, a z-test for binary metrics, the delta method for ratio metrics, always-valid in sequential mode), with CUPED, Bayesian and power columns; stored in ab_insights.';
+COMMENT ON FUNCTION ab_analyze(text) IS 'Per metric and variant: per-user statistics and the test against the control (Welch''s t-test, a z-test for binary metrics, the delta method for ratio metrics, always-valid in sequential mode), with CUPED, Bayesian and power columns; stored in ab_insights when the transaction can write (not in a read-only transaction or on a hot standby, where the rows are returned only).';
 COMMENT ON FUNCTION ab_analyze(bigint) IS 'ab_analyze by experiment id.';
 COMMENT ON FUNCTION ab_summary(text) IS 'A plain-words report of the experiment and its recommendation.';
 COMMENT ON FUNCTION ab_summary(bigint) IS 'ab_summary by experiment id.';
@@ -259,7 +259,7 @@ COMMENT ON VIEW ab_allocation_history IS 'Per bandit experiment, weight period a
 COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run.';
 COMMENT ON FUNCTION ab_plot(text) IS 'An SVG forest plot of each treatment''s difference from the control with its CI, per metric.';
 COMMENT ON FUNCTION ab_plot(bigint) IS 'ab_plot by experiment id.';
-COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollment (in the session''s TimeZone), metric and variant: the comparison with the control over the users enrolled and the results recorded by the end of that day (cumulative; without CUPED; ratio and quantile metrics excluded).';
+COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollment (in the session''s TimeZone) until the experiment''s stop or today, metric and variant: the comparison with the control over the users enrolled and the results recorded by the end of that day (cumulative; without CUPED; ratio and quantile metrics excluded).';
 COMMENT ON FUNCTION ab_timeline(bigint, text) IS 'ab_timeline by experiment id.';
 COMMENT ON FUNCTION ab_plot_timeline(text, text) IS 'An SVG line chart of each treatment''s cumulative difference from the control on a metric (the primary one by default), day by day, with its CI as a band.';
 COMMENT ON FUNCTION ab_plot_timeline(bigint, text) IS 'ab_plot_timeline by experiment id.';
@@ -481,7 +481,7 @@ COMMENT ON FUNCTION ab_rebuild_user_metrics(text) IS 'Recomputes an experiment''
 COMMENT ON FUNCTION ab_rebuild_user_metrics(bigint) IS 'ab_rebuild_user_metrics by experiment id.';
 COMMENT ON FUNCTION ab_reweight(text, boolean) IS 'Recomputes a running bandit experiment''s weights by Thompson sampling when its update_every has passed (always with force); enrolled users keep their variant. Returns what was done.';
 COMMENT ON FUNCTION ab_reweight(bigint, boolean) IS 'ab_reweight by experiment id.';
-COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running bandit experiment whose update_every has passed: for a scheduler such as pg_cron.';
+COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running bandit experiment whose update_every has passed, each in a subtransaction of its own (one that fails is a row with its error and NULL period and weights; the others are reweighted): for a scheduler such as pg_cron.';
 COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';

@@ -73,7 +73,19 @@ struct Observed {
 /// read directly (see `security::as_caller`).
 pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     let sources = source_metrics(client, nsp, exp);
-    reading_sources(&sources, || run_linear(client, nsp, exp, &sources))
+    let analysis = reading_sources(&sources, || run_linear(client, nsp, exp, &sources));
+    check_finite(&analysis.metrics);
+    analysis
+}
+
+/// No analysis reports a figure that is not a finite number: a metric with one is refused
+/// (22003) with a message naming it, the variant and the column.
+pub fn check_finite<'a>(metrics: impl IntoIterator<Item = &'a MetricResult>) {
+    for m in metrics {
+        if let Some(message) = m.overflow_problem() {
+            crate::errors::raise(pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, message, None);
+        }
+    }
 }
 
 /// Runs `f` with nested loops off and, when the experiment reads sources, as the caller.
@@ -129,6 +141,11 @@ fn run_linear(
     exp: &ExperimentRow,
     sources: &HashMap<String, SourceMetric>,
 ) -> Analysis {
+    // A bandit's period cells read the sources without the check below: checked first.
+    let bandit = exp.bandit.is_some() && catalog::has_table(client, nsp, "ab_allocations");
+    if bandit {
+        check_source_values(client, nsp, exp, sources, None);
+    }
     let variants = catalog::variants(client, nsp, exp.id);
     let assigned: HashMap<i64, u64> = client
         .select(
@@ -144,7 +161,6 @@ fn run_linear(
         .collect();
     let observed_counts: Vec<f64> = variants.iter().map(|v| assigned.get(&v.id).copied().unwrap_or(0) as f64).collect();
     let weights: Vec<f64> = variants.iter().map(|v| v.traffic_allocation).collect();
-    let bandit = exp.bandit.is_some() && catalog::has_table(client, nsp, "ab_allocations");
     let periods = if bandit { Some(periods(client, nsp, exp.id, &variants)) } else { None };
     let srm = match &periods {
         None => srm_test(&observed_counts, &weights).ok(),
@@ -196,22 +212,38 @@ fn run_linear(
     for metric in &measured {
         let per_user = per_user_of(metric, "$2");
         let covariate_source = sources.get(metric).filter(|_| !bandit).and_then(|s| s.covariate_per_user(nsp));
-        // A source's values are the application's: one out of the range a result may take
-        // (or not a number) would make every statistic meaningless.
-        let range = if sources.contains_key(metric) { ", max(abs(u.v))" } else { "" };
+        // A source metric's values (and its covariate source's) are checked in the same scan
+        // (`check_source_values` only runs, to name the value, when one breaks the rule): the
+        // largest magnitudes of the uncapped values, and the aggregates fed 0 in place of a
+        // value out of range so that they finish (their result is then not used).
+        let (per_user, v, cv, range) = match sources.get(metric) {
+            Some(s) => {
+                let capped = match caps.get(metric) {
+                    Some(cap) => format!("least(u.v, '{cap:e}'::float8)"),
+                    None => "u.v".to_string(),
+                };
+                (
+                    format!("SELECT u.variant_id, u.user_id, {capped} AS v, u.v AS raw FROM ({}) u", s.per_user(nsp)),
+                    in_range("u.v"),
+                    in_range("c.v"),
+                    if covariate_source.is_some() { ", max(abs(u.raw)), max(abs(c.v))" } else { ", max(abs(u.raw))" },
+                )
+            }
+            None => (per_user, "u.v".to_string(), "c.v".to_string(), ""),
+        };
         let sql = if let Some(cov) = &covariate_source {
             format!(
-                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.v, 0)){range} FROM ({per_user}) u \
+                "SELECT u.variant_id, {nsp}.ab_comoments({v}, coalesce({cv}, 0)){range} FROM ({per_user}) u \
                  LEFT JOIN ({cov}) c ON c.user_id = u.user_id GROUP BY u.variant_id"
             )
         } else if has_covariates {
             format!(
-                "SELECT u.variant_id, {nsp}.ab_comoments(u.v, coalesce(c.value, 0)) FROM ({per_user}) u \
+                "SELECT u.variant_id, {nsp}.ab_comoments({v}, coalesce(c.value, 0)){range} FROM ({per_user}) u \
                  LEFT JOIN {nsp}.ab_covariates c ON c.experiment_id = $1 AND c.metric_name = $2 AND c.user_id = u.user_id \
                  GROUP BY u.variant_id"
             )
         } else {
-            format!("SELECT u.variant_id, {nsp}.ab_moments(u.v){range} FROM ({per_user}) u GROUP BY u.variant_id")
+            format!("SELECT u.variant_id, {nsp}.ab_moments({v}){range} FROM ({per_user}) u GROUP BY u.variant_id")
         };
         let with_covariate = has_covariates || covariate_source.is_some();
         if periods.is_some() {
@@ -226,12 +258,16 @@ fn run_linear(
         }
         let per_variant = observed.entry(metric.clone()).or_default();
         for row in client.select(sql.as_str(), None, &[exp.id.into(), metric.as_str().into()]).or_raise() {
+            if !range.is_empty() {
+                let covariate = if covariate_source.is_some() { row.get::<f64>(4).or_raise() } else { None };
+                let largest = [row.get::<f64>(3).or_raise(), covariate];
+                if largest.into_iter().flatten().any(|x| !ab_core::definition::value_in_range(x)) {
+                    check_source_values(client, nsp, exp, sources, Some(std::slice::from_ref(metric)));
+                }
+            }
             let variant: i64 = row.get(1).or_raise().unwrap();
             let m: Vec<Option<f64>> = row.get(2).or_raise().unwrap();
             let m: Vec<f64> = m.into_iter().map(|x| x.unwrap_or(0.0)).collect();
-            if !range.is_empty() {
-                check_range(metric, row.get::<f64>(3).or_raise());
-            }
             let (moments, co) = if with_covariate {
                 let co = CoMoments { n: m[0], mean_y: m[1], mean_x: m[2], m2_y: m[3], m2_x: m[4], c_xy: m[5] };
                 (Moments { n: co.n, mean: co.mean_y, m2: co.m2_y }, Some(co))
@@ -294,12 +330,16 @@ fn run_linear(
     };
     for (name, source) in sources.iter().filter(|_| !bandit) {
         let Some(cov) = source.covariate_per_user(nsp) else { continue };
+        let v = in_range("c.v");
         let sql = format!(
-            "SELECT c.variant_id, count(*), avg(c.v), coalesce(var_samp(c.v), 0) FROM ({cov}) c \
+            "SELECT c.variant_id, count(*), avg({v}), coalesce(var_samp({v}), 0), max(abs(c.v)) FROM ({cov}) c \
              LEFT JOIN ({}) u ON u.user_id = c.user_id WHERE u.user_id IS NULL GROUP BY c.variant_id",
             source.per_user(nsp)
         );
         for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
+            if row.get::<f64>(5).or_raise().is_some_and(|x| !ab_core::definition::value_in_range(x)) {
+                check_source_values(client, nsp, exp, sources, Some(std::slice::from_ref(name)));
+            }
             let variant: i64 = row.get(1).or_raise().unwrap();
             silent_cov.insert((name.clone(), variant), silent_of(row, 2));
         }
@@ -385,19 +425,68 @@ fn order_of_sources(
     metric_order(exp, defs, &[]).into_iter().filter(|m| sources.contains_key(m)).collect()
 }
 
-/// Raises 22003 when a source metric's largest per-user value (in magnitude) is out of the
-/// range a recorded value may take, or not a number.
-fn check_range(metric: &str, largest: Option<f64>) {
-    if let Some(x) = largest {
-        if x.is_nan() || x > ab_core::definition::MAX_ABS_VALUE {
-            crate::errors::raise(
-                pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-                format!(
-                    "metric \"{}\": a user's value read from its source is {x:e}, outside the range of a metric value (-1e15 to 1e15)",
-                    ab_core::names::printable(metric)
-                ),
-                Some("filter the source's rows, or cap the metric".into()),
-            );
+/// `e` where it keeps the value rule, else 0 (for an aggregate whose result is discarded).
+fn in_range(e: &str) -> String {
+    format!("CASE WHEN abs({e}) <= '{:e}'::float8 THEN {e} ELSE 0 END", ab_core::definition::MAX_ABS_VALUE)
+}
+
+/// How messages name a source: its registered name, or the relation of an inline one.
+fn source_label(r: Option<ab_core::definition::SourceRef>) -> String {
+    use ab_core::definition::SourceRef;
+    use ab_core::names::printable;
+    match r {
+        Some(SourceRef::Named(n)) => format!("source \"{}\"", printable(&n)),
+        Some(SourceRef::Inline(spec)) => format!("relation \"{}\"", printable(&spec.relation)),
+        None => "its source".to_string(),
+    }
+}
+
+/// Every value an analysis reads from the application's relations keeps the rule of a
+/// recorded value (`ab_core::definition::source_value_problem`): each user's value of each
+/// source metric, and each user's covariate read from a covariate source. A value outside it
+/// (or not a number) would make every statistic meaningless, or overflow; every analysis
+/// (`ab_analyze`, `ab_summary`, `ab_bayes`, `ab_plot`, timelines, breakdowns) raises the same
+/// 22003 before computing anything. `only` limits the check to the metrics a function reads.
+/// Runs as the role that reads the sources.
+pub fn check_source_values(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    sources: &HashMap<String, SourceMetric>,
+    only: Option<&[String]>,
+) {
+    let defs = exp.metric_defs();
+    let mut names: Vec<&String> = sources.keys().filter(|n| only.is_none_or(|o| o.contains(n))).collect();
+    names.sort();
+    for name in names {
+        let source = &sources[name];
+        let def = defs.get(name.as_str()).cloned().unwrap_or_default();
+        let reads = [
+            ("value", Some(source.per_user(nsp)), source_label(def.source_ref())),
+            ("covariate", source.covariate_per_user(nsp), source_label(def.covariate_ref().map(|c| c.0))),
+        ];
+        for (what, sql, label) in reads {
+            let Some(sql) = sql else { continue };
+            // The user's value largest in magnitude, NaN first (it sorts above every number).
+            let largest = client
+                .select(
+                    format!("SELECT (SELECT u.v FROM ({sql}) u ORDER BY abs(u.v) DESC NULLS LAST LIMIT 1)").as_str(),
+                    Some(1),
+                    &[exp.id.into()],
+                )
+                .or_raise()
+                .first()
+                .get_one::<f64>()
+                .or_raise();
+            if let Some(message) =
+                largest.and_then(|x| ab_core::definition::source_value_problem(name, what, &label, x))
+            {
+                crate::errors::raise(
+                    pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                    message,
+                    Some("filter the source's rows (a filter on the value column), or correct the rows".into()),
+                );
+            }
         }
     }
 }
@@ -626,11 +715,28 @@ impl Periods {
     }
 }
 
+/// Periods are numbered from 0, one more at each reweighting: 100000 of them would take a
+/// reweighting every 10 minutes for two years.
+const MAX_PERIOD: i32 = 99_999;
+
+/// A stored period number as an index; one written by hand outside 0..=MAX_PERIOD is refused
+/// rather than sizing the analysis's arrays by it.
+fn period_index(experiment_id: i64, period: i32) -> usize {
+    if !(0..=MAX_PERIOD).contains(&period) {
+        crate::errors::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("experiment {experiment_id} has a weight period numbered {period}, outside 0 to {MAX_PERIOD}"),
+            Some("ab_allocations and ab_assignments hold it: correct the rows written by hand".into()),
+        );
+    }
+    period as usize
+}
+
 pub fn periods(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, variants: &[VariantRow]) -> Periods {
     let mut weights: Vec<Vec<f64>> = Vec::new();
     let sql = format!("SELECT period, weights FROM {nsp}.ab_allocations WHERE experiment_id = $1 ORDER BY period");
     for row in client.select(sql.as_str(), None, &[experiment_id.into()]).or_raise() {
-        let period = row.get::<i32>(1).or_raise().unwrap() as usize;
+        let period = period_index(experiment_id, row.get::<i32>(1).or_raise().unwrap());
         let w = row.get::<pgrx::JsonB>(2).or_raise().map(|j| j.0).unwrap_or_default();
         weights.resize(period + 1, vec![]);
         weights[period] = variants.iter().map(|v| w.get(&v.name).and_then(|x| x.as_f64()).unwrap_or(0.0)).collect();
@@ -647,7 +753,7 @@ pub fn periods(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, variants: 
         )
         .or_raise()
         .map(|row| {
-            let period = row.get::<i32>(2).or_raise().unwrap() as usize;
+            let period = period_index(experiment_id, row.get::<i32>(2).or_raise().unwrap());
             ((row.get::<i64>(1).or_raise().unwrap(), period), row.get::<i64>(3).or_raise().unwrap() as u64)
         })
         .collect::<HashMap<_, _>>();
@@ -817,14 +923,24 @@ fn analyze(r: ExperimentRef<'_>) -> Vec<Row> {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
         let analysis = run(client, &nsp, &exp);
-        store(client, &nsp, exp.id, &analysis);
+        if transaction_writable() {
+            store(client, &nsp, exp.id, &analysis);
+        }
         analysis
     });
     analysis.metrics.iter().flat_map(|m| rows_of(m, analysis.srm)).collect()
 }
 
+/// Whether this transaction may write: not on a hot standby, not in a read-only transaction.
+/// Analysts query replicas, so an analysis there is returned without being stored.
+pub fn transaction_writable() -> bool {
+    // SAFETY: plain reads of backend-local state.
+    unsafe { !pg_sys::XactReadOnly && !pg_sys::RecoveryInProgress() }
+}
+
 /// One row per metric and variant: per-user statistics and the Welch comparison with the
-/// control (NULL on the control's row). Stores the rows in ab_insights.
+/// control (NULL on the control's row). Stores the rows in ab_insights where the transaction
+/// can write (not in a read-only transaction, not on a hot standby).
 #[pg_extern(volatile, parallel_unsafe)]
 fn ab_analyze(
     experiment: &str,

@@ -213,22 +213,22 @@ fn ab_reweight_due() -> TableIterator<
     'static,
     (
         name!(experiment, String),
-        name!(period, i32),
+        name!(period, Option<i32>),
         name!(reweighted, bool),
-        name!(weights, JsonB),
+        name!(weights, Option<JsonB>),
         name!(detail, String),
     ),
 > {
     read_committed_only("ab_reweight_due");
-    let rows = Spi::connect_mut(|client| {
+    let due: Vec<(i64, String)> = Spi::connect(|client| {
         let nsp = catalog::schema(client);
         if !catalog::has_table(client, &nsp, "ab_allocations") {
             return vec![];
         }
-        let ids: Vec<i64> = client
+        client
             .select(
                 format!(
-                    "SELECT id FROM {nsp}.ab_experiments WHERE status = 'running' \
+                    "SELECT id, name FROM {nsp}.ab_experiments WHERE status = 'running' \
                      AND allocation OPERATOR(pg_catalog.->>) 'mode' = 'bandit' ORDER BY id"
                 )
                 .as_str(),
@@ -236,19 +236,75 @@ fn ab_reweight_due() -> TableIterator<
                 &[],
             )
             .or_raise()
-            .map(|row| row.get::<i64>(1).or_raise().unwrap())
-            .collect();
-        let mut out = Vec::new();
-        for id in ids {
-            // Stopped (or stopped and deleted) since the list was read: nothing to do.
-            match catalog::try_lock_experiment(client, &nsp, id) {
-                Some(exp) if exp.status == "running" => out.push(reweight(client, &nsp, &exp, false)),
-                _ => {}
+            .map(|row| (row.get::<i64>(1).or_raise().unwrap(), row.get::<String>(2).or_raise().unwrap()))
+            .collect()
+    });
+    // Each experiment in a subtransaction of its own: one that fails (its periods deleted by
+    // hand, a source it cannot read) is its own row, and the others are still reweighted.
+    let mut rows = Vec::new();
+    for (id, name) in due {
+        pg_sys::check_for_interrupts!();
+        let outcome = in_subtransaction(|| {
+            Spi::connect_mut(|client| {
+                let nsp = catalog::schema(client);
+                // Stopped (or stopped and deleted) since the list was read: nothing to do.
+                match catalog::try_lock_experiment(client, &nsp, id) {
+                    Some(exp) if exp.status == "running" => Some(reweight(client, &nsp, &exp, false)),
+                    _ => None,
+                }
+            })
+        });
+        match outcome {
+            Ok(Some((name, period, reweighted, weights, detail))) => {
+                rows.push((name, Some(period), reweighted, Some(weights), detail))
+            }
+            Ok(None) => {}
+            Err((code, message)) => {
+                let detail = format!("failed: {message} (SQLSTATE {code})");
+                // Also in the server's log: a scheduler such as pg_cron keeps no returned rows.
+                pgrx::warning!("ab_reweight_due: experiment \"{}\" {detail}", printable(&name));
+                rows.push((name, None, false, None, detail))
             }
         }
-        out
-    });
+    }
     TableIterator::new(rows)
+}
+
+/// Runs `f` in a subtransaction, as PL/pgSQL runs a block with an EXCEPTION clause: on an
+/// error the subtransaction's work is undone and the error returned as (SQLSTATE, message).
+fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, (String, String)> {
+    // SAFETY: the same calls, in the same order, as PL/pgSQL's exec_stmt_block.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let f = std::panic::AssertUnwindSafe(f);
+        PgTryBuilder::new(move || {
+            let f = f;
+            let out = (f.0)();
+            pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+            Ok(out)
+        })
+        .catch_others(move |e| {
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+            let report = match &e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r)
+                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => r,
+            };
+            // The five characters of the SQLSTATE, six bits each (PostgreSQL's MAKE_SQLSTATE).
+            let packed = report.sql_error_code() as i64;
+            let code: String = (0..5).map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect();
+            Err((code, report.message().to_string()))
+        })
+        .execute()
+    }
 }
 
 /// The sample ratio mismatch p-value of a bandit experiment, each period's users against the

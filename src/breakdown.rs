@@ -105,6 +105,7 @@ fn analyse(
     let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table);
     let order = crate::analysis::metric_order(exp, &defs, &recorded);
     let settings = crate::analysis::settings(exp);
+    crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
     let mut out = Vec::new();
     for name in order {
         let def = defs.get(&name).cloned().unwrap_or_default();
@@ -151,6 +152,7 @@ fn analyse(
             })
             .collect();
         let (results, comparisons) = breakdown(&settings, &name, &def, cap, segments);
+        crate::analysis::check_finite(results.iter().map(|s| &s.result));
         for s in results {
             for (a, p_adjusted) in s.result.arms.iter().zip(s.p_adjusted) {
                 let c = a.comparison;

@@ -6,7 +6,7 @@ use ab_core::analysis::MetricResult;
 use ab_core::definition::{check_metric_name, Aggregation, MetricDef};
 use ab_core::names::printable;
 use ab_core::stats::Moments;
-use ab_core::timeline::{timeline, Arm, Cell, Enrolled};
+use ab_core::timeline::{timeline_with, Arm, Cell, Enrolled};
 use pgrx::datum::Date;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -45,8 +45,13 @@ fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool
     } else {
         ("0", String::new())
     };
+    // A numeric below float8's smallest normal magnitude does not convert (22003): values near
+    // 1e-300 are valid results, and their squares' sums are below it. As float8 arithmetic
+    // would, such a mean or M2 becomes 0.
+    let float8 = |e: &str| format!("(CASE WHEN abs({e}) < 1e-300 THEN 0 ELSE {e} END)::float8");
+    let (mean, m2) = (float8("c.s1 / c.n"), float8("(c.n * c.s2 - c.s1 * c.s1) / c.n"));
     format!(
-        "SELECT c.variant_id, c.period, c.day, c.n::float8, (c.s1 / c.n)::float8, ((c.n * c.s2 - c.s1 * c.s1) / c.n)::float8 \
+        "SELECT c.variant_id, c.period, c.day, c.n::float8, {mean}, {m2} \
          FROM (SELECT g.variant_id, g.period, g.day, sum(g.dn) OVER k AS n, sum(g.ds1) OVER k AS s1, sum(g.ds2) OVER k AS s2 \
                FROM (SELECT d.variant_id, {period} AS period, d.day, count(*) FILTER (WHERE d.prev IS NULL) AS dn, \
                             sum(d.v::numeric - coalesce(d.prev, 0)::numeric) AS ds1, \
@@ -54,7 +59,7 @@ fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool
                      FROM (SELECT u.variant_id, u.user_id, u.day, u.v, \
                                   lag(u.v) OVER (PARTITION BY u.variant_id, u.user_id ORDER BY u.day) AS prev \
                            FROM (SELECT r.variant_id, r.user_id, r.day, {value} AS v \
-                                 FROM ({daily}) r \
+                                 FROM ({daily}) r WHERE r.day <= $4 \
                                  WINDOW w AS (PARTITION BY r.variant_id, r.user_id ORDER BY r.day)) u) d \
                      {join} \
                      GROUP BY 1, 2, 3) g \
@@ -70,6 +75,10 @@ fn daily_results(nsp: &str) -> String {
                 count(*) AS n, sum(metric_value) AS total, max(metric_value) AS mx \
          FROM {nsp}.ab_results WHERE experiment_id = $1 AND metric_name = $2 GROUP BY 1, 2, 3"
     )
+}
+
+fn check_interrupts() {
+    pg_sys::check_for_interrupts!();
 }
 
 fn arm_of(variants: &[VariantRow], id: i64) -> usize {
@@ -132,6 +141,7 @@ fn run_linear(
     names: Vec<String>,
     sources: &HashMap<String, crate::sources::SourceMetric>,
 ) -> Timeline {
+    crate::analysis::check_source_values(client, nsp, exp, sources, Some(&names));
     let first: Option<String> = client
         .select(
             format!("SELECT to_char(min(assigned_at)::date, 'YYYY-MM-DD') FROM {nsp}.ab_assignments WHERE experiment_id = $1")
@@ -144,6 +154,24 @@ fn run_linear(
         .get_one::<String>()
         .or_raise();
     let Some(first) = first else { return Timeline { days: vec![], metrics: vec![] } };
+    // The last day a timeline can show: the experiment's stop, or today. A row dated later
+    // (a clock gone wrong, a placeholder such as 9999-12-31) belongs to a day that has not
+    // happened, and counting days up to it would make millions of analyses.
+    let bound = client
+        .select(
+            format!(
+                "SELECT greatest(least(coalesce(stopped_at, now()), now())::date - $2::date, 0) \
+                 FROM {nsp}.ab_experiments WHERE id = $1"
+            )
+            .as_str(),
+            Some(1),
+            &[exp.id.into(), first.as_str().into()],
+        )
+        .or_raise()
+        .first()
+        .get_one::<i32>()
+        .or_raise()
+        .unwrap_or(0) as usize;
     let variants = catalog::variants(client, nsp, exp.id);
     let bandit = exp.bandit.is_some() && catalog::has_table(client, nsp, "ab_allocations");
     let periods = if bandit { crate::analysis::periods(client, nsp, exp.id, &variants).weights.len() } else { 0 };
@@ -155,12 +183,16 @@ fn run_linear(
     let enrolled: Vec<Enrolled> = client
         .select(sql.as_str(), None, &[exp.id.into(), first.as_str().into()])
         .or_raise()
-        .map(|row| Enrolled {
-            arm: arm_of(&variants, row.get::<i64>(1).or_raise().unwrap()),
-            period: row.get::<i32>(2).or_raise().unwrap() as usize,
-            day: row.get::<i32>(3).or_raise().unwrap() as usize,
-            users: row.get::<i64>(4).or_raise().unwrap() as u64,
+        .map(|row| {
+            pg_sys::check_for_interrupts!();
+            Enrolled {
+                arm: arm_of(&variants, row.get::<i64>(1).or_raise().unwrap()),
+                period: row.get::<i32>(2).or_raise().unwrap() as usize,
+                day: row.get::<i32>(3).or_raise().unwrap() as usize,
+                users: row.get::<i64>(4).or_raise().unwrap() as u64,
+            }
         })
+        .filter(|e| e.day <= bound)
         .collect();
     let defs = exp.metric_defs();
     let mut per_metric: Vec<(String, MetricDef, Option<f64>, Vec<Cell>)> = Vec::new();
@@ -176,17 +208,24 @@ fn run_linear(
         };
         let sql = cells_sql(nsp, def.aggregation, cap, bandit, &daily);
         let cells = client
-            .select(sql.as_str(), None, &[exp.id.into(), name.as_str().into(), first.as_str().into()])
+            .select(
+                sql.as_str(),
+                None,
+                &[exp.id.into(), name.as_str().into(), first.as_str().into(), (bound as i32).into()],
+            )
             .or_raise()
-            .map(|row| Cell {
-                arm: arm_of(&variants, row.get::<i64>(1).or_raise().unwrap()),
-                period: row.get::<i32>(2).or_raise().unwrap() as usize,
-                day: row.get::<i32>(3).or_raise().unwrap() as usize,
-                moments: Moments {
-                    n: row.get::<f64>(4).or_raise().unwrap(),
-                    mean: row.get::<f64>(5).or_raise().unwrap(),
-                    m2: row.get::<f64>(6).or_raise().unwrap(),
-                },
+            .map(|row| {
+                pg_sys::check_for_interrupts!();
+                Cell {
+                    arm: arm_of(&variants, row.get::<i64>(1).or_raise().unwrap()),
+                    period: row.get::<i32>(2).or_raise().unwrap() as usize,
+                    day: row.get::<i32>(3).or_raise().unwrap() as usize,
+                    moments: Moments {
+                        n: row.get::<f64>(4).or_raise().unwrap(),
+                        mean: row.get::<f64>(5).or_raise().unwrap(),
+                        m2: row.get::<f64>(6).or_raise().unwrap(),
+                    },
+                }
             })
             .collect();
         per_metric.push((name, def, cap, cells));
@@ -196,7 +235,8 @@ fn run_linear(
         .map(|e| e.day)
         .chain(per_metric.iter().flat_map(|m| m.3.iter().map(|c| c.day)))
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(bound);
     let days = client
         .select(
             "SELECT $1::date + i, to_char($1::date + i, 'YYYY-MM-DD') FROM generate_series(0, $2) i ORDER BY i",
@@ -210,8 +250,11 @@ fn run_linear(
     let arms: Vec<Arm> = variants.iter().map(|v| Arm { variant: v.name.clone(), is_control: v.is_control }).collect();
     let metrics = per_metric
         .iter()
-        .map(|(name, def, cap, cells)| timeline(&settings, name, def, *cap, &arms, periods, last + 1, cells, &enrolled))
-        .collect();
+        .map(|(name, def, cap, cells)| {
+            timeline_with(&settings, name, def, *cap, &arms, periods, last + 1, cells, &enrolled, check_interrupts)
+        })
+        .collect::<Vec<Vec<MetricResult>>>();
+    crate::analysis::check_finite(metrics.iter().flatten());
     Timeline { days, metrics }
 }
 

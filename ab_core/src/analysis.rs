@@ -105,7 +105,9 @@ pub fn quantile_moments(q: &QuantileStat) -> Option<Moments> {
             iid * cluster / (nu * (1.0 - nu) / n)
         }
     };
-    (variance > 0.0 && variance.is_finite()).then(|| Moments::from_summary(n, q.estimate, variance))
+    // Every value at the interval's levels equal: the estimate has no spread, which is data
+    // (the test then compares the estimates exactly, as for any metric without spread).
+    (variance >= 0.0 && variance.is_finite()).then(|| Moments::from_summary(n, q.estimate, variance))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -197,6 +199,8 @@ pub struct ArmResult {
     pub recommendation: String,
     /// 1 - adjusted p-value of the comparison with the control.
     pub confidence: Option<f64>,
+    /// Why an arm whose users count has no mean (a ratio whose denominator is 0).
+    pub no_estimate: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,6 +230,67 @@ impl MetricResult {
     pub fn control(&self) -> Option<&ArmResult> {
         self.arms.iter().find(|a| a.is_control)
     }
+
+    /// The first figure of the result that is not a finite number, as (variant, column,
+    /// value). Recorded values are bounded so that none can occur, but a ratio divides by the
+    /// application's denominators, which may be as close to 0 as a float8 goes.
+    pub fn non_finite(&self) -> Option<(&str, &'static str, f64)> {
+        for a in &self.arms {
+            let mut figures: Vec<(&'static str, Option<f64>)> = vec![("mean", a.mean), ("std_dev", a.std_dev)];
+            if let Some(c) = &a.comparison {
+                figures.extend([
+                    ("diff", Some(c.diff)),
+                    ("ci_lower", Some(c.ci_lower)),
+                    ("ci_upper", Some(c.ci_upper)),
+                    ("relative_lift", c.relative_lift),
+                    ("relative_lift_ci_lower", c.relative_ci.map(|r| r.0)),
+                    ("relative_lift_ci_upper", c.relative_ci.map(|r| r.1)),
+                    ("relative_lift_p_value", c.relative_p_value),
+                    ("p_value", Some(c.p_value)),
+                    ("p_value_adjusted", Some(c.p_adjusted)),
+                    ("effect_size", c.effect_size),
+                    ("chance_to_beat_control", Some(c.chance_to_beat_control)),
+                    ("expected_loss", Some(c.expected_loss)),
+                    ("non_inferiority_p_value", c.non_inferiority.map(|n| n.p_value)),
+                    ("cuped_diff", c.cuped.map(|k| k.diff)),
+                    ("cuped_ci_lower", c.cuped.map(|k| k.ci_lower)),
+                    ("cuped_ci_upper", c.cuped.map(|k| k.ci_upper)),
+                    ("cuped_p_value", c.cuped.map(|k| k.p_value)),
+                ]);
+            }
+            if let Some((column, x)) =
+                figures.into_iter().find_map(|(k, v)| v.filter(|x| !x.is_finite()).map(|x| (k, x)))
+            {
+                return Some((a.variant.as_str(), column, x));
+            }
+        }
+        None
+    }
+
+    /// The message refusing a result with a figure that is not a finite number (an analysis
+    /// never reports one).
+    pub fn overflow_problem(&self) -> Option<String> {
+        let (variant, column, x) = self.non_finite()?;
+        let why = match (self.def.kind, self.def.ratio_of()) {
+            (MetricType::Ratio, Some((_, den))) => format!(
+                ": its denominator \"{}\" is too close to 0 for the ratio to be computed",
+                crate::names::printable(den)
+            ),
+            _ => String::new(),
+        };
+        Some(format!(
+            "metric \"{}\": the {column} of variant \"{}\" is {}, not a finite number{why}",
+            crate::names::printable(&self.name),
+            crate::names::printable(variant),
+            if x.is_nan() {
+                "NaN".to_string()
+            } else if x > 0.0 {
+                "Infinity".to_string()
+            } else {
+                "-Infinity".to_string()
+            },
+        ))
+    }
 }
 
 /// The moments the test uses: users who recorded nothing count as 0 where the metric says so.
@@ -253,7 +318,14 @@ pub fn ratio_moments(co: &CoMoments) -> Moments {
     }
     let r = co.mean_y / co.mean_x;
     let m2 = (co.m2_y - 2.0 * r * co.c_xy + r * r * co.m2_x) / (co.mean_x * co.mean_x);
-    Moments { n: co.n, mean: r, m2: if m2 > 0.0 && m2.is_finite() { m2 } else { 0.0 } }
+    // A variance past the float8 range (denominators near 0) stays infinite rather than
+    // becoming a spread of 0: the analysis then refuses the metric (`overflow_problem`).
+    let m2 = match m2 {
+        _ if !m2.is_finite() => f64::INFINITY,
+        _ if m2 > 0.0 => m2,
+        _ => 0.0,
+    };
+    Moments { n: co.n, mean: r, m2 }
 }
 
 /// Per period, as `effective_moments`.
@@ -547,6 +619,23 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
     // Users per arm: a quantile of every recorded value is over more values than users.
     let units = |i: usize| input.arms[i].quantile.map_or(moments[i].n, |q| q.users as f64);
     let control_n = control_idx.map(units).unwrap_or(0.0);
+    // A ratio arm whose users' denominators are 0 has users but no ratio.
+    let no_estimate = |i: usize| -> Option<String> {
+        let co = input.arms[i].ratio.filter(|co| def.kind == MetricType::Ratio && co.n > 0.0 && co.mean_x == 0.0)?;
+        let den = crate::names::printable(def.denominator.as_deref().unwrap_or("")).into_owned();
+        let variant = crate::names::printable(&input.arms[i].variant).into_owned();
+        Some(if co.m2_x == 0.0 {
+            format!(
+                "the denominator \"{den}\" of ratio metric \"{}\" is 0 for every user of {variant}",
+                crate::names::printable(&input.name)
+            )
+        } else {
+            format!(
+                "the denominator \"{den}\" of ratio metric \"{}\" averages 0 over the users of {variant}",
+                crate::names::printable(&input.name)
+            )
+        })
+    };
     let arms = input
         .arms
         .iter()
@@ -617,6 +706,9 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                 "control".to_string()
             } else {
                 match &comparison {
+                    None if no_estimate(i).or_else(|| control_idx.and_then(no_estimate)).is_some() => {
+                        no_estimate(i).or_else(|| control_idx.and_then(no_estimate)).unwrap()
+                    }
                     None => "not enough data: each variant needs at least 2 users with this metric".to_string(),
                     Some(_) if units(i) < min || control_n < min => format!(
                         "keep collecting: {} and {} users of the {} required per variant",
@@ -632,9 +724,10 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
             ArmResult {
                 variant: arm.variant.clone(),
                 is_control: arm.is_control,
-                users: match &arm.quantile {
-                    Some(q) => q.users,
-                    None => m.n as u64,
+                users: match (&arm.quantile, &arm.ratio) {
+                    (Some(q), _) => q.users,
+                    (None, Some(co)) if def.kind == MetricType::Ratio => co.n as u64,
+                    _ => m.n as u64,
                 },
                 mean: match &strata {
                     Some(est) => Some(est[i].mean),
@@ -645,6 +738,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                 confidence: comparison.map(|c| 1.0 - c.p_adjusted),
                 comparison,
                 recommendation,
+                no_estimate: no_estimate(i),
             }
         })
         .collect();
@@ -891,5 +985,104 @@ mod tests {
         assert!((within.p_value - expected).abs() < 1e-15 && within.p_value < 0.05, "{within:?}");
         // Worse than the margin: the estimate is past it, p is 1.
         assert_eq!(ni(0.7).1.p_value, 1.0);
+    }
+
+    fn ratio_def() -> MetricDef {
+        MetricDef {
+            kind: MetricType::Ratio,
+            numerator: Some("revenue".into()),
+            denominator: Some("visits".into()),
+            ..Default::default()
+        }
+    }
+
+    fn ratio_arm(name: &str, control: bool, pairs: &[(f64, f64)]) -> ArmInput {
+        let mut co = CoMoments::default();
+        pairs.iter().for_each(|&(y, x)| co.add(y, x));
+        ArmInput { ratio: Some(co), ..arm(name, control, pairs.len() as u64, &[]) }
+    }
+
+    /// Denominators that are all 0: the users count, there is no ratio, and every message
+    /// says why (not "0 users").
+    #[test]
+    fn all_zero_denominators_say_so() {
+        let pairs = [(1.0, 0.0), (2.0, 0.0), (3.0, 0.0)];
+        let input = MetricInput {
+            name: "per_visit".into(),
+            def: ratio_def(),
+            cap: None,
+            arms: vec![ratio_arm("A", true, &pairs), ratio_arm("B", false, &[(1.0, 1.0), (2.0, 2.0), (1.0, 3.0)])],
+        };
+        let r = analyze_metric(&settings(2), &input);
+        assert_eq!((r.arms[0].users, r.arms[0].mean), (3, None));
+        let why = "the denominator \"visits\" of ratio metric \"per_visit\" is 0 for every user of A";
+        assert_eq!(r.arms[0].no_estimate.as_deref(), Some(why));
+        assert_eq!(r.arms[1].no_estimate, None);
+        assert!(r.arms[1].comparison.is_none());
+        assert_eq!(r.arms[1].recommendation, why);
+        let d = crate::winner::decide(&r, 2, 0.05, None, &[]);
+        assert_eq!(d.reason, why);
+        assert_eq!(r.non_finite(), None);
+    }
+
+    /// Denominators near 0 make the ratio's figures overflow: the result names the metric,
+    /// variant and column, and the message the denominator.
+    #[test]
+    fn a_ratio_of_tiny_denominators_is_not_finite() {
+        let tiny: Vec<(f64, f64)> = (0..10).map(|i| (1.0 + (i % 4) as f64, 1e-300 * (1 + i % 3) as f64)).collect();
+        let input = MetricInput {
+            name: "per_visit".into(),
+            def: ratio_def(),
+            cap: None,
+            arms: vec![ratio_arm("A", true, &tiny), ratio_arm("B", false, &tiny)],
+        };
+        let r = analyze_metric(&settings(2), &input);
+        let (variant, column, x) = r.non_finite().unwrap();
+        assert_eq!((variant, column), ("A", "std_dev"));
+        assert!(x.is_infinite());
+        assert_eq!(
+            r.overflow_problem().unwrap(),
+            "metric \"per_visit\": the std_dev of variant \"A\" is Infinity, not a finite number: \
+             its denominator \"visits\" is too close to 0 for the ratio to be computed"
+        );
+        // Ordinary denominators: every figure finite.
+        let fine: Vec<(f64, f64)> = (0..10).map(|i| (1.0 + (i % 4) as f64, 1.0 + (i % 3) as f64)).collect();
+        let input = MetricInput { arms: vec![ratio_arm("A", true, &fine), ratio_arm("B", false, &fine)], ..input };
+        assert_eq!(analyze_metric(&settings(2), &input).overflow_problem(), None);
+    }
+
+    /// A quantile over equal values is that value, without spread: equal arms differ by
+    /// exactly 0 (p 1), unequal ones by exactly their difference (p 0).
+    #[test]
+    fn a_quantile_of_equal_values_is_the_value() {
+        let def = MetricDef { kind: MetricType::Quantile, ..Default::default() };
+        let q = |estimate: f64| QuantileStat {
+            users: 50,
+            n: 50.0,
+            nu: 0.5,
+            estimate,
+            lower: estimate,
+            upper: estimate,
+            cluster: None,
+        };
+        let arm_q = |name: &str, control: bool, estimate: f64| ArmInput {
+            quantile: Some(q(estimate)),
+            ..arm(name, control, 50, &[])
+        };
+        let input = MetricInput {
+            name: "median".into(),
+            def,
+            cap: None,
+            arms: vec![arm_q("A", true, 250.0), arm_q("B", false, 250.0)],
+        };
+        let r = analyze_metric(&settings(2), &input);
+        assert_eq!((r.arms[0].users, r.arms[0].mean), (50, Some(250.0)));
+        let c = r.arms[1].comparison.unwrap();
+        assert_eq!((c.diff, c.ci_lower, c.ci_upper, c.p_value), (0.0, 0.0, 0.0, 1.0));
+        let input = MetricInput { arms: vec![arm_q("A", true, 250.0), arm_q("B", false, 260.0)], ..input };
+        let c = analyze_metric(&settings(2), &input).arms[1].comparison.unwrap();
+        assert_eq!((c.diff, c.ci_lower, c.ci_upper, c.p_value), (10.0, 10.0, 10.0, 0.0));
+        // Too few values for the interval: still no estimate, as gbstats.
+        assert_eq!(quantile_moments(&QuantileStat { n: 3.0, users: 3, ..q(1.0) }), None);
     }
 }

@@ -530,18 +530,45 @@ pub fn quantile_recorded(experiment: &str, metric: &str, of: &str) -> Error {
 /// recorded value can make an analysis overflow.
 pub const MAX_ABS_VALUE: f64 = 1e15;
 
+/// Whether a value keeps the rule of every value an analysis reads: a number no larger in
+/// magnitude than `MAX_ABS_VALUE` (NaN and the infinities are not).
+pub fn value_in_range(x: f64) -> bool {
+    x.abs() <= MAX_ABS_VALUE
+}
+
+/// A float8 as PostgreSQL prints the special ones.
+fn shown_value(x: f64) -> String {
+    match x {
+        _ if x.is_nan() => "NaN".to_string(),
+        f64::INFINITY => "Infinity".to_string(),
+        f64::NEG_INFINITY => "-Infinity".to_string(),
+        _ => short_float(x),
+    }
+}
+
 /// Checks a recorded value (`what` names the argument).
 pub fn check_value(what: &str, x: f64) -> Result<()> {
-    if x.is_nan() || x.abs() > MAX_ABS_VALUE {
-        let shown = match x {
-            _ if x.is_nan() => "NaN".to_string(),
-            f64::INFINITY => "Infinity".to_string(),
-            f64::NEG_INFINITY => "-Infinity".to_string(),
-            _ => short_float(x),
-        };
-        return Err(Error::invalid(format!("{what} is {shown}, must be a finite number between -1e15 and 1e15")));
+    if !value_in_range(x) {
+        return Err(Error::invalid(format!(
+            "{what} is {}, must be a finite number between -1e15 and 1e15",
+            shown_value(x)
+        )));
     }
     Ok(())
+}
+
+/// The same rule for a user's value read from the application's relations: `x` is the
+/// largest in magnitude (NaN first) of a source metric's per-user values (`what` "value") or
+/// of its covariate's ("covariate"); `source` names where it was read. The message when `x`
+/// breaks the rule, which every analysis raises alike.
+pub fn source_value_problem(metric: &str, what: &str, source: &str, x: f64) -> Option<String> {
+    (!value_in_range(x)).then(|| {
+        format!(
+            "metric \"{}\": a user's {what} read from {source} is {}, outside the range of a metric value (-1e15 to 1e15)",
+            printable(metric),
+            shown_value(x)
+        )
+    })
 }
 
 /// Ratio metrics: a numerator and a denominator, both declared, each a sum, count or binary
@@ -1878,5 +1905,31 @@ mod tests {
         body["metrics"] = json!({"rt": {}, "q": {"type": "quantile", "of": "rt", "quantile": 0.9}});
         body["allocation"] = json!({"mode": "bandit"});
         assert!(parse_definition(&body).unwrap_err().message.contains("\"q\" is a quantile: a bandit"));
+    }
+
+    /// A value read from a source keeps the rule of a recorded value, with a message naming
+    /// the metric, what was read and where, and the value as PostgreSQL prints it.
+    #[test]
+    fn source_values_keep_the_recorded_rule() {
+        for ok in [0.0, 1e15, -1e15, 1e-300] {
+            assert_eq!(source_value_problem("m", "value", "source \"s\"", ok), None);
+        }
+        for (x, shown) in [
+            (1e16, "1e16"),
+            (-1.5e15, "-1.5e15"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (1e200, "1e200"),
+        ] {
+            assert_eq!(
+                source_value_problem("amount", "covariate", "relation \"rp.before\"", x).unwrap(),
+                format!(
+                    "metric \"amount\": a user's covariate read from relation \"rp.before\" is {shown}, \
+                     outside the range of a metric value (-1e15 to 1e15)"
+                )
+            );
+            assert!(check_value("metric_value", x).is_err());
+        }
     }
 }

@@ -229,7 +229,7 @@ pub fn render(input: &SummaryInput) -> String {
                     format!("mean {:.4} ({level} CI {:.4} to {:.4})", mean, lo, hi)
                 }
                 (Some(mean), _) => format!("mean {mean:.4}"),
-                _ => "no data".to_string(),
+                _ => a.no_estimate.clone().unwrap_or_else(|| "no data".to_string()),
             };
             let _ = writeln!(out, "  {:width$}  n = {:<8} {}", a.variant, a.users, stats);
             if let Some(c) = &a.comparison {

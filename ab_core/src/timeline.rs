@@ -32,7 +32,8 @@ pub struct Arm {
 }
 
 /// One analysis per day `0..days`. `periods` is the number of weight periods of a bandit
-/// experiment (its arms are then stratified by period), 0 for fixed allocations.
+/// experiment (its arms are then stratified by period), 0 for fixed allocations. Cells and
+/// enrollments dated `days` or later do not count.
 #[allow(clippy::too_many_arguments)]
 pub fn timeline(
     settings: &Settings,
@@ -45,12 +46,31 @@ pub fn timeline(
     cells: &[Cell],
     enrolled: &[Enrolled],
 ) -> Vec<MetricResult> {
+    timeline_with(settings, name, def, cap, arms, periods, days, cells, enrolled, || ())
+}
+
+/// `timeline`, calling `each_day` before each day's analysis (the database checks there
+/// whether the query was cancelled).
+#[allow(clippy::too_many_arguments)]
+pub fn timeline_with(
+    settings: &Settings,
+    name: &str,
+    def: &MetricDef,
+    cap: Option<f64>,
+    arms: &[Arm],
+    periods: usize,
+    days: usize,
+    cells: &[Cell],
+    enrolled: &[Enrolled],
+    mut each_day: impl FnMut(),
+) -> Vec<MetricResult> {
     let strata = periods.max(1);
     let mut moments = vec![vec![Moments::default(); strata]; arms.len()];
     let mut assigned = vec![vec![0u64; strata]; arms.len()];
     let (mut cells, mut enrolled) = (cells.iter().peekable(), enrolled.iter().peekable());
     let mut out = Vec::with_capacity(days);
     for day in 0..days {
+        each_day();
         while let Some(c) = cells.next_if(|c| c.day <= day) {
             if c.arm < arms.len() && c.period < strata {
                 moments[c.arm][c.period] = c.moments;
@@ -166,5 +186,28 @@ mod tests {
         let c = days[1].arms[1].comparison.unwrap();
         assert!(c.test.starts_with("stratified"), "{}", c.test);
         assert_eq!(days[1].arms[0].users, 5);
+    }
+
+    /// The callback runs once per day (where the database checks for a cancel), and cells or
+    /// enrollments dated past the last day do not count.
+    #[test]
+    fn each_day_is_checked_and_later_rows_do_not_count() {
+        let settings = Settings::fixed(0.05, 2);
+        let def = MetricDef::default();
+        let cells = vec![
+            Cell { day: 0, arm: 0, period: 0, moments: moments(&[1.0, 2.0, 3.0]) },
+            Cell { day: 0, arm: 1, period: 0, moments: moments(&[2.0, 3.0, 4.0]) },
+            Cell { day: 2_900_000, arm: 1, period: 0, moments: moments(&[2.0, 3.0, 4.0, 100.0]) },
+        ];
+        let enrolled = vec![
+            Enrolled { day: 0, arm: 0, period: 0, users: 3 },
+            Enrolled { day: 0, arm: 1, period: 0, users: 3 },
+            Enrolled { day: 2_900_000, arm: 1, period: 0, users: 1 },
+        ];
+        let mut checked = 0;
+        let days = timeline_with(&settings, "m", &def, None, &arms(), 0, 3, &cells, &enrolled, || checked += 1);
+        assert_eq!((days.len(), checked), (3, 3));
+        assert_eq!(days[2].arms[1].users, 3);
+        assert_eq!(days[2], timeline(&settings, "m", &def, None, &arms(), 0, 1, &cells, &enrolled)[0]);
     }
 }

@@ -81,6 +81,9 @@ pub fn decide(
     if primary.control().is_none() {
         return Decision::none("the experiment has no control variant".into());
     }
+    if let Some(why) = primary.arms.iter().find_map(|a| a.no_estimate.clone()) {
+        return Decision::none(why);
+    }
     let short: Vec<String> = primary
         .arms
         .iter()
@@ -184,6 +187,7 @@ mod tests {
             }),
             recommendation: String::new(),
             confidence: None,
+            no_estimate: None,
         }
     }
 
