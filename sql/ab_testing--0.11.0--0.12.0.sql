@@ -3,3 +3,147 @@
 -- object by object.
 
 \echo Use "ALTER EXTENSION ab_testing UPDATE TO '0.12.0'" to load this file. \quit
+
+-- Trust boundaries of metric sources (issue 26, items 1, 2, 8): ab_get_experiment shows a
+-- bandit's allocation history (its posteriors) only to roles that may read ab_allocations;
+-- ab_period_srm_p_value is no longer PUBLIC (ab_experiment_health's readers get it with
+-- ab_grant_analyst); the source registration comment says who reads a source.
+CREATE OR REPLACE FUNCTION ab_get_experiment(experiment bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e @extschema@.ab_experiments;
+    users jsonb;
+    -- The role that called (this function runs as the extension's owner): the role SET ROLE
+    -- chose, else the one that logged in.
+    caller name := CASE pg_catalog.current_setting('role') WHEN 'none' THEN session_user
+                   ELSE pg_catalog.current_setting('role')::name END;
+    out jsonb;
+BEGIN
+    IF experiment IS NULL THEN
+        RAISE EXCEPTION 'experiment must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO e FROM @extschema@.ab_experiments WHERE id = experiment;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'experiment with id % does not exist', experiment
+            USING ERRCODE = 'undefined_object', HINT = 'ab_experiment_overview lists the experiments';
+    END IF;
+    -- Counted apart from the variants (Citus runs no correlated subquery under a reference table).
+    SELECT jsonb_object_agg(c.variant_id::text, c.n) INTO users
+      FROM (SELECT a.variant_id, count(*) AS n FROM @extschema@.ab_assignments a
+            WHERE a.experiment_id = experiment GROUP BY a.variant_id) c;
+    out := jsonb_build_object(
+        'id', e.id,
+        'name', e.name,
+        'description', e.description,
+        'experiment_type', e.experiment_type,
+        'status', e.status,
+        'primary_metric', e.primary_metric,
+        'metrics', e.metrics,
+        'strict_metrics', e.strict_metrics,
+        'allocation', coalesce(e.allocation, '{"mode": "fixed"}'),
+        'breakdowns', to_jsonb(e.breakdowns),
+        'target_segments', e.target_segments,
+        'min_sample_size', e.min_sample_size,
+        'alpha', e.alpha,
+        'sequential', e.sequential_tuning IS NOT NULL,
+        'sequential_tuning', e.sequential_tuning,
+        'correction', e.correction,
+        'power', e.power,
+        'salt', e.salt,
+        'winner', e.winner_variant,
+        'created_at', e.created_at,
+        'started_at', e.started_at,
+        'stopped_at', e.stopped_at,
+        'variants', (
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'name', v.name,
+                       'is_control', v.is_control,
+                       'traffic_allocation', v.traffic_allocation,
+                       'config', v.config,
+                       'users', coalesce((users ->> v.id::text)::bigint, 0))
+                   ORDER BY v.position), '[]')
+            FROM @extschema@.ab_variants v WHERE v.experiment_id = e.id),
+        'users_assigned', (SELECT count(*) FROM @extschema@.ab_assignments a WHERE a.experiment_id = e.id),
+        'results_recorded', (SELECT coalesce(sum(m.n), 0)::bigint FROM @extschema@.ab_user_metrics m WHERE m.experiment_id = e.id),
+        'covariates_recorded', (SELECT count(*) FROM @extschema@.ab_covariates c WHERE c.experiment_id = e.id),
+        'allocation_history', (SELECT coalesce(jsonb_agg(jsonb_build_object('period', h.period, 'started_at', h.started_at,
+                                                                        'weights', h.weights, 'posterior', h.posterior)
+                                                     ORDER BY h.period), '[]')
+                               FROM @extschema@.ab_allocations h WHERE h.experiment_id = e.id),
+        'layer', (SELECT jsonb_build_object('name', l.name, 'holdout', m.range_start IS NULL,
+                                            'percentage', (m.range_end - m.range_start)::float8 / 100,
+                                            'range_start', m.range_start, 'range_end', m.range_end)
+                  FROM @extschema@.ab_layer_experiments m JOIN @extschema@.ab_layers l ON l.id = m.layer_id
+                  WHERE m.experiment_id = e.id));
+    -- A bandit's posteriors (its allocation history) only for roles that may read ab_allocations.
+    IF NOT pg_catalog.has_table_privilege(caller, '@extschema@.ab_allocations', 'SELECT') THEN
+        out := out - 'allocation_history';
+    END IF;
+    RETURN out;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ab_grant_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'TO %I', role);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ab_revoke_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
+    EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'FROM %I', role);
+END;
+$$;
+
+REVOKE ALL ON FUNCTION ab_period_srm_p_value(bigint) FROM PUBLIC;
+-- Roles that ab_grant_analyst already gave SELECT on ab_experiment_health keep reading it.
+DO $$
+DECLARE
+    r oid;
+BEGIN
+    FOR r IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+             WHERE c.oid = '@extschema@.ab_experiment_health'::pg_catalog.regclass AND a.privilege_type = 'SELECT'
+               AND a.grantee <> 0 AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_period_srm_p_value(bigint) TO %s', r::pg_catalog.regrole);
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". The registering role must be able to read its columns. An analysis reads it as the role running it when the relation''s owner holds that role''s privileges, else as the owner (after checking that the role may read those columns; refused where row-level security, a security_invoker view or a foreign table would then show more).';

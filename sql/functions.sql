@@ -8,6 +8,11 @@ AS $$
 DECLARE
     e @extschema@.ab_experiments;
     users jsonb;
+    -- The role that called (this function runs as the extension's owner): the role SET ROLE
+    -- chose, else the one that logged in.
+    caller name := CASE pg_catalog.current_setting('role') WHEN 'none' THEN session_user
+                   ELSE pg_catalog.current_setting('role')::name END;
+    out jsonb;
 BEGIN
     IF experiment IS NULL THEN
         RAISE EXCEPTION 'experiment must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -21,7 +26,7 @@ BEGIN
     SELECT jsonb_object_agg(c.variant_id::text, c.n) INTO users
       FROM (SELECT a.variant_id, count(*) AS n FROM @extschema@.ab_assignments a
             WHERE a.experiment_id = experiment GROUP BY a.variant_id) c;
-    RETURN jsonb_build_object(
+    out := jsonb_build_object(
         'id', e.id,
         'name', e.name,
         'description', e.description,
@@ -65,6 +70,11 @@ BEGIN
                                             'range_start', m.range_start, 'range_end', m.range_end)
                   FROM @extschema@.ab_layer_experiments m JOIN @extschema@.ab_layers l ON l.id = m.layer_id
                   WHERE m.experiment_id = e.id));
+    -- A bandit's posteriors (its allocation history) only for roles that may read ab_allocations.
+    IF NOT pg_catalog.has_table_privilege(caller, '@extschema@.ab_allocations', 'SELECT') THEN
+        out := out - 'allocation_history';
+    END IF;
+    RETURN out;
 END;
 $$;
 
@@ -337,7 +347,8 @@ REVOKE ALL ON FUNCTION
     ab_breakdown(text, text), ab_breakdown(bigint, text),
     ab_create_layer(text, double precision, text, text), ab_delete_layer(text), ab_layer_group(text, text),
     ab_create_metric_source(text, jsonb), ab_drop_metric_source(text),
-    ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update()
+    ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update(),
+    ab_period_srm_p_value(bigint)
 FROM PUBLIC;
 
 CREATE FUNCTION ab_grant_app(role name) RETURNS void
@@ -386,7 +397,8 @@ BEGIN
                    '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
                    '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
                    '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
-                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
                    '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
@@ -408,7 +420,8 @@ BEGIN
                    '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
                    '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
                    '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
-                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
                    '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
@@ -486,7 +499,7 @@ COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-va
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
 COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline and ab_breakdown.';
-COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". Analyses read it with the privileges of the role running them.';
+COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". The registering role must be able to read its columns. An analysis reads it as the role running it when the relation''s owner holds that role''s privileges, else as the owner (after checking that the role may read those columns; refused where row-level security, a security_invoker view or a foreign table would then show more).';
 COMMENT ON FUNCTION ab_drop_metric_source(text) IS 'Drops a metric source that no experiment names.';
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';
 COMMENT ON FUNCTION ab_grant_admin(name) IS 'Lets a role administer experiments (create, start, stop, delete, covariates) on top of the app and analyst rights.';

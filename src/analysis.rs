@@ -115,9 +115,18 @@ pub fn source_metrics(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) ->
         Some([Some(first), Some(last)]) => Some(Enrolled { first: first.clone(), last: last.clone() }),
         _ => None,
     };
+    let reads = crate::sources::Reads::new(exp.id);
     defs.iter()
         .filter_map(|(name, def)| {
-            let m = crate::sources::source_metric(client, nsp, name, def, until.clone(), enrolled.clone())?;
+            let m = crate::sources::source_metric(
+                client,
+                nsp,
+                name,
+                def,
+                until.clone(),
+                enrolled.clone(),
+                Some(reads.clone()),
+            )?;
             Some((name.clone(), m))
         })
         .collect()
@@ -182,20 +191,21 @@ fn run_linear(
     let caps: HashMap<String, f64> = defs
         .iter()
         .filter_map(|(name, def)| {
-            let per_user = per_user_of_metric(nsp, from_state, name, def.aggregation, "$2", None, sources);
-            Some((name.clone(), metric_cap(client, exp.id, name, def, &per_user)?))
+            def.cap?;
+            let per_user = per_user_of_metric(client, nsp, from_state, name, def.aggregation, "$2", None, sources);
+            Some((name.clone(), metric_cap(client, exp.id, name, def, &per_user, sources)?))
         })
         .collect();
     let per_user_of = |metric: &str, param: &str| {
         let aggregation = defs.get(metric).map(|d| d.aggregation).unwrap_or_default();
-        per_user_of_metric(nsp, from_state, metric, aggregation, param, caps.get(metric).copied(), sources)
+        per_user_of_metric(client, nsp, from_state, metric, aggregation, param, caps.get(metric).copied(), sources)
     };
     // Recorded metrics (none under a source metric's name counts), then those read from sources.
     let mut measured: Vec<String> = recorded.iter().filter(|m| !sources.contains_key(*m)).cloned().collect();
     measured.extend(order_of_sources(exp, &defs, sources));
     for metric in &measured {
         let per_user = per_user_of(metric, "$2");
-        let covariate_source = sources.get(metric).filter(|_| !bandit).and_then(|s| s.covariate_per_user(nsp));
+        let covariate_source = sources.get(metric).filter(|_| !bandit).and_then(|s| s.covariate_per_user(client, nsp));
         // A source's values are the application's: one out of the range a result may take
         // (or not a number) would make every statistic meaningless.
         let range = if sources.contains_key(metric) { ", max(abs(u.v))" } else { "" };
@@ -215,7 +225,7 @@ fn run_linear(
         };
         let with_covariate = has_covariates || covariate_source.is_some();
         if periods.is_some() {
-            let cells = period_cells(client, nsp, exp.id, metric, &per_user);
+            let cells = period_cells(client, nsp, exp.id, metric, &per_user, sources);
             let per_variant = observed.entry(metric.clone()).or_default();
             for ((v, _), m) in &cells {
                 let o = per_variant.entry(*v).or_insert(Observed { moments: Moments::default(), co: None });
@@ -225,7 +235,8 @@ fn run_linear(
             continue;
         }
         let per_variant = observed.entry(metric.clone()).or_default();
-        for row in client.select(sql.as_str(), None, &[exp.id.into(), metric.as_str().into()]).or_raise() {
+        let args = crate::sources::args(sources, vec![exp.id.into(), metric.as_str().into()]);
+        for row in client.select(sql.as_str(), None, &args).or_raise() {
             let variant: i64 = row.get(1).or_raise().unwrap();
             let m: Vec<Option<f64>> = row.get(2).or_raise().unwrap();
             let m: Vec<f64> = m.into_iter().map(|x| x.unwrap_or(0.0)).collect();
@@ -254,7 +265,8 @@ fn run_linear(
             per_user_of(den, "$3")
         );
         let per_variant = ratios.entry(name.clone()).or_default();
-        for row in client.select(sql.as_str(), None, &[exp.id.into(), num.into(), den.into()]).or_raise() {
+        let args = crate::sources::args(sources, vec![exp.id.into(), num.into(), den.into()]);
+        for row in client.select(sql.as_str(), None, &args).or_raise() {
             let variant: i64 = row.get(1).or_raise().unwrap();
             let m: Vec<f64> =
                 row.get::<Vec<Option<f64>>>(2).or_raise().unwrap().into_iter().map(|x| x.unwrap_or(0.0)).collect();
@@ -271,15 +283,15 @@ fn run_linear(
         let aggregation = defs.get(of).map(|d| d.aggregation).unwrap_or_default();
         // (variant_id, user_id, v) rows: per user, or every value.
         let rows = match (sources.get(of), level) {
-            (Some(s), QuantileLevel::User) => s.per_user(nsp),
-            (Some(s), QuantileLevel::Event) => s.rows(nsp),
+            (Some(s), QuantileLevel::User) => s.per_user(client, nsp),
+            (Some(s), QuantileLevel::Event) => s.rows(client, nsp),
             (None, QuantileLevel::User) => per_user_sql(nsp, from_state, aggregation, "$2", None),
             (None, QuantileLevel::Event) => format!(
                 "SELECT r.variant_id, r.user_id, r.metric_value AS v FROM {nsp}.ab_results r \
                  WHERE r.experiment_id = $1 AND r.metric_name = $2"
             ),
         };
-        let stats = quantile_stats(client, exp.id, of, nu, level, &rows);
+        let stats = quantile_stats(client, exp.id, of, nu, level, &rows, sources);
         quantiles.insert(name.clone(), stats);
     }
 
@@ -293,13 +305,13 @@ fn run_linear(
         CoMoments::from_summary(n, 0.0, mean_x, 0.0, var_x, 0.0)
     };
     for (name, source) in sources.iter().filter(|_| !bandit) {
-        let Some(cov) = source.covariate_per_user(nsp) else { continue };
+        let Some(cov) = source.covariate_per_user(client, nsp) else { continue };
         let sql = format!(
             "SELECT c.variant_id, count(*), avg(c.v), coalesce(var_samp(c.v), 0) FROM ({cov}) c \
              LEFT JOIN ({}) u ON u.user_id = c.user_id WHERE u.user_id IS NULL GROUP BY c.variant_id",
-            source.per_user(nsp)
+            source.per_user(client, nsp)
         );
-        for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
+        for row in client.select(sql.as_str(), None, &crate::sources::args(sources, vec![exp.id.into()])).or_raise() {
             let variant: i64 = row.get(1).or_raise().unwrap();
             silent_cov.insert((name.clone(), variant), silent_of(row, 2));
         }
@@ -447,10 +459,12 @@ fn quantile_stats(
     nu: f64,
     level: QuantileLevel,
     rows: &str,
+    sources: &HashMap<String, SourceMetric>,
 ) -> HashMap<i64, QuantileStat> {
+    let args = |base| crate::sources::args(sources, base);
     let sql = format!("SELECT u.variant_id, count(*), count(DISTINCT u.user_id) FROM ({rows}) u GROUP BY 1");
     let counts: Vec<(i64, f64, u64)> = client
-        .select(sql.as_str(), None, &[experiment_id.into(), of.into()])
+        .select(sql.as_str(), None, &args(vec![experiment_id.into(), of.into()]))
         .or_raise()
         .map(|row| {
             (
@@ -475,7 +489,7 @@ fn quantile_stats(
             .select(
                 percentiles.as_str(),
                 None,
-                &[experiment_id.into(), of.into(), nu.into(), lo.into(), hi.into(), variant.into()],
+                &args(vec![experiment_id.into(), of.into(), nu.into(), lo.into(), hi.into(), variant.into()]),
             )
             .or_raise()
             .first()
@@ -485,7 +499,11 @@ fn quantile_stats(
         let [Some(estimate), Some(lower), Some(upper)] = q[..] else { continue };
         let cluster = (level == QuantileLevel::Event).then(|| {
             let row = client
-                .select(clusters.as_str(), None, &[experiment_id.into(), of.into(), estimate.into(), variant.into()])
+                .select(
+                    clusters.as_str(),
+                    None,
+                    &args(vec![experiment_id.into(), of.into(), estimate.into(), variant.into()]),
+                )
                 .or_raise();
             let row = row.first();
             let get = |i| row.get::<f64>(i).or_raise().unwrap_or(0.0);
@@ -507,6 +525,7 @@ pub fn metric_cap(
     name: &str,
     def: &MetricDef,
     per_user: &str,
+    sources: &HashMap<String, SourceMetric>,
 ) -> Option<f64> {
     let cap = def.cap?;
     if cap.value.is_some() {
@@ -514,7 +533,11 @@ pub fn metric_cap(
     }
     let sql = format!("SELECT percentile_cont($3) WITHIN GROUP (ORDER BY u.v) FROM ({per_user}) u");
     let value = client
-        .select(sql.as_str(), None, &[experiment_id.into(), name.into(), cap.percentile?.into()])
+        .select(
+            sql.as_str(),
+            None,
+            &crate::sources::args(sources, vec![experiment_id.into(), name.into(), cap.percentile?.into()]),
+        )
         .or_raise()
         .first()
         .get_one::<f64>()
@@ -529,7 +552,9 @@ pub fn per_user_sql(nsp: &str, from_state: bool, aggregation: Aggregation, param
 }
 
 /// `per_user_sql` for a recorded metric, its source's read for a source metric.
+#[allow(clippy::too_many_arguments)]
 pub fn per_user_of_metric(
+    client: &SpiClient<'_>,
     nsp: &str,
     from_state: bool,
     metric: &str,
@@ -539,7 +564,7 @@ pub fn per_user_of_metric(
     sources: &HashMap<String, SourceMetric>,
 ) -> String {
     match sources.get(metric) {
-        Some(s) => capped(s.per_user(nsp), cap),
+        Some(s) => capped(s.per_user(client, nsp), cap),
         None => per_user_sql(nsp, from_state, aggregation, param, cap),
     }
 }
@@ -586,6 +611,7 @@ pub fn period_cells(
     experiment_id: i64,
     metric: &str,
     per_user: &str,
+    sources: &HashMap<String, SourceMetric>,
 ) -> HashMap<(i64, usize), Moments> {
     let sql = format!(
         "SELECT u.variant_id, a.period, {nsp}.ab_moments(u.v) FROM ({per_user}) u \
@@ -593,7 +619,7 @@ pub fn period_cells(
          GROUP BY u.variant_id, a.period"
     );
     client
-        .select(sql.as_str(), None, &[experiment_id.into(), metric.into()])
+        .select(sql.as_str(), None, &crate::sources::args(sources, vec![experiment_id.into(), metric.into()]))
         .or_raise()
         .map(|row| {
             let variant: i64 = row.get(1).or_raise().unwrap();
