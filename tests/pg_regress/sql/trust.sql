@@ -205,6 +205,79 @@ SELECT sum(n) AS timeline_conversions FROM (SELECT DISTINCT day, variant, (users
   WHERE day = (SELECT max(day) FROM ab_timeline('trust naive'))) t;
 SET TimeZone = 'UTC';
 
+-- Read as the owner or as the caller, every kind of metric gives the same analysis,
+-- timeline and breakdown: the same rows in a table the application owns (read as the
+-- application for the administrator) and in one the superuser owns (read as the caller).
+SET ROLE ab_tr_app;
+CREATE TABLE app.loans (borrower text, at timestamptz, amount numeric);
+GRANT SELECT ON app.loans TO ab_tr_admin;
+RESET ROLE;
+CREATE TABLE public.trusted_loans (borrower text, at timestamptz, amount numeric);
+GRANT SELECT ON public.trusted_loans TO ab_tr_admin;
+CREATE FUNCTION pg_temp.definition(name text, relation text) RETURNS jsonb LANGUAGE sql AS $$
+SELECT jsonb_build_object('name', name, 'experiment_type', 'workflow', 'primary_metric', 'funded', 'salt', 'eq',
+  'breakdowns', jsonb_build_array('branch'),
+  'metrics', jsonb_build_object(
+     'funded', jsonb_build_object('type', 'binary', 'window', '14 days', 'covariate', jsonb_build_object('lookback', '30 days'),
+                                  'source', jsonb_build_object('relation', relation, 'user_column', 'borrower', 'time_column', 'at',
+                                                               'filter', jsonb_build_object('amount', jsonb_build_object('>', 1350)))),
+     'amount', jsonb_build_object('aggregation', 'sum', 'window', '14 days', 'cap', jsonb_build_object('percentile', 0.9),
+                                  'source', jsonb_build_object('relation', relation, 'user_column', 'borrower', 'time_column', 'at',
+                                                               'value_column', 'amount')),
+     'applications', jsonb_build_object('aggregation', 'count',
+                                  'source', jsonb_build_object('relation', relation, 'user_column', 'borrower', 'time_column', 'at')),
+     'per_application', jsonb_build_object('type', 'ratio', 'numerator', 'amount', 'denominator', 'applications'),
+     'median', jsonb_build_object('type', 'quantile', 'of', 'amount', 'quantile', 0.5),
+     'p90_loan', jsonb_build_object('type', 'quantile', 'of', 'amount', 'quantile', 0.9, 'level', 'event')),
+  'variants', jsonb_build_array(jsonb_build_object('name', 'control', 'is_control', true, 'traffic_allocation', 50),
+                                jsonb_build_object('name', 'new', 'traffic_allocation', 50)))
+$$;
+SELECT ab_create_experiment(pg_temp.definition('eq owner', 'app.loans')) AS eq_owner \gset
+SELECT ab_create_experiment(pg_temp.definition('eq caller', 'public.trusted_loans')) AS eq_caller \gset
+SELECT ab_start_experiment('eq owner');
+SELECT count(ab_get_variant('eq owner', 'b' || g, jsonb_build_object('branch', CASE WHEN g % 3 = 0 THEN 'online' ELSE 'office' END)))
+  AS enrolled FROM generate_series(1, 300) g;
+UPDATE ab_assignments SET assigned_at = '2026-03-01 00:00:00+00'::timestamptz + substr(user_id, 2)::int * interval '7 minutes'
+WHERE experiment_id = :eq_owner;
+INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at, attributes)
+SELECT :eq_caller, a.user_id, v2.id, a.assigned_at, a.attributes FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id
+JOIN ab_variants v2 ON v2.experiment_id = :eq_caller AND v2.name = v.name WHERE a.experiment_id = :eq_owner;
+INSERT INTO public.trusted_loans
+SELECT a.user_id, a.assigned_at + (g % 5 - 2) * interval '4 days', 1000 + (substr(a.user_id, 2)::int * 37 + g * 11) % 500
+       + CASE v.name WHEN 'new' THEN 60 ELSE 0 END
+FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id, generate_series(1, 4) g
+WHERE a.experiment_id = :eq_owner AND (substr(a.user_id, 2)::int + g) % 3 <> 0;
+INSERT INTO app.loans SELECT * FROM public.trusted_loans;
+SET ROLE ab_tr_admin;
+CREATE TEMP TABLE eq AS
+SELECT 'analyze' AS what, e AS experiment, metric_name, variant, NULL::text AS at, users, round(mean::numeric, 6) AS mean,
+       round(diff::numeric, 6) AS diff, round(p_value::numeric, 6) AS p, round(cuped_diff::numeric, 6) AS cuped
+FROM unnest(ARRAY['eq owner', 'eq caller']) e, ab_analyze(e)
+UNION ALL
+SELECT 'bayes', e, metric_name, variant, NULL, NULL, NULL, NULL, round(chance_to_beat_control::numeric, 2), NULL
+FROM unnest(ARRAY['eq owner', 'eq caller']) e, ab_bayes(e)
+UNION ALL
+SELECT 'timeline', e, metric_name, variant, day::text, users, round(mean::numeric, 6), round(diff::numeric, 6), round(p_value::numeric, 6), NULL
+FROM unnest(ARRAY['eq owner', 'eq caller']) e, ab_timeline(e)
+UNION ALL
+SELECT 'breakdown', e, metric_name, variant, value, users, round(mean::numeric, 6), round(diff::numeric, 6), round(p_value::numeric, 6), NULL
+FROM unnest(ARRAY['eq owner', 'eq caller']) e, ab_breakdown(e, 'branch');
+RESET ROLE;
+SELECT what, count(*) FILTER (WHERE experiment = 'eq owner') AS rows,
+       count(*) FILTER (WHERE experiment = 'eq owner' AND mean IS NOT NULL) AS with_mean
+FROM eq GROUP BY what ORDER BY what;
+-- No row of one is missing from the other.
+SELECT what, metric_name, variant, at FROM (
+  (SELECT what, metric_name, variant, at, users, mean, diff, p, cuped FROM eq WHERE experiment = 'eq owner'
+   EXCEPT SELECT what, metric_name, variant, at, users, mean, diff, p, cuped FROM eq WHERE experiment = 'eq caller')
+  UNION ALL
+  (SELECT what, metric_name, variant, at, users, mean, diff, p, cuped FROM eq WHERE experiment = 'eq caller'
+   EXCEPT SELECT what, metric_name, variant, at, users, mean, diff, p, cuped FROM eq WHERE experiment = 'eq owner')) d;
+SELECT metric_name, variant, users, mean, cuped IS NOT NULL AS cuped FROM eq WHERE what = 'analyze' AND experiment = 'eq owner'
+ORDER BY 1, 2;
+SELECT ab_stop_experiment('eq owner') ->> 'status' AS status;
+DROP TABLE public.trusted_loans;
+
 -- A bandit's posteriors: ab_get_experiment shows the allocation history only to roles that
 -- may read ab_allocations.
 SET ROLE ab_tr_app;
@@ -227,7 +300,7 @@ RESET ROLE;
 
 -- Later files see none of this.
 SELECT ab_stop_experiment('trust') ->> 'status' AS status;
-SELECT count(ab_delete_experiment(name)) AS deleted FROM ab_experiments WHERE name LIKE 'trust%';
+SELECT count(ab_delete_experiment(name)) AS deleted FROM ab_experiments WHERE name LIKE 'trust%' OR name LIKE 'eq %';
 DROP SCHEMA app CASCADE;
 DROP OWNED BY ab_tr_app, ab_tr_admin, ab_tr_analyst;
 DROP ROLE ab_tr_app, ab_tr_admin, ab_tr_analyst;
