@@ -132,6 +132,8 @@ BEGIN
 END;
 $$;
 
+-- CREATE OR REPLACE made it SECURITY INVOKER again.
+ALTER FUNCTION ab_get_experiment(bigint) SECURITY DEFINER;
 REVOKE ALL ON FUNCTION ab_period_srm_p_value(bigint) FROM PUBLIC;
 -- Roles that ab_grant_analyst already gave SELECT on ab_experiment_health keep reading it.
 DO $$
