@@ -4,10 +4,137 @@
 
 \echo Use "ALTER EXTENSION ab_testing UPDATE TO '0.12.0'" to load this file. \quit
 
--- Trust boundaries of metric sources (issue 26, items 1, 2, 8): ab_get_experiment shows a
--- bandit's allocation history (its posteriors) only to roles that may read ab_allocations;
--- ab_period_srm_p_value is no longer PUBLIC (ab_experiment_health's readers get it with
--- ab_grant_analyst); the source registration comment says who reads a source.
+-- Trust boundaries of metric sources (issue 26, items 1, 2, 8).
+-- * ab_insights records what an analysis read from metric sources and who ran it;
+--   ab_latest_insights and the new ab_insight_history show such rows only to roles that may
+--   read those sources (ab_may_read_insight), also in their Citus form (ab_distributed_views).
+-- * ab_get_experiment shows a bandit's allocation history (its posteriors) only to roles
+--   that may read ab_allocations.
+-- * ab_period_srm_p_value is no longer PUBLIC (ab_experiment_health's readers get it with
+--   ab_grant_analyst).
+ALTER TABLE ab_insights ADD COLUMN source_reads jsonb, ADD COLUMN computed_by name;
+COMMENT ON COLUMN ab_insights.source_reads IS 'For an analysis that read metric sources: the relations and columns it read, as [{"schema", "relation", "columns"}]; the views over ab_insights show the row only to roles that may read them all (or that hold the privileges of computed_by). NULL otherwise.';
+COMMENT ON COLUMN ab_insights.computed_by IS 'The role that ran the analysis (the session''s, as SET ROLE left it).';
+
+-- Whether the current role may see a stored analysis row: one computed without metric
+-- sources, or one whose every source column it may read (with USAGE on the schema and no
+-- row-level security applying to it there), or one computed by a role whose privileges it
+-- holds. A dropped relation or column shows the row to the latter only.
+CREATE FUNCTION ab_may_read_insight(source_reads jsonb, computed_by name) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT source_reads IS NULL
+    OR coalesce(pg_catalog.pg_has_role((SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = computed_by), 'USAGE'), false)
+    OR NOT EXISTS (
+        SELECT 1
+        FROM pg_catalog.jsonb_array_elements(source_reads) s
+        LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s ->> 'schema'
+        LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s ->> 'relation'
+        WHERE c.oid IS NULL
+           OR NOT pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+           OR pg_catalog.row_security_active(c.oid)
+           OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(s -> 'columns') col
+                      WHERE pg_catalog.has_column_privilege(c.oid,
+                                (SELECT a.attnum FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = c.oid AND a.attname = col AND NOT a.attisdropped), 'SELECT')
+                            IS NOT TRUE))
+$$;
+COMMENT ON FUNCTION ab_may_read_insight(jsonb, name) IS 'Whether the current role may see a stored analysis row (ab_insights.source_reads, computed_by): the filter of ab_latest_insights and ab_insight_history.';
+
+CREATE OR REPLACE VIEW ab_latest_insights AS
+SELECT e.name AS experiment, i.*
+FROM @extschema@.ab_insights i
+JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
+WHERE i.computed_at = (SELECT max(j.computed_at) FROM @extschema@.ab_insights j WHERE j.experiment_id = i.experiment_id)
+  AND @extschema@.ab_may_read_insight(i.source_reads, i.computed_by);
+
+-- Every stored analysis row the current role may read.
+CREATE VIEW ab_insight_history AS
+SELECT e.name AS experiment, i.*
+FROM @extschema@.ab_insights i
+JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
+WHERE @extschema@.ab_may_read_insight(i.source_reads, i.computed_by);
+
+COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run that the current role may read (see ab_may_read_insight).';
+COMMENT ON VIEW ab_insight_history IS 'Every stored ab_analyze row that the current role may read: of an analysis without metric sources, or whose sources it may read.';
+
+CREATE OR REPLACE FUNCTION ab_distributed_views() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    CREATE OR REPLACE VIEW @extschema@.ab_experiment_overview AS
+    SELECT e.id,
+           e.name,
+           e.experiment_type,
+           e.status,
+           e.primary_metric,
+           coalesce(v.n, 0) AS variants,
+           coalesce(a.n, 0) AS users_assigned,
+           coalesce(r.n, 0) AS results_recorded,
+           e.winner_variant,
+           e.created_at,
+           e.started_at,
+           e.stopped_at
+    FROM @extschema@.ab_experiments e
+    LEFT JOIN (SELECT experiment_id, count(*) AS n FROM @extschema@.ab_variants GROUP BY experiment_id) v
+           ON v.experiment_id = e.id
+    LEFT JOIN (SELECT experiment_id, count(*) AS n FROM @extschema@.ab_assignments GROUP BY experiment_id) a
+           ON a.experiment_id = e.id
+    LEFT JOIN (SELECT experiment_id, sum(n)::bigint AS n FROM @extschema@.ab_user_metrics GROUP BY experiment_id) r
+           ON r.experiment_id = e.id;
+
+    CREATE OR REPLACE VIEW @extschema@.ab_experiment_health AS
+    WITH c AS (
+        SELECT v.experiment_id, v.name AS variant, v.position, v.traffic_allocation, coalesce(a.users, 0) AS users
+        FROM @extschema@.ab_variants v
+        LEFT JOIN (SELECT experiment_id, variant_id, count(*) AS users
+                   FROM @extschema@.ab_assignments GROUP BY experiment_id, variant_id) a
+               ON a.experiment_id = v.experiment_id AND a.variant_id = v.id)
+    SELECT e.id,
+           e.name,
+           e.status,
+           e.primary_metric,
+           e.min_sample_size,
+           coalesce(sum(c.users), 0)::bigint AS users_assigned,
+           jsonb_object_agg(c.variant, c.users ORDER BY c.position) AS users_per_variant,
+           CASE WHEN e.allocation IS NULL
+                THEN (SELECT s.p_value FROM @extschema@.ab_srm_test(array_agg(c.users ORDER BY c.position),
+                                                                    array_agg(c.traffic_allocation ORDER BY c.position)) s
+                      WHERE count(*) FILTER (WHERE c.traffic_allocation > 0) >= 2)
+                ELSE @extschema@.ab_period_srm_p_value(e.id) END AS srm_p_value,
+           CASE WHEN e.started_at IS NOT NULL
+                THEN extract(epoch FROM coalesce(e.stopped_at, pg_catalog.now()) - e.started_at) / 86400 END AS days_running,
+           least(1.0, min(c.users)::float8 / e.min_sample_size) AS sample_progress
+    FROM @extschema@.ab_experiments e
+    JOIN c ON c.experiment_id = e.id
+    GROUP BY e.id;
+
+    CREATE OR REPLACE VIEW @extschema@.ab_latest_insights AS
+    SELECT e.name AS experiment, i.*
+    FROM @extschema@.ab_insights i
+    JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
+    JOIN (SELECT experiment_id, max(computed_at) AS computed_at FROM @extschema@.ab_insights GROUP BY experiment_id) l
+      ON l.experiment_id = i.experiment_id AND l.computed_at = i.computed_at
+    WHERE @extschema@.ab_may_read_insight(i.source_reads, i.computed_by);
+END;
+$$;
+
+DO $$
+DECLARE
+    distributed boolean := false;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1 AND partmethod = ''h'')'
+            INTO distributed USING '@extschema@.ab_assignments'::pg_catalog.regclass;
+    END IF;
+    IF distributed THEN
+        PERFORM @extschema@.ab_distributed_views();
+    END IF;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION ab_get_experiment(experiment bigint) RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -84,6 +211,8 @@ BEGIN
     RETURN out;
 END;
 $$;
+-- CREATE OR REPLACE made it SECURITY INVOKER again.
+ALTER FUNCTION ab_get_experiment(bigint) SECURITY DEFINER;
 
 CREATE OR REPLACE FUNCTION ab_grant_analyst(role name) RETURNS void
 LANGUAGE plpgsql
@@ -102,7 +231,7 @@ BEGIN
                    '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
                    '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
                    'TO %I', role);
@@ -125,17 +254,15 @@ BEGIN
                    '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
                    '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
                    'FROM %I', role);
 END;
 $$;
 
--- CREATE OR REPLACE made it SECURITY INVOKER again.
-ALTER FUNCTION ab_get_experiment(bigint) SECURITY DEFINER;
 REVOKE ALL ON FUNCTION ab_period_srm_p_value(bigint) FROM PUBLIC;
--- Roles that ab_grant_analyst already gave SELECT on ab_experiment_health keep reading it.
+-- The roles ab_grant_analyst gave the dashboards keep reading them.
 DO $$
 DECLARE
     r oid;
@@ -145,6 +272,12 @@ BEGIN
                AND a.grantee <> 0 AND a.grantee <> c.relowner
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_period_srm_p_value(bigint) TO %s', r::pg_catalog.regrole);
+    END LOOP;
+    FOR r IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+             WHERE c.oid = '@extschema@.ab_latest_insights'::pg_catalog.regclass AND a.privilege_type = 'SELECT'
+               AND a.grantee <> 0 AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.ab_insight_history TO %s', r::pg_catalog.regrole);
     END LOOP;
 END;
 $$;

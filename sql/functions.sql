@@ -258,15 +258,50 @@ LEFT JOIN (SELECT experiment_id, period, variant_id, count(*) AS users FROM @ext
            GROUP BY experiment_id, period, variant_id) c
        ON c.experiment_id = h.experiment_id AND c.period = h.period AND c.variant_id = v.id;
 
+-- Whether the current role may see a stored analysis row: one computed without metric
+-- sources, or one whose every source column it may read (with USAGE on the schema and no
+-- row-level security applying to it there), or one computed by a role whose privileges it
+-- holds. A dropped relation or column shows the row to the latter only.
+CREATE FUNCTION ab_may_read_insight(source_reads jsonb, computed_by name) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT source_reads IS NULL
+    OR coalesce(pg_catalog.pg_has_role((SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = computed_by), 'USAGE'), false)
+    OR NOT EXISTS (
+        SELECT 1
+        FROM pg_catalog.jsonb_array_elements(source_reads) s
+        LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s ->> 'schema'
+        LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s ->> 'relation'
+        WHERE c.oid IS NULL
+           OR NOT pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+           OR pg_catalog.row_security_active(c.oid)
+           OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(s -> 'columns') col
+                      WHERE pg_catalog.has_column_privilege(c.oid,
+                                (SELECT a.attnum FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = c.oid AND a.attname = col AND NOT a.attisdropped), 'SELECT')
+                            IS NOT TRUE))
+$$;
+COMMENT ON FUNCTION ab_may_read_insight(jsonb, name) IS 'Whether the current role may see a stored analysis row (ab_insights.source_reads, computed_by): the filter of ab_latest_insights and ab_insight_history.';
+
 CREATE VIEW ab_latest_insights AS
 SELECT e.name AS experiment, i.*
 FROM @extschema@.ab_insights i
 JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
-WHERE i.computed_at = (SELECT max(j.computed_at) FROM @extschema@.ab_insights j WHERE j.experiment_id = i.experiment_id);
+WHERE i.computed_at = (SELECT max(j.computed_at) FROM @extschema@.ab_insights j WHERE j.experiment_id = i.experiment_id)
+  AND @extschema@.ab_may_read_insight(i.source_reads, i.computed_by);
+
+-- Every stored analysis row the current role may read.
+CREATE VIEW ab_insight_history AS
+SELECT e.name AS experiment, i.*
+FROM @extschema@.ab_insights i
+JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
+WHERE @extschema@.ab_may_read_insight(i.source_reads, i.computed_by);
 
 COMMENT ON VIEW ab_experiment_health IS 'Per experiment: users per variant, sample ratio mismatch p-value (below 0.001 is broken assignment), days running and progress towards min_sample_size (1 = reached).';
 COMMENT ON VIEW ab_allocation_history IS 'Per bandit experiment, weight period and variant: when the period began, the variant''s traffic allocation, the posterior that produced it and the users it assigned.';
-COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run.';
+COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run that the current role may read (see ab_may_read_insight).';
+COMMENT ON VIEW ab_insight_history IS 'Every stored ab_analyze row that the current role may read: of an analysis without metric sources, or whose sources it may read.';
 COMMENT ON FUNCTION ab_plot(text) IS 'An SVG forest plot of each treatment''s difference from the control with its CI, per metric.';
 COMMENT ON FUNCTION ab_plot(bigint) IS 'ab_plot by experiment id.';
 COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollment (in the session''s TimeZone), metric and variant: the comparison with the control over the users enrolled and the results recorded by the end of that day (cumulative; without CUPED; ratio and quantile metrics excluded).';
@@ -401,7 +436,7 @@ BEGIN
                    '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
                    '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
                    'TO %I', role);
@@ -424,7 +459,7 @@ BEGIN
                    '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
                    '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
                    'FROM %I', role);

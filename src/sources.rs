@@ -78,7 +78,11 @@ pub enum Reader {
 pub struct Checked {
     pub bound: Bound,
     pub reader: Reader,
+    /// What the read reads: (schema, relation, columns), for the stored analysis.
+    pub read: Read,
 }
+
+pub type Read = (String, String, Vec<String>);
 
 /// Schemas a source may never read: the system catalogs (a filter on pg_authid.rolpassword
 /// would be a comparison oracle) and the extension's own schema (unless that is public, where
@@ -340,6 +344,7 @@ pub fn bind(client: &SpiClient<'_>, nsp: &str, spec: &SourceSpec, what: &str) ->
     read.extend(spec.value_column.as_deref());
     read.extend(spec.filter.iter().map(|c| c.column.as_str()));
     let reader = reader(client, oid, schema, relation, &spec.relation, &locked, &read, what);
+    let read = (schema.clone(), relation.clone(), read.iter().map(|c| c.to_string()).collect());
     Checked {
         bound: Bound {
             relation: format!("{}.{}", quote_ident(schema), quote_ident(relation)),
@@ -350,6 +355,7 @@ pub fn bind(client: &SpiClient<'_>, nsp: &str, spec: &SourceSpec, what: &str) ->
             conditions,
         },
         reader,
+        read,
     }
 }
 
@@ -395,6 +401,8 @@ pub struct SourceMetric {
     pub span: Span,
     pub covariate: Option<(Bound, Span)>,
     pub covariate_reader: Reader,
+    /// The relations and columns the metric reads (its source's, its covariate's).
+    pub read: Vec<Read>,
     reads: Option<Rc<Reads>>,
 }
 
@@ -517,6 +525,27 @@ impl<'a> WithDatum<'a> for DatumWithOid<'a> {
             None => self,
         }
     }
+}
+
+/// What an analysis read from sources, as stored with it (ab_insights.source_reads): each
+/// relation once, with the columns read; None without sources.
+pub fn source_reads(sources: &HashMap<String, SourceMetric>) -> Option<serde_json::Value> {
+    if sources.is_empty() {
+        return None;
+    }
+    let mut by_relation: std::collections::BTreeMap<(String, String), std::collections::BTreeSet<String>> =
+        Default::default();
+    for (schema, relation, columns) in sources.values().flat_map(|s| s.read.iter()) {
+        by_relation.entry((schema.clone(), relation.clone())).or_default().extend(columns.iter().cloned());
+    }
+    Some(serde_json::Value::Array(
+        by_relation
+            .into_iter()
+            .map(|((schema, relation), columns)| {
+                serde_json::json!({"schema": schema, "relation": relation, "columns": columns})
+            })
+            .collect(),
+    ))
 }
 
 /// A statement's arguments `base` followed by the reads the analysis made ahead (none when
@@ -647,6 +676,8 @@ pub fn source_metric(
         (bind_for(client, nsp, &r, measure, &what), Span::Before { seconds, enrolled: enrolled.clone() })
     });
     let covariate_reader = covariate.as_ref().map(|(c, _)| c.reader).unwrap_or(Reader::Caller);
+    let mut read = vec![source.read];
+    read.extend(covariate.as_ref().map(|(c, _)| c.read.clone()));
     Some(SourceMetric {
         name: name.to_string(),
         measure,
@@ -655,6 +686,7 @@ pub fn source_metric(
         span: Span::After { window_seconds: def.window_seconds(), until, enrolled },
         covariate: covariate.map(|(c, span)| (c.bound, span)),
         covariate_reader,
+        read,
         reads,
     })
 }

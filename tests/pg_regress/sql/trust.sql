@@ -278,6 +278,43 @@ ORDER BY 1, 2;
 SELECT ab_stop_experiment('eq owner') ->> 'status' AS status;
 DROP TABLE public.trusted_loans;
 
+-- A stored analysis shows what its sources hold: its rows are shown by ab_latest_insights
+-- and ab_insight_history only to roles that may read those sources (or that hold the
+-- privileges of the role that ran it). The administrator may not read the salaries, the
+-- analyst may; the analyst's stored analysis stays out of the administrator's views.
+SET ROLE ab_tr_app;
+CREATE TABLE app.salaries (user_id text, at timestamptz, salary numeric);
+INSERT INTO app.salaries VALUES ('u3', now() + interval '1 hour', 123456);
+GRANT SELECT ON app.salaries TO ab_tr_analyst;
+RESET ROLE;
+SET ROLE ab_tr_admin;
+SELECT expect_error($$SELECT ab_create_experiment('{"name": "salary", "experiment_type": "workflow", "primary_metric": "pay",
+  "metrics": {"pay": {"aggregation": "sum", "source": {"relation": "app.salaries", "user_column": "user_id", "time_column": "at", "value_column": "salary"}}},
+  "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "new", "traffic_allocation": 50}]}')$$);
+RESET ROLE;
+SELECT ab_create_experiment('{"name": "salary", "experiment_type": "workflow", "primary_metric": "pay",
+  "metrics": {"pay": {"aggregation": "sum", "source": {"relation": "app.salaries", "user_column": "user_id", "time_column": "at", "value_column": "salary"}}},
+  "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "new", "traffic_allocation": 50}]}') AS salary \gset
+INSERT INTO ab_assignments (experiment_id, user_id, variant_id, assigned_at)
+SELECT :salary, 'u3', min(id), now() FROM ab_variants WHERE experiment_id = :salary;
+SET ROLE ab_tr_analyst;
+SELECT variant, users, mean FROM ab_analyze('salary') WHERE users > 0;
+SELECT experiment, variant, mean, computed_by, source_reads FROM ab_latest_insights WHERE experiment = 'salary' AND users > 0;
+RESET ROLE;
+SET ROLE ab_tr_admin;
+SELECT count(*) AS admin_latest FROM ab_latest_insights WHERE experiment = 'salary';
+SELECT count(*) AS admin_history FROM ab_insight_history WHERE experiment = 'salary';
+-- Analyses without sources are shown as before.
+SELECT count(*) > 0 AS admin_sees_others FROM ab_insight_history WHERE experiment <> 'salary';
+RESET ROLE;
+-- A role holding the analyst's privileges sees what the analyst computed.
+GRANT ab_tr_analyst TO ab_tr_admin;
+SET ROLE ab_tr_admin;
+SELECT count(*) AS admin_as_member FROM ab_latest_insights WHERE experiment = 'salary';
+RESET ROLE;
+REVOKE ab_tr_analyst FROM ab_tr_admin;
+SELECT count(*) AS superuser_latest FROM ab_latest_insights WHERE experiment = 'salary';
+
 -- A bandit's posteriors: ab_get_experiment shows the allocation history only to roles that
 -- may read ab_allocations.
 SET ROLE ab_tr_app;
@@ -300,7 +337,7 @@ RESET ROLE;
 
 -- Later files see none of this.
 SELECT ab_stop_experiment('trust') ->> 'status' AS status;
-SELECT count(ab_delete_experiment(name)) AS deleted FROM ab_experiments WHERE name LIKE 'trust%' OR name LIKE 'eq %';
+SELECT count(ab_delete_experiment(name)) AS deleted FROM ab_experiments WHERE name LIKE 'trust%' OR name LIKE 'eq %' OR name = 'salary';
 DROP SCHEMA app CASCADE;
 DROP OWNED BY ab_tr_app, ab_tr_admin, ab_tr_analyst;
 DROP ROLE ab_tr_app, ab_tr_admin, ab_tr_analyst;
