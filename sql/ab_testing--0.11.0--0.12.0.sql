@@ -10,6 +10,8 @@
 --   read those sources (ab_may_read_insight), also in their Citus form (ab_distributed_views).
 -- * ab_get_experiment shows a bandit's allocation history (its posteriors) only to roles
 --   that may read ab_allocations.
+-- * Stored analyses are read through those views: ab_grant_analyst gives SELECT on the
+--   key columns of ab_insights only (and the update does so for the roles that had SELECT).
 -- * ab_period_srm_p_value is no longer PUBLIC (ab_experiment_health's readers get it with
 --   ab_grant_analyst).
 ALTER TABLE ab_insights ADD COLUMN source_reads jsonb, ADD COLUMN computed_by name;
@@ -230,11 +232,15 @@ BEGIN
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
                    '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
-                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_audit, '
                    '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
                    '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
                    'TO %I', role);
+    -- Stored analyses through the views, which show a row read from metric sources only to
+    -- roles that may read them; of the table itself, only the columns that say which rows exist.
+    EXECUTE format('GRANT SELECT (id, experiment_id, computed_at, metric_name, variant, is_control) '
+                   'ON @extschema@.ab_insights TO %I', role);
 END;
 $$;
 
@@ -261,6 +267,37 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION ab_grant_admin(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM @extschema@.ab_grant_app(role);
+    PERFORM @extschema@.ab_grant_analyst(role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_create_experiment(jsonb), '
+                   '@extschema@.ab_start_experiment(text), @extschema@.ab_start_experiment(bigint), '
+                   '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
+                   '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
+                   '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
+                   '@extschema@.ab_reweight(text, boolean), @extschema@.ab_reweight(bigint, boolean), @extschema@.ab_reweight_due(), '
+                   '@extschema@.ab_record_covariate(text, text, text, double precision), '
+                   '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
+                   '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
+                   '@extschema@.ab_create_metric_source(text, jsonb), @extschema@.ab_drop_metric_source(text) TO %I', role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources TO %I', role);
+    -- Administration runs with the caller's rights.
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations TO %I', role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON @extschema@.ab_insights TO %I', role);
+    EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
+    EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
+                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
+                   '@extschema@.ab_layers_id_seq TO %I', role);
+END;
+$$;
+
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline and ab_breakdown.';
 REVOKE ALL ON FUNCTION ab_period_srm_p_value(bigint) FROM PUBLIC;
 -- The roles ab_grant_analyst gave the dashboards keep reading them.
 DO $$
@@ -278,6 +315,18 @@ BEGIN
                AND a.grantee <> 0 AND a.grantee <> c.relowner
     LOOP
         EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.ab_insight_history TO %s', r::pg_catalog.regrole);
+    END LOOP;
+    -- Stored analyses are read through the views: of ab_insights itself, the roles that could
+    -- read it keep the columns that say which rows exist.
+    FOR r IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+             WHERE c.oid = '@extschema@.ab_insights'::pg_catalog.regclass AND a.privilege_type = 'SELECT'
+               AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE SELECT ON @extschema@.ab_insights FROM %s',
+                                  CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::pg_catalog.regrole::text END);
+        EXECUTE pg_catalog.format('GRANT SELECT (id, experiment_id, computed_at, metric_name, variant, is_control) '
+                                  'ON @extschema@.ab_insights TO %s',
+                                  CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::pg_catalog.regrole::text END);
     END LOOP;
 END;
 $$;

@@ -435,11 +435,15 @@ BEGIN
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
                    '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
-                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_audit, '
                    '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
                    '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
                    'TO %I', role);
+    -- Stored analyses through the views, which show a row read from metric sources only to
+    -- roles that may read them; of the table itself, only the columns that say which rows exist.
+    EXECUTE format('GRANT SELECT (id, experiment_id, computed_at, metric_name, variant, is_control) '
+                   'ON @extschema@.ab_insights TO %I', role);
 END;
 $$;
 
@@ -486,8 +490,9 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources TO %I', role);
     -- Administration runs with the caller's rights.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
-                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations TO %I', role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON @extschema@.ab_insights TO %I', role);
     EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
     EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
                    '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
@@ -533,7 +538,7 @@ COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running band
 COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
-COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline and ab_breakdown.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline and ab_breakdown.';
 COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". The registering role must be able to read its columns. An analysis reads it as the role running it when the relation''s owner holds that role''s privileges, else as the owner (after checking that the role may read those columns; refused where row-level security, a security_invoker view or a foreign table would then show more).';
 COMMENT ON FUNCTION ab_drop_metric_source(text) IS 'Drops a metric source that no experiment names.';
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';

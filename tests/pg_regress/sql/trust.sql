@@ -306,6 +306,10 @@ SELECT count(*) AS admin_latest FROM ab_latest_insights WHERE experiment = 'sala
 SELECT count(*) AS admin_history FROM ab_insight_history WHERE experiment = 'salary';
 -- Analyses without sources are shown as before.
 SELECT count(*) > 0 AS admin_sees_others FROM ab_insight_history WHERE experiment <> 'salary';
+-- The table itself says which rows exist, not what they hold.
+SELECT count(*) AS rows_exist FROM ab_insights WHERE experiment_id = :salary;
+SELECT expect_error($$SELECT mean FROM ab_insights$$);
+SELECT expect_error($$SELECT * FROM ab_insights$$);
 RESET ROLE;
 -- A role holding the analyst's privileges sees what the analyst computed.
 GRANT ab_tr_analyst TO ab_tr_admin;
