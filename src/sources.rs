@@ -158,6 +158,43 @@ fn lock(oid: pg_sys::Oid, schema: &str, relation: &str, what: &str, spelled: &st
     }
 }
 
+/// The owners of the relation `oid` and of every relation, function, operator and type it is
+/// built on (through views, indexes, policies, constraints and statistics, recursively), and
+/// of the function casting the user column's type (`user_type`) to text.
+fn code_owners(client: &SpiClient<'_>, oid: pg_sys::Oid, user_type: u32) -> Vec<pg_sys::Oid> {
+    client
+        .select(
+            "WITH RECURSIVE obj(classid, objid) AS ( \
+                 SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, $1::pg_catalog.oid \
+               UNION \
+                 SELECT x.classid, x.objid FROM obj o, LATERAL ( \
+                     SELECT d.refclassid AS classid, d.refobjid AS objid FROM pg_catalog.pg_depend d \
+                     WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype IN ('n', 'a') \
+                       AND d.refclassid IN ('pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_proc'::pg_catalog.regclass, \
+                                            'pg_catalog.pg_type'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
+                     UNION ALL \
+                     SELECT d.classid, d.objid FROM pg_catalog.pg_depend d \
+                     WHERE o.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refclassid = o.classid \
+                       AND d.refobjid = o.objid AND d.deptype IN ('a', 'i') \
+                       AND d.classid IN ('pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_policy'::pg_catalog.regclass, \
+                                         'pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_constraint'::pg_catalog.regclass, \
+                                         'pg_catalog.pg_statistic_ext'::pg_catalog.regclass)) x) \
+             SELECT DISTINCT owner FROM ( \
+                 SELECT c.relowner AS owner FROM obj JOIN pg_catalog.pg_class c ON obj.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND c.oid = obj.objid \
+                 UNION ALL SELECT p.proowner FROM obj JOIN pg_catalog.pg_proc p ON obj.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = obj.objid \
+                 UNION ALL SELECT t.typowner FROM obj JOIN pg_catalog.pg_type t ON obj.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND t.oid = obj.objid \
+                 UNION ALL SELECT o.oprowner FROM obj JOIN pg_catalog.pg_operator o ON obj.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND o.oid = obj.objid \
+                 UNION ALL SELECT p.proowner FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc p ON p.oid = k.castfunc \
+                   WHERE k.castsource = $2 AND k.casttarget = 'pg_catalog.text'::pg_catalog.regtype \
+                 UNION ALL SELECT t.typowner FROM pg_catalog.pg_type t WHERE t.oid = $2) owners",
+            None,
+            &[oid.into(), pg_sys::Oid::from(user_type).into()],
+        )
+        .or_raise()
+        .filter_map(|row| row.get::<pg_sys::Oid>(1).or_raise())
+        .collect()
+}
+
 /// The one rule for every read of a source relation by the calling role (the session's role
 /// as SET ROLE left it), at registration, at experiment creation and at each analysis.
 #[allow(clippy::too_many_arguments)]
@@ -169,6 +206,7 @@ fn reader(
     spelled: &str,
     locked: &Locked,
     read: &[&str],
+    user_type: u32,
     what: &str,
 ) -> Reader {
     let caller = unsafe { pg_sys::GetOuterUserId() };
@@ -191,8 +229,34 @@ fn reader(
         raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for table {relation}"), None);
     }
     let owner = locked.owner;
-    if owner == caller || unsafe { pg_sys::superuser_arg(owner) || pg_sys::has_privs_of_role(owner, caller) } {
+    let holds = |o: pg_sys::Oid, of: pg_sys::Oid| o == of || unsafe { pg_sys::superuser_arg(o) || pg_sys::has_privs_of_role(o, of) };
+    // Whoever controls code that reading the relation can run: its owner, and the owners of
+    // what it is built on (a view's relations, functions, operators and types, recursively;
+    // a relation's indexes, policies, constraints and statistics; the cast of the user
+    // column to text).
+    let owners = code_owners(client, oid, user_type);
+    if owners.iter().all(|o| holds(*o, caller)) {
         return Reader::Caller;
+    }
+    if let Some(other) = owners.iter().find(|o| !holds(**o, owner)) {
+        let (x, o, c) = (role_name(client, *other), role_name(client, owner), role_name(client, caller));
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "{what}: relation \"{}\" runs code of role \"{}\" (a relation, function, operator or type it is built on), \
+                 which holds the privileges neither of role \"{}\" nor of the relation's owner \"{}\"",
+                printable(spelled),
+                printable(&x),
+                printable(&c),
+                printable(&o)
+            ),
+            Some(format!(
+                "that code would run with the privileges of one of them: have the relation owned by \"{}\", \
+                 or by a role whose privileges \"{}\" holds",
+                printable(&x),
+                printable(&x)
+            )),
+        );
     }
     let refuse = |why: String| -> ! {
         let (o, c) = (role_name(client, owner), role_name(client, caller));
@@ -343,7 +407,7 @@ pub fn bind(client: &SpiClient<'_>, nsp: &str, spec: &SourceSpec, what: &str) ->
     let mut read: Vec<&str> = vec![&spec.user_column, &spec.time_column];
     read.extend(spec.value_column.as_deref());
     read.extend(spec.filter.iter().map(|c| c.column.as_str()));
-    let reader = reader(client, oid, schema, relation, &spec.relation, &locked, &read, what);
+    let reader = reader(client, oid, schema, relation, &spec.relation, &locked, &read, user.type_oid, what);
     let read = (schema.clone(), relation.clone(), read.iter().map(|c| c.to_string()).collect());
     Checked {
         bound: Bound {

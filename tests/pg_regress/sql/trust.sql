@@ -121,6 +121,22 @@ WHERE a.experiment_id = (SELECT id FROM ab_experiments WHERE name = 'trust');
 SELECT variant, users, mean::numeric(6, 4) AS mean FROM ab_analyze('trust typed') ORDER BY variant;
 SELECT DISTINCT who AS cast_ran_as FROM app.seen;
 
+-- What a relation is built on counts too: a superuser's view over the application's table
+-- would run the application's cast with the analyst's privileges (read as the analyst) or a
+-- superuser's (read as the view's owner), so it is refused; owned by the application, the
+-- same view is read as the application.
+CREATE VIEW public.typed_report AS SELECT * FROM app.conv_typed;
+GRANT SELECT ON public.typed_report TO ab_tr_analyst, ab_tr_admin;
+SET ROLE ab_tr_admin;
+SELECT expect_error($$SELECT ab_create_metric_source('report', '{"relation": "public.typed_report", "user_column": "user_id", "time_column": "at"}')$$);
+RESET ROLE;
+ALTER VIEW public.typed_report OWNER TO ab_tr_app;
+SET ROLE ab_tr_admin;
+SELECT ab_create_metric_source('report', '{"relation": "public.typed_report", "user_column": "user_id", "time_column": "at"}');
+SELECT ab_drop_metric_source('report');
+RESET ROLE;
+DROP VIEW public.typed_report;
+
 -- A relation owned by the caller itself, or by a role whose privileges the caller's owner
 -- holds, is read as the caller (the application analysing its own table).
 GRANT ab_tr_analyst TO ab_tr_app;
