@@ -772,7 +772,8 @@ pub fn store(client: &mut SpiClient<'_>, nsp: &str, experiment_id: i64, analysis
         args.extend([col!(25), col!(26), col!(27), col!(28), col!(29), col!(30)]);
     }
     if readers {
-        let computed_by = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), false)) };
+        let computed_by =
+            unsafe { std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), false)) };
         args.push(analysis.source_reads.clone().map(pgrx::JsonB).into());
         args.push(computed_by.to_string_lossy().into_owned().into());
     }

@@ -124,14 +124,13 @@ fn analyse(
              JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = u.user_id GROUP BY 1, 2"
         );
         let mut observed: HashMap<(Option<String>, i64), Moments> = HashMap::new();
-        for row in
-            client
-                .select(
-                    sql.as_str(),
-                    None,
-                    &crate::sources::args(sources, vec![exp.id.into(), name.as_str().into(), attribute.into()]),
-                )
-                .or_raise()
+        for row in client
+            .select(
+                sql.as_str(),
+                None,
+                &crate::sources::args(sources, vec![exp.id.into(), name.as_str().into(), attribute.into()]),
+            )
+            .or_raise()
         {
             let m: Vec<f64> =
                 row.get::<Vec<Option<f64>>>(3).or_raise().unwrap().into_iter().map(|x| x.unwrap_or(0.0)).collect();

@@ -88,7 +88,11 @@ pub fn is_citus_table(client: &SpiClient<'_>, oid: pgrx::pg_sys::Oid) -> bool {
         .or_raise()
         .unwrap_or(false)
         && client
-            .select("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)", Some(1), &[oid.into()])
+            .select(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)",
+                Some(1),
+                &[oid.into()],
+            )
             .or_raise()
             .first()
             .get_one::<bool>()

@@ -218,18 +218,29 @@ fn reader(
                      FROM pg_catalog.unnest($3::text[]) c) \
              FROM pg_catalog.pg_namespace n WHERE n.nspname = $4",
             Some(1),
-            &[caller.into(), oid.into(), read.iter().map(|c| c.to_string()).collect::<Vec<_>>().into(), namespace.into()],
+            &[
+                caller.into(),
+                oid.into(),
+                read.iter().map(|c| c.to_string()).collect::<Vec<_>>().into(),
+                namespace.into(),
+            ],
         )
         .or_raise();
     let row = row.first();
     if row.get::<bool>(1).or_raise() != Some(true) {
-        raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for schema {namespace}"), None);
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied for schema {namespace}"),
+            None,
+        );
     }
     if row.get::<bool>(2).or_raise() != Some(true) {
         raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for table {relation}"), None);
     }
     let owner = locked.owner;
-    let holds = |o: pg_sys::Oid, of: pg_sys::Oid| o == of || unsafe { pg_sys::superuser_arg(o) || pg_sys::has_privs_of_role(o, of) };
+    let holds = |o: pg_sys::Oid, of: pg_sys::Oid| {
+        o == of || unsafe { pg_sys::superuser_arg(o) || pg_sys::has_privs_of_role(o, of) }
+    };
     // Whoever controls code that reading the relation can run: its owner, and the owners of
     // what it is built on (a view's relations, functions, operators and types, recursively;
     // a relation's indexes, policies, constraints and statistics; the cast of the user
@@ -349,7 +360,6 @@ pub fn bind(client: &SpiClient<'_>, nsp: &str, spec: &SourceSpec, what: &str) ->
             &[oid.into()],
         )
         .or_raise()
-        .into_iter()
         .next()
         .and_then(|r| r.get::<String>(1).or_raise());
     if let Some(extension) = member {
@@ -422,8 +432,6 @@ pub fn bind(client: &SpiClient<'_>, nsp: &str, spec: &SourceSpec, what: &str) ->
         read,
     }
 }
-
-
 
 /// A registered source's definition (42704 when there is none).
 fn registered(client: &SpiClient<'_>, nsp: &str, name: &str, what: &str) -> SourceSpec {
@@ -514,7 +522,13 @@ impl Reads {
     }
 
     /// The single row of `sql`'s datums, copied out of SPI's memory.
-    fn row(&self, client: &SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>], n: usize) -> Vec<Option<pg_sys::Datum>> {
+    fn row(
+        &self,
+        client: &SpiClient<'_>,
+        sql: &str,
+        args: &[DatumWithOid<'_>],
+        n: usize,
+    ) -> Vec<Option<pg_sys::Datum>> {
         let table = client.select(sql, Some(1), args).or_raise();
         let row = table.first();
         (1..=n)
@@ -523,9 +537,9 @@ impl Reads {
                 // SAFETY: d is a varlena (an array) of the live SPI result; the copy is made in
                 // this analysis's own context.
                 Some(unsafe {
-                    self.context.borrow_mut().switch_to(|_| {
-                        pg_sys::Datum::from(pg_sys::pg_detoast_datum_copy(d.cast_mut_ptr()))
-                    })
+                    self.context
+                        .borrow_mut()
+                        .switch_to(|_| pg_sys::Datum::from(pg_sys::pg_detoast_datum_copy(d.cast_mut_ptr())))
                 })
             })
             .collect()
@@ -533,6 +547,7 @@ impl Reads {
 
     /// The read `sql` (over the enrolled users passed as $4, $5, $6; the timeline's first
     /// day as $3), run ahead as `owner`; returns the SQL that gives back its rows.
+    #[allow(clippy::too_many_arguments)]
     fn ahead(
         &self,
         client: &SpiClient<'_>,
@@ -569,7 +584,8 @@ impl Reads {
             arg(enrolled[1], INT8_ARRAY),
             arg(enrolled[2], TIMESTAMPTZ_ARRAY),
         ];
-        let arrays = crate::security::as_owner(owner, || self.row(client, &aggregated_sql(sql, columns), &args, columns.len()));
+        let arrays =
+            crate::security::as_owner(owner, || self.row(client, &aggregated_sql(sql, columns), &args, columns.len()));
         let mut params = self.params.borrow_mut();
         let first = FIRST_READ_PARAM + params.len();
         params.extend(arrays.into_iter().zip(columns.iter().map(|(_, t)| array_type(t))));
@@ -654,7 +670,8 @@ impl SourceMetric {
         let reader = if matches!(kind, Kind::Covariate) { self.covariate_reader } else { self.reader };
         match (reader, &self.reads) {
             (Reader::Owner(owner), Some(reads)) => {
-                let columns: &[(&str, &str)] = if matches!(kind, Kind::Daily) { &DAILY_COLUMNS } else { &PER_USER_COLUMNS };
+                let columns: &[(&str, &str)] =
+                    if matches!(kind, Kind::Daily) { &DAILY_COLUMNS } else { &PER_USER_COLUMNS };
                 let sql = self.sql(nsp, kind, EnrolledSet::Parameters);
                 reads.ahead(client, nsp, format!("{kind:?} {}", self.name), owner, &sql, columns, day)
             }

@@ -420,7 +420,15 @@ pub fn aggregated_sql(sql: &str, columns: &[(&str, &str)]) -> String {
 pub fn unnest_sql(first: usize, columns: &[(&str, &str)]) -> String {
     let out: Vec<String> = columns
         .iter()
-        .map(|(c, _)| if *c == "user_id" { "(q.user_id COLLATE \"C\") AS user_id".to_string() } else { format!("q.{c}") })
+        .map(
+            |(c, _)| {
+                if *c == "user_id" {
+                    "(q.user_id COLLATE \"C\") AS user_id".to_string()
+                } else {
+                    format!("q.{c}")
+                }
+            },
+        )
         .collect();
     let params: Vec<String> =
         columns.iter().enumerate().map(|(i, (_, t))| format!("${}::pg_catalog.{t}[]", first + i)).collect();
@@ -454,11 +462,7 @@ pub fn daily_sql(nsp: &str, b: &Bound, measure: Measure, span: &Span, set: Enrol
         (Some(v), true) => format!("s.{v}::float8"),
         _ => "1::float8".to_string(),
     };
-    let time = if b.naive_time {
-        format!("pg_catalog.timezone('UTC', s.{})", b.time)
-    } else {
-        format!("s.{}", b.time)
-    };
+    let time = if b.naive_time { format!("pg_catalog.timezone('UTC', s.{})", b.time) } else { format!("s.{}", b.time) };
     format!(
         "SELECT a.variant_id, a.user_id, greatest({time}::date - $3::date, 0) AS day, count(*) AS n, sum({v}) AS total, \
          max({v}) AS mx {} GROUP BY 1, 2, 3",
@@ -580,7 +584,13 @@ mod tests {
              '1209600 seconds'::pg_catalog.interval AND s.\"amount\" IS NOT NULL AND s.\"status\" OPERATOR(pg_catalog.=) 'funded' \
              GROUP BY a.variant_id, a.user_id"
         );
-        let pre = per_user_sql("x", &b, Measure::Presence, &Span::Before { seconds: 60.0, enrolled: None }, EnrolledSet::Assignments);
+        let pre = per_user_sql(
+            "x",
+            &b,
+            Measure::Presence,
+            &Span::Before { seconds: 60.0, enrolled: None },
+            EnrolledSet::Assignments,
+        );
         assert!(
             pre.contains("s.\"t\" < a.assigned_at AND s.\"t\" >= a.assigned_at - '60 seconds'::pg_catalog.interval")
         );
@@ -606,7 +616,8 @@ mod tests {
             "AND s.\"t\" >= '2026-01-01T00:00:00Z'::pg_catalog.timestamptz AND s.\"t\" < \
              '2026-01-05T00:00:00Z'::pg_catalog.timestamptz + '60 seconds'::pg_catalog.interval"
         ));
-        let pre = per_user_sql("x", &b, Measure::Count, &Span::Before { seconds: 60.0, enrolled }, EnrolledSet::Assignments);
+        let pre =
+            per_user_sql("x", &b, Measure::Count, &Span::Before { seconds: 60.0, enrolled }, EnrolledSet::Assignments);
         assert!(pre.contains(
             "AND s.\"t\" >= '2026-01-01T00:00:00Z'::pg_catalog.timestamptz - '60 seconds'::pg_catalog.interval \
              AND s.\"t\" < '2026-01-05T00:00:00Z'::pg_catalog.timestamptz"
@@ -676,7 +687,13 @@ mod tests {
              '2026-01-01T00:00:00Z'::pg_catalog.timestamptz)"
         ));
         assert!(!sql.contains("timezone('UTC', s."));
-        let daily = daily_sql("x", &b, Measure::Count, &Span::Before { seconds: 1.0, enrolled: None }, EnrolledSet::Assignments);
+        let daily = daily_sql(
+            "x",
+            &b,
+            Measure::Count,
+            &Span::Before { seconds: 1.0, enrolled: None },
+            EnrolledSet::Assignments,
+        );
         assert!(daily.contains("greatest(pg_catalog.timezone('UTC', s.\"t\")::date - $3::date, 0)"));
         assert!(daily.contains("s.\"t\" < pg_catalog.timezone('UTC', a.assigned_at)"));
     }
