@@ -178,6 +178,15 @@ RESET ROLE;
 SET ROLE ab_tr_admin;
 SELECT ab_create_metric_source('private', '{"relation": "app.private", "user_column": "user_id", "time_column": "at"}');
 SELECT expect_error($$SELECT ab_create_metric_source('invoker', '{"relation": "app.invoker", "user_column": "user_id", "time_column": "at"}')$$);
+-- A foreign table would be read through its owner's user mapping.
+RESET ROLE;
+CREATE FOREIGN DATA WRAPPER ab_tr_fdw;
+CREATE SERVER ab_tr_server FOREIGN DATA WRAPPER ab_tr_fdw;
+CREATE FOREIGN TABLE app.remote (user_id text, at timestamptz) SERVER ab_tr_server;
+ALTER FOREIGN TABLE app.remote OWNER TO ab_tr_app;
+GRANT SELECT ON app.remote TO ab_tr_admin;
+SET ROLE ab_tr_admin;
+SELECT expect_error($$SELECT ab_create_metric_source('remote', '{"relation": "app.remote", "user_column": "user_id", "time_column": "at"}')$$);
 -- Without SELECT on a column the source reads, nothing is read as the owner either; with
 -- SELECT on the columns it reads, the source is registered (and planned as the owner).
 RESET ROLE;
@@ -359,6 +368,8 @@ RESET ROLE;
 SELECT ab_stop_experiment('trust') ->> 'status' AS status;
 SELECT count(ab_delete_experiment(name)) AS deleted FROM ab_experiments WHERE name LIKE 'trust%' OR name LIKE 'eq %' OR name = 'salary';
 DROP SCHEMA app CASCADE;
+DROP SERVER ab_tr_server;
+DROP FOREIGN DATA WRAPPER ab_tr_fdw;
 DROP OWNED BY ab_tr_app, ab_tr_admin, ab_tr_analyst;
 DROP ROLE ab_tr_app, ab_tr_admin, ab_tr_analyst;
 RESET TimeZone;
