@@ -67,7 +67,8 @@ BEGIN
     FROM @extschema@.ab_insights i
     JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
     JOIN (SELECT experiment_id, max(computed_at) AS computed_at FROM @extschema@.ab_insights GROUP BY experiment_id) l
-      ON l.experiment_id = i.experiment_id AND l.computed_at = i.computed_at;
+      ON l.experiment_id = i.experiment_id AND l.computed_at = i.computed_at
+    WHERE @extschema@.ab_may_read_insight(i.source_reads, i.computed_by);
 END;
 $$;
 

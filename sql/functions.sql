@@ -8,6 +8,11 @@ AS $$
 DECLARE
     e @extschema@.ab_experiments;
     users jsonb;
+    -- The role that called (this function runs as the extension's owner): the role SET ROLE
+    -- chose, else the one that logged in.
+    caller name := CASE pg_catalog.current_setting('role') WHEN 'none' THEN session_user
+                   ELSE pg_catalog.current_setting('role')::name END;
+    out jsonb;
 BEGIN
     IF experiment IS NULL THEN
         RAISE EXCEPTION 'experiment must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -21,7 +26,7 @@ BEGIN
     SELECT jsonb_object_agg(c.variant_id::text, c.n) INTO users
       FROM (SELECT a.variant_id, count(*) AS n FROM @extschema@.ab_assignments a
             WHERE a.experiment_id = experiment GROUP BY a.variant_id) c;
-    RETURN jsonb_build_object(
+    out := jsonb_build_object(
         'id', e.id,
         'name', e.name,
         'description', e.description,
@@ -65,6 +70,11 @@ BEGIN
                                             'range_start', m.range_start, 'range_end', m.range_end)
                   FROM @extschema@.ab_layer_experiments m JOIN @extschema@.ab_layers l ON l.id = m.layer_id
                   WHERE m.experiment_id = e.id));
+    -- A bandit's posteriors (its allocation history) only for roles that may read ab_allocations.
+    IF NOT pg_catalog.has_table_privilege(caller, '@extschema@.ab_allocations', 'SELECT') THEN
+        out := out - 'allocation_history';
+    END IF;
+    RETURN out;
 END;
 $$;
 
@@ -248,15 +258,50 @@ LEFT JOIN (SELECT experiment_id, period, variant_id, count(*) AS users FROM @ext
            GROUP BY experiment_id, period, variant_id) c
        ON c.experiment_id = h.experiment_id AND c.period = h.period AND c.variant_id = v.id;
 
+-- Whether the current role may see a stored analysis row: one computed without metric
+-- sources, or one whose every source column it may read (with USAGE on the schema and no
+-- row-level security applying to it there), or one computed by a role whose privileges it
+-- holds. A dropped relation or column shows the row to the latter only.
+CREATE FUNCTION ab_may_read_insight(source_reads jsonb, computed_by name) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT source_reads IS NULL
+    OR coalesce(pg_catalog.pg_has_role((SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = computed_by), 'USAGE'), false)
+    OR NOT EXISTS (
+        SELECT 1
+        FROM pg_catalog.jsonb_array_elements(source_reads) s
+        LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s ->> 'schema'
+        LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s ->> 'relation'
+        WHERE c.oid IS NULL
+           OR NOT pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+           OR pg_catalog.row_security_active(c.oid)
+           OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(s -> 'columns') col
+                      WHERE pg_catalog.has_column_privilege(c.oid,
+                                (SELECT a.attnum FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = c.oid AND a.attname = col AND NOT a.attisdropped), 'SELECT')
+                            IS NOT TRUE))
+$$;
+COMMENT ON FUNCTION ab_may_read_insight(jsonb, name) IS 'Whether the current role may see a stored analysis row (ab_insights.source_reads, computed_by): the filter of ab_latest_insights and ab_insight_history.';
+
 CREATE VIEW ab_latest_insights AS
 SELECT e.name AS experiment, i.*
 FROM @extschema@.ab_insights i
 JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
-WHERE i.computed_at = (SELECT max(j.computed_at) FROM @extschema@.ab_insights j WHERE j.experiment_id = i.experiment_id);
+WHERE i.computed_at = (SELECT max(j.computed_at) FROM @extschema@.ab_insights j WHERE j.experiment_id = i.experiment_id)
+  AND @extschema@.ab_may_read_insight(i.source_reads, i.computed_by);
+
+-- Every stored analysis row the current role may read.
+CREATE VIEW ab_insight_history AS
+SELECT e.name AS experiment, i.*
+FROM @extschema@.ab_insights i
+JOIN @extschema@.ab_experiments e ON e.id = i.experiment_id
+WHERE @extschema@.ab_may_read_insight(i.source_reads, i.computed_by);
 
 COMMENT ON VIEW ab_experiment_health IS 'Per experiment: users per variant, sample ratio mismatch p-value (below 0.001 is broken assignment), days running and progress towards min_sample_size (1 = reached).';
 COMMENT ON VIEW ab_allocation_history IS 'Per bandit experiment, weight period and variant: when the period began, the variant''s traffic allocation, the posterior that produced it and the users it assigned.';
-COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run.';
+COMMENT ON VIEW ab_latest_insights IS 'The rows of each experiment''s most recent ab_analyze run that the current role may read (see ab_may_read_insight).';
+COMMENT ON VIEW ab_insight_history IS 'Every stored ab_analyze row that the current role may read: of an analysis without metric sources, or whose sources it may read.';
 COMMENT ON FUNCTION ab_plot(text) IS 'An SVG forest plot of each treatment''s difference from the control with its CI, per metric.';
 COMMENT ON FUNCTION ab_plot(bigint) IS 'ab_plot by experiment id.';
 COMMENT ON FUNCTION ab_timeline(text, text) IS 'Per day since the first enrollment (in the session''s TimeZone) until the experiment''s stop or today, metric and variant: the comparison with the control over the users enrolled and the results recorded by the end of that day (cumulative; without CUPED; ratio and quantile metrics excluded).';
@@ -337,7 +382,8 @@ REVOKE ALL ON FUNCTION
     ab_breakdown(text, text), ab_breakdown(bigint, text),
     ab_create_layer(text, double precision, text, text), ab_delete_layer(text), ab_layer_group(text, text),
     ab_create_metric_source(text, jsonb), ab_drop_metric_source(text),
-    ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update()
+    ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update(),
+    ab_period_srm_p_value(bigint)
 FROM PUBLIC;
 
 CREATE FUNCTION ab_grant_app(role name) RETURNS void
@@ -386,13 +432,18 @@ BEGIN
                    '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
                    '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
                    '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
-                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) TO %I', role);
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
-                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
                    '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
                    'TO %I', role);
+    -- Stored analyses through the views, which show a row read from metric sources only to
+    -- roles that may read them; of the table itself, only the columns that say which rows exist.
+    EXECUTE format('GRANT SELECT (id, experiment_id, computed_at, metric_name, variant, is_control) '
+                   'ON @extschema@.ab_insights TO %I', role);
 END;
 $$;
 
@@ -408,10 +459,11 @@ BEGIN
                    '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
                    '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
                    '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
-                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint) FROM %I', role);
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
                    '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
-                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
                    '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
                    'FROM %I', role);
@@ -438,8 +490,9 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources TO %I', role);
     -- Administration runs with the caller's rights.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
-                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations TO %I', role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON @extschema@.ab_insights TO %I', role);
     EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
     EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
                    '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
@@ -485,8 +538,8 @@ COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running band
 COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
-COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline and ab_breakdown.';
-COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". Analyses read it with the privileges of the role running them.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline and ab_breakdown.';
+COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". The registering role must be able to read its columns. An analysis reads it as the role running it when the relation''s owner holds that role''s privileges, else as the owner (after checking that the role may read those columns; refused where row-level security, a security_invoker view or a foreign table would then show more).';
 COMMENT ON FUNCTION ab_drop_metric_source(text) IS 'Drops a metric source that no experiment names.';
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';
 COMMENT ON FUNCTION ab_grant_admin(name) IS 'Lets a role administer experiments (create, start, stop, delete, covariates) on top of the app and analyst rights.';

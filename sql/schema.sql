@@ -181,7 +181,9 @@ CREATE TABLE ab_insights (
     relative_lift_p_value float8,
     margin          float8,
     non_inferiority_p_value float8,
-    non_inferior    boolean
+    non_inferior    boolean,
+    source_reads    jsonb,
+    computed_by     name
 );
 CREATE INDEX ab_insights_experiment ON ab_insights (experiment_id, computed_at);
 
@@ -439,6 +441,8 @@ COMMENT ON COLUMN ab_insights.relative_lift_ci_upper IS 'Upper bound of the conf
 COMMENT ON COLUMN ab_insights.relative_lift_p_value IS 'Two-sided p-value of relative_lift against 0 (delta method).';
 COMMENT ON COLUMN ab_insights.margin IS 'The metric''s non-inferiority margin (a guardrail), in its units; NULL without one.';
 COMMENT ON COLUMN ab_insights.non_inferiority_p_value IS 'One-sided p-value of "the variant is worse than the control by the margin or more".';
+COMMENT ON COLUMN ab_insights.source_reads IS 'For an analysis that read metric sources: the relations and columns it read, as [{"schema", "relation", "columns"}]; the views over ab_insights show the row only to roles that may read them all (or that hold the privileges of computed_by). NULL otherwise.';
+COMMENT ON COLUMN ab_insights.computed_by IS 'The role that ran the analysis (the session''s, as SET ROLE left it).';
 COMMENT ON COLUMN ab_insights.non_inferior IS 'Shown to be no worse than the control by the margin: the non-inferiority p-value, adjusted across the metric''s treatments, below alpha.';
 
 COMMENT ON TABLE ab_metric_sources IS 'Metric sources any experiment may name in a metric''s "source": a table or view of the application''s, with its user, time, value columns and filter (ab_create_metric_source).';

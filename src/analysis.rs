@@ -27,6 +27,8 @@ pub struct Analysis {
     pub assigned: HashMap<i64, u64>,
     pub metrics: Vec<MetricResult>,
     pub srm: Option<SrmResult>,
+    /// What it read from metric sources (ab_insights.source_reads), None without.
+    pub source_reads: Option<serde_json::Value>,
 }
 
 impl Analysis {
@@ -73,8 +75,9 @@ struct Observed {
 /// read directly (see `security::as_caller`).
 pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     let sources = source_metrics(client, nsp, exp);
-    let analysis = reading_sources(&sources, || run_linear(client, nsp, exp, &sources));
+    let mut analysis = reading_sources(&sources, || run_linear(client, nsp, exp, &sources));
     check_finite(&analysis.metrics);
+    analysis.source_reads = crate::sources::source_reads(&sources);
     analysis
 }
 
@@ -127,9 +130,18 @@ pub fn source_metrics(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) ->
         Some([Some(first), Some(last)]) => Some(Enrolled { first: first.clone(), last: last.clone() }),
         _ => None,
     };
+    let reads = crate::sources::Reads::new(exp.id);
     defs.iter()
         .filter_map(|(name, def)| {
-            let m = crate::sources::source_metric(client, nsp, name, def, until.clone(), enrolled.clone())?;
+            let m = crate::sources::source_metric(
+                client,
+                nsp,
+                name,
+                def,
+                until.clone(),
+                enrolled.clone(),
+                Some(reads.clone()),
+            )?;
             Some((name.clone(), m))
         })
         .collect()
@@ -198,20 +210,21 @@ fn run_linear(
     let caps: HashMap<String, f64> = defs
         .iter()
         .filter_map(|(name, def)| {
-            let per_user = per_user_of_metric(nsp, from_state, name, def.aggregation, "$2", None, sources);
-            Some((name.clone(), metric_cap(client, exp.id, name, def, &per_user)?))
+            def.cap?;
+            let per_user = per_user_of_metric(client, nsp, from_state, name, def.aggregation, "$2", None, sources);
+            Some((name.clone(), metric_cap(client, exp.id, name, def, &per_user, sources)?))
         })
         .collect();
     let per_user_of = |metric: &str, param: &str| {
         let aggregation = defs.get(metric).map(|d| d.aggregation).unwrap_or_default();
-        per_user_of_metric(nsp, from_state, metric, aggregation, param, caps.get(metric).copied(), sources)
+        per_user_of_metric(client, nsp, from_state, metric, aggregation, param, caps.get(metric).copied(), sources)
     };
     // Recorded metrics (none under a source metric's name counts), then those read from sources.
     let mut measured: Vec<String> = recorded.iter().filter(|m| !sources.contains_key(*m)).cloned().collect();
     measured.extend(order_of_sources(exp, &defs, sources));
     for metric in &measured {
         let per_user = per_user_of(metric, "$2");
-        let covariate_source = sources.get(metric).filter(|_| !bandit).and_then(|s| s.covariate_per_user(nsp));
+        let covariate_source = sources.get(metric).filter(|_| !bandit).and_then(|s| s.covariate_per_user(client, nsp));
         // A source metric's values (and its covariate source's) are checked in the same scan
         // (`check_source_values` only runs, to name the value, when one breaks the rule): the
         // largest magnitudes of the uncapped values, and the aggregates fed 0 in place of a
@@ -223,7 +236,7 @@ fn run_linear(
                     None => "u.v".to_string(),
                 };
                 (
-                    format!("SELECT u.variant_id, u.user_id, {capped} AS v, u.v AS raw FROM ({}) u", s.per_user(nsp)),
+                    format!("SELECT u.variant_id, u.user_id, {capped} AS v, u.v AS raw FROM ({}) u", s.per_user(client, nsp)),
                     in_range("u.v"),
                     in_range("c.v"),
                     if covariate_source.is_some() { ", max(abs(u.raw)), max(abs(c.v))" } else { ", max(abs(u.raw))" },
@@ -247,7 +260,7 @@ fn run_linear(
         };
         let with_covariate = has_covariates || covariate_source.is_some();
         if periods.is_some() {
-            let cells = period_cells(client, nsp, exp.id, metric, &per_user);
+            let cells = period_cells(client, nsp, exp.id, metric, &per_user, sources);
             let per_variant = observed.entry(metric.clone()).or_default();
             for ((v, _), m) in &cells {
                 let o = per_variant.entry(*v).or_insert(Observed { moments: Moments::default(), co: None });
@@ -257,7 +270,8 @@ fn run_linear(
             continue;
         }
         let per_variant = observed.entry(metric.clone()).or_default();
-        for row in client.select(sql.as_str(), None, &[exp.id.into(), metric.as_str().into()]).or_raise() {
+        let args = crate::sources::args(sources, vec![exp.id.into(), metric.as_str().into()]);
+        for row in client.select(sql.as_str(), None, &args).or_raise() {
             if !range.is_empty() {
                 let covariate = if covariate_source.is_some() { row.get::<f64>(4).or_raise() } else { None };
                 let largest = [row.get::<f64>(3).or_raise(), covariate];
@@ -290,7 +304,8 @@ fn run_linear(
             per_user_of(den, "$3")
         );
         let per_variant = ratios.entry(name.clone()).or_default();
-        for row in client.select(sql.as_str(), None, &[exp.id.into(), num.into(), den.into()]).or_raise() {
+        let args = crate::sources::args(sources, vec![exp.id.into(), num.into(), den.into()]);
+        for row in client.select(sql.as_str(), None, &args).or_raise() {
             let variant: i64 = row.get(1).or_raise().unwrap();
             let m: Vec<f64> =
                 row.get::<Vec<Option<f64>>>(2).or_raise().unwrap().into_iter().map(|x| x.unwrap_or(0.0)).collect();
@@ -307,15 +322,15 @@ fn run_linear(
         let aggregation = defs.get(of).map(|d| d.aggregation).unwrap_or_default();
         // (variant_id, user_id, v) rows: per user, or every value.
         let rows = match (sources.get(of), level) {
-            (Some(s), QuantileLevel::User) => s.per_user(nsp),
-            (Some(s), QuantileLevel::Event) => s.rows(nsp),
+            (Some(s), QuantileLevel::User) => s.per_user(client, nsp),
+            (Some(s), QuantileLevel::Event) => s.rows(client, nsp),
             (None, QuantileLevel::User) => per_user_sql(nsp, from_state, aggregation, "$2", None),
             (None, QuantileLevel::Event) => format!(
                 "SELECT r.variant_id, r.user_id, r.metric_value AS v FROM {nsp}.ab_results r \
                  WHERE r.experiment_id = $1 AND r.metric_name = $2"
             ),
         };
-        let stats = quantile_stats(client, exp.id, of, nu, level, &rows);
+        let stats = quantile_stats(client, exp.id, of, nu, level, &rows, sources);
         quantiles.insert(name.clone(), stats);
     }
 
@@ -329,14 +344,14 @@ fn run_linear(
         CoMoments::from_summary(n, 0.0, mean_x, 0.0, var_x, 0.0)
     };
     for (name, source) in sources.iter().filter(|_| !bandit) {
-        let Some(cov) = source.covariate_per_user(nsp) else { continue };
+        let Some(cov) = source.covariate_per_user(client, nsp) else { continue };
         let v = in_range("c.v");
         let sql = format!(
             "SELECT c.variant_id, count(*), avg({v}), coalesce(var_samp({v}), 0), max(abs(c.v)) FROM ({cov}) c \
              LEFT JOIN ({}) u ON u.user_id = c.user_id WHERE u.user_id IS NULL GROUP BY c.variant_id",
-            source.per_user(nsp)
+            source.per_user(client, nsp)
         );
-        for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
+        for row in client.select(sql.as_str(), None, &crate::sources::args(sources, vec![exp.id.into()])).or_raise() {
             if row.get::<f64>(5).or_raise().is_some_and(|x| !ab_core::definition::value_in_range(x)) {
                 check_source_values(client, nsp, exp, sources, Some(std::slice::from_ref(name)));
             }
@@ -413,7 +428,7 @@ fn run_linear(
             analyze_metric(&settings, &MetricInput { cap: caps.get(&name).copied(), name, def, arms })
         })
         .collect();
-    Analysis { variants, assigned, metrics, srm }
+    Analysis { variants, assigned, metrics, srm, source_reads: None }
 }
 
 /// The source metrics in the analysis's order.
@@ -462,8 +477,8 @@ pub fn check_source_values(
         let source = &sources[name];
         let def = defs.get(name.as_str()).cloned().unwrap_or_default();
         let reads = [
-            ("value", Some(source.per_user(nsp)), source_label(def.source_ref())),
-            ("covariate", source.covariate_per_user(nsp), source_label(def.covariate_ref().map(|c| c.0))),
+            ("value", Some(source.per_user(client, nsp)), source_label(def.source_ref())),
+            ("covariate", source.covariate_per_user(client, nsp), source_label(def.covariate_ref().map(|c| c.0))),
         ];
         for (what, sql, label) in reads {
             let Some(sql) = sql else { continue };
@@ -472,7 +487,7 @@ pub fn check_source_values(
                 .select(
                     format!("SELECT (SELECT u.v FROM ({sql}) u ORDER BY abs(u.v) DESC NULLS LAST LIMIT 1)").as_str(),
                     Some(1),
-                    &[exp.id.into()],
+                    &crate::sources::args(sources, vec![exp.id.into()]),
                 )
                 .or_raise()
                 .first()
@@ -536,10 +551,12 @@ fn quantile_stats(
     nu: f64,
     level: QuantileLevel,
     rows: &str,
+    sources: &HashMap<String, SourceMetric>,
 ) -> HashMap<i64, QuantileStat> {
+    let args = |base| crate::sources::args(sources, base);
     let sql = format!("SELECT u.variant_id, count(*), count(DISTINCT u.user_id) FROM ({rows}) u GROUP BY 1");
     let counts: Vec<(i64, f64, u64)> = client
-        .select(sql.as_str(), None, &[experiment_id.into(), of.into()])
+        .select(sql.as_str(), None, &args(vec![experiment_id.into(), of.into()]))
         .or_raise()
         .map(|row| {
             (
@@ -564,7 +581,7 @@ fn quantile_stats(
             .select(
                 percentiles.as_str(),
                 None,
-                &[experiment_id.into(), of.into(), nu.into(), lo.into(), hi.into(), variant.into()],
+                &args(vec![experiment_id.into(), of.into(), nu.into(), lo.into(), hi.into(), variant.into()]),
             )
             .or_raise()
             .first()
@@ -574,7 +591,11 @@ fn quantile_stats(
         let [Some(estimate), Some(lower), Some(upper)] = q[..] else { continue };
         let cluster = (level == QuantileLevel::Event).then(|| {
             let row = client
-                .select(clusters.as_str(), None, &[experiment_id.into(), of.into(), estimate.into(), variant.into()])
+                .select(
+                    clusters.as_str(),
+                    None,
+                    &args(vec![experiment_id.into(), of.into(), estimate.into(), variant.into()]),
+                )
                 .or_raise();
             let row = row.first();
             let get = |i| row.get::<f64>(i).or_raise().unwrap_or(0.0);
@@ -596,6 +617,7 @@ pub fn metric_cap(
     name: &str,
     def: &MetricDef,
     per_user: &str,
+    sources: &HashMap<String, SourceMetric>,
 ) -> Option<f64> {
     let cap = def.cap?;
     if cap.value.is_some() {
@@ -603,7 +625,11 @@ pub fn metric_cap(
     }
     let sql = format!("SELECT percentile_cont($3) WITHIN GROUP (ORDER BY u.v) FROM ({per_user}) u");
     let value = client
-        .select(sql.as_str(), None, &[experiment_id.into(), name.into(), cap.percentile?.into()])
+        .select(
+            sql.as_str(),
+            None,
+            &crate::sources::args(sources, vec![experiment_id.into(), name.into(), cap.percentile?.into()]),
+        )
         .or_raise()
         .first()
         .get_one::<f64>()
@@ -618,7 +644,9 @@ pub fn per_user_sql(nsp: &str, from_state: bool, aggregation: Aggregation, param
 }
 
 /// `per_user_sql` for a recorded metric, its source's read for a source metric.
+#[allow(clippy::too_many_arguments)]
 pub fn per_user_of_metric(
+    client: &SpiClient<'_>,
     nsp: &str,
     from_state: bool,
     metric: &str,
@@ -628,7 +656,7 @@ pub fn per_user_of_metric(
     sources: &HashMap<String, SourceMetric>,
 ) -> String {
     match sources.get(metric) {
-        Some(s) => capped(s.per_user(nsp), cap),
+        Some(s) => capped(s.per_user(client, nsp), cap),
         None => per_user_sql(nsp, from_state, aggregation, param, cap),
     }
 }
@@ -675,6 +703,7 @@ pub fn period_cells(
     experiment_id: i64,
     metric: &str,
     per_user: &str,
+    sources: &HashMap<String, SourceMetric>,
 ) -> HashMap<(i64, usize), Moments> {
     let sql = format!(
         "SELECT u.variant_id, a.period, {nsp}.ab_moments(u.v) FROM ({per_user}) u \
@@ -682,7 +711,7 @@ pub fn period_cells(
          GROUP BY u.variant_id, a.period"
     );
     client
-        .select(sql.as_str(), None, &[experiment_id.into(), metric.into()])
+        .select(sql.as_str(), None, &crate::sources::args(sources, vec![experiment_id.into(), metric.into()]))
         .or_raise()
         .map(|row| {
             let variant: i64 = row.get(1).or_raise().unwrap();
@@ -776,20 +805,30 @@ pub fn store(client: &mut SpiClient<'_>, nsp: &str, experiment_id: i64, analysis
     // The relative and guardrail columns came with 0.9.0: a 0.9.0 library on an older schema
     // stores what that schema has.
     let full = catalog::has_column(client, nsp, "ab_insights", "non_inferior");
-    let (extra, extra_params) = if full {
+    let (mut extra, extra_params) = if full {
         (
-            ", relative_lift_ci_lower, relative_lift_ci_upper, relative_lift_p_value, margin, non_inferiority_p_value, non_inferior",
-            ", $29::float8[], $30::float8[], $31::float8[], $32::float8[], $33::float8[], $34::bool[]",
+            ", relative_lift_ci_lower, relative_lift_ci_upper, relative_lift_p_value, margin, non_inferiority_p_value, non_inferior"
+                .to_string(),
+            ", $29::float8[], $30::float8[], $31::float8[], $32::float8[], $33::float8[], $34::bool[]".to_string(),
         )
     } else {
-        ("", "")
+        (String::new(), String::new())
+    };
+    // 0.12.0: what the analysis read from sources, and who ran it (the views over ab_insights
+    // show its rows only to roles that may read those sources).
+    let readers = full && catalog::has_column(client, nsp, "ab_insights", "source_reads");
+    let consts = if readers {
+        extra.push_str(", source_reads, computed_by");
+        ", $35::jsonb, $36::name"
+    } else {
+        ""
     };
     let sql = format!(
         "INSERT INTO {nsp}.ab_insights (experiment_id, computed_at, metric_name, variant, is_control, users, mean, \
          std_dev, diff, ci_lower, ci_upper, relative_lift, p_value, significant, effect_size, recommendation, confidence, \
          metric_type, test, p_value_adjusted, chance_to_beat_control, expected_loss, users_needed, srm_p_value, \
          cuped_diff, cuped_ci_lower, cuped_ci_upper, cuped_p_value, cuped_variance_reduction{extra}) \
-         SELECT $1, now(), r.* FROM unnest($2::text[], $3::text[], $4::bool[], $5::int8[], $6::float8[], $7::float8[], \
+         SELECT $1, now(), r.*{consts} FROM unnest($2::text[], $3::text[], $4::bool[], $5::int8[], $6::float8[], $7::float8[], \
            $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::bool[], $14::float8[], $15::text[], \
            $16::float8[], $17::text[], $18::text[], $19::float8[], $20::float8[], $21::float8[], $22::int8[], $23::float8[], \
            $24::float8[], $25::float8[], $26::float8[], $27::float8[], $28::float8[]{extra_params}) AS r"
@@ -836,6 +875,12 @@ pub fn store(client: &mut SpiClient<'_>, nsp: &str, experiment_id: i64, analysis
     ];
     if full {
         args.extend([col!(25), col!(26), col!(27), col!(28), col!(29), col!(30)]);
+    }
+    if readers {
+        let computed_by =
+            unsafe { std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), false)) };
+        args.push(analysis.source_reads.clone().map(pgrx::JsonB).into());
+        args.push(computed_by.to_string_lossy().into_owned().into());
     }
     client.update(sql.as_str(), None, &args).or_raise();
 }

@@ -71,9 +71,11 @@ fn reweight(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRo
     let def = defs.get(&bandit.metric).cloned().unwrap_or_default();
     let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
     let uncapped = analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", None);
-    let cap = analysis::metric_cap(client, exp.id, &bandit.metric, &def, &uncapped);
+    // A bandit's metric is recorded, never read from a source.
+    let none = std::collections::HashMap::new();
+    let cap = analysis::metric_cap(client, exp.id, &bandit.metric, &def, &uncapped, &none);
     let per_user = analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", cap);
-    let cells = analysis::period_cells(client, nsp, exp.id, &bandit.metric, &per_user);
+    let cells = analysis::period_cells(client, nsp, exp.id, &bandit.metric, &per_user, &none);
     let p = analysis::periods(client, nsp, exp.id, &variants);
     let arms: Vec<Vec<Moments>> = variants
         .iter()

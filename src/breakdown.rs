@@ -112,17 +112,26 @@ fn analyse(
         if def.ratio_of().is_some() || def.quantile_of().is_some() {
             continue;
         }
-        let per_user_of =
-            |cap| crate::analysis::per_user_of_metric(nsp, from_state, &name, def.aggregation, "$2", cap, sources);
-        let cap = crate::analysis::metric_cap(client, exp.id, &name, &def, &per_user_of(None));
+        let per_user_of = |cap| {
+            crate::analysis::per_user_of_metric(client, nsp, from_state, &name, def.aggregation, "$2", cap, sources)
+        };
+        let cap = match def.cap {
+            None => None,
+            Some(_) => crate::analysis::metric_cap(client, exp.id, &name, &def, &per_user_of(None), sources),
+        };
         let per_user = per_user_of(cap);
         let sql = format!(
             "SELECT a.attributes ->> $3, u.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u \
              JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = u.user_id GROUP BY 1, 2"
         );
         let mut observed: HashMap<(Option<String>, i64), Moments> = HashMap::new();
-        for row in
-            client.select(sql.as_str(), None, &[exp.id.into(), name.as_str().into(), attribute.into()]).or_raise()
+        for row in client
+            .select(
+                sql.as_str(),
+                None,
+                &crate::sources::args(sources, vec![exp.id.into(), name.as_str().into(), attribute.into()]),
+            )
+            .or_raise()
         {
             let m: Vec<f64> =
                 row.get::<Vec<Option<f64>>>(3).or_raise().unwrap().into_iter().map(|x| x.unwrap_or(0.0)).collect();

@@ -73,6 +73,33 @@ pub fn is_distributed(client: &SpiClient<'_>, nsp: &str) -> bool {
             .unwrap_or(false)
 }
 
+/// Whether relation `oid` is a Citus table (distributed or reference).
+pub fn is_citus_table(client: &SpiClient<'_>, oid: pgrx::pg_sys::Oid) -> bool {
+    client
+        .select(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') \
+                    AND pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+            Some(1),
+            &[],
+        )
+        .or_raise()
+        .first()
+        .get_one::<bool>()
+        .or_raise()
+        .unwrap_or(false)
+        && client
+            .select(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)",
+                Some(1),
+                &[oid.into()],
+            )
+            .or_raise()
+            .first()
+            .get_one::<bool>()
+            .or_raise()
+            .unwrap_or(false)
+}
+
 /// The layout when ab_assignments is hash-distributed by Citus, else None.
 pub fn load(client: &SpiClient<'_>, nsp: &str) -> Option<Layout> {
     if !is_distributed(client, nsp) {

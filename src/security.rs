@@ -43,23 +43,40 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
 /// query itself. The owner is restored afterwards, on an error by the (sub)transaction's
 /// abort as well as here.
 pub fn as_caller<R>(f: impl FnOnce() -> R) -> R {
+    as_role(unsafe { pg_sys::GetOuterUserId() }, f)
+}
+
+/// Runs `f` as `owner`, the owner of a source relation, inside a security-restricted
+/// operation, as PostgreSQL's maintenance commands run a table owner's code: whatever that
+/// relation runs (a view's functions, policies, casts, index expressions) runs as its owner,
+/// never with the caller's privileges.
+pub fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    as_role(owner, f)
+}
+
+/// Runs `f` as `role` in a security-restricted operation. Settings that code changed
+/// (a plain SET in a view's function included) are undone afterwards, so that no name the
+/// extension's own statements resolve later is found through them.
+fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     struct Restore(pg_sys::Oid, i32);
     impl Drop for Restore {
         fn drop(&mut self) {
             unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) }
         }
     }
-    let restore = unsafe {
-        let mut owner = pg_sys::InvalidOid;
+    let (restore, level) = unsafe {
+        let mut current = pg_sys::InvalidOid;
         let mut context = 0;
-        pg_sys::GetUserIdAndSecContext(&mut owner, &mut context);
+        pg_sys::GetUserIdAndSecContext(&mut current, &mut context);
         pg_sys::SetUserIdAndSecContext(
-            pg_sys::GetOuterUserId(),
+            role,
             context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
-        Restore(owner, context)
+        (Restore(current, context), pg_sys::NewGUCNestLevel())
     };
     let out = f();
+    // On an error, the (sub)transaction's abort undoes them.
+    unsafe { pg_sys::AtEOXact_GUC(false, level) };
     drop(restore);
     out
 }

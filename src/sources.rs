@@ -1,14 +1,30 @@
 //! Metric sources: `ab_create_metric_source`, `ab_drop_metric_source`, and the catalog checks
 //! that turn a source's names into SQL (`ab_core::source`). A source is checked when it is
 //! registered, when an experiment naming it is created, and again at each analysis (its
-//! table may have changed since); the reads run as the analysing role (`security::as_caller`).
+//! table may have changed since), always by `bind`: it decides who reads the relation.
+//!
+//! Whose code runs as whom: a source relation's owner controls what reading it runs (a view's
+//! functions, policies, casts, index expressions). When the owner already holds every
+//! privilege of the calling role, the read runs as the caller (its privileges and row-level
+//! security decide, as if it had run the query itself). Otherwise it runs as the owner in a
+//! security-restricted operation, as PostgreSQL's maintenance commands do, after checking
+//! that the caller may read every column it reads, and is refused where the owner would see
+//! rows the caller could not (row-level security, a security_invoker view, a foreign table).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use ab_core::definition::{MetricDef, SourceRef};
 use ab_core::names::{did_you_mean, normalize_name, printable};
-use ab_core::source::{condition_sql, parse_spec, quote_ident, Bound, Enrolled, Measure, SourceSpec, Span};
+use ab_core::source::{
+    aggregated_sql, condition_sql, parse_spec, quote_ident, unnest_sql, Bound, Enrolled, EnrolledSet, Measure,
+    SourceSpec, Span, DAILY_COLUMNS, PER_USER_COLUMNS,
+};
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::PgSqlErrorCode;
+use pgrx::{PgMemoryContexts, PgSqlErrorCode};
 
 use crate::errors::{core_error, raise, required, SpiExt};
 use crate::jsonb::RawJsonb;
@@ -49,9 +65,250 @@ fn columns(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Vec<(String, Column)> {
         .collect()
 }
 
-/// Checks a source's relation and columns against the catalog and returns it as SQL.
-/// `what` names the source in messages ("source of metric \"x\"").
-pub fn bind(client: &SpiClient<'_>, spec: &SourceSpec, what: &str) -> Bound {
+/// Who reads a source relation for the calling role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// The relation's owner holds every privilege of the caller: the caller reads it.
+    Caller,
+    /// The relation's owner (an oid) reads it, in a security-restricted operation.
+    Owner(pg_sys::Oid),
+}
+
+/// A source checked against the catalog: its SQL and who reads it.
+pub struct Checked {
+    pub bound: Bound,
+    pub reader: Reader,
+    /// What the read reads: (schema, relation, columns), for the stored analysis.
+    pub read: Read,
+}
+
+pub type Read = (String, String, Vec<String>);
+
+/// Schemas a source may never read: the system catalogs (a filter on pg_authid.rolpassword
+/// would be a comparison oracle) and the extension's own schema (unless that is public, where
+/// the application's tables live too: there the extension's tables are refused as members of
+/// an extension, below).
+fn forbidden_schema(schema: &str, nsp: &str) -> bool {
+    ["pg_catalog", "information_schema"].contains(&schema)
+        || schema.starts_with("pg_toast")
+        || schema.starts_with("pg_temp")
+        || (schema != "public" && (quote_ident(schema) == nsp || schema == nsp))
+}
+
+fn forbidden(what: &str, spelled: &str, place: String) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("{what}: relation \"{}\" is {place}, which a metric source may not read", printable(spelled)),
+        Some("a source reads the application's own tables, not the system catalogs or an extension's tables".into()),
+    )
+}
+
+fn role_name(client: &SpiClient<'_>, role: pg_sys::Oid) -> String {
+    client
+        .select("SELECT pg_catalog.pg_get_userbyid($1)::text", Some(1), &[role.into()])
+        .or_raise()
+        .first()
+        .get_one::<String>()
+        .or_raise()
+        .unwrap_or_default()
+}
+
+/// What the relation is, read under the lock the read will hold (so that no concurrent
+/// ALTER can change its owner, kind or options before the read).
+struct Locked {
+    kind: u8,
+    owner: pg_sys::Oid,
+    row_security: bool,
+    security_invoker: bool,
+}
+
+fn lock(oid: pg_sys::Oid, schema: &str, relation: &str, what: &str, spelled: &str) -> Locked {
+    let gone = || -> ! {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("{what}: relation \"{}\" does not exist", printable(spelled)),
+            None,
+        )
+    };
+    unsafe {
+        let rel = pg_sys::try_relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        if rel.is_null() {
+            gone();
+        }
+        let form = &*(*rel).rd_rel;
+        let kind = form.relkind as u8;
+        let locked = Locked {
+            kind,
+            owner: form.relowner,
+            row_security: form.relrowsecurity,
+            security_invoker: kind == b'v'
+                && !(*rel).rd_options.is_null()
+                && (*((*rel).rd_options as *const pg_sys::ViewOptions)).security_invoker,
+        };
+        pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        // The name must still be this relation once locked (it may have been renamed or
+        // replaced while we waited).
+        let schema = std::ffi::CString::new(schema).unwrap_or_default();
+        let relation = std::ffi::CString::new(relation).unwrap_or_default();
+        let namespace = pg_sys::get_namespace_oid(schema.as_ptr(), true);
+        if namespace == pg_sys::InvalidOid || pg_sys::get_relname_relid(relation.as_ptr(), namespace) != oid {
+            gone();
+        }
+        locked
+    }
+}
+
+/// The owners of the relation `oid` and of every relation, function, operator and type it is
+/// built on (through views, indexes, policies, constraints and statistics, recursively), and
+/// of the function casting the user column's type (`user_type`) to text.
+fn code_owners(client: &SpiClient<'_>, oid: pg_sys::Oid, user_type: u32) -> Vec<pg_sys::Oid> {
+    client
+        .select(
+            "WITH RECURSIVE obj(classid, objid) AS ( \
+                 SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, $1::pg_catalog.oid \
+               UNION \
+                 SELECT x.classid, x.objid FROM obj o, LATERAL ( \
+                     SELECT d.refclassid AS classid, d.refobjid AS objid FROM pg_catalog.pg_depend d \
+                     WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype IN ('n', 'a') \
+                       AND d.refclassid IN ('pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_proc'::pg_catalog.regclass, \
+                                            'pg_catalog.pg_type'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
+                     UNION ALL \
+                     SELECT d.classid, d.objid FROM pg_catalog.pg_depend d \
+                     WHERE o.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refclassid = o.classid \
+                       AND d.refobjid = o.objid AND d.deptype IN ('a', 'i') \
+                       AND d.classid IN ('pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_policy'::pg_catalog.regclass, \
+                                         'pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_constraint'::pg_catalog.regclass, \
+                                         'pg_catalog.pg_statistic_ext'::pg_catalog.regclass)) x) \
+             SELECT DISTINCT owner FROM ( \
+                 SELECT c.relowner AS owner FROM obj JOIN pg_catalog.pg_class c ON obj.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND c.oid = obj.objid \
+                 UNION ALL SELECT p.proowner FROM obj JOIN pg_catalog.pg_proc p ON obj.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = obj.objid \
+                 UNION ALL SELECT t.typowner FROM obj JOIN pg_catalog.pg_type t ON obj.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND t.oid = obj.objid \
+                 UNION ALL SELECT o.oprowner FROM obj JOIN pg_catalog.pg_operator o ON obj.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND o.oid = obj.objid \
+                 UNION ALL SELECT p.proowner FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc p ON p.oid = k.castfunc \
+                   WHERE k.castsource = $2 AND k.casttarget = 'pg_catalog.text'::pg_catalog.regtype \
+                 UNION ALL SELECT t.typowner FROM pg_catalog.pg_type t WHERE t.oid = $2) owners",
+            None,
+            &[oid.into(), pg_sys::Oid::from(user_type).into()],
+        )
+        .or_raise()
+        .filter_map(|row| row.get::<pg_sys::Oid>(1).or_raise())
+        .collect()
+}
+
+/// The one rule for every read of a source relation by the calling role (the session's role
+/// as SET ROLE left it), at registration, at experiment creation and at each analysis.
+#[allow(clippy::too_many_arguments)]
+fn reader(
+    client: &SpiClient<'_>,
+    oid: pg_sys::Oid,
+    namespace: &str,
+    relation: &str,
+    spelled: &str,
+    locked: &Locked,
+    read: &[&str],
+    user_type: u32,
+    what: &str,
+) -> Reader {
+    let caller = unsafe { pg_sys::GetOuterUserId() };
+    // The caller may read each column the read uses, as if it ran the query itself.
+    let row = client
+        .select(
+            "SELECT pg_catalog.has_schema_privilege($1, n.oid, 'USAGE'), \
+                    (SELECT pg_catalog.bool_and(pg_catalog.has_column_privilege($1, $2, c, 'SELECT')) \
+                     FROM pg_catalog.unnest($3::text[]) c) \
+             FROM pg_catalog.pg_namespace n WHERE n.nspname = $4",
+            Some(1),
+            &[
+                caller.into(),
+                oid.into(),
+                read.iter().map(|c| c.to_string()).collect::<Vec<_>>().into(),
+                namespace.into(),
+            ],
+        )
+        .or_raise();
+    let row = row.first();
+    if row.get::<bool>(1).or_raise() != Some(true) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied for schema {namespace}"),
+            None,
+        );
+    }
+    if row.get::<bool>(2).or_raise() != Some(true) {
+        raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for table {relation}"), None);
+    }
+    let owner = locked.owner;
+    let holds = |o: pg_sys::Oid, of: pg_sys::Oid| {
+        o == of || unsafe { pg_sys::superuser_arg(o) || pg_sys::has_privs_of_role(o, of) }
+    };
+    // Whoever controls code that reading the relation can run: its owner, and the owners of
+    // what it is built on (a view's relations, functions, operators and types, recursively;
+    // a relation's indexes, policies, constraints and statistics; the cast of the user
+    // column to text).
+    let owners = code_owners(client, oid, user_type);
+    if owners.iter().all(|o| holds(*o, caller)) {
+        return Reader::Caller;
+    }
+    if let Some(other) = owners.iter().find(|o| !holds(**o, owner)) {
+        let (x, o, c) = (role_name(client, *other), role_name(client, owner), role_name(client, caller));
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "{what}: relation \"{}\" runs code of role \"{}\" (a relation, function, operator or type it is built on), \
+                 which holds the privileges neither of role \"{}\" nor of the relation's owner \"{}\"",
+                printable(spelled),
+                printable(&x),
+                printable(&c),
+                printable(&o)
+            ),
+            Some(format!(
+                "that code would run with the privileges of one of them: have the relation owned by \"{}\", \
+                 or by a role whose privileges \"{}\" holds",
+                printable(&x),
+                printable(&x)
+            )),
+        );
+    }
+    let refuse = |why: String| -> ! {
+        let (o, c) = (role_name(client, owner), role_name(client, caller));
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "{what}: relation \"{}\" is owned by role \"{}\", which does not hold the privileges of role \"{}\", and {why}",
+                printable(spelled),
+                printable(&o),
+                printable(&c)
+            ),
+            Some(format!(
+                "a relation owned by another role is read as its owner, which cannot keep this case as \"{}\" sees it: \
+                 run the analysis as \"{}\", or have the relation owned by a role that holds the privileges of \"{}\"",
+                printable(&c),
+                printable(&o),
+                printable(&c)
+            )),
+        )
+    };
+    if locked.row_security
+        && unsafe { pg_sys::check_enable_rls(oid, caller, true) } == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+    {
+        refuse(format!("row-level security applies to \"{}\" on it", printable(&role_name(client, caller))));
+    }
+    if locked.security_invoker {
+        refuse("it is a security_invoker view (its relations would be checked against its owner)".into());
+    }
+    if locked.kind == b'f' {
+        refuse("it is a foreign table (it would be read through its owner's user mapping)".into());
+    }
+    if crate::citus::is_citus_table(client, oid) {
+        refuse("it is distributed by Citus (a read as its owner is not supported there)".into());
+    }
+    Reader::Owner(owner)
+}
+
+/// Checks a source's relation and columns against the catalog and the calling role's
+/// privileges, locks the relation, and returns it as SQL with who reads it. `what` names the
+/// source in messages ("source of metric \"x\"").
+pub fn bind(client: &SpiClient<'_>, nsp: &str, spec: &SourceSpec, what: &str) -> Checked {
     let parts: Vec<String> = client
         .select("SELECT pg_catalog.parse_ident($1)", Some(1), &[spec.relation.as_str().into()])
         .or_raise()
@@ -66,6 +323,9 @@ pub fn bind(client: &SpiClient<'_>, spec: &SourceSpec, what: &str) -> Bound {
             Some("write it as schema.relation, such as public.loan_applications".into()),
         )
     };
+    if forbidden_schema(schema, nsp) {
+        forbidden(what, &spec.relation, format!("in schema \"{}\"", printable(schema)));
+    }
     let found = client
         .select(
             "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -89,6 +349,21 @@ pub fn bind(client: &SpiClient<'_>, spec: &SourceSpec, what: &str) -> Bound {
             format!("{what}: \"{}\" is not a table or view", printable(&spec.relation)),
             None,
         );
+    }
+    let locked = lock(oid, schema, relation, what, &spec.relation);
+    let member = client
+        .select(
+            "SELECT e.extname::text FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid \
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1 \
+               AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'",
+            Some(1),
+            &[oid.into()],
+        )
+        .or_raise()
+        .next()
+        .and_then(|r| r.get::<String>(1).or_raise());
+    if let Some(extension) = member {
+        forbidden(what, &spec.relation, format!("a part of extension \"{}\"", printable(&extension)));
     }
     let cols = columns(client, oid);
     let find = |role: &str, name: &str| -> &Column {
@@ -139,12 +414,22 @@ pub fn bind(client: &SpiClient<'_>, spec: &SourceSpec, what: &str) -> Bound {
     });
     let conditions =
         spec.filter.iter().map(|c| condition_sql(&find("filter column", &c.column).quoted, &c.test)).collect();
-    Bound {
-        relation: format!("{}.{}", quote_ident(schema), quote_ident(relation)),
-        user: user_sql,
-        time: time.quoted.clone(),
-        value,
-        conditions,
+    let mut read: Vec<&str> = vec![&spec.user_column, &spec.time_column];
+    read.extend(spec.value_column.as_deref());
+    read.extend(spec.filter.iter().map(|c| c.column.as_str()));
+    let reader = reader(client, oid, schema, relation, &spec.relation, &locked, &read, user.type_oid, what);
+    let read = (schema.clone(), relation.clone(), read.iter().map(|c| c.to_string()).collect());
+    Checked {
+        bound: Bound {
+            relation: format!("{}.{}", quote_ident(schema), quote_ident(relation)),
+            user: user_sql,
+            time: time.quoted.clone(),
+            naive_time: time.type_oid == TIMESTAMP,
+            value,
+            conditions,
+        },
+        reader,
+        read,
     }
 }
 
@@ -178,36 +463,264 @@ pub fn spec_of(client: &SpiClient<'_>, nsp: &str, r: &SourceRef, what: &str) -> 
     }
 }
 
-/// A source metric as the analysis reads it: its source and, with CUPED, its covariate's.
+/// A source metric as the analysis reads it: its source and, with CUPED, its covariate's,
+/// each with who reads it.
 pub struct SourceMetric {
+    pub name: String,
     pub measure: Measure,
     pub source: Bound,
+    pub reader: Reader,
     pub span: Span,
     pub covariate: Option<(Bound, Span)>,
+    pub covariate_reader: Reader,
+    /// The relations and columns the metric reads (its source's, its covariate's).
+    pub read: Vec<Read>,
+    reads: Option<Rc<Reads>>,
+}
+
+/// The first parameter number of the reads made ahead; a statement's own parameters come
+/// before it.
+const FIRST_READ_PARAM: usize = 11;
+
+const INT8: u32 = 20;
+const INT8_ARRAY: u32 = 1016;
+const INT4_ARRAY: u32 = 1007;
+const TEXT_ARRAY: u32 = 1009;
+const FLOAT8_ARRAY: u32 = 1022;
+const TIMESTAMPTZ_ARRAY: u32 = 1185;
+
+fn array_type(t: &str) -> u32 {
+    match t {
+        "int8" => INT8_ARRAY,
+        "int4" => INT4_ARRAY,
+        "text" => TEXT_ARRAY,
+        _ => FLOAT8_ARRAY,
+    }
+}
+
+/// One analysis's reads made ahead as a source's owner: each read's rows as arrays (one per
+/// column), kept in a memory context of their own until the analysis ends, and passed to the
+/// analysis's statements as parameters $11, $12, ...
+pub struct Reads {
+    experiment_id: i64,
+    context: RefCell<PgMemoryContexts>,
+    /// The enrolled users: user_id text[], variant_id int8[], assigned_at timestamptz[].
+    enrolled: RefCell<Option<Vec<Option<pg_sys::Datum>>>>,
+    params: RefCell<Vec<(Option<pg_sys::Datum>, u32)>>,
+    done: RefCell<HashMap<String, usize>>,
+}
+
+impl Reads {
+    pub fn new(experiment_id: i64) -> Rc<Reads> {
+        Rc::new(Reads {
+            experiment_id,
+            context: RefCell::new(PgMemoryContexts::new("ab_testing source reads")),
+            enrolled: RefCell::new(None),
+            params: RefCell::new(vec![]),
+            done: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The single row of `sql`'s datums, copied out of SPI's memory.
+    fn row(
+        &self,
+        client: &SpiClient<'_>,
+        sql: &str,
+        args: &[DatumWithOid<'_>],
+        n: usize,
+    ) -> Vec<Option<pg_sys::Datum>> {
+        let table = client.select(sql, Some(1), args).or_raise();
+        let row = table.first();
+        (1..=n)
+            .map(|i| {
+                let d = row.get_datum_by_ordinal(i).or_raise()?;
+                // SAFETY: d is a varlena (an array) of the live SPI result; the copy is made in
+                // this analysis's own context.
+                Some(unsafe {
+                    self.context
+                        .borrow_mut()
+                        .switch_to(|_| pg_sys::Datum::from(pg_sys::pg_detoast_datum_copy(d.cast_mut_ptr())))
+                })
+            })
+            .collect()
+    }
+
+    /// The read `sql` (over the enrolled users passed as $4, $5, $6; the timeline's first
+    /// day as $3), run ahead as `owner`; returns the SQL that gives back its rows.
+    #[allow(clippy::too_many_arguments)]
+    fn ahead(
+        &self,
+        client: &SpiClient<'_>,
+        nsp: &str,
+        key: String,
+        owner: pg_sys::Oid,
+        sql: &str,
+        columns: &[(&str, &str)],
+        day: Option<&str>,
+    ) -> String {
+        if let Some(first) = self.done.borrow().get(&key) {
+            return unnest_sql(*first, columns);
+        }
+        if self.enrolled.borrow().is_none() {
+            let users = self.row(
+                client,
+                &format!(
+                    "SELECT pg_catalog.array_agg(user_id), pg_catalog.array_agg(variant_id), pg_catalog.array_agg(assigned_at) \
+                     FROM {nsp}.ab_assignments WHERE experiment_id = $1"
+                ),
+                &[self.experiment_id.into()],
+                3,
+            );
+            *self.enrolled.borrow_mut() = Some(users);
+        }
+        let enrolled = self.enrolled.borrow();
+        let enrolled = enrolled.as_ref().unwrap();
+        let arg = |d: Option<pg_sys::Datum>, t: u32| DatumWithOid::null_oid(t.into()).with(d);
+        let args = [
+            self.experiment_id.into(),
+            DatumWithOid::null_oid(TEXT.into()),
+            day.map(|d| d.into()).unwrap_or_else(|| DatumWithOid::null_oid(TEXT.into())),
+            arg(enrolled[0], TEXT_ARRAY),
+            arg(enrolled[1], INT8_ARRAY),
+            arg(enrolled[2], TIMESTAMPTZ_ARRAY),
+        ];
+        let arrays =
+            crate::security::as_owner(owner, || self.row(client, &aggregated_sql(sql, columns), &args, columns.len()));
+        let mut params = self.params.borrow_mut();
+        let first = FIRST_READ_PARAM + params.len();
+        params.extend(arrays.into_iter().zip(columns.iter().map(|(_, t)| array_type(t))));
+        self.done.borrow_mut().insert(key, first);
+        unnest_sql(first, columns)
+    }
+}
+
+trait WithDatum<'a> {
+    fn with(self, d: Option<pg_sys::Datum>) -> DatumWithOid<'a>;
+}
+
+impl<'a> WithDatum<'a> for DatumWithOid<'a> {
+    fn with(self, d: Option<pg_sys::Datum>) -> DatumWithOid<'a> {
+        match d {
+            Some(d) => unsafe { DatumWithOid::new(d, self.oid()) },
+            None => self,
+        }
+    }
+}
+
+/// What an analysis read from sources, as stored with it (ab_insights.source_reads): each
+/// relation once, with the columns read; None without sources.
+pub fn source_reads(sources: &HashMap<String, SourceMetric>) -> Option<serde_json::Value> {
+    if sources.is_empty() {
+        return None;
+    }
+    let mut by_relation: std::collections::BTreeMap<(String, String), std::collections::BTreeSet<String>> =
+        Default::default();
+    for (schema, relation, columns) in sources.values().flat_map(|s| s.read.iter()) {
+        by_relation.entry((schema.clone(), relation.clone())).or_default().extend(columns.iter().cloned());
+    }
+    Some(serde_json::Value::Array(
+        by_relation
+            .into_iter()
+            .map(|((schema, relation), columns)| {
+                serde_json::json!({"schema": schema, "relation": relation, "columns": columns})
+            })
+            .collect(),
+    ))
+}
+
+/// A statement's arguments `base` followed by the reads the analysis made ahead (none when
+/// every source is read as the caller).
+pub fn args<'a>(sources: &HashMap<String, SourceMetric>, base: Vec<DatumWithOid<'a>>) -> Vec<DatumWithOid<'a>> {
+    let Some(reads) = sources.values().find_map(|s| s.reads.as_ref()) else { return base };
+    let params = reads.params.borrow();
+    if params.is_empty() {
+        return base;
+    }
+    let mut out = base;
+    while out.len() < FIRST_READ_PARAM - 1 {
+        out.push(DatumWithOid::null_oid(INT8.into()));
+    }
+    out.extend(params.iter().map(|(d, t)| DatumWithOid::null_oid((*t).into()).with(*d)));
+    out
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    PerUser,
+    Covariate,
+    Daily,
+    Rows,
 }
 
 impl SourceMetric {
-    pub fn per_user(&self, nsp: &str) -> String {
-        ab_core::source::per_user_sql(nsp, &self.source, self.measure, &self.span)
+    fn sql(&self, nsp: &str, kind: Kind, set: EnrolledSet) -> String {
+        use ab_core::source::{daily_sql, per_user_sql, rows_sql};
+        match kind {
+            Kind::PerUser => per_user_sql(nsp, &self.source, self.measure, &self.span, set),
+            Kind::Covariate => {
+                let (b, span) = self.covariate.as_ref().expect("a covariate");
+                per_user_sql(nsp, b, self.measure, span, set)
+            }
+            Kind::Daily => daily_sql(nsp, &self.source, self.measure, &self.span, set),
+            Kind::Rows => rows_sql(nsp, &self.source, &self.span, set),
+        }
     }
 
-    pub fn covariate_per_user(&self, nsp: &str) -> Option<String> {
-        self.covariate.as_ref().map(|(b, span)| ab_core::source::per_user_sql(nsp, b, self.measure, span))
+    fn read(&self, client: &SpiClient<'_>, nsp: &str, kind: Kind, day: Option<&str>) -> String {
+        let reader = if matches!(kind, Kind::Covariate) { self.covariate_reader } else { self.reader };
+        match (reader, &self.reads) {
+            (Reader::Owner(owner), Some(reads)) => {
+                let columns: &[(&str, &str)] =
+                    if matches!(kind, Kind::Daily) { &DAILY_COLUMNS } else { &PER_USER_COLUMNS };
+                let sql = self.sql(nsp, kind, EnrolledSet::Parameters);
+                reads.ahead(client, nsp, format!("{kind:?} {}", self.name), owner, &sql, columns, day)
+            }
+            _ => self.sql(nsp, kind, EnrolledSet::Assignments),
+        }
     }
 
-    pub fn daily(&self, nsp: &str) -> String {
-        ab_core::source::daily_sql(nsp, &self.source, self.measure, &self.span)
+    /// (variant_id, user_id, v) per enrolled user with a matching row.
+    pub fn per_user(&self, client: &SpiClient<'_>, nsp: &str) -> String {
+        self.read(client, nsp, Kind::PerUser, None)
     }
 
-    pub fn rows(&self, nsp: &str) -> String {
-        ab_core::source::rows_sql(nsp, &self.source, &self.span)
+    pub fn covariate_per_user(&self, client: &SpiClient<'_>, nsp: &str) -> Option<String> {
+        self.covariate.as_ref().map(|_| self.read(client, nsp, Kind::Covariate, None))
+    }
+
+    /// Per user and day counted from `first` (a date); see `ab_core::source::daily_sql`.
+    pub fn daily(&self, client: &SpiClient<'_>, nsp: &str, first: &str) -> String {
+        self.read(client, nsp, Kind::Daily, Some(first))
+    }
+
+    pub fn rows(&self, client: &SpiClient<'_>, nsp: &str) -> String {
+        self.read(client, nsp, Kind::Rows, None)
+    }
+
+    /// Plans (without running) the read as the role that will run it, with the identity
+    /// the read will have: planning runs the owner's code too (index expressions, constraints).
+    fn plan(&self, client: &SpiClient<'_>, nsp: &str) {
+        let mut kinds = vec![(Kind::PerUser, self.reader)];
+        if self.covariate.is_some() {
+            kinds.push((Kind::Covariate, self.covariate_reader));
+        }
+        for (kind, reader) in kinds {
+            plan_as(client, reader, &self.sql(nsp, kind, set_of(reader)));
+        }
     }
 }
 
-fn bind_for(client: &SpiClient<'_>, nsp: &str, r: &SourceRef, measure: Measure, what: &str) -> Bound {
+fn set_of(reader: Reader) -> EnrolledSet {
+    match reader {
+        Reader::Caller => EnrolledSet::Assignments,
+        Reader::Owner(_) => EnrolledSet::Parameters,
+    }
+}
+
+fn bind_for(client: &SpiClient<'_>, nsp: &str, r: &SourceRef, measure: Measure, what: &str) -> Checked {
     let spec = spec_of(client, nsp, r, what);
-    let bound = bind(client, &spec, what);
-    match (measure.needs_value(), &bound.value) {
+    let checked = bind(client, nsp, &spec, what);
+    match (measure.needs_value(), &checked.bound.value) {
         (true, None) => raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!(
@@ -220,12 +733,13 @@ fn bind_for(client: &SpiClient<'_>, nsp: &str, r: &SourceRef, measure: Measure, 
             format!("{what}: the metric counts rows or users, and the source's value_column would not be read"),
             Some("register a source without value_column for it".into()),
         ),
-        _ => bound,
+        _ => checked,
     }
 }
 
 /// The metric's source and covariate, checked against the catalog. `until` is the
-/// experiment's stop (ISO 8601), which bounds a metric without a window.
+/// experiment's stop (ISO 8601), which bounds a metric without a window. `reads` holds the
+/// analysis's reads made as a source's owner (None when only planning).
 pub fn source_metric(
     client: &SpiClient<'_>,
     nsp: &str,
@@ -233,6 +747,7 @@ pub fn source_metric(
     def: &MetricDef,
     until: Option<String>,
     enrolled: Option<Enrolled>,
+    reads: Option<Rc<Reads>>,
 ) -> Option<SourceMetric> {
     let r = def.source_ref()?;
     let measure = Measure::of(def);
@@ -241,11 +756,19 @@ pub fn source_metric(
         let what = format!("covariate source of metric \"{}\"", printable(name));
         (bind_for(client, nsp, &r, measure, &what), Span::Before { seconds, enrolled: enrolled.clone() })
     });
+    let covariate_reader = covariate.as_ref().map(|(c, _)| c.reader).unwrap_or(Reader::Caller);
+    let mut read = vec![source.read];
+    read.extend(covariate.as_ref().map(|(c, _)| c.read.clone()));
     Some(SourceMetric {
+        name: name.to_string(),
         measure,
-        source,
+        source: source.bound,
+        reader: source.reader,
         span: Span::After { window_seconds: def.window_seconds(), until, enrolled },
-        covariate,
+        covariate: covariate.map(|(c, span)| (c.bound, span)),
+        covariate_reader,
+        read,
+        reads,
     })
 }
 
@@ -285,17 +808,29 @@ pub fn check_experiment_sources(
                 );
             }
         }
-        if let Some(m) = source_metric(client, nsp, name, def, None, None) {
-            plan(client, &m.per_user(nsp));
-            if let Some(sql) = m.covariate_per_user(nsp) {
-                plan(client, &sql);
-            }
+        if let Some(m) = source_metric(client, nsp, name, def, None, None, None) {
+            m.plan(client, nsp);
         }
     }
 }
 
-fn plan(client: &SpiClient<'_>, sql: &str) {
-    client.prepare(sql, &[PgOid::BuiltIn(PgBuiltInOids::INT8OID)]).or_raise();
+/// Plans `sql` as the role that would read it: $1 the experiment, $4-$6 the enrolled users.
+fn plan_as(client: &SpiClient<'_>, reader: Reader, sql: &str) {
+    let types = [
+        PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+        PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+        PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+        PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID),
+        PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID),
+        PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID),
+    ];
+    let prepare = || {
+        client.prepare(sql, &types).or_raise();
+    };
+    match reader {
+        Reader::Caller => crate::security::as_caller(prepare),
+        Reader::Owner(owner) => crate::security::as_owner(owner, prepare),
+    }
 }
 
 /// Registers a metric source: a table or view (schema-qualified), the column holding the
@@ -317,16 +852,18 @@ fn ab_create_metric_source(name: Option<&str>, definition: Option<RawJsonb>) {
                 "run ALTER EXTENSION ab_testing UPDATE",
             );
         }
-        let bound = bind(client, &spec, &format!("metric source \"{}\"", printable(&name)));
+        let checked = bind(client, &nsp, &spec, &format!("metric source \"{}\"", printable(&name)));
         for measure in [Measure::Count, Measure::Sum] {
-            if measure.needs_value() == bound.value.is_some() {
-                plan(
+            if measure.needs_value() == checked.bound.value.is_some() {
+                plan_as(
                     client,
+                    checked.reader,
                     &ab_core::source::per_user_sql(
                         &nsp,
-                        &bound,
+                        &checked.bound,
                         measure,
                         &Span::After { window_seconds: None, until: None, enrolled: None },
+                        set_of(checked.reader),
                     ),
                 );
             }

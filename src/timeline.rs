@@ -199,11 +199,24 @@ fn run_linear(
     for name in names {
         let def = defs.get(&name).cloned().unwrap_or_default();
         let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
-        let per_user =
-            crate::analysis::per_user_of_metric(nsp, from_state, &name, def.aggregation, "$2", None, sources);
-        let cap = crate::analysis::metric_cap(client, exp.id, &name, &def, &per_user);
+        let cap = match def.cap {
+            None => None,
+            Some(_) => {
+                let per_user = crate::analysis::per_user_of_metric(
+                    client,
+                    nsp,
+                    from_state,
+                    &name,
+                    def.aggregation,
+                    "$2",
+                    None,
+                    sources,
+                );
+                crate::analysis::metric_cap(client, exp.id, &name, &def, &per_user, sources)
+            }
+        };
         let daily = match sources.get(&name) {
-            Some(s) => s.daily(nsp),
+            Some(s) => s.daily(client, nsp, &first),
             None => daily_results(nsp),
         };
         let sql = cells_sql(nsp, def.aggregation, cap, bandit, &daily);
@@ -211,7 +224,10 @@ fn run_linear(
             .select(
                 sql.as_str(),
                 None,
-                &[exp.id.into(), name.as_str().into(), first.as_str().into(), (bound as i32).into()],
+                &crate::sources::args(
+                    sources,
+                    vec![exp.id.into(), name.as_str().into(), first.as_str().into(), (bound as i32).into()],
+                ),
             )
             .or_raise()
             .map(|row| {

@@ -258,9 +258,23 @@ pub struct Bound {
     /// The user column as text in collation "C", comparable with `ab_assignments.user_id`.
     pub user: String,
     pub time: String,
+    /// The time column is a `timestamp without time zone`, read as UTC (never in the
+    /// session's time zone, so that an analysis does not depend on the session's settings).
+    pub naive_time: bool,
     pub value: Option<String>,
     /// The filter's conditions, each a boolean SQL expression.
     pub conditions: Vec<String>,
+}
+
+/// Where a read of a source finds the experiment's enrolled users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrolledSet {
+    /// `ab_assignments` of experiment $1 (the read runs as a role that may read it).
+    Assignments,
+    /// The arrays $4 (user_id text[]), $5 (variant_id int8[]) and $6 (assigned_at
+    /// timestamptz[]): the read runs as the source's owner, who may not read the extension's
+    /// tables, so the users are read beforehand and passed in.
+    Parameters,
 }
 
 /// The operators of pg_catalog, whatever search_path holds.
@@ -314,56 +328,118 @@ fn timestamp(iso: &str) -> String {
     format!("{}::pg_catalog.timestamptz", quote_literal(iso))
 }
 
+/// A timestamptz expression as the time column compares with it: a `timestamp without
+/// time zone` column holds UTC, so the bound is converted to UTC (not the column, so that an
+/// index on it still serves).
+fn bound(b: &Bound, tz: String) -> String {
+    if b.naive_time {
+        format!("pg_catalog.timezone('UTC', {tz})")
+    } else {
+        tz
+    }
+}
+
 fn span_sql(b: &Bound, span: &Span) -> String {
     let t = &b.time;
+    let at = |x: String| bound(b, x);
+    let assigned = || at("a.assigned_at".into());
     let mut sql = match span {
         Span::After { window_seconds: Some(w), .. } => {
-            format!("s.{t} >= a.assigned_at AND s.{t} < a.assigned_at + {}", interval(*w))
+            format!("s.{t} >= {} AND s.{t} < {}", assigned(), at(format!("a.assigned_at + {}", interval(*w))))
         }
         Span::After { window_seconds: None, until: Some(u), .. } => {
-            format!("s.{t} >= a.assigned_at AND s.{t} < {}", timestamp(u))
+            format!("s.{t} >= {} AND s.{t} < {}", assigned(), at(timestamp(u)))
         }
-        Span::After { window_seconds: None, until: None, .. } => format!("s.{t} >= a.assigned_at"),
+        Span::After { window_seconds: None, until: None, .. } => format!("s.{t} >= {}", assigned()),
         Span::Before { seconds, .. } => {
-            format!("s.{t} < a.assigned_at AND s.{t} >= a.assigned_at - {}", interval(*seconds))
+            format!("s.{t} < {} AND s.{t} >= {}", assigned(), at(format!("a.assigned_at - {}", interval(*seconds))))
         }
     };
     match span {
         Span::After { window_seconds, enrolled: Some(e), .. } => {
-            sql.push_str(&format!(" AND s.{t} >= {}", timestamp(&e.first)));
+            sql.push_str(&format!(" AND s.{t} >= {}", at(timestamp(&e.first))));
             if let Some(w) = window_seconds {
-                sql.push_str(&format!(" AND s.{t} < {} + {}", timestamp(&e.last), interval(*w)));
+                sql.push_str(&format!(" AND s.{t} < {}", at(format!("{} + {}", timestamp(&e.last), interval(*w)))));
             }
         }
         Span::Before { seconds, enrolled: Some(e) } => sql.push_str(&format!(
-            " AND s.{t} >= {} - {} AND s.{t} < {}",
-            timestamp(&e.first),
-            interval(*seconds),
-            timestamp(&e.last)
+            " AND s.{t} >= {} AND s.{t} < {}",
+            at(format!("{} - {}", timestamp(&e.first), interval(*seconds))),
+            at(timestamp(&e.last))
         )),
         _ => {}
     }
     sql
 }
 
-/// The join of experiment $1's assignments with the source's rows that count.
-fn matching(nsp: &str, b: &Bound, span: &Span, needs_value: bool) -> String {
+/// The join of the enrolled users (`a`) with the source's rows that count.
+fn matching(nsp: &str, b: &Bound, span: &Span, needs_value: bool, set: EnrolledSet) -> String {
     let mut conditions = vec![span_sql(b, span)];
     if let (true, Some(v)) = (needs_value, &b.value) {
         conditions.push(format!("s.{v} IS NOT NULL"));
     }
     conditions.extend(b.conditions.iter().cloned());
-    format!(
-        "FROM {nsp}.ab_assignments a JOIN {} s ON {} = a.user_id WHERE a.experiment_id = $1 AND {}",
-        b.relation,
-        b.user,
-        conditions.join(" AND ")
-    )
+    match set {
+        EnrolledSet::Assignments => format!(
+            "FROM {nsp}.ab_assignments a JOIN {} s ON {} = a.user_id WHERE a.experiment_id = $1 AND {}",
+            b.relation,
+            b.user,
+            conditions.join(" AND ")
+        ),
+        EnrolledSet::Parameters => format!(
+            "FROM (SELECT (e.user_id COLLATE \"C\") AS user_id, e.variant_id, e.assigned_at \
+             FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.int8[]), \
+             pg_catalog.unnest($6::pg_catalog.timestamptz[])) AS e(user_id, variant_id, assigned_at)) a JOIN {} s ON {} = a.user_id WHERE {}",
+            b.relation,
+            b.user,
+            conditions.join(" AND ")
+        ),
+    }
+}
+
+/// The columns of each kind of read's rows, with their types: what a read made ahead (as
+/// the source's owner) returns as arrays, and what `unnest_sql` gives back.
+pub const PER_USER_COLUMNS: [(&str, &str); 3] = [("variant_id", "int8"), ("user_id", "text"), ("v", "float8")];
+pub const DAILY_COLUMNS: [(&str, &str); 6] = [
+    ("variant_id", "int8"),
+    ("user_id", "text"),
+    ("day", "int4"),
+    ("n", "int8"),
+    ("total", "float8"),
+    ("mx", "float8"),
+];
+
+/// One row of arrays, one per column, of a read's rows.
+pub fn aggregated_sql(sql: &str, columns: &[(&str, &str)]) -> String {
+    let aggs: Vec<String> = columns.iter().map(|(c, _)| format!("pg_catalog.array_agg(q.{c})")).collect();
+    format!("SELECT {} FROM ({sql}) q", aggs.join(", "))
+}
+
+/// The rows of a read made ahead, from its arrays passed as parameters `$first`...; the
+/// user ids in collation "C", as `ab_assignments.user_id`.
+pub fn unnest_sql(first: usize, columns: &[(&str, &str)]) -> String {
+    let out: Vec<String> = columns
+        .iter()
+        .map(
+            |(c, _)| {
+                if *c == "user_id" {
+                    "(q.user_id COLLATE \"C\") AS user_id".to_string()
+                } else {
+                    format!("q.{c}")
+                }
+            },
+        )
+        .collect();
+    let params: Vec<String> =
+        columns.iter().enumerate().map(|(i, (_, t))| format!("${}::pg_catalog.{t}[]", first + i)).collect();
+    let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+    let unnests: Vec<String> = params.iter().map(|p| format!("pg_catalog.unnest({p})")).collect();
+    format!("SELECT {} FROM ROWS FROM ({}) AS q({})", out.join(", "), unnests.join(", "), names.join(", "))
 }
 
 /// One row per enrolled user with a matching row: (variant_id, user_id, v), as
 /// `analysis::per_user_sql` gives for recorded metrics.
-pub fn per_user_sql(nsp: &str, b: &Bound, measure: Measure, span: &Span) -> String {
+pub fn per_user_sql(nsp: &str, b: &Bound, measure: Measure, span: &Span, set: EnrolledSet) -> String {
     let value = b.value.as_deref().unwrap_or("");
     let v = match measure {
         Measure::Presence => "1::float8".to_string(),
@@ -374,30 +450,30 @@ pub fn per_user_sql(nsp: &str, b: &Bound, measure: Measure, span: &Span) -> Stri
     };
     format!(
         "SELECT a.variant_id, a.user_id, {v} AS v {} GROUP BY a.variant_id, a.user_id",
-        matching(nsp, b, span, measure.needs_value())
+        matching(nsp, b, span, measure.needs_value(), set)
     )
 }
 
 /// Per enrolled user and day of the time column (counted from the date parameter $3, in the
-/// session's time zone): (variant_id, user_id, day, n, total, mx) of the matching rows, as
-/// the timeline reads recorded results per day.
-pub fn daily_sql(nsp: &str, b: &Bound, measure: Measure, span: &Span) -> String {
+/// session's time zone, a `timestamp without time zone` taken as UTC): (variant_id, user_id,
+/// day, n, total, mx) of the matching rows, as the timeline reads recorded results per day.
+pub fn daily_sql(nsp: &str, b: &Bound, measure: Measure, span: &Span, set: EnrolledSet) -> String {
     let v = match (&b.value, measure.needs_value()) {
         (Some(v), true) => format!("s.{v}::float8"),
         _ => "1::float8".to_string(),
     };
+    let time = if b.naive_time { format!("pg_catalog.timezone('UTC', s.{})", b.time) } else { format!("s.{}", b.time) };
     format!(
-        "SELECT a.variant_id, a.user_id, greatest(s.{}::date - $3::date, 0) AS day, count(*) AS n, sum({v}) AS total, \
+        "SELECT a.variant_id, a.user_id, greatest({time}::date - $3::date, 0) AS day, count(*) AS n, sum({v}) AS total, \
          max({v}) AS mx {} GROUP BY 1, 2, 3",
-        b.time,
-        matching(nsp, b, span, measure.needs_value())
+        matching(nsp, b, span, measure.needs_value(), set)
     )
 }
 
 /// Every matching row's value: (variant_id, user_id, v), for a quantile of every value.
-pub fn rows_sql(nsp: &str, b: &Bound, span: &Span) -> String {
+pub fn rows_sql(nsp: &str, b: &Bound, span: &Span, set: EnrolledSet) -> String {
     let value = b.value.as_deref().unwrap_or("");
-    format!("SELECT a.variant_id, a.user_id, s.{value}::float8 AS v {}", matching(nsp, b, span, true))
+    format!("SELECT a.variant_id, a.user_id, s.{value}::float8 AS v {}", matching(nsp, b, span, true, set))
 }
 
 #[cfg(test)]
@@ -490,6 +566,7 @@ mod tests {
             relation: "\"public\".\"loans\"".into(),
             user: "s.\"u\"".into(),
             time: "\"t\"".into(),
+            naive_time: false,
             value: Some("\"amount\"".into()),
             conditions: vec!["s.\"status\" OPERATOR(pg_catalog.=) 'funded'".into()],
         };
@@ -498,6 +575,7 @@ mod tests {
             &b,
             Measure::Sum,
             &Span::After { window_seconds: Some(1209600.0), until: None, enrolled: None },
+            EnrolledSet::Assignments,
         );
         assert_eq!(
             sql,
@@ -506,7 +584,13 @@ mod tests {
              '1209600 seconds'::pg_catalog.interval AND s.\"amount\" IS NOT NULL AND s.\"status\" OPERATOR(pg_catalog.=) 'funded' \
              GROUP BY a.variant_id, a.user_id"
         );
-        let pre = per_user_sql("x", &b, Measure::Presence, &Span::Before { seconds: 60.0, enrolled: None });
+        let pre = per_user_sql(
+            "x",
+            &b,
+            Measure::Presence,
+            &Span::Before { seconds: 60.0, enrolled: None },
+            EnrolledSet::Assignments,
+        );
         assert!(
             pre.contains("s.\"t\" < a.assigned_at AND s.\"t\" >= a.assigned_at - '60 seconds'::pg_catalog.interval")
         );
@@ -516,6 +600,7 @@ mod tests {
             &b,
             Measure::Count,
             &Span::After { window_seconds: None, until: Some("2026-01-02T00:00:00Z".into()), enrolled: None },
+            EnrolledSet::Assignments,
         );
         assert!(until.contains("s.\"t\" < '2026-01-02T00:00:00Z'::pg_catalog.timestamptz"));
         // The experiment's enrollments bound the read by constants too.
@@ -525,15 +610,91 @@ mod tests {
             &b,
             Measure::Count,
             &Span::After { window_seconds: Some(60.0), until: None, enrolled: enrolled.clone() },
+            EnrolledSet::Assignments,
         );
         assert!(bounded.contains(
             "AND s.\"t\" >= '2026-01-01T00:00:00Z'::pg_catalog.timestamptz AND s.\"t\" < \
              '2026-01-05T00:00:00Z'::pg_catalog.timestamptz + '60 seconds'::pg_catalog.interval"
         ));
-        let pre = per_user_sql("x", &b, Measure::Count, &Span::Before { seconds: 60.0, enrolled });
+        let pre =
+            per_user_sql("x", &b, Measure::Count, &Span::Before { seconds: 60.0, enrolled }, EnrolledSet::Assignments);
         assert!(pre.contains(
             "AND s.\"t\" >= '2026-01-01T00:00:00Z'::pg_catalog.timestamptz - '60 seconds'::pg_catalog.interval \
              AND s.\"t\" < '2026-01-05T00:00:00Z'::pg_catalog.timestamptz"
         ));
+    }
+
+    #[test]
+    fn reads_with_the_enrolled_users_as_parameters() {
+        let b = Bound {
+            relation: "\"crm\".\"conv\"".into(),
+            user: "s.\"u\"".into(),
+            time: "\"t\"".into(),
+            naive_time: false,
+            value: None,
+            conditions: vec![],
+        };
+        let span = Span::After { window_seconds: Some(60.0), until: None, enrolled: None };
+        let sql = per_user_sql("x", &b, Measure::Count, &span, EnrolledSet::Parameters);
+        assert_eq!(
+            sql,
+            "SELECT a.variant_id, a.user_id, count(*)::float8 AS v FROM (SELECT (e.user_id COLLATE \"C\") AS user_id, \
+             e.variant_id, e.assigned_at FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]), \
+             pg_catalog.unnest($5::pg_catalog.int8[]), pg_catalog.unnest($6::pg_catalog.timestamptz[])) \
+             AS e(user_id, variant_id, assigned_at)) a JOIN \"crm\".\"conv\" s ON s.\"u\" = \
+             a.user_id WHERE s.\"t\" >= a.assigned_at AND s.\"t\" < a.assigned_at + '60 seconds'::pg_catalog.interval \
+             GROUP BY a.variant_id, a.user_id"
+        );
+        // Nothing of the extension's tables is named in a read made as the source's owner.
+        assert!(!sql.contains("x.ab_"));
+        assert!(!daily_sql("x", &b, Measure::Count, &span, EnrolledSet::Parameters).contains("x.ab_"));
+        assert!(!rows_sql("x", &b, &span, EnrolledSet::Parameters).contains("x.ab_"));
+        assert_eq!(
+            aggregated_sql("SELECT 1", &PER_USER_COLUMNS),
+            "SELECT pg_catalog.array_agg(q.variant_id), pg_catalog.array_agg(q.user_id), pg_catalog.array_agg(q.v) \
+             FROM (SELECT 1) q"
+        );
+        assert_eq!(
+            unnest_sql(11, &PER_USER_COLUMNS),
+            "SELECT q.variant_id, (q.user_id COLLATE \"C\") AS user_id, q.v FROM ROWS FROM \
+             (pg_catalog.unnest($11::pg_catalog.int8[]), pg_catalog.unnest($12::pg_catalog.text[]), \
+             pg_catalog.unnest($13::pg_catalog.float8[])) AS q(variant_id, user_id, v)"
+        );
+    }
+
+    #[test]
+    fn naive_times_are_utc() {
+        let b = Bound {
+            relation: "r".into(),
+            user: "s.u".into(),
+            time: "\"t\"".into(),
+            naive_time: true,
+            value: None,
+            conditions: vec![],
+        };
+        let enrolled = Some(Enrolled { first: "2026-01-01T00:00:00Z".into(), last: "2026-01-05T00:00:00Z".into() });
+        let sql = per_user_sql(
+            "x",
+            &b,
+            Measure::Count,
+            &Span::After { window_seconds: Some(60.0), until: None, enrolled },
+            EnrolledSet::Assignments,
+        );
+        // Every bound is converted to UTC; the column itself is compared as it is.
+        assert!(sql.contains(
+            "s.\"t\" >= pg_catalog.timezone('UTC', a.assigned_at) AND s.\"t\" < pg_catalog.timezone('UTC', \
+             a.assigned_at + '60 seconds'::pg_catalog.interval) AND s.\"t\" >= pg_catalog.timezone('UTC', \
+             '2026-01-01T00:00:00Z'::pg_catalog.timestamptz)"
+        ));
+        assert!(!sql.contains("timezone('UTC', s."));
+        let daily = daily_sql(
+            "x",
+            &b,
+            Measure::Count,
+            &Span::Before { seconds: 1.0, enrolled: None },
+            EnrolledSet::Assignments,
+        );
+        assert!(daily.contains("greatest(pg_catalog.timezone('UTC', s.\"t\")::date - $3::date, 0)"));
+        assert!(daily.contains("s.\"t\" < pg_catalog.timezone('UTC', a.assigned_at)"));
     }
 }

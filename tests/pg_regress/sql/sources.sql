@@ -12,7 +12,7 @@ CREATE TABLE crm.loan_applications (
     branch      text
 );
 CREATE VIEW crm.funded_loans AS SELECT * FROM crm.loan_applications WHERE status = 'funded';
--- An administrator registers a source with USAGE on its schema, without reading it.
+-- An administrator registers a source only if it may read the columns the source reads.
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ab_src_admin') THEN
@@ -28,8 +28,14 @@ SELECT expect_error($$SELECT ab_create_metric_source('by admin', '{"relation": "
 RESET ROLE;
 GRANT USAGE ON SCHEMA crm TO ab_src_admin;
 SET ROLE ab_src_admin;
-SELECT ab_create_metric_source('by admin', '{"relation": "crm.loan_applications", "user_column": "borrower_id", "time_column": "applied_at"}');
+SELECT expect_error($$SELECT ab_create_metric_source('by admin', '{"relation": "crm.loan_applications", "user_column": "borrower_id", "time_column": "applied_at"}')$$);
 SELECT expect_error($$SELECT count(*) FROM crm.loan_applications$$);
+RESET ROLE;
+-- Column privileges on the columns it reads are enough.
+GRANT SELECT (borrower_id, applied_at) ON crm.loan_applications TO ab_src_admin;
+SET ROLE ab_src_admin;
+SELECT ab_create_metric_source('by admin', '{"relation": "crm.loan_applications", "user_column": "borrower_id", "time_column": "applied_at"}');
+SELECT expect_error($$SELECT ab_create_metric_source('by admin, amounts', '{"relation": "crm.loan_applications", "user_column": "borrower_id", "time_column": "applied_at", "value_column": "amount"}')$$);
 SELECT name, created_by FROM ab_metric_sources WHERE name = 'by admin';
 SELECT ab_drop_metric_source('by admin');
 RESET ROLE;
