@@ -640,3 +640,97 @@ def test_json_edge_values_that_are_accepted(api):
                              "JOIN ab_experiments e ON e.id = r.experiment_id WHERE e.name = 'edge ok'").fetchall())
     assert got == {"minus zero": "0", "tiny": "5e-324",
                    "ctl\u0001\u007f\u202e": "2"}
+
+
+# --- One experiment cannot take the list down; timeouts (issue 26 item 5) -------------------
+
+def source_experiment(c, name, relation):
+    definition_ = {"name": name, "experiment_type": "ui", "primary_metric": "m", "salt": name, "min_sample_size": 5,
+                   "metrics": {"m": {"aggregation": "sum", "source": {
+                       "relation": relation, "user_column": "uid", "time_column": "at", "value_column": "v"}}},
+                   "variants": [{"name": "a", "is_control": True, "traffic_allocation": 50},
+                                {"name": "b", "traffic_allocation": 50}]}
+    from psycopg.types.json import Jsonb
+    eid = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(definition_),)).fetchone()[0]
+    c.execute("SELECT ab_start_experiment(%s)", (eid,))
+    c.execute("SELECT count(ab_get_variant(%s, 'u' || g)) FROM generate_series(1, 20) g", (eid,))
+    return eid
+
+
+@pytest.fixture(scope="module")
+def sources(database):
+    with psycopg.connect(conninfo(DB), autocommit=True) as c:
+        c.execute("CREATE SCHEMA gw")
+        c.execute(f"GRANT USAGE ON SCHEMA gw TO {ANALYST_ROLE}")
+        ids = {}
+        for table, value in [("fine", "1"), ("secret", "1"), ("dropped", "1"), ("huge", "1e16 * g")]:
+            c.execute(f"CREATE TABLE gw.{table} (uid text, at timestamptz, v float8)")
+            ids[table] = source_experiment(c, f"list {table}", f"gw.{table}")
+            # After the assignments: a source row counts from the user's assignment on.
+            c.execute(f"INSERT INTO gw.{table} SELECT 'u' || g, now(), {value} FROM generate_series(1, 20) g")
+            if table != "secret":
+                c.execute(f"GRANT SELECT ON gw.{table} TO {ANALYST_ROLE}")
+        c.execute("DROP TABLE gw.dropped")
+        # A source that takes 2 s per read.
+        c.execute("CREATE VIEW gw.slow AS SELECT f.* FROM gw.fine f, LATERAL (SELECT pg_sleep(2)) s")
+        c.execute(f"GRANT SELECT ON gw.slow TO {ANALYST_ROLE}")
+        ids["slow"] = source_experiment(c, "list slow", "gw.slow")
+    return ids
+
+
+def test_one_experiment_s_failure_shows_on_its_row_only(api, sources):
+    """The list runs each running experiment's analysis on its own: one the analyst cannot read,
+    one whose source table was dropped, one with a value out of range, one past the statement
+    timeout: each shows its error, and every other row shows as usual."""
+    proc, base = start_gateway(AB_GATEWAY_STATEMENT_TIMEOUT_MS="1000")
+    try:
+        started = time.monotonic()
+        status, page = request(base, "GET", "/", token=ANALYST)
+        assert status == 200, page
+        assert time.monotonic() - started < 10
+    finally:
+        stop_gateway(proc)
+    import re
+    rows = dict(re.findall(r'<tr data-id="(\d+)">(.*?)</tr>', page, re.S))
+    fine = rows[str(sources["fine"])]
+    assert "analysis-error" not in fine and "no winner yet" in fine, fine
+    expected = {"secret": (403, "permission denied"), "dropped": (500, "does not exist"),
+                "huge": (422, ""), "slow": (504, "statement timeout")}
+    for name, (code, words) in expected.items():
+        row = rows[str(sources[name])]
+        error = re.search(r'<span class="bad analysis-error" data-status="(\d+)">not analysed: (.*?)</span>', row)
+        assert error, (name, row)
+        assert int(error.group(1)) == code and words in error.group(2), (name, error.groups())
+    # The page wrote nothing: the list's analyses were rolled back.
+    with psycopg.connect(conninfo(DB)) as c:
+        assert c.execute("SELECT count(*) FROM ab_insights WHERE experiment_id = %s", (sources["fine"],)).fetchone()[0] == 0
+
+
+def test_health_answers_while_slow_requests_hold_every_connection(api, sources):
+    proc, base = start_gateway(AB_GATEWAY_POOL_SIZE="2", AB_GATEWAY_STATEMENT_TIMEOUT_MS="1500",
+                               AB_GATEWAY_POOL_TIMEOUT_MS="500")
+    results = []
+    try:
+        def slow():
+            results.append(request(base, "GET", "/api/v1/experiments/list%20slow/analyze", token=ANALYST))
+        threads = [threading.Thread(target=slow) for _ in range(3)]
+        for t in threads:
+            t.start()
+            time.sleep(0.1)
+        started = time.monotonic()
+        assert request(base, "GET", "/health", token=None) == (200, {"status": "ok"})
+        assert time.monotonic() - started < 0.5, "health waited for the pool"
+        for t in threads:
+            t.join(30)
+    finally:
+        stop_gateway(proc)
+    statuses = sorted(status for status, _ in results)
+    # Two held the pool's two connections until the statement timeout; the third waited
+    # 500 ms for one and was told the database is busy.
+    assert statuses == [503, 504, 504], results
+    for status, body in results:
+        conforms("GET", "/api/v1/experiments/{id}/analyze", status, body)
+        if status == 504:
+            assert body["sqlstate"] == "57014" and "statement timeout" in body["detail"]
+        else:
+            assert "no connection became free" in body["detail"]
