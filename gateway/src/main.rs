@@ -635,12 +635,33 @@ async fn health(State(app): State<App>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"status": "ok"})))
 }
 
-/// `/login?token=...` (the form of `/login` sends it so): sets the browser's cookie and goes
-/// to the list. Only from the gateway's own pages or typed in (never from another site's link).
+/// `GET /login` shows the form; `GET /login?token=...` (a URL an operator opens once) logs in
+/// as the form does.
 async fn login(State(app): State<App>, headers: HeaderMap, Query(query): Query<HashMap<String, String>>) -> Response {
-    let Some(token) = query.get("token") else {
-        return html(StatusCode::OK, pages::login(None));
-    };
+    match query.get("token") {
+        None => html(StatusCode::OK, pages::login(None)),
+        Some(token) => log_in(&app, &headers, token),
+    }
+}
+
+/// `POST /login` from the form (form-encoded: the only body that is not JSON; the guard lets
+/// it through from the gateway's own origin only).
+async fn login_form(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let form_type = header_str(&headers, header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !form_type {
+        return html(StatusCode::UNSUPPORTED_MEDIA_TYPE, pages::login(Some("Log in with the form.")));
+    }
+    let fields: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    match fields.get("token") {
+        Some(token) => log_in(&app, &headers, token),
+        None => html(StatusCode::UNPROCESSABLE_ENTITY, pages::login(Some("Give a token."))),
+    }
+}
+
+/// Sets the browser's cookie and goes to the list. Only from the gateway's own pages or typed
+/// in, never from another site (that would log the browser in as someone else).
+fn log_in(app: &App, headers: &HeaderMap, token: &str) -> Response {
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if !matches!(site, None | Some("none") | Some("same-origin")) {
         return html(StatusCode::FORBIDDEN, pages::login(Some("Log in from this gateway's own login page.")));
@@ -818,7 +839,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/experiments/{id}/summary", get(summary))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(health))
-        .route("/login", get(login))
+        .route("/login", get(login).post(login_form))
         .route("/", get(list_page))
         .route("/experiments/{id}", get(experiment_page))
         .route("/experiments/{id}/plot.svg", get(plot_svg))

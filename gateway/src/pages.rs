@@ -420,7 +420,7 @@ pub fn login(message: Option<&str>) -> String {
     page(
         "Log in",
         &format!(
-            "<h1>Log in</h1>{}<form method=\"get\" action=\"/login\"><p><label>Token <input type=\"password\" \
+            "<h1>Log in</h1>{}<form method=\"post\" action=\"/login\"><p><label>Token <input type=\"password\" \
              name=\"token\" autocomplete=\"current-password\" required></label> <button>Log in</button></p></form>\
              <p class=\"muted\">A token of the gateway's tokens file (an analyst's to read the results). The browser \
              keeps it in a cookie for this site only, for 12 hours.</p>",

@@ -423,7 +423,7 @@ def test_no_token_is_a_401_with_a_challenge(api):
     assert status == 401 and experiments_named("no token") == 0
     # A page asks a browser to log in.
     status, page, headers = request(api, "GET", "/", token=None, with_headers=True)
-    assert status == 401 and '<form method="get" action="/login">' in page and headers["WWW-Authenticate"]
+    assert status == 401 and '<form method="post" action="/login">' in page and headers["WWW-Authenticate"]
     # A load balancer's probe and the API's description need none.
     assert request(api, "GET", "/health", token=None) == (200, {"status": "ok"})
     assert request(api, "GET", "/api/v1/openapi.json", token=None)[0] == 200
@@ -542,6 +542,31 @@ def test_a_browser_s_cookie_reads_from_the_gateway_s_own_pages_only(api):
     assert login_cookie(api, "y" * 64)[0] == 401
     status, page = request(api, "GET", "/login", token=None)
     assert status == 200 and 'type="password" name="token"' in page
+
+
+def post_login(api, body, headers):
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+    req = urllib.request.Request(f"{api}/login", data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req, timeout=10) as r:
+            return r.status, r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers
+
+
+def test_the_login_form_posts_from_the_gateway_s_own_page_only(api):
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, headers = post_login(api, f"token={ANALYST}".encode(), {**form, "Origin": api})
+    assert status == 303 and headers["Set-Cookie"].startswith(f"ab_gateway_token={ANALYST};")
+    for origin in ("http://evil.example", "http://127.0.0.1:1"):
+        status, headers = post_login(api, f"token={ANALYST}".encode(), {**form, "Origin": origin})
+        assert status == 403 and "Set-Cookie" not in headers
+    status, headers = post_login(api, f"token={ANALYST}".encode(), {"Content-Type": "text/plain", "Origin": api})
+    assert status == 415 and "Set-Cookie" not in headers
+    status, headers = post_login(api, b"token=" + b"z" * 64, {**form, "Origin": api})
+    assert status == 401 and "Set-Cookie" not in headers
 
 
 @pytest.mark.parametrize("case", ["no tokens", "loose file", "superuser", "not a member", "inherits", "short token"])
