@@ -34,7 +34,7 @@ use serde_json::{json, Number, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 
 mod auth;
 mod pages;
@@ -71,15 +71,24 @@ struct AppInner {
     cors_origins: Vec<String>,
 }
 
-/// The database role a request runs as, from its token: the statement that switches to it.
+/// The database role a request runs as, from its token: the statements that switch to it.
 #[derive(Clone)]
-struct Role(Arc<str>);
+struct Role {
+    /// `SET LOCAL ROLE`, inside a transaction already begun
+    set: Arc<str>,
+    /// `BEGIN` and the switch
+    begin: Arc<str>,
+}
 
 impl Role {
     fn new(name: &str) -> Role {
-        Role(format!("SET LOCAL ROLE {}", auth::quote_ident(name)).into())
+        let set = format!("SET LOCAL ROLE {}", auth::quote_ident(name));
+        Role { begin: format!("BEGIN; {set}").into(), set: set.into() }
     }
 }
+
+/// A statement's parameter with its type (statements are sent unprepared, see `run`).
+type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 #[derive(Debug)]
 struct ApiError {
@@ -250,27 +259,41 @@ impl Experiment {
             Experiment::Name(name) => name,
         }
     }
+
+    fn typed(&self) -> Param<'_> {
+        match self {
+            Experiment::Id(id) => (id, Type::INT8),
+            Experiment::Name(name) => (name, Type::TEXT),
+        }
+    }
 }
 
 /// Runs one statement as the request's role, in a transaction of its own, and returns its
-/// single row. The role switch and the statement go out together (one round trip).
-async fn run(
-    app: &App,
-    role: &Role,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<tokio_postgres::Row, ApiError> {
-    let mut client = app.0.pool.get().await?;
-    let tx = client.transaction().await?;
-    // Prepared after the switch: names resolve as the role would resolve them.
-    let (_, statement) = tokio::try_join!(tx.batch_execute(&role.0), tx.prepare_cached(sql))?;
-    let row = tx.query_one(&statement, params).await?;
-    tx.commit().await?;
-    Ok(row)
+/// single row. BEGIN with the role switch, the statement (unprepared: Parse, Bind, Execute) and
+/// COMMIT go out together, one round trip; the first poll of each queues it, so a request
+/// dropped halfway leaves no transaction open. After an error COMMIT only rolls back.
+async fn run(app: &App, role: &Role, sql: &str, params: &[Param<'_>]) -> Result<tokio_postgres::Row, ApiError> {
+    let client = app.0.pool.get().await?;
+    let (begun, rows, committed) = tokio::join!(
+        biased;
+        client.batch_execute(&role.begin),
+        client.query_typed(sql, params),
+        client.batch_execute("COMMIT")
+    );
+    begun?;
+    let mut rows = rows?;
+    committed?;
+    match (rows.pop(), rows.is_empty()) {
+        (Some(row), true) => Ok(row),
+        _ => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: json!({"detail": "the statement did not return one row"}),
+        }),
+    }
 }
 
 /// Runs one statement and returns its single jsonb value.
-async fn call(app: &App, role: &Role, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
+async fn call(app: &App, role: &Role, sql: &str, params: &[Param<'_>]) -> Result<Value, ApiError> {
     Ok(run(app, role, sql, params).await?.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
 }
 
@@ -325,7 +348,7 @@ async fn create_experiment(
         &app,
         &role,
         "SELECT jsonb_build_object('id', ab_create_experiment($1::text::jsonb), 'status', 'draft')",
-        &[&text],
+        &[(&text, Type::TEXT)],
     )
     .await?;
     let location = format!("/api/v1/experiments/{}", created["id"]);
@@ -351,7 +374,7 @@ async fn list_experiments(
         &role,
         "SELECT coalesce(jsonb_agg(to_jsonb(o) ORDER BY o.id), '[]') FROM ab_experiment_overview o \
          WHERE $1::text IS NULL OR o.status = $1",
-        &[&status],
+        &[(&status, Type::TEXT)],
     )
     .await?;
     Ok(Json(list))
@@ -364,7 +387,7 @@ async fn get_experiment(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let e = Experiment::from_path(id, &query)?;
-    Ok(Json(call(&app, &role, &format!("SELECT ab_get_experiment({})", e.arg()), &[e.param()]).await?))
+    Ok(Json(call(&app, &role, &format!("SELECT ab_get_experiment({})", e.arg()), &[e.typed()]).await?))
 }
 
 async fn delete_experiment(
@@ -374,7 +397,7 @@ async fn delete_experiment(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
     let e = Experiment::from_path(id, &query)?;
-    run(&app, &role, &format!("SELECT ab_delete_experiment({})", e.arg()), &[e.param()]).await?;
+    run(&app, &role, &format!("SELECT ab_delete_experiment({})", e.arg()), &[e.typed()]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -385,7 +408,7 @@ async fn start_experiment(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let e = Experiment::from_path(id, &query)?;
-    run(&app, &role, &format!("SELECT ab_start_experiment({})", e.arg()), &[e.param()]).await?;
+    run(&app, &role, &format!("SELECT ab_start_experiment({})", e.arg()), &[e.typed()]).await?;
     Ok(Json(json!({"status": "running"})))
 }
 
@@ -402,7 +425,7 @@ async fn stop_experiment(
     };
     let e = Experiment::from_path(id, &query)?;
     let sql = format!("SELECT ab_stop_experiment({}, $2)", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.param(), &declare_winner]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.typed(), (&declare_winner, Type::BOOL)]).await?))
 }
 
 async fn get_variant(
@@ -421,7 +444,7 @@ async fn get_variant(
         Some(_) => return Err(unprocessable("user_attributes must be a JSON object")),
     };
     let sql = format!("SELECT coalesce(ab_get_variant({}, $2, $3, $4), '{{\"variant\": null}}')", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.param(), &user_id, &attributes, &session_id]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.typed(), (&user_id, Type::TEXT), (&attributes, Type::JSONB), (&session_id, Type::TEXT)]).await?))
 }
 
 async fn record_result(
@@ -441,7 +464,7 @@ async fn record_result(
         Some(_) => return Err(unprocessable("metric_value must be a number")),
     };
     let sql = format!("SELECT jsonb_build_object('recorded', ab_record_result({}, $2, $3, $4, $5))", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.param(), &metric_name, &metric_value, &user_id, &session_id]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.typed(), (&metric_name, Type::TEXT), (&metric_value, Type::FLOAT8), (&user_id, Type::TEXT), (&session_id, Type::TEXT)]).await?))
 }
 
 async fn analyze(
@@ -452,7 +475,7 @@ async fn analyze(
 ) -> Result<Json<Value>, ApiError> {
     let e = Experiment::from_path(id, &query)?;
     let sql = format!("SELECT coalesce(jsonb_agg(to_jsonb(a)), '[]') FROM ab_analyze({}) a", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.param()]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.typed()]).await?))
 }
 
 async fn summary(
@@ -463,7 +486,7 @@ async fn summary(
 ) -> Result<Json<Value>, ApiError> {
     let e = Experiment::from_path(id, &query)?;
     let sql = format!("SELECT jsonb_build_object('summary', ab_summary({}))", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.param()]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.typed()]).await?))
 }
 
 const PAGE_CSP: &str =
@@ -503,7 +526,7 @@ async fn list_page_inner(app: App, role: Role) -> Result<Response, ApiError> {
     let mut client = app.0.pool.get().await?;
     let mut tx =
         client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
-    tx.batch_execute(&role.0).await?;
+    tx.batch_execute(&role.set).await?;
     let rows = json_value(
         tx.query_one(
             "SELECT coalesce(jsonb_agg(jsonb_build_object( \
@@ -568,7 +591,7 @@ async fn experiment_page_inner(
     // One snapshot for every part of the page; rolled back, so that ab_analyze's stored rows
     // do not persist: the page writes nothing.
     let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
-    tx.batch_execute(&role.0).await?;
+    tx.batch_execute(&role.set).await?;
     let value = json_value;
     let definition = value(tx.query_one(&format!("SELECT ab_get_experiment({})", e.arg()), &[e.param()]).await?);
     let id = definition.get("id").and_then(Value::as_i64).unwrap_or(0);
@@ -612,7 +635,7 @@ async fn plot_svg(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let e = Experiment::from_path(id, &query)?;
-    let svg: String = run(&app, &role, &format!("SELECT ab_plot({})", e.arg()), &[e.param()]).await?.get(0);
+    let svg: String = run(&app, &role, &format!("SELECT ab_plot({})", e.arg()), &[e.typed()]).await?.get(0);
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),

@@ -696,10 +696,14 @@ def sources(database):
             if table != "secret":
                 c.execute(f"GRANT SELECT ON gw.{table} TO {ANALYST_ROLE}")
         c.execute("DROP TABLE gw.dropped")
-        # A source that takes 2 s per read.
-        c.execute("CREATE VIEW gw.slow AS SELECT f.* FROM gw.fine f, LATERAL (SELECT pg_sleep(2)) s")
+        # A source that sleeps 0.5 s on every row it reads (security_barrier: before any
+        # condition of the analysis's can filter the row).
+        c.execute("CREATE TABLE gw.slow_rows (uid text, at timestamptz, v float8)")
+        c.execute("CREATE VIEW gw.slow WITH (security_barrier) AS SELECT * FROM gw.slow_rows "
+                  "WHERE pg_sleep(0.5)::text = ''")
         c.execute(f"GRANT SELECT ON gw.slow TO {ANALYST_ROLE}")
         ids["slow"] = source_experiment(c, "list slow", "gw.slow")
+        c.execute("INSERT INTO gw.slow_rows SELECT 'u' || g, now(), 1 FROM generate_series(1, 20) g")
     return ids
 
 
