@@ -9,8 +9,9 @@
 //!
 //! Every request but `/health`, `/api/v1/openapi.json` and `/login` presents a token
 //! (`Authorization: Bearer`, or from a browser the cookie `/login` sets). Each token maps to a
-//! database role; the request's transaction runs `SET LOCAL ROLE` to it, so the database's own
-//! grants decide what it may do (see `auth.rs` and `guard`).
+//! database role, and the request runs on a connection of that role's pool: each pool's
+//! connections switch to their role (`SET ROLE`) when they are made and never change it, so
+//! the database's own grants decide what a request may do (see `auth.rs` and `guard`).
 //!
 //! Settings (environment): AB_GATEWAY_DATABASE_URL (a libpq-style connection string, default
 //! "host=/var/run/postgresql dbname=postgres"; its role should be NOINHERIT and a member of
@@ -18,7 +19,8 @@
 //! and/or AB_GATEWAY_TOKENS (the same lines), AB_GATEWAY_LISTEN (default 127.0.0.1:8000),
 //! AB_GATEWAY_ALLOWED_HOSTS (comma-separated Host values; default the bound address and, on
 //! loopback, localhost), AB_GATEWAY_CORS_ORIGINS (comma-separated origins whose scripts may
-//! call the API with a token; default none), AB_GATEWAY_POOL_SIZE (default 16 connections),
+//! call the API with a token; default none), AB_GATEWAY_POOL_SIZE (default 16 connections per
+//! role),
 //! AB_GATEWAY_STATEMENT_TIMEOUT_MS (default 30000), AB_GATEWAY_POOL_TIMEOUT_MS (how long a
 //! request waits for a connection, default 5000), AB_GATEWAY_HEALTH_TIMEOUT_MS (default 2000).
 
@@ -34,7 +36,7 @@ use serde_json::{json, Number, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 
 mod auth;
 mod pages;
@@ -62,7 +64,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 struct App(Arc<AppInner>);
 
 struct AppInner {
-    pool: Pool,
+    /// One pool per role of the tokens.
+    pools: HashMap<String, Pool>,
     /// One connection of its own for `/health`, so that slow requests holding the pool's
     /// connections cannot make it wait.
     health: Pool,
@@ -71,24 +74,16 @@ struct AppInner {
     cors_origins: Vec<String>,
 }
 
-/// The database role a request runs as, from its token: the statements that switch to it.
+/// The database role a request runs as, from its token.
 #[derive(Clone)]
-struct Role {
-    /// `SET LOCAL ROLE`, inside a transaction already begun
-    set: Arc<str>,
-    /// `BEGIN` and the switch
-    begin: Arc<str>,
-}
+struct Role(Arc<str>);
 
-impl Role {
-    fn new(name: &str) -> Role {
-        let set = format!("SET LOCAL ROLE {}", auth::quote_ident(name));
-        Role { begin: format!("BEGIN; {set}").into(), set: set.into() }
+impl App {
+    /// The pool of a role's connections (the guard only lets through roles of the tokens).
+    fn pool(&self, role: &Role) -> &Pool {
+        &self.0.pools[&*role.0]
     }
 }
-
-/// A statement's parameter with its type (statements are sent unprepared, see `run`).
-type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 #[derive(Debug)]
 struct ApiError {
@@ -259,41 +254,22 @@ impl Experiment {
             Experiment::Name(name) => name,
         }
     }
-
-    fn typed(&self) -> Param<'_> {
-        match self {
-            Experiment::Id(id) => (id, Type::INT8),
-            Experiment::Name(name) => (name, Type::TEXT),
-        }
-    }
 }
 
-/// Runs one statement as the request's role, in a transaction of its own, and returns its
-/// single row. BEGIN with the role switch, the statement (unprepared: Parse, Bind, Execute) and
-/// COMMIT go out together, one round trip; the first poll of each queues it, so a request
-/// dropped halfway leaves no transaction open. After an error COMMIT only rolls back.
-async fn run(app: &App, role: &Role, sql: &str, params: &[Param<'_>]) -> Result<tokio_postgres::Row, ApiError> {
-    let client = app.0.pool.get().await?;
-    let (begun, rows, committed) = tokio::join!(
-        biased;
-        client.batch_execute(&role.begin),
-        client.query_typed(sql, params),
-        client.batch_execute("COMMIT")
-    );
-    begun?;
-    let mut rows = rows?;
-    committed?;
-    match (rows.pop(), rows.is_empty()) {
-        (Some(row), true) => Ok(row),
-        _ => Err(ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            body: json!({"detail": "the statement did not return one row"}),
-        }),
-    }
+/// Runs one statement as the request's role and returns its single row.
+async fn run(
+    app: &App,
+    role: &Role,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<tokio_postgres::Row, ApiError> {
+    let client = app.pool(role).get().await?;
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.query_one(&statement, params).await?)
 }
 
 /// Runs one statement and returns its single jsonb value.
-async fn call(app: &App, role: &Role, sql: &str, params: &[Param<'_>]) -> Result<Value, ApiError> {
+async fn call(app: &App, role: &Role, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
     Ok(run(app, role, sql, params).await?.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
 }
 
@@ -348,7 +324,7 @@ async fn create_experiment(
         &app,
         &role,
         "SELECT jsonb_build_object('id', ab_create_experiment($1::text::jsonb), 'status', 'draft')",
-        &[(&text, Type::TEXT)],
+        &[&text],
     )
     .await?;
     let location = format!("/api/v1/experiments/{}", created["id"]);
@@ -374,7 +350,7 @@ async fn list_experiments(
         &role,
         "SELECT coalesce(jsonb_agg(to_jsonb(o) ORDER BY o.id), '[]') FROM ab_experiment_overview o \
          WHERE $1::text IS NULL OR o.status = $1",
-        &[(&status, Type::TEXT)],
+        &[&status],
     )
     .await?;
     Ok(Json(list))
@@ -387,7 +363,7 @@ async fn get_experiment(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let e = Experiment::from_path(id, &query)?;
-    Ok(Json(call(&app, &role, &format!("SELECT ab_get_experiment({})", e.arg()), &[e.typed()]).await?))
+    Ok(Json(call(&app, &role, &format!("SELECT ab_get_experiment({})", e.arg()), &[e.param()]).await?))
 }
 
 async fn delete_experiment(
@@ -397,7 +373,7 @@ async fn delete_experiment(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
     let e = Experiment::from_path(id, &query)?;
-    run(&app, &role, &format!("SELECT ab_delete_experiment({})", e.arg()), &[e.typed()]).await?;
+    run(&app, &role, &format!("SELECT ab_delete_experiment({})", e.arg()), &[e.param()]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -408,7 +384,7 @@ async fn start_experiment(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let e = Experiment::from_path(id, &query)?;
-    run(&app, &role, &format!("SELECT ab_start_experiment({})", e.arg()), &[e.typed()]).await?;
+    run(&app, &role, &format!("SELECT ab_start_experiment({})", e.arg()), &[e.param()]).await?;
     Ok(Json(json!({"status": "running"})))
 }
 
@@ -425,7 +401,7 @@ async fn stop_experiment(
     };
     let e = Experiment::from_path(id, &query)?;
     let sql = format!("SELECT ab_stop_experiment({}, $2)", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.typed(), (&declare_winner, Type::BOOL)]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.param(), &declare_winner]).await?))
 }
 
 async fn get_variant(
@@ -444,7 +420,7 @@ async fn get_variant(
         Some(_) => return Err(unprocessable("user_attributes must be a JSON object")),
     };
     let sql = format!("SELECT coalesce(ab_get_variant({}, $2, $3, $4), '{{\"variant\": null}}')", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.typed(), (&user_id, Type::TEXT), (&attributes, Type::JSONB), (&session_id, Type::TEXT)]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.param(), &user_id, &attributes, &session_id]).await?))
 }
 
 async fn record_result(
@@ -464,7 +440,7 @@ async fn record_result(
         Some(_) => return Err(unprocessable("metric_value must be a number")),
     };
     let sql = format!("SELECT jsonb_build_object('recorded', ab_record_result({}, $2, $3, $4, $5))", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.typed(), (&metric_name, Type::TEXT), (&metric_value, Type::FLOAT8), (&user_id, Type::TEXT), (&session_id, Type::TEXT)]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.param(), &metric_name, &metric_value, &user_id, &session_id]).await?))
 }
 
 async fn analyze(
@@ -475,7 +451,7 @@ async fn analyze(
 ) -> Result<Json<Value>, ApiError> {
     let e = Experiment::from_path(id, &query)?;
     let sql = format!("SELECT coalesce(jsonb_agg(to_jsonb(a)), '[]') FROM ab_analyze({}) a", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.typed()]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.param()]).await?))
 }
 
 async fn summary(
@@ -486,7 +462,7 @@ async fn summary(
 ) -> Result<Json<Value>, ApiError> {
     let e = Experiment::from_path(id, &query)?;
     let sql = format!("SELECT jsonb_build_object('summary', ab_summary({}))", e.arg());
-    Ok(Json(call(&app, &role, &sql, &[e.typed()]).await?))
+    Ok(Json(call(&app, &role, &sql, &[e.param()]).await?))
 }
 
 const PAGE_CSP: &str =
@@ -523,10 +499,9 @@ async fn list_page(State(app): State<App>, Extension(role): Extension<Role>) -> 
 }
 
 async fn list_page_inner(app: App, role: Role) -> Result<Response, ApiError> {
-    let mut client = app.0.pool.get().await?;
+    let mut client = app.pool(&role).get().await?;
     let mut tx =
         client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
-    tx.batch_execute(&role.set).await?;
     let rows = json_value(
         tx.query_one(
             "SELECT coalesce(jsonb_agg(jsonb_build_object( \
@@ -587,11 +562,10 @@ async fn experiment_page_inner(
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     let e = Experiment::from_path(id, &query)?;
-    let mut client = app.0.pool.get().await?;
+    let mut client = app.pool(&role).get().await?;
     // One snapshot for every part of the page; rolled back, so that ab_analyze's stored rows
     // do not persist: the page writes nothing.
     let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
-    tx.batch_execute(&role.set).await?;
     let value = json_value;
     let definition = value(tx.query_one(&format!("SELECT ab_get_experiment({})", e.arg()), &[e.param()]).await?);
     let id = definition.get("id").and_then(Value::as_i64).unwrap_or(0);
@@ -635,7 +609,7 @@ async fn plot_svg(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let e = Experiment::from_path(id, &query)?;
-    let svg: String = run(&app, &role, &format!("SELECT ab_plot({})", e.arg()), &[e.typed()]).await?.get(0);
+    let svg: String = run(&app, &role, &format!("SELECT ab_plot({})", e.arg()), &[e.param()]).await?.get(0);
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),
@@ -670,8 +644,9 @@ async fn login(State(app): State<App>, headers: HeaderMap, Query(query): Query<H
 /// `POST /login` from the form (form-encoded: the only body that is not JSON; the guard lets
 /// it through from the gateway's own origin only).
 async fn login_form(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    let form_type = header_str(&headers, header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    let form_type = header_str(&headers, header::CONTENT_TYPE).is_some_and(|ct| {
+        ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
     if !form_type {
         return html(StatusCode::UNSUPPORTED_MEDIA_TYPE, pages::login(Some("Log in with the form.")));
     }
@@ -825,7 +800,7 @@ async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Response
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             return r;
         };
-        let role = Role::new(role);
+        let role = Role(role.into());
         if has_body(headers) && !is_json(header_str(headers, header::CONTENT_TYPE)) {
             let got = header_str(headers, header::CONTENT_TYPE).unwrap_or("none").to_string();
             return refusal(
@@ -870,17 +845,25 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
-fn pool(config: tokio_postgres::Config, size: usize, timeout: Duration) -> Result<Pool, String> {
+/// A pool of connections; with a role, each connection switches to it (`SET ROLE`) once, when
+/// it is made, and keeps it: no request can change it (none runs SQL of its own).
+fn pool(config: tokio_postgres::Config, role: Option<&str>, size: usize, timeout: Duration) -> Result<Pool, String> {
     let manager =
         Manager::from_config(config, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(manager)
+    let mut builder = Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
-        .build()
-        .map_err(|e| e.to_string())
+        .recycle_timeout(Some(timeout));
+    if let Some(role) = role {
+        let set: Arc<str> = format!("SET ROLE {}", auth::quote_ident(role)).into();
+        builder = builder.post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+            let set = set.clone();
+            Box::pin(async move { client.batch_execute(&set).await.map_err(deadpool_postgres::HookError::Backend) })
+        }));
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// A connection configuration with the gateway's session settings added to what the URL set.
@@ -988,10 +971,17 @@ async fn main() {
     let health_ms = number("AB_GATEWAY_HEALTH_TIMEOUT_MS", "2000");
     let tokens = load_tokens().unwrap_or_else(|e| fail(e));
     let config: tokio_postgres::Config = url.parse().unwrap_or_else(|e| fail(format!("AB_GATEWAY_DATABASE_URL: {e}")));
-    let db = pool(with_timeouts(config.clone(), statement_ms), size, pool_timeout).unwrap_or_else(|e| fail(e));
-    let health =
-        pool(with_timeouts(config, health_ms), 1, Duration::from_millis(health_ms)).unwrap_or_else(|e| fail(e));
-    check_roles(&db, &tokens.roles()).await.unwrap_or_else(|e| fail(e));
+    let health = pool(with_timeouts(config.clone(), health_ms), None, 1, Duration::from_millis(health_ms))
+        .unwrap_or_else(|e| fail(e));
+    check_roles(&health, &tokens.roles()).await.unwrap_or_else(|e| fail(e));
+    let pools = tokens
+        .roles()
+        .into_iter()
+        .map(|role| {
+            let p = pool(with_timeouts(config.clone(), statement_ms), Some(role), size, pool_timeout);
+            (role.to_string(), p.unwrap_or_else(|e| fail(e)))
+        })
+        .collect();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .unwrap_or_else(|e| fail(format!("cannot listen on {listen}: {e}")));
@@ -1004,7 +994,7 @@ async fn main() {
         tokens.roles().len(),
         tokens.roles().join(", ")
     );
-    let app = App(Arc::new(AppInner { pool: db, health, tokens, allowed_hosts, cors_origins }));
+    let app = App(Arc::new(AppInner { pools, health, tokens, allowed_hosts, cors_origins }));
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();

@@ -763,3 +763,18 @@ def test_health_answers_while_slow_requests_hold_every_connection(api, sources):
             assert body["sqlstate"] == "57014" and "statement timeout" in body["detail"]
         else:
             assert "no connection became free" in body["detail"]
+
+
+def test_each_request_runs_as_its_token_s_role(api):
+    """The audit trail names the token's role as the one who acted (the login role only logged in)."""
+    status, created = request(api, "POST", "/api/v1/experiments/", definition("audited"))
+    assert status == 201
+    assert request(api, "POST", "/api/v1/experiments/audited/start")[0] == 200
+    with psycopg.connect(conninfo(DB)) as c:
+        rows = c.execute("SELECT action, role_name::text, session_role::text FROM ab_audit WHERE experiment_id = %s "
+                         "ORDER BY id", (created["id"],)).fetchall()
+    assert rows == [("created", ROLE, LOGIN_ROLE), ("started", ROLE, LOGIN_ROLE)]
+    # The login role itself can do nothing: it inherits none of its roles' rights.
+    with psycopg.connect(psycopg.conninfo.make_conninfo(conninfo(DB), user=LOGIN_ROLE)) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT * FROM ab_experiment_overview")
