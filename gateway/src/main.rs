@@ -74,14 +74,23 @@ struct AppInner {
     cors_origins: Vec<String>,
 }
 
-/// The database role a request runs as, from its token.
+/// The database role a request runs as, from its token, and the statement that switches to it.
 #[derive(Clone)]
-struct Role(Arc<str>);
+struct Role {
+    name: Arc<str>,
+    set: Arc<str>,
+}
+
+impl Role {
+    fn new(name: &str) -> Role {
+        Role { name: name.into(), set: format!("SET ROLE {}", auth::quote_ident(name)).into() }
+    }
+}
 
 impl App {
     /// The pool of a role's connections (the guard only lets through roles of the tokens).
     fn pool(&self, role: &Role) -> &Pool {
-        &self.0.pools[&*role.0]
+        &self.0.pools[&*role.name]
     }
 }
 
@@ -265,7 +274,11 @@ async fn run(
 ) -> Result<tokio_postgres::Row, ApiError> {
     let client = app.pool(role).get().await?;
     let statement = client.prepare_cached(sql).await?;
-    Ok(client.query_one(&statement, params).await?)
+    // The role again, sent with the statement (no round trip of its own): whatever the code an
+    // earlier request ran did to the session's role does not carry over to this one.
+    let (set, row) = tokio::join!(biased; client.batch_execute(&role.set), client.query_one(&statement, params));
+    set?;
+    Ok(row?)
 }
 
 /// Runs one statement and returns its single jsonb value.
@@ -500,6 +513,7 @@ async fn list_page(State(app): State<App>, Extension(role): Extension<Role>) -> 
 
 async fn list_page_inner(app: App, role: Role) -> Result<Response, ApiError> {
     let mut client = app.pool(&role).get().await?;
+    client.batch_execute(&role.set).await?;
     let mut tx =
         client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
     let rows = json_value(
@@ -563,6 +577,7 @@ async fn experiment_page_inner(
 ) -> Result<Response, ApiError> {
     let e = Experiment::from_path(id, &query)?;
     let mut client = app.pool(&role).get().await?;
+    client.batch_execute(&role.set).await?;
     // One snapshot for every part of the page; rolled back, so that ab_analyze's stored rows
     // do not persist: the page writes nothing.
     let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
@@ -800,7 +815,7 @@ async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Response
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             return r;
         };
-        let role = Role(role.into());
+        let role = Role::new(role);
         if has_body(headers) && !is_json(header_str(headers, header::CONTENT_TYPE)) {
             let got = header_str(headers, header::CONTENT_TYPE).unwrap_or("none").to_string();
             return refusal(
@@ -1028,12 +1043,79 @@ mod tests {
     }
 
     #[test]
+    fn json_numbers_become_float8_or_are_refused_as_postgresql_would() {
+        let n = |t: &str| serde_json::from_str::<Number>(t).unwrap();
+        assert_eq!(float8("v", &n("0.85")).unwrap(), 0.85);
+        let zero = float8("v", &n("-0")).unwrap();
+        assert!(zero == 0.0 && zero.is_sign_positive());
+        assert_eq!(float8("v", &n("4.9e-324")).unwrap(), 4.9e-324);
+        assert_eq!(float8("v", &n("0e-400")).unwrap(), 0.0);
+        assert_eq!(float8("v", &n("123456789012345678901234567890")).unwrap(), 1.2345678901234568e29);
+        for t in ["1e400", "-1e400", "1e-400", "-2.5e-330"] {
+            let e = float8("v", &n(t)).unwrap_err();
+            assert_eq!(e.body["sqlstate"], "22003", "{t}");
+            assert!(e.body["detail"].as_str().unwrap().contains("out of range for type double precision"));
+        }
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        assert!(no_nul("user_id", "u1").is_ok());
+        let e = no_nul("user_id", "u\01").unwrap_err();
+        assert_eq!(e.body["detail"], "user_id must not contain a NUL character");
+        assert!(Experiment::from_path("a\0b".into(), &HashMap::new()).is_err());
+        let e = Experiment::from_path("99999999999999999999".into(), &HashMap::new()).err().unwrap();
+        assert_eq!(e.body["sqlstate"], "22003");
+        let by_name = HashMap::from([("by".to_string(), "name".to_string())]);
+        assert!(matches!(Experiment::from_path("99999999999999999999".into(), &by_name), Ok(Experiment::Name(_))));
+    }
+
+    #[test]
+    fn the_cookie_reads_only_and_only_from_the_gateway_s_own_pages() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(cookie_usable(&Method::GET, &h(&[]), "/api/v1/experiments/"));
+        assert!(cookie_usable(&Method::GET, &h(&[("sec-fetch-site", "same-origin")]), "/"));
+        assert!(cookie_usable(&Method::GET, &h(&[("sec-fetch-site", "none")]), "/experiments/1"));
+        let link = h(&[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "document")]);
+        assert!(cookie_usable(&Method::GET, &link, "/experiments/1"));
+        assert!(!cookie_usable(&Method::GET, &link, "/api/v1/experiments/1/analyze"));
+        let script = h(&[("sec-fetch-site", "same-site"), ("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")]);
+        assert!(!cookie_usable(&Method::GET, &script, "/"));
+        assert!(!cookie_usable(&Method::POST, &h(&[("sec-fetch-site", "same-origin")]), "/api/v1/experiments/"));
+        assert!(!cookie_usable(&Method::DELETE, &h(&[]), "/api/v1/experiments/1"));
+    }
+
+    #[test]
+    fn bodies_must_be_json() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("Application/JSON; charset=utf-8")));
+        assert!(!is_json(Some("text/plain")));
+        assert!(!is_json(Some("application/x-www-form-urlencoded")));
+        assert!(!is_json(Some("application/jsonx")));
+        assert!(!is_json(None));
+        let mut h = HeaderMap::new();
+        assert!(!has_body(&h));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(!has_body(&h));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert!(has_body(&h));
+    }
+
+    #[test]
     fn sqlstates_map_to_statuses() {
         assert_eq!(status_for("42704"), StatusCode::NOT_FOUND);
         assert_eq!(status_for("22023"), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(status_for("22P02"), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(status_for("55000"), StatusCode::CONFLICT);
         assert_eq!(status_for("42501"), StatusCode::FORBIDDEN);
+        assert_eq!(status_for("22P05"), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status_for("57014"), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(status_for("57P01"), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_for("XX000"), StatusCode::INTERNAL_SERVER_ERROR);
     }
