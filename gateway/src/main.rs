@@ -705,7 +705,7 @@ fn is_page(path: &str) -> bool {
     path == "/" || (path.starts_with("/experiments/") && !path.ends_with(".svg"))
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
