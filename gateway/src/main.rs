@@ -1004,9 +1004,8 @@ async fn main() {
     let allowed_hosts = list_setting("AB_GATEWAY_ALLOWED_HOSTS").unwrap_or_else(|| auth::default_hosts(addr));
     let cors_origins = list_setting("AB_GATEWAY_CORS_ORIGINS").unwrap_or_default();
     eprintln!(
-        "ab-gateway: listening on http://{addr} for hosts {}; {} roles: {}",
+        "ab-gateway: listening on http://{addr} for hosts {}; the tokens' roles: {}",
         allowed_hosts.join(", "),
-        tokens.roles().len(),
         tokens.roles().join(", ")
     );
     let app = App(Arc::new(AppInner { pools, health, tokens, allowed_hosts, cors_origins }));

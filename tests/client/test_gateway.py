@@ -778,3 +778,17 @@ def test_each_request_runs_as_its_token_s_role(api):
     with psycopg.connect(psycopg.conninfo.make_conninfo(conninfo(DB), user=LOGIN_ROLE)) as c:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("SELECT * FROM ab_experiment_overview")
+
+
+def test_tokens_from_the_environment(api):
+    proc, base = start_gateway(tokens={}, AB_GATEWAY_TOKENS=f"# the application only\n{APP_ROLE} {APP}\n")
+    try:
+        request(api, "POST", "/api/v1/experiments/", definition("env tokens"))
+        request(api, "POST", "/api/v1/experiments/env%20tokens/start")
+        status, body = request(base, "POST", "/api/v1/experiments/get-variant",
+                               {"experiment_id": "env tokens", "user_id": "u"}, token=APP)
+        assert status == 200 and body["variant"] in ("a", "b")
+        assert request(base, "GET", "/api/v1/experiments/", token=ADMIN)[0] == 401
+    finally:
+        log = stop_gateway(proc)
+    assert APP not in log and f"the tokens' roles: {APP_ROLE}\n" in log
