@@ -9,9 +9,10 @@
 //!
 //! Every request but `/health`, `/api/v1/openapi.json` and `/login` presents a token
 //! (`Authorization: Bearer`, or from a browser the cookie `/login` sets). Each token maps to a
-//! database role, and the request runs on a connection of that role's pool: each pool's
-//! connections switch to their role (`SET ROLE`) when they are made and never change it, so
-//! the database's own grants decide what a request may do (see `auth.rs` and `guard`).
+//! database role, and the request runs on a connection of that role's pool, switched to the
+//! role (`SET ROLE` when the connection is made, and again after each statement), so the
+//! database's own grants decide what a request may do (see `auth.rs` and `guard`). The login
+//! role has no rights of its own.
 //!
 //! Settings (environment): AB_GATEWAY_DATABASE_URL (a libpq-style connection string, default
 //! "host=/var/run/postgresql dbname=postgres"; its role should be NOINHERIT and a member of
@@ -20,8 +21,7 @@
 //! AB_GATEWAY_ALLOWED_HOSTS (comma-separated Host values; default the bound address and, on
 //! loopback, localhost), AB_GATEWAY_CORS_ORIGINS (comma-separated origins whose scripts may
 //! call the API with a token; default none), AB_GATEWAY_POOL_SIZE (default 16 connections per
-//! role),
-//! AB_GATEWAY_STATEMENT_TIMEOUT_MS (default 30000), AB_GATEWAY_POOL_TIMEOUT_MS (how long a
+//! role), AB_GATEWAY_STATEMENT_TIMEOUT_MS (default 30000), AB_GATEWAY_POOL_TIMEOUT_MS (how long a
 //! request waits for a connection, default 5000), AB_GATEWAY_HEALTH_TIMEOUT_MS (default 2000).
 
 use axum::body::Bytes;
@@ -146,6 +146,14 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         let detail = match e {
             deadpool_postgres::PoolError::Timeout(_) => "database busy: no connection became free in time".to_string(),
+            // A new connection could not switch to the token's role (the login role is no
+            // longer a member of it): the database's own words.
+            deadpool_postgres::PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => {
+                match e.as_db_error() {
+                    Some(db) => format!("database unavailable: cannot switch to the token's role: {}", db.message()),
+                    None => format!("database unavailable: {e}"),
+                }
+            }
             e => format!("database unavailable: {e}"),
         };
         ApiError { status: StatusCode::SERVICE_UNAVAILABLE, body: json!({"detail": detail}) }
@@ -274,10 +282,13 @@ async fn run(
 ) -> Result<tokio_postgres::Row, ApiError> {
     let client = app.pool(role).get().await?;
     let statement = client.prepare_cached(sql).await?;
-    // The role again, sent with the statement (no round trip of its own): whatever the code an
-    // earlier request ran did to the session's role does not carry over to this one.
-    let (set, row) = tokio::join!(biased; client.batch_execute(&role.set), client.query_one(&statement, params));
-    set?;
+    // The role is set again after the statement, in the same round trip: whatever the code this
+    // request ran did to the session's role does not carry over to the next request on this
+    // connection, and a connection whose role cannot be set again is closed, never reused.
+    let (row, reset) = tokio::join!(biased; client.query_one(&statement, params), client.batch_execute(&role.set));
+    if reset.is_err() {
+        drop(deadpool_postgres::Object::take(client));
+    }
     Ok(row?)
 }
 
@@ -860,8 +871,8 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// A pool of connections; with a role, each connection switches to it (`SET ROLE`) once, when
-/// it is made, and keeps it: no request can change it (none runs SQL of its own).
+/// A pool of connections; with a role, each connection switches to it (`SET ROLE`) when it is
+/// made (and `run` sets it again after each statement).
 fn pool(config: tokio_postgres::Config, role: Option<&str>, size: usize, timeout: Duration) -> Result<Pool, String> {
     let manager =
         Manager::from_config(config, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -1081,7 +1092,8 @@ mod tests {
         assert!(cookie_usable(&Method::GET, &h(&[]), "/api/v1/experiments/"));
         assert!(cookie_usable(&Method::GET, &h(&[("sec-fetch-site", "same-origin")]), "/"));
         assert!(cookie_usable(&Method::GET, &h(&[("sec-fetch-site", "none")]), "/experiments/1"));
-        let link = h(&[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "document")]);
+        let link =
+            h(&[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "document")]);
         assert!(cookie_usable(&Method::GET, &link, "/experiments/1"));
         assert!(!cookie_usable(&Method::GET, &link, "/api/v1/experiments/1/analyze"));
         let script = h(&[("sec-fetch-site", "same-site"), ("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")]);

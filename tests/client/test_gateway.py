@@ -792,3 +792,31 @@ def test_tokens_from_the_environment(api):
     finally:
         log = stop_gateway(proc)
     assert APP not in log and f"the tokens' roles: {APP_ROLE}\n" in log
+
+
+def test_a_role_the_login_role_may_no_longer_switch_to_is_refused(api):
+    """Membership revoked while the gateway runs: the connection that ran the last request as
+    the role is closed after it, and no new one can switch to the role (503, nothing runs)."""
+    request(api, "POST", "/api/v1/experiments/", definition("revoked"))
+    request(api, "POST", "/api/v1/experiments/revoked/start")
+    proc, base = start_gateway(tokens={APP_ROLE: APP}, AB_GATEWAY_POOL_SIZE="1")
+    ask = {"experiment_id": "revoked", "user_id": "u"}
+    try:
+        assert request(base, "POST", "/api/v1/experiments/get-variant", ask, token=APP)[0] == 200
+        with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+            c.execute(f"REVOKE {APP_ROLE} FROM {LOGIN_ROLE}")
+        try:
+            request(base, "POST", "/api/v1/experiments/get-variant", {**ask, "user_id": "v"}, token=APP)
+            status, body = request(base, "POST", "/api/v1/experiments/get-variant", {**ask, "user_id": "w"}, token=APP)
+            assert status == 503 and "permission denied to set role" in body["detail"], body
+            conforms("POST", "/api/v1/experiments/get-variant", status, body)
+        finally:
+            with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+                c.execute(f"GRANT {APP_ROLE} TO {LOGIN_ROLE}")
+        assert request(base, "POST", "/api/v1/experiments/get-variant", {**ask, "user_id": "w"}, token=APP)[0] == 200
+    finally:
+        stop_gateway(proc)
+    with psycopg.connect(conninfo(DB)) as c:
+        users = c.execute("SELECT a.user_id FROM ab_assignments a JOIN ab_experiments e ON e.id = a.experiment_id "
+                          "WHERE e.name = 'revoked' ORDER BY 1").fetchall()
+    assert [u for u, in users] in (["u", "v", "w"], ["u", "w"])
