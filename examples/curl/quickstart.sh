@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The Quick Start of the original REST API, with curl against ab-gateway: create an
 # experiment, start it, send users through it, record their results, analyse it, read the
-# summary and stop it with a winner. Needs only bash and curl.
+# summary and stop it with a winner. Needs only bash and curl. Every request carries an
+# administrator's token (creating and stopping experiments needs one); by default the one
+# scripts/gateway.sh wrote for the role ab_gateway_admin.
 #
-#   API=http://127.0.0.1:8000/api/v1/experiments examples/curl/quickstart.sh
+#   API=http://127.0.0.1:8000/api/v1/experiments TOKEN=... examples/curl/quickstart.sh
 set -euo pipefail
 API=${API:-http://127.0.0.1:8000/api/v1/experiments}
+TOKENS_FILE=${AB_GATEWAY_TOKENS_FILE:-$(dirname "$0")/../../target/gateway/tokens}
+TOKEN=${TOKEN:-$(awk '$1 == "ab_gateway_admin" {print $2}' "$TOKENS_FILE")}
 USERS=${USERS:-400}
 RANDOM=42  # the same simulated outcomes on every run (and the fixed salt below: the same arms)
+# The token goes in a header read from standard input, so that it never shows in `ps`.
+curl() { printf 'Authorization: Bearer %s\n' "$TOKEN" | command curl -H @- "$@"; }
 post() { curl -fsS -X POST -H 'Content-Type: application/json' "$@"; }
 
 name="Lead%20Qualification%20Prompt%20Test"

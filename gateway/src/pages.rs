@@ -2,9 +2,10 @@
 //! from what the SQL functions return. Every piece of stored text (experiment, variant and
 //! metric names, configs) is user data and goes through `esc`.
 //!
-//! The pages only read: the experiment page runs `ab_analyze` (which stores its rows in
-//! ab_insights) inside a transaction that is rolled back, and no page has a form or a link to a
-//! write endpoint. Run the gateway that serves them with a role given `ab_grant_analyst`.
+//! The pages only read: the pages run `ab_analyze` and `ab_summary` inside a transaction that
+//! is rolled back (nothing they store persists), and no page has a form or a link to a write
+//! endpoint (the login form only sends a token to `/login`). Browsers present an analyst's
+//! token in a cookie that `/login` sets.
 
 use serde_json::Value;
 use std::fmt::Write;
@@ -116,8 +117,17 @@ pub fn list(rows: &[Value]) -> String {
             Some(_) => "<td>consistent</td>".into(),
             None => "<td>—</td>".into(),
         };
+        let error = r.get("error").filter(|e| e.is_object());
         let winner = match (r.get("winner").and_then(Value::as_str), r.get("recommendation").and_then(Value::as_str)) {
             (Some(w), _) => format!("<strong>{}</strong> (declared)", esc(w)),
+            (None, _) if error.is_some() => {
+                let e = error.unwrap();
+                format!(
+                    "<span class=\"bad analysis-error\" data-status=\"{}\">not analysed: {}</span>",
+                    e.get("status").and_then(Value::as_u64).unwrap_or(0),
+                    esc(s(e, "detail"))
+                )
+            }
             (None, Some(rec)) => {
                 format!(
                     "<span class=\"recommendation\" title=\"{}\">{}</span>",
@@ -405,6 +415,20 @@ pub fn experiment(e: &Experiment<'_>) -> String {
     page(name, &b)
 }
 
+/// The login form: the token goes to `/login`, which sets the browser's cookie.
+pub fn login(message: Option<&str>) -> String {
+    page(
+        "Log in",
+        &format!(
+            "<h1>Log in</h1>{}<form method=\"post\" action=\"/login\"><p><label>Token <input type=\"password\" \
+             name=\"token\" autocomplete=\"current-password\" required></label> <button>Log in</button></p></form>\
+             <p class=\"muted\">A token of the gateway's tokens file (an analyst's to read the results). The browser \
+             keeps it in a cookie for this site only, for 12 hours.</p>",
+            message.map(|m| format!("<p class=\"warn\">{}</p>", esc(m))).unwrap_or_default()
+        ),
+    )
+}
+
 /// The page for an experiment that does not exist, or another error.
 pub fn error(status: u16, message: &str) -> String {
     page("Error", &format!("<p><a href=\"/\">All experiments</a></p><h1>Error {status}</h1><p>{}</p>", esc(message)))
@@ -437,6 +461,17 @@ mod tests {
         assert_eq!(short_recommendation("ship \"b. c\". b beats the control. Confidence 99%."), "ship \"b. c\"");
         assert_eq!(short_recommendation("no winner yet. Reason: too few users."), "no winner yet");
         assert_eq!(short_recommendation("odd"), "odd");
+    }
+
+    #[test]
+    fn an_experiment_that_could_not_be_analysed_shows_its_error() {
+        let rows = [
+            json!({"id": 2, "name": "ok", "status": "running", "recommendation": "no winner yet. Reason: x."}),
+            json!({"id": 1, "name": "bad", "status": "running", "error": {"status": 403, "detail": "permission denied for table <t>"}}),
+        ];
+        let html = list(&rows);
+        assert!(html.contains("no winner yet"));
+        assert!(html.contains("<span class=\"bad analysis-error\" data-status=\"403\">not analysed: permission denied for table &lt;t&gt;</span>"));
     }
 
     #[test]

@@ -1,12 +1,18 @@
 """The results pages of ab-gateway, opened in a real browser (headless Chromium) against the
-test cluster, as a role with the analyst's grants: the numbers in the tables are ab_analyze's,
-a sample ratio mismatch is flagged, hostile names render as text, and nothing is written."""
+test cluster, logged in with the token of a role with the analyst's grants: the numbers in the
+tables are ab_analyze's, a sample ratio mismatch is flagged, hostile names render as text,
+nothing is written, and a page of another origin cannot make the browser change anything."""
+import functools
 import html
+import http.server
 import math
 import os
 import random
 import re
+import secrets
 import subprocess
+import tempfile
+import threading
 import urllib.error
 import urllib.request
 
@@ -15,12 +21,16 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from conftest import CITUS, conninfo
-from test_gateway import start_gateway, stop_gateway
+from test_gateway import free_port, mapped_role, start_gateway, stop_gateway
 from test_operations import drop_db, fresh_db
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DB = "ab_results_page"
 READER = "ab_results_page_reader"
+ADMIN_ROLE = "ab_results_page_admin"
+TOKENS = {READER: secrets.token_hex(32), ADMIN_ROLE: secrets.token_hex(32)}
+# The browser's profile, logged in with the reader's token (its cookie persists between runs).
+PROFILE = tempfile.mkdtemp(prefix="ab_results_page_browser_")
 HOSTILE = "<script>document.title='pwned'</script><b>bold</b> & \"quoted\""
 SHOTS = os.path.join(ROOT, "target", "screenshots")
 # Also against a Citus coordinator (AB_CITUS=1).
@@ -48,12 +58,13 @@ def fill(c, name, users, lift, seed):
 @pytest.fixture(scope="module")
 def site():
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
-        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER,)).fetchone():
-            c.execute(f"CREATE ROLE {READER} LOGIN")
+        mapped_role(c, READER)
+        mapped_role(c, ADMIN_ROLE)
     fresh_db(DB)
     ids = {}
     with psycopg.connect(conninfo(DB), autocommit=True) as c:
         c.execute("SELECT ab_grant_analyst(%s)", (READER,))
+        c.execute("SELECT ab_grant_admin(%s)", (ADMIN_ROLE,))
         for name, salt, lift in [("checkout button", "page-a", 0.12), ("broken split", "page-b", 0.0),
                                  (HOSTILE, "page-c", 0.0)]:
             ids[name] = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(two_arms(name, salt=salt)),)).fetchone()[0]
@@ -71,15 +82,20 @@ def site():
         c.execute("DELETE FROM ab_assignments a USING ab_variants v WHERE v.id = a.variant_id "
                   "AND v.name = 'treatment' AND a.experiment_id = %s AND hashtext(a.user_id) %% 2 = 0",
                   (ids["broken split"],))
-    proc, base = start_gateway(READER, DB)
+    proc, base = start_gateway(DB, tokens=TOKENS)
+    dom = browser(f"{base}/login?token={TOKENS[READER]}")
+    assert "<title>Experiments</title>" in dom, "logging in leads to the list"
     yield base, ids
     stop_gateway(proc)
     drop_db(DB)
 
 
-def browser(url, screenshot=None):
+def browser(url, screenshot=None, profile=PROFILE, wait_ms=None):
     """The page as Chromium rendered it (the DOM after parsing, styles and any script)."""
-    args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1100,1600"]
+    args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1100,1600",
+            f"--user-data-dir={profile}"]
+    if wait_ms:
+        args.append(f"--virtual-time-budget={wait_ms}")
     if screenshot:
         os.makedirs(SHOTS, exist_ok=True)
         shot = subprocess.run(args + [f"--screenshot={os.path.join(SHOTS, screenshot)}", url],
@@ -89,6 +105,10 @@ def browser(url, screenshot=None):
     out = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def authorized(url, role=READER):
+    return urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKENS[role]}"})
 
 
 def inner(dom, pattern):
@@ -161,7 +181,7 @@ def test_the_experiment_page_shows_ab_analyze_s_numbers(site):
     assert f'<img src="/experiments/{ids["checkout button"]}/plot.svg"' in dom
     assert f'href="/api/v1/experiments/{ids["checkout button"]}/analyze"' in dom
     assert "srm-warning" not in dom and "<form" not in dom
-    with urllib.request.urlopen(f"{base}/experiments/{ids['checkout button']}/plot.svg") as r:
+    with urllib.request.urlopen(authorized(f"{base}/experiments/{ids['checkout button']}/plot.svg")) as r:
         assert r.headers["Content-Type"] == "image/svg+xml" and r.read().startswith(b"<svg")
 
 
@@ -199,6 +219,88 @@ def test_a_bandit_page_shows_its_weight_history(site):
 def test_an_unknown_experiment_is_a_404_page(site):
     base, _ = site
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(base + "/experiments/999999")
+        urllib.request.urlopen(authorized(base + "/experiments/999999"))
     assert e.value.code == 404
     assert "experiment with id 999999 does not exist" in e.value.read().decode()
+
+
+ATTACK = """<!DOCTYPE html><html><body><pre id="log"></pre>
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe><iframe name="sink3"></iframe>
+<form id="start" method="post" action="@GW@/api/v1/experiments/@DRAFT@/start" target="sink1"></form>
+<form id="stop" method="post" action="@GW@/api/v1/experiments/@RUNNING@/stop?declare_winner=true" target="sink2"></form>
+<form id="record" method="post" action="@GW@/api/v1/experiments/record-result" enctype="text/plain" target="sink3">
+<input name='{"experiment_id": @RUNNING@, "user_id": "form", "metric_name": "converted", "metric_value": 1, "x": "' value='"}'></form>
+<script>
+const gw = "@GW@";
+const log = m => { document.getElementById("log").textContent += m + "\\n"; };
+async function attempt(name, path, opts) {
+  try { const r = await fetch(gw + path, {credentials: "include", ...opts}); log(name + " " + r.status + " " + r.type); }
+  catch (e) { log(name + " failed"); }
+}
+(async () => {
+  const def = JSON.stringify({name: "made cross-site", experiment_type: "ui", primary_metric: "m",
+    variants: [{name: "a", is_control: true, traffic_allocation: 50}, {name: "b", traffic_allocation: 50}]});
+  const result = JSON.stringify({experiment_id: @RUNNING@, user_id: "fetch", metric_name: "converted", metric_value: 1});
+  await attempt("create text/plain", "/api/v1/experiments/", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: def});
+  await attempt("create json", "/api/v1/experiments/", {method: "POST", headers: {"Content-Type": "application/json"}, body: def});
+  await attempt("start", "/api/v1/experiments/@DRAFT@/start", {method: "POST", mode: "no-cors"});
+  await attempt("stop", "/api/v1/experiments/@RUNNING@/stop?declare_winner=true", {method: "POST", mode: "no-cors"});
+  await attempt("record", "/api/v1/experiments/record-result", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: result});
+  await attempt("read", "/api/v1/experiments/", {});
+  for (const f of ["start", "stop", "record"]) document.getElementById(f).submit();
+  log("done");
+})();
+</script></body></html>"""
+
+
+def test_a_page_of_another_origin_cannot_change_anything(site):
+    """A browser logged in with an administrator's token opens a page of another origin (another
+    port of the same host: same-site, so even a SameSite cookie would go along). Its scripts and
+    forms try to create, start, stop and record: everything fails and nothing changes, while the
+    gateway's own pages keep working in the same browser."""
+    base, _ = site
+    with psycopg.connect(conninfo(DB), autocommit=True) as c:
+        draft = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(two_arms("csrf draft", salt="csrf-a")),)).fetchone()[0]
+        running = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(two_arms("csrf running", salt="csrf-b")),)).fetchone()[0]
+        c.execute("SELECT ab_start_experiment(%s)", (running,))
+        c.execute("SELECT ab_get_variant(%s, 'form'), ab_get_variant(%s, 'fetch')", (running, running))
+
+    def state():
+        with psycopg.connect(conninfo(DB)) as c:
+            return c.execute(
+                "SELECT (SELECT count(*) FROM ab_experiments), "
+                "(SELECT status FROM ab_experiments WHERE id = %s), (SELECT status FROM ab_experiments WHERE id = %s), "
+                "(SELECT count(*) FROM ab_results WHERE experiment_id = %s)", (draft, running, running)).fetchone()
+
+    before = state()
+    assert before[1:] == ("draft", "running", 0)
+    admin = tempfile.mkdtemp(prefix="ab_results_page_admin_")
+    assert "<title>Experiments</title>" in browser(f"{base}/login?token={TOKENS[ADMIN_ROLE]}", profile=admin)
+    root = tempfile.mkdtemp(prefix="ab_results_page_evil_")
+    page = ATTACK.replace("@GW@", base).replace("@DRAFT@", str(draft)).replace("@RUNNING@", str(running))
+    with open(os.path.join(root, "attack.html"), "w") as f:
+        f.write(page)
+    port = free_port()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dom = browser(f"http://127.0.0.1:{port}/attack.html", profile=admin, wait_ms=8000)
+    finally:
+        server.shutdown()
+    log = inner(dom, r'<pre id="log">(.*?)</pre>')
+    assert "done" in log, log
+    # The CORS request is refused by the browser itself (no CORS headers); the no-cors ones
+    # are opaque to the page, and the gateway refused them (the state below).
+    assert "create json failed" in log and "read failed" in log, log
+    assert state() == before
+    with psycopg.connect(conninfo(DB)) as c:
+        assert c.execute("SELECT count(*) FROM ab_experiments WHERE name = 'made cross-site'").fetchone()[0] == 0
+    # The gateway's own pages still work in that browser, with its cookie.
+    dom = browser(f"{base}/experiments/{running}", profile=admin)
+    assert "csrf running" in inner(dom, r'<h1 id="name">(.*?)</h1>')
+    # And a browser that never logged in sees the login form, not the results.
+    fresh = tempfile.mkdtemp(prefix="ab_results_page_fresh_")
+    dom = browser(f"{base}/", profile=fresh)
+    assert "<title>Log in</title>" in dom and "checkout button" not in dom
