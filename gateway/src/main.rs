@@ -525,8 +525,12 @@ async fn list_page(State(app): State<App>, Extension(role): Extension<Role>) -> 
 async fn list_page_inner(app: App, role: Role) -> Result<Response, ApiError> {
     let mut client = app.pool(&role).get().await?;
     client.batch_execute(&role.set).await?;
-    let mut tx =
-        client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let rows = json_value(
         tx.query_one(
             "SELECT coalesce(jsonb_agg(jsonb_build_object( \
@@ -589,9 +593,14 @@ async fn experiment_page_inner(
     let e = Experiment::from_path(id, &query)?;
     let mut client = app.pool(&role).get().await?;
     client.batch_execute(&role.set).await?;
-    // One snapshot for every part of the page; rolled back, so that ab_analyze's stored rows
-    // do not persist: the page writes nothing.
-    let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
+    // One read-only snapshot for every part of the page (it works on a standby too): the page
+    // writes nothing.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let value = json_value;
     let definition = value(tx.query_one(&format!("SELECT ab_get_experiment({})", e.arg()), &[e.param()]).await?);
     let id = definition.get("id").and_then(Value::as_i64).unwrap_or(0);
@@ -609,8 +618,8 @@ async fn experiment_page_inner(
             "SELECT coalesce(jsonb_agg(jsonb_build_object('at', to_char(i.computed_at, 'YYYY-MM-DD HH24:MI:SS TZ'), \
                'variant', i.variant, 'diff', i.diff, 'ci_lower', i.ci_lower, 'ci_upper', i.ci_upper, \
                'p_value_adjusted', i.p_value_adjusted) ORDER BY i.computed_at, i.id), '[]') \
-             FROM ab_insights i WHERE i.experiment_id = $1 AND i.metric_name = $2 AND NOT i.is_control \
-             AND i.computed_at IN (SELECT DISTINCT computed_at FROM ab_insights \
+             FROM ab_insight_history i WHERE i.experiment_id = $1 AND i.metric_name = $2 AND NOT i.is_control \
+             AND i.computed_at IN (SELECT DISTINCT computed_at FROM ab_insight_history \
                                    WHERE experiment_id = $1 ORDER BY computed_at DESC LIMIT 30)",
             &[&id, &primary],
         )
