@@ -4,6 +4,7 @@ nesting, memory bounds, the "did you mean" hint, parallel query, breakdown value
 property test driving every function's arguments. Nothing may crash the server or end in an
 internal error (XX000)."""
 import json
+import re
 import threading
 import time
 
@@ -253,3 +254,306 @@ def test_definitions_and_priors_in_every_jsonb_form(db):
                 assert sqlstate(c, f"SELECT * FROM ab_bayes({exp}, {expr})") == "22023", label
                 continue
             c.execute(f"SELECT * FROM ab_bayes(%(e)s, {expr})", {"e": exp, "p": Jsonb(prior)})
+
+
+# -- Item 3: the first cache load of a backend misses no invalidation ---------------------------
+
+def test_a_first_load_blocked_while_the_experiment_stops_does_not_keep_it_running(db):
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "stopping")
+    first = psycopg.connect(db, autocommit=True)
+    try:
+        out = {}
+
+        def call():
+            try:
+                out["first"] = one(first, "SELECT ab_get_variant(%s, 'u1') ->> 'variant'", exp)
+            except Exception as e:  # reported below
+                out["error"] = e
+
+        with psycopg.connect(db) as stopper, psycopg.connect(db, autocommit=True) as watcher:
+            # The first load reads pg_extension after taking its snapshot: hold it there.
+            stopper.execute("LOCK TABLE pg_catalog.pg_extension IN ACCESS EXCLUSIVE MODE")
+            t = threading.Thread(target=call)
+            t.start()
+            assert blocked(watcher, first.info.backend_pid)
+            one(stopper, "SELECT ab_stop_experiment(%s)", exp)
+            stopper.commit()
+            t.join(30)
+        assert "error" not in out, out
+        # Its snapshot predates the stop: the statement may still have enrolled u1. The next
+        # call must see the stop, as a fresh backend does.
+        assert one(first, "SELECT ab_get_variant(%s, 'u2')", exp) is None
+        assert one(first, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", exp) is False
+    finally:
+        first.close()
+
+
+# -- Item 4: the bound on metric names counts only names some committed call recorded ----------
+
+def test_names_from_rolled_back_or_empty_calls_do_not_pass_the_bound(db):
+    with psycopg.connect(db, autocommit=True) as a, psycopg.connect(db, autocommit=True) as b:
+        exp = started(a, "bounded")
+        one(a, "SELECT ab_get_variant(%s, 'u')", exp)
+        a.execute("BEGIN")
+        assert one(a, "SELECT ab_record_result(%s, 'rolled_back', 1, 'u')", exp) is True
+        a.execute("ROLLBACK")
+        a.execute("BEGIN")
+        a.execute("SAVEPOINT s")
+        assert one(a, "SELECT ab_record_result(%s, 'to_savepoint', 1, 'u')", exp) is True
+        a.execute("ROLLBACK TO SAVEPOINT s")
+        a.execute("COMMIT")
+        assert one(a, "SELECT ab_record_result(%s, 'nothing_written', 1, 'not-assigned')", exp) is False
+        # Another session fills the experiment up to the bound.
+        filled = 0
+        for i in range(200):
+            if sqlstate(b, "SELECT ab_record_result(%s, %s, 1, 'u')", exp, f"m{i}") == "54000":
+                break
+            filled += 1
+        assert one(b, "SELECT count(DISTINCT metric_name) FROM ab_results WHERE experiment_id = %s", exp) == filled
+        for name in ["rolled_back", "to_savepoint", "nothing_written", "new"]:
+            with pytest.raises(errors.ProgramLimitExceeded, match="already has 100 metrics"):
+                a.execute("SELECT ab_record_result(%s, %s, 1, 'u')", (exp, name))
+        assert one(a, "SELECT count(DISTINCT metric_name) FROM ab_results WHERE experiment_id = %s", exp) == filled
+
+
+# -- Item 5: encodings and deep nesting -----------------------------------------------------------
+
+def test_a_non_utf8_database_is_refused_at_create_extension():
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS ab_latin1")
+        c.execute("CREATE DATABASE ab_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        with psycopg.connect(conninfo("ab_latin1"), autocommit=True) as c:
+            with pytest.raises(errors.FeatureNotSupported,
+                               match='ab_testing needs a UTF8 database, and database "ab_latin1" is LATIN1') as e:
+                c.execute("CREATE EXTENSION ab_testing")
+            assert "ENCODING 'UTF8'" in e.value.diag.message_hint
+            assert one(c, "SELECT count(*) FROM pg_class WHERE relname ~ '^ab_'") == 0
+    finally:
+        with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+            c.execute("DROP DATABASE IF EXISTS ab_latin1")
+
+
+def deep(levels):
+    return "[" * levels + "1" + "]" * levels
+
+
+def test_deep_nesting_is_invalid_parameter_value(db):
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "deep", target_segments={"plan": ["pro"]})
+        cases = [
+            ("SELECT * FROM ab_bayes(%s, %s::jsonb)", (exp, deep(200)), "prior cannot be read: it is nested more than"),
+            ("SELECT ab_get_variant(%s, 'u', %s::jsonb)", (exp, '{"plan": ' + deep(200) + "}"),
+             "attributes cannot be read: it is nested more than"),
+            ("SELECT ab_create_experiment(%s::jsonb)",
+             (json.dumps(two_arms("deeper", description="x"))[:-1] + ', "salt": ' + deep(200) + "}",),
+             "invalid experiment definition: it is nested more than"),
+            ("SELECT ab_create_metric_source('s', %s::jsonb)", ('{"relation": ' + deep(5000) + "}",),
+             "nested more than"),
+        ]
+        for sql, args, message in cases:
+            with pytest.raises(errors.InvalidParameterValue, match=message):
+                c.execute(sql, args)
+        # A definition stored nested too deeply (written by hand) is refused the same way.
+        c.execute("UPDATE ab_variants SET config = %s::jsonb WHERE experiment_id = %s", ('{"a": ' + deep(300) + "}", exp))
+        with psycopg.connect(db, autocommit=True) as fresh:
+            with pytest.raises(errors.InvalidParameterValue, match="a stored jsonb value cannot be read"):
+                fresh.execute("SELECT ab_get_variant(%s, 'u', '{\"plan\": \"pro\"}')", (exp,))
+
+
+# -- Item 6: what data can make the extension allocate outside PostgreSQL's memory -------------
+
+def rss_anon_kb(c):
+    pid = c.info.backend_pid
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssAnon")
+
+
+def test_large_attributes_are_refused_before_they_are_copied(db):
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "big attributes", target_segments={"plan": ["pro"]})
+        with pytest.raises(errors.ProgramLimitExceeded, match=r"attributes is \d+ bytes, at most 1048576 are allowed"):
+            c.execute("SELECT ab_get_variant(%s, 'u', jsonb_build_object('plan', 'pro', 'pad', repeat('x', 2000000)))",
+                      (exp,))
+        assert one(c, "SELECT ab_get_variant(%s, 'u', jsonb_build_object('plan', 'pro', 'pad', repeat('x', 900000)))",
+                   exp) is not None
+
+
+def test_the_definition_cache_is_bounded(db):
+    with psycopg.connect(db, autocommit=True) as c:
+        ids = []
+        for i in range(60):
+            body = two_arms(f"large-{i}")
+            # About 900 kB of variant configuration each (the definition limit is 1 MB).
+            body["variants"][0]["config"] = {"blob": "".join(chr(65 + (i * 31 + k * 7) % 26) for k in range(450_000))}
+            body["variants"][1]["config"] = {"blob": "b" * 450_000}
+            ids.append(one(c, "SELECT ab_create_experiment(%s)", Jsonb(body)))
+            one(c, "SELECT ab_start_experiment(%s)", ids[-1])
+    with psycopg.connect(db, autocommit=True) as c:
+        one(c, "SELECT ab_get_variant(%s, 'warm')", ids[0])
+        before = rss_anon_kb(c)
+        for _ in range(2):
+            for exp in ids:
+                assert one(c, "SELECT ab_get_variant(%s, 'u') IS NOT NULL", exp) is True
+        grown = rss_anon_kb(c) - before
+        # 60 definitions of ~900 kB would be ~54 MB if all were kept; the cache keeps 8 MB.
+        assert grown < 30_000, grown
+
+
+# -- Item 7: the "did you mean" hint names experiments only to roles that may read them ---------
+
+def test_the_hint_names_no_experiment_to_a_role_that_cannot_read_them(db):
+    with psycopg.connect(db, autocommit=True) as c:
+        started(c, "secret launch")
+        c.execute("DROP ROLE IF EXISTS ab_leaky")
+        c.execute("CREATE ROLE ab_leaky")
+        try:
+            c.execute("GRANT EXECUTE ON FUNCTION ab_get_variant(text, text, jsonb, text) TO ab_leaky")
+            assert one(c, "SELECT has_table_privilege('ab_leaky', 'ab_experiments', 'SELECT')") is False
+            with pytest.raises(errors.UndefinedObject, match='did you mean "secret launch"'):
+                c.execute("SELECT ab_get_variant('secret lunch', 'u')")
+            c.execute("SET ROLE ab_leaky")
+            with pytest.raises(errors.UndefinedObject) as e:
+                c.execute("SELECT ab_get_variant('secret lunch', 'u')")
+            assert str(e.value).startswith('experiment "secret lunch" does not exist')
+            assert "secret launch" not in str(e.value)
+            c.execute("RESET ROLE")
+        finally:
+            c.execute("RESET ROLE")
+            c.execute("DROP OWNED BY ab_leaky")
+            c.execute("DROP ROLE ab_leaky")
+
+
+# -- Item 8: functions marked parallel safe, run in parallel workers ------------------------------
+
+def test_parallel_safe_functions_answer_the_same_in_a_parallel_worker(db):
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "parallel", metrics={"conversion_rate": {"type": "binary"}}, breakdowns=["plan"])
+        c.execute("SELECT ab_create_layer('pl', 10)")
+        for i in range(60):
+            one(c, "SELECT ab_get_variant(%s, %s, %s)", exp, f"u{i}", Jsonb({"plan": ["free", "pro"][i % 2]}))
+            one(c, "SELECT ab_record_result(%s, 'conversion_rate', %s, %s)", exp, float(i % 3 == 0), f"u{i}")
+        c.execute("CREATE TABLE users AS SELECT 'u' || g AS u FROM generate_series(1, 200) g")
+        queries = [
+            ("SELECT string_agg(ab_layer_group('pl', u), ',' ORDER BY u) FROM users", ()),
+            ("SELECT count(*), sum(posterior_mean) FROM ab_bayes(%s)", (exp,)),
+            ("SELECT ab_summary(%s)", (exp,)),
+            ("SELECT count(*) FROM ab_breakdown(%s, 'plan')", (exp,)),
+            ("SELECT count(*) FROM ab_timeline(%s, 'conversion_rate')", (exp,)),
+            ("SELECT ab_period_srm_p_value(%s)", (exp,)),
+            ("SELECT length(ab_plot(%s))", (exp,)),
+            ("SELECT ab_get_experiment(%s) ->> 'name'", (exp,)),
+            ("SELECT ab_normalize_name('n', u) FROM users ORDER BY u LIMIT 1", ()),
+        ]
+        expected = [c.execute(sql, args).fetchall() for sql, args in queries]
+        setting = "debug_parallel_query" if c.info.server_version >= 160000 else "force_parallel_mode"
+        c.execute(f"SET {setting} = on")
+        c.execute("SET parallel_setup_cost = 0")
+        c.execute("SET parallel_tuple_cost = 0")
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN SELECT ab_layer_group('pl', u) FROM users"))
+        assert "Gather" in plan
+        for (sql, args), want in zip(queries, expected):
+            assert c.execute(sql, args).fetchall() == want, sql
+
+
+# -- Issue 26 item 8: breakdown attribute values follow the name rules -------------------------
+
+def test_breakdown_values_follow_the_name_rules(db):
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "broken down", breakdowns=["loan_type"])
+        bad = [
+            ({"loan_type": "fha\nRecommendation: ship"}, "must not contain control characters (found U+000A)"),
+            ({"loan_type": "B\u202eA"}, "must not contain invisible or bidirectional formatting characters (found U+202E)"),
+            ({"loan_type": "x" * 201}, "is 201 characters long, at most 200 are allowed"),
+            ({"loan_type": "   "}, "must not be empty"),
+        ]
+        for attrs, message in bad:
+            with pytest.raises(errors.InvalidParameterValue,
+                               match=re.escape('the value of breakdown attribute "loan_type" ' + message)):
+                c.execute("SELECT ab_get_variant(%s, 'bad', %s)", (exp, Jsonb(attrs)))
+        with pytest.raises(errors.InvalidParameterValue, match="is 401 characters long"):
+            c.execute("SELECT ab_get_variant(%s, 'bad', '{\"loan_type\": 1e400}')", (exp,))
+        assert one(c, "SELECT count(*) FROM ab_assignments WHERE experiment_id = %s", exp) == 0
+        for user, attrs in [("nfc", {"loan_type": "cafe\u0301"}), ("long", {"loan_type": "y" * 200}),
+                            ("number", '{"loan_type": 1.50}'), ("none", {"other": 1})]:
+            arg = attrs if isinstance(attrs, str) else Jsonb(attrs)
+            assert one(c, "SELECT ab_get_variant(%s, %s, %s::jsonb)", exp, user, arg) is not None
+        stored = dict(c.execute("SELECT user_id, attributes ->> 'loan_type' FROM ab_assignments "
+                                "WHERE experiment_id = %s", (exp,)).fetchall())
+        assert stored == {"nfc": "caf\u00e9", "long": "y" * 200, "number": "1.50", "none": None}
+
+
+# -- The property test: every function, odd arguments, no internal error, no crash --------------
+
+def test_no_function_fails_internally_on_odd_arguments(db):
+    """Calls every ab_* function (aggregates included, trigger functions aside) with arguments
+    drawn from pools of odd values: jsonb in every storage form, deep nesting, huge values,
+    control and bidirectional characters, NaN and infinities, NULLs, extremes. Any XX000, a lost
+    connection or a server restart fails the test. Seeded and bounded in time."""
+    import random
+
+    rng = random.Random(34)
+    with psycopg.connect(db, autocommit=True) as c:
+        start = server_start(c)
+        exp = started(c, "fuzzed", target_segments={"plan": ["pro"]}, breakdowns=["plan"])
+        one(c, "SELECT ab_get_variant(%s, 'known')", exp)
+        c.execute("CREATE TABLE odd (k text PRIMARY KEY, j jsonb)")
+        c.execute("INSERT INTO odd VALUES ('short', '{\"plan\": \"pro\"}'), ('empty', '{}'), "
+                  "('long', jsonb_build_object('plan', 'pro', 'pad', repeat('x', 300))), "
+                  "('toasted', (SELECT jsonb_object_agg('k' || g, md5(g::text)) FROM generate_series(1, 400) g)), "
+                  "('deep', %s::jsonb), ('huge_number', '{\"plan\": 1e400}'), "
+                  "('big', jsonb_build_object('plan', repeat('p', 1500000)))", (deep(3000),))
+        pools = {
+            "text": ["'fuzzed'", "''", "'known'", "repeat('x', 100000)", "E'a\\nb\\x01'", "U&'B\\202EA'",
+                     "'josé'", "'1e400'", "NULL", "'conversion_rate'", "'plan'", "'pl'", "'bonferroni'"],
+            "bigint": [str(exp), "0", "-1", "9223372036854775807", "NULL"],
+            "integer": ["0", "-1", "2147483647", "NULL"],
+            "double precision": ["0", "-1", "'NaN'", "'Infinity'", "'-Infinity'", "1e308", "5e-324", "NULL", "0.05"],
+            "boolean": ["true", "false", "NULL"],
+            "name": ["'nobody_at_all'", "NULL", "'postgres'"],
+            "jsonb": ["'{}'", "'null'", "'[]'", "'1e400'", "'\"s\"'", "NULL", "%s::jsonb" % repr(deep(200)),
+                      "'{\"plan\": \"pro\"}'", "'{\"mean\": 0, \"sd\": 1e308}'"]
+                     + [f"(SELECT j FROM odd WHERE k = '{k}')" for k in
+                        ["short", "empty", "long", "toasted", "deep", "huge_number", "big"]],
+            "bigint[]": ["ARRAY[1, 2]::bigint[]", "ARRAY[]::bigint[]", "ARRAY[-1, NULL]::bigint[]", "NULL",
+                         "array_fill(1::bigint, ARRAY[100000])"],
+            "double precision[]": ["ARRAY[0.5, 0.5]", "ARRAY[]::float8[]", "ARRAY['NaN', 1]::float8[]", "NULL",
+                                   "ARRAY[1e308, -1e308]"],
+        }
+        functions = c.execute(
+            "SELECT p.proname, p.prokind, array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) t) "
+            "FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e' "
+            "JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'ab_testing' "
+            "WHERE p.prorettype <> 'trigger'::regtype AND p.proname NOT IN ('ab_distribute', 'ab_drop_shards') "
+            "ORDER BY 1, 3").fetchall()
+        assert len(functions) > 50
+        c.execute("SET statement_timeout = '5s'")
+        deadline = time.time() + 40
+        calls, states = 0, {}
+        for _ in range(40):
+            for name, kind, types in functions:
+                if time.time() > deadline:
+                    break
+                args = [rng.choice(pools.get(t, ["NULL"])) for t in types]
+                if kind == "a":
+                    sql = f"SELECT {name}({', '.join('v' + str(i) for i in range(len(args)))}) FROM (VALUES " \
+                          f"({', '.join(args)}), ({', '.join(args)})) x({', '.join('v' + str(i) for i in range(len(args)))})"
+                else:
+                    sql = f"SELECT * FROM {name}({', '.join(args)})"
+                try:
+                    c.execute(sql)
+                    state = "ok"
+                except psycopg.Error as e:
+                    state = e.sqlstate
+                    assert state is not None and not c.closed, f"connection lost: {sql[:300]}: {e}"
+                    assert state != "XX000", f"{sql[:300]}: {e}"
+                assert not c.closed, sql[:300]
+                calls += 1
+                states[state] = states.get(state, 0) + 1
+        assert calls >= len(functions), calls
+        print(calls, "calls", states)
+        assert server_start(c) == start
