@@ -167,6 +167,13 @@ def test_other_index_forms_are_read_through_sql(db):
     with psycopg.connect(db, autocommit=True) as c:
         exp = started(c, "rebuilt")
         before = variants_of(c, exp, ["a", "b", "c"])
+        # Storage parameters and extra indexes change nothing.
+        c.execute("ALTER TABLE ab_assignments SET (fillfactor = 70)")
+        c.execute("ALTER TABLE ab_results SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.01)")
+        c.execute("CREATE INDEX ON ab_results (recorded_at)")
+        c.execute("CREATE INDEX ON ab_assignments USING hash (user_id)")
+        with psycopg.connect(db, autocommit=True) as fresh:
+            assert variants_of(fresh, exp, ["a", "b", "c"]) == before
         c.execute("ALTER TABLE ab_assignments DROP CONSTRAINT ab_assignments_pkey")
         c.execute("CREATE UNIQUE INDEX ab_assignments_pkey ON ab_assignments (experiment_id, user_id text_pattern_ops)")
         with psycopg.connect(db, autocommit=True) as fresh:
