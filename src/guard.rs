@@ -54,7 +54,7 @@ pub fn lock_for_writing(handle: &cache::Handle, reloaded_under_lock: bool) -> Pr
             None => return routed_experiment_exists(id),
         },
     };
-    lookup::has_row(heap, index, id, Visibility::Latest, || !reloaded_under_lock && cache::is_stale())
+    lookup::has_row(heap, index, c"id", id, Visibility::Latest, || !reloaded_under_lock && cache::is_stale())
 }
 
 /// Under Citus on a node without a placement of ab_experiments: asks through Citus, with a

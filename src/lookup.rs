@@ -201,36 +201,39 @@ pub fn stored_variant(
     }
 }
 
-/// Whether `heap` has a row whose experiment_id (the first column of `index`) is `key`.
-/// When the probe cannot read them, the table is queried through SPI with the same snapshot.
+/// Whether `heap` has a row whose bigint `column` (the first column of `index`: `id` of
+/// ab_experiments, `experiment_id` of the per-user tables) is `key`. When the probe cannot
+/// read them, the table is queried through SPI with the same snapshot.
 pub fn has_row(
     heap: pg_sys::Oid,
     index: pg_sys::Oid,
+    column: &'static std::ffi::CStr,
     key: i64,
     visibility: Visibility,
     stale: impl Fn() -> bool,
 ) -> Probe<()> {
-    let keys = [int8_key(c"experiment_id", key)];
-    match unsafe { probe(heap, index, visibility, stale, &keys, (c"experiment_id", pg_sys::INT8OID)) } {
+    let keys = [int8_key(column, key)];
+    match unsafe { probe(heap, index, visibility, stale, &keys, (column, pg_sys::INT8OID)) } {
         Some(Probe::Found(_)) => Probe::Found(()),
         Some(Probe::Missing) => Probe::Missing,
         Some(Probe::Stale) => Probe::Stale,
-        None if query_has_row(heap, key, visibility) => Probe::Found(()),
+        None if query_has_row(heap, column, key, visibility) => Probe::Found(()),
         None => Probe::Missing,
     }
 }
 
 /// `has_row` through SPI (a partitioned table, for one): the statement runs with the chosen
 /// snapshot, as the foreign-key checks run theirs.
-fn query_has_row(heap: pg_sys::Oid, key: i64, visibility: Visibility) -> bool {
+fn query_has_row(heap: pg_sys::Oid, column: &std::ffi::CStr, key: i64, visibility: Visibility) -> bool {
     let sql = unsafe {
         let name = pg_sys::quote_qualified_identifier(
             pg_sys::get_namespace_name(pg_sys::get_rel_namespace(heap)),
             pg_sys::get_rel_name(heap),
         );
         format!(
-            "SELECT 1 FROM {} WHERE experiment_id OPERATOR(pg_catalog.=) $1 LIMIT 1",
-            std::ffi::CStr::from_ptr(name).to_string_lossy()
+            "SELECT 1 FROM {} WHERE {} OPERATOR(pg_catalog.=) $1 LIMIT 1",
+            std::ffi::CStr::from_ptr(name).to_string_lossy(),
+            std::ffi::CStr::from_ptr(pg_sys::quote_identifier(column.as_ptr())).to_string_lossy()
         )
     };
     crate::security::with_pinned_search_path(|| {
