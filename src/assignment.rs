@@ -87,11 +87,9 @@ fn get_variant(
         // Experiments with breakdowns store the listed attributes the user has.
         let stored = match &plans.insert_assignment_with_attributes {
             Some(plan) if !exp.breakdowns.is_empty() => {
-                let values = ab_core::definition::breakdown_values(
-                    &exp.breakdowns,
-                    read_attributes(&attributes, &mut parsed),
-                )
-                .unwrap_or_else(|e| crate::errors::core_error(e));
+                let values =
+                    ab_core::definition::breakdown_values(&exp.breakdowns, read_attributes(&attributes, &mut parsed))
+                        .unwrap_or_else(|e| crate::errors::core_error(e));
                 Some((plan, values.map(serde_json::Value::Object).map(pgrx::JsonB)))
             }
             _ => None,
@@ -128,18 +126,21 @@ fn get_variant(
 pub const MAX_ATTRIBUTES_BYTES: usize = 1 << 20;
 
 /// The attributes argument parsed (once per call); unreadable attributes are 22023.
-fn read_attributes<'p>(attributes: &Option<RawJsonb>, parsed: &'p mut Option<serde_json::Value>) -> &'p serde_json::Value {
-    parsed
-        .get_or_insert_with(|| match attributes {
-            None => serde_json::Value::Null,
-            Some(a) => a.try_value_at_most("attributes", MAX_ATTRIBUTES_BYTES).unwrap_or_else(|e| {
-                raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("attributes cannot be read: {e}"), None)
-            }),
-        })
+fn read_attributes<'p>(
+    attributes: &Option<RawJsonb>,
+    parsed: &'p mut Option<serde_json::Value>,
+) -> &'p serde_json::Value {
+    parsed.get_or_insert_with(|| match attributes {
+        None => serde_json::Value::Null,
+        Some(a) => a.try_value_at_most("attributes", MAX_ATTRIBUTES_BYTES).unwrap_or_else(|e| {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("attributes cannot be read: {e}"), None)
+        }),
+    })
 }
 
 /// The user's stored variant: a direct probe of ab_assignments, or under Citus of this node's
-/// shard holding the user; when another node holds it, a query Citus routes there.
+/// shard holding the user; when another node holds it, or the table is one the probe does not
+/// read (partitioned, say), the kept query.
 /// `reloaded`: the definition was loaded after a lock this call took, so invalidations that
 /// arrive now come from later commits and need no reload (the relations are still checked).
 pub fn stored_variant(handle: &cache::Handle, user_id: &str, reloaded: bool) -> Probe<i64> {

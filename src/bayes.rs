@@ -25,7 +25,8 @@ type Row = (
 );
 
 fn parse_prior(prior: RawJsonb) -> Prior {
-    let prior = prior.try_value_at_most("prior", 1 << 16).unwrap_or_else(|e| invalid(format!("prior cannot be read: {e}")));
+    let prior =
+        prior.try_value_at_most("prior", 1 << 16).unwrap_or_else(|e| invalid(format!("prior cannot be read: {e}")));
     if !prior.is_object() {
         invalid(format!(
             "prior must be an object such as {{\"mean\": 0, \"sd\": 0.05, \"relative\": true}}, got {}",

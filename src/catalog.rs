@@ -1,8 +1,8 @@
 //! Reading experiments and variants, and naming the extension's tables wherever
 //! `CREATE EXTENSION ... SCHEMA` put them.
 
-use pgrx::spi::{SpiClient, SpiTupleTable};
 use crate::jsonb::SafeJsonb;
+use pgrx::spi::{SpiClient, SpiTupleTable};
 use serde_json::Value;
 
 use crate::errors::{not_found, SpiExt};
@@ -195,7 +195,11 @@ fn experiment_row(table: SpiTupleTable<'_>) -> Option<ExperimentRow> {
         power: row.get::<f64>(16).or_raise().unwrap(),
         strict_metrics: row.get::<bool>(17).or_raise().unwrap(),
         bandit: row.get::<SafeJsonb>(18).or_raise().and_then(|j| ab_core::definition::BanditSpec::from_json(&j.0)),
-        breakdowns: row.get::<SafeJsonb>(19).or_raise().and_then(|j| serde_json::from_value(j.0).ok()).unwrap_or_default(),
+        breakdowns: row
+            .get::<SafeJsonb>(19)
+            .or_raise()
+            .and_then(|j| serde_json::from_value(j.0).ok())
+            .unwrap_or_default(),
     })
 }
 

@@ -419,7 +419,9 @@ fn delete(r: ExperimentRef<'_>) {
             if heap == pgrx::pg_sys::InvalidOid {
                 continue;
             }
-            if let Probe::Found(()) = lookup::has_row(heap, index, c"experiment_id", exp.id, Visibility::Latest, || false) {
+            if let Probe::Found(()) =
+                lookup::has_row(heap, index, c"experiment_id", exp.id, Visibility::Latest, || false)
+            {
                 raise(
                     PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
                     format!(
