@@ -427,6 +427,13 @@ def test_large_attributes_are_refused_before_they_are_copied(db):
                       (exp,))
         assert one(c, "SELECT ab_get_variant(%s, 'u', jsonb_build_object('plan', 'pro', 'pad', repeat('x', 900000)))",
                    exp) is not None
+        # A stored definition written by hand past what the library reads: refused, not copied.
+        c.execute("UPDATE ab_variants SET config = jsonb_build_object('pad', repeat('x', 5000000)) "
+                  "WHERE experiment_id = %s AND name = 'b'", (exp,))
+        with psycopg.connect(db, autocommit=True) as fresh:
+            with pytest.raises(errors.ProgramLimitExceeded,
+                               match=r"a stored jsonb value is \d+ bytes, at most 4194304 are allowed"):
+                fresh.execute("SELECT ab_get_variant(%s, 'v', '{\"plan\": \"pro\"}')", (exp,))
 
 
 def test_the_definition_cache_is_bounded(db):
