@@ -224,7 +224,7 @@ def test_other_index_forms_are_read_through_sql(db):
 
 # -- Item 2: jsonb arguments in every form ------------------------------------------------------
 
-def jsonb_forms(c, value):
+def jsonb_forms(c, value, pad_key="pad"):
     """(label, SQL expression) pairs that give `value` as a literal, a parameter, and read from
     a table in each storage form: short (1-byte header), long inline, TOASTed and compressed."""
     text = json.dumps(value)
@@ -234,13 +234,13 @@ def jsonb_forms(c, value):
     padded = dict(value) if isinstance(value, dict) else None
     rows = [("stored", value)]
     if padded is not None:
-        rows += [("long", {**padded, "pad": "x" * 300}),
-                 ("toasted", {**padded, "pad": "".join(chr(65 + (i * 7919) % 26) for i in range(5000))})]
+        rows += [("long", {**padded, pad_key: "x" * 300}),
+                 ("toasted", {**padded, pad_key: "".join(chr(65 + (i * 7919) % 26) for i in range(5000))})]
     for form, v in rows:
         c.execute("INSERT INTO forms VALUES (%s, %s)", (form, Jsonb(v)))
     if padded is not None:
         c.execute("CREATE TABLE forms_main (form text PRIMARY KEY, j jsonb)")
-        c.execute("INSERT INTO forms_main VALUES ('compressed', %s)", (Jsonb({**padded, "pad": "y" * 6000}),))
+        c.execute("INSERT INTO forms_main VALUES ('compressed', %s)", (Jsonb({**padded, pad_key: "y" * 6000}),))
         c.execute("INSERT INTO forms SELECT 'compressed_copy', j FROM forms_main")
         assert one(c, "SELECT pg_column_compression(j) IS NOT NULL FROM forms_main") is True
         c.execute("DROP TABLE forms_main")
@@ -280,14 +280,11 @@ def test_definitions_and_priors_in_every_jsonb_form(db):
                 continue
             c.execute(f"SELECT ab_create_metric_source(%(n)s, {expr})", {"n": f"src_{label}", "p": Jsonb(source)})
         assert one(c, "SELECT count(*) FROM ab_metric_sources") == 3
-        for label, expr in jsonb_forms(c, two_arms("defined")):
-            if label not in ("literal", "parameter", "stored"):
-                state = sqlstate(c, f"SELECT ab_create_experiment({expr})")
-                assert state == "22023", label  # the unknown "pad" key, read without a crash
-                continue
-            body = dict(two_arms(f"defined-{label}"))
-            c.execute(f"SELECT ab_create_experiment({expr.replace('defined', f'defined-{label}')})",
-                      {"p": Jsonb(body)})
+        # Definitions: the padding is a valid description, so every form creates the experiment.
+        for label, expr in jsonb_forms(c, two_arms("defined"), pad_key="description"):
+            exp = c.execute(f"SELECT ab_create_experiment({expr})", {"p": Jsonb(two_arms("defined"))}).fetchone()[0]
+            assert one(c, "SELECT ab_get_experiment(%s) ->> 'name'", exp) == "defined", label
+            c.execute("SELECT ab_delete_experiment(%s)", (exp,))
         big = two_arms("big", description="d" * 5000)
         c.execute("CREATE TABLE defs AS SELECT %s::jsonb AS d", (Jsonb(big),))
         exp = one(c, "SELECT ab_create_experiment(d) FROM defs")
@@ -297,7 +294,7 @@ def test_definitions_and_priors_in_every_jsonb_form(db):
             if label in ("long", "toasted", "compressed"):
                 assert sqlstate(c, f"SELECT * FROM ab_bayes({exp}, {expr})") == "22023", label
                 continue
-            c.execute(f"SELECT * FROM ab_bayes(%(e)s, {expr})", {"e": exp, "p": Jsonb(prior)})
+            assert c.execute(f"SELECT * FROM ab_bayes(%(e)s, {expr})", {"e": exp, "p": Jsonb(prior)}).fetchall(), label
 
 
 # -- Item 3: the first cache load of a backend misses no invalidation ---------------------------
