@@ -17,17 +17,17 @@ use pgrx::JsonB;
 pub struct RawJsonb(pg_sys::Datum);
 
 impl RawJsonb {
-    /// The jsonb's text form (its size is what limits are stated in). A value whose stored
-    /// form is over `max_bytes` is refused (54000) before anything is copied to the Rust heap.
+    /// The jsonb's text form (its size is what limits are stated in). An argument whose stored
+    /// form is over `max_bytes` is refused (22023) before anything is copied to the Rust heap.
     pub fn text_at_most(&self, what: &str, max_bytes: usize) -> String {
+        self.text_bounded(what, max_bytes, pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE)
+    }
+
+    fn text_bounded(&self, what: &str, max_bytes: usize, code: pgrx::PgSqlErrorCode) -> String {
         unsafe {
             let raw = pg_sys::toast_raw_datum_size(self.0);
             if raw > max_bytes {
-                crate::errors::raise(
-                    pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                    format!("{what} is {raw} bytes, at most {max_bytes} are allowed"),
-                    None,
-                );
+                crate::errors::raise(code, format!("{what} is {raw} bytes, at most {max_bytes} are allowed"), None);
             }
             // A full detoast: a stored value of up to 126 bytes has a 1-byte header, and a
             // `Jsonb` root is only found after a 4-byte one.
@@ -76,7 +76,11 @@ impl FromDatum for SafeJsonb {
         if is_null {
             return None;
         }
-        let text = RawJsonb(datum).text_at_most("a stored jsonb value", MAX_STORED_BYTES);
+        let text = RawJsonb(datum).text_bounded(
+            "a stored jsonb value",
+            MAX_STORED_BYTES,
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        );
         match parse(&text) {
             Ok(v) => Some(SafeJsonb(v)),
             Err(e) => crate::errors::invalid(format!("a stored jsonb value cannot be read: {e}")),

@@ -358,6 +358,19 @@ def test_names_from_rolled_back_or_empty_calls_do_not_pass_the_bound(db):
         assert one(a, "SELECT count(DISTINCT metric_name) FROM ab_results WHERE experiment_id = %s", exp) == filled
 
 
+def test_the_delete_lock_trigger_refuses_a_row_without_an_id(db):
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("CREATE TABLE misplaced (x int)")
+        c.execute("CREATE TRIGGER misplaced_lock BEFORE DELETE ON misplaced FOR EACH ROW "
+                  "EXECUTE FUNCTION ab_lock_experiment_for_delete()")
+        c.execute("INSERT INTO misplaced VALUES (1)")
+        with pytest.raises(errors.ObjectNotInPrerequisiteState,
+                           match='the deleted row has no bigint "id" column') as e:
+            c.execute("DELETE FROM misplaced")
+        assert e.value.diag.message_hint == "the trigger belongs on ab_experiments"
+        assert one(c, "SELECT count(*) FROM misplaced") == 1
+
+
 # -- Item 5: encodings and deep nesting -----------------------------------------------------------
 
 @pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII"])
@@ -419,11 +432,22 @@ def rss_anon_kb(c):
 def test_large_attributes_are_refused_before_they_are_copied(db):
     with psycopg.connect(db, autocommit=True) as c:
         exp = started(c, "big attributes", target_segments={"plan": ["pro"]})
-        with pytest.raises(errors.ProgramLimitExceeded, match=r"attributes is \d+ bytes, at most 1048576 are allowed"):
+        with pytest.raises(errors.InvalidParameterValue, match=r"attributes is \d+ bytes, at most 1048576 are allowed"):
             c.execute("SELECT ab_get_variant(%s, 'u', jsonb_build_object('plan', 'pro', 'pad', repeat('x', 2000000)))",
                       (exp,))
         assert one(c, "SELECT ab_get_variant(%s, 'u', jsonb_build_object('plan', 'pro', 'pad', repeat('x', 900000)))",
                    exp) is not None
+        # Definitions, sources and priors are bounded before they are read too.
+        with pytest.raises(errors.InvalidParameterValue,
+                           match=r"experiment definition is \d+ bytes, at most 4194304 are allowed"):
+            c.execute("SELECT ab_create_experiment(%s::jsonb || jsonb_build_object('description', repeat('x', 5000000)))",
+                      (Jsonb(two_arms("too big")),))
+        with pytest.raises(errors.InvalidParameterValue, match=r"prior is \d+ bytes, at most 65536 are allowed"):
+            c.execute("SELECT * FROM ab_bayes(%s, jsonb_build_object('mean', 0, 'sd', 1, 'x', repeat('x', 70000)))",
+                      (exp,))
+        with pytest.raises(errors.InvalidParameterValue,
+                           match=r"metric source definition is \d+ bytes, at most 1048576 are allowed"):
+            c.execute("SELECT ab_create_metric_source('s', jsonb_build_object('relation', repeat('x', 2000000)))")
         # A stored definition written by hand past what the library reads: refused, not copied.
         c.execute("UPDATE ab_variants SET config = jsonb_build_object('pad', repeat('x', 5000000)) "
                   "WHERE experiment_id = %s AND name = 'b'", (exp,))
