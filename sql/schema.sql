@@ -7,6 +7,19 @@
 -- the column they are distributed by. User ids compare bytewise (COLLATE "C"): they are
 -- identifiers, not words, and the hot path's index probe is then a memcmp.
 
+-- Names, ids and attributes are Unicode throughout: the extension works only in a UTF8
+-- database (in another encoding, non-ASCII text would fail inside the library).
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() OPERATOR(pg_catalog.<>) 'UTF8' THEN
+        RAISE EXCEPTION 'ab_testing needs a UTF8 database, and database "%" is %',
+            pg_catalog.current_database(), pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'create the database with ENCODING ''UTF8'' (CREATE DATABASE ... ENCODING ''UTF8'' TEMPLATE template0) and install the extension there';
+    END IF;
+END
+$$;
+
 CREATE TABLE ab_experiments (
     id               bigserial PRIMARY KEY,
     name             text NOT NULL UNIQUE

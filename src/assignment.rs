@@ -52,6 +52,7 @@ fn get_variant(
     }
     // Set once the experiment's write lock is held (it is kept to the end of the transaction).
     let mut locked = false;
+    let mut parsed = None;
     for attempt in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
         let cache::Handle { exp, plans, .. } = &handle;
@@ -71,19 +72,8 @@ fn get_variant(
                 return None;
             }
         }
-        if !exp.segments.is_empty() {
-            let attributes = match attributes.as_ref().map(|a| a.try_value()) {
-                None => serde_json::Value::Null,
-                Some(Ok(v)) => v,
-                Some(Err(e)) => raise(
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    format!("attributes cannot be read: {e}"),
-                    None,
-                ),
-            };
-            if !exp.segments.matches(&attributes) {
-                return None;
-            }
+        if !exp.segments.is_empty() && !exp.segments.matches(read_attributes(&attributes, &mut parsed)) {
+            return None;
         }
         let candidate = new_assignment(&exp, user_id)?;
         let probe = guard::lock_for_writing(&handle, locked);
@@ -97,10 +87,10 @@ fn get_variant(
         // Experiments with breakdowns store the listed attributes the user has.
         let stored = match &plans.insert_assignment_with_attributes {
             Some(plan) if !exp.breakdowns.is_empty() => {
-                let values = attributes.as_ref().and_then(|a| a.try_value().ok()).and_then(|a| {
-                    ab_core::definition::breakdown_values(&exp.breakdowns, &a).map(serde_json::Value::Object)
-                });
-                Some((plan, values.map(pgrx::JsonB)))
+                let values =
+                    ab_core::definition::breakdown_values(&exp.breakdowns, read_attributes(&attributes, &mut parsed))
+                        .unwrap_or_else(|e| crate::errors::core_error(e));
+                Some((plan, values.map(serde_json::Value::Object).map(pgrx::JsonB)))
             }
             _ => None,
         };
@@ -132,30 +122,47 @@ fn get_variant(
     tables_kept_changing()
 }
 
+/// Largest attributes argument read (its stored size): the parsed value lives on the Rust heap.
+pub const MAX_ATTRIBUTES_BYTES: usize = 1 << 20;
+
+/// The attributes argument parsed (once per call); unreadable attributes are 22023.
+fn read_attributes<'p>(
+    attributes: &Option<RawJsonb>,
+    parsed: &'p mut Option<serde_json::Value>,
+) -> &'p serde_json::Value {
+    parsed.get_or_insert_with(|| match attributes {
+        None => serde_json::Value::Null,
+        Some(a) => a.try_value_at_most("attributes", MAX_ATTRIBUTES_BYTES).unwrap_or_else(|e| {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("attributes cannot be read: {e}"), None)
+        }),
+    })
+}
+
 /// The user's stored variant: a direct probe of ab_assignments, or under Citus of this node's
-/// shard holding the user; when another node holds it, a query Citus routes there.
+/// shard holding the user; when another node holds it, or the table is one the probe does not
+/// read (partitioned, say), the kept query.
 /// `reloaded`: the definition was loaded after a lock this call took, so invalidations that
 /// arrive now come from later commits and need no reload (the relations are still checked).
 pub fn stored_variant(handle: &cache::Handle, user_id: &str, reloaded: bool) -> Probe<i64> {
+    let query = || {
+        crate::security::with_pinned_search_path(|| {
+            Spi::connect(|client| {
+                first_i64(
+                    client
+                        .select(&handle.plans.find_assignment, Some(1), &[handle.exp.id.into(), user_id.into()])
+                        .or_raise(),
+                )
+            })
+        })
+    };
     let (heap, index) = match &handle.layout {
         None => (handle.relations.assignments, handle.relations.assignments_pkey),
         Some(layout) => match layout.assignments_shard(user_id) {
             Some(shard) => (shard.heap, shard.index),
-            None => {
-                let found = crate::security::with_pinned_search_path(|| {
-                    Spi::connect(|client| {
-                        first_i64(
-                            client
-                                .select(&handle.plans.find_assignment, Some(1), &[handle.exp.id.into(), user_id.into()])
-                                .or_raise(),
-                        )
-                    })
-                });
-                return found.map_or(Probe::Missing, Probe::Found);
-            }
+            None => return query().map_or(Probe::Missing, Probe::Found),
         },
     };
-    lookup::stored_variant(heap, index, handle.exp.id, user_id, || !reloaded && cache::is_stale())
+    lookup::stored_variant(heap, index, handle.exp.id, user_id, || !reloaded && cache::is_stale(), query)
 }
 
 fn first_i64(table: pgrx::spi::SpiTupleTable<'_>) -> Option<i64> {

@@ -3,10 +3,10 @@
 
 use ab_core::stats::bayes::{check_prior, posterior, Prior};
 use pgrx::prelude::*;
-use pgrx::JsonB;
 
 use crate::catalog::{self, ExperimentRef};
 use crate::errors::{invalid, required};
+use crate::jsonb::RawJsonb;
 
 type Row = (
     String,
@@ -24,21 +24,23 @@ type Row = (
     Option<f64>,
 );
 
-fn parse_prior(prior: JsonB) -> Prior {
-    if !prior.0.is_object() {
+fn parse_prior(prior: RawJsonb) -> Prior {
+    let prior =
+        prior.try_value_at_most("prior", 1 << 16).unwrap_or_else(|e| invalid(format!("prior cannot be read: {e}")));
+    if !prior.is_object() {
         invalid(format!(
             "prior must be an object such as {{\"mean\": 0, \"sd\": 0.05, \"relative\": true}}, got {}",
-            ab_core::targeting::json_type(&prior.0)
+            ab_core::targeting::json_type(&prior)
         ));
     }
-    let p: Prior = serde_json::from_value(prior.0).unwrap_or_else(|e| {
+    let p: Prior = serde_json::from_value(prior).unwrap_or_else(|e| {
         invalid(format!("prior must be an object such as {{\"mean\": 0, \"sd\": 0.05, \"relative\": true}}: {e}"))
     });
     check_prior(&p).unwrap_or_else(|e| invalid(format!("prior: {e}")));
     p
 }
 
-fn bayes(r: ExperimentRef<'_>, prior: Option<JsonB>) -> Vec<Row> {
+fn bayes(r: ExperimentRef<'_>, prior: Option<RawJsonb>) -> Vec<Row> {
     let given = prior.map(parse_prior);
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
@@ -87,7 +89,7 @@ fn bayes(r: ExperimentRef<'_>, prior: Option<JsonB>) -> Vec<Row> {
 #[pg_extern(stable, parallel_safe)]
 fn ab_bayes(
     experiment: Option<&str>,
-    prior: default!(Option<JsonB>, "NULL"),
+    prior: default!(Option<RawJsonb>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -112,7 +114,7 @@ fn ab_bayes(
 #[pg_extern(name = "ab_bayes", stable, parallel_safe)]
 fn ab_bayes_by_id(
     experiment: Option<i64>,
-    prior: default!(Option<JsonB>, "NULL"),
+    prior: default!(Option<RawJsonb>, "NULL"),
 ) -> TableIterator<
     'static,
     (

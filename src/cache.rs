@@ -58,6 +58,8 @@ pub struct CachedExperiment {
     pub layer_range: Option<LayerRange>,
     /// Attributes stored with each new assignment (`breakdowns`); empty for most experiments.
     pub breakdowns: Vec<String>,
+    /// The size of the targeting as text (what `segments` takes, about).
+    pub segments_bytes: usize,
     /// Metric names known to be declared or recorded: recording them needs no check of the
     /// experiment's bound on distinct metric names.
     pub known_metrics: RefCell<HashSet<String>>,
@@ -70,6 +72,22 @@ pub struct LayerRange {
 }
 
 impl CachedExperiment {
+    /// About what the entry takes on the heap (the variants' jsonb dominates).
+    fn approximate_size(&self) -> usize {
+        let strings = |v: &[String]| v.iter().map(|s| s.len() + 32).sum::<usize>();
+        512 + self.name.len()
+            + self.salt.len()
+            + self.segments_bytes
+            + strings(&self.binary_metrics)
+            + strings(&self.source_metrics)
+            + strings(&self.breakdowns)
+            + self.declared_metrics.as_deref().map_or(0, strings)
+            + self.ratio_metrics.iter().map(|(a, b, c)| a.len() + b.len() + c.len() + 96).sum::<usize>()
+            + self.quantile_metrics.iter().map(|(a, b)| a.len() + b.len() + 64).sum::<usize>()
+            + self.known_metrics.borrow().iter().map(|s| s.len() + 32).sum::<usize>()
+            + self.variants.iter().map(|v| v.output.len() + 64).sum::<usize>()
+    }
+
     pub fn variant_by_id(&self, id: i64) -> Option<&CachedVariant> {
         self.variants.iter().find(|v| v.id == id)
     }
@@ -125,19 +143,94 @@ struct State {
     layout: Option<Rc<Layout>>,
     by_name: HashMap<String, Rc<CachedExperiment>>,
     by_id: HashMap<i64, Rc<CachedExperiment>>,
+    /// Bytes the cached definitions take (about): bounded by MAX_CACHE_BYTES.
+    bytes: usize,
 }
+
+/// The most a backend keeps of experiment definitions, on the Rust heap, where neither
+/// work_mem nor pg_backend_memory_contexts sees it. Past it the cache starts over, so that a
+/// workload touching many large definitions costs reloads, not memory.
+pub const MAX_CACHE_BYTES: usize = 8 << 20;
+/// The most names (spellings included) and experiments kept.
+pub const MAX_CACHE_ENTRIES: usize = 10_000;
 
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
     static STALE: Cell<bool> = const { Cell::new(true) };
     static WATCHED: Cell<[pg_sys::Oid; 6]> = const { Cell::new([pg_sys::InvalidOid; 6]) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// While the relations are being looked up (`load_state`): the invalidations taken in, to
+    /// be checked against them once known. None when no load is in progress.
+    static PENDING: RefCell<Option<Vec<pg_sys::Oid>>> = const { RefCell::new(None) };
 }
+
+/// More invalidations than this during one load: treated as touching the extension's tables.
+const MAX_PENDING: usize = 64;
 
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     if relid == pg_sys::InvalidOid || WATCHED.get().contains(&relid) {
         STALE.set(true);
     }
+    PENDING.with_borrow_mut(|p| {
+        if let Some(p) = p.as_mut() {
+            if p.len() < MAX_PENDING {
+                p.push(relid);
+            } else {
+                STALE.set(true);
+            }
+        }
+    });
+}
+
+/// Registers the invalidation callback (once per backend). Called before a load takes its
+/// snapshot: an invalidation taken in between would otherwise reach no callback, and a
+/// definition read with the older snapshot would be kept.
+fn register_callback() {
+    if !REGISTERED.get() {
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
+        REGISTERED.set(true);
+    }
+}
+
+thread_local! {
+    static NAMES_ADMITTED: Cell<bool> = const { Cell::new(false) };
+    static XACT_CALLBACKS: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    if event == pg_sys::XactEvent::XACT_EVENT_ABORT || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT {
+        if NAMES_ADMITTED.replace(false) {
+            STALE.set(true);
+        }
+    } else if event == pg_sys::XactEvent::XACT_EVENT_COMMIT || event == pg_sys::XactEvent::XACT_EVENT_PREPARE {
+        NAMES_ADMITTED.set(false);
+    }
+}
+
+unsafe extern "C-unwind" fn on_subxact_event(
+    event: pg_sys::SubXactEvent::Type,
+    _: pg_sys::SubTransactionId,
+    _: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    // Which subtransaction admitted a name is not tracked: any rollback to a savepoint
+    // forgets them all.
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB && NAMES_ADMITTED.get() {
+        STALE.set(true);
+    }
+}
+
+/// The metric names now known to the cache include names this transaction recorded first: if
+/// it (or a savepoint) rolls back, the cache is reloaded, so that a name recorded by no
+/// committed transaction does not pass the bound on distinct metric names unchecked.
+pub fn names_admitted_in_transaction() {
+    if !XACT_CALLBACKS.replace(true) {
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
+        }
+    }
+    NAMES_ADMITTED.set(true);
 }
 
 /// Forgets everything cached in this backend (other backends learn through the trigger).
@@ -186,14 +279,21 @@ fn load_state(client: &SpiClient<'_>) -> State {
     };
     let variants = oid_of("ab_variants");
     let layer_experiments = oid_of("ab_layer_experiments");
-    WATCHED.set([
+    let watched = [
         relations.experiments,
         relations.experiments_pkey,
         variants,
         layer_experiments,
         relations.assignments,
         relations.assignments_pkey,
-    ]);
+    ];
+    WATCHED.set(watched);
+    // What was taken in before the relations were known.
+    if let Some(pending) = PENDING.with_borrow_mut(|p| p.take()) {
+        if pending.iter().any(|relid| watched.contains(relid)) {
+            STALE.set(true);
+        }
+    }
     // ALTER TABLE ... ENABLE / DISABLE TRIGGER invalidates the table's relcache entry, so this
     // is read again whenever it changes.
     let watched_tables: Vec<pg_sys::Oid> =
@@ -212,11 +312,6 @@ fn load_state(client: &SpiClient<'_>) -> State {
         .get_one::<bool>()
         .or_raise()
         .unwrap_or(false);
-    if !REGISTERED.get() {
-        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
-        REGISTERED.set(true);
-    }
-
     let layout = citus::load(client, &nsp);
     let has_user_metrics = catalog::has_table(client, &nsp, "ab_user_metrics");
     let has_periods = catalog::has_table(client, &nsp, "ab_allocations");
@@ -317,6 +412,7 @@ fn load_state(client: &SpiClient<'_>) -> State {
         layout: layout.map(Rc::new),
         by_name: HashMap::new(),
         by_id: HashMap::new(),
+        bytes: 0,
     }
 }
 
@@ -372,6 +468,7 @@ fn load_experiment(
     let period = if has_periods && e.bandit.is_some() { current_period(client, nsp, e.id) } else { 0 };
     let variants = catalog::variants(client, nsp, e.id);
     let segments = Segments::parse(&e.target_segments).unwrap_or_default();
+    let segments_bytes = if segments.is_empty() { 0 } else { 4 * e.target_segments.to_string().len() };
     let defs = e.metric_defs();
     let binary_metrics = defs
         .iter()
@@ -414,6 +511,7 @@ fn load_experiment(
             layer_range,
             known_metrics,
             breakdowns: e.breakdowns,
+            segments_bytes,
         },
     ))
 }
@@ -464,6 +562,10 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
             (s.plans.clone(), s.relations, s.layout.clone(), s.nsp.clone(), s.has_layers, s.has_periods, s.cacheable)
         })
     });
+    register_callback();
+    if cached.is_none() {
+        PENDING.with_borrow_mut(|p| *p = Some(Vec::new()));
+    }
     // SPI reads with the calling statement's snapshot until the transaction writes; a reload
     // (after an invalidation taken in during this call) must see what that invalidation
     // announced, so it reads with a fresh one (under READ COMMITTED; under REPEATABLE READ this
@@ -495,7 +597,15 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
                 if cached {
                     STATE.with_borrow_mut(|s| {
                         if let Some(s) = s.as_mut() {
-                            s.by_id.insert(exp.id, exp.clone());
+                            let size = exp.approximate_size();
+                            if s.bytes + size > MAX_CACHE_BYTES || s.by_name.len() >= MAX_CACHE_ENTRIES {
+                                s.by_id.clear();
+                                s.by_name.clear();
+                                s.bytes = 0;
+                            }
+                            if s.by_id.insert(exp.id, exp.clone()).is_none() {
+                                s.bytes += size;
+                            }
                             // Under the name asked for too, when it was another spelling of the stored one.
                             if let ExperimentRef::Name(asked) = r {
                                 if asked != name {
@@ -514,10 +624,25 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
 
 /// Runs `f` with a new statement snapshot (READ COMMITTED) as SPI's read-only snapshot.
 pub fn with_fresh_snapshot<R>(f: impl FnOnce() -> R) -> R {
-    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    // Pops the snapshot when `f` returns or unwinds with it still on top. When a PostgreSQL
+    // error unwinds through here, snapshots pushed inside `f` may still be above it: the
+    // (sub)transaction's abort, which always follows such an error, pops them all.
+    struct Pop(pg_sys::Snapshot);
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            unsafe {
+                if pg_sys::ActiveSnapshotSet() && pg_sys::GetActiveSnapshot() == self.0 {
+                    pg_sys::PopActiveSnapshot();
+                }
+            }
+        }
+    }
+    let pop = unsafe {
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        Pop(pg_sys::GetActiveSnapshot())
+    };
     let out = f();
-    // On an error the (sub)transaction's abort pops it.
-    unsafe { pg_sys::PopActiveSnapshot() };
+    drop(pop);
     out
 }
 

@@ -1,8 +1,8 @@
 //! Reading experiments and variants, and naming the extension's tables wherever
 //! `CREATE EXTENSION ... SCHEMA` put them.
 
+use crate::jsonb::SafeJsonb;
 use pgrx::spi::{SpiClient, SpiTupleTable};
-use pgrx::JsonB;
 use serde_json::Value;
 
 use crate::errors::{not_found, SpiExt};
@@ -182,8 +182,8 @@ fn experiment_row(table: SpiTupleTable<'_>) -> Option<ExperimentRow> {
         experiment_type: text(3).unwrap(),
         status: text(4).unwrap(),
         primary_metric: text(5).unwrap(),
-        metrics: row.get::<JsonB>(6).or_raise().map(|j| j.0).unwrap_or(Value::Null),
-        target_segments: row.get::<JsonB>(7).or_raise().map(|j| j.0).unwrap_or(Value::Null),
+        metrics: row.get::<SafeJsonb>(6).or_raise().map(|j| j.0).unwrap_or(Value::Null),
+        target_segments: row.get::<SafeJsonb>(7).or_raise().map(|j| j.0).unwrap_or(Value::Null),
         min_sample_size: row.get::<i64>(8).or_raise().unwrap(),
         alpha: row.get::<f64>(9).or_raise().unwrap(),
         salt: text(10).unwrap(),
@@ -194,8 +194,12 @@ fn experiment_row(table: SpiTupleTable<'_>) -> Option<ExperimentRow> {
         correction: text(15).unwrap(),
         power: row.get::<f64>(16).or_raise().unwrap(),
         strict_metrics: row.get::<bool>(17).or_raise().unwrap(),
-        bandit: row.get::<JsonB>(18).or_raise().and_then(|j| ab_core::definition::BanditSpec::from_json(&j.0)),
-        breakdowns: row.get::<JsonB>(19).or_raise().and_then(|j| serde_json::from_value(j.0).ok()).unwrap_or_default(),
+        bandit: row.get::<SafeJsonb>(18).or_raise().and_then(|j| ab_core::definition::BanditSpec::from_json(&j.0)),
+        breakdowns: row
+            .get::<SafeJsonb>(19)
+            .or_raise()
+            .and_then(|j| serde_json::from_value(j.0).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -267,7 +271,7 @@ pub fn variants(client: &SpiClient<'_>, nsp: &str, experiment_id: i64) -> Vec<Va
             name: row.get::<String>(2).or_raise().unwrap(),
             is_control: row.get::<bool>(3).or_raise().unwrap(),
             traffic_allocation: row.get::<f64>(4).or_raise().unwrap(),
-            config: row.get::<JsonB>(5).or_raise().map(|j| j.0).unwrap_or(Value::Null),
+            config: row.get::<SafeJsonb>(5).or_raise().map(|j| j.0).unwrap_or(Value::Null),
         })
         .collect()
 }

@@ -39,16 +39,18 @@ pub fn not_found(experiment: crate::catalog::ExperimentRef<'_>) -> ! {
     )
 }
 
-/// ` (did you mean "x"?)` for the nearest experiment name the current role may read, or
-/// nothing. Runs only on the error path.
+/// ` (did you mean "x"?)` for the nearest experiment name the calling role may read, or
+/// nothing. Runs only on the error path. The caller is the role outside any SECURITY DEFINER
+/// function (as SET ROLE left it), not the extension's owner that the function runs as.
 fn nearest_experiment(typed: &str) -> String {
+    let caller = unsafe { pg_sys::GetOuterUserId() };
     Spi::connect(|client| {
         let nsp = crate::catalog::schema(&client);
         let readable = client
             .select(
-                "SELECT pg_catalog.has_table_privilege($1, 'SELECT')",
+                "SELECT pg_catalog.has_table_privilege($1, $2, 'SELECT')",
                 Some(1),
-                &[format!("{nsp}.ab_experiments").into()],
+                &[caller.into(), format!("{nsp}.ab_experiments").into()],
             )
             .or_raise()
             .first()

@@ -49,7 +49,7 @@ fn audit(
 /// body, plus optional metrics, target_segments and alpha). Returns its id.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
-    let text = required(definition, "definition").text();
+    let text = required(definition, "definition").text_at_most("experiment definition", 4 * MAX_DEFINITION_BYTES);
     if text.len() > MAX_DEFINITION_BYTES {
         invalid(format!(
             "experiment definition is {} bytes long, at most {MAX_DEFINITION_BYTES} are allowed",
@@ -57,7 +57,7 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
         ));
     }
     let value: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| invalid(format!("invalid experiment definition: {e}")));
+        crate::jsonb::parse(&text).unwrap_or_else(|e| invalid(format!("invalid experiment definition: {e}")));
     let spec = parse_definition(&value).unwrap_or_else(|e| core_error(e));
     let id = Spi::connect_mut(|client| {
         let nsp = catalog::schema(client);
@@ -419,7 +419,9 @@ fn delete(r: ExperimentRef<'_>) {
             if heap == pgrx::pg_sys::InvalidOid {
                 continue;
             }
-            if let Probe::Found(()) = lookup::has_row(heap, index, exp.id, Visibility::Latest, || false) {
+            if let Probe::Found(()) =
+                lookup::has_row(heap, index, c"experiment_id", exp.id, Visibility::Latest, || false)
+            {
                 raise(
                     PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
                     format!(

@@ -54,7 +54,7 @@ pub fn lock_for_writing(handle: &cache::Handle, reloaded_under_lock: bool) -> Pr
             None => return routed_experiment_exists(id),
         },
     };
-    lookup::has_row(heap, index, id, Visibility::Latest, || !reloaded_under_lock && cache::is_stale())
+    lookup::has_row(heap, index, c"id", id, Visibility::Latest, || !reloaded_under_lock && cache::is_stale())
 }
 
 /// Under Citus on a node without a placement of ab_experiments: asks through Citus, with a
@@ -92,7 +92,15 @@ fn ab_lock_experiment_for_delete<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
     let old = trigger.old().ok_or(pgrx::PgTriggerError::NullTriggerData)?;
-    let id: i64 = old.get_by_name("id").ok().flatten().unwrap_or(0);
+    // Without the id there is no lock to take, and deleting without it would not wait for
+    // the experiment's writers.
+    let id: i64 = old.get_by_name("id").ok().flatten().unwrap_or_else(|| {
+        crate::errors::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "ab_lock_experiment_for_delete: the deleted row has no bigint \"id\" column",
+            Some("the trigger belongs on ab_experiments".into()),
+        )
+    });
     let relid = trigger.relation()?.oid();
     // The class of the writers' lock is the OID of this node's ab_experiments (the trigger may
     // fire on a Citus shard of it).
@@ -103,7 +111,9 @@ fn ab_lock_experiment_for_delete<'a>(
 }
 
 /// Serializes the first recordings of new metric names of one experiment, so that its bound
-/// on distinct metric names holds under READ COMMITTED.
+/// on distinct metric names holds under READ COMMITTED. The lock's class is the OID of
+/// ab_experiments' primary key, which every cache watches: backends whose caches disagree on
+/// it would not wait for each other.
 pub fn lock_metric_names(rel: &Relations, experiment_id: i64) {
-    lock(rel.results, experiment_id, pg_sys::ExclusiveLock);
+    lock(rel.experiments_pkey, experiment_id, pg_sys::ExclusiveLock);
 }

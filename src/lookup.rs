@@ -30,52 +30,124 @@ pub enum Visibility {
 
 const LOCK: pg_sys::LOCKMODE = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
 
-unsafe fn int8_key(key: &mut pg_sys::ScanKeyData, attno: i16, value: i64) {
-    pg_sys::ScanKeyEntryInitialize(
-        key,
-        0,
-        attno,
-        pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-        pg_sys::InvalidOid,
-        pg_sys::InvalidOid,
-        pg_sys::Oid::from(pg_sys::F_INT8EQ),
-        value.into_datum().unwrap(),
-    );
+/// One equality condition of a probe: the heap column it is on, that column's type and the
+/// btree operator family the index must compare it with, the value and its equality function.
+struct KeyColumn {
+    name: &'static std::ffi::CStr,
+    type_oid: pg_sys::Oid,
+    opfamily: pg_sys::Oid,
+    value: pg_sys::Datum,
+    eq: pg_sys::Oid,
+}
+
+fn int8_key(name: &'static std::ffi::CStr, value: i64) -> KeyColumn {
+    KeyColumn {
+        name,
+        type_oid: pg_sys::INT8OID,
+        opfamily: pg_sys::INTEGER_BTREE_FAM_OID,
+        value: value.into_datum().unwrap(),
+        eq: pg_sys::Oid::from(pg_sys::F_INT8EQ),
+    }
+}
+
+/// The attribute number of a live column of `rel` with this name and type.
+unsafe fn column(rel: pg_sys::Relation, name: &std::ffi::CStr, type_oid: pg_sys::Oid) -> Option<i16> {
+    let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+    desc.iter()
+        .find(|a| !a.attisdropped && std::ffi::CStr::from_ptr(a.attname.data.as_ptr()) == name)
+        .filter(|a| a.atttypid == type_oid)
+        .map(|a| a.attnum)
+}
+
+/// Whether the direct probe may read `heap` through `index`: a plain heap table, and a valid
+/// btree index on it, neither partial nor on expressions, whose leading columns are `keys`
+/// with the expected types and operator families. Anything else (a partitioned table, another
+/// access method, an index a DBA rebuilt differently) is read through SPI instead.
+unsafe fn probe_supported(
+    heap_rel: pg_sys::Relation,
+    index_rel: pg_sys::Relation,
+    heap: pg_sys::Oid,
+    keys: &[KeyColumn],
+) -> bool {
+    let (h, i) = (&*(*heap_rel).rd_rel, &*(*index_rel).rd_rel);
+    if h.relkind as u8 != pg_sys::RELKIND_RELATION
+        || h.relam != pg_sys::HEAP_TABLE_AM_OID
+        || i.relkind as u8 != pg_sys::RELKIND_INDEX
+        || i.relam != pg_sys::BTREE_AM_OID
+    {
+        return false;
+    }
+    let index = (*index_rel).rd_index;
+    if index.is_null() || (*index).indrelid != heap || !(*index).indisvalid {
+        return false;
+    }
+    let tuple = (*index_rel).rd_indextuple;
+    if tuple.is_null()
+        || !pg_sys::heap_attisnull(tuple, pg_sys::Anum_pg_index_indexprs as i32, std::ptr::null_mut())
+        || !pg_sys::heap_attisnull(tuple, pg_sys::Anum_pg_index_indpred as i32, std::ptr::null_mut())
+        || ((*index).indnkeyatts as usize) < keys.len()
+    {
+        return false;
+    }
+    let indkey = (*index).indkey.values.as_slice(keys.len());
+    keys.iter().enumerate().all(|(n, k)| {
+        column(heap_rel, k.name, k.type_oid) == Some(indkey[n])
+            && *(*index_rel).rd_opfamily.add(n) == k.opfamily
+            && *(*index_rel).rd_opcintype.add(n) == k.type_oid
+    })
 }
 
 /// Locks and opens the heap and one of its indexes, then scans the index for `keys` and
-/// reads column `column` of the first visible row.
+/// reads column `read` (by name and type) of the first visible row. None when the relations
+/// are not ones the probe may read (`probe_supported`): the caller then reads through SPI.
 unsafe fn probe(
     heap: pg_sys::Oid,
     index: pg_sys::Oid,
     visibility: Visibility,
     stale: impl Fn() -> bool,
-    keys: impl FnOnce(pg_sys::Relation, &mut [pg_sys::ScanKeyData; 2]) -> usize,
-    column: i32,
-) -> Probe<Option<pg_sys::Datum>> {
+    keys: &[KeyColumn],
+    read: (&'static std::ffi::CStr, pg_sys::Oid),
+) -> Option<Probe<Option<pg_sys::Datum>>> {
     pg_sys::LockRelationOid(heap, LOCK);
-    pg_sys::LockRelationOid(index, LOCK);
+    if index != pg_sys::InvalidOid {
+        pg_sys::LockRelationOid(index, LOCK);
+    }
     if stale() {
-        return Probe::Stale;
+        return Some(Probe::Stale);
     }
     let heap_rel = pg_sys::try_relation_open(heap, pg_sys::NoLock as pg_sys::LOCKMODE);
     if heap_rel.is_null() {
-        return Probe::Stale;
+        return Some(Probe::Stale);
     }
-    let index_rel = pg_sys::try_relation_open(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-    if index_rel.is_null()
-        || (*index_rel).rd_index.is_null()
-        || (*(*index_rel).rd_index).indrelid != heap
-        || !(*(*index_rel).rd_index).indisvalid
-    {
+    let index_rel = if index == pg_sys::InvalidOid {
+        std::ptr::null_mut()
+    } else {
+        pg_sys::try_relation_open(index, pg_sys::NoLock as pg_sys::LOCKMODE)
+    };
+    let read_column = if index_rel.is_null() { None } else { column(heap_rel, read.0, read.1) };
+    let Some(read_column) = read_column.filter(|_| probe_supported(heap_rel, index_rel, heap, keys)) else {
         if !index_rel.is_null() {
             pg_sys::relation_close(index_rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         }
         pg_sys::relation_close(heap_rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        return Probe::Stale;
-    }
+        return None;
+    };
     let mut key_data: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
-    let nkeys = keys(index_rel, &mut key_data) as i32;
+    assert!(keys.len() <= key_data.len());
+    for (n, k) in keys.iter().enumerate() {
+        // Compare with the index's own collation, or the btree would be searched in another order.
+        pg_sys::ScanKeyEntryInitialize(
+            &mut key_data[n],
+            0,
+            (n + 1) as i16,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::InvalidOid,
+            *(*index_rel).rd_indcollation.add(n),
+            k.eq,
+            k.value,
+        );
+    }
+    let nkeys = keys.len() as i32;
     let snapshot = match visibility {
         Visibility::Active => pg_sys::GetActiveSnapshot(),
         Visibility::Latest => pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot()),
@@ -86,7 +158,7 @@ unsafe fn probe(
     let mut found = Probe::Missing;
     if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
         let mut is_null = false;
-        let datum = pg_sys::slot_getattr(slot, column, &mut is_null);
+        let datum = pg_sys::slot_getattr(slot, read_column as i32, &mut is_null);
         found = Probe::Found((!is_null).then_some(datum));
     }
     pg_sys::ExecDropSingleTupleTableSlot(slot);
@@ -97,56 +169,106 @@ unsafe fn probe(
     // Closed, but still locked until the transaction ends.
     pg_sys::relation_close(index_rel, pg_sys::NoLock as pg_sys::LOCKMODE);
     pg_sys::relation_close(heap_rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-    found
+    Some(found)
 }
 
 /// The variant_id stored for (experiment_id, user_id), if any is visible to the active
-/// snapshot. `heap` and `index` are ab_assignments and its primary key (experiment_id, user_id).
+/// snapshot. `heap` and `index` are ab_assignments and its primary key (experiment_id, user_id);
+/// when the probe cannot read them (`probe_supported`), `query` looks the user up through SPI.
 pub fn stored_variant(
     heap: pg_sys::Oid,
     index: pg_sys::Oid,
     experiment_id: i64,
     user_id: &str,
     stale: impl Fn() -> bool,
+    query: impl FnOnce() -> Option<i64>,
 ) -> Probe<i64> {
-    let keys = |index_rel: pg_sys::Relation, keys: &mut [pg_sys::ScanKeyData; 2]| unsafe {
-        int8_key(&mut keys[0], 1, experiment_id);
-        // Compare with the index's own collation, or the btree would be searched in another order.
-        let collation = *(*index_rel).rd_indcollation.add(1);
-        pg_sys::ScanKeyEntryInitialize(
-            &mut keys[1],
-            0,
-            2,
-            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-            pg_sys::InvalidOid,
-            collation,
-            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
-            user_id.into_datum().unwrap(),
-        );
-        2
-    };
-    match unsafe { probe(heap, index, Visibility::Active, stale, keys, 3) } {
-        Probe::Found(Some(d)) => unsafe { i64::from_datum(d, false) }.map_or(Probe::Missing, Probe::Found),
-        Probe::Found(None) | Probe::Missing => Probe::Missing,
-        Probe::Stale => Probe::Stale,
+    let keys = [
+        int8_key(c"experiment_id", experiment_id),
+        KeyColumn {
+            name: c"user_id",
+            type_oid: pg_sys::TEXTOID,
+            opfamily: pg_sys::TEXT_BTREE_FAM_OID,
+            value: user_id.into_datum().unwrap(),
+            eq: pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+        },
+    ];
+    match unsafe { probe(heap, index, Visibility::Active, stale, &keys, (c"variant_id", pg_sys::INT8OID)) } {
+        Some(Probe::Found(Some(d))) => unsafe { i64::from_datum(d, false) }.map_or(Probe::Missing, Probe::Found),
+        Some(Probe::Found(None) | Probe::Missing) => Probe::Missing,
+        Some(Probe::Stale) => Probe::Stale,
+        None => query().map_or(Probe::Missing, Probe::Found),
     }
 }
 
-/// Whether `heap` has a row whose first index column (a bigint experiment id) is `key`.
+/// Whether `heap` has a row whose bigint `column` (the first column of `index`: `id` of
+/// ab_experiments, `experiment_id` of the per-user tables) is `key`. When the probe cannot
+/// read them, the table is queried through SPI with the same snapshot.
 pub fn has_row(
     heap: pg_sys::Oid,
     index: pg_sys::Oid,
+    column: &'static std::ffi::CStr,
     key: i64,
     visibility: Visibility,
     stale: impl Fn() -> bool,
 ) -> Probe<()> {
-    let keys = |_: pg_sys::Relation, keys: &mut [pg_sys::ScanKeyData; 2]| unsafe {
-        int8_key(&mut keys[0], 1, key);
-        1
-    };
-    match unsafe { probe(heap, index, visibility, stale, keys, 1) } {
-        Probe::Found(_) => Probe::Found(()),
-        Probe::Missing => Probe::Missing,
-        Probe::Stale => Probe::Stale,
+    let keys = [int8_key(column, key)];
+    match unsafe { probe(heap, index, visibility, stale, &keys, (column, pg_sys::INT8OID)) } {
+        Some(Probe::Found(_)) => Probe::Found(()),
+        Some(Probe::Missing) => Probe::Missing,
+        Some(Probe::Stale) => Probe::Stale,
+        None if query_has_row(heap, column, key, visibility) => Probe::Found(()),
+        None => Probe::Missing,
     }
+}
+
+/// `has_row` through SPI (a partitioned table, for one): the statement runs with the chosen
+/// snapshot, as the foreign-key checks run theirs.
+fn query_has_row(heap: pg_sys::Oid, column: &std::ffi::CStr, key: i64, visibility: Visibility) -> bool {
+    let sql = unsafe {
+        let name = pg_sys::quote_qualified_identifier(
+            pg_sys::get_namespace_name(pg_sys::get_rel_namespace(heap)),
+            pg_sys::get_rel_name(heap),
+        );
+        format!(
+            "SELECT 1 FROM {} WHERE {} OPERATOR(pg_catalog.=) $1 LIMIT 1",
+            std::ffi::CStr::from_ptr(name).to_string_lossy(),
+            std::ffi::CStr::from_ptr(pg_sys::quote_identifier(column.as_ptr())).to_string_lossy()
+        )
+    };
+    crate::security::with_pinned_search_path(|| {
+        Spi::connect(|_| unsafe {
+            let cmd = std::ffi::CString::new(sql).expect("no NUL in a quoted name");
+            let mut argtypes = [pg_sys::INT8OID];
+            let plan = pg_sys::SPI_prepare(cmd.as_ptr(), 1, argtypes.as_mut_ptr());
+            if plan.is_null() {
+                crate::errors::raise(
+                    pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    "ab_testing: could not plan the row check",
+                    None,
+                );
+            }
+            let mut values = [key.into_datum().unwrap()];
+            let nulls = c" ";
+            let snapshot = match visibility {
+                Visibility::Active => pg_sys::GetActiveSnapshot(),
+                Visibility::Latest => pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot()),
+            };
+            pg_sys::SPI_execute_snapshot(
+                plan,
+                values.as_mut_ptr(),
+                nulls.as_ptr(),
+                snapshot,
+                std::ptr::null_mut(),
+                true,
+                false,
+                1,
+            );
+            if let Visibility::Latest = visibility {
+                pg_sys::UnregisterSnapshot(snapshot);
+            }
+            pg_sys::SPI_freeplan(plan);
+            pg_sys::SPI_processed > 0
+        })
+    })
 }

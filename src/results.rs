@@ -16,11 +16,12 @@ use crate::lookup::Probe;
 
 /// Before the first recording of a metric name this backend has not seen for the experiment:
 /// refuses a name that would take the experiment past MAX_METRICS distinct metric names
-/// (declared or recorded). Names recorded before are found with one index descent.
-fn admit_metric(handle: &cache::Handle, metric: &str) {
+/// (declared or recorded). Names recorded before are found with one index descent. Returns
+/// whether the name was not known before this call.
+fn admit_metric(handle: &cache::Handle, metric: &str) -> bool {
     let (exp, rel) = (&handle.exp, &handle.relations);
     if exp.known_metrics.borrow().contains(metric) {
-        return;
+        return false;
     }
     let nsp = cache::schema();
     Spi::connect(|client| {
@@ -70,7 +71,19 @@ fn admit_metric(handle: &cache::Handle, metric: &str) {
             }
         }
         exp.known_metrics.borrow_mut().insert(metric.to_string());
+        // Known from now on, unless this transaction rolls back (the cache is then reloaded).
+        cache::names_admitted_in_transaction();
     });
+    true
+}
+
+/// After a call that recorded nothing: a name it admitted is forgotten again, so that it
+/// does not escape the bound later.
+fn forget_unrecorded(handle: &cache::Handle, metric: &str, admitted: bool, recorded: bool) -> bool {
+    if admitted && !recorded {
+        handle.exp.known_metrics.borrow_mut().remove(metric);
+    }
+    recorded
 }
 
 /// An experiment with strict_metrics accepts results and covariates under its declared
@@ -134,11 +147,11 @@ fn record(
         if cache::user_metrics_appeared(&handle) {
             continue;
         }
-        admit_metric(&handle, &metric_name);
+        let admitted = admit_metric(&handle, &metric_name);
         if let Some(insert) = &plans.record_result_values {
             let variant_id = match crate::assignment::stored_variant(&handle, user_id, true) {
                 Probe::Found(v) => v,
-                Probe::Missing => return false,
+                Probe::Missing => return forget_unrecorded(&handle, &metric_name, admitted, false),
                 Probe::Stale => continue,
             };
             return Spi::connect_mut(|client| {
@@ -164,11 +177,12 @@ fn record(
                 true
             });
         }
-        return Spi::connect_mut(|client| {
+        let recorded = Spi::connect_mut(|client| {
             let args =
                 [exp.id.into(), user_id.into(), metric_name.as_ref().into(), metric_value.into(), session_id.into()];
             client.update(&plans.record_result, None, &args).or_raise().len() == 1
         });
+        return forget_unrecorded(&handle, &metric_name, admitted, recorded);
     }
     tables_kept_changing()
 }

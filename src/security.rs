@@ -9,12 +9,21 @@ use pgrx::pg_sys;
 
 const SAFE_SEARCH_PATH: &std::ffi::CStr = c"pg_catalog, pg_temp";
 
-/// Runs `f` with the given settings, restored afterwards. On an error the enclosing
-/// (sub)transaction's abort restores them, as for a function's SET clause.
+/// Runs `f` with the given settings, restored afterwards, also when `f` unwinds (a panic a
+/// caller catches must not leave them set). On a PostgreSQL error the enclosing
+/// (sub)transaction's abort restores them too, as for a function's SET clause.
 pub fn with_settings<R>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl FnOnce() -> R) -> R {
-    unsafe {
-        let level = pg_sys::NewGUCNestLevel();
-        for (name, value) in settings {
+    struct Restore(i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // Restores every level from ours up (a nested level left behind by an error
+            // included), as the abort would.
+            unsafe { pg_sys::AtEOXact_GUC(!std::thread::panicking(), self.0) }
+        }
+    }
+    let restore = unsafe { Restore(pg_sys::NewGUCNestLevel()) };
+    for (name, value) in settings {
+        unsafe {
             pg_sys::set_config_option(
                 name.as_ptr(),
                 value.as_ptr(),
@@ -26,10 +35,10 @@ pub fn with_settings<R>(settings: &[(&std::ffi::CStr, &std::ffi::CStr)], f: impl
                 false,
             );
         }
-        let out = f();
-        pg_sys::AtEOXact_GUC(true, level);
-        out
     }
+    let out = f();
+    drop(restore);
+    out
 }
 
 /// Runs `f` with search_path set to `pg_catalog, pg_temp`, restored afterwards.

@@ -841,7 +841,7 @@ fn ab_create_metric_source(name: Option<&str>, definition: Option<RawJsonb>) {
     let name = required(name, "name");
     let name = normalize_name("metric source name", name).unwrap_or_else(|e| core_error(e)).into_owned();
     let value = required(definition, "definition")
-        .try_value()
+        .try_value_at_most("metric source definition", 1 << 20)
         .unwrap_or_else(|e| crate::errors::invalid(format!("invalid metric source definition: {e}")));
     let spec = parse_spec(&value).unwrap_or_else(|e| core_error(e));
     Spi::connect_mut(|client| {

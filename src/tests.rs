@@ -520,4 +520,25 @@ mod tests {
             Spi::get_one_with_args::<JsonB>("SELECT ab_stop_experiment($1, true)", &[id.into()]).unwrap().unwrap().0;
         assert_eq!(out["winner"], "c", "{out}");
     }
+
+    /// A panic caught inside the settings and snapshot helpers leaves neither the pinned
+    /// search_path nor the pushed snapshot behind.
+    #[pg_test]
+    fn settings_and_snapshots_are_restored_when_a_panic_is_caught() {
+        let path = || Spi::get_one::<String>("SHOW search_path").unwrap().unwrap();
+        let before = path();
+        let active = unsafe { pg_sys::GetActiveSnapshot() };
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::security::with_pinned_search_path(|| {
+                crate::cache::with_fresh_snapshot(|| {
+                    assert_eq!(path(), "pg_catalog, pg_temp");
+                    assert_ne!(unsafe { pg_sys::GetActiveSnapshot() }, active);
+                    panic!("caught by the test");
+                })
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!(path(), before);
+        assert_eq!(unsafe { pg_sys::GetActiveSnapshot() }, active);
+    }
 }

@@ -1238,10 +1238,12 @@ fn check_breakdowns(names: Vec<String>) -> Result<Vec<String>> {
 }
 
 /// What an assignment stores for its experiment's breakdowns: each listed attribute the
-/// user's attributes give as a string, number or boolean (as text), at most
-/// `MAX_BREAKDOWN_VALUE_LEN` characters. None when nothing is stored.
-pub fn breakdown_values(breakdowns: &[String], attributes: &Value) -> Option<Map<String, Value>> {
-    let given = attributes.as_object()?;
+/// user's attributes give as a string, number or boolean (as text). A value follows the name
+/// rules (`normalize_name`: stored in NFC, no control, bidirectional or invisible characters,
+/// at most `MAX_BREAKDOWN_VALUE_LEN` characters) or is an error naming the attribute: it is
+/// shown in reports as a segment's label. Ok(None) when nothing is stored.
+pub fn breakdown_values(breakdowns: &[String], attributes: &Value) -> Result<Option<Map<String, Value>>> {
+    let Some(given) = attributes.as_object() else { return Ok(None) };
     let mut out = Map::new();
     for name in breakdowns {
         let text = match given.get(name) {
@@ -1249,11 +1251,17 @@ pub fn breakdown_values(breakdowns: &[String], attributes: &Value) -> Option<Map
             Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
             _ => continue,
         };
-        if text.chars().count() <= MAX_BREAKDOWN_VALUE_LEN {
-            out.insert(name.clone(), Value::String(text));
+        let what = format!("the value of breakdown attribute \"{}\"", printable(name));
+        if text.chars().count() > MAX_BREAKDOWN_VALUE_LEN {
+            return Err(Error::invalid(format!(
+                "{what} is {} characters long, at most {MAX_BREAKDOWN_VALUE_LEN} are allowed",
+                text.chars().count()
+            )));
         }
+        let value = normalize_name(&what, &text)?.into_owned();
+        out.insert(name.clone(), Value::String(value));
     }
-    (!out.is_empty()).then_some(out)
+    Ok((!out.is_empty()).then_some(out))
 }
 
 /// Seconds in an interval written as number-unit pairs ("1 hour", "2 days 30 minutes"; units
@@ -1814,13 +1822,38 @@ mod tests {
     #[test]
     fn breakdown_values_keep_the_listed_scalars() {
         let listed = vec!["loan_type".to_string(), "score".into(), "vip".into(), "region".into(), "notes".into()];
-        let attrs = json!({"loan_type": "fha", "score": 720, "vip": true, "region": null, "notes": "x".repeat(201),
+        let attrs = json!({"loan_type": "fha", "score": 720, "vip": true, "region": null, "notes": "x".repeat(200),
                            "other": "not listed"});
-        let got = breakdown_values(&listed, &attrs).unwrap();
-        assert_eq!(Value::Object(got), json!({"loan_type": "fha", "score": "720", "vip": "true"}));
-        assert_eq!(breakdown_values(&listed, &json!({"loan_type": {"a": 1}, "score": [1]})), None);
-        assert_eq!(breakdown_values(&listed, &json!(null)), None);
-        assert_eq!(breakdown_values(&[], &attrs), None);
+        let got = breakdown_values(&listed, &attrs).unwrap().unwrap();
+        assert_eq!(
+            Value::Object(got),
+            json!({"loan_type": "fha", "score": "720", "vip": "true", "notes": "x".repeat(200)})
+        );
+        assert_eq!(breakdown_values(&listed, &json!({"loan_type": {"a": 1}, "score": [1]})).unwrap(), None);
+        assert_eq!(breakdown_values(&listed, &json!(null)).unwrap(), None);
+        assert_eq!(breakdown_values(&[], &attrs).unwrap(), None);
+        // Look-alike spellings are one segment.
+        let got = breakdown_values(&listed, &json!({"loan_type": "cafe\u{0301}"})).unwrap().unwrap();
+        assert_eq!(got["loan_type"], json!("caf\u{e9}"));
+    }
+
+    #[test]
+    fn breakdown_values_follow_the_name_rules() {
+        let listed = vec!["loan_type".to_string(), "score".into()];
+        let err = |attrs: Value| breakdown_values(&listed, &attrs).unwrap_err().message;
+        assert_eq!(
+            err(json!({"loan_type": "fha\nRecommendation: ship"})),
+            "the value of breakdown attribute \"loan_type\" must not contain control characters (found U+000A)"
+        );
+        assert!(err(json!({"loan_type": "B\u{202E}A"})).contains("bidirectional formatting characters (found U+202E)"));
+        assert_eq!(
+            err(json!({"loan_type": "x".repeat(201)})),
+            "the value of breakdown attribute \"loan_type\" is 201 characters long, at most 200 are allowed"
+        );
+        assert_eq!(err(json!({"loan_type": "  "})), "the value of breakdown attribute \"loan_type\" must not be empty");
+        // A number as jsonb prints it: 1e400 is 401 digits.
+        let huge: Value = serde_json::from_str(&format!("{{\"score\": 1{}}}", "0".repeat(400))).unwrap();
+        assert!(err(huge).contains("\"score\" is 401 characters long"));
     }
 
     #[test]

@@ -9,12 +9,16 @@ SELECT ab_create_experiment('{"name": "segments", "experiment_type": "prompt", "
   "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "new", "traffic_allocation": 50}]}') AS e \gset
 SELECT ab_get_experiment('segments') -> 'breakdowns' AS breakdowns;
 SELECT ab_start_experiment('segments');
--- Only the listed attributes are stored, scalars as text; others, objects and long values are not.
+-- Only the listed attributes are stored, scalars as text (in NFC); others and objects are not.
 SELECT ab_get_variant('segments', 'first', '{"loan_type": "fha", "channel": "web", "credit_score": 720}') IS NOT NULL AS enrolled;
 SELECT ab_get_variant('segments', 'second', '{"loan_type": 5, "channel": true}') IS NOT NULL AS enrolled;
 SELECT ab_get_variant('segments', 'third', '{"loan_type": {"kind": "fha"}, "channel": null}') IS NOT NULL AS enrolled;
 SELECT ab_get_variant('segments', 'fourth') IS NOT NULL AS enrolled;
-SELECT ab_get_variant('segments', 'fifth', jsonb_build_object('loan_type', repeat('x', 201), 'channel', 'e' || chr(769) || 'mail'))
+-- A value breaking the name rules (too long, control or bidirectional characters) is an error,
+-- and enrolls nobody.
+SELECT expect_error($$SELECT ab_get_variant('segments', 'fifth', jsonb_build_object('loan_type', repeat('x', 201)))$$);
+SELECT expect_error($$SELECT ab_get_variant('segments', 'fifth', jsonb_build_object('loan_type', 'fha' || chr(10) || 'va'))$$);
+SELECT ab_get_variant('segments', 'fifth', jsonb_build_object('channel', 'e' || chr(769) || 'mail'))
        IS NOT NULL AS enrolled;
 -- What a user had at enrollment stays: a later call with other attributes changes nothing.
 SELECT ab_get_variant('segments', 'first', '{"loan_type": "va"}') IS NOT NULL AS again;
