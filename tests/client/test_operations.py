@@ -81,7 +81,7 @@ def same_rows(a, b):
             return False
         for x, y in zip(ra, rb):
             if isinstance(x, float) and isinstance(y, float):
-                if not (x == y or abs(x - y) <= 1e-12 * max(abs(x), abs(y))):
+                if not (x == y or (x != x and y != y) or abs(x - y) <= 1e-12 * max(abs(x), abs(y))):
                     return False
             elif x != y:
                 return False
