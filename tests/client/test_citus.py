@@ -513,3 +513,27 @@ def test_a_source_distributed_by_the_user_key_is_joined_on_each_shard():
     assert any(r[6] is not None for r in single)
     assert_same_analysis(single, distributed)
     fresh_citus()
+
+
+@citus_only
+def test_a_distributed_source_owned_by_another_role_is_refused():
+    """A distributed source whose owner does not hold the analysing role's privileges would be
+    read as its owner, which is not supported on Citus: creating the experiment is refused
+    (42501) and creates nothing."""
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS public.owned_conversations")
+        c.execute("DROP ROLE IF EXISTS ab_citus_app")
+        c.execute("CREATE ROLE ab_citus_app")
+        c.execute('CREATE TABLE public.owned_conversations (user_id text COLLATE "C", at timestamptz)')
+        c.execute("SELECT create_distributed_table('public.owned_conversations', 'user_id', "
+                  "colocate_with => 'ab_assignments')")
+        c.execute("ALTER TABLE public.owned_conversations OWNER TO ab_citus_app")
+        source = {"relation": "public.owned_conversations", "user_column": "user_id", "time_column": "at"}
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="distributed by Citus"):
+            started(c, "owned by the application", primary_metric="seen",
+                    metrics={"seen": {"type": "binary", "source": source}})
+        assert one(c, "SELECT count(*) FROM ab_experiments WHERE name = 'owned by the application'") == 0
+        c.execute("DROP TABLE public.owned_conversations")
+        c.execute("DROP ROLE ab_citus_app")
+    fresh_citus()
