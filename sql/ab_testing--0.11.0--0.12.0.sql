@@ -295,7 +295,9 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations TO %I', role);
-    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON @extschema@.ab_insights TO %I', role);
+    -- Stored analyses are not updated: what they record of their sources decides who may
+    -- read them (ab_stop_experiment stores one as its caller, hence INSERT).
+    EXECUTE format('GRANT INSERT, DELETE ON @extschema@.ab_insights TO %I', role);
     EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
     EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
                    '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
@@ -337,3 +339,40 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". The registering role must be able to read its columns. An analysis reads it as the role running it when the relation''s owner holds that role''s privileges, else as the owner (after checking that the role may read those columns; refused where row-level security, a security_invoker view or a foreign table would then show more).';
+
+-- An installation in a schema that a non-superuser owns is unsafe: say so at the update.
+-- (As at CREATE EXTENSION.) The extension's SECURITY DEFINER functions name its objects by schema: a role that owns
+-- that schema could rename it and put objects of its own under those names. Only a
+-- superuser may own it (for public, owned by pg_database_owner: the database's owner).
+DO $$
+DECLARE
+    owner oid := (SELECT CASE WHEN n.nspowner = 'pg_database_owner'::pg_catalog.regrole THEN d.datdba
+                              ELSE n.nspowner END
+                  FROM pg_catalog.pg_namespace n, pg_catalog.pg_database d
+                  WHERE n.oid = '@extschema@'::pg_catalog.regnamespace AND d.datname = pg_catalog.current_database());
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = owner) THEN
+        RAISE WARNING 'ab_testing must be installed in a schema owned by a superuser, and schema "%" is owned by role "%"',
+            '@extschema@', pg_catalog.pg_get_userbyid(owner)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'that role could put its own objects in place of the extension''s: create a schema owned by a superuser (CREATE SCHEMA ab_testing AUTHORIZATION postgres) and install the extension there (CREATE EXTENSION ab_testing SCHEMA ab_testing)';
+    END IF;
+END
+$$;
+
+-- Stored analyses are not updated (an administrator that could UPDATE ab_insights could
+-- clear what a row records of its sources): take UPDATE back from every role but the owner.
+DO $$
+DECLARE
+    r oid;
+BEGIN
+    FOR r IN SELECT DISTINCT a.grantee
+             FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+             WHERE c.oid = '@extschema@.ab_insights'::pg_catalog.regclass AND a.grantee <> c.relowner
+               AND a.privilege_type = 'UPDATE'
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE UPDATE ON @extschema@.ab_insights FROM %s',
+                                  CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::pg_catalog.regrole::text END);
+    END LOOP;
+END;
+$$;

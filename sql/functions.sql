@@ -492,7 +492,9 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
                    '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, '
                    '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations TO %I', role);
-    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON @extschema@.ab_insights TO %I', role);
+    -- Stored analyses are not updated: what they record of their sources decides who may
+    -- read them (ab_stop_experiment stores one as its caller, hence INSERT).
+    EXECUTE format('GRANT INSERT, DELETE ON @extschema@.ab_insights TO %I', role);
     EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
     EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
                    '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '

@@ -20,6 +20,25 @@ BEGIN
 END
 $$;
 
+-- The extension's SECURITY DEFINER functions name its objects by schema: a role that owns
+-- that schema could rename it and put objects of its own under those names. Only a
+-- superuser may own it (for public, owned by pg_database_owner: the database's owner).
+DO $$
+DECLARE
+    owner oid := (SELECT CASE WHEN n.nspowner = 'pg_database_owner'::pg_catalog.regrole THEN d.datdba
+                              ELSE n.nspowner END
+                  FROM pg_catalog.pg_namespace n, pg_catalog.pg_database d
+                  WHERE n.oid = '@extschema@'::pg_catalog.regnamespace AND d.datname = pg_catalog.current_database());
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = owner) THEN
+        RAISE EXCEPTION 'ab_testing must be installed in a schema owned by a superuser, and schema "%" is owned by role "%"',
+            '@extschema@', pg_catalog.pg_get_userbyid(owner)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'that role could put its own objects in place of the extension''s: create a schema owned by a superuser (CREATE SCHEMA ab_testing AUTHORIZATION postgres) and install the extension there (CREATE EXTENSION ab_testing SCHEMA ab_testing)';
+    END IF;
+END
+$$;
+
 CREATE TABLE ab_experiments (
     id               bigserial PRIMARY KEY,
     name             text NOT NULL UNIQUE

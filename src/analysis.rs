@@ -236,7 +236,10 @@ fn run_linear(
                     None => "u.v".to_string(),
                 };
                 (
-                    format!("SELECT u.variant_id, u.user_id, {capped} AS v, u.v AS raw FROM ({}) u", s.per_user(client, nsp)),
+                    format!(
+                        "SELECT u.variant_id, u.user_id, {capped} AS v, u.v AS raw FROM ({}) u",
+                        s.per_user(client, nsp)
+                    ),
                     in_range("u.v"),
                     in_range("c.v"),
                     if covariate_source.is_some() { ", max(abs(u.raw)), max(abs(c.v))" } else { ", max(abs(u.raw))" },

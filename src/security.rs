@@ -46,6 +46,15 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
     with_settings(&[(c"search_path", SAFE_SEARCH_PATH)], f)
 }
 
+thread_local! {
+    static IN_SOURCE_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a metric source is being read in this backend (its code may be calling us).
+pub fn in_source_read() -> bool {
+    IN_SOURCE_READ.get()
+}
+
 /// Runs `f` as the role that called the analysis (the session's role, as SET ROLE left it),
 /// not as the extension's owner: what `f` reads from the application's relations is checked
 /// against that role's privileges and row-level security policies, as if it had run the
@@ -66,22 +75,35 @@ pub fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 /// Runs `f` as `role` in a security-restricted operation. Settings that code changed
 /// (a plain SET in a view's function included) are undone afterwards, so that no name the
 /// extension's own statements resolve later is found through them.
+///
+/// The transaction is read-only meanwhile (as `SET TRANSACTION READ ONLY` makes it, and code
+/// cannot turn that off after its first query): code of the source's cannot write, run DDL
+/// (rename the extension's schema, put another relation under a checked name) or alter a
+/// role, whoever it runs as. While it runs, the extension refuses to read metric sources for
+/// a nested call (`in_source_read`), whose caller would otherwise be taken as the session's role.
 fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
-    struct Restore(pg_sys::Oid, i32);
+    struct Restore(pg_sys::Oid, i32, bool, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) }
+            unsafe {
+                pg_sys::SetUserIdAndSecContext(self.0, self.1);
+                pg_sys::XactReadOnly = self.2;
+            }
+            IN_SOURCE_READ.set(self.3);
         }
     }
     let (restore, level) = unsafe {
         let mut current = pg_sys::InvalidOid;
         let mut context = 0;
         pg_sys::GetUserIdAndSecContext(&mut current, &mut context);
+        let restore = Restore(current, context, pg_sys::XactReadOnly, IN_SOURCE_READ.get());
         pg_sys::SetUserIdAndSecContext(
             role,
             context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
-        (Restore(current, context), pg_sys::NewGUCNestLevel())
+        pg_sys::XactReadOnly = true;
+        IN_SOURCE_READ.set(true);
+        (restore, pg_sys::NewGUCNestLevel())
     };
     let out = f();
     // On an error, the (sub)transaction's abort undoes them.

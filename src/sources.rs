@@ -159,8 +159,10 @@ fn lock(oid: pg_sys::Oid, schema: &str, relation: &str, what: &str, spelled: &st
 }
 
 /// The owners of the relation `oid` and of every relation, function, operator and type it is
-/// built on (through views, indexes, policies, constraints and statistics, recursively), and
-/// of the function casting the user column's type (`user_type`) to text.
+/// built on (through views, indexes, policies, constraints and statistics, recursively), of
+/// the function casting the user column's type (`user_type`) to text, and of the relation's
+/// schema (whose owner can put another relation under the same name between the check and
+/// the read).
 fn code_owners(client: &SpiClient<'_>, oid: pg_sys::Oid, user_type: u32) -> Vec<pg_sys::Oid> {
     client
         .select(
@@ -186,7 +188,11 @@ fn code_owners(client: &SpiClient<'_>, oid: pg_sys::Oid, user_type: u32) -> Vec<
                  UNION ALL SELECT o.oprowner FROM obj JOIN pg_catalog.pg_operator o ON obj.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND o.oid = obj.objid \
                  UNION ALL SELECT p.proowner FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc p ON p.oid = k.castfunc \
                    WHERE k.castsource = $2 AND k.casttarget = 'pg_catalog.text'::pg_catalog.regtype \
-                 UNION ALL SELECT t.typowner FROM pg_catalog.pg_type t WHERE t.oid = $2) owners",
+                 UNION ALL SELECT t.typowner FROM pg_catalog.pg_type t WHERE t.oid = $2 \
+                 UNION ALL SELECT CASE WHEN n.nspowner = 'pg_database_owner'::pg_catalog.regrole THEN d.datdba \
+                                       ELSE n.nspowner END \
+                   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                   JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database() WHERE c.oid = $1) owners",
             None,
             &[oid.into(), pg_sys::Oid::from(user_type).into()],
         )
@@ -209,6 +215,14 @@ fn reader(
     user_type: u32,
     what: &str,
 ) -> Reader {
+    // A call from a source's own code during its read would be taken as the session's role.
+    if crate::security::in_source_read() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("{what}: a metric source cannot be read from inside the read of another metric source"),
+            None,
+        );
+    }
     let caller = unsafe { pg_sys::GetOuterUserId() };
     // The caller may read each column the read uses, as if it ran the query itself.
     let row = client

@@ -134,6 +134,9 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: Optio
     crate::analysis::reading_sources(&sources, || run_linear(client, nsp, exp, names, &sources))
 }
 
+/// The longest timeline: ten years of days.
+const MAX_DAYS: usize = 3660;
+
 fn run_linear(
     client: &SpiClient<'_>,
     nsp: &str,
@@ -172,6 +175,14 @@ fn run_linear(
         .get_one::<i32>()
         .or_raise()
         .unwrap_or(0) as usize;
+    // An enrollment dated centuries ago (written by hand) would ask for as many daily analyses.
+    if bound + 1 > MAX_DAYS {
+        crate::errors::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("a timeline covers at most {MAX_DAYS} days, and this one would cover {}", bound + 1),
+            Some(format!("its first enrollment is {first}: check ab_assignments.assigned_at")),
+        );
+    }
     let variants = catalog::variants(client, nsp, exp.id);
     let bandit = exp.bandit.is_some() && catalog::has_table(client, nsp, "ab_allocations");
     let periods = if bandit { crate::analysis::periods(client, nsp, exp.id, &variants).weights.len() } else { 0 };

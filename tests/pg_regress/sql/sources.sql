@@ -243,8 +243,8 @@ UPDATE crm.loan_applications SET amount = 1e300 WHERE amount = 1e20;
 SELECT expect_error($$SELECT count(*) FROM ab_analyze('fast track')$$);
 DELETE FROM crm.loan_applications WHERE amount = 1e300;
 
--- The read is a security-restricted operation: code in a source cannot create temporary
--- objects (or change the role) in the analysing session.
+-- The read is a security-restricted operation in a read-only transaction: code in a source
+-- cannot create objects, temporary or not, write, or change the role in the analysing session.
 CREATE FUNCTION crm.sneaky() RETURNS int LANGUAGE plpgsql AS $$
 BEGIN
     CREATE TEMP TABLE IF NOT EXISTS sneaky_trace (at timestamptz);
