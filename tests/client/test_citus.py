@@ -537,3 +537,32 @@ def test_a_distributed_source_owned_by_another_role_is_refused():
         c.execute("DROP TABLE public.owned_conversations")
         c.execute("DROP ROLE ab_citus_app")
     fresh_citus()
+
+
+@citus_only
+def test_stored_analyses_stay_closed_to_analysts_on_citus():
+    """On Citus a view over a reference table is checked against the reading role on the
+    shard, where the analysts' column grant on ab_insights does not reach: the views over
+    stored analyses refuse them (42501) rather than show rows; a superuser reads them."""
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        drop_role(c, "ab_citus_analyst")
+        c.execute("CREATE ROLE ab_citus_analyst LOGIN")
+        one(c, "SELECT ab_grant_analyst('ab_citus_analyst')")
+        populate(c)
+        assert one(c, "SELECT count(*) FROM ab_latest_insights") > 0
+        c.execute("SET ROLE ab_citus_analyst")
+        for view in ["ab_latest_insights", "ab_insight_history"]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(f"SELECT count(*) FROM {view}")
+        c.execute("RESET ROLE")
+        one(c, "SELECT ab_revoke_analyst('ab_citus_analyst')")
+    fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        drop_role(c, "ab_citus_analyst")
+
+
+def drop_role(c, role):
+    if one(c, "SELECT count(*) FROM pg_roles WHERE rolname = %s", role):
+        c.execute(f"DROP OWNED BY {role}")
+        c.execute(f"DROP ROLE {role}")

@@ -16,7 +16,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from conftest import conninfo
+from conftest import CITUS, conninfo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.environ.get("AB_GATEWAY_BIN", os.path.join(ROOT, "target", "debug", "ab-gateway"))
@@ -39,11 +39,14 @@ def free_port():
 
 
 def mapped_role(c, role):
-    """A role a token can map to: NOLOGIN, its login role a member of it."""
+    """A role a token can map to: NOLOGIN, its login role a member of it. Through Citus it
+    needs LOGIN: the coordinator connects to the workers as the current role."""
     if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (LOGIN_ROLE,)).fetchone():
         c.execute(f"CREATE ROLE {LOGIN_ROLE} LOGIN NOINHERIT")
     if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
         c.execute(f"CREATE ROLE {role} NOLOGIN")
+    if CITUS:
+        c.execute(f"ALTER ROLE {role} LOGIN")
     c.execute(f"GRANT {role} TO {LOGIN_ROLE}")
 
 
