@@ -1,4 +1,4 @@
-//! The statistics of the analysis, as `../shared`'s reference defines them and checked against
+//! The statistics of the analysis, as their published references define them, checked against
 //! scipy and statsmodels fixtures in `tests/fixtures`.
 
 pub mod bayes;
