@@ -10,7 +10,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from conftest import WORKER_PORTS, conninfo, fresh_citus
-from test_operations import analysis, counts, fresh_db, drop_db, one, populate, two_arms
+from test_operations import analysis, counts, fresh_db, drop_db, one, populate, started, two_arms
 
 citus_only = pytest.mark.citus_only
 
@@ -39,12 +39,6 @@ def assert_same_analysis(before, after):
 def nodes():
     """A connection string for the coordinator, then each worker."""
     return [conninfo("postgres")] + [conninfo("postgres", port=p) for p in WORKER_PORTS]
-
-
-def started(c, name, **extra):
-    exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(name, **extra)))
-    one(c, "SELECT ab_start_experiment(%s)", exp)
-    return exp
 
 
 @citus_only

@@ -10,7 +10,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from conftest import CITUS, conninfo
-from test_operations import drop_db, fresh_db, one, two_arms
+from test_operations import drop_db, fresh_db, one, started, two_arms
 
 
 def waiting_for_lock(c, pid):
@@ -69,12 +69,6 @@ def db():
     dsn = fresh_db("ab_hardening")
     yield dsn
     drop_db("ab_hardening")
-
-
-def started(c, name, **extra):
-    exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(name, **extra)))
-    one(c, "SELECT ab_start_experiment(%s)", exp)
-    return exp
 
 
 def test_reindex_concurrently_waits_for_a_reading_transaction(db):

@@ -33,6 +33,13 @@ def two_arms(name, **extra):
                          {"name": "b", "traffic_allocation": 50}], **extra}
 
 
+def started(c, name, **extra):
+    """A running two-arm experiment (two_arms with `extra`); returns its id."""
+    exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(name, **extra)))
+    one(c, "SELECT ab_start_experiment(%s)", exp)
+    return exp
+
+
 def fresh_db(name, version=None):
     if CITUS:
         assert version is None

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 
 from conftest import CITUS, conninfo
 from test_hardening import blocked
-from test_operations import drop_db, fresh_db, one, two_arms
+from test_operations import drop_db, fresh_db, one, started, two_arms
 
 pytestmark = pytest.mark.skipif(CITUS, reason="single-node PostgreSQL internals")
 
@@ -25,12 +25,6 @@ def db():
     dsn = fresh_db("ab_soundness")
     yield dsn
     drop_db("ab_soundness")
-
-
-def started(c, name, **extra):
-    exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms(name, **extra)))
-    one(c, "SELECT ab_start_experiment(%s)", exp)
-    return exp
 
 
 def server_start(c):
