@@ -190,3 +190,21 @@ def test_a_timeline_of_centuries_is_refused(db):
         with pytest.raises(psycopg.errors.ProgramLimitExceeded) as e:
             c.execute("SELECT count(*) FROM ab_timeline('ancient', NULL)")
         assert str(e.value).splitlines()[0].startswith("a timeline covers at most 3660 days, and this one would cover 365")
+
+
+def test_a_view_that_filters_on_current_user_sees_its_owner(db):
+    """The documented limit of reading a source as its owner: a view that filters on
+    current_user returns the owner's rows, not the analysing role's."""
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute(f"SET ROLE {APP}")
+        c.execute("CREATE TABLE crm.owned (uid text, at timestamptz, v numeric, owner name)")
+        c.execute("CREATE VIEW crm.mine AS SELECT uid, at, v FROM crm.owned WHERE owner = current_user")
+        c.execute(f"GRANT SELECT ON crm.owned, crm.mine TO {ANALYST}, {ADMIN}")
+        c.execute("RESET ROLE")
+        exp = source_experiment(c, "mine", "crm.mine")
+        c.execute(f"INSERT INTO crm.owned SELECT 'u' || g, now() + interval '1 minute', 1, "
+                  f"CASE WHEN g < 5 THEN '{APP}' ELSE '{ANALYST}' END FROM generate_series(0, 19) g")
+        c.execute(f"SET ROLE {ANALYST}")
+        # Directly, the analyst sees its own 15 rows; through the extension, the owner's 5.
+        assert one(c, "SELECT count(*) FROM crm.mine") == 15
+        assert one(c, "SELECT sum(users * mean) FROM ab_analyze(%s) WHERE metric_name = 'amount'", exp) == 5
