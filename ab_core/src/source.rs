@@ -162,6 +162,9 @@ fn condition(column: &str, v: &Value) -> Result<Test> {
     }
 }
 
+/// The keys of a metric source, inline or given to `ab_create_metric_source`.
+pub const SOURCE_KEYS: &[&str] = &["relation", "user_column", "time_column", "value_column", "filter"];
+
 /// Parses an inline source or the definition given to `ab_create_metric_source`.
 pub fn parse_spec(v: &Value) -> Result<SourceSpec> {
     let Value::Object(obj) = v else {
@@ -169,12 +172,11 @@ pub fn parse_spec(v: &Value) -> Result<SourceSpec> {
             "a metric source must be a JSON object with \"relation\", \"user_column\" and \"time_column\"",
         ));
     };
-    const KEYS: [&str; 5] = ["relation", "user_column", "time_column", "value_column", "filter"];
-    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+    if let Some(k) = obj.keys().find(|k| !SOURCE_KEYS.contains(&k.as_str())) {
         return Err(Error::definition(format!(
             "metric source has an unknown key \"{}\"{}",
             printable(k),
-            crate::names::did_you_mean(k, KEYS)
+            crate::names::did_you_mean(k, SOURCE_KEYS.iter().copied())
         )));
     }
     let mut filter = Vec::new();
