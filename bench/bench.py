@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The ab_testing benchmark harness: pgbench for the hot paths, timed queries for the analysis.
 
-Every case is reported with its baseline measured in the same run, as a ratio: these machines
+Every case is reported with its baseline measured in the same run, as a ratio: machines
 are shared and absolute numbers drift. Run through scripts/bench.sh, which installs the release
 build and starts a dedicated cluster.
 """

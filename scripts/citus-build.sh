@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds Citus from the vendored public source and installs it into the system PostgreSQL 15.
+# Builds Citus 13.2.2 from its source tarball and installs it into the system PostgreSQL 15.
 # Skipped when citus.so is already there. Called by scripts/setup.sh --all.
-# Environment: CITUS_TARBALL (default ../shared/vendor/citus-13.2.2.tar.gz beside the project).
+# Environment: CITUS_TARBALL, the path of the tarball (the v13.2.2 source archive of
+# https://github.com/citusdata/citus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,9 +10,10 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
 [ -f "$PKGLIBDIR/citus.so" ] && exit 0
 
-TARBALL=${CITUS_TARBALL:-$(cd .. && pwd)/shared/vendor/citus-13.2.2.tar.gz}
-if [ ! -f "$TARBALL" ]; then
-    echo "citus-build: $TARBALL not found (set CITUS_TARBALL)" >&2
+TARBALL=${CITUS_TARBALL:-}
+if [ -z "$TARBALL" ] || [ ! -f "$TARBALL" ]; then
+    echo "citus-build: set CITUS_TARBALL to the Citus 13.2.2 source tarball" \
+         "(https://github.com/citusdata/citus/archive/refs/tags/v13.2.2.tar.gz)${TARBALL:+; $TARBALL not found}" >&2
     exit 1
 fi
 

@@ -9,20 +9,21 @@
 # its token. Tokens, one per role, are generated on first use into target/gateway/tokens
 # (readable by its owner only; AB_GATEWAY_TOKENS_FILE to use another file), and the script
 # prints where they are. Environment: AB_GATEWAY_DB (default ab_gateway), AB_GATEWAY_LISTEN
-# (default 127.0.0.1:8000), AB_PGDIR and PGPORT as for scripts/cluster.sh.
+# (default 127.0.0.1:8000), PG_CONFIG, AB_PGDIR and PGPORT as for scripts/cluster.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-DIR=${AB_PGDIR:-/tmp/ab_testing_pg}
 PORT=${PGPORT:-5499}
 DB=${AB_GATEWAY_DB:-ab_gateway}
 
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 scripts/setup.sh
-[ -f "$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension/ab_testing.control" ] || scripts/install.sh
+[ -f "$("$PG_CONFIG" --sharedir)/extension/ab_testing.control" ] || scripts/install.sh
 scripts/cluster.sh start
+DIR=$(scripts/cluster.sh dir)
 cargo build --release -p ab_gateway
 
-PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -U postgres)
+PSQL=("$("$PG_CONFIG" --bindir)/psql" -X -q -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -U postgres)
 if [ -z "$("${PSQL[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'")" ]; then
     "${PSQL[@]}" -d postgres -c "CREATE DATABASE \"$DB\""
     "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION ab_testing"

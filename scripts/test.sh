@@ -7,19 +7,20 @@
 #   4. client tests through psycopg: full flow, racing sessions, cross-session caching,
 #      dump/restore, upgrades, crash recovery, the Python examples, the REST gateway with
 #      the curl Quick Start, its results pages in headless Chromium, and every code block of
-#      the README (tests/client/test_readme.py)
+#      the README and docs/ (tests/client/test_readme.py)
 #   5. the Node example with the pg driver
 #   6. Citus: the flow, cache and concurrency client tests and the Citus-only tests against
 #      a coordinator + 2 workers started here (scripts/citus-cluster.sh)
 #   7. a clone with nothing beside it runs the demo on PostgreSQL 15 alone (scripts/bare-clone-test.sh)
 #   8. the Debian package for 15: dpkg -i, the Quick start, dpkg -r (scripts/package-test.sh)
+# (and, after step 1, the documentation built as a book with MkDocs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh --all
 # Headless Chromium: the results pages are tested in a real browser.
 command -v chromium >/dev/null || scripts/apt-install.sh chromium
-# pg_cron for 15: the README's schedule for bandit reweighting is run as written.
+# pg_cron for 15: the guide's schedule for bandit reweighting is run as written.
 scripts/apt-install.sh postgresql-15-cron
 
 echo "== ab_core: unit tests and scipy reference values; the gateway's unit tests"
@@ -28,7 +29,10 @@ cargo test -p ab_gateway
 cargo build -p ab_gateway
 
 [ -x target/venv/bin/python ] || python3 -m venv target/venv
-target/venv/bin/pip install -q --disable-pip-version-check -r tests/client/requirements.txt
+target/venv/bin/pip install -q --disable-pip-version-check -r tests/client/requirements.txt -r docs/requirements.txt
+
+echo "== The documentation, built as a book (MkDocs; broken links and anchors fail it)"
+target/venv/bin/mkdocs build --strict --quiet --site-dir target/site
 
 # Each supported PostgreSQL: its #[pg_test]s, pg_regress and the whole client suite against
 # a cluster of that version (15: Debian's; 16 and 18: scripts/pg-versions.sh).

@@ -573,8 +573,8 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
     let moments: Vec<Moments> = input.arms.iter().map(|a| effective_moments(&def, a)).collect();
     let control_idx = input.arms.iter().position(|a| a.is_control);
     let bandit = input.arms.iter().any(|a| !a.periods.is_empty());
-    // CUPED is not combined with the period strata, nor with ratio or quantile metrics (see the
-    // README).
+    // CUPED is not combined with the period strata, nor with ratio or quantile metrics (see
+    // docs/statistics.md).
     let covariates: Option<Vec<CoMoments>> = if bandit || matches!(def.kind, MetricType::Ratio | MetricType::Quantile) {
         None
     } else {

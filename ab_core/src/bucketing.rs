@@ -50,7 +50,7 @@ pub fn variant_for_point(widths: &[u32], point: u32) -> Option<usize> {
 mod tests {
     use super::*;
 
-    // The README's test vectors (the full set, from Python's xxhash, is in tests/fixtures).
+    // The guide's test vectors (docs/guide.md; the full set, from Python's xxhash, is in tests/fixtures).
     #[test]
     fn test_vectors() {
         assert_eq!(point("", ""), 7667);

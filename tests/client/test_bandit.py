@@ -283,7 +283,7 @@ def test_reweighting_while_users_enroll_records_the_weights_that_assigned_each_u
 
 
 def test_pg_cron_runs_the_readme_schedule(conn):
-    """The README's pg_cron line, in a cluster of the same version that preloads pg_cron: within
+    """The guide's pg_cron line (docs/guide.md), in a cluster of the same version that preloads pg_cron: within
     a minute and a half the scheduled ab_reweight_due() has changed a due bandit's weights."""
     import os
     import subprocess
@@ -307,7 +307,7 @@ def test_pg_cron_runs_the_readme_schedule(conn):
             c.execute("CREATE EXTENSION pg_cron")
             create(c, "cron bandit", burn_in_users=1, update_every="1 second")
             enroll(c, "cron bandit", [f"c{i}" for i in range(300)], 0)
-            # As the README writes it.
+            # As the guide writes it.
             c.execute("SELECT cron.schedule('ab-reweight', '*/10 * * * *', 'SELECT * FROM ab_reweight_due()')")
             # ... and every minute, so that the test need not wait ten.
             c.execute("SELECT cron.schedule('ab-reweight-test', '* * * * *', 'SELECT * FROM ab_reweight_due()')")

@@ -75,7 +75,7 @@ def test_errors_reach_the_client_with_their_sqlstate(conn):
 
 @pytest.mark.citus
 def test_assignment_is_reproducible_outside_the_database(conn):
-    """The README's algorithm, reimplemented here, agrees with every stored assignment."""
+    """The guide's algorithm (docs/guide.md), reimplemented here, agrees with every stored assignment."""
     body = two_arms("reproducible")
     body["variants"] = [{"name": "a", "is_control": True, "traffic_allocation": 33.33},
                         {"name": "b", "traffic_allocation": 33.33},
@@ -180,7 +180,7 @@ def test_the_plot_is_well_formed_xml_whatever_the_names(conn):
 
 
 def test_readme_named_arguments_for_covariates(conn):
-    """The README's named-argument call of ab_record_covariate."""
+    """The reference's named-argument call of ab_record_covariate."""
     exp = one(conn, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("named arguments")))
     conn.execute("SELECT ab_record_covariate(%s, 'spend', user_id => 'u1', value => 12.5)", (exp,))
     assert conn.execute("SELECT user_id, value FROM ab_covariates WHERE experiment_id = %s", (exp,)).fetchall() == \

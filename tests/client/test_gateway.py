@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from conftest import CITUS, conninfo
+from test_readme import doc_block
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.environ.get("AB_GATEWAY_BIN", os.path.join(ROOT, "target", "debug", "ab-gateway"))
@@ -166,6 +167,11 @@ def test_the_quick_start_curl_sequence_runs_to_a_winner(api):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
+    # The output docs/guide.md shows is what the script prints (`...`: lines left out).
+    shown, at = doc_block("output of examples/curl/quickstart.sh").split("\n"), 0
+    for line in (line for line in shown if line != "..."):
+        assert line in lines[at:], (line, lines)
+        at = lines.index(line, at) + 1
     stopped = json.loads(lines[lines.index("8. Stop and declare the winner") + 1])
     assert stopped["status"] == "stopped" and stopped["winner"] == "Treatment", stopped
     final = json.loads(lines[-1])

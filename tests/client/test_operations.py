@@ -102,7 +102,7 @@ def counts(c):
 
 
 def test_uninstalling_and_the_roles_a_dump_needs(dsn):
-    """What the README's Uninstalling and Backup sections say: a dump carries the grants but not
+    """What docs/operations.md's Uninstalling and Backup sections say: a dump carries the grants but not
     the roles; an object of the user's over the tables blocks DROP EXTENSION until CASCADE,
     which drops it too; the tables go; the granted role stays."""
     db = fresh_db("ab_uninstall")
@@ -431,7 +431,7 @@ def test_update_to_per_user_state_under_live_writers(dsn):
         with psycopg.connect(db, autocommit=True) as c:
             while not stop.is_set():
                 if rng.random() < 0.3:
-                    # Users in a fixed order, as the README advises (crossed orders can deadlock).
+                    # Users in a fixed order, as the reference advises (crossed orders can deadlock).
                     with c.transaction():
                         for u in sorted(rng.sample(range(50), 3)):
                             one(c, "SELECT ab_record_result(%s, 'conversion_rate', 1, %s)", exp, f"user-{u}")
@@ -675,7 +675,7 @@ def analysis_plans(c, exp):
 def test_a_source_read_skips_the_history_before_the_experiment():
     """The constant bounds of a source's read (first enrollment, last enrollment + window) let
     PostgreSQL prune the partitions of a table partitioned by time and use an index on the
-    time column, as the README says."""
+    time column, as docs/metrics.md says."""
     db = fresh_db("ab_source_plans")
     with psycopg.connect(db, autocommit=True) as c:
         c.execute("CREATE TABLE public.events (user_id text, at timestamptz) PARTITION BY RANGE (at)")

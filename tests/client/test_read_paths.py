@@ -187,7 +187,7 @@ def test_a_row_dated_9999_answers_a_timeline_in_bounded_time_and_memory(app):
     svg = conn.execute("SELECT ab_plot_timeline(%s)", (name,)).fetchone()[0]
     assert len(svg) < 100_000
     # The backend's memory stays that of a small query (the unbounded timeline took gigabytes):
-    # its memory contexts, and where the server runs on this machine its peak resident size
+    # its memory contexts, and where the server runs on the same host as the test its peak resident size
     # (the statistics' memory is Rust's, outside the contexts).
     used = conn.execute("SELECT sum(total_bytes) FROM pg_backend_memory_contexts").fetchone()[0]
     assert used < 64 * 1024 * 1024, used

@@ -47,3 +47,34 @@ def test_readme_names_the_package_this_version_builds():
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     named = set(re.findall(r"postgresql-\d+-ab-testing_([0-9.]+)_amd64\.deb", readme))
     assert named == {version}
+
+
+def test_no_text_in_the_repository_speaks_of_paths_outside_it():
+    # .ci/run is the CI's own configuration: it says where the CI machines keep Citus's source.
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    outside = re.compile(r"\.\./shared|/work/|this project's machine|this machine|these machines|not built here")
+    found = []
+    for name in files:
+        if name in (".ci/run", "tests/client/test_scripts.py") or name.endswith((".png", ".gz")):
+            continue
+        path = os.path.join(ROOT, name)
+        if os.path.islink(path) or not os.path.isfile(path):
+            continue
+        try:
+            text = open(path, encoding="utf-8").read()
+        except UnicodeDecodeError:
+            continue
+        found += [f"{name}: {m.group(0)}" for m in outside.finditer(text)]
+    assert not found, found
+
+
+def test_citus_build_says_where_its_source_must_come_from(tmp_path):
+    # A pg_config whose library directory has no citus.so, and no CITUS_TARBALL.
+    fake = tmp_path / "pg_config"
+    fake.write_text(f"#!/bin/sh\necho '{tmp_path}'\n")
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CITUS_TARBALL"}
+    out = subprocess.run([os.path.join(ROOT, "scripts", "citus-build.sh")], env={**env, "PG_CONFIG": str(fake)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "set CITUS_TARBALL to the Citus 13.2.2 source tarball" in out.stderr

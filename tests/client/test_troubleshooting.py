@@ -1,4 +1,4 @@
-"""The README's Troubleshooting rows about installing and calling: each symptom as a user meets
+"""docs/troubleshooting.md's rows about installing and calling: each symptom as a user meets
 it, with the message the row quotes."""
 import psycopg
 import pytest

@@ -5,7 +5,7 @@ SELECT ab_create_experiment('{"name": "split", "experiment_type": "model", "prim
                {"name": "provider b", "traffic_allocation": 30, "config": {"model": "b"}}]}') AS split \gset
 SELECT ab_start_experiment('split');
 
--- The README's test vectors: user-1 lands on point 6195 (provider a, [0, 7000)).
+-- The guide's test vectors: user-1 lands on point 6195 (provider a, [0, 7000)).
 SELECT ab_get_variant('split', 'user-1');
 SELECT ab_get_variant(:split, 'user-1', '{}', 'session-9');
 SELECT user_id, session_id FROM ab_assignments ORDER BY user_id;

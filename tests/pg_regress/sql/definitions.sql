@@ -26,7 +26,7 @@ INSERT INTO defs VALUES
  ('strict, none declared', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "strict_metrics": true, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}'),
  ('empty segment list', '{"name": "x", "experiment_type": "ui", "primary_metric": "m", "target_segments": {"loan_type": []}, "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}');
 SELECT label, expect_error(format('SELECT ab_create_experiment(%L)', body)) AS error FROM defs ORDER BY label;
--- Bounds the README's Limits table gives: the salt (200 characters, no control characters)
+-- Bounds the reference's Limits table gives: the salt (200 characters, no control characters)
 -- and target_segments (100 conditions).
 SELECT expect_error(format('SELECT ab_create_experiment(%L)', jsonb_build_object('name', 'x', 'experiment_type', 'ui',
   'primary_metric', 'm', 'salt', salt, 'variants',
