@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the release library and installs it into PostgreSQL with the install scripts of
-# every earlier release (sql/releases), so that CREATE EXTENSION ... VERSION and ALTER
-# EXTENSION ... UPDATE work from any of them.
+# Builds the release library and installs it into PostgreSQL with this version's install
+# script, every update script and the install script of 0.1.0 (sql/ab_testing--0.1.0.sql):
+# PostgreSQL runs CREATE EXTENSION ... VERSION of any earlier release as 0.1.0's script and
+# the update scripts up to that version, and ALTER EXTENSION ... UPDATE from any of them.
 # Environment: AB_PG_VERSION (15, 16 or 18: the installations of scripts/setup.sh; default
 # 15), or PG_CONFIG for any other installation (its major version is read from it, and must
 # agree with AB_PG_VERSION when both are set; `cargo pgrx init --pgNN` must know it).
@@ -25,4 +26,12 @@ PG_CONFIG=${PG_CONFIG:-$(scripts/pg-versions.sh bin "$VERSION")/pg_config}
 features=()
 [ "$VERSION" = 15 ] || features=(--no-default-features --features "pg$VERSION")
 cargo pgrx install --release --pg-config "$PG_CONFIG" "${features[@]}"
-cp sql/releases/ab_testing--*.sql "$("$PG_CONFIG" --sharedir)/extension/"
+EXT="$("$PG_CONFIG" --sharedir)/extension"
+CURRENT=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+# Scripts of earlier installs that sql/ no longer has (the full install scripts of other
+# releases) would stand in for the update chain.
+for f in "$EXT"/ab_testing--*.sql; do
+    name=${f##*/}
+    [ -e "sql/$name" ] || [ "$name" = "ab_testing--$CURRENT.sql" ] || rm -f "$f"
+done
+cp sql/ab_testing--0.1.0.sql "$EXT/"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds a Debian package of the extension per PostgreSQL major version, from `cargo pgrx
 # package`: dist/postgresql-<major>-ab-testing_<version>_<arch>.deb, with the library, the
-# control file, this version's install script, every upgrade script and the install scripts of
-# earlier releases (so that ALTER EXTENSION ab_testing UPDATE works from any of them). Files go
+# control file, this version's install script, every update script and 0.1.0's install script
+# (PostgreSQL installs any earlier release from it and the update scripts; ALTER EXTENSION
+# ab_testing UPDATE follows them from any release). Files go
 # where Debian's (and the PGDG's) postgresql-<major> packages look for them:
 # /usr/lib/postgresql/<major>/lib and /usr/share/postgresql/<major>/extension.
 #   scripts/package.sh            # 15, 16 and 18 (the installations of scripts/setup.sh)
@@ -29,7 +30,7 @@ build() {  # build <pg_config>
         "$root/usr/share/doc/$name"
     install -m 644 "$out$("$pg_config" --pkglibdir)/ab_testing.so" "$root/usr/lib/postgresql/$major/lib/"
     strip --strip-unneeded "$root/usr/lib/postgresql/$major/lib/ab_testing.so"
-    install -m 644 "$out$("$pg_config" --sharedir)"/extension/ab_testing* sql/releases/ab_testing--*.sql \
+    install -m 644 "$out$("$pg_config" --sharedir)"/extension/ab_testing* sql/ab_testing--0.1.0.sql \
         "$root/usr/share/postgresql/$major/extension/"
     install -m 644 LICENSE "$root/usr/share/doc/$name/copyright"
     install -m 644 CHANGELOG.md README.md "$root/usr/share/doc/$name/"

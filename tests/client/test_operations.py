@@ -1,5 +1,6 @@
 """What a DBA relies on: dump and restore, upgrades, crash recovery, and concurrent
 lifecycle changes while applications assign and record."""
+import hashlib
 import os
 import random
 import signal
@@ -201,11 +202,24 @@ FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m
 UNION ALL
 SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull
        || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' collation=' || coalesce(co.collname, '')
+       || ' acl=' || coalesce((SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(a.attacl) x), '')
        || ' comment=' || coalesce(col_description(c.oid, a.attnum), '')
 FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
 LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100
+UNION ALL
+SELECT 'columns in order ' || c.relname || ': ' || string_agg(a.attname, ', ' ORDER BY a.attnum)
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+GROUP BY c.relname
+UNION ALL
+SELECT 'view ' || c.relname || ' ' || md5(pg_get_viewdef(c.oid))
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid AND c.relkind IN ('v', 'm')
+UNION ALL
+SELECT 'sequence ' || c.relname || ' ' || format_type(s.seqtypid, NULL) || ' start=' || s.seqstart || ' by=' || s.seqincrement
+       || ' min=' || s.seqmin || ' max=' || s.seqmax || ' cache=' || s.seqcache || ' cycle=' || s.seqcycle
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid JOIN pg_sequence s ON s.seqrelid = c.oid
 UNION ALL
 SELECT 'constraint ' || c.relname || ' ' || pg_get_constraintdef(k.oid)
 FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid JOIN pg_constraint k ON k.conrelid = c.oid
@@ -240,12 +254,32 @@ def signature(dsn):
         return sorted(r[0] for r in c.execute(SIGNATURE).fetchall())
 
 
+def releases():
+    """Every earlier release, oldest first: the versions the update scripts in sql/ start from."""
+    return sorted({f.split("--")[1] for f in os.listdir(os.path.join(ROOT, "sql")) if f.count("--") == 2}, key=release)
+
+
+def cargo_version():
+    with open(os.path.join(ROOT, "Cargo.toml")) as f:
+        return next(line.split('"')[1] for line in f if line.startswith("version = "))
+
+
 def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
-    releases = sorted(f[len("ab_testing--"):-len(".sql")] for f in os.listdir(os.path.join(ROOT, "sql", "releases")))
+    """Each earlier release as PostgreSQL builds it: 0.1.0's script and the update scripts up to
+    that release, what a database updated since 0.1.0 ran. An install of the release's own full
+    script gave the same objects (pg_dump --binary-upgrade, compared when those scripts left the
+    sources), and released scripts never change (the next test)."""
     with psycopg.connect(dsn) as c:
         current = one(c, "SELECT default_version FROM pg_available_extensions WHERE name = 'ab_testing'")
+        # Left over from an older install, another full script would stand in for the chain.
+        scripts = {r[0] for r in c.execute(
+            "SELECT f FROM pg_ls_dir((SELECT setting FROM pg_config WHERE name = 'SHAREDIR') || '/extension') f "
+            "WHERE f LIKE 'ab\\_testing--%.sql' AND f NOT LIKE '%--%--%'")}
+    assert scripts == {"ab_testing--0.1.0.sql", f"ab_testing--{current}.sql"}, \
+        f"install scripts other than 0.1.0's and this version's: {sorted(scripts)} (run scripts/install.sh)"
+    assert releases()[0] == "0.1.0" and current not in releases()
     fresh = signature(dsn)
-    for version in releases:
+    for version in releases():
         old = fresh_db("ab_upgrade", version)
         with psycopg.connect(old, autocommit=True) as c:
             assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == version
@@ -284,6 +318,39 @@ def test_upgrade_from_every_release_keeps_data_and_matches_a_fresh_install(dsn):
         assert not missing and not extra, f"upgrade from {version} differs from a fresh install:\n" \
             + "\n".join(["missing: " + m for m in missing] + ["extra:   " + e for e in extra])
     drop_db("ab_upgrade")
+
+
+# The scripts of released versions as they shipped: databases ran them, so they never change (a
+# fix goes into the next update script), and the tests' chain is what those databases ran. A
+# release adds its update script here.
+RELEASED_SCRIPTS = {
+    "ab_testing--0.1.0.sql": "f978ec71c70b02e0168714cf078d9aa61c16e2de7cea106d83c28d0f4687d8fd",
+    "ab_testing--0.1.0--0.2.0.sql": "51dff845479c173e60434f97fb775d570ba02991457c6696e4b2fb38bca4fc26",
+    "ab_testing--0.2.0--0.3.0.sql": "df7fec1a5f7e91914100c40bf401953f110cf28c200d4eed6c3e05e23abbf085",
+    "ab_testing--0.3.0--0.4.0.sql": "a08a7f5645c326e5a3fce7bd9da9becaa296e437a4243c5ab06e3adc6a3342ae",
+    "ab_testing--0.4.0--0.5.0.sql": "39ffd09856cb67a32caf258363c7df3587aeff115e515d2aaaaeae7404eda8ac",
+    "ab_testing--0.5.0--0.6.0.sql": "a0598803b57d4630988274fd38f1a0d472250447ac395ce9ae995a83bc993df1",
+    "ab_testing--0.6.0--0.7.0.sql": "70d52f59a9122b40a6049fcdcddcdff89f6d7e899cd70ed551d5235b9b7c8561",
+    "ab_testing--0.7.0--0.8.0.sql": "85aed422801a84a935c49227e29912a2f6e7784d06df82bc4e4dfc3d574d00df",
+    "ab_testing--0.8.0--0.9.0.sql": "c33faa7a00e1c460b039b5290791b18262187760acfc164c9a3dae21fc8e8e1d",
+    "ab_testing--0.9.0--0.10.0.sql": "4c124d1e9a27770110f1eeaa5d706fdc917952db20673b86243655cacdc2d4bf",
+    "ab_testing--0.10.0--0.11.0.sql": "82bcfbaaa28deca21a272d001087c6e430256b4521c0e4d5ab46f39a26eb9990",
+}
+
+
+def test_released_install_and_update_scripts_never_change():
+    """Every script in sql/ but the update to the version being built is a released one, byte
+    for byte as released."""
+    sql = os.path.join(ROOT, "sql")
+    scripts = {f for f in os.listdir(sql) if f.startswith("ab_testing--") and not f.endswith(f"--{cargo_version()}.sql")}
+    assert scripts == set(RELEASED_SCRIPTS), f"not in RELEASED_SCRIPTS: {sorted(scripts - set(RELEASED_SCRIPTS))}, " \
+        f"missing from sql/: {sorted(set(RELEASED_SCRIPTS) - scripts)}"
+    changed = []
+    for name, digest in RELEASED_SCRIPTS.items():
+        with open(os.path.join(sql, name), "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != digest:
+                changed.append(name)
+    assert changed == [], f"released scripts changed: {changed}"
 
 
 def test_updates_to_0_9_0_0_10_0_and_0_11_0_keep_who_may_run_the_analyses():
