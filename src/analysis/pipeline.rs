@@ -63,6 +63,7 @@ impl Frame {
         }
     }
 
+    /// The variants as `ab_core::analysis::metric_input` takes them.
     fn arms(&self) -> Vec<ArmFrame> {
         self.variants
             .iter()
@@ -80,6 +81,8 @@ impl Frame {
     }
 }
 
+/// The first step. Its queries run in the order they always have: an experiment that several
+/// checks would refuse is refused by the same one.
 fn read_frame(
     client: &SpiClient<'_>,
     nsp: &str,
