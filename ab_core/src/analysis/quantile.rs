@@ -1,0 +1,76 @@
+//! Quantile metrics: the estimate and its variance as gbstats defines them.
+
+use crate::stats::dist::normal_isf;
+use crate::stats::Moments;
+
+/// A quantile's estimate in one arm, as GrowthBook's gbstats defines its statistic: the
+/// sample quantile, and the values at the levels `quantile_levels` gives around it (an
+/// order-statistic interval), whose width gives the estimate's variance; for a quantile of
+/// every recorded value, the per-user counts that make that variance respect that one user
+/// records many values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantileStat {
+    /// Users who recorded the metric.
+    pub users: u64,
+    /// Values the quantile is over (users, or recorded values).
+    pub n: f64,
+    /// The level, such as 0.9.
+    pub nu: f64,
+    pub estimate: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub cluster: Option<ClusterSums>,
+}
+
+/// Per-user sums of (values at most the estimate, values): s_i and n_i over the users.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ClusterSums {
+    pub sum_s: f64,
+    pub sum_s2: f64,
+    pub sum_n: f64,
+    pub sum_n2: f64,
+    pub sum_sn: f64,
+}
+
+/// The z of the order-statistic interval (gbstats fixes it at the 95% level).
+pub(super) fn quantile_z() -> f64 {
+    normal_isf(0.025)
+}
+
+/// The levels, around `nu`, of the order-statistic interval of a quantile over n values.
+pub fn quantile_levels(nu: f64, n: f64) -> (f64, f64) {
+    let half = quantile_z() * (nu * (1.0 - nu) / n).sqrt();
+    ((nu - half).clamp(0.0, 1.0), (nu + half).clamp(0.0, 1.0))
+}
+
+/// The estimate as moments: n values, mean the estimate, and the variance of one value such
+/// that variance / n is the estimate's (gbstats' QuantileStatistic and
+/// QuantileClusteredStatistic). None when n is too small for the interval to stay inside the
+/// data (as gbstats), or the variance is 0.
+pub fn quantile_moments(q: &QuantileStat) -> Option<Moments> {
+    let (n, nu) = (q.n, q.nu);
+    let z2 = quantile_z().powi(2);
+    if n <= 1.0 || n <= z2 * nu / (1.0 - nu) || n <= z2 * (1.0 - nu) / nu {
+        return None;
+    }
+    let half = (q.upper - q.lower) / (2.0 * quantile_z());
+    let iid = (n - 1.0) * half * half;
+    let variance = match q.cluster {
+        None => iid,
+        Some(c) => {
+            let k = q.users as f64;
+            if k <= 1.0 || c.sum_n <= 0.0 {
+                return None;
+            }
+            let (mu_s, mu_n) = (c.sum_s / k, c.sum_n / k);
+            let var_s = (c.sum_s2 / k - mu_s * mu_s) * k / (k - 1.0);
+            let var_n = (c.sum_n2 / k - mu_n * mu_n) * k / (k - 1.0);
+            let cov = (c.sum_sn / k - mu_s * mu_n) * k / (k - 1.0);
+            let cluster = (var_s - 2.0 * mu_s * cov / mu_n + mu_s * mu_s * var_n / (mu_n * mu_n)) / (k * mu_n * mu_n);
+            iid * cluster / (nu * (1.0 - nu) / n)
+        }
+    };
+    // Every value at the interval's levels equal: the estimate has no spread, which is data
+    // (the test then compares the estimates exactly, as for any metric without spread).
+    (variance >= 0.0 && variance.is_finite()).then(|| Moments::from_summary(n, q.estimate, variance))
+}
