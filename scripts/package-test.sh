@@ -17,6 +17,12 @@ echo "package-test: $deb"
 $SUDO dpkg -i "$deb" >/dev/null
 dpkg-query -W -f='${Status} ${Version}\n' postgresql-15-ab-testing | grep -q "install ok installed"
 dpkg -L postgresql-15-ab-testing | grep -qx "$LIB"
+# The README's links resolve in the package's doc directory too.
+dpkg -L postgresql-15-ab-testing | grep -qx /usr/share/doc/postgresql-15-ab-testing/docs/guide.md
+# What PostgreSQL needs for any release: this version's and 0.1.0's install scripts and the chain.
+full=$(dpkg -L postgresql-15-ab-testing | grep -E '/ab_testing--[0-9.]+\.sql$' | sed 's#.*/##' | sort | tr '\n' ' ')
+[ "$full" = "ab_testing--0.1.0.sql ab_testing--$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).sql " ] \
+    || { echo "package-test: full install scripts in the package: $full" >&2; exit 1; }
 
 scripts/cluster.sh destroy >/dev/null 2>&1 || true
 scripts/cluster.sh start >/dev/null

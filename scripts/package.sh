@@ -27,13 +27,14 @@ build() {  # build <pg_config>
     root=target/deb/$name
     rm -rf "$root"
     mkdir -p "$root/DEBIAN" "$root/usr/lib/postgresql/$major/lib" "$root/usr/share/postgresql/$major/extension" \
-        "$root/usr/share/doc/$name"
+        "$root/usr/share/doc/$name/docs"
     install -m 644 "$out$("$pg_config" --pkglibdir)/ab_testing.so" "$root/usr/lib/postgresql/$major/lib/"
     strip --strip-unneeded "$root/usr/lib/postgresql/$major/lib/ab_testing.so"
     install -m 644 "$out$("$pg_config" --sharedir)"/extension/ab_testing* sql/ab_testing--0.1.0.sql \
         "$root/usr/share/postgresql/$major/extension/"
     install -m 644 LICENSE "$root/usr/share/doc/$name/copyright"
     install -m 644 CHANGELOG.md README.md "$root/usr/share/doc/$name/"
+    install -m 644 docs/*.md docs/*.png "$root/usr/share/doc/$name/docs/"   # the README's links
     cat > "$root/DEBIAN/control" <<CONTROL
 Package: $name
 Version: $VERSION
