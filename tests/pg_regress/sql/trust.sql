@@ -214,7 +214,10 @@ SELECT count(*) AS created FROM ab_experiments WHERE name = 'oracle';
 
 -- A timestamp without time zone is read as UTC, whatever the session's time zone.
 CREATE TABLE public.trust_naive (user_id text, at timestamp);
-INSERT INTO public.trust_naive SELECT 'u' || g, (now() AT TIME ZONE 'UTC') + interval '1 hour' FROM generate_series(1, 40) g WHERE g % 3 = 0;
+-- At the last enrollment (an hour after it would fall on tomorrow in some zones late in the
+-- day, after the timeline's last day).
+INSERT INTO public.trust_naive SELECT 'u' || g, (SELECT max(assigned_at) FROM ab_assignments) AT TIME ZONE 'UTC'
+FROM generate_series(1, 40) g WHERE g % 3 = 0;
 SELECT ab_create_experiment('{"name": "trust naive", "experiment_type": "workflow", "primary_metric": "converted", "salt": "trust",
   "metrics": {"converted": {"type": "binary", "window": "1 day",
                             "source": {"relation": "public.trust_naive", "user_column": "user_id", "time_column": "at"}}},
