@@ -10,6 +10,7 @@ mod analysis;
 mod assignment;
 mod bandit;
 mod bayes;
+mod bulk;
 mod breakdown;
 mod cache;
 mod catalog;
