@@ -18,6 +18,8 @@ use crate::guard;
 use crate::lookup::Probe;
 use crate::results::{admit_metric, declared_problem};
 
+const TIME_HINT: &str = "recorded_at must lie between the user's assigned_at in ab_assignments and now";
+
 fn bad_row(row: usize, e: ab_core::Error) -> ! {
     let e = at_row(row, e);
     raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message, e.hint)
@@ -62,7 +64,10 @@ fn record_batch(
     let user_ids = required(user_ids, "user_ids");
     let rows = row_count(
         &[("metric_names", metric_names.len()), ("metric_values", metric_values.len()), ("user_ids", user_ids.len())],
-        &[("session_ids", session_ids.as_ref().map(|a| a.len())), ("recorded_at", recorded_at.as_ref().map(|a| a.len()))],
+        &[
+            ("session_ids", session_ids.as_ref().map(|a| a.len())),
+            ("recorded_at", recorded_at.as_ref().map(|a| a.len())),
+        ],
     )
     .unwrap_or_else(|e| crate::errors::core_error(e));
 
@@ -100,6 +105,18 @@ fn record_batch(
     for (i, u) in user_ids.iter().enumerate() {
         check_id_at(i + 1, "user_id", u.unwrap_or_else(|| null_at(i + 1, "user_id")));
     }
+    if let Some(times) = &recorded_at {
+        let now = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+        for (i, t) in times.iter().enumerate() {
+            if t.is_some_and(|t| pg_sys::TimestampTz::from(t) > now) {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("row {}: recorded_at is in the future", i + 1),
+                    Some(TIME_HINT.into()),
+                );
+            }
+        }
+    }
     if let Some(sessions) = &session_ids {
         for (i, s) in sessions.iter().enumerate() {
             if let Some(s) = s {
@@ -108,6 +125,7 @@ fn record_batch(
         }
     }
 
+    let state = user_state(&user_ids, &names.index, &values, &names.names);
     let mut locked = false;
     for _ in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
@@ -122,7 +140,10 @@ fn record_batch(
             raise(
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 "ab_record_results is not available when Citus distributes the ab_testing tables",
-                Some("record each result with ab_record_result, which Citus delegates to the worker holding the user".into()),
+                Some(
+                    "record each result with ab_record_result, which Citus delegates to the worker holding the user"
+                        .into(),
+                ),
             );
         }
         let mut binary = vec![false; names.names.len()];
@@ -163,27 +184,26 @@ fn record_batch(
         if rows == 0 {
             return 0;
         }
-        let admitted: Vec<bool> =
-            names.names.iter().zip(&names.first_row).map(|(n, row)| admit_metric(&handle, n, Some(*row as i64))).collect();
-        let (recorded, before_assignment, in_future, recorded_names) = insert(
-            exp.id,
-            names.index,
-            values,
-            user_ids,
-            session_ids,
-            recorded_at,
-            names.names.clone(),
-        );
-        if let Some(row) = before_assignment.into_iter().chain(in_future).min() {
-            let message = if Some(row) == before_assignment {
-                "recorded_at is before the user's assignment"
-            } else {
-                "recorded_at is in the future"
-            };
+        let admitted: Vec<bool> = names
+            .names
+            .iter()
+            .zip(&names.first_row)
+            .map(|(n, row)| admit_metric(&handle, n, Some(*row as i64)))
+            .collect();
+        // Kept for the error message, which the statement cannot give (RETURNING has no position).
+        let times_given = recorded_at.as_ref().map(|t| {
+            (user_ids.iter().map(|u| u.map(str::to_string)).collect::<Vec<_>>(), t.iter().collect::<Vec<_>>())
+        });
+        let (recorded, recorded_names, early) = with_work_mem(|| {
+            insert(exp.id, names.index, values, user_ids, session_ids, recorded_at, names.names.clone(), state)
+        });
+        if early {
+            let (users, times) = times_given.unwrap_or_default();
+            let row = first_before_assignment(exp.id, users, times);
             raise(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("row {row}: {message}"),
-                Some("recorded_at must lie between the user's assigned_at in ab_assignments and now".into()),
+                format!("row {row}: recorded_at is before the user's assignment"),
+                Some(TIME_HINT.into()),
             );
         }
         // A name admitted by this call but recorded in no row is forgotten again, so that it
@@ -198,11 +218,50 @@ fn record_batch(
     tables_kept_changing()
 }
 
-/// One statement: the rows whose user is assigned go into ab_results and, summed per user and
-/// metric, into ab_user_metrics (in the order of user and metric, so that two batches lock
-/// shared state rows in the same order). Returns the rows recorded, the first row recorded
-/// before its user's assignment and the first in the future (the caller raises: the error
-/// undoes the statement), and the metric names recorded.
+/// The batch's contribution to each (user, metric) state row, sorted by metric name and user
+/// (bytewise): the order in which the statement locks state rows, so that two batches cannot
+/// deadlock on each other. It is also the order of ab_user_metrics' primary key, whose pages
+/// the inserts then fill in sequence.
+struct UserState {
+    users: Vec<String>,
+    index: Vec<i32>,
+    n: Vec<i64>,
+    total: Vec<f64>,
+    max: Vec<f64>,
+}
+
+fn user_state(user_ids: &Array<'_, &str>, index: &[i32], values: &[f64], names: &[String]) -> UserState {
+    let mut groups: HashMap<(&str, i32), (i64, f64, f64)> = HashMap::new();
+    for ((user, &k), &v) in user_ids.iter().zip(index).zip(values) {
+        let user = user.unwrap_or_default();
+        let g = groups.entry((user, k)).or_insert((0, 0.0, v));
+        g.0 += 1;
+        g.1 += v;
+        g.2 = g.2.max(v);
+    }
+    let mut sorted: Vec<_> = groups.into_iter().collect();
+    let name = |k: i32| names[k as usize - 1].as_bytes();
+    sorted.sort_unstable_by(|((u1, k1), _), ((u2, k2), _)| {
+        name(*k1).cmp(name(*k2)).then(u1.as_bytes().cmp(u2.as_bytes()))
+    });
+    let mut state =
+        UserState { users: Vec::new(), index: Vec::new(), n: Vec::new(), total: Vec::new(), max: Vec::new() };
+    for ((user, k), (n, total, max)) in sorted {
+        state.users.push(user.to_string());
+        state.index.push(k);
+        state.n.push(n);
+        state.total.push(total);
+        state.max.push(max);
+    }
+    state
+}
+
+/// One statement: the rows whose user is assigned go into ab_results and the batch's sums per
+/// user and metric into ab_user_metrics, in `state`'s order. Both join the assignments with
+/// the statement's one snapshot, so they agree on who is assigned. Returns the rows recorded,
+/// the metric names recorded and, when the rows carry their times, whether one was recorded
+/// before its user's assignment (the caller then raises, which undoes the statement).
+#[allow(clippy::too_many_arguments)]
 fn insert(
     experiment_id: i64,
     index: Vec<i32>,
@@ -211,32 +270,49 @@ fn insert(
     session_ids: Option<Array<'_, &str>>,
     recorded_at: Option<Array<'_, TimestampWithTimeZone>>,
     names: Vec<String>,
-) -> (i64, Option<i64>, Option<i64>, Vec<String>) {
+    state: UserState,
+) -> (i64, Vec<String>, bool) {
     let nsp = cache::schema();
+    let assigned = |alias: &str| {
+        format!(
+            "JOIN {nsp}.ab_assignments a \
+               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) {alias}.u"
+        )
+    };
+    let early = if recorded_at.is_some() {
+        format!(
+            "EXISTS (SELECT FROM (SELECT pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
+                                         pg_catalog.unnest($6::pg_catalog.timestamptz[]) AS t) i {} \
+                     WHERE i.t OPERATOR(pg_catalog.<) a.assigned_at)",
+            assigned("i")
+        )
+    } else {
+        "false".into()
+    };
+    // unnest in the select list streams its rows (in FROM, each function's rows are stored first).
     let sql = format!(
-        "WITH j AS MATERIALIZED ( \
-           SELECT i.pos, ($7::pg_catalog.text[])[i.k] AS metric_name, i.v, i.u, i.s, \
-                  COALESCE(i.t, pg_catalog.now()) AS t, a.variant_id, a.assigned_at \
-           FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int4[]), pg_catalog.unnest($3::pg_catalog.float8[]), \
-                           pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.text[]), \
-                           pg_catalog.unnest($6::pg_catalog.timestamptz[])) WITH ORDINALITY AS i(k, v, u, s, t, pos) \
-           JOIN {nsp}.ab_assignments a \
-             ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) i.u), \
-         r AS ( \
+        "WITH r AS ( \
            INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id, recorded_at) \
-           SELECT $1, j.variant_id, j.u, j.metric_name, j.v, j.s, j.t FROM j), \
+           SELECT $1, a.variant_id, i.u, ($7::pg_catalog.text[])[i.k], i.v, i.s, COALESCE(i.t, pg_catalog.now()) \
+           FROM (SELECT pg_catalog.unnest($2::pg_catalog.int4[]) AS k, pg_catalog.unnest($3::pg_catalog.float8[]) AS v, \
+                        pg_catalog.unnest($4::pg_catalog.text[]) AS u, pg_catalog.unnest($5::pg_catalog.text[]) AS s, \
+                        pg_catalog.unnest($6::pg_catalog.timestamptz[]) AS t) i {join_i}), \
+         g AS MATERIALIZED ( \
+           SELECT g.ord, g.u, ($7::pg_catalog.text[])[g.k] AS metric_name, a.variant_id, g.n, g.total, g.max \
+           FROM (SELECT pg_catalog.unnest($8::pg_catalog.text[]) AS u, pg_catalog.unnest($9::pg_catalog.int4[]) AS k, \
+                        pg_catalog.unnest($10::pg_catalog.int8[]) AS n, pg_catalog.unnest($11::pg_catalog.float8[]) AS total, \
+                        pg_catalog.unnest($12::pg_catalog.float8[]) AS max, \
+                        pg_catalog.generate_series(1, pg_catalog.cardinality($8::pg_catalog.text[])) AS ord) g {join_g}), \
          m AS ( \
            INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
-           SELECT $1, j.metric_name, j.u, j.variant_id, pg_catalog.count(*), pg_catalog.sum(j.v), pg_catalog.max(j.v) \
-           FROM j GROUP BY j.u, j.metric_name, j.variant_id ORDER BY j.u COLLATE \"C\", j.metric_name COLLATE \"C\" \
+           SELECT $1, g.metric_name, g.u, g.variant_id, g.n, g.total, g.max FROM g ORDER BY g.ord \
            ON CONFLICT (experiment_id, metric_name, user_id, variant_id) DO UPDATE \
            SET n = m.n OPERATOR(pg_catalog.+) excluded.n, total = m.total OPERATOR(pg_catalog.+) excluded.total, \
-               max = GREATEST(m.max, excluded.max) \
-           RETURNING m.metric_name) \
-         SELECT (SELECT pg_catalog.count(*) FROM j), \
-                (SELECT pg_catalog.min(j.pos) FROM j WHERE j.t OPERATOR(pg_catalog.<) j.assigned_at), \
-                (SELECT pg_catalog.min(j.pos) FROM j WHERE j.t OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()), \
-                ARRAY(SELECT DISTINCT m.metric_name FROM m)"
+               max = GREATEST(m.max, excluded.max)) \
+         SELECT (SELECT pg_catalog.sum(g.n)::pg_catalog.int8 FROM g), \
+                ARRAY(SELECT DISTINCT g.metric_name FROM g), {early}",
+        join_i = assigned("i"),
+        join_g = assigned("g"),
     );
     Spi::connect_mut(|client| {
         let args = [
@@ -247,16 +323,59 @@ fn insert(
             session_ids.into(),
             recorded_at.into(),
             names.into(),
+            state.users.into(),
+            state.index.into(),
+            state.n.into(),
+            state.total.into(),
+            state.max.into(),
         ];
         let table = client.update(sql.as_str(), None, &args).or_raise();
         let row = table.first();
         (
             row.get::<i64>(1).or_raise().unwrap_or(0),
-            row.get::<i64>(2).or_raise(),
-            row.get::<i64>(3).or_raise(),
-            row.get::<Vec<String>>(4).or_raise().unwrap_or_default(),
+            row.get::<Vec<String>>(2).or_raise().unwrap_or_default(),
+            row.get::<bool>(3).or_raise().unwrap_or(false),
         )
     })
+}
+
+/// The statement's sorts and stored CTE rows grow with the batch: below 64MB of work_mem they
+/// would go to temporary files. The setting is put back after the statement (an error ends
+/// the transaction, which puts it back).
+fn with_work_mem<R>(f: impl FnOnce() -> R) -> R {
+    const BATCH_WORK_MEM_KB: i32 = 64 * 1024;
+    let current = unsafe { pg_sys::work_mem };
+    if current >= BATCH_WORK_MEM_KB {
+        return f();
+    }
+    let set = |kb: i32| {
+        Spi::run_with_args("SELECT pg_catalog.set_config('work_mem', $1, true)", &[format!("{kb}kB").into()]).or_raise()
+    };
+    set(BATCH_WORK_MEM_KB);
+    let out = f();
+    set(current);
+    out
+}
+
+/// On the error path: the first row whose time is before its user's assignment.
+fn first_before_assignment(
+    experiment_id: i64,
+    user_ids: Vec<Option<String>>,
+    recorded_at: Vec<Option<TimestampWithTimeZone>>,
+) -> i64 {
+    let nsp = cache::schema();
+    Spi::get_one_with_args::<i64>(
+        &format!(
+            "SELECT pg_catalog.min(i.pos) FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), \
+               pg_catalog.unnest($3::pg_catalog.timestamptz[])) WITH ORDINALITY AS i(u, t, pos) \
+             JOIN {nsp}.ab_assignments a \
+               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) i.u \
+             WHERE i.t OPERATOR(pg_catalog.<) a.assigned_at"
+        ),
+        &[experiment_id.into(), user_ids.into(), recorded_at.into()],
+    )
+    .or_raise()
+    .unwrap_or(0)
 }
 
 /// Records a batch of results, row i being (metric_names[i], metric_values[i], user_ids[i],

@@ -35,7 +35,10 @@ mod tests {
     #[test]
     fn a_length_that_differs_is_named() {
         let e = row_count(&[("metric_names", 2), ("metric_values", 3)], &[]).unwrap_err();
-        assert_eq!(e.message, "metric_values has 3 elements and metric_names has 2: every array must have one element per row");
+        assert_eq!(
+            e.message,
+            "metric_values has 3 elements and metric_names has 2: every array must have one element per row"
+        );
         let e = row_count(&[("a", 2), ("b", 2)], &[("recorded_at", Some(1))]).unwrap_err();
         assert!(e.message.starts_with("recorded_at has 1 elements and a has 2"), "{}", e.message);
     }

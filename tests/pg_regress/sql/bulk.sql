@@ -1,9 +1,12 @@
 -- ab_record_results: a batch of results in one statement, with ab_record_result's checks on
 -- every row; a bad row fails the whole batch and names its position.
+CREATE TABLE bulk_signups (user_id text, at timestamptz);
 SELECT ab_create_experiment('{"name": "bulk", "experiment_type": "prompt", "primary_metric": "converted",
   "salt": "bulk-salt", "min_sample_size": 2,
   "metrics": {"converted": {"type": "binary"}, "revenue": {}, "items": {"aggregation": "sum"},
-              "per_item": {"type": "ratio", "numerator": "items", "denominator": "converted"}},
+              "per_item": {"type": "ratio", "numerator": "items", "denominator": "converted"},
+              "p90": {"type": "quantile", "of": "revenue", "quantile": 0.9},
+              "signed_up": {"type": "binary", "source": {"relation": "public.bulk_signups", "user_column": "user_id", "time_column": "at"}}},
   "variants": [{"name": "control", "is_control": true, "traffic_allocation": 50}, {"name": "new", "traffic_allocation": 50}]}') AS e \gset
 SELECT ab_start_experiment('bulk');
 SELECT count(ab_get_variant('bulk', 'u' || g)) AS assigned FROM generate_series(1, 6) g;
@@ -51,9 +54,10 @@ SELECT expect_error($$SELECT ab_record_results('bulk', ARRAY['revenue', 'revenue
 SELECT expect_error($$SELECT ab_record_results('bulk', ARRAY['revenue', 'revenue'], ARRAY[1, 2], ARRAY['u1', 'u2'], ARRAY[NULL, repeat('s', 513)])$$);
 SELECT expect_error($$SELECT ab_record_results('bulk', ARRAY['revenue', 'revnue'], ARRAY[1, 2], ARRAY['u1', 'u2'])$$);
 SELECT expect_error($$SELECT ab_record_results('bulk', ARRAY['revenue', 'revenue', 'per_item'], ARRAY[1, 2, 3], ARRAY['u1', 'u2', 'u3'])$$);
+SELECT expect_error($$SELECT ab_record_results('bulk', ARRAY['revenue', 'p90'], ARRAY[1, 3], ARRAY['u1', 'u2'])$$);
+SELECT expect_error($$SELECT ab_record_results('bulk', ARRAY['revenue', 'signed_up'], ARRAY[1, 1], ARRAY['u1', 'u2'])$$);
 SELECT expect_error($$SELECT ab_record_results('bulk', ARRAY['converted', 'revenue', 'converted'], ARRAY[1, 7, 0.5], ARRAY['u1', 'u2', 'u3'])$$);
--- recorded_at: not before the user's assignment, not in the future (checked with the users'
--- assignments, so a row of an unassigned user is not checked).
+-- recorded_at: not in the future (any row), not before the user's assignment.
 SELECT expect_error($$SELECT ab_record_results('bulk', ARRAY['revenue', 'revenue'], ARRAY[1, 2], ARRAY['u1', 'u2'], NULL, ARRAY[now(), now() - interval '1 day'])$$);
 SELECT expect_error($$SELECT ab_record_results('bulk', ARRAY['revenue', 'revenue', 'revenue'], ARRAY[1, 2, 3], ARRAY['nobody', 'u1', 'u2'], NULL, ARRAY[now() + interval '1 hour', now() + interval '1 hour', NULL])$$);
 SELECT expect_error($$SELECT ab_record_results('missing', ARRAY['revenue'], ARRAY[1], ARRAY['u1'])$$);
@@ -114,3 +118,4 @@ FROM unnest(ARRAY['ab_bulk_app', 'ab_bulk_admin']) r;
 DROP OWNED BY ab_bulk_nobody, ab_bulk_app, ab_bulk_analyst, ab_bulk_admin;
 DROP ROLE ab_bulk_nobody, ab_bulk_app, ab_bulk_analyst, ab_bulk_admin;
 SELECT ab_delete_experiment('bulk'), ab_delete_experiment('bulk-open');
+DROP TABLE bulk_signups;
