@@ -1,6 +1,8 @@
 -- ab_record_results: a batch of results in one statement, with ab_record_result's checks on
 -- every row; a bad row fails the whole batch and names its position.
 CREATE TABLE bulk_signups (user_id text, at timestamptz);
+-- Later files derive data from result ids: the sequence is put back at the end.
+SELECT last_value AS seq_last, is_called AS seq_called FROM ab_results_id_seq \gset
 SELECT ab_create_experiment('{"name": "bulk", "experiment_type": "prompt", "primary_metric": "converted",
   "salt": "bulk-salt", "min_sample_size": 2,
   "metrics": {"converted": {"type": "binary"}, "revenue": {}, "items": {"aggregation": "sum"},
@@ -117,5 +119,7 @@ SELECT r AS role, has_function_privilege(r, 'ab_record_results(text, text[], dou
 FROM unnest(ARRAY['ab_bulk_app', 'ab_bulk_admin']) r;
 DROP OWNED BY ab_bulk_nobody, ab_bulk_app, ab_bulk_analyst, ab_bulk_admin;
 DROP ROLE ab_bulk_nobody, ab_bulk_app, ab_bulk_analyst, ab_bulk_admin;
+SELECT ab_stop_experiment('bulk') ->> 'status' AS status;
 SELECT ab_delete_experiment('bulk'), ab_delete_experiment('bulk-open');
 DROP TABLE bulk_signups;
+SELECT setval('ab_results_id_seq', :seq_last, :'seq_called') IS NOT NULL AS sequence_restored;
