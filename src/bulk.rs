@@ -73,21 +73,22 @@ fn record_batch(
 
     // Every row's own checks, in row order, before anything is locked.
     let mut names = Names { names: Vec::new(), first_row: Vec::new(), index: Vec::with_capacity(rows) };
+    // By the name as given (checked once), then by the name as checked (normalized).
+    let mut given: HashMap<&str, i32> = HashMap::new();
     let mut seen: HashMap<String, i32> = HashMap::new();
-    let mut last: Option<(&str, i32)> = None;
     for (i, name) in metric_names.iter().enumerate() {
         let row = i + 1;
         let name = name.unwrap_or_else(|| null_at(row, "metric_name"));
-        let k = match last {
-            Some((previous, k)) if previous == name => k,
-            _ => {
+        let k = match given.get(name) {
+            Some(&k) => k,
+            None => {
                 let normalized = check_metric_name(name).unwrap_or_else(|e| bad_row(row, e));
                 let k = *seen.entry(normalized.to_string()).or_insert_with(|| {
                     names.names.push(normalized.to_string());
                     names.first_row.push(row);
                     names.names.len() as i32
                 });
-                last = Some((name, k));
+                given.insert(name, k);
                 k
             }
         };
