@@ -338,9 +338,10 @@ def test_bulk_batches_keep_the_state_exact():
     drop_db("ab_user_metrics")
 
 
-def test_a_bulk_batch_waits_for_a_delete_and_then_finds_no_experiment():
+def test_a_bulk_batch_and_a_delete_wait_for_each_other():
     """ab_record_results takes the writers' lock: a delete in progress makes it wait, and once
-    the delete commits the batch fails (42704) with nothing recorded."""
+    the delete commits the batch fails (42704) with nothing recorded; a delete waits for a
+    batch in progress and then deletes what it recorded."""
     db = fresh_db("ab_user_metrics")
     with psycopg.connect(db, autocommit=True) as c:
         exp = started(c, "bulk delete")
@@ -363,4 +364,20 @@ def test_a_bulk_batch_waits_for_a_delete_and_then_finds_no_experiment():
         t.join(timeout=10)
         assert outcome and outcome[0][0] == "42704", outcome
         assert one(app, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 0
+    # The other way round: a delete waits for a batch in progress, then deletes its results.
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "bulk then delete")
+    with psycopg.connect(db) as app, psycopg.connect(db, autocommit=True) as admin:
+        assert one(app, "SELECT ab_record_results(%s, %s, %s, %s)", exp, ["latency", "latency"], [1.0, 2.0],
+                   ["a", "b"]) == 2
+        one(admin, "SELECT ab_stop_experiment(%s)", exp)
+        deleted = threading.Thread(target=lambda: admin.execute("SELECT ab_delete_experiment(%s)", (exp,)))
+        deleted.start()
+        threading.Event().wait(0.5)
+        assert deleted.is_alive()
+        app.commit()
+        deleted.join(timeout=10)
+        assert not deleted.is_alive()
+        assert one(admin, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 0
+        assert one(admin, "SELECT count(*) FROM ab_user_metrics WHERE experiment_id = %s", exp) == 0
     drop_db("ab_user_metrics")
