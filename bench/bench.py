@@ -342,6 +342,76 @@ def citus(seconds, rounds, users, per_user, repeat):
     return hot, [(label, t_citus, t_single, t_single_par)]
 
 
+def bulk(rows, rounds, per_row_share=10):
+    """Recording `rows` results of 100k assigned users from an application table: in one
+    ab_record_results call, and as the bare INSERT ... SELECT of the same rows into a table of
+    ab_results' shape (same run, committed; both tables are emptied by DELETE and vacuumed between
+    runs, so that their indexes are alike).
+    ab_record_result, one call per row, runs on rows / per_row_share of them."""
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM ab_experiments WHERE name = 'bench bulk'").fetchone():
+            c.execute("""SELECT ab_create_experiment('{"name": "bench bulk", "experiment_type": "prompt",
+                "primary_metric": "resolution_rate", "salt": "bench bulk", "variants": [
+                {"name": "Control", "is_control": true, "traffic_allocation": 50},
+                {"name": "Treatment", "traffic_allocation": 50}]}')""")
+            c.execute("SELECT ab_start_experiment('bench bulk')")
+            c.execute("SELECT count(ab_get_variant('bench bulk', 'user-' || g)) FROM generate_series(1, 100000) g")
+        exp = c.execute("SELECT id FROM ab_experiments WHERE name = 'bench bulk'").fetchone()[0]
+        c.execute("DROP TABLE IF EXISTS bulk_events")
+        c.execute("CREATE TABLE bulk_events (user_id text, metric text, value float8)")
+        c.execute("INSERT INTO bulk_events SELECT 'user-' || (g %% 100000 + 1), "
+                  "CASE WHEN g %% 3 = 0 THEN 'tokens' ELSE 'resolution_rate' END, g %% 2 FROM generate_series(1, %s) g",
+                  (rows,))
+        c.execute("VACUUM ANALYZE bulk_events")
+
+        def clean():
+            c.execute("DELETE FROM bare_results")
+            c.execute("DELETE FROM ab_results WHERE experiment_id = %s", (exp,))
+            c.execute("DELETE FROM ab_user_metrics WHERE experiment_id = %s", (exp,))
+            c.execute("VACUUM ANALYZE ab_results, ab_user_metrics, bare_results")
+
+        def run(sql, args=()):
+            c.execute("CHECKPOINT")
+            start = time.perf_counter()
+            c.execute(sql, args)
+            return time.perf_counter() - start
+
+        def bare_run():
+            return run("INSERT INTO bare_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                       "SELECT %s, 1, user_id, metric, value FROM bulk_events", (exp,))
+
+        def ours_run():
+            t = run("SELECT ab_record_results('bench bulk', array_agg(metric), array_agg(value), array_agg(user_id)) "
+                    "FROM bulk_events")
+            got = c.execute("SELECT count(*) FROM ab_results WHERE experiment_id = %s", (exp,)).fetchone()[0]
+            if got != rows:
+                sys.exit(f"ab_record_results recorded {got} rows of {rows}")
+            return t
+
+        bare, ours, single = [], [], []
+        for r in range(rounds):
+            clean()
+            # Alternate which goes first, so that neither always pays for the other's WAL.
+            if r % 2 == 0:
+                bare.append(bare_run())
+                ours.append(ours_run())
+            else:
+                ours.append(ours_run())
+                bare.append(bare_run())
+            clean()
+            if per_row_share:
+                single.append(run("SELECT count(*) FILTER (WHERE ab_record_result('bench bulk', metric, value, user_id)) "
+                                  "FROM (SELECT * FROM bulk_events LIMIT %s) e", (rows // per_row_share,)) * per_row_share)
+            else:
+                single.append(float("nan"))
+            print(f"  round: bare {bare[-1]:.2f} s, ab_record_results {ours[-1]:.2f} s "
+                  f"(ratio {bare[-1] / ours[-1]:.2f}), ab_record_result per row {single[-1]:.2f} s scaled "
+                  f"(ratio {bare[-1] / single[-1]:.2f})", flush=True)
+        clean()
+        c.execute("DROP TABLE bulk_events")
+    return bare, ours, single
+
+
 def pg_version():
     with psycopg.connect(conninfo()) as c:
         return c.execute("SHOW server_version").fetchone()[0]
@@ -359,6 +429,9 @@ def main():
     ap.add_argument("--covariate-users", type=int, default=200000,
                     help="users of the fresh experiment with covariates (0 to skip)")
     ap.add_argument("--sources", help="users x rows per user of a metric read from an application table (skipped unless given)")
+    ap.add_argument("--bulk", type=int, help="rows of the bulk-recording case (skipped unless given)")
+    ap.add_argument("--bulk-per-row-share", type=int, default=10,
+                    help="ab_record_result per row runs on rows / this of them, scaled up (0: skipped)")
     ap.add_argument("--citus", action="store_true",
                     help="benchmark through the Citus coordinator of scripts/citus-cluster.sh instead")
     ap.add_argument("--citus-size", default="2000000x5", help="users x results per user of the --citus analysis")
@@ -380,6 +453,13 @@ def main():
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     ana = [] if args.skip_analysis else (print("analysis:"), analysis(sizes, args.repeat))[1]
     cov = [] if args.skip_analysis or not args.covariate_users else covariates(args.covariate_users, args.repeat)
+    if args.bulk:
+        print(f"bulk recording ({args.bulk} rows, {args.rounds} rounds):")
+        bare, ours, single = bulk(args.bulk, args.rounds, args.bulk_per_row_share)
+        print("\n| round | bare INSERT ... SELECT | ab_record_results | ratio | ab_record_result per row | ratio |"
+              "\n| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for i, (b, o, s1) in enumerate(zip(bare, ours, single), 1):
+            print(f"| {i} | {b:.2f} s | {o:.2f} s | {b / o:.2f} | {s1:.2f} s | {b / s1:.2f} |")
     src = []
     if args.sources:
         print("metric sources:")

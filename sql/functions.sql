@@ -197,6 +197,8 @@ COMMENT ON FUNCTION ab_get_variant(text, text, jsonb, text) IS 'The user''s stic
 COMMENT ON FUNCTION ab_get_variant(bigint, text, jsonb, text) IS 'The user''s sticky variant, by experiment id.';
 COMMENT ON FUNCTION ab_record_result(text, text, double precision, text, text) IS 'Records a metric value against the user''s variant; false (nothing written) when the experiment is not running or the user is not assigned.';
 COMMENT ON FUNCTION ab_record_result(bigint, text, double precision, text, text) IS 'Records a metric value against the user''s variant, by experiment id.';
+COMMENT ON FUNCTION ab_record_results(text, text[], double precision[], text[], text[], timestamp with time zone[]) IS 'Records a batch of results in one statement, row i being the i-th element of each array (session_ids and recorded_at may be NULL: none, now); returns the rows recorded. Rows of users without an assignment are skipped; a bad row (position in the message) fails the whole batch.';
+COMMENT ON FUNCTION ab_record_results(bigint, text[], double precision[], text[], text[], timestamp with time zone[]) IS 'ab_record_results by experiment id.';
 COMMENT ON FUNCTION ab_analyze(text) IS 'Per metric and variant: per-user statistics and the test against the control (Welch''s t-test, a z-test for binary metrics, the delta method for ratio metrics, always-valid in sequential mode), with CUPED, Bayesian and power columns; stored in ab_insights when the transaction can write (not in a read-only transaction or on a hot standby, where the rows are returned only).';
 COMMENT ON FUNCTION ab_analyze(bigint) IS 'ab_analyze by experiment id.';
 COMMENT ON FUNCTION ab_summary(text) IS 'A plain-words report of the experiment and its recommendation.';
@@ -345,6 +347,8 @@ ALTER FUNCTION ab_get_variant(text, text, jsonb, text) SECURITY DEFINER;
 ALTER FUNCTION ab_get_variant(bigint, text, jsonb, text) SECURITY DEFINER;
 ALTER FUNCTION ab_record_result(text, text, double precision, text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_record_result(bigint, text, double precision, text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_record_results(text, text[], double precision[], text[], text[], timestamp with time zone[]) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_record_results(bigint, text[], double precision[], text[], text[], timestamp with time zone[]) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_get_experiment(text) SECURITY DEFINER;
 ALTER FUNCTION ab_get_experiment(bigint) SECURITY DEFINER;
 ALTER FUNCTION ab_analyze(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
@@ -373,6 +377,8 @@ REVOKE ALL ON FUNCTION
     ab_record_covariate(text, text, text, double precision), ab_record_covariate(bigint, text, text, double precision),
     ab_get_variant(text, text, jsonb, text), ab_get_variant(bigint, text, jsonb, text),
     ab_record_result(text, text, double precision, text, text), ab_record_result(bigint, text, double precision, text, text),
+    ab_record_results(text, text[], double precision[], text[], text[], timestamp with time zone[]),
+    ab_record_results(bigint, text[], double precision[], text[], text[], timestamp with time zone[]),
     ab_get_experiment(text), ab_get_experiment(bigint),
     ab_analyze(text), ab_analyze(bigint),
     ab_summary(text), ab_summary(bigint),
@@ -396,6 +402,8 @@ BEGIN
                    '@extschema@.ab_get_variant(bigint, text, jsonb, text), '
                    '@extschema@.ab_record_result(text, text, double precision, text, text), '
                    '@extschema@.ab_record_result(bigint, text, double precision, text, text), '
+                   '@extschema@.ab_record_results(text, text[], double precision[], text[], text[], timestamp with time zone[]), '
+                   '@extschema@.ab_record_results(bigint, text[], double precision[], text[], text[], timestamp with time zone[]), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
                    '@extschema@.ab_layer_group(text, text) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, '
@@ -412,6 +420,8 @@ BEGIN
                    '@extschema@.ab_get_variant(bigint, text, jsonb, text), '
                    '@extschema@.ab_record_result(text, text, double precision, text, text), '
                    '@extschema@.ab_record_result(bigint, text, double precision, text, text), '
+                   '@extschema@.ab_record_results(text, text[], double precision[], text[], text[], timestamp with time zone[]), '
+                   '@extschema@.ab_record_results(bigint, text[], double precision[], text[], text[], timestamp with time zone[]), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
                    '@extschema@.ab_layer_group(text, text) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, '
@@ -538,7 +548,7 @@ COMMENT ON FUNCTION ab_reweight(text, boolean) IS 'Recomputes a running bandit e
 COMMENT ON FUNCTION ab_reweight(bigint, boolean) IS 'ab_reweight by experiment id.';
 COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running bandit experiment whose update_every has passed, each in a subtransaction of its own (one that fails is a row with its error and NULL period and weights; the others are reweighted): for a scheduler such as pg_cron.';
 COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
-COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result and reading experiment definitions.';
+COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result, ab_record_results and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
 COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline and ab_breakdown.';
 COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". The registering role must be able to read its columns. An analysis reads it as the role running it when the relation''s owner holds that role''s privileges, else as the owner (after checking that the role may read those columns; refused where row-level security, a security_invoker view or a foreign table would then show more).';

@@ -11,6 +11,7 @@ mod assignment;
 mod bandit;
 mod bayes;
 mod breakdown;
+mod bulk;
 mod cache;
 mod catalog;
 mod citus;

@@ -17,8 +17,9 @@ use crate::lookup::Probe;
 /// Before the first recording of a metric name this backend has not seen for the experiment:
 /// refuses a name that would take the experiment past MAX_METRICS distinct metric names
 /// (declared or recorded). Names recorded before are found with one index descent. Returns
-/// whether the name was not known before this call.
-fn admit_metric(handle: &cache::Handle, metric: &str) -> bool {
+/// whether the name was not known before this call. `row`: the position in a batch of the
+/// first result under the name, named in the error.
+pub(crate) fn admit_metric(handle: &cache::Handle, metric: &str, row: Option<i64>) -> bool {
     let (exp, rel) = (&handle.exp, &handle.relations);
     if exp.known_metrics.borrow().contains(metric) {
         return false;
@@ -63,7 +64,8 @@ fn admit_metric(handle: &cache::Handle, metric: &str) -> bool {
                 raise(
                     PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
                     format!(
-                        "experiment \"{}\" already has {MAX_METRICS} metrics, the most one experiment may have",
+                        "{}experiment \"{}\" already has {MAX_METRICS} metrics, the most one experiment may have",
+                        row.map_or(String::new(), |r| format!("row {r}: ")),
                         ab_core::names::printable(&exp.name)
                     ),
                     Some("record under one of its metric names; ab_analyze lists them".into()),
@@ -90,17 +92,26 @@ fn forget_unrecorded(handle: &cache::Handle, metric: &str, admitted: bool, recor
 /// metric names only (22023, suggesting the nearest name); none under a ratio or quantile
 /// metric's name.
 fn check_declared(exp: &cache::CachedExperiment, metric: &str) {
+    if let Some(e) = declared_problem(exp, metric) {
+        core_error(e);
+    }
+}
+
+/// Why no result may be recorded under `metric` (check_declared's rule, and a source
+/// metric's name), if it may not.
+pub(crate) fn declared_problem(exp: &cache::CachedExperiment, metric: &str) -> Option<ab_core::Error> {
     if let Some((_, numerator, denominator)) = exp.ratio_metrics.iter().find(|(name, ..)| name == metric) {
-        core_error(ratio_recorded(&exp.name, metric, numerator, denominator));
+        return Some(ratio_recorded(&exp.name, metric, numerator, denominator));
     }
     if let Some((_, of)) = exp.quantile_metrics.iter().find(|(name, _)| name == metric) {
-        core_error(quantile_recorded(&exp.name, metric, of));
+        return Some(quantile_recorded(&exp.name, metric, of));
     }
     if let Some(declared) = &exp.declared_metrics {
         if !declared.iter().any(|m| m == metric) {
-            core_error(undeclared_metric(&exp.name, metric, declared.iter().map(String::as_str)));
+            return Some(undeclared_metric(&exp.name, metric, declared.iter().map(String::as_str)));
         }
     }
+    None
 }
 
 fn record(
@@ -147,7 +158,7 @@ fn record(
         if cache::user_metrics_appeared(&handle) {
             continue;
         }
-        let admitted = admit_metric(&handle, &metric_name);
+        let admitted = admit_metric(&handle, &metric_name, None);
         if let Some(insert) = &plans.record_result_values {
             let variant_id = match crate::assignment::stored_variant(&handle, user_id, true) {
                 Probe::Found(v) => v,

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod bandit;
+pub mod batch;
 pub mod breakdown;
 pub mod bucketing;
 pub mod definition;

@@ -560,3 +560,20 @@ def drop_role(c, role):
     if one(c, "SELECT count(*) FROM pg_roles WHERE rolname = %s", role):
         c.execute(f"DROP OWNED BY {role}")
         c.execute(f"DROP ROLE {role}")
+
+
+@citus_only
+def test_bulk_recording_is_refused_on_citus_with_nothing_recorded():
+    """ab_record_results runs one statement over the whole batch, which Citus cannot delegate
+    per user: under ab_distribute() it is refused (0A000), on the coordinator and on a worker."""
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        exp = started(c, "bulk on citus", salt="bulk-on-citus")
+        one(c, "SELECT ab_get_variant(%s, 'user-1')", exp)
+    for node in nodes():
+        with psycopg.connect(node, autocommit=True) as n:
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="ab_record_results is not available") as e:
+                n.execute("SELECT ab_record_results(%s, %s, %s, %s)", (exp, ["conversion_rate"], [1.0], ["user-1"]))
+            assert "ab_record_result" in e.value.diag.message_hint
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 0

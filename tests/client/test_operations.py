@@ -429,6 +429,46 @@ def test_updates_to_0_9_0_0_10_0_and_0_11_0_keep_who_may_run_the_analyses():
             c.execute(f"DROP ROLE IF EXISTS {r}")
 
 
+
+def test_upgrade_to_0_13_0_grants_bulk_recording_to_whoever_could_record():
+    """0.13.0 adds ab_record_results: the update grants it to every role that could run
+    ab_record_result (application and administrator roles, and a direct grant), not to
+    analysts or PUBLIC; after it, the application role records a batch."""
+    db = fresh_db("ab_upgrade_bulk", "0.12.0")
+    roles = ["ab_upgrade_bulk_app", "ab_upgrade_bulk_analyst", "ab_upgrade_bulk_admin", "ab_upgrade_bulk_direct"]
+    with psycopg.connect(db, autocommit=True) as c:
+        for r in roles:
+            c.execute(f"DO $$ BEGIN CREATE ROLE {r}; EXCEPTION WHEN duplicate_object THEN END $$")
+        one(c, "SELECT ab_grant_app('ab_upgrade_bulk_app')")
+        one(c, "SELECT ab_grant_analyst('ab_upgrade_bulk_analyst')")
+        one(c, "SELECT ab_grant_admin('ab_upgrade_bulk_admin')")
+        c.execute("GRANT USAGE ON SCHEMA public TO ab_upgrade_bulk_direct")
+        c.execute("GRANT EXECUTE ON FUNCTION ab_record_result(text, text, double precision, text, text) "
+                  "TO ab_upgrade_bulk_direct")
+        exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(two_arms("bulk granted", salt="bg")))
+        one(c, "SELECT ab_start_experiment(%s)", exp)
+        one(c, "SELECT ab_get_variant(%s, 'u1')", exp)
+        c.execute("ALTER EXTENSION ab_testing UPDATE TO '0.13.0'")
+        privilege = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
+        for f in ["ab_record_results(text, text[], double precision[], text[], text[], timestamptz[])",
+                  "ab_record_results(bigint, text[], double precision[], text[], text[], timestamptz[])"]:
+            assert one(c, privilege, "ab_upgrade_bulk_app", f) is True
+            assert one(c, privilege, "ab_upgrade_bulk_admin", f) is True
+            assert one(c, privilege, "ab_upgrade_bulk_direct", f) is True
+            assert one(c, privilege, "ab_upgrade_bulk_analyst", f) is False
+            assert one(c, privilege, "public", f) is False
+        c.execute("SET ROLE ab_upgrade_bulk_app")
+        assert one(c, "SELECT ab_record_results('bulk granted', %s, %s, %s)",
+                   ["conversion_rate", "conversion_rate"], [1.0, 0.0], ["u1", "u2"]) == 1
+        c.execute("RESET ROLE")
+        one(c, "SELECT ab_revoke_app('ab_upgrade_bulk_app')")
+        assert one(c, privilege, "ab_upgrade_bulk_app",
+                   "ab_record_results(text, text[], double precision[], text[], text[], timestamptz[])") is False
+    drop_db("ab_upgrade_bulk")
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        for r in roles:
+            c.execute(f"DROP ROLE IF EXISTS {r}")
+
 def test_new_library_on_a_0_9_0_schema_enrolls_as_before_until_the_update():
     """The 0.10.0 library on a database still at 0.9.0: experiments without breakdowns enroll
     and analyse as before, a definition with breakdowns is refused (55000) and nothing is

@@ -265,3 +265,119 @@ def test_rebuild_waits_for_writers_and_holds_new_ones():
         assert c.execute("SELECT n, total FROM ab_user_metrics WHERE experiment_id = %s", (exp,)).fetchall() == [(2, 10.0)]
         assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
     drop_db("ab_user_metrics")
+
+
+def bulk_writer(dsn, seed, exp, users, stop, errors, recorded):
+    """Batches of random rows (assigned and unassigned users, in random order), committed,
+    rolled back, or failing on a bad row; counts what the committed ones recorded."""
+    rng = random.Random(seed)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while not stop.is_set():
+            rows = [(rng.choice(list(METRICS)), rng.choice(users)) for _ in range(rng.randrange(1, 300))]
+            names = [m for m, _ in rows]
+            values = [value_for(m, rng) for m, _ in rows]
+            who = [u for _, u in rows]
+            bad = rng.random() < 0.15
+            if bad:
+                values[rng.randrange(len(values))] = float("nan")
+            try:
+                with c.transaction() as tx:
+                    n = one(c, "SELECT ab_record_results(%s, %s, %s, %s)", exp, names, values, who)
+                    if rng.random() < 0.2:
+                        raise psycopg.Rollback(tx)
+                    recorded.append(n)
+                assert not bad
+            except psycopg.errors.InvalidParameterValue as e:
+                assert bad and "metric_value is NaN" in str(e), e
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                errors.append(repr(e))
+
+
+def test_bulk_batches_keep_the_state_exact():
+    """ab_record_results batches running alongside single ab_record_result calls for the same
+    users, some rolled back, some failing on a bad row: the per-user state equals the raw
+    results, the results are exactly what the committed batches reported, and no two batches
+    deadlock (each locks state rows in the order of metric and user)."""
+    db = fresh_db("ab_user_metrics")
+    users = [f"user-{i}" for i in range(60)]
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(definition("bulk history", random.Random(7))))
+        one(c, "SELECT ab_start_experiment(%s)", exp)
+        for u in users[:45]:  # the others are never assigned: their rows are skipped
+            c.execute("SELECT ab_get_variant(%s, %s)", (exp, u))
+    stop, errors, recorded = threading.Event(), [], []
+    singles = []
+
+    def single_writer():
+        rng = random.Random(99)
+        with psycopg.connect(db, autocommit=True) as c:
+            while not stop.is_set():
+                metric = rng.choice(list(METRICS))
+                if one(c, "SELECT ab_record_result(%s, %s, %s, %s)", exp, metric, value_for(metric, rng),
+                       rng.choice(users)):
+                    singles.append(1)
+
+    threads = [threading.Thread(target=bulk_writer, args=(db, k, exp, users, stop, errors, recorded)) for k in range(3)]
+    threads.append(threading.Thread(target=single_writer))
+    [t.start() for t in threads]
+    threading.Event().wait(6)
+    stop.set()
+    [t.join() for t in threads]
+    assert errors == []
+    assert sum(recorded) > 1000
+    with psycopg.connect(db, autocommit=True) as c:
+        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == sum(recorded) + len(singles)
+        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s AND user_id <> ALL(%s)",
+                   exp, users[:45]) == 0
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+        rows = one(c, "SELECT count(*) FROM ab_user_metrics WHERE experiment_id = %s", exp)
+        with c.transaction(force_rollback=True):
+            one(c, "SELECT ab_stop_experiment(%s)", exp)
+            assert one(c, "SELECT ab_rebuild_user_metrics(%s)", exp) == rows
+            assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+    drop_db("ab_user_metrics")
+
+
+def test_a_bulk_batch_and_a_delete_wait_for_each_other():
+    """ab_record_results takes the writers' lock: a delete in progress makes it wait, and once
+    the delete commits the batch fails (42704) with nothing recorded; a delete waits for a
+    batch in progress and then deletes what it recorded."""
+    db = fresh_db("ab_user_metrics")
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "bulk delete")
+    with psycopg.connect(db) as deleter, psycopg.connect(db, autocommit=True) as app:
+        one(deleter, "SELECT ab_stop_experiment(%s)", exp)
+        deleter.execute("SELECT ab_delete_experiment(%s)", (exp,))
+        outcome = []
+
+        def batch():
+            try:
+                outcome.append(one(app, "SELECT ab_record_results(%s, %s, %s, %s)", exp, ["latency"], [1.0], ["a"]))
+            except psycopg.Error as e:
+                outcome.append((e.sqlstate, str(e).splitlines()[0]))
+
+        t = threading.Thread(target=batch)
+        t.start()
+        threading.Event().wait(0.5)
+        assert t.is_alive()
+        deleter.commit()
+        t.join(timeout=10)
+        assert outcome and outcome[0][0] == "42704", outcome
+        assert one(app, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 0
+    # The other way round: a delete waits for a batch in progress, then deletes its results.
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "bulk then delete")
+    with psycopg.connect(db) as app, psycopg.connect(db, autocommit=True) as admin:
+        assert one(app, "SELECT ab_record_results(%s, %s, %s, %s)", exp, ["latency", "latency"], [1.0, 2.0],
+                   ["a", "b"]) == 2
+        one(admin, "SELECT ab_stop_experiment(%s)", exp)
+        deleted = threading.Thread(target=lambda: admin.execute("SELECT ab_delete_experiment(%s)", (exp,)))
+        deleted.start()
+        threading.Event().wait(0.5)
+        assert deleted.is_alive()
+        app.commit()
+        deleted.join(timeout=10)
+        assert not deleted.is_alive()
+        assert one(admin, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 0
+        assert one(admin, "SELECT count(*) FROM ab_user_metrics WHERE experiment_id = %s", exp) == 0
+    drop_db("ab_user_metrics")

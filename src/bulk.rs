@@ -1,0 +1,409 @@
+//! `ab_record_results`: a batch of results in one statement, for backfills and bulk loads.
+//! The rows come as arrays, so the function reads no relation of the caller's: whatever it
+//! records, the caller passed in.
+
+use std::collections::HashMap;
+
+use ab_core::batch::{at_row, row_count};
+use ab_core::definition::{check_metric_name, check_value, source_recorded};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use crate::assignment::{tables_kept_changing, MAX_ID_BYTES, MAX_RELOADS};
+use crate::cache;
+use crate::catalog::ExperimentRef;
+use crate::errors::{not_found, raise, required, wrong_state, SpiExt};
+use crate::guard;
+use crate::lookup::Probe;
+use crate::results::{admit_metric, declared_problem};
+
+const TIME_HINT: &str = "recorded_at must lie between the user's assigned_at in ab_assignments and now";
+
+fn bad_row(row: usize, e: ab_core::Error) -> ! {
+    let e = at_row(row, e);
+    raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message, e.hint)
+}
+
+fn null_at(row: usize, what: &str) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("row {row}: {what} must not be NULL"), None)
+}
+
+/// ab_record_result's rule for user and session ids.
+fn check_id_at(row: usize, what: &str, id: &str) {
+    if id.is_empty() {
+        bad_row(row, ab_core::Error::invalid(format!("{what} must not be empty")));
+    }
+    if id.len() > MAX_ID_BYTES {
+        bad_row(
+            row,
+            ab_core::Error::invalid(format!("{what} is {} bytes long, at most {MAX_ID_BYTES} are allowed", id.len())),
+        );
+    }
+}
+
+/// The rows' metric names, each once, in the order of their first row.
+struct Names {
+    names: Vec<String>,
+    first_row: Vec<usize>,
+    /// Per row, the 1-based index of its name in `names`.
+    index: Vec<i32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_batch(
+    r: ExperimentRef<'_>,
+    metric_names: Option<Array<'_, &str>>,
+    metric_values: Option<Array<'_, f64>>,
+    user_ids: Option<Array<'_, &str>>,
+    session_ids: Option<Array<'_, &str>>,
+    recorded_at: Option<Array<'_, TimestampWithTimeZone>>,
+) -> i64 {
+    let metric_names = required(metric_names, "metric_names");
+    let metric_values = required(metric_values, "metric_values");
+    let user_ids = required(user_ids, "user_ids");
+    let rows = row_count(
+        &[("metric_names", metric_names.len()), ("metric_values", metric_values.len()), ("user_ids", user_ids.len())],
+        &[
+            ("session_ids", session_ids.as_ref().map(|a| a.len())),
+            ("recorded_at", recorded_at.as_ref().map(|a| a.len())),
+        ],
+    )
+    .unwrap_or_else(|e| crate::errors::core_error(e));
+
+    // Every row's own checks, in row order, before anything is locked.
+    let mut names = Names { names: Vec::new(), first_row: Vec::new(), index: Vec::with_capacity(rows) };
+    // By the name as given (checked once), then by the name as checked (normalized).
+    let mut given: HashMap<&str, i32> = HashMap::new();
+    let mut seen: HashMap<String, i32> = HashMap::new();
+    for (i, name) in metric_names.iter().enumerate() {
+        let row = i + 1;
+        let name = name.unwrap_or_else(|| null_at(row, "metric_name"));
+        let k = match given.get(name) {
+            Some(&k) => k,
+            None => {
+                let normalized = check_metric_name(name).unwrap_or_else(|e| bad_row(row, e));
+                let k = *seen.entry(normalized.to_string()).or_insert_with(|| {
+                    names.names.push(normalized.to_string());
+                    names.first_row.push(row);
+                    names.names.len() as i32
+                });
+                given.insert(name, k);
+                k
+            }
+        };
+        names.index.push(k);
+    }
+    let values: Vec<f64> = metric_values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let v = v.unwrap_or_else(|| null_at(i + 1, "metric_value"));
+            check_value("metric_value", v).unwrap_or_else(|e| bad_row(i + 1, e));
+            v
+        })
+        .collect();
+    for (i, u) in user_ids.iter().enumerate() {
+        check_id_at(i + 1, "user_id", u.unwrap_or_else(|| null_at(i + 1, "user_id")));
+    }
+    if let Some(times) = &recorded_at {
+        let now = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+        for (i, t) in times.iter().enumerate() {
+            if t.is_some_and(|t| pg_sys::TimestampTz::from(t) > now) {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("row {}: recorded_at is in the future", i + 1),
+                    Some(TIME_HINT.into()),
+                );
+            }
+        }
+    }
+    if let Some(sessions) = &session_ids {
+        for (i, s) in sessions.iter().enumerate() {
+            if let Some(s) = s {
+                check_id_at(i + 1, "session_id", s);
+            }
+        }
+    }
+
+    let state = user_state(&user_ids, &names.index, &values, &names.names);
+    let mut locked = false;
+    for _ in 0..MAX_RELOADS {
+        let handle = cache::lookup(r);
+        let exp = &handle.exp;
+        if !exp.running {
+            wrong_state(
+                format!("experiment \"{}\" is not running", ab_core::names::printable(&exp.name)),
+                "results are recorded while an experiment runs; ab_experiment_overview shows its status",
+            );
+        }
+        if handle.layout.is_some() {
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "ab_record_results is not available when Citus distributes the ab_testing tables",
+                Some(
+                    "record each result with ab_record_result, which Citus delegates to the worker holding the user"
+                        .into(),
+                ),
+            );
+        }
+        let mut binary = vec![false; names.names.len()];
+        for (k, name) in names.names.iter().enumerate() {
+            let row = names.first_row[k];
+            if let Some(e) = declared_problem(exp, name) {
+                bad_row(row, e);
+            }
+            if exp.source_metrics.iter().any(|m| m == name) {
+                bad_row(row, source_recorded(&exp.name, name));
+            }
+            binary[k] = exp.binary_metrics.iter().any(|m| m == name);
+        }
+        if binary.iter().any(|b| *b) {
+            for (i, (&k, &v)) in names.index.iter().zip(&values).enumerate() {
+                if binary[k as usize - 1] && v != 0.0 && v != 1.0 {
+                    bad_row(
+                        i + 1,
+                        ab_core::Error::invalid(format!(
+                            "metric \"{}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {v}",
+                            names.names[k as usize - 1],
+                            exp.name
+                        )),
+                    );
+                }
+            }
+        }
+        let probe = guard::lock_for_writing(&handle, locked);
+        locked = true;
+        match probe {
+            Probe::Found(()) => {}
+            Probe::Stale => continue,
+            Probe::Missing => not_found(r),
+        }
+        if cache::user_metrics_appeared(&handle) {
+            continue;
+        }
+        if rows == 0 {
+            return 0;
+        }
+        let admitted: Vec<bool> = names
+            .names
+            .iter()
+            .zip(&names.first_row)
+            .map(|(n, row)| admit_metric(&handle, n, Some(*row as i64)))
+            .collect();
+        // Kept for the error message, which the statement cannot give (RETURNING has no position).
+        let times_given = recorded_at.as_ref().map(|t| {
+            (user_ids.iter().map(|u| u.map(str::to_string)).collect::<Vec<_>>(), t.iter().collect::<Vec<_>>())
+        });
+        let (recorded, recorded_names, early) = with_work_mem(|| {
+            insert(exp.id, names.index, values, user_ids, session_ids, recorded_at, names.names.clone(), state)
+        });
+        if early {
+            let (users, times) = times_given.unwrap_or_default();
+            let row = first_before_assignment(exp.id, users, times);
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("row {row}: recorded_at is before the user's assignment"),
+                Some(TIME_HINT.into()),
+            );
+        }
+        // A name admitted by this call but recorded in no row is forgotten again, so that it
+        // does not escape the bound on distinct metric names later.
+        for (name, admitted) in names.names.iter().zip(admitted) {
+            if admitted && !recorded_names.contains(name) {
+                exp.known_metrics.borrow_mut().remove(name);
+            }
+        }
+        return recorded;
+    }
+    tables_kept_changing()
+}
+
+/// The batch's contribution to each (user, metric) state row, sorted by metric name and user
+/// (bytewise): the order in which the statement locks state rows, so that two batches cannot
+/// deadlock on each other. It is also the order of ab_user_metrics' primary key, whose pages
+/// the inserts then fill in sequence.
+struct UserState {
+    users: Vec<String>,
+    index: Vec<i32>,
+    n: Vec<i64>,
+    total: Vec<f64>,
+    max: Vec<f64>,
+}
+
+fn user_state(user_ids: &Array<'_, &str>, index: &[i32], values: &[f64], names: &[String]) -> UserState {
+    let mut groups: HashMap<(&str, i32), (i64, f64, f64)> = HashMap::new();
+    for ((user, &k), &v) in user_ids.iter().zip(index).zip(values) {
+        let user = user.unwrap_or_default();
+        let g = groups.entry((user, k)).or_insert((0, 0.0, v));
+        g.0 += 1;
+        g.1 += v;
+        g.2 = g.2.max(v);
+    }
+    let mut sorted: Vec<_> = groups.into_iter().collect();
+    let name = |k: i32| names[k as usize - 1].as_bytes();
+    sorted.sort_unstable_by(|((u1, k1), _), ((u2, k2), _)| {
+        name(*k1).cmp(name(*k2)).then(u1.as_bytes().cmp(u2.as_bytes()))
+    });
+    let mut state =
+        UserState { users: Vec::new(), index: Vec::new(), n: Vec::new(), total: Vec::new(), max: Vec::new() };
+    for ((user, k), (n, total, max)) in sorted {
+        state.users.push(user.to_string());
+        state.index.push(k);
+        state.n.push(n);
+        state.total.push(total);
+        state.max.push(max);
+    }
+    state
+}
+
+/// One statement: the rows whose user is assigned go into ab_results and the batch's sums per
+/// user and metric into ab_user_metrics, in `state`'s order. Both join the assignments with
+/// the statement's one snapshot, so they agree on who is assigned. Returns the rows recorded,
+/// the metric names recorded and, when the rows carry their times, whether one was recorded
+/// before its user's assignment (the caller then raises, which undoes the statement).
+#[allow(clippy::too_many_arguments)]
+fn insert(
+    experiment_id: i64,
+    index: Vec<i32>,
+    values: Vec<f64>,
+    user_ids: Array<'_, &str>,
+    session_ids: Option<Array<'_, &str>>,
+    recorded_at: Option<Array<'_, TimestampWithTimeZone>>,
+    names: Vec<String>,
+    state: UserState,
+) -> (i64, Vec<String>, bool) {
+    let nsp = cache::schema();
+    let assigned = |alias: &str| {
+        format!(
+            "JOIN {nsp}.ab_assignments a \
+               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) {alias}.u"
+        )
+    };
+    let early = if recorded_at.is_some() {
+        format!(
+            "EXISTS (SELECT FROM (SELECT pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
+                                         pg_catalog.unnest($6::pg_catalog.timestamptz[]) AS t) i {} \
+                     WHERE i.t OPERATOR(pg_catalog.<) a.assigned_at)",
+            assigned("i")
+        )
+    } else {
+        "false".into()
+    };
+    // unnest in the select list streams its rows (in FROM, each function's rows are stored first).
+    let sql = format!(
+        "WITH r AS ( \
+           INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id, recorded_at) \
+           SELECT $1, a.variant_id, i.u, ($7::pg_catalog.text[])[i.k], i.v, i.s, COALESCE(i.t, pg_catalog.now()) \
+           FROM (SELECT pg_catalog.unnest($2::pg_catalog.int4[]) AS k, pg_catalog.unnest($3::pg_catalog.float8[]) AS v, \
+                        pg_catalog.unnest($4::pg_catalog.text[]) AS u, pg_catalog.unnest($5::pg_catalog.text[]) AS s, \
+                        pg_catalog.unnest($6::pg_catalog.timestamptz[]) AS t) i {join_i}), \
+         g AS MATERIALIZED ( \
+           SELECT g.ord, g.u, ($7::pg_catalog.text[])[g.k] AS metric_name, a.variant_id, g.n, g.total, g.max \
+           FROM (SELECT pg_catalog.unnest($8::pg_catalog.text[]) AS u, pg_catalog.unnest($9::pg_catalog.int4[]) AS k, \
+                        pg_catalog.unnest($10::pg_catalog.int8[]) AS n, pg_catalog.unnest($11::pg_catalog.float8[]) AS total, \
+                        pg_catalog.unnest($12::pg_catalog.float8[]) AS max, \
+                        pg_catalog.generate_series(1, pg_catalog.cardinality($8::pg_catalog.text[])) AS ord) g {join_g}), \
+         m AS ( \
+           INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
+           SELECT $1, g.metric_name, g.u, g.variant_id, g.n, g.total, g.max FROM g ORDER BY g.ord \
+           ON CONFLICT (experiment_id, metric_name, user_id, variant_id) DO UPDATE \
+           SET n = m.n OPERATOR(pg_catalog.+) excluded.n, total = m.total OPERATOR(pg_catalog.+) excluded.total, \
+               max = GREATEST(m.max, excluded.max)) \
+         SELECT (SELECT pg_catalog.sum(g.n)::pg_catalog.int8 FROM g), \
+                ARRAY(SELECT DISTINCT g.metric_name FROM g), {early}",
+        join_i = assigned("i"),
+        join_g = assigned("g"),
+    );
+    Spi::connect_mut(|client| {
+        let args = [
+            experiment_id.into(),
+            index.into(),
+            values.into(),
+            user_ids.into(),
+            session_ids.into(),
+            recorded_at.into(),
+            names.into(),
+            state.users.into(),
+            state.index.into(),
+            state.n.into(),
+            state.total.into(),
+            state.max.into(),
+        ];
+        let table = client.update(sql.as_str(), None, &args).or_raise();
+        let row = table.first();
+        (
+            row.get::<i64>(1).or_raise().unwrap_or(0),
+            row.get::<Vec<String>>(2).or_raise().unwrap_or_default(),
+            row.get::<bool>(3).or_raise().unwrap_or(false),
+        )
+    })
+}
+
+/// The statement's sorts and stored CTE rows grow with the batch: below 64MB of work_mem they
+/// would go to temporary files. The setting is put back after the statement (an error ends
+/// the transaction, which puts it back).
+fn with_work_mem<R>(f: impl FnOnce() -> R) -> R {
+    const BATCH_WORK_MEM_KB: i32 = 64 * 1024;
+    let current = unsafe { pg_sys::work_mem };
+    if current >= BATCH_WORK_MEM_KB {
+        return f();
+    }
+    let set = |kb: i32| {
+        Spi::run_with_args("SELECT pg_catalog.set_config('work_mem', $1, true)", &[format!("{kb}kB").into()]).or_raise()
+    };
+    set(BATCH_WORK_MEM_KB);
+    let out = f();
+    set(current);
+    out
+}
+
+/// On the error path: the first row whose time is before its user's assignment.
+fn first_before_assignment(
+    experiment_id: i64,
+    user_ids: Vec<Option<String>>,
+    recorded_at: Vec<Option<TimestampWithTimeZone>>,
+) -> i64 {
+    let nsp = cache::schema();
+    Spi::get_one_with_args::<i64>(
+        &format!(
+            "SELECT pg_catalog.min(i.pos) FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), \
+               pg_catalog.unnest($3::pg_catalog.timestamptz[])) WITH ORDINALITY AS i(u, t, pos) \
+             JOIN {nsp}.ab_assignments a \
+               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) i.u \
+             WHERE i.t OPERATOR(pg_catalog.<) a.assigned_at"
+        ),
+        &[experiment_id.into(), user_ids.into(), recorded_at.into()],
+    )
+    .or_raise()
+    .unwrap_or(0)
+}
+
+/// Records a batch of results, row i being (metric_names[i], metric_values[i], user_ids[i],
+/// session_ids[i], recorded_at[i]); returns the rows recorded (rows of users without an
+/// assignment are skipped). A bad row fails the whole batch, naming its position.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_record_results(
+    experiment: Option<&str>,
+    metric_names: Option<Array<'_, &str>>,
+    metric_values: Option<Array<'_, f64>>,
+    user_ids: Option<Array<'_, &str>>,
+    session_ids: default!(Option<Array<'_, &str>>, "NULL"),
+    recorded_at: default!(Option<Array<'_, TimestampWithTimeZone>>, "NULL"),
+) -> i64 {
+    let experiment = required(experiment, "experiment");
+    record_batch(ExperimentRef::Name(experiment), metric_names, metric_values, user_ids, session_ids, recorded_at)
+}
+
+#[pg_extern(name = "ab_record_results", volatile, parallel_unsafe)]
+fn ab_record_results_by_id(
+    experiment: Option<i64>,
+    metric_names: Option<Array<'_, &str>>,
+    metric_values: Option<Array<'_, f64>>,
+    user_ids: Option<Array<'_, &str>>,
+    session_ids: default!(Option<Array<'_, &str>>, "NULL"),
+    recorded_at: default!(Option<Array<'_, TimestampWithTimeZone>>, "NULL"),
+) -> i64 {
+    let experiment = required(experiment, "experiment");
+    record_batch(ExperimentRef::Id(experiment), metric_names, metric_values, user_ids, session_ids, recorded_at)
+}
