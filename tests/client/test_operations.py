@@ -166,8 +166,11 @@ def test_dump_and_restore_keep_everything(dsn):
         after_counts = counts(c)
         after = analysis(c, exp)
         assert after_counts == before_counts
-        assert after == before
-        assert analysis(c, sourced) == from_table
+        # Floats to 1e-12 relative: the restored tables may be read in another order (the plan
+        # follows the statistics, which PostgreSQL 18's pg_dump carries), and sums of floats
+        # depend on their order in the last bits.
+        assert same_rows(after, before)
+        assert same_rows(analysis(c, sourced), from_table)
         assert after_counts["ab_user_metrics"] > 0
         assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
         # Sequences were restored too: new rows do not collide with restored ones.
