@@ -482,7 +482,7 @@ def pool_runs(versions, users, clients, seconds, rounds, calls, libraries):
           f"(schemas {', '.join(versions)}, one database each; libraries: "
           f"{', '.join(f'{v}: {p}' for v, p in libraries.items()) or 'the installed one'})", flush=True)
     wal = []
-    for version, db in dbs:
+    for version, db in (dbs if calls else []):
         use_library(libraries.get(version))
         with psycopg.connect(conninfo(db), autocommit=True) as c:
             indexes = [r[0] for r in c.execute(
@@ -562,7 +562,7 @@ def main():
     ap.add_argument("--pool-versions", help="schema versions compared, comma separated (default: 0.12.0 and the installed default)")
     ap.add_argument("--pool-users", type=int, default=200000)
     ap.add_argument("--pool-clients", default="16,64")
-    ap.add_argument("--wal-calls", type=int, default=20000, help="calls per WAL measurement")
+    ap.add_argument("--wal-calls", type=int, default=20000, help="calls per WAL measurement (0: no WAL measurement)")
     ap.add_argument("--pool-libraries", help="VERSION=FILE,...: install that library build before each of that schema's runs "
                     "(to compare two builds; the installed library is put back at the end)")
     args = ap.parse_args()
