@@ -356,24 +356,13 @@ fn load_state(client: &SpiClient<'_>) -> State {
         }),
         record_result: prepare(
             if has_user_metrics {
-                // The state row exists for every result but a user's first of the metric: a
-                // plain UPDATE of it first (INSERT ... ON CONFLICT DO UPDATE would also lock
-                // the row, a WAL record of its own), the upsert only when it found none. In
-                // READ COMMITTED an UPDATE that finds the row changed waits and adds to the
-                // committed version, and one that finds none (not yet committed, or deleted
-                // by a rebuild) leaves it to the upsert: the same state as the upsert alone.
                 format!(
                     "WITH r AS (INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id) \
                      SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5 FROM {nsp}.ab_assignments a \
                      WHERE a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) $2 \
-                     RETURNING variant_id), \
-                     u AS (UPDATE {nsp}.ab_user_metrics m SET n = m.n OPERATOR(pg_catalog.+) 1, \
-                     total = m.total OPERATOR(pg_catalog.+) $4, max = GREATEST(m.max, $4) FROM r \
-                     WHERE m.experiment_id OPERATOR(pg_catalog.=) $1 AND m.metric_name OPERATOR(pg_catalog.=) $3 \
-                     AND m.user_id OPERATOR(pg_catalog.=) $2 AND m.variant_id OPERATOR(pg_catalog.=) r.variant_id RETURNING 1), \
-                     i AS (INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
-                     SELECT $1, $3, $2, r.variant_id, 1, $4, $4 FROM r WHERE NOT EXISTS (SELECT FROM u) {UPSERT_USER_METRIC}) \
-                     SELECT 1 FROM r"
+                     RETURNING variant_id) \
+                     INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
+                     SELECT $1, $3, $2, r.variant_id, 1, $4, $4 FROM r {UPSERT_USER_METRIC}"
                 )
             } else {
                 format!(
