@@ -8,6 +8,7 @@ build and starts a dedicated cluster.
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import threading
 import time
 
 import psycopg
+from psycopg import sql as pgsql
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOST = os.environ.get("PGHOST", "/tmp/ab_bench_pg")
@@ -34,13 +36,15 @@ def psql_file(path, db=None):
                    check=True, stdout=subprocess.DEVNULL)
 
 
-def pgbench(script_text, seconds, clients=2):
+def pgbench(script_text, seconds, clients=2, threads=None, db=None, transactions=None):
+    """tps of `script_text` run for `seconds` (or `transactions` per client)."""
     path = f"/tmp/ab_bench_{os.getpid()}.sql"
     with open(path, "w") as f:
         f.write(script_text)
+    limit = ["-t", str(transactions)] if transactions else ["-T", str(seconds)]
     out = subprocess.run(
-        ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(clients), "-T", str(seconds),
-         "-h", HOST, "-p", PORT, "-U", "postgres", "-f", path, DB],
+        ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(threads or clients), *limit,
+         "-h", HOST, "-p", PORT, "-U", "postgres", "-f", path, db or DB],
         check=True, capture_output=True, text=True).stdout
     m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
@@ -410,6 +414,195 @@ def bulk(rows, rounds, per_row_share=10):
         clean()
         c.execute("DROP TABLE bulk_events")
     return bare, ours, single
+# Recording at pool scale: ab_record_result against the bare INSERT of the same row and against
+# the same insert and per-user state upsert written by hand in one statement, at 16 and 64
+# clients, in one database per schema version (the library is the same: "before" is a schema
+# still at the older version), rounds alternating; and the WAL each call writes, per component.
+POOL_RECORD = "\\set u random(1, {users})\nSELECT ab_record_result('bench', 'resolution_rate', 1, 'user-' || :u);\n"
+POOL_BARE = ("\\set u random(1, {users})\nINSERT INTO bare_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+             "VALUES (1, 1, 'user-' || :u, 'resolution_rate', 1);\n")
+UPSERT_STATE = ("INSERT INTO bare_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) "
+                "SELECT {source} ON CONFLICT (experiment_id, metric_name, user_id, variant_id) DO UPDATE "
+                "SET n = m.n + 1, total = m.total + excluded.total, max = greatest(m.max, excluded.max)")
+# What an application would write by hand: ab_record_result's own statement, on tables of the
+# same shape (the same indexes and storage parameters).
+POOL_HAND = ("\\set u random(1, {users})\nWITH r AS (INSERT INTO bare_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+             "SELECT a.experiment_id, a.variant_id, a.user_id, 'resolution_rate', 1 FROM ab_assignments a "
+             "WHERE a.experiment_id = 1 AND a.user_id = 'user-' || :u RETURNING variant_id) "
+             + UPSERT_STATE.format(source="1, 'resolution_rate', 'user-' || :u, r.variant_id, 1, 1, 1 FROM r") + ";\n")
+POOL_STATE = ("\\set u random(1, {users})\n"
+              + UPSERT_STATE.format(source="a.experiment_id, 'resolution_rate', a.user_id, a.variant_id, 1, 1, 1 "
+                                           "FROM ab_assignments a WHERE a.experiment_id = 1 AND a.user_id = 'user-' || :u")
+              + ";\n")
+
+
+def pool_db(version):
+    return "ab_pool_" + version.replace(".", "_")
+
+
+def prepare_pool(version, users):
+    """A database whose schema is at `version`, with one running experiment, `users` assigned
+    users each with one result (so that every later result updates the user's state), and the
+    bare tables: bare_results and bare_user_metrics (the same indexes and storage parameters
+    as ab_results and ab_user_metrics), and one copy of ab_results per index of it (wal_heap
+    with none, wal_<index> with that one) to measure each index's WAL."""
+    db = pool_db(version)
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
+            return db
+        c.execute(f"CREATE DATABASE {db}")
+    with psycopg.connect(conninfo(db), autocommit=True) as c:
+        c.execute(pgsql.SQL("CREATE EXTENSION ab_testing VERSION {}").format(pgsql.Literal(version)))
+        c.execute("""SELECT ab_create_experiment('{"name": "bench", "experiment_type": "prompt",
+          "primary_metric": "resolution_rate", "salt": "bench", "variants": [
+          {"name": "Control", "is_control": true, "traffic_allocation": 50},
+          {"name": "Treatment", "traffic_allocation": 50}]}')""")
+        c.execute("SELECT ab_start_experiment('bench')")
+        c.execute("SELECT count(ab_get_variant('bench', 'user-' || g)) FROM generate_series(1, %s) g", (users,))
+        c.execute("SELECT count(ab_record_result('bench', 'resolution_rate', 1, 'user-' || g)) "
+                  "FROM generate_series(1, %s) g", (users,))
+        options = c.execute("SELECT coalesce(pg_catalog.array_to_string(reloptions, ', '), '') FROM pg_class "
+                            "WHERE oid = 'ab_user_metrics'::regclass").fetchone()[0]
+        c.execute("CREATE TABLE bare_results (LIKE ab_results INCLUDING ALL)")
+        c.execute("CREATE TABLE bare_user_metrics (LIKE ab_user_metrics INCLUDING ALL)"
+                  + (f" WITH ({options})" if options else ""))
+        c.execute("INSERT INTO bare_results SELECT * FROM ab_results")
+        c.execute("INSERT INTO bare_user_metrics SELECT * FROM ab_user_metrics")
+        c.execute("CREATE TABLE wal_heap (LIKE ab_results INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        for name, definition in c.execute(
+                "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = 'ab_results'::regclass ORDER BY 1").fetchall():
+            c.execute(f"CREATE TABLE wal_{name} (LIKE ab_results INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+            c.execute(definition.replace(f"INDEX {name} ON public.ab_results", f"INDEX ON wal_{name}"))
+            c.execute(f"INSERT INTO wal_{name} SELECT * FROM ab_results")
+        c.execute("INSERT INTO wal_heap SELECT * FROM ab_results")
+        c.execute("VACUUM ANALYZE")
+    return db
+
+
+def wal_stats(c):
+    return c.execute("SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal").fetchone()
+
+
+def wal_per_call(db, script, calls):
+    """WAL per call of `script` (2 clients): (bytes, records) without full-page images
+    (full_page_writes off for that run: what every call writes), then (full-page images,
+    bytes) with them, in the first `calls` calls after a CHECKPOINT (what the first change of
+    each page after a checkpoint adds). The whole cluster's WAL: run nothing else on it."""
+    with psycopg.connect(conninfo(db), autocommit=True) as c:
+        try:
+            c.execute("ALTER SYSTEM SET full_page_writes = off")
+            c.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)
+            s0 = wal_stats(c)
+            pgbench(script, 0, clients=2, db=db, transactions=calls // 2)
+            s1 = wal_stats(c)
+        finally:
+            c.execute("ALTER SYSTEM RESET full_page_writes")
+            c.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)
+        assert c.execute("SHOW full_page_writes").fetchone()[0] == "on"
+        c.execute("CHECKPOINT")
+        s2 = wal_stats(c)
+        pgbench(script, 0, clients=2, db=db, transactions=calls // 2)
+        s3 = wal_stats(c)
+    return ((s1[2] - s0[2]) / calls, (s1[0] - s0[0]) / calls, (s3[1] - s2[1]) / calls, (s3[2] - s2[2]) / calls)
+
+
+def hot_updates(db):
+    with psycopg.connect(conninfo(db), autocommit=True) as c:
+        return c.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'ab_user_metrics'").fetchone()
+
+
+def use_library(path):
+    """Installs the library file `path` as ab_testing.so (an atomic rename: backends that
+    have the old one loaded keep it; every new connection loads this one)."""
+    if not path:
+        return
+    libdir = subprocess.run(["pg_config", "--pkglibdir"], check=True, capture_output=True, text=True).stdout.strip()
+    target = os.path.join(libdir, "ab_testing.so")
+    shutil.copyfile(path, target + ".bench")
+    os.chmod(target + ".bench", 0o755)
+    os.replace(target + ".bench", target)
+
+
+def pool(versions, users, clients, seconds, rounds, calls, libraries):
+    """`libraries`: version -> a library file to install before that version's runs (to
+    compare two builds), or empty (the installed library for all)."""
+    if libraries:
+        libdir = subprocess.run(["pg_config", "--pkglibdir"], check=True, capture_output=True, text=True).stdout.strip()
+        installed = f"/tmp/ab_bench_installed_{os.getpid()}.so"
+        shutil.copyfile(os.path.join(libdir, "ab_testing.so"), installed)
+        try:
+            return pool_runs(versions, users, clients, seconds, rounds, calls, libraries)
+        finally:
+            use_library(installed)
+            os.unlink(installed)
+    return pool_runs(versions, users, clients, seconds, rounds, calls, {})
+
+
+def pool_runs(versions, users, clients, seconds, rounds, calls, libraries):
+    dbs = []
+    for v in versions:
+        use_library(libraries.get(v))
+        dbs.append((v, prepare_pool(v, users)))
+    print(f"recording at pool scale: {users} assigned users, each with a result already "
+          f"(schemas {', '.join(versions)}, one database each; libraries: "
+          f"{', '.join(f'{v}: {p}' for v, p in libraries.items()) or 'the installed one'})", flush=True)
+    wal = []
+    for version, db in (dbs if calls else []):
+        use_library(libraries.get(version))
+        with psycopg.connect(conninfo(db), autocommit=True) as c:
+            indexes = [r[0] for r in c.execute(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = 'ab_results'::regclass ORDER BY 1").fetchall()]
+            fillfactor = c.execute("SELECT coalesce((SELECT o FROM pg_class, unnest(reloptions) o WHERE oid = "
+                                   "'ab_user_metrics'::regclass AND o LIKE 'fillfactor=%'), 'fillfactor=100')").fetchone()[0]
+        row = "\\set u random(1, {users})\nINSERT INTO {t} (experiment_id, variant_id, user_id, metric_name, metric_value) VALUES (1, 1, 'user-' || :u, 'resolution_rate', 1);\n"
+        cases = [("result row alone (heap, no index)", row.format(t="wal_heap", users="{users}"))]
+        cases += [(f"result row + {i} only", row.format(t=f"wal_{i}", users="{users}")) for i in indexes]
+        cases += [("bare INSERT (result row + every index of ab_results)", row.format(t="bare_results", users="{users}")),
+                  (f"state upsert alone (ab_user_metrics, {fillfactor})", POOL_STATE),
+                  ("insert + state upsert, one statement by hand", POOL_HAND),
+                  ("ab_record_result", POOL_RECORD)]
+        for case, script in cases:
+            before = hot_updates(db) if case == "ab_record_result" else None
+            b, r, f, fb = wal_per_call(db, script.format(users=users), calls)
+            note = ""
+            if before:
+                after = hot_updates(db)
+                upd = after[0] - before[0]
+                note = f"   HOT updates of the state {100 * (after[1] - before[1]) / max(upd, 1):.0f}%"
+            wal.append((version, case, b, r, f, fb))
+            print(f"  {version} {case:58} {b:6.0f} B/call {r:5.2f} records; after a checkpoint "
+                  f"{f:5.3f} full-page images, {fb:6.0f} B/call{note}", flush=True)
+    print(f"throughput (pgbench -M prepared -j 2, {seconds} s runs, {rounds} rounds, databases alternating):", flush=True)
+    runs = {}
+    cases = [("bare INSERT", POOL_BARE), ("insert + state upsert by hand", POOL_HAND), ("ab_record_result", POOL_RECORD)]
+    for n in clients:
+        for k in range(rounds):
+            for version, db in (dbs if k % 2 == 0 else dbs[::-1]):
+                use_library(libraries.get(version))
+                for case, script in cases:
+                    tps = pgbench(script.format(users=users), seconds, clients=n, threads=2, db=db)
+                    runs.setdefault((n, version, case), []).append(tps)
+                rec, bare, hand = (runs[(n, version, c)][-1] for c in ("ab_record_result", "bare INSERT", "insert + state upsert by hand"))
+                print(f"  {n:3} clients, round {k + 1}, {version}: ab_record_result {rec:7.0f}  bare INSERT {bare:7.0f}  "
+                      f"by hand {hand:7.0f}   ratios {rec / bare:4.2f} / {rec / hand:4.2f}", flush=True)
+    print("\n| schema | WAL per call | bytes | records | right after a checkpoint: full-page images | bytes |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: |")
+    for version, case, b, r, f, fb in wal:
+        print(f"| {version} | {case} | {b:.0f} | {r:.2f} | {f:.3f} | {fb:.0f} |")
+    print("\n| clients | schema | ab_record_result | bare INSERT | by hand | vs bare (median of rounds; each round) | vs by hand (median; each) |\n"
+          "| ---: | --- | ---: | ---: | ---: | --- | --- |")
+    for n in clients:
+        for version, _ in dbs:
+            rec, bare, hand = (runs[(n, version, c)] for c in ("ab_record_result", "bare INSERT", "insert + state upsert by hand"))
+            vb = [a / b for a, b in zip(rec, bare)]
+            vh = [a / b for a, b in zip(rec, hand)]
+            print(f"| {n} | {version} | {statistics.median(rec):.0f} | {statistics.median(bare):.0f} | {statistics.median(hand):.0f} | "
+                  f"{statistics.median(vb):.2f} ({', '.join(f'{x:.2f}' for x in vb)}) | "
+                  f"{statistics.median(vh):.2f} ({', '.join(f'{x:.2f}' for x in vh)}) |")
 
 
 def pg_version():
@@ -435,7 +628,25 @@ def main():
     ap.add_argument("--citus", action="store_true",
                     help="benchmark through the Citus coordinator of scripts/citus-cluster.sh instead")
     ap.add_argument("--citus-size", default="2000000x5", help="users x results per user of the --citus analysis")
+    ap.add_argument("--pool", action="store_true",
+                    help="only recording at pool scale: WAL per call by component, and throughput at --pool-clients")
+    ap.add_argument("--pool-versions", help="schema versions compared, comma separated (default: 0.12.0 and the installed default)")
+    ap.add_argument("--pool-users", type=int, default=200000)
+    ap.add_argument("--pool-clients", default="16,64")
+    ap.add_argument("--wal-calls", type=int, default=20000, help="calls per WAL measurement (0: no WAL measurement)")
+    ap.add_argument("--pool-libraries", help="VERSION=FILE,...: install that library build before each of that schema's runs "
+                    "(to compare two builds; the installed library is put back at the end)")
     args = ap.parse_args()
+    if args.pool:
+        versions = args.pool_versions.split(",") if args.pool_versions else None
+        if not versions:
+            with psycopg.connect(conninfo("postgres")) as c:
+                current = c.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'ab_testing'").fetchone()[0]
+            versions = ["0.12.0", current]
+        libraries = dict(x.split("=", 1) for x in args.pool_libraries.split(",")) if args.pool_libraries else {}
+        pool(versions, args.pool_users, [int(x) for x in args.pool_clients.split(",")], args.seconds, args.rounds,
+             args.wal_calls, libraries)
+        return
     prepare_single_node()
     if args.citus:
         users, per_user = (int(x) for x in args.citus_size.split("x"))

@@ -85,3 +85,8 @@ BEGIN
 END;
 $$;
 -- end of ab_record_results
+
+-- Recording at pool scale: room on ab_user_metrics' pages for its rows' updates to be HOT
+-- (no new index entry). Only pages written from now on keep it: existing pages are
+-- rewritten by VACUUM FULL or CLUSTER (see docs/performance.md), not by this update.
+ALTER TABLE @extschema@.ab_user_metrics SET (fillfactor = 90);

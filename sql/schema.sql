@@ -154,7 +154,9 @@ CREATE TABLE ab_user_metrics (
     total          float8 NOT NULL,
     max            float8 NOT NULL,
     PRIMARY KEY (experiment_id, metric_name, user_id, variant_id)
-);
+-- Every result updates its user's row (n, total, max: in no index). Room left on each page
+-- lets the new version stay on the old one's page: a HOT update, no new index entry.
+) WITH (fillfactor = 90);
 
 -- The weight periods of bandit experiments: period 0 holds the traffic allocations the
 -- experiment started with, each ab_reweight that changes them adds the next. A user's

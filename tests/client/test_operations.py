@@ -201,6 +201,7 @@ FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.o
 UNION ALL
 SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' acl=' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(c.relacl) a), '')
        || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '')
+       || ' options=' || coalesce(c.reloptions::text, '')
 FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
 UNION ALL
 SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull

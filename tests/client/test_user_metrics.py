@@ -202,6 +202,32 @@ def test_same_user_concurrently_and_crossed_transactions():
         assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
 
 
+def test_results_update_the_state_in_place():
+    """A user's later results update their state row, HOT (no new index entry), also on a page
+    the first results of other users filled: ab_user_metrics keeps room on each page."""
+    dsn = fresh_db("ab_user_metrics")
+    counts = ("SELECT pg_stat_get_xact_tuples_inserted(o), pg_stat_get_xact_tuples_updated(o), "
+              "pg_stat_get_xact_tuples_hot_updated(o) FROM (SELECT 'ab_user_metrics'::regclass AS o) r")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert one(c, "SELECT reloptions FROM pg_class WHERE oid = 'ab_user_metrics'::regclass") == ["fillfactor=90"]
+        exp = started(c, "in place")
+        c.execute("SELECT count(ab_get_variant(%s, 'u' || g)) FROM generate_series(1, 300) g", (exp,))
+        # 300 first results: more rows than a page holds, the first page filled to the fillfactor.
+        c.execute("SELECT count(ab_record_result(%s, 'latency', 1, 'u' || g)) FROM generate_series(1, 300) g", (exp,))
+        assert one(c, "SELECT count(DISTINCT (ctid::text::point)[0]) FROM ab_user_metrics") > 1
+        first_page = one(c, "SELECT user_id FROM ab_user_metrics ORDER BY ctid LIMIT 1")
+        with c.transaction():
+            before = c.execute(counts).fetchone()
+            assert one(c, "SELECT ab_record_result(%s, 'latency', 5, %s)", exp, first_page) is True
+            after = c.execute(counts).fetchone()
+        # (inserted, updated, HOT-updated): one update, HOT, and no insert attempt.
+        assert tuple(a - b for a, b in zip(after, before)) == (0, 1, 1)
+        assert c.execute("SELECT n, total, max FROM ab_user_metrics WHERE user_id = %s",
+                         (first_page,)).fetchall() == [(2, 6.0, 5.0)]
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+    drop_db("ab_user_metrics")
+
+
 @pytest.mark.citus
 def test_rebuild_errors():
     dsn = fresh_db("ab_user_metrics")
