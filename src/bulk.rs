@@ -77,6 +77,7 @@ fn record_batch(
     let mut given: HashMap<&str, i32> = HashMap::new();
     let mut seen: HashMap<String, i32> = HashMap::new();
     for (i, name) in metric_names.iter().enumerate() {
+        interrupts(i);
         let row = i + 1;
         let name = name.unwrap_or_else(|| null_at(row, "metric_name"));
         let k = match given.get(name) {
@@ -98,17 +99,20 @@ fn record_batch(
         .iter()
         .enumerate()
         .map(|(i, v)| {
+            interrupts(i);
             let v = v.unwrap_or_else(|| null_at(i + 1, "metric_value"));
             check_value("metric_value", v).unwrap_or_else(|e| bad_row(i + 1, e));
             v
         })
         .collect();
     for (i, u) in user_ids.iter().enumerate() {
+        interrupts(i);
         check_id_at(i + 1, "user_id", u.unwrap_or_else(|| null_at(i + 1, "user_id")));
     }
     if let Some(times) = &recorded_at {
         let now = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
         for (i, t) in times.iter().enumerate() {
+            interrupts(i);
             if t.is_some_and(|t| pg_sys::TimestampTz::from(t) > now) {
                 raise(
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -120,6 +124,7 @@ fn record_batch(
     }
     if let Some(sessions) = &session_ids {
         for (i, s) in sessions.iter().enumerate() {
+            interrupts(i);
             if let Some(s) = s {
                 check_id_at(i + 1, "session_id", s);
             }
@@ -160,6 +165,7 @@ fn record_batch(
         }
         if binary.iter().any(|b| *b) {
             for (i, (&k, &v)) in names.index.iter().zip(&values).enumerate() {
+                interrupts(i);
                 if binary[k as usize - 1] && v != 0.0 && v != 1.0 {
                     bad_row(
                         i + 1,
@@ -231,9 +237,17 @@ struct UserState {
     max: Vec<f64>,
 }
 
+/// A cancel or statement_timeout is served every few thousand rows of the checks in Rust.
+fn interrupts(row: usize) {
+    if row % 4096 == 0 {
+        pg_sys::check_for_interrupts!();
+    }
+}
+
 fn user_state(user_ids: &Array<'_, &str>, index: &[i32], values: &[f64], names: &[String]) -> UserState {
     let mut groups: HashMap<(&str, i32), (i64, f64, f64)> = HashMap::new();
-    for ((user, &k), &v) in user_ids.iter().zip(index).zip(values) {
+    for (i, ((user, &k), &v)) in user_ids.iter().zip(index).zip(values).enumerate() {
+        interrupts(i);
         let user = user.unwrap_or_default();
         let g = groups.entry((user, k)).or_insert((0, 0.0, v));
         g.0 += 1;
@@ -294,7 +308,7 @@ fn insert(
     let sql = format!(
         "WITH r AS ( \
            INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id, recorded_at) \
-           SELECT $1, a.variant_id, i.u, ($7::pg_catalog.text[])[i.k], i.v, i.s, COALESCE(i.t, pg_catalog.now()) \
+           SELECT $1, a.variant_id, i.u, ($7::pg_catalog.text[])[i.k], i.v, i.s, COALESCE(i.t, GREATEST(pg_catalog.now(), a.assigned_at)) \
            FROM (SELECT pg_catalog.unnest($2::pg_catalog.int4[]) AS k, pg_catalog.unnest($3::pg_catalog.float8[]) AS v, \
                         pg_catalog.unnest($4::pg_catalog.text[]) AS u, pg_catalog.unnest($5::pg_catalog.text[]) AS s, \
                         pg_catalog.unnest($6::pg_catalog.timestamptz[]) AS t) i {join_i}), \
