@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use ab_core::batch::{at_row, row_count};
-use ab_core::definition::{check_metric_name, check_value, source_recorded};
+use ab_core::definition::{binary_value, check_metric_name, check_value, source_recorded};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -167,14 +167,7 @@ fn record_batch(
             for (i, (&k, &v)) in names.index.iter().zip(&values).enumerate() {
                 interrupts(i);
                 if binary[k as usize - 1] && v != 0.0 && v != 1.0 {
-                    bad_row(
-                        i + 1,
-                        ab_core::Error::invalid(format!(
-                            "metric \"{}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {v}",
-                            names.names[k as usize - 1],
-                            exp.name
-                        )),
-                    );
+                    bad_row(i + 1, binary_value(&exp.name, &names.names[k as usize - 1], v));
                 }
             }
         }

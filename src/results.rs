@@ -2,7 +2,8 @@
 //! `ab_record_covariate`.
 
 use ab_core::definition::{
-    check_metric_name, check_value, quantile_recorded, ratio_recorded, source_recorded, undeclared_metric, MAX_METRICS,
+    binary_value, check_metric_name, check_value, quantile_recorded, ratio_recorded, source_recorded,
+    undeclared_metric, MAX_METRICS,
 };
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -10,7 +11,7 @@ use pgrx::PgSqlErrorCode;
 use crate::assignment::{check_id, tables_kept_changing, MAX_RELOADS};
 use crate::cache;
 use crate::catalog::ExperimentRef;
-use crate::errors::{core_error, invalid, not_found, raise, required, SpiExt};
+use crate::errors::{core_error, not_found, raise, required, SpiExt};
 use crate::guard;
 use crate::lookup::Probe;
 
@@ -142,10 +143,7 @@ fn record(
             core_error(source_recorded(&exp.name, &metric_name));
         }
         if metric_value != 0.0 && metric_value != 1.0 && exp.binary_metrics.iter().any(|m| *m == metric_name) {
-            invalid(format!(
-                "metric \"{metric_name}\" of experiment \"{}\" is binary: metric_value must be 0 or 1, got {metric_value}",
-                exp.name
-            ));
+            core_error(binary_value(&exp.name, &metric_name, metric_value));
         }
         let probe = guard::lock_for_writing(&handle, locked);
         locked = true;

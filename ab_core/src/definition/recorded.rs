@@ -55,6 +55,14 @@ pub fn source_recorded(experiment: &str, metric: &str) -> Error {
     .with_hint("the analysis reads the source's rows; ab_get_experiment shows the source")
 }
 
+/// The error for a binary metric's value other than 0 and 1 (names as stored: they passed
+/// the name rules, so they print as they are).
+pub fn binary_value(experiment: &str, metric: &str, value: f64) -> Error {
+    Error::invalid(format!(
+        "metric \"{metric}\" of experiment \"{experiment}\" is binary: metric_value must be 0 or 1, got {value}"
+    ))
+}
+
 /// The error for a result or covariate under a quantile metric's name.
 pub fn quantile_recorded(experiment: &str, metric: &str, of: &str) -> Error {
     Error::invalid(format!(
