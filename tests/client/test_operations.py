@@ -340,6 +340,7 @@ RELEASED_SCRIPTS = {
     "ab_testing--0.9.0--0.10.0.sql": "4c124d1e9a27770110f1eeaa5d706fdc917952db20673b86243655cacdc2d4bf",
     "ab_testing--0.10.0--0.11.0.sql": "82bcfbaaa28deca21a272d001087c6e430256b4521c0e4d5ab46f39a26eb9990",
     "ab_testing--0.11.0--0.12.0.sql": "33a7c05c1ec8e90a7da8e236dce85e4cb0fb98bc42fbe8c9a5571b24e8053d12",
+    "ab_testing--0.12.0--0.13.0.sql": "507971f20a2c8503ec0080df77031d6427873a3545a884c780251ffe1a6cde14",
 }
 
 
