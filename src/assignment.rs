@@ -79,7 +79,9 @@ fn get_variant(
         let probe = guard::lock_for_writing(&handle, locked);
         locked = true;
         match probe {
-            Probe::Found(()) => {}
+            Probe::Found(true) => {}
+            // Stopped since the definition's snapshot (REPEATABLE READ).
+            Probe::Found(false) => return None,
             Probe::Stale => continue,
             // Deleted while this call ran: nothing to enroll in.
             Probe::Missing => return None,

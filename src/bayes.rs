@@ -45,6 +45,7 @@ fn bayes(r: ExperimentRef<'_>, prior: Option<RawJsonb>) -> Vec<Row> {
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
         let analysis = crate::analysis::run(client, &nsp, &exp);
         let mut rows = Vec::new();
         for m in &analysis.metrics {

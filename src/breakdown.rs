@@ -39,6 +39,7 @@ fn rows(r: ExperimentRef<'_>, attribute: Option<&str>) -> Vec<Row> {
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
         if !exp.breakdowns.iter().any(|b| b == attribute) {
             let hint = if exp.breakdowns.is_empty() {
                 "it stores none: list the attributes in \"breakdowns\" when creating an experiment".to_string()

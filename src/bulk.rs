@@ -137,10 +137,7 @@ fn record_batch(
         let handle = cache::lookup(r);
         let exp = &handle.exp;
         if !exp.running {
-            wrong_state(
-                format!("experiment \"{}\" is not running", ab_core::names::printable(&exp.name)),
-                "results are recorded while an experiment runs; ab_experiment_overview shows its status",
-            );
+            not_running(exp);
         }
         if handle.layout.is_some() {
             raise(
@@ -174,7 +171,9 @@ fn record_batch(
         let probe = guard::lock_for_writing(&handle, locked);
         locked = true;
         match probe {
-            Probe::Found(()) => {}
+            Probe::Found(true) => {}
+            // Stopped since the definition's snapshot (REPEATABLE READ).
+            Probe::Found(false) => not_running(exp),
             Probe::Stale => continue,
             Probe::Missing => not_found(r),
         }
@@ -389,6 +388,13 @@ fn first_before_assignment(
 /// Records a batch of results, row i being (metric_names[i], metric_values[i], user_ids[i],
 /// session_ids[i], recorded_at[i]); returns the rows recorded (rows of users without an
 /// assignment are skipped). A bad row fails the whole batch, naming its position.
+fn not_running(exp: &cache::CachedExperiment) -> ! {
+    wrong_state(
+        format!("experiment \"{}\" is not running", ab_core::names::printable(&exp.name)),
+        "results are recorded while an experiment runs; ab_experiment_overview shows its status",
+    )
+}
+
 #[pg_extern(volatile, parallel_unsafe)]
 fn ab_record_results(
     experiment: Option<&str>,

@@ -622,27 +622,37 @@ pub fn lookup(r: ExperimentRef<'_>) -> Handle {
     })
 }
 
-/// Runs `f` with a new statement snapshot (READ COMMITTED) as SPI's read-only snapshot.
-pub fn with_fresh_snapshot<R>(f: impl FnOnce() -> R) -> R {
-    // Pops the snapshot when `f` returns or unwinds with it still on top. When a PostgreSQL
-    // error unwinds through here, snapshots pushed inside `f` may still be above it: the
-    // (sub)transaction's abort, which always follows such an error, pops them all.
-    struct Pop(pg_sys::Snapshot);
-    impl Drop for Pop {
-        fn drop(&mut self) {
-            unsafe {
-                if pg_sys::ActiveSnapshotSet() && pg_sys::GetActiveSnapshot() == self.0 {
-                    pg_sys::PopActiveSnapshot();
-                }
+/// A new statement snapshot (READ COMMITTED) pushed as the active one, which SPI's read-only
+/// statements use, until the value is dropped.
+pub struct FreshSnapshot(pg_sys::Snapshot);
+
+impl FreshSnapshot {
+    pub fn push() -> Self {
+        unsafe {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            FreshSnapshot(pg_sys::GetActiveSnapshot())
+        }
+    }
+}
+
+impl Drop for FreshSnapshot {
+    // Pops the snapshot when it is still on top. When a PostgreSQL error unwinds past it,
+    // snapshots pushed after it may still be above it: the (sub)transaction's abort, which
+    // always follows such an error, pops them all.
+    fn drop(&mut self) {
+        unsafe {
+            if pg_sys::ActiveSnapshotSet() && pg_sys::GetActiveSnapshot() == self.0 {
+                pg_sys::PopActiveSnapshot();
             }
         }
     }
-    let pop = unsafe {
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-        Pop(pg_sys::GetActiveSnapshot())
-    };
+}
+
+/// Runs `f` with a new statement snapshot (READ COMMITTED) as SPI's read-only snapshot.
+pub fn with_fresh_snapshot<R>(f: impl FnOnce() -> R) -> R {
+    let fresh = FreshSnapshot::push();
     let out = f();
-    drop(pop);
+    drop(fresh);
     out
 }
 

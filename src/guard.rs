@@ -7,8 +7,12 @@
 
 use pgrx::prelude::*;
 
+use pgrx::spi::SpiClient;
+
 use crate::cache::{self, Relations};
-use crate::lookup::{self, Probe, Visibility};
+use crate::catalog::{self, ExperimentRow};
+use crate::errors::SpiExt;
+use crate::lookup::{self, Probe};
 
 /// The experiment id as an object lock's (objid, objsubid); ids beyond 48 bits fold, which
 /// can only make unrelated experiments wait for each other, never let a write through.
@@ -24,53 +28,113 @@ fn lock(class: pg_sys::Oid, experiment_id: i64, mode: u32) {
 }
 
 /// Before writing an experiment's assignments, results or covariates: waits for a delete in
-/// progress, then makes sure the experiment was not deleted before the lock was taken.
-/// `Missing` means it was deleted; `Stale` that the caller's cache must be reloaded first.
+/// progress, then makes sure the experiment was not deleted or stopped before the lock was
+/// taken. `Found(running)` tells whether it is still running; `Missing` that it was deleted;
+/// `Stale` that the caller's cache must be reloaded first.
 ///
-/// A cached definition needs no further check: a delete committed before the lock sent an
-/// invalidation that taking the lock took in (the cache is then stale). Otherwise (REPEATABLE
-/// READ, or the cache off) the definition may come from a snapshot older than the delete, so
-/// the experiment's row is looked up among all committed rows.
+/// A cached definition needs no further check: a delete or stop committed before the lock
+/// sent an invalidation that taking the lock took in (the cache is then stale). Otherwise
+/// (REPEATABLE READ, or the cache off) the definition may come from a snapshot older than the
+/// change, so the experiment's row is looked up among all committed rows. Either way a writer
+/// that holds the lock when a stop commits still writes: `settle` waits for it.
 ///
 /// `reloaded_under_lock`: the caller already held this lock when it loaded `handle`, so the
 /// definition reflects every commit before the lock was taken; invalidations that arrived
 /// since come from later commits (the call then behaves as a statement that began before
 /// them) and need no further reload. Without this, a stream of commits to the extension's
 /// tables (experiments created many times a second) could overtake every reload of a call.
-pub fn lock_for_writing(handle: &cache::Handle, reloaded_under_lock: bool) -> Probe<()> {
+pub fn lock_for_writing(handle: &cache::Handle, reloaded_under_lock: bool) -> Probe<bool> {
     let (rel, id) = (&handle.relations, handle.exp.id);
     lock(rel.experiments, id, pg_sys::RowExclusiveLock);
     if cache::is_stale() && !reloaded_under_lock {
         return Probe::Stale;
     }
     if handle.cached {
-        return Probe::Found(());
+        return Probe::Found(handle.exp.running);
     }
     let (heap, index) = match &handle.layout {
         None => (rel.experiments, rel.experiments_pkey),
         Some(layout) => match layout.experiments {
             // This node's placement of the reference table.
             Some(shard) => (shard.heap, shard.index),
-            None => return routed_experiment_exists(id),
+            None => return routed_experiment_status(id),
         },
     };
-    lookup::has_row(heap, index, c"id", id, Visibility::Latest, || !reloaded_under_lock && cache::is_stale())
+    match lookup::latest_status(heap, index, id, || !reloaded_under_lock && cache::is_stale()) {
+        Probe::Found(status) => Probe::Found(status == "running"),
+        Probe::Missing => Probe::Missing,
+        Probe::Stale => Probe::Stale,
+    }
 }
 
 /// Under Citus on a node without a placement of ab_experiments: asks through Citus, with a
 /// snapshot taken now.
-fn routed_experiment_exists(id: i64) -> Probe<()> {
+fn routed_experiment_status(id: i64) -> Probe<bool> {
     let nsp = cache::schema();
-    let exists = cache::with_fresh_snapshot(|| {
+    let running = cache::with_fresh_snapshot(|| {
         Spi::get_one_with_args::<bool>(
-            &format!("SELECT EXISTS (SELECT 1 FROM {nsp}.ab_experiments WHERE id OPERATOR(pg_catalog.=) $1)"),
+            &format!(
+                "SELECT status OPERATOR(pg_catalog.=) 'running' FROM {nsp}.ab_experiments WHERE id OPERATOR(pg_catalog.=) $1"
+            ),
             &[id.into()],
         )
     });
-    match exists {
-        Ok(Some(true)) => Probe::Found(()),
+    match running {
+        Ok(Some(running)) => Probe::Found(running),
         _ => Probe::Missing,
     }
+}
+
+/// Before an analysis reads a stopped experiment's rows: waits until the stop's transaction
+/// has ended (its invalidation is then sent, so no writer takes the lock unaware of it), then
+/// for every transaction that still holds the writers' lock, without taking the lock (new
+/// callers never queue behind the wait). Those are the transactions that were writing when
+/// the stop committed; once they end, the experiment's rows are final and every analysis
+/// after it sees the same ones. The wait honours lock_timeout and statement_timeout.
+///
+/// Returns a fresh snapshot for the rest of the analysis under READ COMMITTED (the statement's
+/// own was taken before the wait). None when there is nothing to settle: a running or draft
+/// experiment, a standby (writers' locks are not replayed there), a transaction snapshot
+/// (it sees what it saw), or a parallel query.
+pub fn settle(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<cache::FreshSnapshot> {
+    if exp.status != "stopped" || unsafe { pg_sys::RecoveryInProgress() } {
+        return None;
+    }
+    // The row's xmin: the stop's transaction, or a later one that changed the row.
+    let xmin = client
+        .select(
+            &format!("SELECT xmin::text FROM {nsp}.ab_experiments WHERE id OPERATOR(pg_catalog.=) $1"),
+            Some(1),
+            &[exp.id.into()],
+        )
+        .or_raise()
+        .first()
+        .get_one::<String>()
+        .or_raise()
+        .and_then(|x| x.parse::<u32>().ok())
+        .map(pg_sys::TransactionId::from);
+    unsafe {
+        if let Some(xid) = xmin.filter(|x| pg_sys::TransactionIdIsNormal(*x)) {
+            if !pg_sys::TransactionIdIsCurrentTransactionId(xid) {
+                pg_sys::XactLockTableWait(xid, std::ptr::null_mut(), std::ptr::null_mut(), pg_sys::XLTW_Oper::XLTW_None);
+            }
+        }
+        let (objid, subid) = tag(exp.id);
+        let locktag = pg_sys::LOCKTAG {
+            locktag_field1: pg_sys::MyDatabaseId.into(),
+            locktag_field2: catalog::relation_oid(client, nsp, "ab_experiments").into(),
+            locktag_field3: objid.into(),
+            locktag_field4: subid,
+            locktag_type: pg_sys::LockTagType::LOCKTAG_OBJECT as u8,
+            locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
+        };
+        pg_sys::WaitForLockers(locktag, pg_sys::ShareLock as pg_sys::LOCKMODE, false);
+        // A parallel query (ab_summary is parallel safe) may not take a new snapshot.
+        if cache::snapshot_is_transaction_wide() || pg_sys::IsInParallelMode() {
+            return None;
+        }
+    }
+    Some(cache::FreshSnapshot::push())
 }
 
 /// Before deleting an experiment's rows: waits for every transaction that wrote any.

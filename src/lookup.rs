@@ -222,16 +222,43 @@ pub fn has_row(
     }
 }
 
+/// The status of experiment `id` among all committed rows of ab_experiments (`heap`, with its
+/// primary key `index`): what a writer checks after taking its lock when its definition may
+/// come from an older snapshot.
+pub fn latest_status(heap: pg_sys::Oid, index: pg_sys::Oid, id: i64, stale: impl Fn() -> bool) -> Probe<String> {
+    let keys = [int8_key(c"id", id)];
+    let text = |d: Option<pg_sys::Datum>| d.and_then(|d| unsafe { String::from_datum(d, false) }).unwrap_or_default();
+    match unsafe { probe(heap, index, Visibility::Latest, stale, &keys, (c"status", pg_sys::TEXTOID)) } {
+        Some(Probe::Found(d)) => Probe::Found(text(d)),
+        Some(Probe::Missing) => Probe::Missing,
+        Some(Probe::Stale) => Probe::Stale,
+        None => query_row(heap, c"id", id, Visibility::Latest, "status::text")
+            .map_or(Probe::Missing, |s| Probe::Found(s.unwrap_or_default())),
+    }
+}
+
 /// `has_row` through SPI (a partitioned table, for one): the statement runs with the chosen
 /// snapshot, as the foreign-key checks run theirs.
 fn query_has_row(heap: pg_sys::Oid, column: &std::ffi::CStr, key: i64, visibility: Visibility) -> bool {
+    query_row(heap, column, key, visibility, "NULL::text").is_some()
+}
+
+/// The first row of `heap` whose bigint `column` is `key`, read through SPI with the chosen
+/// snapshot: `Some(select)`, the text expression `select` of it.
+fn query_row(
+    heap: pg_sys::Oid,
+    column: &std::ffi::CStr,
+    key: i64,
+    visibility: Visibility,
+    select: &str,
+) -> Option<Option<String>> {
     let sql = unsafe {
         let name = pg_sys::quote_qualified_identifier(
             pg_sys::get_namespace_name(pg_sys::get_rel_namespace(heap)),
             pg_sys::get_rel_name(heap),
         );
         format!(
-            "SELECT 1 FROM {} WHERE {} OPERATOR(pg_catalog.=) $1 LIMIT 1",
+            "SELECT {select} FROM {} WHERE {} OPERATOR(pg_catalog.=) $1 LIMIT 1",
             std::ffi::CStr::from_ptr(name).to_string_lossy(),
             std::ffi::CStr::from_ptr(pg_sys::quote_identifier(column.as_ptr())).to_string_lossy()
         )
@@ -268,7 +295,16 @@ fn query_has_row(heap: pg_sys::Oid, column: &std::ffi::CStr, key: i64, visibilit
                 pg_sys::UnregisterSnapshot(snapshot);
             }
             pg_sys::SPI_freeplan(plan);
-            pg_sys::SPI_processed > 0
+            let table = pg_sys::SPI_tuptable;
+            (pg_sys::SPI_processed > 0 && !table.is_null()).then(|| {
+                let mut is_null = false;
+                let d = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
+                if is_null {
+                    None
+                } else {
+                    String::from_datum(d, false)
+                }
+            })
         })
     })
 }

@@ -148,7 +148,9 @@ fn record(
         let probe = guard::lock_for_writing(&handle, locked);
         locked = true;
         match probe {
-            Probe::Found(()) => {}
+            Probe::Found(true) => {}
+            // Stopped since the definition's snapshot (REPEATABLE READ).
+            Probe::Found(false) => return false,
             Probe::Stale => continue,
             // Deleted while this call ran.
             Probe::Missing => return false,
@@ -237,7 +239,8 @@ fn record_covariate(r: ExperimentRef<'_>, metric_name: Option<&str>, user_id: Op
         let probe = guard::lock_for_writing(&handle, locked);
         locked = true;
         match probe {
-            Probe::Found(()) => {}
+            // Covariates are recorded in any status.
+            Probe::Found(_) => {}
             Probe::Stale => continue,
             Probe::Missing => not_found(r),
         }

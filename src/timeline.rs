@@ -306,6 +306,7 @@ fn rows(r: ExperimentRef<'_>, metric: Option<&str>) -> Vec<Row> {
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
         let t = run(client, &nsp, &exp, metric);
         let mut out = Vec::new();
         for days in &t.metrics {
@@ -393,6 +394,7 @@ fn plot(r: ExperimentRef<'_>, metric: Option<&str>) -> String {
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
         let metric = metric.map(str::to_string).unwrap_or_else(|| exp.primary_metric.clone());
         let t = run(client, &nsp, &exp, Some(&metric));
         let labels: Vec<String> = t.days.iter().map(|(_, s)| s.clone()).collect();

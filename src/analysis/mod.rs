@@ -231,6 +231,7 @@ fn analyze(r: ExperimentRef<'_>) -> Vec<AnalyzeRow> {
     let analysis = Spi::connect_mut(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
         let analysis = run(client, &nsp, &exp);
         if transaction_writable() {
             store(client, &nsp, exp.id, &analysis);
@@ -338,6 +339,7 @@ fn summary(r: ExperimentRef<'_>) -> String {
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
         let analysis = run(client, &nsp, &exp);
         let decision = analysis.decision(&exp);
         let arms: Vec<ArmCount> = analysis
@@ -424,6 +426,7 @@ fn plot(r: ExperimentRef<'_>) -> String {
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
         let analysis = run(client, &nsp, &exp);
         ab_core::plot::forest_plot(&exp.name, &analysis.metrics)
     })

@@ -533,3 +533,81 @@ def test_dropping_a_metric_source_races_an_experiment_naming_it(db):
         assert isinstance(error, psycopg.errors.UndefinedObject), error
         assert one(admin, "SELECT count(*) FROM ab_experiments WHERE name = 'second'") == 0
         admin.execute("DROP TABLE public.raced_events")
+
+
+def test_a_repeatable_read_writer_does_not_write_after_a_stop_it_cannot_see(db):
+    """A transaction whose snapshot is older than the stop still sees the experiment running,
+    but its writers check the latest committed status under their lock: nothing is assigned
+    or recorded after the stop."""
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as app:
+        exp = started(admin, "rr_stop")
+        assert one(admin, "SELECT ab_get_variant(%s, 'u1') IS NOT NULL", exp)
+        app.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        assert one(app, "SELECT status FROM ab_experiments WHERE id = %s", exp) == "running"  # the snapshot
+        one(admin, "SELECT ab_stop_experiment(%s)", exp)
+        assert one(app, "SELECT status FROM ab_experiments WHERE id = %s", exp) == "running"  # still its view
+        assert one(app, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", exp) is False
+        assert one(app, "SELECT ab_get_variant(%s, 'new-user')", exp) is None
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match=f'experiment "rr_stop" is not running'):
+            one(app, "SELECT ab_record_results(%s, ARRAY['conversion_rate'], ARRAY[1.0], ARRAY['u1'])", exp)
+        app.rollback()
+        app.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        one(app, "SELECT 1")
+        app.execute("SELECT ab_record_covariate(%s, 'conversion_rate', 'u1', 2)", (exp,))  # in any status
+        app.commit()
+        assert one(admin, "SELECT count(*) FROM ab_covariates WHERE experiment_id = %s", exp) == 1
+        assert one(admin, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 0
+        assert one(admin, "SELECT count(*) FROM ab_assignments WHERE experiment_id = %s", exp) == 1
+
+
+def analysis_of(conn, exp):
+    return conn.execute("SELECT variant, users, mean FROM ab_analyze(%s) ORDER BY variant", (exp,)).fetchall()
+
+
+@pytest.mark.parametrize("function", ["ab_analyze", "ab_summary"])
+def test_analyses_after_a_stop_wait_for_transactions_still_recording(db, function):
+    """The stop does not wait; a transaction that was recording when it committed finishes
+    its writes, and every analysis after the stop waits for it (without making new callers
+    queue), so that all of them count the same results."""
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as app:
+        exp = started(admin, f"late_{function}", breakdowns=["segment"])
+        users = [f"u{i}" for i in range(20)]
+        for u in users:
+            one(admin, "SELECT ab_get_variant(%s, %s, %s)", exp, u, Jsonb({"segment": "s"}))
+            one(admin, "SELECT ab_record_result(%s, 'conversion_rate', 0, %s)", exp, u)
+        assert one(app, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", exp) is True  # left open
+        admin.execute("SET statement_timeout = '5s'")
+        one(admin, "SELECT ab_stop_experiment(%s)", exp)  # does not wait for the open transaction
+        with psycopg.connect(db, autocommit=True) as impatient:
+            impatient.execute("SET lock_timeout = '200ms'")
+            # Every analysis waits.
+            for call in (f"{function}(%s)", "ab_plot(%s)", "ab_bayes(%s)", "ab_timeline(%s)", "ab_plot_timeline(%s)",
+                         "ab_breakdown(%s, 'segment')"):
+                with pytest.raises(psycopg.errors.LockNotAvailable, match="lock timeout"):
+                    impatient.execute(f"SELECT * FROM {call}", (exp,))
+        outcome = []
+        with psycopg.connect(db, autocommit=True) as analyst:
+            pid = analyst.info.backend_pid
+
+            def analyse():
+                outcome.append(analysis_of(analyst, exp) if function == "ab_analyze"
+                               else one(analyst, "SELECT ab_summary(%s)", exp))
+
+            waiting = threading.Thread(target=analyse)
+            waiting.start()
+            assert blocked(admin, pid)
+            # New callers do not queue behind the waiting analysis: the stop is visible to them.
+            assert one(admin, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u2')", exp) is False
+            assert one(admin, "SELECT ab_get_variant(%s, 'newcomer')", exp) is None
+            assert outcome == []
+            app.commit()
+            waiting.join(timeout=30)
+            assert not waiting.is_alive()
+        means = dict((v, m) for v, _, m in analysis_of(admin, exp))
+        variant = one(admin, "SELECT v.name FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id "
+                             "WHERE a.experiment_id = %s AND a.user_id = 'u1'", exp)
+        assert means[variant] > 0  # the late result is counted
+        if function == "ab_analyze":
+            assert outcome[0] == analysis_of(admin, exp)
+        else:
+            assert outcome[0] == one(admin, "SELECT ab_summary(%s)", exp)
