@@ -94,10 +94,14 @@ fn routed_experiment_status(id: i64) -> Probe<bool> {
 ///
 /// Returns a fresh snapshot for the rest of the analysis under READ COMMITTED (the statement's
 /// own was taken before the wait). None when there is nothing to settle: a running or draft
-/// experiment, a standby (writers' locks are not replayed there), a transaction snapshot
-/// (it sees what it saw), or a parallel query.
+/// experiment, a standby (writers' locks are not replayed there), a distributed installation,
+/// a transaction snapshot (it sees what it saw), or a parallel query.
 pub fn settle(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<cache::FreshSnapshot> {
     if exp.status != "stopped" || unsafe { pg_sys::RecoveryInProgress() } {
+        return None;
+    }
+    // Under Citus the writers run on the workers, whose locks (and xids) are not this node's.
+    if crate::citus::is_distributed(client, nsp) {
         return None;
     }
     // The row's xmin: the stop's transaction, or a later one that changed the row.
