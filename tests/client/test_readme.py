@@ -16,7 +16,9 @@ Each fenced block runs according to the HTML comment on the line before it:
 - `output of examples/curl/quickstart.sh`: lines that script prints, in order (`...` stands
   for lines left out; tests/client/test_gateway.py runs the script and compares);
 - `same as examples/curl/quickstart.sh`: every endpoint it calls is called by that script;
-- `skip; reason`: not run, and the reason says why.
+- `skip; reason`: not run, and the reason says why;
+- `citus; NAME`: a step of docs/citus.md's runbook, run against a Citus cluster by
+  tests/client/test_citus_ops.py.
 
 In SQL, `-- returns v` after a statement is what it returns (`a | b` for a row's columns, one
 row per line), and `-- fails with SQLSTATE: message` the error it raises.
@@ -242,6 +244,9 @@ def run_block(shared, b, ran):
     flags = [f.strip() for f in (b.marker or "").split(";")[0].split(",")[1:]]
     if kind == "skip":
         assert ";" in b.marker and b.marker.split(";", 1)[1].strip(), f"{where}: a skipped block says why"
+    elif kind == "citus":
+        assert b.where.startswith("docs/citus.md"), f"{where}: runbook blocks belong in docs/citus.md"
+        assert re.match(r"citus; [a-z-]+$", b.marker), f"{where}: a runbook block is named"
     elif b.marker is None and b.lang == "sql":
         check_sql(shared, b.text, where)
     elif b.marker in ("sql, in a new database", "sql, in a new database with the extension"):
