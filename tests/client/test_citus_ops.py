@@ -238,4 +238,77 @@ def test_a_worker_that_crashes_during_writes_loses_nothing_acknowledged(citus):
 
 
 def test_every_runbook_block_runs_here():
-    assert set(runbook()) == {"add-worker", "remove-worker", "after-crash"}
+    assert set(runbook()) == {"add-worker", "remove-worker", "after-crash", "one-node", "grow"}
+
+
+def single_node_analysis(calls):
+    """The answer of the same calls on the plain PostgreSQL the Citus tests compare with."""
+    from test_citus import SINGLE_NODE, on_one_node
+    if not SINGLE_NODE:
+        pytest.skip("AB_SINGLE_NODE_DSN names no single-node database to compare with")
+    return on_one_node("ab_ops_reference", calls)
+
+
+def lifecycle(c, nsp="public"):
+    exp = one(c, f"SELECT {nsp}.ab_create_experiment(%s)", Jsonb(two_arms("one-node", salt="one-node")))
+    one(c, f"SELECT {nsp}.ab_start_experiment(%s)", exp)
+    for i in range(300):
+        one(c, f"SELECT {nsp}.ab_get_variant(%s, %s)", exp, f"user-{i}")
+        one(c, f"SELECT {nsp}.ab_record_result(%s, 'conversion_rate', %s, %s)", exp, float(i % 3 == 0), f"user-{i}")
+    return c.execute(f"SELECT * FROM {nsp}.ab_analyze(%s)", (exp,)).fetchall()
+
+
+@pytest.fixture
+def spare_database():
+    """A database `grow` on the spare node (and on worker 1, to add it): a Citus of its own."""
+    cluster("spare-start")
+    ports = [SPARE_PORT, int(WORKER_PORTS[0])]
+    for port in ports:
+        with psycopg.connect(conninfo("postgres", port=port), autocommit=True) as c:
+            c.execute("DROP DATABASE IF EXISTS grow WITH (FORCE)")
+            c.execute("CREATE DATABASE grow")
+    yield lambda port: psycopg.conninfo.make_conninfo(conninfo("postgres", port=port), dbname="grow")
+    for port in ports:
+        with psycopg.connect(conninfo("postgres", port=port), autocommit=True) as c:
+            c.execute("DROP DATABASE IF EXISTS grow WITH (FORCE)")
+    cluster("spare-destroy")
+
+
+def test_citus_on_one_node_works_and_grows_to_a_worker(spare_database):
+    coordinator, worker = {"'10.0.0.1', 5432": f"'127.0.0.1', {SPARE_PORT}"}, \
+        {"'10.0.0.2', 5432": f"'127.0.0.1', {WORKER_PORTS[0]}"}
+    with psycopg.connect(spare_database(int(WORKER_PORTS[0])), autocommit=True) as w:
+        w.execute("CREATE EXTENSION citus")
+    with psycopg.connect(spare_database(SPARE_PORT), autocommit=True) as c:
+        run_runbook(c, "one-node", **coordinator)
+        assert one(c, "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'ab_results'::regclass") == 1
+        same_analysis(single_node_analysis(lifecycle), lifecycle(c))
+        exp = one(c, "SELECT id FROM ab_experiments WHERE name = 'one-node'")
+        before = analysis(c, exp)
+        run_runbook(c, "grow", **coordinator, **worker)
+        on_coordinator = one(c, "SELECT count(*) FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid) "
+                                "JOIN pg_dist_shard s USING (shardid) WHERE n.nodeport = %s "
+                                "AND s.logicalrelid = 'ab_results'::regclass", SPARE_PORT)
+        assert on_coordinator == 0
+        same_analysis(before, analysis(c, exp))
+        assert one(c, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'user-1')", exp) is True
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+
+
+def test_schema_based_sharding_leaves_the_extension_tables_to_ab_distribute(spare_database):
+    with psycopg.connect(spare_database(SPARE_PORT), autocommit=True) as c:
+        c.execute("CREATE EXTENSION citus")
+        c.execute(f"SELECT citus_set_coordinator_host('127.0.0.1', {SPARE_PORT})")
+        c.execute(f"SELECT citus_set_node_property('127.0.0.1', {SPARE_PORT}, 'shouldhaveshards', true)")
+        c.execute("SET citus.enable_schema_based_sharding TO on")
+        c.execute("CREATE SCHEMA crm")
+        c.execute("CREATE EXTENSION ab_testing SCHEMA crm")
+        assert one(c, "SELECT count(*) FROM citus_schemas WHERE schema_name = 'crm'::regnamespace") == 1
+        assert one(c, "SELECT count(*) FROM pg_dist_partition") == 0  # the tables stay local
+        expected = single_node_analysis(lifecycle)
+        same_analysis(expected, lifecycle(c, "crm"))
+        c.execute("SELECT crm.ab_distribute()")
+        assert one(c, "SELECT partmethod FROM pg_dist_partition WHERE logicalrelid = 'crm.ab_results'::regclass") == "h"
+        exp = one(c, "SELECT id FROM crm.ab_experiments WHERE name = 'one-node'")
+        same_analysis(expected, c.execute("SELECT * FROM crm.ab_analyze(%s)", (exp,)).fetchall())
+        assert one(c, "SELECT crm.ab_record_result(%s, 'conversion_rate', 1, 'user-1')", exp) is True
