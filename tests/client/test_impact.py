@@ -101,6 +101,7 @@ def test_interaction_test_holds_alpha_without_interaction_and_finds_one(db):
     assert all(flagged for _, flagged in found), found
 
 
+@pytest.mark.citus
 def test_interaction_matches_statsmodels_on_the_same_values(db):
     """One metric of 2 x 3 arms read back per user: statsmodels' OLS y ~ C(a) * C(b) with HC2
     gives the same Wald p-value and the same term; the independence p is scipy's."""
