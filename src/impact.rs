@@ -90,18 +90,18 @@ fn interactions(
         let key = (row.get::<i64>(2).or_raise().unwrap(), row.get::<i64>(3).or_raise().unwrap());
         shared.entry(other).or_default().insert(key, row.get::<i64>(4).or_raise().unwrap() as u64);
     }
-    if shared.is_empty() {
-        return vec![];
-    }
     let defs = exp.metric_defs();
     let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
-    let table = if from_state { "ab_user_metrics" } else { "ab_results" };
-    let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table);
+    let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table_name(from_state));
     let order: Vec<String> = crate::analysis::metric_order(exp, &defs, &recorded)
         .into_iter()
         .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none()))
         .collect();
+    // The same rule as every analysis, whether or not another experiment shares users.
     crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
+    if shared.is_empty() {
+        return vec![];
+    }
     // Each metric's cap, over every user of this experiment, as its analysis caps it.
     let mut caps: HashMap<&str, Option<f64>> = HashMap::new();
     for name in &order {

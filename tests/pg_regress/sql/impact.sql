@@ -81,6 +81,13 @@ SELECT ab_create_experiment('{"name": "bandit quote", "experiment_type": "ui", "
   "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}') IS NOT NULL AS created;
 SELECT expect_error($$SELECT * FROM ab_interactions('bandit quote')$$);
 SELECT expect_error($$SELECT * FROM ab_differential_impact('bandit quote')$$);
+-- An attribute with more than 100 values among the enrolled users is not a category.
+SELECT ab_create_experiment('{"name": "many towns", "experiment_type": "ui", "primary_metric": "m", "breakdowns": ["town"],
+  "variants": [{"name": "a", "is_control": true, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]}') IS NOT NULL AS created;
+SELECT ab_start_experiment('many towns');
+SELECT count(ab_get_variant('many towns', 't' || g, jsonb_build_object('town', 'town ' || g))) AS users FROM generate_series(1, 101) g;
+SELECT expect_error($$SELECT * FROM ab_differential_impact('many towns')$$);
+SELECT ab_stop_experiment('many towns') ->> 'status' AS status;
 
 SELECT ab_stop_experiment(x) ->> 'status' AS status FROM unnest(ARRAY['rate quote', 'welcome email', 'footer', 'alone']) x;
-SELECT ab_delete_experiment(x) FROM unnest(ARRAY['rate quote', 'welcome email', 'footer', 'alone', 'bandit quote']) x;
+SELECT ab_delete_experiment(x) FROM unnest(ARRAY['rate quote', 'welcome email', 'footer', 'alone', 'bandit quote', 'many towns']) x;
