@@ -25,12 +25,15 @@ def db():
     drop_db(DB)
 
 
-def experiment(c, name, arms=2, breakdowns=None, salt=None):
+def experiment(c, name, arms=2, breakdowns=None, salt=None, metrics=None):
     body = {"name": name, "experiment_type": "feature", "primary_metric": "m0", "salt": salt or name + "-salt",
             "variants": [{"name": f"v{i}", "is_control": i == 0, "traffic_allocation": ([50, 50] if arms == 2 else [34, 33, 33])[i]}
                          for i in range(arms)]}
     if breakdowns:
         body["breakdowns"] = breakdowns
+    if metrics:
+        body["metrics"] = metrics
+        body["primary_metric"] = next(iter(metrics))
     exp = one(c, "SELECT ab_create_experiment(%s)", Jsonb(body))
     one(c, "SELECT ab_start_experiment(%s)", exp)
     return exp
@@ -101,24 +104,7 @@ def test_interaction_test_holds_alpha_without_interaction_and_finds_one(db):
     assert all(flagged for _, flagged in found), found
 
 
-@pytest.mark.citus
-def test_interaction_matches_statsmodels_on_the_same_values(db):
-    """One metric of 2 x 3 arms read back per user: statsmodels' OLS y ~ C(a) * C(b) with HC2
-    gives the same Wald p-value and the same term; the independence p is scipy's."""
-    rng = random.Random(7)
-    with psycopg.connect(db, autocommit=True) as c:
-        a = experiment(c, "ref a")
-        b = experiment(c, "ref b", arms=3)
-        users = [f"r{i}" for i in range(300)]
-        for u in users:
-            one(c, "SELECT ab_get_variant(%s, %s)", a, u)
-            one(c, "SELECT ab_get_variant(%s, %s)", b, u)
-        arm_a, arm_b = arms_of(c, a), arms_of(c, b)
-        values = {u: rng.gauss(2 + 0.5 * arm_a[u] * (arm_b[u] == 2), 1 + 0.5 * arm_b[u]) for u in users}
-        record(c, a, [("amount", v, u) for u, v in values.items()])
-        record(c, b, [("amount", 1.0, users[0])])
-        row = c.execute("SELECT independence_p, variant, other_variant, interaction, interaction_se, p_value "
-                        "FROM ab_interactions(%s) WHERE other_experiment = 'ref b' AND metric_name = 'amount'", (a,)).fetchone()
+def statsmodels_interaction(values, arm_a, arm_b, users):
     df = pd.DataFrame({"y": [values[u] for u in users], "a": [arm_a[u] for u in users], "b": [arm_b[u] for u in users]})
     fit = smf.ols("y ~ C(a) * C(b)", data=df).fit(cov_type="HC2")
     names = [k for k in fit.params.index if ":" in k]
@@ -126,14 +112,41 @@ def test_interaction_matches_statsmodels_on_the_same_values(db):
     for i, k in enumerate(names):
         r[i, list(fit.params.index).index(k)] = 1.0
     wald = fit.wald_test(r, use_f=False, scalar=True)
-    assert row[5] == pytest.approx(float(wald.pvalue), rel=1e-6)
     z = {k: abs(fit.params[k] / fit.bse[k]) for k in names}
     top = max(z, key=z.get)
-    assert (row[1], row[2]) == (f"v{top.split('T.')[1][0]}", f"v{top.split('T.')[2][0]}")
-    assert row[3] == pytest.approx(float(fit.params[top]), rel=1e-9)
-    assert row[4] == pytest.approx(float(fit.bse[top]), rel=1e-9)
-    table = pd.crosstab(df.a, df.b).values
-    assert row[0] == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue, rel=1e-6)
+    return df, fit, top, float(wald.pvalue)
+
+
+@pytest.mark.citus
+def test_interaction_matches_statsmodels_on_the_same_values(db):
+    """A mean metric and a binary one recorded only for the users who converted, 2 x 3 arms,
+    read back per user: statsmodels' OLS y ~ C(a) * C(b) with HC2 (the binary metric's silent
+    users as 0) gives the same Wald p-value and the same term; the independence p is scipy's."""
+    rng = random.Random(7)
+    with psycopg.connect(db, autocommit=True) as c:
+        a = experiment(c, "ref a", metrics={"amount": {}, "converted": {"type": "binary"}})
+        b = experiment(c, "ref b", arms=3, metrics={"amount": {}, "converted": {"type": "binary"}})
+        users = [f"r{i}" for i in range(300)]
+        for u in users:
+            one(c, "SELECT ab_get_variant(%s, %s)", a, u)
+            one(c, "SELECT ab_get_variant(%s, %s)", b, u)
+        arm_a, arm_b = arms_of(c, a), arms_of(c, b)
+        amount = {u: rng.gauss(2 + 0.5 * arm_a[u] * (arm_b[u] == 2), 1 + 0.5 * arm_b[u]) for u in users}
+        converted = {u: float(rng.random() < 0.3 + 0.2 * arm_a[u] * (arm_b[u] == 1)) for u in users}
+        record(c, a, [("amount", v, u) for u, v in amount.items()]
+               + [("converted", 1.0, u) for u, v in converted.items() if v])
+        rows = {r[0]: r[1:] for r in c.execute(
+            "SELECT metric_name, independence_p, variant, other_variant, interaction, interaction_se, p_value "
+            "FROM ab_interactions(%s) WHERE other_experiment = 'ref b'", (a,)).fetchall()}
+    for metric, values in (("amount", amount), ("converted", converted)):
+        row = rows[metric]
+        df, fit, top, p = statsmodels_interaction(values, arm_a, arm_b, users)
+        assert row[5] == pytest.approx(p, rel=1e-6), metric
+        assert (row[1], row[2]) == (f"v{top.split('T.')[1][0]}", f"v{top.split('T.')[2][0]}"), metric
+        assert row[3] == pytest.approx(float(fit.params[top]), rel=1e-9), metric
+        assert row[4] == pytest.approx(float(fit.bse[top]), rel=1e-9), metric
+        table = pd.crosstab(df.a, df.b).values
+        assert row[0] == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue, rel=1e-6)
 
 
 def test_no_heterogeneity_flags_at_most_the_fdr_level_of_experiments(db):
