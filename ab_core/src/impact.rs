@@ -262,6 +262,85 @@ pub fn differential_impact(attributes: &[AttributeInput]) -> Vec<Vec<SegmentImpa
     out
 }
 
+/// What `ab_summary` says of another experiment: its assignment depends on this one's, or a
+/// metric's treatment effect differs by its arm (flagged after adjustment).
+pub struct InteractionFinding {
+    pub other: String,
+    pub metric: Option<String>,
+    pub independence_p: Option<f64>,
+    /// (variant, other variant, estimate, adjusted p) of a flagged interaction.
+    pub interaction: Option<(String, String, f64, f64)>,
+}
+
+/// A flagged segment, for `ab_summary`.
+pub struct SegmentFinding {
+    pub attribute: String,
+    pub value: Option<String>,
+    pub metric: String,
+    pub variant: String,
+    pub effect: f64,
+    pub elsewhere: f64,
+    pub q_value: f64,
+}
+
+/// The summary's lines on interactions and differential impact: nothing at all when nothing
+/// was found, so the report of every other experiment is unchanged. Names are escaped as
+/// everywhere in the report.
+pub fn summary_lines(interactions: &[InteractionFinding], segments: &[SegmentFinding]) -> String {
+    use crate::names::printable;
+    use crate::winner::{p_is, SRM_THRESHOLD};
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut dependent = std::collections::BTreeSet::new();
+    for f in interactions {
+        if let Some(p) = f.independence_p.filter(|p| *p < SRM_THRESHOLD) {
+            if dependent.insert(f.other.clone()) {
+                let _ = writeln!(
+                    out,
+                    "Interactions: assignment depends on experiment \"{}\" (chi-square p {}): one of the two enrolls differently by arm of the other.",
+                    printable(&f.other),
+                    p_is(p)
+                );
+            }
+        }
+    }
+    for f in interactions {
+        let (Some(metric), Some((variant, other_variant, estimate, p))) = (&f.metric, &f.interaction) else { continue };
+        let _ = writeln!(
+            out,
+            "Interactions: the effect of \"{}\" on {} differs by arm of experiment \"{}\" ({:+.4} with \"{}\", adjusted p {}); see ab_interactions.",
+            printable(variant),
+            printable(metric),
+            printable(&f.other),
+            estimate,
+            printable(other_variant),
+            p_is(*p)
+        );
+    }
+    for f in segments {
+        let value = match &f.value {
+            Some(v) => format!("\"{}\"", printable(v)),
+            None => "not given".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "Differential impact: the effect of \"{}\" on {} differs for {} {} ({:.4} there, {:.4} elsewhere, q {}); see ab_differential_impact.",
+            printable(&f.variant),
+            printable(&f.metric),
+            printable(&f.attribute),
+            value,
+            f.effect,
+            f.elsewhere,
+            p_is(f.q_value)
+        );
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("\n{out}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +415,46 @@ mod tests {
         assert_eq!(out[0][1].p_value, None);
         assert_eq!(out[0][1].q_value, None);
         assert_eq!(out[0][0].heterogeneity_p, None);
+    }
+
+    #[test]
+    fn summary_says_nothing_without_findings_and_escapes_names() {
+        let quiet = InteractionFinding {
+            other: "b".into(),
+            metric: Some("m".into()),
+            independence_p: Some(0.5),
+            interaction: None,
+        };
+        assert_eq!(summary_lines(&[quiet], &[]), "");
+        let found = [
+            InteractionFinding {
+                other: "rate\nsheet".into(),
+                metric: Some("resolved".into()),
+                independence_p: Some(1e-5),
+                interaction: Some(("cards".into(), "with examples".into(), 0.16472, 2e-6)),
+            },
+            InteractionFinding {
+                other: "rate\nsheet".into(),
+                metric: None,
+                independence_p: Some(1e-5),
+                interaction: None,
+            },
+        ];
+        let seg = SegmentFinding {
+            attribute: "loan_type".into(),
+            value: None,
+            metric: "fee".into(),
+            variant: "new".into(),
+            effect: 13.748,
+            elsewhere: -1.854,
+            q_value: 0.0028,
+        };
+        let text = summary_lines(&found, &[seg]);
+        assert_eq!(
+            text,
+            "\nInteractions: assignment depends on experiment \"rate\\u{000A}sheet\" (chi-square p = 1.0e-5): one of the two enrolls differently by arm of the other.\n\
+             Interactions: the effect of \"cards\" on resolved differs by arm of experiment \"rate\\u{000A}sheet\" (+0.1647 with \"with examples\", adjusted p = 2.0e-6); see ab_interactions.\n\
+             Differential impact: the effect of \"new\" on fee differs for loan_type not given (13.7480 there, -1.8540 elsewhere, q = 0.0028); see ab_differential_impact.\n"
+        );
     }
 }
