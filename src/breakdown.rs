@@ -88,15 +88,13 @@ pub(crate) struct MetricSegments {
 }
 
 /// Every metric's segments (ratio and quantile metrics left out), in the analysis's order;
-/// named segments in order, then the users who did not give the attribute. `for_summary`:
-/// for `ab_summary`, which has checked the source values and must not fail on a wide attribute.
+/// named segments in order, then the users who did not give the attribute.
 pub(crate) fn metric_segments(
     client: &pgrx::spi::SpiClient<'_>,
     nsp: &str,
     exp: &catalog::ExperimentRow,
     attribute: &str,
     sources: &HashMap<String, crate::sources::SourceMetric>,
-    for_summary: bool,
 ) -> Vec<MetricSegments> {
     let variants = catalog::variants(client, nsp, exp.id);
     let sql = format!(
@@ -109,10 +107,6 @@ pub(crate) fn metric_segments(
         let value: Option<String> = row.get(1).or_raise();
         let n = row.get::<i64>(3).or_raise().unwrap() as u64;
         assigned.entry(value).or_default().insert(row.get::<i64>(2).or_raise().unwrap(), n);
-    }
-    // ab_summary leaves a wide attribute out rather than failing the report.
-    if assigned.len() > MAX_SEGMENTS && for_summary {
-        return vec![];
     }
     if assigned.len() > MAX_SEGMENTS {
         raise(
@@ -130,10 +124,7 @@ pub(crate) fn metric_segments(
     let table = if from_state { "ab_user_metrics" } else { "ab_results" };
     let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table);
     let order = crate::analysis::metric_order(exp, &defs, &recorded);
-    // ab_summary's analysis has checked them already.
-    if !for_summary {
-        crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
-    }
+    crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
     let mut out = Vec::new();
     for name in order {
         let def = defs.get(&name).cloned().unwrap_or_default();
@@ -201,7 +192,7 @@ fn analyse(
 ) -> Vec<Row> {
     let settings = crate::analysis::settings(exp);
     let mut out = Vec::new();
-    for MetricSegments { name, def, cap, segments } in metric_segments(client, nsp, exp, attribute, sources, false) {
+    for MetricSegments { name, def, cap, segments } in metric_segments(client, nsp, exp, attribute, sources) {
         let (results, comparisons) = breakdown(&settings, &name, &def, cap, segments);
         crate::analysis::check_finite(results.iter().map(|s| &s.result));
         for s in results {

@@ -66,7 +66,7 @@ fn interaction_rows(r: ExperimentRef<'_>) -> Vec<InteractionRow> {
         let exp = catalog::get_experiment(client, &nsp, r);
         crate::breakdown::check_not_bandit(&exp, "interactions are");
         let sources = crate::analysis::source_metrics(client, &nsp, &exp);
-        crate::analysis::reading_sources(&sources, || interactions(client, &nsp, &exp, &sources, true))
+        crate::analysis::reading_sources(&sources, || interactions(client, &nsp, &exp, &sources))
     })
 }
 
@@ -75,7 +75,6 @@ fn interactions(
     nsp: &str,
     exp: &ExperimentRow,
     sources: &HashMap<String, SourceMetric>,
-    check_sources: bool,
 ) -> Vec<InteractionRow> {
     let variants = control_first(catalog::variants(client, nsp, exp.id));
     let index_a: HashMap<i64, usize> = variants.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
@@ -98,11 +97,8 @@ fn interactions(
         .into_iter()
         .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none()))
         .collect();
-    // The same rule as every analysis, whether or not another experiment shares users
-    // (ab_summary's analysis has checked them already).
-    if check_sources {
-        crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
-    }
+    // The same rule as every analysis, whether or not another experiment shares users.
+    crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
     if shared.is_empty() {
         return vec![];
     }
@@ -278,7 +274,7 @@ fn impact_rows(r: ExperimentRef<'_>) -> Vec<ImpactRow> {
         }
         crate::breakdown::check_not_bandit(&exp, "breakdowns are");
         let sources = crate::analysis::source_metrics(client, &nsp, &exp);
-        crate::analysis::reading_sources(&sources, || impact(client, &nsp, &exp, &sources, false))
+        crate::analysis::reading_sources(&sources, || impact(client, &nsp, &exp, &sources))
     })
 }
 
@@ -287,13 +283,12 @@ fn impact(
     nsp: &str,
     exp: &ExperimentRow,
     sources: &HashMap<String, SourceMetric>,
-    for_summary: bool,
 ) -> Vec<ImpactRow> {
     // One input per attribute and metric, the control's arm first.
     let mut keys = Vec::new();
     let mut inputs = Vec::new();
     for attribute in &exp.breakdowns {
-        for m in crate::breakdown::metric_segments(client, nsp, exp, attribute, sources, for_summary) {
+        for m in crate::breakdown::metric_segments(client, nsp, exp, attribute, sources) {
             let Some(first) = m.segments.first() else { continue };
             let mut order: Vec<usize> = (0..first.arms.len()).collect();
             order.sort_by_key(|&i| !first.arms[i].is_control);
@@ -330,51 +325,6 @@ fn impact(
         }
     }
     rows
-}
-
-/// `ab_summary`'s lines on what these functions flag (nothing when nothing is): a bandit has
-/// neither, and an attribute too wide for a breakdown is left out rather than failing the
-/// report.
-pub(crate) fn summary_findings(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> String {
-    use ab_core::impact::{summary_lines, InteractionFinding, SegmentFinding};
-    if exp.bandit.is_some() {
-        return String::new();
-    }
-    let sources = crate::analysis::source_metrics(client, nsp, exp);
-    crate::analysis::reading_sources(&sources, || {
-        let found: Vec<InteractionFinding> = interactions(client, nsp, exp, &sources, false)
-            .into_iter()
-            .map(|r| InteractionFinding {
-                other: r.0,
-                metric: r.1,
-                independence_p: r.3,
-                interaction: match (r.4, r.5, r.6, r.9, r.10) {
-                    (Some(v), Some(o), Some(e), Some(p), Some(true)) => Some((v, o, e, p)),
-                    _ => None,
-                },
-            })
-            .collect();
-        let segments: Vec<SegmentFinding> = if exp.breakdowns.is_empty() {
-            vec![]
-        } else {
-            impact(client, nsp, exp, &sources, true)
-                .into_iter()
-                .filter_map(|r| match (r.5, r.6, r.8, r.9) {
-                    (Some(effect), Some(elsewhere), Some(q_value), Some(true)) => Some(SegmentFinding {
-                        attribute: r.0,
-                        value: r.1,
-                        metric: r.2,
-                        variant: r.3,
-                        effect,
-                        elsewhere,
-                        q_value,
-                    }),
-                    _ => None,
-                })
-                .collect()
-        };
-        summary_lines(&found, &segments)
-    })
 }
 
 /// Per other experiment sharing users with this one and metric both record: whether the

@@ -404,7 +404,7 @@ fn summary(r: ExperimentRef<'_>) -> String {
             sequential_tuning: exp.sequential_tuning,
             correction: Correction::parse(&exp.correction).unwrap_or_default(),
             bandit: bandit.as_ref(),
-        }) + &crate::impact::summary_findings(client, &nsp, &exp)
+        })
     })
 }
 

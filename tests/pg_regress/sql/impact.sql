@@ -69,10 +69,6 @@ SELECT attribute, coalesce(value, '(not given)') AS value, metric_name, variant,
        round(heterogeneity_p::numeric, 6) AS heterogeneity_p
 FROM ab_differential_impact('rate quote');
 SELECT count(*) AS rows, count(*) FILTER (WHERE flagged) AS flagged FROM ab_differential_impact(:a);
--- The summary says what both found, after its recommendation; "welcome email" has no
--- breakdowns, and its interaction with the quote is the quote's effect on amount.
-SELECT substring(ab_summary('rate quote') FROM 'Recommendation: [^\n]*\n(.*)$') AS findings;
-SELECT substring(ab_summary('welcome email') FROM 'Recommendation: [^\n]*\n(.*)$') AS findings;
 
 -- Errors: unknown experiment, NULL, a bandit, an experiment without breakdowns.
 SELECT expect_error($$SELECT * FROM ab_interactions('rate qoute')$$);
