@@ -2,3 +2,157 @@
 -- tests/client/test_operations.py checks that an upgraded database matches a fresh install
 -- object by object.
 \echo Use "ALTER EXTENSION ab_testing UPDATE TO '0.14.0'" to load this file. \quit
+
+-- Interactions between experiments and differential impact (ab_interactions,
+-- ab_differential_impact): new functions, analyst rights as ab_breakdown's.
+CREATE FUNCTION "ab_differential_impact"(
+	"experiment" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"attribute" TEXT,  /* String */
+	"value" TEXT,  /* Option < String > */
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"users" bigint,  /* i64 */
+	"effect" double precision,  /* Option < f64 > */
+	"effect_elsewhere" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"q_value" double precision,  /* Option < f64 > */
+	"flagged" bool,  /* Option < bool > */
+	"heterogeneity_p" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_differential_impact_wrapper';
+CREATE FUNCTION "ab_differential_impact"(
+	"experiment" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"attribute" TEXT,  /* String */
+	"value" TEXT,  /* Option < String > */
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"users" bigint,  /* i64 */
+	"effect" double precision,  /* Option < f64 > */
+	"effect_elsewhere" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"q_value" double precision,  /* Option < f64 > */
+	"flagged" bool,  /* Option < bool > */
+	"heterogeneity_p" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_differential_impact_by_id_wrapper';
+CREATE FUNCTION "ab_interactions"(
+	"experiment" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"other_experiment" TEXT,  /* String */
+	"metric_name" TEXT,  /* Option < String > */
+	"shared_users" bigint,  /* i64 */
+	"independence_p" double precision,  /* Option < f64 > */
+	"variant" TEXT,  /* Option < String > */
+	"other_variant" TEXT,  /* Option < String > */
+	"interaction" double precision,  /* Option < f64 > */
+	"interaction_se" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"p_value_adjusted" double precision,  /* Option < f64 > */
+	"flagged" bool  /* Option < bool > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_interactions_wrapper';
+CREATE FUNCTION "ab_interactions"(
+	"experiment" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"other_experiment" TEXT,  /* String */
+	"metric_name" TEXT,  /* Option < String > */
+	"shared_users" bigint,  /* i64 */
+	"independence_p" double precision,  /* Option < f64 > */
+	"variant" TEXT,  /* Option < String > */
+	"other_variant" TEXT,  /* Option < String > */
+	"interaction" double precision,  /* Option < f64 > */
+	"interaction_se" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"p_value_adjusted" double precision,  /* Option < f64 > */
+	"flagged" bool  /* Option < bool > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_interactions_by_id_wrapper';
+ALTER FUNCTION ab_interactions(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_interactions(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_differential_impact(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_differential_impact(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION ab_interactions(text), ab_interactions(bigint), ab_differential_impact(text), ab_differential_impact(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION ab_interactions(text) IS 'Per other experiment sharing users with this one and metric both have: the users in both, the chi-square p-value of the independence of the two assignments, and the interaction of the treatment effects on the metric (OLS with an interaction term, HC2 variance, Wald test; the term furthest from 0 in standard errors), p-values adjusted across every row with the experiment''s correction; a row without metric when none is shared.';
+COMMENT ON FUNCTION ab_interactions(bigint) IS 'ab_interactions by experiment id.';
+COMMENT ON FUNCTION ab_differential_impact(text) IS 'Per breakdown attribute, segment (NULL: not given), metric and treatment: the effect among the segment''s users and among the rest, the z-test of their difference, its Benjamini-Hochberg q-value across every segment of every attribute and metric (flagged below the experiment''s alpha), and the attribute''s Cochran Q heterogeneity p-value (ratio and quantile metrics excluded).';
+COMMENT ON FUNCTION ab_differential_impact(bigint) IS 'ab_differential_impact by experiment id.';
+CREATE OR REPLACE FUNCTION ab_grant_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'TO %I', role);
+    -- Stored analyses through the views, which show a row read from metric sources only to
+    -- roles that may read them; of the table itself, only the columns that say which rows exist.
+    EXECUTE format('GRANT SELECT (id, experiment_id, computed_at, metric_name, variant, is_control) '
+                   'ON @extschema@.ab_insights TO %I', role);
+END;
+$$;
+CREATE OR REPLACE FUNCTION ab_revoke_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
+    EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'FROM %I', role);
+END;
+$$;
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown, ab_interactions and ab_differential_impact.';
+-- Roles that could run ab_breakdown before this update (analysts, administrators, a direct
+-- grant) may run both new functions after it, without ab_grant_analyst again.
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT a.grantee::regrole
+        FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+        WHERE p.oid = '@extschema@.ab_breakdown(text, text)'::pg_catalog.regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), @extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint) TO %s', grantee);
+    END LOOP;
+END;
+$$;

@@ -34,49 +34,69 @@ type Row = (
     i32,
 );
 
+/// Refuses an attribute the experiment does not store, and a bandit experiment.
+pub(crate) fn check_attribute(exp: &catalog::ExperimentRow, attribute: &str) {
+    if !exp.breakdowns.iter().any(|b| b == attribute) {
+        let hint = if exp.breakdowns.is_empty() {
+            "it stores none: list the attributes in \"breakdowns\" when creating an experiment".to_string()
+        } else {
+            let listed: Vec<String> = exp.breakdowns.iter().map(|b| format!("\"{}\"", printable(b))).collect();
+            format!("its breakdowns are {}", listed.join(", "))
+        };
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "experiment \"{}\" stores no attribute \"{}\" for breakdowns{}",
+                printable(&exp.name),
+                printable(attribute),
+                ab_core::names::did_you_mean(attribute, exp.breakdowns.iter().map(|s| s.as_str()))
+            ),
+            Some(hint),
+        );
+    }
+    check_not_bandit(exp, "breakdowns are");
+}
+
+pub(crate) fn check_not_bandit(exp: &catalog::ExperimentRow, what: &str) {
+    if exp.bandit.is_some() {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("experiment \"{}\" is a bandit: its {what} not supported yet", printable(&exp.name)),
+            Some("a bandit's analysis is stratified by weight period, which segments would cut across".into()),
+        );
+    }
+}
+
 fn rows(r: ExperimentRef<'_>, attribute: Option<&str>) -> Vec<Row> {
     let attribute = required(attribute, "attribute");
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
         let _settled = crate::guard::settle(client, &nsp, &exp);
-        if !exp.breakdowns.iter().any(|b| b == attribute) {
-            let hint = if exp.breakdowns.is_empty() {
-                "it stores none: list the attributes in \"breakdowns\" when creating an experiment".to_string()
-            } else {
-                let listed: Vec<String> = exp.breakdowns.iter().map(|b| format!("\"{}\"", printable(b))).collect();
-                format!("its breakdowns are {}", listed.join(", "))
-            };
-            raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!(
-                    "experiment \"{}\" stores no attribute \"{}\" for breakdowns{}",
-                    printable(&exp.name),
-                    printable(attribute),
-                    ab_core::names::did_you_mean(attribute, exp.breakdowns.iter().map(|s| s.as_str()))
-                ),
-                Some(hint),
-            );
-        }
-        if exp.bandit.is_some() {
-            raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("experiment \"{}\" is a bandit: its breakdowns are not supported yet", printable(&exp.name)),
-                Some("a bandit's analysis is stratified by weight period, which segments would cut across".into()),
-            );
-        }
+        check_attribute(&exp, attribute);
         let sources = crate::analysis::source_metrics(client, &nsp, &exp);
         crate::analysis::reading_sources(&sources, || analyse(client, &nsp, &exp, attribute, &sources))
     })
 }
 
-fn analyse(
+/// One metric's segments of an attribute: per segment, each variant's assigned users and
+/// the moments of the per-user values of those who recorded the metric.
+pub(crate) struct MetricSegments {
+    pub name: String,
+    pub def: ab_core::definition::MetricDef,
+    pub cap: Option<f64>,
+    pub segments: Vec<Segment>,
+}
+
+/// Every metric's segments (ratio and quantile metrics left out), in the analysis's order;
+/// named segments in order, then the users who did not give the attribute.
+pub(crate) fn metric_segments(
     client: &pgrx::spi::SpiClient<'_>,
     nsp: &str,
     exp: &catalog::ExperimentRow,
     attribute: &str,
     sources: &HashMap<String, crate::sources::SourceMetric>,
-) -> Vec<Row> {
+) -> Vec<MetricSegments> {
     let variants = catalog::variants(client, nsp, exp.id);
     let sql = format!(
         "SELECT a.attributes ->> $2, a.variant_id, count(*) FROM {nsp}.ab_assignments a \
@@ -105,7 +125,6 @@ fn analyse(
     let table = if from_state { "ab_user_metrics" } else { "ab_results" };
     let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table);
     let order = crate::analysis::metric_order(exp, &defs, &recorded);
-    let settings = crate::analysis::settings(exp);
     crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
     let mut out = Vec::new();
     for name in order {
@@ -141,7 +160,6 @@ fn analyse(
                 Moments { n: m[0], mean: m[1], m2: m[2] },
             );
         }
-        // Named segments in order, then the users who did not give the attribute.
         let values = assigned.keys().filter(|v| v.is_some()).chain(assigned.keys().filter(|v| v.is_none()));
         let segments = values
             .map(|value| Segment {
@@ -161,6 +179,21 @@ fn analyse(
                     .collect(),
             })
             .collect();
+        out.push(MetricSegments { name, def, cap, segments });
+    }
+    out
+}
+
+fn analyse(
+    client: &pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    exp: &catalog::ExperimentRow,
+    attribute: &str,
+    sources: &HashMap<String, crate::sources::SourceMetric>,
+) -> Vec<Row> {
+    let settings = crate::analysis::settings(exp);
+    let mut out = Vec::new();
+    for MetricSegments { name, def, cap, segments } in metric_segments(client, nsp, exp, attribute, sources) {
         let (results, comparisons) = breakdown(&settings, &name, &def, cap, segments);
         crate::analysis::check_finite(results.iter().map(|s| &s.result));
         for s in results {

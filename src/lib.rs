@@ -19,6 +19,7 @@ mod compat;
 mod errors;
 mod experiments;
 mod guard;
+mod impact;
 mod jsonb;
 mod layers;
 mod lookup;

@@ -474,6 +474,36 @@ def test_upgrade_to_0_13_0_grants_bulk_recording_to_whoever_could_record():
         for r in roles:
             c.execute(f"DROP ROLE IF EXISTS {r}")
 
+def test_upgrade_to_0_14_0_lets_whoever_could_break_down_run_the_impact_functions():
+    """0.14.0 adds ab_interactions and ab_differential_impact: the update grants them to every
+    role that could run ab_breakdown (analysts, administrators, a direct grant), not to
+    application roles or PUBLIC."""
+    db = fresh_db("ab_upgrade_impact", "0.13.0")
+    roles = ["ab_upgrade_impact_app", "ab_upgrade_impact_analyst", "ab_upgrade_impact_admin",
+             "ab_upgrade_impact_direct"]
+    with psycopg.connect(db, autocommit=True) as c:
+        for r in roles:
+            c.execute(f"DO $$ BEGIN CREATE ROLE {r}; EXCEPTION WHEN duplicate_object THEN END $$")
+        one(c, "SELECT ab_grant_app('ab_upgrade_impact_app')")
+        one(c, "SELECT ab_grant_analyst('ab_upgrade_impact_analyst')")
+        one(c, "SELECT ab_grant_admin('ab_upgrade_impact_admin')")
+        c.execute("GRANT USAGE ON SCHEMA public TO ab_upgrade_impact_direct")
+        c.execute("GRANT EXECUTE ON FUNCTION ab_breakdown(text, text) TO ab_upgrade_impact_direct")
+        c.execute("ALTER EXTENSION ab_testing UPDATE TO '0.14.0'")
+        privilege = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
+        for f in ["ab_interactions(text)", "ab_interactions(bigint)", "ab_differential_impact(text)",
+                  "ab_differential_impact(bigint)"]:
+            assert one(c, privilege, "ab_upgrade_impact_analyst", f) is True
+            assert one(c, privilege, "ab_upgrade_impact_admin", f) is True
+            assert one(c, privilege, "ab_upgrade_impact_direct", f) is True
+            assert one(c, privilege, "ab_upgrade_impact_app", f) is False
+            assert one(c, privilege, "public", f) is False
+    drop_db("ab_upgrade_impact")
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        for r in roles:
+            c.execute(f"DROP ROLE IF EXISTS {r}")
+
+
 def test_new_library_on_a_0_9_0_schema_enrolls_as_before_until_the_update():
     """The 0.10.0 library on a database still at 0.9.0: experiments without breakdowns enroll
     and analyse as before, a definition with breakdowns is refused (55000) and nothing is

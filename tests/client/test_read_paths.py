@@ -95,6 +95,8 @@ READS = {
     "ab_timeline": "SELECT count(*) FROM ab_timeline(%s)",
     "ab_plot_timeline": "SELECT ab_plot_timeline(%s)",
     "ab_breakdown": "SELECT count(*) FROM ab_breakdown(%s, 'plan')",
+    "ab_interactions": "SELECT count(*) FROM ab_interactions(%s)",
+    "ab_differential_impact": "SELECT count(*) FROM ab_differential_impact(%s)",
 }
 
 
@@ -467,8 +469,8 @@ def read_everything(conn, names):
     for name in names:
         id_ = conn.execute("SELECT id FROM ab_experiments WHERE name = %s", (name,)).fetchone()[0]
         for key, sql in READS.items():
-            if key == "ab_breakdown" and "bandit" in name:
-                continue  # a bandit has no breakdowns
+            if key in ("ab_breakdown", "ab_interactions", "ab_differential_impact") and "bandit" in name:
+                continue  # a bandit has no breakdowns nor interactions
             full = sql.replace("SELECT count(*) FROM", "SELECT * FROM")
             out[(name, key)] = conn.execute(full + " ORDER BY 1" if "*" in full else full, (name,)).fetchall()
             out[(name, key, "by id")] = conn.execute(

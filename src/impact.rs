@@ -1,0 +1,424 @@
+//! `ab_interactions`: the other experiments an experiment's users are also enrolled in,
+//! whether the two assignments are independent and whether a shared metric's treatment effect
+//! differs by arm of the other. `ab_differential_impact`: the segments of every breakdown
+//! attribute whose effect differs from the rest's. The statistics are `ab_core::impact`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ab_core::analysis::{effective_moments, ArmInput};
+use ab_core::definition::{Correction, MetricDef};
+use ab_core::impact::{differential_impact, independence, interaction, AttributeInput};
+use ab_core::names::printable;
+use ab_core::stats::multiple::{benjamini_hochberg, holm};
+use ab_core::stats::Moments;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use crate::catalog::{self, ExperimentRef, ExperimentRow, VariantRow};
+use crate::errors::{raise, required, SpiExt};
+use crate::sources::SourceMetric;
+
+/// The variants with the control first (index 0 of the statistics' arms).
+fn control_first(variants: Vec<VariantRow>) -> Vec<VariantRow> {
+    let (mut control, rest): (Vec<_>, Vec<_>) = variants.into_iter().partition(|v| v.is_control);
+    control.extend(rest);
+    control
+}
+
+/// The moments the tests use, users who recorded nothing counting as 0 where the metric says so.
+fn effective(def: &MetricDef, assigned: u64, observed: Moments) -> Moments {
+    let arm = ArmInput {
+        variant: String::new(),
+        is_control: false,
+        assigned,
+        observed,
+        covariate: None,
+        periods: vec![],
+        ratio: None,
+        quantile: None,
+    };
+    effective_moments(def, &arm)
+}
+
+fn moments_of(row: &pgrx::spi::SpiHeapTupleData<'_>, column: usize) -> Moments {
+    let m: Vec<f64> =
+        row.get::<Vec<Option<f64>>>(column).or_raise().unwrap().into_iter().map(|x| x.unwrap_or(0.0)).collect();
+    Moments { n: m[0], mean: m[1], m2: m[2] }
+}
+
+type InteractionRow = (
+    String,
+    Option<String>,
+    i64,
+    Option<f64>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<bool>,
+);
+
+fn interaction_rows(r: ExperimentRef<'_>) -> Vec<InteractionRow> {
+    Spi::connect(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
+        crate::breakdown::check_not_bandit(&exp, "interactions are");
+        let sources = crate::analysis::source_metrics(client, &nsp, &exp);
+        crate::analysis::reading_sources(&sources, || interactions(client, &nsp, &exp, &sources))
+    })
+}
+
+fn interactions(
+    client: &pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    sources: &HashMap<String, SourceMetric>,
+) -> Vec<InteractionRow> {
+    let variants = control_first(catalog::variants(client, nsp, exp.id));
+    let index_a: HashMap<i64, usize> = variants.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
+    // Users in this experiment and another one, per pair of variants.
+    let sql = format!(
+        "SELECT b.experiment_id, a.variant_id, b.variant_id, count(*) FROM {nsp}.ab_assignments a \
+         JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id AND b.experiment_id <> a.experiment_id \
+         WHERE a.experiment_id = $1 GROUP BY 1, 2, 3"
+    );
+    let mut shared: BTreeMap<i64, HashMap<(i64, i64), u64>> = BTreeMap::new();
+    for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
+        let other: i64 = row.get(1).or_raise().unwrap();
+        let key = (row.get::<i64>(2).or_raise().unwrap(), row.get::<i64>(3).or_raise().unwrap());
+        shared.entry(other).or_default().insert(key, row.get::<i64>(4).or_raise().unwrap() as u64);
+    }
+    let defs = exp.metric_defs();
+    let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
+    let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table_name(from_state));
+    let order: Vec<String> = crate::analysis::metric_order(exp, &defs, &recorded)
+        .into_iter()
+        .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none()))
+        .collect();
+    // The same rule as every analysis, whether or not another experiment shares users.
+    crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
+    if shared.is_empty() {
+        return vec![];
+    }
+    // Each metric's cap, over every user of this experiment, as its analysis caps it.
+    let mut caps: HashMap<&str, Option<f64>> = HashMap::new();
+    for name in &order {
+        let def = defs.get(name).cloned().unwrap_or_default();
+        let cap = def.cap.and_then(|_| {
+            let uncapped = crate::analysis::per_user_of_metric(
+                client,
+                nsp,
+                from_state,
+                name,
+                def.aggregation,
+                "$2",
+                None,
+                sources,
+            );
+            crate::analysis::metric_cap(client, exp.id, name, &def, &uncapped, sources)
+        });
+        caps.insert(name.as_str(), cap);
+    }
+    // (other experiment, metric or None, shared users, independence p, the largest term, Wald p)
+    struct Found {
+        other: String,
+        metric: Option<String>,
+        users: i64,
+        independence_p: Option<f64>,
+        term: Option<(String, String, f64, f64)>,
+        p_value: Option<f64>,
+    }
+    let mut found = Vec::new();
+    for (other_id, counts) in shared {
+        let Some(other) = catalog::find_experiment(client, nsp, ExperimentRef::Id(other_id)) else { continue };
+        let other_variants = control_first(catalog::variants(client, nsp, other_id));
+        let index_b: HashMap<i64, usize> = other_variants.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
+        let mut users = vec![vec![0u64; other_variants.len()]; variants.len()];
+        for (&(va, vb), &n) in &counts {
+            if let (Some(&a), Some(&b)) = (index_a.get(&va), index_b.get(&vb)) {
+                users[a][b] += n;
+            }
+        }
+        let total: u64 = users.iter().flatten().sum();
+        let table: Vec<Vec<f64>> = users.iter().map(|r| r.iter().map(|&n| n as f64).collect()).collect();
+        let independence_p = independence(&table).map(|c| c.p_value);
+        let other_recorded = crate::analysis::recorded_metrics(client, nsp, other_id, table_name(from_state));
+        let other_defs = other.metric_defs();
+        let metrics: Vec<&String> =
+            order.iter().filter(|m| other_defs.contains_key(*m) || other_recorded.contains(m)).collect();
+        if metrics.is_empty() {
+            found.push(Found {
+                other: other.name.clone(),
+                metric: None,
+                users: total as i64,
+                independence_p,
+                term: None,
+                p_value: None,
+            });
+        }
+        for name in metrics {
+            let def = defs.get(name).cloned().unwrap_or_default();
+            let per_user = crate::analysis::per_user_of_metric(
+                client,
+                nsp,
+                from_state,
+                name,
+                def.aggregation,
+                "$2",
+                caps[name.as_str()],
+                sources,
+            );
+            let sql = format!(
+                "SELECT u.variant_id, b.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u \
+                 JOIN {nsp}.ab_assignments b ON b.experiment_id = $3 AND b.user_id = u.user_id GROUP BY 1, 2"
+            );
+            let mut cells = vec![vec![Moments::default(); other_variants.len()]; variants.len()];
+            for row in client
+                .select(
+                    sql.as_str(),
+                    None,
+                    &crate::sources::args(sources, vec![exp.id.into(), name.as_str().into(), other_id.into()]),
+                )
+                .or_raise()
+            {
+                let va: i64 = row.get(1).or_raise().unwrap();
+                let vb: i64 = row.get(2).or_raise().unwrap();
+                if let (Some(&a), Some(&b)) = (index_a.get(&va), index_b.get(&vb)) {
+                    cells[a][b] = moments_of(&row, 3);
+                }
+            }
+            for (a, row) in cells.iter_mut().enumerate() {
+                for (b, cell) in row.iter_mut().enumerate() {
+                    *cell = effective(&def, users[a][b], *cell);
+                }
+            }
+            let result = interaction(&cells);
+            found.push(Found {
+                other: other.name.clone(),
+                metric: Some(name.clone()),
+                users: total as i64,
+                independence_p,
+                term: result.as_ref().map(|r| {
+                    let t = r.largest();
+                    (variants[t.a].name.clone(), other_variants[t.b].name.clone(), t.estimate, t.se)
+                }),
+                p_value: result.map(|r| r.wald.p_value),
+            });
+        }
+    }
+    let ps: Vec<f64> = found.iter().filter_map(|f| f.p_value).collect();
+    let adjusted = match crate::analysis::settings(exp).correction {
+        Correction::Holm => holm(&ps),
+        Correction::Bh => benjamini_hochberg(&ps),
+    };
+    let mut next = adjusted.into_iter();
+    found
+        .into_iter()
+        .map(|f| {
+            let p_adjusted = f.p_value.and_then(|_| next.next());
+            let (variant, other_variant, estimate, se) = match f.term {
+                Some((v, o, e, s)) => (Some(v), Some(o), Some(e), Some(s)),
+                None => (None, None, None, None),
+            };
+            (
+                f.other,
+                f.metric,
+                f.users,
+                f.independence_p,
+                variant,
+                other_variant,
+                estimate,
+                se,
+                f.p_value,
+                p_adjusted,
+                p_adjusted.map(|p| p < exp.alpha),
+            )
+        })
+        .collect()
+}
+
+fn table_name(from_state: bool) -> &'static str {
+    if from_state {
+        "ab_user_metrics"
+    } else {
+        "ab_results"
+    }
+}
+
+type ImpactRow = (
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<bool>,
+    Option<f64>,
+);
+
+fn impact_rows(r: ExperimentRef<'_>) -> Vec<ImpactRow> {
+    Spi::connect(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
+        if exp.breakdowns.is_empty() {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("experiment \"{}\" stores no attribute for breakdowns", printable(&exp.name)),
+                Some("list the attributes in \"breakdowns\" when creating an experiment".into()),
+            );
+        }
+        crate::breakdown::check_not_bandit(&exp, "breakdowns are");
+        let sources = crate::analysis::source_metrics(client, &nsp, &exp);
+        crate::analysis::reading_sources(&sources, || impact(client, &nsp, &exp, &sources))
+    })
+}
+
+fn impact(
+    client: &pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    sources: &HashMap<String, SourceMetric>,
+) -> Vec<ImpactRow> {
+    // One input per attribute and metric, the control's arm first.
+    let mut keys = Vec::new();
+    let mut inputs = Vec::new();
+    for attribute in &exp.breakdowns {
+        for m in crate::breakdown::metric_segments(client, nsp, exp, attribute, sources) {
+            let Some(first) = m.segments.first() else { continue };
+            let mut order: Vec<usize> = (0..first.arms.len()).collect();
+            order.sort_by_key(|&i| !first.arms[i].is_control);
+            let names: Vec<String> = order.iter().map(|&i| first.arms[i].variant.clone()).collect();
+            let values: Vec<Option<String>> = m.segments.iter().map(|s| s.value.clone()).collect();
+            let assigned: Vec<Vec<u64>> =
+                m.segments.iter().map(|s| order.iter().map(|&i| s.arms[i].assigned).collect()).collect();
+            let segments = m
+                .segments
+                .iter()
+                .map(|s| order.iter().map(|&i| effective_moments(&m.def, &s.arms[i])).collect())
+                .collect();
+            inputs.push(AttributeInput { segments });
+            keys.push((attribute.clone(), m.name, names, values, assigned));
+        }
+    }
+    let out = differential_impact(&inputs);
+    let mut rows = Vec::new();
+    for ((attribute, metric, names, values, assigned), results) in keys.into_iter().zip(out) {
+        for r in results {
+            rows.push((
+                attribute.clone(),
+                values[r.segment].clone(),
+                metric.clone(),
+                names[r.arm].clone(),
+                (assigned[r.segment][0] + assigned[r.segment][r.arm]) as i64,
+                r.effect.map(|e| e.diff),
+                r.rest.map(|e| e.diff),
+                r.p_value,
+                r.q_value,
+                r.q_value.map(|q| q < exp.alpha),
+                r.heterogeneity_p,
+            ));
+        }
+    }
+    rows
+}
+
+/// Per other experiment sharing users with this one and metric both record: whether the
+/// assignments are independent (chi-square) and whether the treatment effect differs by arm
+/// of the other (OLS interaction, HC2, Wald), adjusted across every row.
+#[pg_extern(stable, parallel_safe)]
+fn ab_interactions(
+    experiment: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(other_experiment, String),
+        name!(metric_name, Option<String>),
+        name!(shared_users, i64),
+        name!(independence_p, Option<f64>),
+        name!(variant, Option<String>),
+        name!(other_variant, Option<String>),
+        name!(interaction, Option<f64>),
+        name!(interaction_se, Option<f64>),
+        name!(p_value, Option<f64>),
+        name!(p_value_adjusted, Option<f64>),
+        name!(flagged, Option<bool>),
+    ),
+> {
+    TableIterator::new(interaction_rows(ExperimentRef::Name(required(experiment, "experiment"))))
+}
+
+#[pg_extern(name = "ab_interactions", stable, parallel_safe)]
+fn ab_interactions_by_id(
+    experiment: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(other_experiment, String),
+        name!(metric_name, Option<String>),
+        name!(shared_users, i64),
+        name!(independence_p, Option<f64>),
+        name!(variant, Option<String>),
+        name!(other_variant, Option<String>),
+        name!(interaction, Option<f64>),
+        name!(interaction_se, Option<f64>),
+        name!(p_value, Option<f64>),
+        name!(p_value_adjusted, Option<f64>),
+        name!(flagged, Option<bool>),
+    ),
+> {
+    TableIterator::new(interaction_rows(ExperimentRef::Id(required(experiment, "experiment"))))
+}
+
+/// Per breakdown attribute, segment, metric and treatment: the effect among the segment's
+/// users and among the rest, the test of their difference, its false-discovery-rate q-value
+/// across every segment of every attribute, and the attribute's heterogeneity p-value.
+#[pg_extern(stable, parallel_safe)]
+fn ab_differential_impact(
+    experiment: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(attribute, String),
+        name!(value, Option<String>),
+        name!(metric_name, String),
+        name!(variant, String),
+        name!(users, i64),
+        name!(effect, Option<f64>),
+        name!(effect_elsewhere, Option<f64>),
+        name!(p_value, Option<f64>),
+        name!(q_value, Option<f64>),
+        name!(flagged, Option<bool>),
+        name!(heterogeneity_p, Option<f64>),
+    ),
+> {
+    TableIterator::new(impact_rows(ExperimentRef::Name(required(experiment, "experiment"))))
+}
+
+#[pg_extern(name = "ab_differential_impact", stable, parallel_safe)]
+fn ab_differential_impact_by_id(
+    experiment: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(attribute, String),
+        name!(value, Option<String>),
+        name!(metric_name, String),
+        name!(variant, String),
+        name!(users, i64),
+        name!(effect, Option<f64>),
+        name!(effect_elsewhere, Option<f64>),
+        name!(p_value, Option<f64>),
+        name!(q_value, Option<f64>),
+        name!(flagged, Option<bool>),
+        name!(heterogeneity_p, Option<f64>),
+    ),
+> {
+    TableIterator::new(impact_rows(ExperimentRef::Id(required(experiment, "experiment"))))
+}
