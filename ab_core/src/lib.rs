@@ -11,6 +11,7 @@ pub mod error;
 pub mod layers;
 pub mod names;
 pub mod plot;
+pub mod rollout;
 pub mod source;
 pub mod stats;
 pub mod summary;
