@@ -323,12 +323,15 @@ mod tests {
         assert!(err(json!({"mode": "fixed", "steps": [100]})).contains("steps and step_every for \"rollout\""));
         let mut body = original_body();
         body["allocation"] = json!({"mode": "rollout"});
-        body["variants"][2] = json!({"name": "C", "is_control": false, "traffic_allocation": 0, "config": {}});
+        body["variants"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "C", "is_control": false, "traffic_allocation": 0, "config": {}}));
         assert!(parse_definition(&body).unwrap_err().message.contains("this definition has 3"));
         let mut body = original_body();
         body["allocation"] = json!({"mode": "rollout"});
         body["metrics"] = json!({"r": {"type": "ratio", "numerator": "a", "denominator": "b", "margin": 0.1},
-                                 "a": {}, "b": {}});
+                                 "a": {"aggregation": "sum"}, "b": {"aggregation": "sum"}, "resolution_rate": {}});
         let e = parse_definition(&body).unwrap_err().message;
         assert!(e.contains("metric \"r\" has a margin, so it is a guardrail") && e.contains("not a ratio"), "{e}");
     }
