@@ -62,7 +62,7 @@ fn get_variant(
         // An assigned user: one index probe, no SPI. After the first attempt the definition was
         // loaded after this call's first lock, so it is current for this statement.
         match stored_variant(&handle, user_id, attempt > 0) {
-            Probe::Found(v) => return exp.variant_by_id(v).map(|v| v.output.clone()),
+            Probe::Found(v) => return exp.output(v),
             Probe::Stale => continue,
             Probe::Missing => {}
         }
@@ -117,7 +117,7 @@ fn get_variant(
                 })
             })
         })?;
-        return exp.variant_by_id(variant_id).map(|v| v.output.clone());
+        return exp.output(variant_id);
     }
     tables_kept_changing()
 }
