@@ -111,9 +111,43 @@ fn move_to(
     invalidate_local();
 }
 
+/// Moments of each (variant, weight period) cell of a guardrail (analysis::period_cells)
+/// without nested loops. Checks run on young rollouts, whose rows the planner's statistics
+/// often do not show yet: estimating one row, it joins users to their assignments by a nested
+/// loop that scans every assignment of the experiment for each user (seconds at a few
+/// thousand users, hours at a million). A hash join is right at every size.
+fn guardrail_cells(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    experiment_id: i64,
+    metric: &str,
+    per_user: &str,
+) -> HashMap<(i64, usize), Moments> {
+    let set = |client: &mut pgrx::spi::SpiClient<'_>, value: &str| -> Option<String> {
+        client
+            .update("SELECT pg_catalog.set_config('enable_nestloop', $1, true)", Some(1), &[value.into()])
+            .or_raise()
+            .first()
+            .get_one::<String>()
+            .or_raise()
+    };
+    let old: String = client
+        .select("SELECT pg_catalog.current_setting('enable_nestloop')", Some(1), &[])
+        .or_raise()
+        .first()
+        .get_one()
+        .or_raise()
+        .unwrap_or_else(|| "on".into());
+    set(client, "off");
+    // An error ends the (sub)transaction, which restores the setting.
+    let cells = analysis::period_cells(client, nsp, experiment_id, metric, per_user, &HashMap::new());
+    set(client, &old);
+    cells
+}
+
 /// Every guardrail (a recorded metric with a margin) and the sample ratio, tested on the
 /// data as of this statement, stratified by weight period.
-fn evaluate(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<Finding> {
+fn evaluate(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<Finding> {
     let variants = catalog::variants(client, nsp, exp.id);
     let (Some(ci), Some(ti)) =
         (variants.iter().position(|v| v.is_control), variants.iter().position(|v| !v.is_control))
@@ -143,7 +177,7 @@ fn evaluate(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -
             let uncapped = analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", None);
             let cap = analysis::metric_cap(client, exp.id, &name, &def, &uncapped, &none);
             let per_user = analysis::per_user_sql(nsp, from_state, def.aggregation, "$2", cap);
-            let cells = analysis::period_cells(client, nsp, exp.id, &name, &per_user, &none);
+            let cells = guardrail_cells(client, nsp, exp.id, &name, &per_user);
             let arm = |v: &catalog::VariantRow| {
                 effective_periods(
                     &def,
