@@ -11,11 +11,10 @@ LANGUAGE sql AS $$
 $$;
 
 -- Bad rollouts are refused whole (22023), and nothing is written.
-\set VERBOSITY default
-SELECT ab_create_experiment(rollout_def('bad', '{"mode": "rollout", "steps": [10, 5, 100]}'));
-SELECT ab_create_experiment(rollout_def('bad', '{"mode": "rollout", "steps": [10, 50]}'));
-SELECT ab_create_experiment(rollout_def('bad', '{"mode": "rollout", "step_every": "often"}'));
-SELECT ab_create_experiment(rollout_def('bad', '{"mode": "rollout", "min_share": 5}'));
+SELECT expect_error($$SELECT ab_create_experiment(rollout_def('bad', '{"mode": "rollout", "steps": [10, 5, 100]}'))$$);
+SELECT expect_error($$SELECT ab_create_experiment(rollout_def('bad', '{"mode": "rollout", "steps": [10, 50]}'))$$);
+SELECT expect_error($$SELECT ab_create_experiment(rollout_def('bad', '{"mode": "rollout", "step_every": "often"}'))$$);
+SELECT expect_error($$SELECT ab_create_experiment(rollout_def('bad', '{"mode": "rollout", "min_share": 5}'))$$);
 SELECT count(*) AS written FROM ab_experiments WHERE name = 'bad';
 
 -- The variants take the first step's shares, whatever the definition said.
@@ -77,17 +76,17 @@ FROM ab_allocations WHERE experiment_id = (SELECT id FROM ab_experiments WHERE n
 ORDER BY period DESC LIMIT 1;
 
 -- A rolled-back rollout is not checked, and not rolled back twice (55000).
-SELECT * FROM ab_rollout_check('assistant model');
-SELECT ab_rollback('assistant model', 'again');
-SELECT ab_ship('assistant model');
+SELECT expect_error($$SELECT * FROM ab_rollout_check('assistant model')$$);
+SELECT expect_error($$SELECT ab_rollback('assistant model', 'again')$$);
+SELECT expect_error($$SELECT ab_ship('assistant model')$$);
 -- ab_resume goes back to the step it was rolled back from: the new variant is served again.
 SELECT ab_resume('assistant model');
 SELECT ab_get_variant('assistant model', (SELECT user_id FROM step2 WHERE variant = 'new' ORDER BY user_id LIMIT 1)) ->> 'variant' AS served;
-SELECT ab_resume('assistant model');
+SELECT expect_error($$SELECT ab_resume('assistant model')$$);
 -- Manual rollback needs a reason; bad arguments change nothing.
-SELECT ab_rollback('assistant model', '  ');
-SELECT ab_rollback('assistant model', NULL);
-SELECT ab_rollback('no such rollout', 'why');
+SELECT expect_error($$SELECT ab_rollback('assistant model', '  ')$$);
+SELECT expect_error($$SELECT ab_rollback('assistant model', NULL)$$);
+SELECT expect_error($$SELECT ab_rollback('no such rollout', 'why')$$);
 SELECT allocation ->> 'state' AS state FROM ab_experiments WHERE name = 'assistant model';
 SELECT ab_rollback('assistant model', 'support tickets about the new model');
 SELECT ab_get_variant('assistant model', (SELECT user_id FROM step2 WHERE variant = 'new' ORDER BY user_id LIMIT 1)) ->> 'variant' AS served;
@@ -96,15 +95,15 @@ SELECT ab_resume('assistant model');
 SELECT ab_ship('assistant model');
 SELECT count(*) FILTER (WHERE ab_get_variant('assistant model', 'w' || g) ->> 'variant' = 'new') AS new_of_500
 FROM generate_series(1, 500) g;
-SELECT * FROM ab_rollout_check('assistant model');
+SELECT expect_error($$SELECT * FROM ab_rollout_check('assistant model')$$);
 SELECT action, detail ->> 'by' AS by, detail ->> 'reason' AS reason, detail ->> 'share' AS share, detail ->> 'to_share' AS to_share
 FROM ab_audit WHERE experiment_name = 'assistant model' ORDER BY id;
 
 -- Only rollouts are rolled back.
 SELECT ab_create_experiment(rollout_def('fixed one', NULL) - 'allocation') > 0 AS created;
-SELECT ab_rollback('fixed one', 'no');
+SELECT expect_error($$SELECT ab_rollback('fixed one', 'no')$$);
 SELECT ab_start_experiment('fixed one');
-SELECT ab_rollback('fixed one', 'no');
+SELECT expect_error($$SELECT ab_rollback('fixed one', 'no')$$);
 
 -- ab_rollout_due: one row per ramping rollout; one that fails is its own row.
 SELECT ab_create_experiment(rollout_def('due ok', '{"mode": "rollout", "steps": [50, 100], "step_every": "1 hour"}')) > 0 AS created;
