@@ -250,3 +250,40 @@ def test_rollback_delay_under_load(dsn, conn):
     # The first control answer comes within a call or two of the commit, not a cache period.
     assert max(delays) < 50, delays
     cleanup(conn, name)
+
+
+def test_who_may_roll_back_and_read_the_decision(conn):
+    """Administrators run the rollout functions with their own rights (ab_audit names them);
+    an application role may not (42501) and changes nothing; analysts read the decisions in
+    ab_audit and ab_allocations."""
+    name = "roles rollout"
+    start(conn, rollout(name, steps=(50, 100)))
+    for role in ("ro_app", "ro_analyst", "ro_admin"):
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role}")
+    conn.execute("SELECT ab_grant_app('ro_app'), ab_grant_analyst('ro_analyst'), ab_grant_admin('ro_admin')")
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE ro_app")
+            for sql in ("SELECT ab_rollback(%s, 'app')", "SELECT ab_resume(%s)", "SELECT ab_ship(%s)",
+                        "SELECT * FROM ab_rollout_check(%s)"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    with conn.transaction():
+                        conn.execute(sql, (name,))
+        assert one(conn, "SELECT allocation ->> 'state' FROM ab_experiments WHERE name = %s", name) == "ramping"
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE ro_admin")
+            assert one(conn, "SELECT ab_rollback(%s, 'by an administrator') ->> 'state'", name) == "rolled_back"
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE ro_analyst")
+            assert conn.execute(
+                "SELECT role_name, detail ->> 'reason' FROM ab_audit WHERE experiment_name = %s "
+                "AND action = 'rolled_back'", (name,)).fetchall() == [("ro_admin", "by an administrator")]
+            assert one(conn, "SELECT posterior ->> 'reason' FROM ab_allocations WHERE experiment_id = "
+                             "(SELECT id FROM ab_experiments WHERE name = %s) ORDER BY period DESC LIMIT 1",
+                       name) == "by an administrator"
+    finally:
+        cleanup(conn, name)
+        for role in ("ro_app", "ro_analyst", "ro_admin"):
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
