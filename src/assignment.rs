@@ -50,6 +50,14 @@ fn get_variant(
     if let Some(s) = session_id {
         check_id("session_id", s);
     }
+    // Inside a transaction block, changes committed since it began (a rollout's rollback)
+    // arrive only at a lock this backend does not hold yet: take them in now, so that the next
+    // call of every session serves what was committed. Cheap when there are none (a flag).
+    unsafe {
+        if pg_sys::IsTransactionBlock() {
+            pg_sys::AcceptInvalidationMessages();
+        }
+    }
     // Set once the experiment's write lock is held (it is kept to the end of the transaction).
     let mut locked = false;
     let mut parsed = None;

@@ -554,14 +554,6 @@ pub struct Handle {
 /// The experiment, the hot-path plans and relations, from the cache or loaded now (the only
 /// case that uses SPI). Raises `experiment "x" does not exist` for an unknown experiment.
 pub fn lookup(r: ExperimentRef<'_>) -> Handle {
-    // Inside a transaction block, changes committed since its start (a rollback of a rollout,
-    // a stop) arrive only at a lock this backend does not hold yet: take them in now, so that
-    // the next call of every session sees them. Cheap when there are none (a shared flag).
-    unsafe {
-        if pg_sys::IsTransactionBlock() {
-            pg_sys::AcceptInvalidationMessages();
-        }
-    }
     if STALE.replace(false) {
         STATE.with_borrow_mut(|s| *s = None);
     }
