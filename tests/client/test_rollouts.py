@@ -287,3 +287,33 @@ def test_who_may_roll_back_and_read_the_decision(conn):
         for role in ("ro_app", "ro_analyst", "ro_admin"):
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_flag_is_a_one_step_rollout_with_targeting(dsn, conn):
+    """A feature flag: a rollout whose only step is 100 and no guardrail, with targeting as
+    any experiment has. ab_rollback turns it off and ab_resume on, for every targeted user,
+    from the next call of another session; users outside the targeting get NULL throughout."""
+    name = "flag new checkout"
+    body = rollout(name, steps=(100,))
+    body["metrics"] = {"latency": {"direction": "lower"}}
+    body["target_segments"] = {"country": ["US"]}
+    start(conn, body)
+    with psycopg.connect(dsn, autocommit=True) as app:
+        def served(user, country):
+            v = one(app, "SELECT ab_get_variant(%s, %s, %s)", name, user, Jsonb({"country": country}))
+            return v and v["config"]["model"]
+        try:
+            assert [served(f"f{i}", "US") for i in range(20)] == ["new"] * 20
+            assert served("outside", "FR") is None
+            one(conn, "SELECT ab_rollback(%s, 'flag off')", name)
+            assert [served(f"f{i}", "US") for i in range(25)] == ["old"] * 25
+            assert served("outside", "FR") is None
+            one(conn, "SELECT ab_resume(%s)", name)
+            # Users first seen while it was off were assigned the control and keep it; the rest are on again.
+            assert [served(f"f{i}", "US") for i in range(25)] == ["new"] * 20 + ["old"] * 5
+            assert served("later", "US") == "new"
+            # A flag has no guardrail (and at 100% the sample ratio carries no information): a
+            # check never rolls it back; after step_every it completes, still on.
+            assert conn.execute("SELECT action, share FROM ab_rollout_check(%s)", (name,)).fetchone() == ("none", 100.0)
+        finally:
+            cleanup(conn, name)
