@@ -231,14 +231,19 @@ fn parse_rollout(
             printable(&step_every)
         )));
     }
-    // Guardrails are compared period by period on recorded values, as a bandit's metric is.
-    if let Some((name, d)) = metrics.iter().find(|(_, d)| {
-        d.margin.is_some() && (d.source.is_some() || matches!(d.kind, MetricType::Ratio | MetricType::Quantile))
-    }) {
+    // A rollout's analysis and checks are stratified by weight period, as a bandit's are.
+    if let Some((name, d)) = metrics.iter().find(|(_, d)| matches!(d.kind, MetricType::Ratio | MetricType::Quantile)) {
         return Err(Error::definition(format!(
-            "metric \"{}\" has a margin, so it is a guardrail of the rollout, and a guardrail must be a recorded metric (not {})",
+            "metric \"{}\" is a {}: a rollout's analysis is stratified by weight period, which {} metrics are not",
             printable(name),
-            if d.source.is_some() { "read from a source" } else if d.kind == MetricType::Ratio { "a ratio" } else { "a quantile" }
+            if d.kind == MetricType::Ratio { "ratio" } else { "quantile" },
+            if d.kind == MetricType::Ratio { "ratio" } else { "quantile" },
+        )));
+    }
+    if let Some((name, _)) = metrics.iter().find(|(_, d)| d.margin.is_some() && d.source.is_some()) {
+        return Err(Error::definition(format!(
+            "metric \"{}\" has a margin, so it is a guardrail of the rollout, and a guardrail must be a recorded metric (not read from a source)",
+            printable(name)
         )));
     }
     Ok(Rollout { steps, step_every, step: 0, state: State::Ramping })
@@ -333,6 +338,12 @@ mod tests {
         body["metrics"] = json!({"r": {"type": "ratio", "numerator": "a", "denominator": "b", "margin": 0.1},
                                  "a": {"aggregation": "sum"}, "b": {"aggregation": "sum"}, "resolution_rate": {}});
         let e = parse_definition(&body).unwrap_err().message;
-        assert!(e.contains("metric \"r\" has a margin, so it is a guardrail") && e.contains("not a ratio"), "{e}");
+        assert!(e.contains("metric \"r\" is a ratio: a rollout's analysis is stratified by weight period"), "{e}");
+        let mut body = original_body();
+        body["allocation"] = json!({"mode": "rollout"});
+        body["metrics"] = json!({"resolution_rate": {}, "events": {"aggregation": "count", "margin": 1,
+            "source": {"relation": "public.events", "user_column": "user_id", "time_column": "at"}}});
+        let e = parse_definition(&body).unwrap_err().message;
+        assert!(e.contains("metric \"events\" has a margin, so it is a guardrail of the rollout, and a guardrail must be a recorded metric (not read from a source)"), "{e}");
     }
 }

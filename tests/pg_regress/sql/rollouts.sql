@@ -75,6 +75,12 @@ SELECT posterior ->> 'reason' = (SELECT detail ->> 'reason' FROM ab_audit WHERE 
 FROM ab_allocations WHERE experiment_id = (SELECT id FROM ab_experiments WHERE name = 'assistant model')
 ORDER BY period DESC LIMIT 1;
 
+-- The analysis compares the variants within each step (weight period), as a bandit's does:
+-- the shares changed, so the pooled counts would look like a sample ratio mismatch.
+SELECT DISTINCT metric_name, test FROM ab_analyze('assistant model') WHERE NOT is_control ORDER BY 1;
+SELECT srm_p_value > 0.01 AS srm_ok FROM ab_experiment_health WHERE name = 'assistant model';
+SELECT DISTINCT srm_p_value > 0.01 AS srm_ok FROM ab_analyze('assistant model');
+
 -- A rolled-back rollout is not checked, and not rolled back twice (55000).
 SELECT expect_error($$SELECT * FROM ab_rollout_check('assistant model')$$);
 SELECT expect_error($$SELECT ab_rollback('assistant model', 'again')$$);
