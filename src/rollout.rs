@@ -265,6 +265,28 @@ fn check_one(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentR
     outcome(exp, &new, action, reason, detail)
 }
 
+type CheckRow = TableIterator<
+    'static,
+    (
+        name!(experiment, String),
+        name!(action, String),
+        name!(step, i32),
+        name!(share, f64),
+        name!(reason, String),
+        name!(detail, JsonB),
+    ),
+>;
+
+fn check_ref(r: ExperimentRef<'_>) -> CheckRow {
+    read_committed_only("ab_rollout_check");
+    let out = Spi::connect_mut(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::lock_experiment(client, &nsp, r);
+        check_one(client, &nsp, &exp)
+    });
+    TableIterator::new(vec![out])
+}
+
 /// Checks one ramping rollout now: rolls it back on a breached guardrail, otherwise steps it
 /// when its step is due. One row saying what was done.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -281,14 +303,24 @@ fn ab_rollout_check(
         name!(detail, JsonB),
     ),
 > {
-    read_committed_only("ab_rollout_check");
-    let r = ExperimentRef::Name(required(experiment, "experiment"));
-    let out = Spi::connect_mut(|client| {
-        let nsp = catalog::schema(client);
-        let exp = catalog::lock_experiment(client, &nsp, r);
-        check_one(client, &nsp, &exp)
-    });
-    TableIterator::new(vec![out])
+    check_ref(ExperimentRef::Name(required(experiment, "experiment")))
+}
+
+#[pg_extern(name = "ab_rollout_check", volatile, parallel_unsafe)]
+fn ab_rollout_check_by_id(
+    experiment: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(experiment, String),
+        name!(action, String),
+        name!(step, i32),
+        name!(share, f64),
+        name!(reason, String),
+        name!(detail, JsonB),
+    ),
+> {
+    check_ref(ExperimentRef::Id(required(experiment, "experiment")))
 }
 
 /// Checks every ramping rollout, each in a subtransaction of its own: what a scheduler
@@ -356,11 +388,7 @@ fn ab_rollout_due() -> TableIterator<
     TableIterator::new(rows)
 }
 
-fn manual(
-    experiment: Option<&str>,
-    f: impl FnOnce(&ExperimentRow, Rollout) -> (Rollout, &'static str, Value),
-) -> JsonB {
-    let r = ExperimentRef::Name(required(experiment, "experiment"));
+fn manual(r: ExperimentRef<'_>, f: impl FnOnce(&ExperimentRow, Rollout) -> (Rollout, &'static str, Value)) -> JsonB {
     let out = Spi::connect_mut(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::lock_experiment(client, &nsp, r);
@@ -376,15 +404,12 @@ fn manual(
     JsonB(out)
 }
 
-/// Rolls a rollout back by hand: from this commit on every ab_get_variant returns the
-/// control's config, to every user (assignments stay recorded). The reason is kept.
-#[pg_extern(volatile, parallel_unsafe)]
-fn ab_rollback(experiment: Option<&str>, reason: Option<&str>) -> JsonB {
+fn rollback(r: ExperimentRef<'_>, reason: Option<&str>) -> JsonB {
     let reason = required(reason, "reason").trim().to_string();
     if reason.is_empty() || reason.len() > 1000 {
         invalid("reason must be between 1 and 1000 bytes of text");
     }
-    manual(experiment, |exp, r| {
+    manual(r, |exp, r| {
         if r.state == State::RolledBack {
             wrong_state(format!("rollout \"{}\" is already rolled back", printable(&exp.name)), "ab_resume resumes it");
         }
@@ -392,10 +417,8 @@ fn ab_rollback(experiment: Option<&str>, reason: Option<&str>) -> JsonB {
     })
 }
 
-/// Resumes a rolled-back rollout at the step it was rolled back from.
-#[pg_extern(volatile, parallel_unsafe)]
-fn ab_resume(experiment: Option<&str>) -> JsonB {
-    manual(experiment, |exp, r| {
+fn resume(r: ExperimentRef<'_>) -> JsonB {
+    manual(r, |exp, r| {
         if r.state != State::RolledBack {
             wrong_state(
                 format!("rollout \"{}\" is {}, not rolled back", printable(&exp.name), r.state.as_str()),
@@ -406,10 +429,8 @@ fn ab_resume(experiment: Option<&str>) -> JsonB {
     })
 }
 
-/// Ships a ramping rollout now: the new variant takes every new user, and checks stop.
-#[pg_extern(volatile, parallel_unsafe)]
-fn ab_ship(experiment: Option<&str>) -> JsonB {
-    manual(experiment, |exp, r| {
+fn ship(r: ExperimentRef<'_>) -> JsonB {
+    manual(r, |exp, r| {
         if r.state != State::Ramping {
             wrong_state(
                 format!("rollout \"{}\" is {}", printable(&exp.name), r.state.as_str().replace('_', " ")),
@@ -419,4 +440,38 @@ fn ab_ship(experiment: Option<&str>) -> JsonB {
         let step = r.steps.len() - 1;
         (Rollout { state: State::Completed, step, ..r }, "shipped", json!({}))
     })
+}
+
+/// Rolls a rollout back by hand: from this commit on every ab_get_variant returns the
+/// control's config, to every user (assignments stay recorded). The reason is kept.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_rollback(experiment: Option<&str>, reason: Option<&str>) -> JsonB {
+    rollback(ExperimentRef::Name(required(experiment, "experiment")), reason)
+}
+
+#[pg_extern(name = "ab_rollback", volatile, parallel_unsafe)]
+fn ab_rollback_by_id(experiment: Option<i64>, reason: Option<&str>) -> JsonB {
+    rollback(ExperimentRef::Id(required(experiment, "experiment")), reason)
+}
+
+/// Resumes a rolled-back rollout at the step it was rolled back from.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_resume(experiment: Option<&str>) -> JsonB {
+    resume(ExperimentRef::Name(required(experiment, "experiment")))
+}
+
+#[pg_extern(name = "ab_resume", volatile, parallel_unsafe)]
+fn ab_resume_by_id(experiment: Option<i64>) -> JsonB {
+    resume(ExperimentRef::Id(required(experiment, "experiment")))
+}
+
+/// Ships a ramping rollout now: the new variant takes every new user, and checks stop.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_ship(experiment: Option<&str>) -> JsonB {
+    ship(ExperimentRef::Name(required(experiment, "experiment")))
+}
+
+#[pg_extern(name = "ab_ship", volatile, parallel_unsafe)]
+fn ab_ship_by_id(experiment: Option<i64>) -> JsonB {
+    ship(ExperimentRef::Id(required(experiment, "experiment")))
 }

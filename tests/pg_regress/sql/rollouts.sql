@@ -129,6 +129,12 @@ SELECT experiment, action, step, share, reason FROM ab_rollout_due() ORDER BY ex
 SELECT name, allocation ->> 'step' AS step, allocation ->> 'state' AS state
 FROM ab_experiments WHERE name IN ('due ok', 'due broken') ORDER BY name;
 DROP TRIGGER refuse_period ON ab_allocations;
+-- Each function also takes the experiment's id.
+SELECT action, step FROM ab_rollout_check((SELECT id FROM ab_experiments WHERE name = 'due ok'));
+SELECT ab_rollback((SELECT id FROM ab_experiments WHERE name = 'due ok'), 'by id') ->> 'state' AS rolled_back,
+       ab_resume((SELECT id FROM ab_experiments WHERE name = 'due ok')) ->> 'state' AS resumed,
+       ab_ship((SELECT id FROM ab_experiments WHERE name = 'due ok')) ->> 'state' AS shipped;
+SELECT expect_error($$SELECT ab_rollback(-1::bigint, 'x')$$);
 DROP FUNCTION refuse_period();
 
 -- Clean up.
