@@ -75,6 +75,19 @@ HOT_PATH = [
      "\\set u random(1, 2000000000)\nSELECT ab_get_variant('bench layered', 'new-' || :client_id || '-' || :u);\n",
      "ab_get_variant, new user",
      "\\set u random(1, 2000000000)\nSELECT ab_get_variant('bench', 'new-' || :client_id || '-' || :u);\n"),
+    # Rollouts against the fixed experiment: the same lookups, plus the rolled-back check.
+    ("ab_get_variant, assigned user, rollout",
+     "\\set u random(1, 100000)\nSELECT ab_get_variant('bench rollout', 'user-' || :u);\n",
+     "ab_get_variant, assigned user",
+     "\\set u random(1, 100000)\nSELECT ab_get_variant('bench', 'user-' || :u);\n"),
+    ("ab_get_variant, assigned user, rolled back",
+     "\\set u random(1, 100000)\nSELECT ab_get_variant('bench rolled back', 'user-' || :u);\n",
+     "ab_get_variant, assigned user",
+     "\\set u random(1, 100000)\nSELECT ab_get_variant('bench', 'user-' || :u);\n"),
+    ("ab_get_variant, new user, rollout",
+     "\\set u random(1, 2000000000)\nSELECT ab_get_variant('bench rollout', 'new-' || :client_id || '-' || :u);\n",
+     "ab_get_variant, new user",
+     "\\set u random(1, 2000000000)\nSELECT ab_get_variant('bench', 'new-' || :client_id || '-' || :u);\n"),
     ("PL/pgSQL peer, new user",
      "\\set u random(1, 2000000000)\nSELECT plpg_get_variant('bench', 'new-' || :client_id || '-' || :u);\n",
      "bare INSERT ON CONFLICT",
@@ -692,6 +705,8 @@ def prepare_single_node():
         c.execute("ALTER EXTENSION ab_testing UPDATE")
         if not c.execute("SELECT 1 FROM ab_experiments WHERE name = 'bench layered'").fetchone():
             psql_file(os.path.join(HERE, "layers.sql"))
+        if not c.execute("SELECT 1 FROM ab_experiments WHERE name = 'bench rollout'").fetchone():
+            psql_file(os.path.join(HERE, "rollouts.sql"))
 
 
 def report(hot, ana, cov):

@@ -156,3 +156,164 @@ BEGIN
     END LOOP;
 END;
 $$;
+
+-- Safe rollouts (issue 29): "allocation": {"mode": "rollout"}, ab_rollout_check,
+-- ab_rollout_due, ab_rollback, ab_resume, ab_ship; their decisions in ab_audit.
+ALTER TABLE ab_audit DROP CONSTRAINT ab_audit_action_check;
+ALTER TABLE ab_audit ADD CONSTRAINT ab_audit_action_check
+    CHECK (action IN ('created', 'started', 'stopped', 'deleted',
+                      'stepped', 'rolled_back', 'resumed', 'shipped', 'completed'));
+COMMENT ON COLUMN ab_experiments.allocation IS 'NULL for fixed traffic allocations; for a bandit {"mode": "bandit", "metric", "update_every", "min_share", "burn_in_users"}; for a rollout {"mode": "rollout", "steps", "step_every", "step", "state"} (state ramping, rolled_back or completed).';
+
+CREATE FUNCTION "ab_rollout_check"(
+	"experiment" TEXT
+) RETURNS TABLE (
+	"experiment" TEXT,
+	"action" TEXT,
+	"step" INT,
+	"share" double precision,
+	"reason" TEXT,
+	"detail" jsonb
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_check_wrapper';
+CREATE FUNCTION "ab_rollout_due"() RETURNS TABLE (
+	"experiment" TEXT,
+	"action" TEXT,
+	"step" INT,
+	"share" double precision,
+	"reason" TEXT,
+	"detail" jsonb
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_due_wrapper';
+CREATE FUNCTION "ab_rollback"(
+	"experiment" TEXT,
+	"reason" TEXT
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollback_wrapper';
+CREATE FUNCTION "ab_resume"(
+	"experiment" TEXT
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_resume_wrapper';
+CREATE FUNCTION "ab_ship"(
+	"experiment" TEXT
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_ship_wrapper';
+CREATE FUNCTION "ab_rollout_check"(
+	"experiment" bigint
+) RETURNS TABLE (
+	"experiment" TEXT,
+	"action" TEXT,
+	"step" INT,
+	"share" double precision,
+	"reason" TEXT,
+	"detail" jsonb
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_check_by_id_wrapper';
+CREATE FUNCTION "ab_rollback"(
+	"experiment" bigint,
+	"reason" TEXT
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollback_by_id_wrapper';
+CREATE FUNCTION "ab_resume"(
+	"experiment" bigint
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_resume_by_id_wrapper';
+CREATE FUNCTION "ab_ship"(
+	"experiment" bigint
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_ship_by_id_wrapper';
+REVOKE ALL ON FUNCTION ab_rollout_check(text), ab_rollout_check(bigint), ab_rollout_due(), ab_rollback(text, text),
+    ab_rollback(bigint, text), ab_resume(text), ab_resume(bigint), ab_ship(text), ab_ship(bigint)
+FROM PUBLIC;
+COMMENT ON FUNCTION ab_rollout_check(text) IS 'Checks a ramping rollout now: every guardrail (a metric with a margin) and the sample ratio by an always-valid test; a breach rolls it back, otherwise it takes its next step when step_every has passed. Returns what was done and on which data.';
+COMMENT ON FUNCTION ab_rollout_due() IS 'Runs ab_rollout_check on every ramping rollout, each in a subtransaction of its own (one that fails is a row with action failed and its error; the others are checked): for a scheduler such as pg_cron.';
+COMMENT ON FUNCTION ab_rollback(text, text) IS 'Rolls a rollout back: from this commit on every ab_get_variant returns the control''s config to every user of the experiment; assignments stay recorded. The reason goes to ab_audit.';
+COMMENT ON FUNCTION ab_resume(text) IS 'Resumes a rolled-back rollout at the step it was rolled back from.';
+COMMENT ON FUNCTION ab_ship(text) IS 'Completes a ramping rollout now: the new variant takes every new user and checks stop.';
+COMMENT ON FUNCTION ab_rollout_check(bigint) IS 'ab_rollout_check by experiment id.';
+COMMENT ON FUNCTION ab_rollback(bigint, text) IS 'ab_rollback by experiment id.';
+COMMENT ON FUNCTION ab_resume(bigint) IS 'ab_resume by experiment id.';
+COMMENT ON FUNCTION ab_ship(bigint) IS 'ab_ship by experiment id.';
+CREATE OR REPLACE FUNCTION ab_grant_admin(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM @extschema@.ab_grant_app(role);
+    PERFORM @extschema@.ab_grant_analyst(role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_create_experiment(jsonb), '
+                   '@extschema@.ab_start_experiment(text), @extschema@.ab_start_experiment(bigint), '
+                   '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
+                   '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
+                   '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
+                   '@extschema@.ab_reweight(text, boolean), @extschema@.ab_reweight(bigint, boolean), @extschema@.ab_reweight_due(), '
+                   '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
+                   '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
+                   '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
+                   '@extschema@.ab_record_covariate(text, text, text, double precision), '
+                   '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
+                   '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
+                   '@extschema@.ab_create_metric_source(text, jsonb), @extschema@.ab_drop_metric_source(text) TO %I', role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources TO %I', role);
+    -- Administration runs with the caller's rights.
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations TO %I', role);
+    -- Stored analyses are not updated: what they record of their sources decides who may
+    -- read them (ab_stop_experiment stores one as its caller, hence INSERT).
+    EXECUTE format('GRANT INSERT, DELETE ON @extschema@.ab_insights TO %I', role);
+    EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
+    EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
+                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
+                   '@extschema@.ab_layers_id_seq TO %I', role);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ab_revoke_admin(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_create_experiment(jsonb), '
+                   '@extschema@.ab_start_experiment(text), @extschema@.ab_start_experiment(bigint), '
+                   '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
+                   '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
+                   '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
+                   '@extschema@.ab_reweight(text, boolean), @extschema@.ab_reweight(bigint, boolean), @extschema@.ab_reweight_due(), '
+                   '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
+                   '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
+                   '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
+                   '@extschema@.ab_record_covariate(text, text, text, double precision), '
+                   '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
+                   '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
+                   '@extschema@.ab_create_metric_source(text, jsonb), @extschema@.ab_drop_metric_source(text) FROM %I', role);
+    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources FROM %I', role);
+    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
+                   '@extschema@.ab_audit, @extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations FROM %I', role);
+    EXECUTE format('REVOKE USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
+                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
+                   '@extschema@.ab_layers_id_seq FROM %I', role);
+    PERFORM @extschema@.ab_revoke_analyst(role);
+    PERFORM @extschema@.ab_revoke_app(role);
+END;
+$$;
+-- End of safe rollouts.

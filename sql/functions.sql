@@ -382,6 +382,8 @@ REVOKE ALL ON FUNCTION
     ab_delete_experiment(text), ab_delete_experiment(bigint),
     ab_rebuild_user_metrics(text), ab_rebuild_user_metrics(bigint),
     ab_reweight(text, boolean), ab_reweight(bigint, boolean), ab_reweight_due(),
+    ab_rollout_check(text), ab_rollout_check(bigint), ab_rollout_due(), ab_rollback(text, text), ab_rollback(bigint, text),
+    ab_resume(text), ab_resume(bigint), ab_ship(text), ab_ship(bigint),
     ab_record_covariate(text, text, text, double precision), ab_record_covariate(bigint, text, text, double precision),
     ab_get_variant(text, text, jsonb, text), ab_get_variant(bigint, text, jsonb, text),
     ab_record_result(text, text, double precision, text, text), ab_record_result(bigint, text, double precision, text, text),
@@ -506,6 +508,9 @@ BEGIN
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
                    '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
                    '@extschema@.ab_reweight(text, boolean), @extschema@.ab_reweight(bigint, boolean), @extschema@.ab_reweight_due(), '
+                   '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
+                   '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
+                   '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
@@ -536,6 +541,9 @@ BEGIN
                    '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
                    '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
                    '@extschema@.ab_reweight(text, boolean), @extschema@.ab_reweight(bigint, boolean), @extschema@.ab_reweight_due(), '
+                   '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
+                   '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
+                   '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
@@ -569,3 +577,12 @@ COMMENT ON FUNCTION ab_drop_metric_source(text) IS 'Drops a metric source that n
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';
 COMMENT ON FUNCTION ab_grant_admin(name) IS 'Lets a role administer experiments (create, start, stop, delete, covariates) on top of the app and analyst rights.';
 COMMENT ON FUNCTION ab_revoke_admin(name) IS 'Takes back what ab_grant_admin gave, with the app and analyst rights.';
+COMMENT ON FUNCTION ab_rollout_check(text) IS 'Checks a ramping rollout now: every guardrail (a metric with a margin) and the sample ratio by an always-valid test; a breach rolls it back, otherwise it takes its next step when step_every has passed. Returns what was done and on which data.';
+COMMENT ON FUNCTION ab_rollout_due() IS 'Runs ab_rollout_check on every ramping rollout, each in a subtransaction of its own (one that fails is a row with action failed and its error; the others are checked): for a scheduler such as pg_cron.';
+COMMENT ON FUNCTION ab_rollback(text, text) IS 'Rolls a rollout back: from this commit on every ab_get_variant returns the control''s config to every user of the experiment; assignments stay recorded. The reason goes to ab_audit.';
+COMMENT ON FUNCTION ab_resume(text) IS 'Resumes a rolled-back rollout at the step it was rolled back from.';
+COMMENT ON FUNCTION ab_ship(text) IS 'Completes a ramping rollout now: the new variant takes every new user and checks stop.';
+COMMENT ON FUNCTION ab_rollout_check(bigint) IS 'ab_rollout_check by experiment id.';
+COMMENT ON FUNCTION ab_rollback(bigint, text) IS 'ab_rollback by experiment id.';
+COMMENT ON FUNCTION ab_resume(bigint) IS 'ab_resume by experiment id.';
+COMMENT ON FUNCTION ab_ship(bigint) IS 'ab_ship by experiment id.';

@@ -228,7 +228,8 @@ CREATE TABLE ab_audit (
     id               bigserial PRIMARY KEY,
     experiment_id    bigint NOT NULL,
     experiment_name  text NOT NULL,
-    action           text NOT NULL CHECK (action IN ('created', 'started', 'stopped', 'deleted')),
+    action           text NOT NULL CHECK (action IN ('created', 'started', 'stopped', 'deleted',
+                                                 'stepped', 'rolled_back', 'resumed', 'shipped', 'completed')),
     detail           jsonb NOT NULL DEFAULT '{}',
     role_name        name NOT NULL DEFAULT current_user,
     session_role     name NOT NULL DEFAULT session_user,
@@ -384,7 +385,7 @@ COMMENT ON COLUMN ab_experiments.winner_variant IS 'Variant declared the winner 
 COMMENT ON COLUMN ab_experiments.created_at IS 'When the experiment was created.';
 COMMENT ON COLUMN ab_experiments.started_at IS 'When ab_start_experiment ran.';
 COMMENT ON COLUMN ab_experiments.stopped_at IS 'When ab_stop_experiment ran.';
-COMMENT ON COLUMN ab_experiments.allocation IS 'NULL for fixed traffic allocations; for a bandit {"mode": "bandit", "metric", "update_every", "min_share", "burn_in_users"}.';
+COMMENT ON COLUMN ab_experiments.allocation IS 'NULL for fixed traffic allocations; for a bandit {"mode": "bandit", "metric", "update_every", "min_share", "burn_in_users"}; for a rollout {"mode": "rollout", "steps", "step_every", "step", "state"} (state ramping, rolled_back or completed).';
 COMMENT ON COLUMN ab_experiments.breakdowns IS 'Attributes of the users stored with each assignment, to break the analysis down by (ab_breakdown).';
 COMMENT ON COLUMN ab_experiments.strict_metrics IS 'When true, results and covariates are accepted only under the metric names declared in metrics (the default when a definition declares metrics).';
 

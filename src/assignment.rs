@@ -50,6 +50,14 @@ fn get_variant(
     if let Some(s) = session_id {
         check_id("session_id", s);
     }
+    // Inside a transaction block, changes committed since it began (a rollout's rollback)
+    // arrive only at a lock this backend does not hold yet: take them in now, so that the next
+    // call of every session serves what was committed. Cheap when there are none (a flag).
+    unsafe {
+        if pg_sys::IsTransactionBlock() {
+            pg_sys::AcceptInvalidationMessages();
+        }
+    }
     // Set once the experiment's write lock is held (it is kept to the end of the transaction).
     let mut locked = false;
     let mut parsed = None;
@@ -62,7 +70,7 @@ fn get_variant(
         // An assigned user: one index probe, no SPI. After the first attempt the definition was
         // loaded after this call's first lock, so it is current for this statement.
         match stored_variant(&handle, user_id, attempt > 0) {
-            Probe::Found(v) => return exp.variant_by_id(v).map(|v| v.output.clone()),
+            Probe::Found(v) => return exp.output(v),
             Probe::Stale => continue,
             Probe::Missing => {}
         }
@@ -119,7 +127,7 @@ fn get_variant(
                 })
             })
         })?;
-        return exp.variant_by_id(variant_id).map(|v| v.output.clone());
+        return exp.output(variant_id);
     }
     tables_kept_changing()
 }

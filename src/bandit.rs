@@ -149,7 +149,7 @@ fn reweight(client: &mut pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRo
     (name, period + 1, true, JsonB(weights), format!("new weights from {} users", users.iter().sum::<f64>()))
 }
 
-fn read_committed_only(what: &str) {
+pub(crate) fn read_committed_only(what: &str) {
     if snapshot_is_transaction_wide() {
         // Its snapshot would predate a period another session added while this one waited.
         raise(
@@ -274,7 +274,7 @@ fn ab_reweight_due() -> TableIterator<
 
 /// Runs `f` in a subtransaction, as PL/pgSQL runs a block with an EXCEPTION clause: on an
 /// error the subtransaction's work is undone and the error returned as (SQLSTATE, message).
-fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, (String, String)> {
+pub(crate) fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, (String, String)> {
     // SAFETY: the same calls, in the same order, as PL/pgSQL's exec_stmt_block.
     unsafe {
         let context = pg_sys::CurrentMemoryContext;

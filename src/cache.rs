@@ -51,6 +51,9 @@ pub struct CachedExperiment {
     pub segments: Segments,
     pub widths: Vec<u32>,
     pub variants: Vec<CachedVariant>,
+    /// A rolled-back rollout: what every call returns (the control's output), whatever the
+    /// user's stored variant.
+    pub serve: Option<CachedJsonb>,
     /// The weight period `widths` belong to (bandit experiments; 0 otherwise), stored with
     /// each new assignment.
     pub period: i32,
@@ -90,6 +93,12 @@ impl CachedExperiment {
 
     pub fn variant_by_id(&self, id: i64) -> Option<&CachedVariant> {
         self.variants.iter().find(|v| v.id == id)
+    }
+
+    /// What ab_get_variant returns to a user assigned to that variant.
+    pub fn output(&self, variant_id: i64) -> Option<CachedJsonb> {
+        let v = self.variant_by_id(variant_id)?;
+        Some(self.serve.as_ref().unwrap_or(&v.output).clone())
     }
 }
 
@@ -465,7 +474,9 @@ fn load_experiment(
 ) -> Option<(String, CachedExperiment)> {
     let e = catalog::find_experiment(client, nsp, r)?;
     let layer_range = if has_layers { load_layer_range(client, nsp, e.id) } else { None };
-    let period = if has_periods && e.bandit.is_some() { current_period(client, nsp, e.id) } else { 0 };
+    let period =
+        if has_periods && (e.bandit.is_some() || e.rollout.is_some()) { current_period(client, nsp, e.id) } else { 0 };
+    let rolled_back = e.rollout.as_ref().is_some_and(|r| r.state == ab_core::rollout::State::RolledBack);
     let variants = catalog::variants(client, nsp, e.id);
     let segments = Segments::parse(&e.target_segments).unwrap_or_default();
     let segments_bytes = if segments.is_empty() { 0 } else { 4 * e.target_segments.to_string().len() };
@@ -485,13 +496,19 @@ fn load_experiment(
     let source_metrics = defs.iter().filter(|(_, d)| d.source.is_some()).map(|(n, _)| n.clone()).collect();
     let known_metrics = RefCell::new(defs.into_keys().collect());
     let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
+    let e_controls: Vec<bool> = variants.iter().map(|v| v.is_control).collect();
     let variants = variants
         .into_iter()
         .map(|v| CachedVariant {
             id: v.id,
             output: CachedJsonb::new(json!({"variant": v.name, "is_control": v.is_control, "config": v.config})),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let serve = if rolled_back {
+        variants.iter().zip(&e_controls).find(|(_, c)| **c).map(|(v, _)| v.output.clone())
+    } else {
+        None
+    };
     Some((
         e.name.clone(),
         CachedExperiment {
@@ -507,6 +524,7 @@ fn load_experiment(
             segments,
             widths,
             variants,
+            serve,
             period,
             layer_range,
             known_metrics,

@@ -93,6 +93,8 @@ pub struct ExperimentRow {
     pub strict_metrics: bool,
     /// Adaptive allocation (0.8.0 and later); None for fixed allocations.
     pub bandit: Option<ab_core::definition::BanditSpec>,
+    /// A rollout and where it stands (0.14.0 and later); None otherwise.
+    pub rollout: Option<ab_core::rollout::Rollout>,
     /// Attributes stored with each assignment for breakdowns (0.10.0 and later).
     pub breakdowns: Vec<String>,
 }
@@ -195,6 +197,7 @@ fn experiment_row(table: SpiTupleTable<'_>) -> Option<ExperimentRow> {
         power: row.get::<f64>(16).or_raise().unwrap(),
         strict_metrics: row.get::<bool>(17).or_raise().unwrap(),
         bandit: row.get::<SafeJsonb>(18).or_raise().and_then(|j| ab_core::definition::BanditSpec::from_json(&j.0)),
+        rollout: row.get::<SafeJsonb>(18).or_raise().and_then(|j| ab_core::rollout::Rollout::from_json(&j.0)),
         breakdowns: row
             .get::<SafeJsonb>(19)
             .or_raise()

@@ -21,7 +21,7 @@ const MAX_DEFINITION_BYTES: usize = 1 << 20;
 /// Records a lifecycle change in ab_audit; role_name defaults to the caller (these functions
 /// run with the caller's rights). A database still on the 0.1.0 schema (before ALTER EXTENSION
 /// UPDATE) has no ab_audit, and this library keeps working with it.
-fn audit(
+pub(crate) fn audit(
     client: &mut pgrx::spi::SpiClient<'_>,
     nsp: &str,
     id: i64,
@@ -83,7 +83,15 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
         } else {
             ("", "")
         };
-        let (allocation_column, allocation_value) = match &spec.bandit {
+        if spec.rollout.is_some() && !crate::rollout::schema_has_rollouts(client, &nsp) {
+            wrong_state(
+                "rollouts need version 0.14.0 of the ab_testing schema",
+                "run ALTER EXTENSION ab_testing UPDATE",
+            );
+        }
+        let allocation =
+            spec.bandit.as_ref().map(|b| b.to_json()).or_else(|| spec.rollout.as_ref().map(|r| r.to_json()));
+        let (allocation_column, allocation_value) = match &allocation {
             None => ("", ""),
             Some(_) if catalog::has_table(client, &nsp, "ab_allocations") => (", allocation", ", $14"),
             Some(_) => wrong_state(
@@ -125,7 +133,7 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
                     spec.correction.as_str().into(),
                     spec.power.into(),
                     spec.strict_metrics.into(),
-                    spec.bandit.as_ref().map(|b| JsonB(b.to_json())).into(),
+                    allocation.clone().map(JsonB).into(),
                     spec.breakdowns.clone().into(),
                 ],
             )
@@ -173,8 +181,8 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
                 .or_raise();
         }
         let mut detail = json!({"experiment_type": spec.experiment_type});
-        if let Some(b) = &spec.bandit {
-            detail["allocation"] = b.to_json();
+        if let Some(a) = &allocation {
+            detail["allocation"] = a.clone();
         }
         if let (Some(p), Some(layer)) = (&placement, &spec.layer) {
             detail["layer"] = json!({
@@ -279,7 +287,7 @@ fn start(r: ExperimentRef<'_>) {
                 &[exp.id.into()],
             )
             .or_raise();
-        if exp.bandit.is_some() {
+        if exp.bandit.is_some() || exp.rollout.is_some() {
             // Period 0: the traffic allocations the experiment starts with.
             client
                 .update(

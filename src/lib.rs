@@ -24,6 +24,7 @@ mod jsonb;
 mod layers;
 mod lookup;
 mod results;
+mod rollout;
 mod security;
 mod sources;
 mod stats;

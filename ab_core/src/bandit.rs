@@ -203,6 +203,11 @@ pub fn srm_by_period(periods: &[(Vec<f64>, Vec<f64>)]) -> Option<SrmResult> {
         if observed.iter().sum::<f64>() == 0.0 {
             continue;
         }
+        // A period that sends every user to one variant (a rollout's rolled-back or last step)
+        // carries no information while its users are all there.
+        if weights.iter().zip(observed).filter(|(w, o)| **w > 0.0 || **o > 0.0).count() < 2 {
+            continue;
+        }
         let r = srm_test(observed, weights).ok()?;
         if r.p_value == 0.0 && r.chi2.is_infinite() {
             return Some(r);
@@ -277,5 +282,15 @@ mod tests {
         // Pooled, the same users look badly mismatched against the last weights.
         assert!(srm_test(&[63.0, 137.0], &[10.0, 90.0]).unwrap().p_value < 1e-6);
         assert!(r.p_value > 0.1);
+    }
+
+    #[test]
+    fn a_period_with_one_possible_variant_is_left_out() {
+        let both = srm_by_period(&[(vec![50.0, 50.0], vec![50.0, 50.0]), (vec![7.0, 0.0], vec![100.0, 0.0])]).unwrap();
+        let alone = srm_by_period(&[(vec![50.0, 50.0], vec![50.0, 50.0])]).unwrap();
+        assert_eq!(both.p_value, alone.p_value);
+        // A user on the variant with no weight is still a mismatch.
+        assert_eq!(srm_by_period(&[(vec![7.0, 1.0], vec![100.0, 0.0])]).unwrap().p_value, 0.0);
+        assert!(srm_by_period(&[(vec![7.0, 0.0], vec![100.0, 0.0])]).is_none());
     }
 }

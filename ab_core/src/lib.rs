@@ -12,6 +12,7 @@ pub mod impact;
 pub mod layers;
 pub mod names;
 pub mod plot;
+pub mod rollout;
 pub mod source;
 pub mod stats;
 pub mod summary;

@@ -231,6 +231,70 @@ fn bandit_history(b: &mut String, def: &Value) {
     b.push_str("</tbody></table></div>");
 }
 
+/// A rollout (allocation mode "rollout"): a banner when it is rolled back (with the reason
+/// its last weight period records), its step and the guardrails' figures at the last decision.
+fn rollout(b: &mut String, def: &Value) {
+    let Some(alloc) = def.get("allocation").filter(|a| s(a, "mode") == "rollout") else {
+        return;
+    };
+    let steps: Vec<f64> =
+        alloc.get("steps").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_f64).collect();
+    let step = alloc.get("step").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let state = s(alloc, "state");
+    // The last decision's record (readable by roles that may read ab_allocations).
+    let last = def.get("allocation_history").and_then(Value::as_array).and_then(|h| h.last()).map(|h| &h["posterior"]);
+    if state == "rolled_back" {
+        let reason = last.map(|p| s(p, "reason")).filter(|r| !r.is_empty());
+        let _ = write!(
+            b,
+            "<p class=\"bad rollback-banner\"><strong>Rolled back</strong>: every user is served the control's config \
+             (assignments are kept){}.</p>",
+            reason.map(|r| format!(". Reason: {}", esc(r))).unwrap_or_default()
+        );
+    }
+    let share_now = match state {
+        "rolled_back" => 0.0,
+        "completed" => 100.0,
+        _ => steps.get(step).copied().unwrap_or(0.0),
+    };
+    let _ = write!(
+        b,
+        "<h2>Rollout</h2><p id=\"rollout\" data-state=\"{}\">{} · step {} of {} ({}) · the new variant takes {} of new users; \
+         each step lasts {}.</p>",
+        esc(state),
+        esc(&state.replace('_', " ")),
+        step + 1,
+        steps.len(),
+        steps.iter().map(|x| share(Some(*x))).collect::<Vec<_>>().join(", "),
+        share(Some(share_now)),
+        esc(s(alloc, "step_every")),
+    );
+    let findings: Vec<&Value> =
+        last.and_then(|p| p.get("findings")).and_then(Value::as_array).into_iter().flatten().collect();
+    if findings.is_empty() {
+        return;
+    }
+    b.push_str(
+        "<div class=\"wrap\"><table id=\"guardrails\"><thead><tr><th>Guardrail</th><th>Users</th><th>Harm or share \
+         off</th><th>Always-valid bound</th><th>Margin</th><th>Breached</th></tr></thead><tbody>",
+    );
+    for g in findings {
+        let breached = g.get("breached").and_then(Value::as_bool) == Some(true);
+        let _ = write!(
+            b,
+            "<tr{}><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            if breached { " class=\"bad\"" } else { "" },
+            esc(s(g, "guardrail")),
+            f(g, "users").map(|u| format!("{u:.0}")).unwrap_or_default(),
+            num(f(g, "estimate")),
+            num(f(g, "bound")),
+            num(f(g, "limit")),
+            if breached { "yes" } else { "no" }
+        );
+    }
+    b.push_str("</tbody></table></div>");
+}
+
 /// `/experiments/{id}`.
 pub fn experiment(e: &Experiment<'_>) -> String {
     let def = e.definition;
@@ -256,6 +320,7 @@ pub fn experiment(e: &Experiment<'_>) -> String {
         let _ = write!(b, "<p>{}</p>", esc(s(def, "description")));
     }
 
+    rollout(&mut b, def);
     let srm = f(e.health, "srm_p_value");
     if let Some(p) = srm.filter(|p| *p < SRM_ALPHA) {
         let _ = write!(
@@ -493,5 +558,35 @@ mod tests {
         });
         assert!(!html.contains("<script>") && !html.contains("<img src=x"));
         assert!(!html.contains("<form") && !html.contains("method="));
+    }
+
+    #[test]
+    fn a_rolled_back_rollout_shows_a_banner_its_step_and_guardrails() {
+        let def = json!({"allocation": {"mode": "rollout", "steps": [10, 50, 100], "step_every": "1 hour", "step": 1,
+                                        "state": "rolled_back"},
+                         "allocation_history": [{"period": 0, "posterior": {}},
+                            {"period": 1, "posterior": {"reason": "guardrail \"<lat>\" breached",
+                             "findings": [{"guardrail": "latency", "users": 4000.0, "estimate": 2.06, "bound": 1.99,
+                                           "limit": 0.5, "breached": true},
+                                          {"guardrail": "sample_ratio", "users": 4000.0, "estimate": 0.001,
+                                           "bound": 0.02, "limit": 0.0, "breached": false}]}}]});
+        let mut b = String::new();
+        rollout(&mut b, &def);
+        assert!(b.contains("<p class=\"bad rollback-banner\"><strong>Rolled back</strong>: every user is served the control's config (assignments are kept). Reason: guardrail &quot;&lt;lat&gt;&quot; breached.</p>"), "{b}");
+        assert!(b.contains("data-state=\"rolled_back\">rolled back · step 2 of 3 (10%, 50%, 100%) · the new variant takes 0% of new users"), "{b}");
+        assert!(
+            b.contains("<tr class=\"bad\"><td>latency</td><td class=\"n\">4000</td><td class=\"n\">2.0600</td>"),
+            "{b}"
+        );
+        assert!(b.contains("<tr><td>sample_ratio</td>"), "{b}");
+        // Ramping: no banner; fixed experiments: nothing.
+        let mut def = def;
+        def["allocation"]["state"] = json!("ramping");
+        let mut b = String::new();
+        rollout(&mut b, &def);
+        assert!(!b.contains("rollback-banner") && b.contains("takes 50% of new users"), "{b}");
+        let mut b = String::new();
+        rollout(&mut b, &json!({"allocation": {"mode": "fixed"}}));
+        assert!(b.is_empty());
     }
 }

@@ -89,8 +89,9 @@ fn read_frame(
     exp: &ExperimentRow,
     sources: &HashMap<String, SourceMetric>,
 ) -> Frame {
-    // A bandit's period cells read the sources without the check below: checked first.
-    let bandit = exp.bandit.is_some() && catalog::has_table(client, nsp, "ab_allocations");
+    // A bandit's period cells read the sources without the check below: checked first. A
+    // rollout's shares change at each step too: its analysis is stratified the same way.
+    let bandit = (exp.bandit.is_some() || exp.rollout.is_some()) && catalog::has_table(client, nsp, "ab_allocations");
     if bandit {
         check_source_values(client, nsp, exp, sources, None);
     }

@@ -30,7 +30,10 @@ use crate::targeting::json_type;
 
 pub use crate::names::MAX_NAME_LEN;
 pub use crate::source::SOURCE_KEYS;
-pub use allocation::{BanditSpec, ALLOCATION_KEYS, DEFAULT_BURN_IN_USERS, DEFAULT_MIN_SHARE, DEFAULT_UPDATE_EVERY};
+pub use allocation::{
+    BanditSpec, ALLOCATION_KEYS, DEFAULT_BURN_IN_USERS, DEFAULT_MIN_SHARE, DEFAULT_STEPS, DEFAULT_UPDATE_EVERY,
+    MAX_STEPS,
+};
 pub use breakdowns::{breakdown_values, MAX_BREAKDOWNS, MAX_BREAKDOWN_VALUE_LEN};
 pub use header::{EXPERIMENT_TYPES, MAX_DESCRIPTION_LEN};
 pub use interval::interval_seconds;
@@ -131,6 +134,9 @@ pub struct ExperimentSpec {
     pub layer: Option<LayerSpec>,
     /// Adaptive allocation; None keeps the traffic allocations fixed.
     pub bandit: Option<BanditSpec>,
+    /// A rollout ramping the new variant by steps; its variants' traffic allocations are
+    /// the first step's (the control takes the rest).
+    pub rollout: Option<crate::rollout::Rollout>,
     /// Attributes stored with each assignment, to break the analysis down by (`ab_breakdown`).
     pub breakdowns: Vec<String>,
 }
@@ -157,7 +163,14 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     let target_segments = segments::parse(raw.target_segments)?;
     salt::check(raw.salt.as_deref())?;
     let layer = layer::parse(raw.layer, raw.salt.is_some(), variants.len())?;
-    let bandit = allocation::parse(raw.allocation, &primary_metric, &metrics, &variants, declared_any, layer.as_ref())?;
+    let (bandit, rollout) =
+        allocation::parse(raw.allocation, &primary_metric, &metrics, &variants, declared_any, layer.as_ref())?;
+    let mut variants = variants;
+    if let Some(r) = &rollout {
+        for v in variants.iter_mut() {
+            v.traffic_allocation = if v.is_control { 100.0 - r.steps[0] } else { r.steps[0] };
+        }
+    }
     let breakdowns = breakdowns::parse(raw.breakdowns.unwrap_or_default())?;
 
     Ok(ExperimentSpec {
@@ -177,6 +190,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         power,
         layer,
         bandit,
+        rollout,
         breakdowns,
     })
 }
