@@ -553,6 +553,15 @@ def test_every_read_runs_on_a_hot_standby_and_equals_the_primary(app, dsn, stand
         assert replica.execute("SELECT ab_get_experiment('rp replica') ->> 'status'").fetchone() == ("running",)
 
 
+def same_answer(a, b):
+    """Equal, floats to 1e-12 relative: sums over a join may run in another order when the
+    planner's statistics changed between the two reads."""
+    from test_operations import same_rows
+    if isinstance(a, list) and isinstance(b, list) and all(isinstance(r, tuple) for r in a + b):
+        return same_rows(a, b)
+    return a == b
+
+
 @pytest.mark.parametrize("how", ["SET TRANSACTION READ ONLY", "SET default_transaction_read_only = on"])
 def test_every_read_runs_in_a_read_only_transaction(app, how):
     conn = app
@@ -574,7 +583,7 @@ def test_every_read_runs_in_a_read_only_transaction(app, how):
         conn.execute("RESET default_transaction_read_only")
     for key in expected:
         if key != "ab_latest_insights":
-            assert got[key] == expected[key], key
+            assert same_answer(got[key], expected[key]), key
     # Where the transaction can write, ab_analyze stores its rows.
     conn.execute("SELECT count(*) FROM ab_analyze('rp replica')")
     assert conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0] > stored
