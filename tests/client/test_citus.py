@@ -635,3 +635,34 @@ def test_updates_of_a_distributed_installation_keep_its_data():
             assert one(c, "SELECT sum(pg_relation_size(t)) FROM unnest(%s::regclass[]) t",
                        ["ab_experiments", "ab_assignments", "ab_results", "ab_user_metrics"]) == 0, version
     fresh_citus()
+
+
+@citus_only
+def test_a_rollback_reaches_every_node_at_its_next_call():
+    """A rollout rolled back through the coordinator: the next ab_get_variant of a session on
+    the coordinator and on every worker returns the control's config to every user, those
+    assigned the new variant included; their assignments stay."""
+    dsn = fresh_citus()
+    definition = two_arms("ramped", salt="ramped", allocation={"mode": "rollout", "steps": [50, 100],
+                                                               "step_every": "1 hour"})
+    definition["variants"][0]["config"], definition["variants"][1]["config"] = {"m": "old"}, {"m": "new"}
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        exp = one(admin, "SELECT ab_create_experiment(%s)", Jsonb(definition))
+        one(admin, "SELECT ab_start_experiment(%s)", exp)
+        sessions = [psycopg.connect(n, autocommit=True) for n in nodes()]
+        try:
+            users = [f"r{i}" for i in range(40)]
+            before = {u: one(admin, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, u) for u in users}
+            assert set(before.values()) == {"a", "b"}
+            for s in sessions:  # each caches the ramping rollout
+                assert {one(s, "SELECT ab_get_variant(%s, %s) ->> 'variant'", exp, u) for u in users} == {"a", "b"}
+            one(admin, "SELECT ab_rollback(%s, 'guardrail seen on the dashboard')", "ramped")
+            for s in sessions:
+                assert {one(s, "SELECT ab_get_variant(%s, %s) -> 'config' ->> 'm'", exp, u) for u in users} == {"old"}
+        finally:
+            for s in sessions:
+                s.close()
+        stored = dict(admin.execute("SELECT a.user_id, v.name FROM ab_assignments a JOIN ab_variants v "
+                                    "ON v.id = a.variant_id WHERE a.experiment_id = %s", (exp,)).fetchall())
+        assert {u: stored[u] for u in users} == before
+    fresh_citus()
