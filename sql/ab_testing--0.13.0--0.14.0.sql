@@ -240,8 +240,23 @@ CREATE FUNCTION "ab_ship"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'ab_ship_by_id_wrapper';
+CREATE FUNCTION "ab_rollout_to"(
+	"experiment" TEXT,
+	"share" double precision
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_to_wrapper';
+CREATE FUNCTION "ab_rollout_to"(
+	"experiment" bigint,
+	"share" double precision
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_to_by_id_wrapper';
 REVOKE ALL ON FUNCTION ab_rollout_check(text), ab_rollout_check(bigint), ab_rollout_due(), ab_rollback(text, text),
-    ab_rollback(bigint, text), ab_resume(text), ab_resume(bigint), ab_ship(text), ab_ship(bigint)
+    ab_rollback(bigint, text), ab_resume(text), ab_resume(bigint), ab_ship(text), ab_ship(bigint),
+    ab_rollout_to(text, double precision), ab_rollout_to(bigint, double precision)
 FROM PUBLIC;
 COMMENT ON FUNCTION ab_rollout_check(text) IS 'Checks a ramping rollout now: every guardrail (a metric with a margin) and the sample ratio by an always-valid test; a breach rolls it back, otherwise it takes its next step when step_every has passed. Returns what was done and on which data.';
 COMMENT ON FUNCTION ab_rollout_due() IS 'Runs ab_rollout_check on every ramping rollout, each in a subtransaction of its own (one that fails is a row with action failed and its error; the others are checked): for a scheduler such as pg_cron.';
@@ -252,6 +267,8 @@ COMMENT ON FUNCTION ab_rollout_check(bigint) IS 'ab_rollout_check by experiment 
 COMMENT ON FUNCTION ab_rollback(bigint, text) IS 'ab_rollback by experiment id.';
 COMMENT ON FUNCTION ab_resume(bigint) IS 'ab_resume by experiment id.';
 COMMENT ON FUNCTION ab_ship(bigint) IS 'ab_ship by experiment id.';
+COMMENT ON FUNCTION ab_rollout_to(text, double precision) IS 'Moves a ramping rollout (a percentage flag) to a larger share of new users now: a step inserted after the current one; users keep their variant, so the share only goes up, and 100 completes it.';
+COMMENT ON FUNCTION ab_rollout_to(bigint, double precision) IS 'ab_rollout_to by experiment id.';
 CREATE OR REPLACE FUNCTION ab_grant_admin(role name) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -268,6 +285,7 @@ BEGIN
                    '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
                    '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
                    '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
+                   '@extschema@.ab_rollout_to(text, double precision), @extschema@.ab_rollout_to(bigint, double precision), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
@@ -301,6 +319,7 @@ BEGIN
                    '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
                    '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
                    '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
+                   '@extschema@.ab_rollout_to(text, double precision), @extschema@.ab_rollout_to(bigint, double precision), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '

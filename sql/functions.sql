@@ -384,6 +384,7 @@ REVOKE ALL ON FUNCTION
     ab_reweight(text, boolean), ab_reweight(bigint, boolean), ab_reweight_due(),
     ab_rollout_check(text), ab_rollout_check(bigint), ab_rollout_due(), ab_rollback(text, text), ab_rollback(bigint, text),
     ab_resume(text), ab_resume(bigint), ab_ship(text), ab_ship(bigint),
+    ab_rollout_to(text, double precision), ab_rollout_to(bigint, double precision),
     ab_record_covariate(text, text, text, double precision), ab_record_covariate(bigint, text, text, double precision),
     ab_get_variant(text, text, jsonb, text), ab_get_variant(bigint, text, jsonb, text),
     ab_record_result(text, text, double precision, text, text), ab_record_result(bigint, text, double precision, text, text),
@@ -511,6 +512,7 @@ BEGIN
                    '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
                    '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
                    '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
+                   '@extschema@.ab_rollout_to(text, double precision), @extschema@.ab_rollout_to(bigint, double precision), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
@@ -544,6 +546,7 @@ BEGIN
                    '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
                    '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
                    '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
+                   '@extschema@.ab_rollout_to(text, double precision), @extschema@.ab_rollout_to(bigint, double precision), '
                    '@extschema@.ab_record_covariate(text, text, text, double precision), '
                    '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
                    '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
@@ -586,3 +589,5 @@ COMMENT ON FUNCTION ab_rollout_check(bigint) IS 'ab_rollout_check by experiment 
 COMMENT ON FUNCTION ab_rollback(bigint, text) IS 'ab_rollback by experiment id.';
 COMMENT ON FUNCTION ab_resume(bigint) IS 'ab_resume by experiment id.';
 COMMENT ON FUNCTION ab_ship(bigint) IS 'ab_ship by experiment id.';
+COMMENT ON FUNCTION ab_rollout_to(text, double precision) IS 'Moves a ramping rollout (a percentage flag) to a larger share of new users now: a step inserted after the current one; users keep their variant, so the share only goes up, and 100 completes it.';
+COMMENT ON FUNCTION ab_rollout_to(bigint, double precision) IS 'ab_rollout_to by experiment id.';

@@ -475,3 +475,31 @@ fn ab_ship(experiment: Option<&str>) -> JsonB {
 fn ab_ship_by_id(experiment: Option<i64>) -> JsonB {
     ship(ExperimentRef::Id(required(experiment, "experiment")))
 }
+
+fn move_by_hand(r: ExperimentRef<'_>, share: Option<f64>) -> JsonB {
+    let share = required(share, "share");
+    manual(r, |exp, r| {
+        if r.state != State::Ramping {
+            wrong_state(
+                format!("rollout \"{}\" is {}", printable(&exp.name), r.state.as_str().replace('_', " ")),
+                "only a ramping rollout moves (ab_resume resumes a rolled-back one)",
+            );
+        }
+        let new = r.moved_to(share).unwrap_or_else(|e| invalid(format!("rollout \"{}\": {e}", printable(&exp.name))));
+        let action = if new.state == State::Completed { "shipped" } else { "stepped" };
+        (new, action, json!({}))
+    })
+}
+
+/// Moves a ramping rollout (a percentage flag) to a larger share of new users at once: a
+/// step inserted after the current one. Users keep their variant, so a share only goes up;
+/// 100 completes it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ab_rollout_to(experiment: Option<&str>, share: Option<f64>) -> JsonB {
+    move_by_hand(ExperimentRef::Name(required(experiment, "experiment")), share)
+}
+
+#[pg_extern(name = "ab_rollout_to", volatile, parallel_unsafe)]
+fn ab_rollout_to_by_id(experiment: Option<i64>, share: Option<f64>) -> JsonB {
+    move_by_hand(ExperimentRef::Id(required(experiment, "experiment")), share)
+}

@@ -85,6 +85,30 @@ impl Rollout {
         })
     }
 
+    /// The rollout moved by hand to `share` percent of new users (a percentage flag's switch):
+    /// a step inserted after the current one, the later steps above it kept; 100 completes
+    /// it. Only a ramping rollout moves, and only up: users keep their variant, so a lower
+    /// share would change nothing for those already given the new one.
+    pub fn moved_to(&self, share: f64) -> Result<Rollout, String> {
+        if self.state != State::Ramping {
+            return Err(format!("the rollout is {}, not ramping", self.state.as_str().replace('_', " ")));
+        }
+        let now = self.treatment_share();
+        if !(share > now && share <= 100.0 && crate::bucketing::basis_points(share).is_some()) {
+            return Err(format!(
+                "share is {share}, must be above the current {now} and at most 100, with at most two decimals"
+            ));
+        }
+        let mut steps: Vec<f64> = self.steps[..=self.step].to_vec();
+        steps.push(share);
+        steps.extend(self.steps[self.step + 1..].iter().filter(|s| **s > share));
+        if steps.len() > crate::definition::MAX_STEPS {
+            return Err(format!("a rollout has at most {} steps", crate::definition::MAX_STEPS));
+        }
+        let state = if share == 100.0 { State::Completed } else { State::Ramping };
+        Ok(Rollout { steps, step: self.step + 1, state, step_every: self.step_every.clone() })
+    }
+
     /// The new variant's share of new users now, in percent: the step's, all once completed,
     /// none while rolled back.
     pub fn treatment_share(&self) -> f64 {
@@ -355,5 +379,25 @@ mod tests {
         let p95 = at[(0.95 * runs as f64).ceil() as usize - 1];
         eprintln!("harmful: 95% rolled back by check {p95}, median {}", at[runs / 2]);
         assert!(p95 <= 30, "95% of runs rolled back only by check {p95}");
+    }
+
+    #[test]
+    fn moved_by_hand_only_up_from_a_ramping_step() {
+        let r = Rollout { steps: vec![5.0, 25.0, 100.0], step_every: "1 hour".into(), step: 0, state: State::Ramping };
+        let m = r.moved_to(10.0).unwrap();
+        assert_eq!((m.steps.clone(), m.step, m.state, m.treatment_share()), (vec![5.0, 10.0, 25.0, 100.0], 1, State::Ramping, 10.0));
+        let m = m.moved_to(50.0).unwrap();
+        assert_eq!((m.steps.clone(), m.step), (vec![5.0, 10.0, 50.0, 100.0], 2));
+        let done = m.moved_to(100.0).unwrap();
+        assert_eq!((done.state, done.treatment_share()), (State::Completed, 100.0));
+        assert!(m.moved_to(50.0).unwrap_err().contains("must be above the current 50"));
+        assert!(m.moved_to(3.0).unwrap_err().contains("must be above"));
+        assert!(m.moved_to(60.001).unwrap_err().contains("two decimals"));
+        assert!(m.moved_to(f64::NAN).unwrap_err().contains("must be above"));
+        assert!(done.moved_to(100.0).unwrap_err().contains("the rollout is completed"));
+        let back = Rollout { state: State::RolledBack, ..m.clone() };
+        assert!(back.moved_to(80.0).unwrap_err().contains("rolled back, not ramping"));
+        let full = Rollout { steps: (1..=20).map(|k| k as f64 * 5.0).collect(), step: 0, ..m };
+        assert!(full.moved_to(7.0).unwrap_err().contains("at most 20 steps"));
     }
 }

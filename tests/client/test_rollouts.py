@@ -115,6 +115,12 @@ def test_rollback_is_seen_by_the_next_call_of_every_session(dsn, conn):
     ("SELECT ab_rollback('errors fixed', 'x')", (), "55000", 'experiment "errors fixed" is not a rollout'),
     ("SELECT * FROM ab_rollout_check('errors draft')", (), "55000",
      'experiment "errors draft" is not running (status draft)'),
+    ("SELECT ab_rollout_to('errors rollout', 5)", (), "22023",
+     'rollout "errors rollout": share is 5, must be above the current 5 and at most 100, with at most two decimals'),
+    ("SELECT ab_rollout_to('errors rollout', 100.5)", (), "22023", 'rollout "errors rollout": share is 100.5'),
+    ("SELECT ab_rollout_to('errors rollout', 'NaN')", (), "22023", 'rollout "errors rollout": share is NaN'),
+    ("SELECT ab_rollout_to('errors rollout', NULL)", (), "22004", "share must not be NULL"),
+    ("SELECT ab_rollout_to('errors fixed', 50)", (), "55000", 'experiment "errors fixed" is not a rollout'),
 ])
 def test_errors(conn, sql, args, state, message):
     start(conn, rollout("errors rollout"))
@@ -269,7 +275,7 @@ def test_who_may_roll_back_and_read_the_decision(conn):
         with conn.transaction():
             conn.execute("SET LOCAL ROLE ro_app")
             for sql in ("SELECT ab_rollback(%s, 'app')", "SELECT ab_resume(%s)", "SELECT ab_ship(%s)",
-                        "SELECT * FROM ab_rollout_check(%s)"):
+                        "SELECT ab_rollout_to(%s, 75)", "SELECT * FROM ab_rollout_check(%s)"):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     with conn.transaction():
                         conn.execute(sql, (name,))
@@ -318,5 +324,38 @@ def test_a_flag_is_a_one_step_rollout_with_targeting(dsn, conn):
             # A flag has no guardrail (and at 100% the sample ratio carries no information): a
             # check never rolls it back; after step_every it completes, still on.
             assert conn.execute("SELECT action, share FROM ab_rollout_check(%s)", (name,)).fetchone() == ("none", 100.0)
+        finally:
+            cleanup(conn, name)
+
+
+def test_a_percentage_flag_moves_up_by_hand_at_the_next_call(dsn, conn):
+    """ab_rollout_to: a percentage flag at 10% goes to 50% and then 100% by hand, each seen by
+    the next call of another session; users keep their variant (those given the new one
+    stay on it), a lower share is refused, and each move is an audit row."""
+    name = "flag percentage"
+    body = rollout(name, steps=(10, 100), step_every="30 days")
+    body["metrics"] = {"latency": {"direction": "lower"}}
+    start(conn, body)
+    with psycopg.connect(dsn, autocommit=True) as app:
+        def shares(prefix, n=400):
+            got = [one(app, "SELECT ab_get_variant(%s, %s) ->> 'variant'", name, f"{prefix}{i}") for i in range(n)]
+            return got, got.count("new") / n
+        try:
+            first, share = shares("a")
+            assert 0.05 < share < 0.15
+            assert one(conn, "SELECT ab_rollout_to(%s, 50) ->> 'share'", name) == "50.0"
+            again, _ = shares("a")
+            assert again == first  # assigned users keep their variant
+            _, share = shares("b")
+            assert 0.42 < share < 0.58
+            state, message = sqlstate_of(conn, "SELECT ab_rollout_to(%s, 25)", (name,))
+            assert (state, message) == ("22023", f'rollout "{name}": share is 25, must be above the current 50 '
+                                                 "and at most 100, with at most two decimals")
+            assert one(conn, "SELECT ab_rollout_to(%s, 100) ->> 'state'", name) == "completed"
+            _, share = shares("c")
+            assert share == 1.0
+            assert conn.execute("SELECT action, detail ->> 'to_share' FROM ab_audit WHERE experiment_name = %s "
+                                "AND action IN ('stepped', 'shipped') ORDER BY id", (name,)).fetchall() == \
+                [("stepped", "50.0"), ("shipped", "100.0")]
         finally:
             cleanup(conn, name)
