@@ -78,6 +78,14 @@ def site():
         fill(c, name, 300, 0.2, "page-d")
         c.execute("SELECT * FROM ab_reweight(%s, force => true)", (name,))
         fill(c, name, 300, 0.2, "page-d2")
+        # A rollout that a check rolled back, then one an operator rolled back with a hostile reason.
+        name = "assistant rollout"
+        ids[name] = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(two_arms(
+            name, salt="page-e", allocation={"mode": "rollout", "steps": [10, 50, 100], "step_every": "1 day"})),
+        )).fetchone()[0]
+        c.execute("SELECT ab_start_experiment(%s)", (ids[name],))
+        fill(c, name, 200, 0.0, "page-e")
+        c.execute("SELECT ab_rollback(%s, %s)", (name, 'latency <script>alert(1)</script> & "more"'))
         # A broken split: half of one variant's users lost after assignment.
         c.execute("DELETE FROM ab_assignments a USING ab_variants v WHERE v.id = a.variant_id "
                   "AND v.name = 'treatment' AND a.experiment_id = %s AND hashtext(a.user_id) %% 2 = 0",
@@ -214,6 +222,19 @@ def test_a_bandit_page_shows_its_weight_history(site):
     assert "Bandit on converted" in dom
     dom_rows = re.findall(r'<table class="analysis" data-metric="converted">(.*?)</table>', dom, re.S)
     assert dom_rows, "the analysis is shown"
+
+
+def test_a_rolled_back_rollout_shows_the_banner_and_its_step(site):
+    base, ids = site
+    dom = browser(f"{base}/experiments/{ids['assistant rollout']}")
+    banner = inner(dom, r'<p class="bad rollback-banner">(.*?)</p>')
+    assert banner == ("<strong>Rolled back</strong>: every user is served the control's config (assignments are "
+                      "kept). Reason: latency &lt;script&gt;alert(1)&lt;/script&gt; &amp; \"more\".")
+    assert "<script>alert" not in dom
+    step = inner(dom, r'<p id="rollout" data-state="rolled_back">(.*?)</p>')
+    assert step.startswith("rolled back · step 1 of 3 (10%, 50%, 100%) · the new variant takes 0% of new users")
+    # Fixed experiments have no rollout section.
+    assert 'id="rollout"' not in browser(f"{base}/experiments/{ids['checkout button']}")
 
 
 def test_an_unknown_experiment_is_a_404_page(site):
