@@ -638,6 +638,30 @@ async fn experiment_page_inner(
             Err(e) => return Err(e.into()),
         }
     };
+    // Interactions with other experiments and segments whose effect differs: panels of their
+    // own, left out where the experiment has none to show (a bandit, no breakdowns).
+    let mut findings = Vec::new();
+    for function in ["ab_interactions", "ab_differential_impact"] {
+        let sp = tx.savepoint("findings").await?;
+        let found = sp
+            .query_one(&format!("SELECT coalesce(jsonb_agg(to_jsonb(a)), '[]') FROM {function}($1::bigint) a"), &[&id])
+            .await;
+        sp.rollback().await?;
+        findings.push(match found {
+            Ok(row) => Some(value(row)),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+                        | Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE)
+                        | Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(e.into()),
+        });
+    }
     tx.rollback().await?;
     let empty = Vec::new();
     let page = pages::experiment(&pages::Experiment {
@@ -646,6 +670,8 @@ async fn experiment_page_inner(
         analysis: analysis.as_array().unwrap_or(&empty),
         summary: &summary,
         history: history.as_array().unwrap_or(&empty),
+        interactions: findings[0].as_ref().and_then(Value::as_array).map(Vec::as_slice),
+        segments: findings[1].as_ref().and_then(Value::as_array).map(Vec::as_slice),
     });
     Ok(html(StatusCode::OK, page))
 }

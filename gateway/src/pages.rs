@@ -169,6 +169,10 @@ pub struct Experiment<'a> {
     /// earlier analyses of the primary metric: objects with at, variant, diff, ci_lower,
     /// ci_upper, p_value_adjusted
     pub history: &'a [Value],
+    /// ab_interactions' rows (None: not available for this experiment or role)
+    pub interactions: Option<&'a [Value]>,
+    /// ab_differential_impact's rows (None: no breakdowns, a bandit, or not for this role)
+    pub segments: Option<&'a [Value]>,
 }
 
 fn direction(def: &Value, metric: &str) -> &'static str {
@@ -471,6 +475,8 @@ pub fn experiment(e: &Experiment<'_>) -> String {
         b.push_str("</tbody></table></div>");
     }
 
+    findings(&mut b, e.interactions, e.segments);
+
     let _ = write!(
         b,
         "<h2>Summary</h2><pre id=\"summary\">{}</pre><p class=\"muted\">JSON: <a href=\"/api/v1/experiments/{id}\">definition</a> · \
@@ -481,6 +487,86 @@ pub fn experiment(e: &Experiment<'_>) -> String {
 }
 
 /// The login form: the token goes to `/login`, which sets the browser's cookie.
+/// The other experiments sharing users (ab_interactions) and the segments whose effect
+/// differs from the rest's (ab_differential_impact): what was flagged, or that nothing was.
+fn findings(b: &mut String, interactions: Option<&[Value]>, segments: Option<&[Value]>) {
+    let flagged = |rows: &[Value]| -> Vec<Value> {
+        rows.iter().filter(|r| r.get("flagged").and_then(Value::as_bool) == Some(true)).cloned().collect()
+    };
+    if let Some(rows) = interactions {
+        let mut others: Vec<&str> = rows.iter().map(|r| s(r, "other_experiment")).collect();
+        others.sort_unstable();
+        others.dedup();
+        b.push_str("<h2>Other experiments</h2>");
+        let found = flagged(rows);
+        if others.is_empty() {
+            b.push_str("<p id=\"interactions\" class=\"muted\">No other experiment shares users with this one.</p>");
+        } else if found.is_empty() {
+            let _ = write!(
+                b,
+                "<p id=\"interactions\" class=\"muted\">{} other experiment{} share{} users with this one; no interaction \
+                 of the treatment effects was found on a shared metric.</p>",
+                others.len(),
+                if others.len() == 1 { "" } else { "s" },
+                if others.len() == 1 { "s" } else { "" },
+            );
+        } else {
+            b.push_str(
+                "<p id=\"interactions\" class=\"warn\"><strong>Interaction</strong>: the effect here differs by the arm of \
+                 another experiment the users are also in (adjusted p below alpha).</p><div class=\"wrap\"><table \
+                 id=\"interaction-rows\"><thead><tr><th>Other experiment</th><th>Metric</th><th>Variant</th><th>Other's \
+                 variant</th><th>Shared users</th><th>Interaction</th><th>p adjusted</th></tr></thead><tbody>",
+            );
+            for r in &found {
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>{}{}</tr>",
+                    esc(s(r, "other_experiment")),
+                    esc(s(r, "metric_name")),
+                    esc(s(r, "variant")),
+                    esc(s(r, "other_variant")),
+                    f(r, "shared_users").map(|n| n.to_string()).unwrap_or_default(),
+                    num_cell("interaction", f(r, "interaction")),
+                    num_cell("p_value_adjusted", f(r, "p_value_adjusted")),
+                );
+            }
+            b.push_str("</tbody></table></div>");
+        }
+    }
+    if let Some(rows) = segments {
+        b.push_str("<h2>Segments</h2>");
+        let found = flagged(rows);
+        if found.is_empty() {
+            b.push_str(
+                "<p id=\"segments\" class=\"muted\">No segment's effect differs from the rest's (q-values across every \
+                 breakdown attribute and metric at or above alpha).</p>",
+            );
+        } else {
+            b.push_str(
+                "<p id=\"segments\" class=\"warn\"><strong>Differential impact</strong>: in these segments the effect \
+                 differs from the rest's (q below alpha, controlled across every attribute and metric).</p><div \
+                 class=\"wrap\"><table id=\"segment-rows\"><thead><tr><th>Attribute</th><th>Segment</th><th>Metric</th>\
+                 <th>Variant</th><th>Users</th><th>Effect</th><th>Elsewhere</th><th>q</th></tr></thead><tbody>",
+            );
+            for r in &found {
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>{}{}{}</tr>",
+                    esc(s(r, "attribute")),
+                    r.get("value").and_then(Value::as_str).map(esc).unwrap_or_else(|| "(not given)".into()),
+                    esc(s(r, "metric_name")),
+                    esc(s(r, "variant")),
+                    f(r, "users").map(|n| n.to_string()).unwrap_or_default(),
+                    num_cell("effect", f(r, "effect")),
+                    num_cell("effect_elsewhere", f(r, "effect_elsewhere")),
+                    num_cell("q_value", f(r, "q_value")),
+                );
+            }
+            b.push_str("</tbody></table></div>");
+        }
+    }
+}
+
 pub fn login(message: Option<&str>) -> String {
     page(
         "Log in",
@@ -555,6 +641,8 @@ mod tests {
             analysis: &[],
             summary: "",
             history: &[],
+            interactions: None,
+            segments: None,
         });
         assert!(!html.contains("<script>") && !html.contains("<img src=x"));
         assert!(!html.contains("<form") && !html.contains("method="));
@@ -588,5 +676,28 @@ mod tests {
         let mut b = String::new();
         rollout(&mut b, &json!({"allocation": {"mode": "fixed"}}));
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn flagged_interactions_and_segments_are_listed_and_escaped() {
+        let rows = [json!({"other_experiment": "<b>pricing</b>", "metric_name": "funded", "variant": "new",
+                           "other_variant": "b", "shared_users": 400, "interaction": 0.12, "p_value_adjusted": 0.001,
+                           "flagged": true}),
+                    json!({"other_experiment": "<b>pricing</b>", "metric_name": "nps", "flagged": false})];
+        let segs = [json!({"attribute": "loan_type", "value": "VA", "metric_name": "funded", "variant": "new",
+                           "users": 120, "effect": 0.2, "effect_elsewhere": 0.01, "q_value": 0.004, "flagged": true}),
+                    json!({"attribute": "loan_type", "value": null, "flagged": false})];
+        let mut b = String::new();
+        findings(&mut b, Some(&rows), Some(&segs));
+        assert!(b.contains("<tr><td>&lt;b&gt;pricing&lt;/b&gt;</td><td>funded</td><td>new</td><td>b</td><td class=\"n\">400</td>"), "{b}");
+        assert!(!b.contains("<td>nps</td>") && !b.contains("<b>pricing"), "{b}");
+        assert!(b.contains("<tr><td>loan_type</td><td>VA</td><td>funded</td><td>new</td><td class=\"n\">120</td>"), "{b}");
+        let mut b = String::new();
+        findings(&mut b, Some(&rows[1..]), Some(&segs[1..]));
+        assert!(b.contains("1 other experiment shares users with this one; no interaction"), "{b}");
+        assert!(b.contains("No segment's effect differs"), "{b}");
+        let mut b = String::new();
+        findings(&mut b, Some(&[]), None);
+        assert!(b.contains("No other experiment shares users") && !b.contains("Segments"), "{b}");
     }
 }

@@ -78,6 +78,22 @@ def site():
         fill(c, name, 300, 0.2, "page-d")
         c.execute("SELECT * FROM ab_reweight(%s, force => true)", (name,))
         fill(c, name, 300, 0.2, "page-d2")
+        # Two experiments on the same users whose effects interact: converting mostly when both
+        # treat; the first also stores the users' loan type.
+        for name, salt in [("layout", "page-f"), ("copy", "page-g")]:
+            extra = {"breakdowns": ["loan_type"]} if name == "layout" else {}
+            ids[name] = c.execute("SELECT ab_create_experiment(%s)",
+                                  (Jsonb(two_arms(name, salt=salt, **extra)),)).fetchone()[0]
+            c.execute("SELECT ab_start_experiment(%s)", (ids[name],))
+        rng = random.Random(7)
+        for i in range(400):
+            user = f"shared-{i}"
+            a = c.execute("SELECT ab_get_variant('layout', %s, %s) ->> 'variant'",
+                          (user, Jsonb({"loan_type": ["FHA", "VA"][i % 2]}))).fetchone()[0]
+            b = c.execute("SELECT ab_get_variant('copy', %s) ->> 'variant'", (user,)).fetchone()[0]
+            p = 0.8 if a == b == "treatment" else 0.2
+            for name in ("layout", "copy"):
+                c.execute("SELECT ab_record_result(%s, 'converted', %s, %s)", (name, int(rng.random() < p), user))
         # A rollout that a check rolled back, then one an operator rolled back with a hostile reason.
         name = "assistant rollout"
         ids[name] = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(two_arms(
@@ -235,6 +251,20 @@ def test_a_rolled_back_rollout_shows_the_banner_and_its_step(site):
     assert step.startswith("rolled back · step 1 of 3 (10%, 50%, 100%) · the new variant takes 0% of new users")
     # Fixed experiments have no rollout section.
     assert 'id="rollout"' not in browser(f"{base}/experiments/{ids['checkout button']}")
+
+
+def test_interactions_and_segments_have_their_panels(site):
+    base, ids = site
+    dom = browser(f"{base}/experiments/{ids['layout']}")
+    assert "<strong>Interaction</strong>" in inner(dom, r'<p id="interactions" class="warn">(.*?)</p>')
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td class=\"n\">(\d+)</td>",
+                      inner(dom, r'<table id="interaction-rows">(.*?)</table>'))
+    assert rows == [("copy", "converted", "treatment", "treatment", "400")]
+    assert inner(dom, r'<p id="segments" class="(\w+)">') in ("muted", "warn")
+    # No other experiment shares the checkout button's users, and it stores no attributes.
+    dom = browser(f"{base}/experiments/{ids['checkout button']}")
+    assert "No other experiment shares users with this one." in dom
+    assert 'id="segments"' not in dom
 
 
 def test_an_unknown_experiment_is_a_404_page(site):
