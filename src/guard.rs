@@ -97,7 +97,9 @@ fn routed_experiment_status(id: i64) -> Probe<bool> {
 /// experiment, a standby (writers' locks are not replayed there), a distributed installation,
 /// a transaction snapshot (it sees what it saw), or a parallel query.
 pub fn settle(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<cache::FreshSnapshot> {
-    if exp.status != "stopped" || unsafe { pg_sys::RecoveryInProgress() } {
+    // A transaction snapshot was taken before this statement: waiting would change nothing
+    // it reads.
+    if exp.status != "stopped" || unsafe { pg_sys::RecoveryInProgress() } || cache::snapshot_is_transaction_wide() {
         return None;
     }
     // Under Citus the writers run on the workers, whose locks (and xids) are not this node's.
@@ -134,7 +136,7 @@ pub fn settle(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<
         };
         pg_sys::WaitForLockers(locktag, pg_sys::ShareLock as pg_sys::LOCKMODE, false);
         // A parallel query (ab_summary is parallel safe) may not take a new snapshot.
-        if cache::snapshot_is_transaction_wide() || pg_sys::IsInParallelMode() {
+        if pg_sys::IsInParallelMode() {
             return None;
         }
     }
