@@ -392,7 +392,8 @@ fn metric_input_adds_the_silent_users() {
         eligible: Some(HashMap::from([(1, 4)])),
         ..Default::default()
     };
-    let binary = MetricDef { kind: crate::definition::MetricType::Binary, aggregation: Aggregation::Max, ..Default::default() };
+    let binary =
+        MetricDef { kind: crate::definition::MetricType::Binary, aggregation: Aggregation::Max, ..Default::default() };
     let input = metric_input("r".into(), binary, None, false, &[frame(1, 10, vec![]), frame(2, 6, vec![])], &retention);
     assert_eq!((input.arms[0].assigned, input.arms[1].assigned), (4, 0));
 }

@@ -41,8 +41,8 @@ pub use metrics::{
     PRIOR_KEYS, RETENTION_KEYS,
 };
 pub use recorded::{
-    binary_value, check_metric_name, check_value, quantile_recorded, ratio_recorded, source_recorded,
-    source_value_problem, undeclared_metric, value_in_range, MAX_ABS_VALUE,
+    binary_value, check_metric_name, check_value, composed_recorded, quantile_recorded, ratio_recorded,
+    source_recorded, source_value_problem, undeclared_metric, value_in_range, MAX_ABS_VALUE,
 };
 pub use statistics::{Correction, DEFAULT_ALPHA, DEFAULT_MIN_SAMPLE_SIZE, DEFAULT_POWER, DEFAULT_SEQUENTIAL_TUNING};
 pub use variants::{VariantSpec, MAX_VARIANTS, VARIANT_KEYS};

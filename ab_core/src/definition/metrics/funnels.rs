@@ -251,8 +251,8 @@ mod tests {
 
     #[test]
     fn funnel_and_retention_metrics() {
-        let spec = with(crm(json!({"funnel": {"steps": ["started", "uploaded", "approved"], "window": "30 days"}})))
-            .unwrap();
+        let spec =
+            with(crm(json!({"funnel": {"steps": ["started", "uploaded", "approved"], "window": "30 days"}}))).unwrap();
         let f = &spec.metrics["funded"];
         assert_eq!((f.kind, f.aggregation), (MetricType::Binary, Aggregation::Max));
         let funnel = f.funnel_of().unwrap();
@@ -263,10 +263,11 @@ mod tests {
             json!({"type": "binary", "aggregation": "max", "direction": "higher",
                    "funnel": {"steps": ["started", "uploaded", "approved"], "window": "30 days", "from": "enrollment"}})
         );
-        let spec =
-            with(crm(json!({"funnel": {"steps": ["started", "cafe\u{301}"], "from": "previous"}, "direction": "higher"})))
-                .map(|_| ())
-                .unwrap_err();
+        let spec = with(crm(
+            json!({"funnel": {"steps": ["started", "cafe\u{301}"], "from": "previous"}, "direction": "higher"}),
+        ))
+        .map(|_| ())
+        .unwrap_err();
         assert!(spec.message.contains("step \"caf\u{e9}\" of metric \"funded\" is not declared"), "{}", spec.message);
         let spec = with(crm(json!({"retention": {"metric": "session", "days": [7, 30]}}))).unwrap();
         assert_eq!(spec.metrics["funded"].retention_of(), Some(("session", 7, 30)));
@@ -302,7 +303,10 @@ mod tests {
         let mut metrics = crm(json!({"type": "binary"}));
         metrics["f"] = json!({"funnel": {"steps": ["started", "uploaded"]}});
         metrics["r"] = json!({"type": "ratio", "numerator": "f", "denominator": "session"});
-        assert!(with(metrics).unwrap_err().message.contains("the numerator of metric \"r\" is \"f\", which is a funnel"));
+        assert!(with(metrics)
+            .unwrap_err()
+            .message
+            .contains("the numerator of metric \"r\" is \"f\", which is a funnel"));
         let mut metrics = crm(json!({"type": "binary"}));
         metrics["src"] = json!({"type": "binary", "source": "crm"});
         metrics["f"] = json!({"funnel": {"steps": ["started", "src"]}});
@@ -316,6 +320,9 @@ mod tests {
         body["metrics"] = crm(json!({"retention": {"metric": "session", "days": [0, 7]}}));
         body["allocation"] = json!({"mode": "bandit"});
         let e = parse_definition(&body).unwrap_err().message;
-        assert!(e.contains("metric \"funded\" is a retention metric: a bandit experiment's analysis is stratified"), "{e}");
+        assert!(
+            e.contains("metric \"funded\" is a retention metric: a bandit experiment's analysis is stratified"),
+            "{e}"
+        );
     }
 }
