@@ -132,6 +132,20 @@ def test_funnel_and_retention_by_hand(db):
         assert analyzed[("funded_prev", "control")] == (nc, pytest.approx(3 / nc))
         assert analyzed[("active_d7_30", "control")] == (nc - 1, pytest.approx(2 / (nc - 1)))
         assert analyzed[("active_d7_30", "new")] == (nt - 1, pytest.approx(1 / (nt - 1)))
+        summary = one(c, "SELECT ab_summary(%s)", exp)
+        assert "funded (primary, funnel: share of users who reached started -> uploaded -> approved in order " \
+               "within 30 days of enrollment, higher is better)" in summary
+        assert "funded_prev (funnel: share of users who reached started -> uploaded -> approved in order, " \
+               "each within 30 days of the previous, higher is better)" in summary
+        assert "active_d7_30 (retention: share of users with session on or after day 7 and before day 30 after " \
+               "enrollment; 2 users enrolled less than 30 days ago are not counted yet, higher is better)" in summary
+        # Timelines and breakdowns leave them out; a timeline of one is refused.
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            c.execute("SELECT * FROM ab_timeline(%s::bigint, 'funded')", (exp,))
+        assert e.value.diag.message_primary == \
+            "metric \"funded\" is a funnel: the timeline has no funnel or retention metrics yet"
+        assert not c.execute("SELECT 1 FROM ab_timeline(%s::bigint, NULL) "
+                             "WHERE metric_name IN ('funded', 'funded_prev', 'active_d7_30')", (exp,)).fetchall()
         # The same by experiment id and name.
         assert c.execute("SELECT count(*) FROM ab_funnel(%s::bigint)", (exp,)).fetchone()[0] == 12
         name = one(c, "SELECT name FROM ab_experiments WHERE id = %s", exp)
