@@ -125,12 +125,18 @@ pub fn per_variant(
 }
 
 /// The experiment, settled as every analysis settles it, and `f` run with nested loops off.
+/// The experiment's source metrics are checked as in every analysis (the same 22003 for a
+/// value out of range), as the caller, though funnels and retention read no source.
 fn with_experiment<R>(r: ExperimentRef<'_>, f: impl FnOnce(&SpiClient<'_>, &str, &ExperimentRow) -> R) -> R {
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
         let _settled = crate::guard::settle(client, &nsp, &exp);
-        crate::analysis::reading_sources(&HashMap::new(), || f(client, &nsp, &exp))
+        let sources = crate::analysis::source_metrics(client, &nsp, &exp);
+        crate::analysis::reading_sources(&sources, || {
+            crate::analysis::check_source_values(client, &nsp, &exp, &sources, None);
+            f(client, &nsp, &exp)
+        })
     })
 }
 
