@@ -104,6 +104,9 @@ pub fn retention_counts(
         .collect()
 }
 
+/// Per variant id: the users at 1, and for a retention metric the users who count.
+type PerVariant = (HashMap<i64, u64>, Option<HashMap<i64, u64>>);
+
 /// For `ab_analyze`: a funnel's completers (users who reached its last step), or a retention
 /// metric's active users, per variant, with the eligible users of a retention metric.
 pub fn per_variant(
@@ -112,7 +115,7 @@ pub fn per_variant(
     exp: &ExperimentRow,
     defs: &BTreeMap<String, MetricDef>,
     def: &MetricDef,
-) -> Option<(HashMap<i64, u64>, Option<HashMap<i64, u64>>)> {
+) -> Option<PerVariant> {
     if let Some(f) = def.funnel_of() {
         let counts = funnel_counts(client, nsp, exp, defs, f);
         return Some((counts.into_iter().map(|(v, r)| (v, r.last().copied().unwrap_or(0))).collect(), None));

@@ -132,6 +132,8 @@ def test_funnel_and_retention_by_hand(db):
         assert analyzed[("funded_prev", "control")] == (nc, pytest.approx(3 / nc))
         assert analyzed[("active_d7_30", "control")] == (nc - 1, pytest.approx(2 / (nc - 1)))
         assert analyzed[("active_d7_30", "new")] == (nt - 1, pytest.approx(1 / (nt - 1)))
+        bayes = {(r[0], r[1]) for r in c.execute("SELECT metric_name, variant FROM ab_bayes(%s)", (exp,)).fetchall()}
+        assert {("funded", "new"), ("active_d7_30", "new")} <= bayes
         summary = one(c, "SELECT ab_summary(%s)", exp)
         assert "funded (primary, funnel: share of users who reached started -> uploaded -> approved in order " \
                "within 30 days of enrollment, higher is better)" in summary
