@@ -56,8 +56,13 @@ pub struct RetentionDef {
     /// A declared recorded metric: a result under it makes the user active.
     pub metric: String,
     /// [N, M): active on or after day N and before day M after enrollment. Numbers, so that
-    /// 7.5 gets a message about the field.
+    /// 7.5 gets a message about the field; stored as the whole numbers they are checked to be.
+    #[serde(serialize_with = "whole_days")]
     pub days: Vec<f64>,
+}
+
+fn whole_days<S: serde::Serializer>(days: &[f64], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(days.iter().map(|d| *d as i64))
 }
 
 /// The keys of a metric's `retention`, as `RetentionDef` declares them.
@@ -271,6 +276,7 @@ mod tests {
         assert!(spec.message.contains("step \"caf\u{e9}\" of metric \"funded\" is not declared"), "{}", spec.message);
         let spec = with(crm(json!({"retention": {"metric": "session", "days": [7, 30]}}))).unwrap();
         assert_eq!(spec.metrics["funded"].retention_of(), Some(("session", 7, 30)));
+        assert_eq!(spec.metrics_json()["funded"]["retention"], json!({"metric": "session", "days": [7, 30]}));
         assert_eq!(spec.metrics["funded"].kind, MetricType::Binary);
         assert!(spec.metrics["funded"].silent_users_are_zero());
     }
