@@ -12,13 +12,30 @@ use pgrx::spi::SpiClient;
 
 use crate::catalog::{self, ExperimentRef, ExperimentRow};
 use crate::errors::{required, SpiExt};
+use crate::sources::SourceMetric;
 
-/// A result that reaches a step or makes a user active: 1 for a binary metric, any otherwise.
-fn counts(defs: &BTreeMap<String, MetricDef>, metric: &str) -> &'static str {
-    match defs.get(metric) {
-        Some(d) if d.kind == MetricType::Binary => "r.metric_value = 1",
-        _ => "true",
+/// The times at which each enrolled user did `metric`, as (variant_id, user_id, t) rows with
+/// $1 the experiment and `param` the metric's name: its results (of 1 for a binary metric,
+/// any otherwise), or its source's matching rows (within the source metric's own window).
+fn times_of(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+    metric: &str,
+    param: &str,
+) -> String {
+    if let Some(source) = sources.get(metric) {
+        return source.times(client, nsp);
     }
+    let value = match defs.get(metric) {
+        Some(d) if d.kind == MetricType::Binary => " AND r.metric_value = 1",
+        _ => "",
+    };
+    format!(
+        "SELECT r.variant_id, r.user_id, r.recorded_at AS t FROM {nsp}.ab_results r \
+         WHERE r.experiment_id = $1 AND r.metric_name = {param}{value}"
+    )
 }
 
 /// Per variant id: the users who reached each step in order ($2 the steps, $3 the window).
@@ -30,6 +47,7 @@ pub fn funnel_counts(
     nsp: &str,
     exp: &ExperimentRow,
     defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
     f: &FunnelDef,
 ) -> HashMap<i64, Vec<u64>> {
     let mut ctes = vec![format!(
@@ -44,18 +62,18 @@ pub fn funnel_counts(
             (Some(_), FunnelFrom::Enrollment) => " HAVING min(r.recorded_at) <= p.t0 + $3::interval".into(),
             (Some(_), FunnelFrom::Previous) => " HAVING min(r.recorded_at) <= p.t + $3::interval".into(),
         };
+        let bound = bound.replace("r.recorded_at", "r.t");
         ctes.push(format!(
-            "s{k} AS (SELECT p.variant_id, p.user_id, p.t0, min(r.recorded_at) AS t FROM s{i} p \
-             JOIN {nsp}.ab_results r ON r.experiment_id = $1 AND r.metric_name = ($2::text[])[{k}] \
-             AND r.user_id = p.user_id AND r.recorded_at >= p.t AND {} \
+            "s{k} AS (SELECT p.variant_id, p.user_id, p.t0, min(r.t) AS t FROM s{i} p \
+             JOIN ({}) r ON r.user_id = p.user_id AND r.t >= p.t \
              GROUP BY p.variant_id, p.user_id, p.t0, p.t{bound})",
-            counts(defs, step)
+            times_of(client, nsp, defs, sources, step, &format!("($2::text[])[{k}]"))
         ));
         counted.push(format!("SELECT {k} AS step, variant_id, count(*) AS users FROM s{k} GROUP BY variant_id"));
     }
     let sql = format!("WITH {} {}", ctes.join(", "), counted.join(" UNION ALL "));
     let mut out: HashMap<i64, Vec<u64>> = HashMap::new();
-    let args = [exp.id.into(), f.steps.clone().into(), f.window.clone().into()];
+    let args = crate::sources::args(sources, vec![exp.id.into(), f.steps.clone().into(), f.window.clone().into()]);
     for row in client.select(sql.as_str(), None, &args).or_raise() {
         let step = row.get::<i32>(1).or_raise().unwrap() as usize;
         let variant: i64 = row.get(2).or_raise().unwrap();
@@ -70,30 +88,31 @@ pub fn funnel_counts(
 /// before the experiment's stop (or now, while it runs): only then has every day of [N, M)
 /// been lived, so that new users never dilute the rate. Active: a result under the metric
 /// on or after day N and before day M from enrollment.
+#[allow(clippy::too_many_arguments)]
 pub fn retention_counts(
     client: &SpiClient<'_>,
     nsp: &str,
     exp: &ExperimentRow,
     defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
     metric: &str,
     first: i64,
     end: i64,
 ) -> HashMap<i64, (u64, u64, u64)> {
     let sql = format!(
         "WITH asof AS (SELECT coalesce(e.stopped_at, now()) AS t FROM {nsp}.ab_experiments e WHERE e.id = $1), \
-         active AS (SELECT DISTINCT r.user_id FROM {nsp}.ab_results r \
+         active AS (SELECT DISTINCT r.user_id FROM ({}) r \
            JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = r.user_id \
-           WHERE r.experiment_id = $1 AND r.metric_name = $2 AND {} \
-             AND r.recorded_at >= a.assigned_at + $3 * interval '1 day' \
-             AND r.recorded_at < a.assigned_at + $4 * interval '1 day') \
+           WHERE r.t >= a.assigned_at + $3 * interval '1 day' AND r.t < a.assigned_at + $4 * interval '1 day') \
          SELECT a.variant_id, count(*), \
            count(*) FILTER (WHERE a.assigned_at + $4 * interval '1 day' > asof.t), \
            count(x.user_id) FILTER (WHERE a.assigned_at + $4 * interval '1 day' <= asof.t) \
          FROM {nsp}.ab_assignments a CROSS JOIN asof LEFT JOIN active x ON x.user_id = a.user_id \
          WHERE a.experiment_id = $1 GROUP BY a.variant_id",
-        counts(defs, metric)
+        times_of(client, nsp, defs, sources, metric, "$2")
     );
-    let args = [exp.id.into(), metric.into(), (first as f64).into(), (end as f64).into()];
+    let args =
+        crate::sources::args(sources, vec![exp.id.into(), metric.into(), (first as f64).into(), (end as f64).into()]);
     client
         .select(sql.as_str(), None, &args)
         .or_raise()
@@ -114,23 +133,27 @@ pub fn per_variant(
     nsp: &str,
     exp: &ExperimentRow,
     defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
     def: &MetricDef,
 ) -> Option<PerVariant> {
     if let Some(f) = def.funnel_of() {
-        let counts = funnel_counts(client, nsp, exp, defs, f);
+        let counts = funnel_counts(client, nsp, exp, defs, sources, f);
         return Some((counts.into_iter().map(|(v, r)| (v, r.last().copied().unwrap_or(0))).collect(), None));
     }
     let (metric, first, end) = def.retention_of()?;
-    let counts = retention_counts(client, nsp, exp, defs, metric, first, end);
+    let counts = retention_counts(client, nsp, exp, defs, sources, metric, first, end);
     let active = counts.iter().map(|(v, c)| (*v, c.2)).collect();
     let eligible = counts.iter().map(|(v, c)| (*v, c.0 - c.1)).collect();
     Some((active, Some(eligible)))
 }
 
 /// The experiment, settled as every analysis settles it, and `f` run with nested loops off.
-/// The experiment's source metrics are checked as in every analysis (the same 22003 for a
-/// value out of range), as the caller, though funnels and retention read no source.
-fn with_experiment<R>(r: ExperimentRef<'_>, f: impl FnOnce(&SpiClient<'_>, &str, &ExperimentRow) -> R) -> R {
+/// The experiment's source metrics are read as in every analysis: as the caller, and checked
+/// first (the same 22003 for a value out of range).
+fn with_experiment<R>(
+    r: ExperimentRef<'_>,
+    f: impl FnOnce(&SpiClient<'_>, &str, &ExperimentRow, &HashMap<String, SourceMetric>) -> R,
+) -> R {
     Spi::connect(|client| {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
@@ -138,7 +161,7 @@ fn with_experiment<R>(r: ExperimentRef<'_>, f: impl FnOnce(&SpiClient<'_>, &str,
         let sources = crate::analysis::source_metrics(client, &nsp, &exp);
         crate::analysis::reading_sources(&sources, || {
             crate::analysis::check_source_values(client, &nsp, &exp, &sources, None);
-            f(client, &nsp, &exp)
+            f(client, &nsp, &exp, &sources)
         })
     })
 }
@@ -159,7 +182,7 @@ type FunnelTableRow = (
 );
 
 fn funnel_table(r: ExperimentRef<'_>) -> Vec<FunnelTableRow> {
-    with_experiment(r, |client, nsp, exp| {
+    with_experiment(r, |client, nsp, exp, sources| {
         let defs = exp.metric_defs();
         let variants = catalog::variants(client, nsp, exp.id);
         let assigned: HashMap<i64, u64> = client
@@ -176,7 +199,7 @@ fn funnel_table(r: ExperimentRef<'_>) -> Vec<FunnelTableRow> {
         let mut out = Vec::new();
         for (name, def) in &defs {
             let Some(f) = def.funnel_of() else { continue };
-            let counts = funnel_counts(client, nsp, exp, &defs, f);
+            let counts = funnel_counts(client, nsp, exp, &defs, sources, f);
             let arms: Vec<FunnelArm> = variants
                 .iter()
                 .map(|v| FunnelArm {
@@ -211,14 +234,14 @@ type RetentionTableRow =
     (String, String, bool, i64, i64, i64, i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
 
 fn retention_table(r: ExperimentRef<'_>) -> Vec<RetentionTableRow> {
-    with_experiment(r, |client, nsp, exp| {
+    with_experiment(r, |client, nsp, exp, sources| {
         let defs = exp.metric_defs();
         let variants = catalog::variants(client, nsp, exp.id);
         let settings = crate::analysis::settings(exp);
         let mut out = Vec::new();
         for (name, def) in &defs {
             let Some((metric, first, end)) = def.retention_of() else { continue };
-            let counts = retention_counts(client, nsp, exp, &defs, metric, first, end);
+            let counts = retention_counts(client, nsp, exp, &defs, sources, metric, first, end);
             let arms: Vec<RetentionArm> = variants
                 .iter()
                 .map(|v| {

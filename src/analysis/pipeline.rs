@@ -323,7 +323,8 @@ impl Reader<'_, '_> {
     fn read_composed(&self, data: &mut HashMap<String, MetricData>) {
         let (client, nsp, exp, frame) = (self.client, self.nsp, self.exp, self.frame);
         for (name, def) in &frame.defs {
-            let Some((ones, eligible)) = crate::funnel::per_variant(client, nsp, exp, &frame.defs, def) else {
+            let Some((ones, eligible)) = crate::funnel::per_variant(client, nsp, exp, &frame.defs, self.sources, def)
+            else {
                 continue;
             };
             let metric_data = data.entry(name.clone()).or_default();

@@ -245,3 +245,84 @@ def test_a_a_false_positive_rates(db):
             assert 0.025 <= rate <= 0.08, (k, rate)
         c.execute("DELETE FROM ab_results WHERE experiment_id = ANY(%s)", (ids,))
         c.execute("DELETE FROM ab_assignments WHERE experiment_id = ANY(%s)", (ids,))
+
+
+def test_steps_and_activity_read_from_sources(db):
+    """A funnel whose last step is a row of the application's loans table (with the source's
+    filter) and a retention metric over a logins table whose times have no time zone (UTC)."""
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS public.fx_loans, public.fx_logins")
+        c.execute("CREATE TABLE public.fx_loans (borrower text, funded_at timestamptz, status text)")
+        c.execute("CREATE TABLE public.fx_logins (borrower text, at timestamp)")
+        loans = {"relation": "public.fx_loans", "user_column": "borrower", "time_column": "funded_at",
+                 "filter": {"status": "funded"}}
+        logins = {"relation": "public.fx_logins", "user_column": "borrower", "time_column": "at"}
+        exp = experiment(c, "crm_sources", {
+            "started": {"type": "binary"}, "approved": {"type": "binary"},
+            "loan": {"type": "binary", "source": loans}, "visits": {"aggregation": "count", "source": logins},
+            "funded": {"funnel": {"steps": ["started", "approved", "loan"], "window": "30 days"}},
+            "back": {"retention": {"metric": "visits", "days": [7, 30]}},
+        }, "funded")
+        for i in range(40):
+            one(c, "SELECT ab_get_variant(%s, %s)", exp, f"s{i}")
+        t0 = one(c, "SELECT date_trunc('day', now()) - interval '100 days'")
+        c.execute("UPDATE ab_assignments SET assigned_at = %s WHERE experiment_id = %s", (t0, exp))
+        arms = dict(c.execute("SELECT v.name, array_agg(a.user_id ORDER BY a.user_id) FROM ab_assignments a "
+                              "JOIN ab_variants v ON v.id = a.variant_id WHERE a.experiment_id = %s GROUP BY 1",
+                              (exp,)).fetchall())
+        ctl, new = arms["control"], arms["new"]
+        recent = one(c, "SELECT date_trunc('day', now()) - interval '10 days'")
+        c.execute("UPDATE ab_assignments SET assigned_at = %s WHERE experiment_id = %s AND user_id = %s",
+                  (recent, exp, ctl[5]))
+        rows = []
+        for u in [ctl[0], ctl[1], ctl[2], ctl[4], new[0], new[1], new[2]]:
+            rows.append(("started", 1, u, t0 + HOUR))
+        for u in [ctl[0], ctl[1], ctl[4], new[0], new[1]]:
+            rows.append(("approved", 1, u, t0 + 2 * DAY))
+        rows.append(("approved", 1, ctl[2], t0 + 5 * DAY))
+        record(c, exp, rows)
+        c.cursor().executemany("INSERT INTO public.fx_loans VALUES (%s, %s, %s)", [
+            (ctl[0], t0 + 3 * DAY, "funded"),
+            (ctl[1], t0 + 3 * DAY, "cancelled"),  # the source's filter leaves it out
+            (ctl[2], t0 + 4 * DAY, "funded"),  # before the approval
+            (ctl[3], t0 + 3 * DAY, "funded"),  # never started
+            (ctl[4], t0 + 40 * DAY, "funded"),  # after 30 days
+            (new[0], t0 + 3 * DAY, "funded"), (new[1], t0 + 9 * DAY, "funded")])
+        # Logins as UTC wall-clock times: days 8 and 10 count, day 6 does not; ctl[5] is too new.
+        c.cursor().executemany("INSERT INTO public.fx_logins VALUES (%s, (%s::timestamptz AT TIME ZONE 'UTC'))", [
+            (ctl[0], t0 + 8 * DAY), (ctl[1], t0 + 6 * DAY), (new[0], t0 + 10 * DAY), (ctl[5], recent + 8 * DAY)])
+        got = {(r[0], r[1]): r[2] for r in c.execute("SELECT step, variant, users FROM ab_funnel(%s)", (exp,)).fetchall()}
+        assert [got[(k, "control")] for k in (1, 2, 3)] == [4, 4, 1]
+        assert [got[(k, "new")] for k in (1, 2, 3)] == [3, 2, 2]
+        ret = {r[0]: r[1:] for r in c.execute("SELECT variant, too_new, eligible, active FROM ab_retention(%s)",
+                                              (exp,)).fetchall()}
+        assert ret["control"] == (1, len(ctl) - 1, 1) and ret["new"] == (0, len(new), 1)
+        analyzed = {(r[0], r[1]): (r[2], r[3]) for r in c.execute(
+            "SELECT metric_name, variant, users, mean FROM ab_analyze(%s) WHERE metric_name IN ('funded', 'back')",
+            (exp,)).fetchall()}
+        assert analyzed[("funded", "control")] == (len(ctl), pytest.approx(1 / len(ctl)))
+        assert analyzed[("back", "new")] == (len(new), pytest.approx(1 / len(new)))
+        # Tables of another role, which an analyst may read: read as their owner, with the users
+        # passed in, and the same figures.
+        before = (c.execute("SELECT * FROM ab_funnel(%s) ORDER BY 1, 2, 4", (exp,)).fetchall(),
+                  c.execute("SELECT * FROM ab_retention(%s) ORDER BY 1, 2", (exp,)).fetchall())
+        for role in ("ab_funnel_owner", "ab_funnel_analyst"):
+            c.execute(f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN END $$")
+        c.execute("ALTER TABLE public.fx_loans OWNER TO ab_funnel_owner")
+        c.execute("ALTER TABLE public.fx_logins OWNER TO ab_funnel_owner")
+        c.execute("GRANT SELECT ON public.fx_loans, public.fx_logins TO ab_funnel_analyst")
+        c.execute("SELECT ab_grant_analyst('ab_funnel_analyst')")
+        c.execute("SET ROLE ab_funnel_analyst")
+        try:
+            after = (c.execute("SELECT * FROM ab_funnel(%s) ORDER BY 1, 2, 4", (exp,)).fetchall(),
+                     c.execute("SELECT * FROM ab_retention(%s) ORDER BY 1, 2", (exp,)).fetchall())
+            users = c.execute("SELECT users FROM ab_analyze(%s) WHERE metric_name = 'funded' ORDER BY variant",
+                              (exp,)).fetchall()
+        finally:
+            c.execute("RESET ROLE")
+        assert after == before
+        assert users == [(len(ctl),), (len(new),)]
+        c.execute("DROP TABLE public.fx_loans, public.fx_logins")
+        for role in ("ab_funnel_owner", "ab_funnel_analyst"):
+            c.execute(f"DROP OWNED BY {role}")
+            c.execute(f"DROP ROLE {role}")

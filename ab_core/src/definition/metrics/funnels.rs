@@ -101,8 +101,8 @@ fn kind_of(def: &MetricDef) -> &'static str {
     }
 }
 
-/// A step or retention metric: declared, recorded (not a ratio, quantile, source, funnel or
-/// retention metric). Returns the name in NFC.
+/// A step or retention metric: declared, recorded or read from a source (not a ratio,
+/// quantile, funnel or retention metric). Returns the name in NFC.
 fn recorded_part(metrics: &BTreeMap<String, MetricDef>, name: &str, role: &str, part: &str) -> Result<String> {
     let part = check_name(&format!("{role} of metric \"{}\"", printable(name)), part)?;
     let Some(target) = metrics.get(&part) else {
@@ -116,8 +116,6 @@ fn recorded_part(metrics: &BTreeMap<String, MetricDef>, name: &str, role: &str, 
     };
     let what = if target.is_composed() {
         Some(kind_of(target).to_string())
-    } else if target.source.is_some() {
-        Some("read from a source".to_string())
     } else if matches!(target.kind, MetricType::Ratio | MetricType::Quantile) {
         Some(format!("a {}", target.kind.as_str()))
     } else {
@@ -125,7 +123,7 @@ fn recorded_part(metrics: &BTreeMap<String, MetricDef>, name: &str, role: &str, 
     };
     if let Some(what) = what {
         return Err(Error::definition(format!(
-            "{role} \"{}\" of metric \"{}\" is {what}: it must be a recorded metric (its results' times are read)",
+            "{role} \"{}\" of metric \"{}\" is {what}: it must be a recorded metric or one read from a source (the times of its results or rows are read)",
             printable(&part),
             printable(name)
         )));
@@ -316,7 +314,7 @@ mod tests {
         let mut metrics = crm(json!({"type": "binary"}));
         metrics["src"] = json!({"type": "binary", "source": "crm"});
         metrics["f"] = json!({"funnel": {"steps": ["started", "src"]}});
-        assert!(with(metrics).unwrap_err().message.contains("step \"src\" of metric \"f\" is read from a source"));
+        assert_eq!(with(metrics).unwrap().metrics["f"].funnel_of().unwrap().steps, ["started", "src"]);
         let mut metrics = crm(json!({"type": "binary"}));
         metrics["q"] = json!({"type": "quantile", "of": "session", "quantile": 0.5});
         metrics["f"] = json!({"retention": {"metric": "q", "days": [0, 7]}});
