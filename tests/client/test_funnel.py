@@ -148,6 +148,14 @@ def test_funnel_and_retention_by_hand(db):
             "metric \"funded\" is a funnel: the timeline has no funnel or retention metrics yet"
         assert not c.execute("SELECT 1 FROM ab_timeline(%s::bigint, NULL) "
                              "WHERE metric_name IN ('funded', 'funded_prev', 'active_d7_30')", (exp,)).fetchall()
+        # With covariates recorded (CUPED for the metrics that have them), funnels and retention
+        # keep their plain comparison.
+        before = c.execute("SELECT variant, users, mean, p_value FROM ab_analyze(%s) "
+                           "WHERE metric_name IN ('funded', 'active_d7_30') ORDER BY metric_name, variant", (exp,)).fetchall()
+        one(c, "SELECT ab_record_covariate(%s, 'session', %s, 3)", exp, f"u{0}")
+        after = c.execute("SELECT variant, users, mean, p_value, cuped_variance_reduction FROM ab_analyze(%s) "
+                          "WHERE metric_name IN ('funded', 'active_d7_30') ORDER BY metric_name, variant", (exp,)).fetchall()
+        assert [r[:4] for r in after] == before and all(r[4] is None for r in after)
         # The same by experiment id and name.
         assert c.execute("SELECT count(*) FROM ab_funnel(%s::bigint)", (exp,)).fetchone()[0] == 12
         name = one(c, "SELECT name FROM ab_experiments WHERE id = %s", exp)
