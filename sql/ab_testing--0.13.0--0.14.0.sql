@@ -336,3 +336,165 @@ BEGIN
 END;
 $$;
 -- End of safe rollouts.
+
+-- Funnel and retention metrics (ab_funnel, ab_retention): new functions, analyst rights as
+-- ab_breakdown's. The metrics themselves are new keys of a definition: no table changes.
+CREATE FUNCTION "ab_funnel"(
+	"experiment" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"step" INT,  /* i32 */
+	"step_metric" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"users" bigint,  /* i64 */
+	"share" double precision,  /* Option < f64 > */
+	"conversion" double precision,  /* Option < f64 > */
+	"conversion_diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_funnel_wrapper';
+CREATE FUNCTION "ab_funnel"(
+	"experiment" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"step" INT,  /* i32 */
+	"step_metric" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"users" bigint,  /* i64 */
+	"share" double precision,  /* Option < f64 > */
+	"conversion" double precision,  /* Option < f64 > */
+	"conversion_diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_funnel_by_id_wrapper';
+CREATE FUNCTION "ab_retention"(
+	"experiment" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"enrolled" bigint,  /* i64 */
+	"too_new" bigint,  /* i64 */
+	"eligible" bigint,  /* i64 */
+	"active" bigint,  /* i64 */
+	"rate" double precision,  /* Option < f64 > */
+	"diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_retention_wrapper';
+CREATE FUNCTION "ab_retention"(
+	"experiment" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"enrolled" bigint,  /* i64 */
+	"too_new" bigint,  /* i64 */
+	"eligible" bigint,  /* i64 */
+	"active" bigint,  /* i64 */
+	"rate" double precision,  /* Option < f64 > */
+	"diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_retention_by_id_wrapper';
+ALTER FUNCTION ab_funnel(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_funnel(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_retention(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_retention(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION ab_funnel(text), ab_funnel(bigint), ab_retention(text), ab_retention(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION ab_funnel(text) IS 'Per funnel metric, step and variant: the users who reached the step in order within the funnel''s window, their share of the enrolled users, the conversion from the previous step, and each treatment''s difference from the control in that conversion with its CI and p-value (delta method; a two-proportion z-test for step 1).';
+COMMENT ON FUNCTION ab_funnel(bigint) IS 'ab_funnel by experiment id.';
+COMMENT ON FUNCTION ab_retention(text) IS 'Per retention metric and variant: the users enrolled, those enrolled too recently to have lived through the metric''s days (left out), the eligible and active users, the retention rate and each treatment''s difference from the control with its CI and p-value (two-proportion z-test).';
+COMMENT ON FUNCTION ab_retention(bigint) IS 'ab_retention by experiment id.';
+CREATE OR REPLACE FUNCTION ab_grant_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
+                   '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'TO %I', role);
+    -- Stored analyses through the views, which show a row read from metric sources only to
+    -- roles that may read them; of the table itself, only the columns that say which rows exist.
+    EXECUTE format('GRANT SELECT (id, experiment_id, computed_at, metric_name, variant, is_control) '
+                   'ON @extschema@.ab_insights TO %I', role);
+END;
+$$;
+CREATE OR REPLACE FUNCTION ab_revoke_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
+                   '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
+    EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'FROM %I', role);
+END;
+$$;
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown, ab_interactions, ab_differential_impact, ab_funnel and ab_retention.';
+-- Roles that could run ab_breakdown before this update (analysts, administrators, a direct
+-- grant) may run ab_funnel and ab_retention after it, without ab_grant_analyst again.
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT a.grantee::regrole
+        FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+        WHERE p.oid = '@extschema@.ab_breakdown(text, text)'::pg_catalog.regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), @extschema@.ab_retention(text), @extschema@.ab_retention(bigint) TO %s', grantee);
+    END LOOP;
+END;
+$$;

@@ -316,6 +316,10 @@ COMMENT ON FUNCTION ab_interactions(text) IS 'Per other experiment sharing users
 COMMENT ON FUNCTION ab_interactions(bigint) IS 'ab_interactions by experiment id.';
 COMMENT ON FUNCTION ab_differential_impact(text) IS 'Per breakdown attribute, segment (NULL: not given), metric and treatment: the effect among the segment''s users and among the rest, the z-test of their difference, its Benjamini-Hochberg q-value across every segment of every attribute and metric (flagged below the experiment''s alpha), and the attribute''s Cochran Q heterogeneity p-value (ratio and quantile metrics excluded).';
 COMMENT ON FUNCTION ab_differential_impact(bigint) IS 'ab_differential_impact by experiment id.';
+COMMENT ON FUNCTION ab_funnel(text) IS 'Per funnel metric, step and variant: the users who reached the step in order within the funnel''s window, their share of the enrolled users, the conversion from the previous step, and each treatment''s difference from the control in that conversion with its CI and p-value (delta method; a two-proportion z-test for step 1).';
+COMMENT ON FUNCTION ab_funnel(bigint) IS 'ab_funnel by experiment id.';
+COMMENT ON FUNCTION ab_retention(text) IS 'Per retention metric and variant: the users enrolled, those enrolled too recently to have lived through the metric''s days (left out), the eligible and active users, the retention rate and each treatment''s difference from the control with its CI and p-value (two-proportion z-test).';
+COMMENT ON FUNCTION ab_retention(bigint) IS 'ab_retention by experiment id.';
 
 CREATE VIEW ab_layer_overview AS
 SELECT l.id,
@@ -373,6 +377,10 @@ ALTER FUNCTION ab_interactions(text) SECURITY DEFINER SET search_path = pg_catal
 ALTER FUNCTION ab_interactions(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_differential_impact(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_differential_impact(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_funnel(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_funnel(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_retention(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_retention(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_layer_group(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION
@@ -398,6 +406,7 @@ REVOKE ALL ON FUNCTION
     ab_timeline(text, text), ab_timeline(bigint, text), ab_plot_timeline(text, text), ab_plot_timeline(bigint, text),
     ab_breakdown(text, text), ab_breakdown(bigint, text),
     ab_interactions(text), ab_interactions(bigint), ab_differential_impact(text), ab_differential_impact(bigint),
+    ab_funnel(text), ab_funnel(bigint), ab_retention(text), ab_retention(bigint),
     ab_create_layer(text, double precision, text, text), ab_delete_layer(text), ab_layer_group(text, text),
     ab_create_metric_source(text, jsonb), ab_drop_metric_source(text),
     ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update(),
@@ -456,6 +465,8 @@ BEGIN
                    '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
                    '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
                    '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
+                   '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
                    '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
@@ -485,6 +496,8 @@ BEGIN
                    '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
                    '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
                    '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
+                   '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
                    '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
@@ -574,7 +587,7 @@ COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running band
 COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result, ab_record_results and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
-COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown, ab_interactions and ab_differential_impact.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown, ab_interactions, ab_differential_impact, ab_funnel and ab_retention.';
 COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". The registering role must be able to read its columns. An analysis reads it as the role running it when the relation''s owner holds that role''s privileges, else as the owner (after checking that the role may read those columns; refused where row-level security, a security_invoker view or a foreign table would then show more).';
 COMMENT ON FUNCTION ab_drop_metric_source(text) IS 'Drops a metric source that no experiment names.';
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';

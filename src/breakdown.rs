@@ -129,7 +129,7 @@ pub(crate) fn metric_segments(
     let mut out = Vec::new();
     for name in order {
         let def = defs.get(&name).cloned().unwrap_or_default();
-        if def.ratio_of().is_some() || def.quantile_of().is_some() {
+        if def.ratio_of().is_some() || def.quantile_of().is_some() || def.is_composed() {
             continue;
         }
         let per_user_of = |cap| {

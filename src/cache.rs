@@ -46,6 +46,8 @@ pub struct CachedExperiment {
     pub quantile_metrics: Vec<(String, String)>,
     /// Metrics read from a source, under whose names no result is recorded.
     pub source_metrics: Vec<String>,
+    /// Funnel and retention metrics (name, kind, the metrics they are computed from): never recorded.
+    pub composed_metrics: Vec<(String, &'static str, Vec<String>)>,
     pub running: bool,
     pub salt: String,
     pub segments: Segments,
@@ -87,6 +89,7 @@ impl CachedExperiment {
             + self.declared_metrics.as_deref().map_or(0, strings)
             + self.ratio_metrics.iter().map(|(a, b, c)| a.len() + b.len() + c.len() + 96).sum::<usize>()
             + self.quantile_metrics.iter().map(|(a, b)| a.len() + b.len() + 64).sum::<usize>()
+            + self.composed_metrics.iter().map(|(a, _, p)| a.len() + strings(p) + 64).sum::<usize>()
             + self.known_metrics.borrow().iter().map(|s| s.len() + 32).sum::<usize>()
             + self.variants.iter().map(|v| v.output.len() + 64).sum::<usize>()
     }
@@ -494,6 +497,14 @@ fn load_experiment(
     let quantile_metrics =
         defs.iter().filter_map(|(name, d)| d.quantile_of().map(|(of, ..)| (name.clone(), of.to_string()))).collect();
     let source_metrics = defs.iter().filter(|(_, d)| d.source.is_some()).map(|(n, _)| n.clone()).collect();
+    let composed_metrics = defs
+        .iter()
+        .filter_map(|(name, d)| match (d.funnel_of(), d.retention_of()) {
+            (Some(f), _) => Some((name.clone(), "funnel", f.steps.clone())),
+            (None, Some((m, ..))) => Some((name.clone(), "retention metric", vec![m.to_string()])),
+            _ => None,
+        })
+        .collect();
     let known_metrics = RefCell::new(defs.into_keys().collect());
     let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
     let e_controls: Vec<bool> = variants.iter().map(|v| v.is_control).collect();
@@ -519,6 +530,7 @@ fn load_experiment(
             ratio_metrics,
             quantile_metrics,
             source_metrics,
+            composed_metrics,
             running: e.status == "running",
             salt: e.salt,
             segments,

@@ -96,7 +96,7 @@ fn interactions(
     let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table_name(from_state));
     let order: Vec<String> = crate::analysis::metric_order(exp, &defs, &recorded)
         .into_iter()
-        .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none()))
+        .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none() && !d.is_composed()))
         .collect();
     // The same rule as every analysis, whether or not another experiment shares users.
     crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));

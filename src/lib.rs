@@ -18,6 +18,7 @@ mod citus;
 mod compat;
 mod errors;
 mod experiments;
+mod funnel;
 mod guard;
 mod impact;
 mod jsonb;

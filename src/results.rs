@@ -2,8 +2,8 @@
 //! `ab_record_covariate`.
 
 use ab_core::definition::{
-    binary_value, check_metric_name, check_value, quantile_recorded, ratio_recorded, source_recorded,
-    undeclared_metric, MAX_METRICS,
+    binary_value, check_metric_name, check_value, composed_recorded, quantile_recorded, ratio_recorded,
+    source_recorded, undeclared_metric, MAX_METRICS,
 };
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -106,6 +106,9 @@ pub(crate) fn declared_problem(exp: &cache::CachedExperiment, metric: &str) -> O
     }
     if let Some((_, of)) = exp.quantile_metrics.iter().find(|(name, _)| name == metric) {
         return Some(quantile_recorded(&exp.name, metric, of));
+    }
+    if let Some((_, kind, parts)) = exp.composed_metrics.iter().find(|(name, ..)| name == metric) {
+        return Some(composed_recorded(&exp.name, metric, kind, parts));
     }
     if let Some(declared) = &exp.declared_metrics {
         if !declared.iter().any(|m| m == metric) {

@@ -19,7 +19,7 @@ use ab_core::definition::{MetricDef, SourceRef};
 use ab_core::names::{did_you_mean, normalize_name, printable};
 use ab_core::source::{
     aggregated_sql, condition_sql, parse_spec, quote_ident, unnest_sql, Bound, Enrolled, EnrolledSet, Measure,
-    SourceSpec, Span, DAILY_COLUMNS, PER_USER_COLUMNS,
+    SourceSpec, Span, DAILY_COLUMNS, PER_USER_COLUMNS, TIMES_COLUMNS,
 };
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -508,6 +508,7 @@ fn array_type(t: &str) -> u32 {
         "int8" => INT8_ARRAY,
         "int4" => INT4_ARRAY,
         "text" => TEXT_ARRAY,
+        "timestamptz" => TIMESTAMPTZ_ARRAY,
         _ => FLOAT8_ARRAY,
     }
 }
@@ -664,11 +665,12 @@ enum Kind {
     Covariate,
     Daily,
     Rows,
+    Times,
 }
 
 impl SourceMetric {
     fn sql(&self, nsp: &str, kind: Kind, set: EnrolledSet) -> String {
-        use ab_core::source::{daily_sql, per_user_sql, rows_sql};
+        use ab_core::source::{daily_sql, per_user_sql, rows_sql, times_sql};
         match kind {
             Kind::PerUser => per_user_sql(nsp, &self.source, self.measure, &self.span, set),
             Kind::Covariate => {
@@ -677,6 +679,7 @@ impl SourceMetric {
             }
             Kind::Daily => daily_sql(nsp, &self.source, self.measure, &self.span, set),
             Kind::Rows => rows_sql(nsp, &self.source, &self.span, set),
+            Kind::Times => times_sql(nsp, &self.source, &self.span, set),
         }
     }
 
@@ -684,8 +687,11 @@ impl SourceMetric {
         let reader = if matches!(kind, Kind::Covariate) { self.covariate_reader } else { self.reader };
         match (reader, &self.reads) {
             (Reader::Owner(owner), Some(reads)) => {
-                let columns: &[(&str, &str)] =
-                    if matches!(kind, Kind::Daily) { &DAILY_COLUMNS } else { &PER_USER_COLUMNS };
+                let columns: &[(&str, &str)] = match kind {
+                    Kind::Daily => &DAILY_COLUMNS,
+                    Kind::Times => &TIMES_COLUMNS,
+                    _ => &PER_USER_COLUMNS,
+                };
                 let sql = self.sql(nsp, kind, EnrolledSet::Parameters);
                 reads.ahead(client, nsp, format!("{kind:?} {}", self.name), owner, &sql, columns, day)
             }
@@ -709,6 +715,11 @@ impl SourceMetric {
 
     pub fn rows(&self, client: &SpiClient<'_>, nsp: &str) -> String {
         self.read(client, nsp, Kind::Rows, None)
+    }
+
+    /// (variant_id, user_id, t) per matching row; see `ab_core::source::times_sql`.
+    pub fn times(&self, client: &SpiClient<'_>, nsp: &str) -> String {
+        self.read(client, nsp, Kind::Times, None)
     }
 
     /// Plans (without running) the read as the role that will run it, with the identity

@@ -94,7 +94,9 @@ fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: 
     let Some(metric) = metric else {
         return order
             .into_iter()
-            .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none()))
+            .filter(|m| {
+                defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none() && !d.is_composed())
+            })
             .collect();
     };
     let metric = check_metric_name(metric).unwrap_or_else(|e| core_error(e)).into_owned();
@@ -103,6 +105,17 @@ fn metric_names(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, metric: 
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("metric \"{}\" is a ratio: the timeline has no ratio metrics yet", printable(&metric)),
             Some(format!("its parts \"{}\" and \"{}\" each have a timeline", printable(num), printable(den))),
+        );
+    }
+    if let Some(d) = defs.get(&metric).filter(|d| d.is_composed()) {
+        let kind = if d.funnel.is_some() { "funnel" } else { "retention metric" };
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "metric \"{}\" is a {kind}: the timeline has no funnel or retention metrics yet",
+                printable(&metric)
+            ),
+            Some("ab_funnel and ab_retention show them".into()),
         );
     }
     if defs.get(&metric).and_then(|d| d.quantile_of()).is_some() {

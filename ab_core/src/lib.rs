@@ -8,6 +8,7 @@ pub mod breakdown;
 pub mod bucketing;
 pub mod definition;
 pub mod error;
+pub mod funnel;
 pub mod impact;
 pub mod layers;
 pub mod names;

@@ -411,6 +411,16 @@ pub const DAILY_COLUMNS: [(&str, &str); 6] = [
     ("mx", "float8"),
 ];
 
+pub const TIMES_COLUMNS: [(&str, &str); 3] = [("variant_id", "int8"), ("user_id", "text"), ("t", "timestamptz")];
+
+/// Every matching row of an enrolled user: (variant_id, user_id, t), t its time as a
+/// timestamptz (a `timestamp without time zone` taken as UTC), for funnel steps and
+/// retention read from a source.
+pub fn times_sql(nsp: &str, b: &Bound, span: &Span, set: EnrolledSet) -> String {
+    let time = if b.naive_time { format!("pg_catalog.timezone('UTC', s.{})", b.time) } else { format!("s.{}", b.time) };
+    format!("SELECT a.variant_id, a.user_id, {time} AS t {}", matching(nsp, b, span, false, set))
+}
+
 /// One row of arrays, one per column, of a read's rows.
 pub fn aggregated_sql(sql: &str, columns: &[(&str, &str)]) -> String {
     let aggs: Vec<String> = columns.iter().map(|(c, _)| format!("pg_catalog.array_agg(q.{c})")).collect();

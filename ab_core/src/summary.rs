@@ -69,6 +69,30 @@ fn mean_ci(mean: f64, sd: f64, n: u64, alpha: f64) -> (f64, f64) {
     (mean - half, mean + half)
 }
 
+/// What a funnel or retention metric counts; for retention, how many users were enrolled too
+/// recently to count (`assigned` in all, `counted` by the metric).
+fn composed_kind(def: &crate::definition::MetricDef, assigned: u64, counted: u64) -> String {
+    if let Some(f) = def.funnel_of() {
+        let steps: Vec<String> = f.steps.iter().map(|s| printable(s).into_owned()).collect();
+        let within = match (&f.window, f.from) {
+            (None, _) => String::new(),
+            (Some(w), crate::definition::FunnelFrom::Enrollment) => format!(" within {} of enrollment", printable(w)),
+            (Some(w), crate::definition::FunnelFrom::Previous) => {
+                format!(", each within {} of the previous", printable(w))
+            }
+        };
+        return format!("funnel: share of users who reached {} in order{within}", steps.join(" -> "));
+    }
+    match def.retention_of() {
+        Some((metric, first, end)) => format!(
+            "retention: share of users with {} on or after day {first} and before day {end} after enrollment; {} users enrolled less than {end} days ago are not counted yet",
+            printable(metric),
+            assigned.saturating_sub(counted)
+        ),
+        None => String::new(),
+    }
+}
+
 /// The report. Every name in it is stored user data, shown with its control and invisible
 /// characters escaped, so that no name can forge a line or hide text.
 pub fn render(input: &SummaryInput) -> String {
@@ -186,6 +210,11 @@ pub fn render(input: &SummaryInput) -> String {
             m.name,
             primary,
             match m.def.kind {
+                crate::definition::MetricType::Binary if m.def.is_composed() => composed_kind(
+                    &m.def,
+                    s.arms.iter().map(|a| a.assigned).sum::<u64>(),
+                    m.arms.iter().map(|a| a.users).sum::<u64>()
+                ),
                 crate::definition::MetricType::Binary if source.is_some() => {
                     "binary: share of users with a matching row".to_string()
                 }

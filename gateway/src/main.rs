@@ -612,6 +612,35 @@ async fn experiment_page_inner(
         tx.query_one("SELECT coalesce(jsonb_agg(to_jsonb(a)), '[]') FROM ab_analyze($1::bigint) a", &[&id]).await?,
     );
     let summary: String = tx.query_one("SELECT ab_summary($1::bigint)", &[&id]).await?.get(0);
+    // Funnel and retention metrics' own figures, asked for only where the experiment has such
+    // metrics (an installation before 0.14.0 has neither the metrics nor the functions).
+    let has = |key: &str| {
+        definition.get("metrics").and_then(Value::as_object).is_some_and(|m| m.values().any(|d| d.get(key).is_some()))
+    };
+    let funnel = if has("funnel") {
+        value(
+            tx.query_one(
+                "SELECT coalesce(jsonb_agg(to_jsonb(f) ORDER BY f.metric_name, f.step, NOT f.is_control, f.variant), '[]') \
+                 FROM ab_funnel($1::bigint) f",
+                &[&id],
+            )
+            .await?,
+        )
+    } else {
+        Value::Array(vec![])
+    };
+    let retention = if has("retention") {
+        value(
+            tx.query_one(
+                "SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.metric_name, NOT r.is_control, r.variant), '[]') \
+                 FROM ab_retention($1::bigint) r",
+                &[&id],
+            )
+            .await?,
+        )
+    } else {
+        Value::Array(vec![])
+    };
     let primary = definition.get("primary_metric").and_then(Value::as_str).unwrap_or("").to_string();
     // The stored analyses are a panel of their own: where the role may not read them (on
     // Citus, a view over a reference table is checked against the role on the shard), the
@@ -672,6 +701,8 @@ async fn experiment_page_inner(
         history: history.as_array().unwrap_or(&empty),
         interactions: findings[0].as_ref().and_then(Value::as_array).map(Vec::as_slice),
         segments: findings[1].as_ref().and_then(Value::as_array).map(Vec::as_slice),
+        funnel: funnel.as_array().unwrap_or(&empty),
+        retention: retention.as_array().unwrap_or(&empty),
     });
     Ok(html(StatusCode::OK, page))
 }

@@ -173,6 +173,10 @@ pub struct Experiment<'a> {
     pub interactions: Option<&'a [Value]>,
     /// ab_differential_impact's rows (None: no breakdowns, a bandit, or not for this role)
     pub segments: Option<&'a [Value]>,
+    /// ab_funnel's rows (empty without funnel metrics)
+    pub funnel: &'a [Value],
+    /// ab_retention's rows (empty without retention metrics)
+    pub retention: &'a [Value],
 }
 
 fn direction(def: &Value, metric: &str) -> &'static str {
@@ -299,6 +303,87 @@ fn rollout(b: &mut String, def: &Value) {
     b.push_str("</tbody></table></div>");
 }
 
+/// The metric names of `rows`, in their order, once each.
+fn metric_names(rows: &[Value]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for row in rows {
+        let m = s(row, "metric_name");
+        if !names.contains(&m) {
+            names.push(m);
+        }
+    }
+    names
+}
+
+/// ab_funnel: per funnel metric, each step's users, share and conversion by variant.
+fn funnels(b: &mut String, rows: &[Value]) {
+    for m in metric_names(rows) {
+        let _ = write!(
+            b,
+            "<h3>{} (funnel steps)</h3><div class=\"wrap\"><table class=\"funnel\" data-metric=\"{}\"><thead><tr>\
+             <th>Step</th><th>Metric</th><th>Variant</th><th>Users</th><th>Share of enrolled</th>\
+             <th>Conversion from previous step</th><th>Difference</th><th>CI low</th><th>CI high</th><th>p</th></tr></thead><tbody>",
+            esc(m),
+            esc(m)
+        );
+        for row in rows.iter().filter(|r| s(r, "metric_name") == m) {
+            let step = row.get("step").and_then(Value::as_i64).unwrap_or(0);
+            let users = row.get("users").and_then(Value::as_i64).unwrap_or(0);
+            let _ = write!(
+                b,
+                "<tr data-step=\"{step}\" data-variant=\"{}\"><td class=\"n\">{step}</td><td>{}</td><td>{}</td>\
+                 <td class=\"n\" data-col=\"users\" data-value=\"{users}\">{users}</td>{}{}{}{}{}{}</tr>",
+                esc(s(row, "variant")),
+                esc(s(row, "step_metric")),
+                esc(s(row, "variant")),
+                num_cell("share", f(row, "share")),
+                num_cell("conversion", f(row, "conversion")),
+                num_cell("conversion_diff", f(row, "conversion_diff")),
+                num_cell("ci_lower", f(row, "ci_lower")),
+                num_cell("ci_upper", f(row, "ci_upper")),
+                num_cell("p_value", f(row, "p_value")),
+            );
+        }
+        b.push_str("</tbody></table></div>");
+    }
+}
+
+/// ab_retention: per retention metric, the users counted (enrolled long enough ago) and active.
+fn retention(b: &mut String, rows: &[Value]) {
+    for m in metric_names(rows) {
+        let _ = write!(
+            b,
+            "<h3>{} (retention)</h3><div class=\"wrap\"><table class=\"retention\" data-metric=\"{}\"><thead><tr>\
+             <th>Variant</th><th>Enrolled</th><th>Too new to count</th><th>Counted</th><th>Active</th><th>Rate</th>\
+             <th>Difference</th><th>CI low</th><th>CI high</th><th>p</th></tr></thead><tbody>",
+            esc(m),
+            esc(m)
+        );
+        for row in rows.iter().filter(|r| s(r, "metric_name") == m) {
+            let count = |key: &str| {
+                let v = row.get(key).and_then(Value::as_i64).unwrap_or(0);
+                format!("<td class=\"n\" data-col=\"{key}\" data-value=\"{v}\">{v}</td>")
+            };
+            let _ = write!(
+                b,
+                "<tr data-variant=\"{}\"><td>{}</td>{}{}{}{}{}{}{}{}{}</tr>",
+                esc(s(row, "variant")),
+                esc(s(row, "variant")),
+                count("enrolled"),
+                count("too_new"),
+                count("eligible"),
+                count("active"),
+                num_cell("rate", f(row, "rate")),
+                num_cell("diff", f(row, "diff")),
+                num_cell("ci_lower", f(row, "ci_lower")),
+                num_cell("ci_upper", f(row, "ci_upper")),
+                num_cell("p_value", f(row, "p_value")),
+            );
+        }
+        b.push_str("</tbody></table></div>");
+    }
+}
+
 /// `/experiments/{id}`.
 pub fn experiment(e: &Experiment<'_>) -> String {
     let def = e.definition;
@@ -410,6 +495,9 @@ pub fn experiment(e: &Experiment<'_>) -> String {
         }
         b.push_str("</tbody></table></div>");
     }
+
+    funnels(&mut b, e.funnel);
+    retention(&mut b, e.retention);
 
     b.push_str("<h2>Guardrails</h2><ul id=\"guardrails\">");
     let harmed: Vec<&Value> =
@@ -635,6 +723,9 @@ mod tests {
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
         let def =
             json!({"id": 1, "name": name, "primary_metric": "m", "variants": [{"name": "</td><script>", "users": 1}]});
+        let funnel =
+            [json!({"metric_name": name, "step": 1, "step_metric": "</td><script>", "variant": name, "users": 2})];
+        let retention = [json!({"metric_name": name, "variant": "<script>", "enrolled": 3, "too_new": 1})];
         let html = experiment(&Experiment {
             definition: &def,
             health: &Value::Null,
@@ -643,8 +734,11 @@ mod tests {
             history: &[],
             interactions: None,
             segments: None,
+            funnel: &funnel,
+            retention: &retention,
         });
         assert!(!html.contains("<script>") && !html.contains("<img src=x"));
+        assert!(html.contains("<td class=\"n\" data-col=\"too_new\" data-value=\"1\">1</td>"));
         assert!(!html.contains("<form") && !html.contains("method="));
     }
 

@@ -32,6 +32,7 @@ pub(super) fn run_linear(
     reader.read_observed(&mut data);
     reader.read_ratios(&mut data);
     reader.read_quantiles(&mut data);
+    reader.read_composed(&mut data);
     reader.read_silent_covariates(&mut data);
     let metrics = reader.compute(&data);
     Analysis { variants: frame.variants, assigned: frame.assigned, metrics, srm: frame.srm, source_reads: None }
@@ -318,6 +319,23 @@ impl Reader<'_, '_> {
         }
     }
 
+    /// Funnel and retention metrics: per variant, the users at 1 (completed the funnel, or
+    /// active), and for retention the users old enough to count (`crate::funnel`).
+    fn read_composed(&self, data: &mut HashMap<String, MetricData>) {
+        let (client, nsp, exp, frame) = (self.client, self.nsp, self.exp, self.frame);
+        for (name, def) in &frame.defs {
+            let Some((ones, eligible)) = crate::funnel::per_variant(client, nsp, exp, &frame.defs, self.sources, def)
+            else {
+                continue;
+            };
+            let metric_data = data.entry(name.clone()).or_default();
+            for (variant, n) in ones.into_iter().filter(|(_, n)| *n > 0) {
+                metric_data.observed.insert(variant, Observed { moments: Moments::constant(n as f64, 1.0), co: None });
+            }
+            metric_data.eligible = eligible;
+        }
+    }
+
     /// Users who recorded nothing for a metric but have a covariate (they count as 0 for
     /// sum, count and binary metrics, and their covariate still enters CUPED).
     fn read_silent_covariates(&self, data: &mut HashMap<String, MetricData>) {
@@ -373,8 +391,9 @@ impl Reader<'_, '_> {
             .into_iter()
             .map(|name| {
                 let def = frame.defs.get(&name).cloned().unwrap_or_default();
-                let with_covariate = frame.has_covariates
-                    || !frame.bandit && self.sources.get(&name).is_some_and(|s| s.covariate.is_some());
+                let with_covariate = !def.is_composed()
+                    && (frame.has_covariates
+                        || !frame.bandit && self.sources.get(&name).is_some_and(|s| s.covariate.is_some()));
                 let cap = self.caps.get(&name).copied();
                 let metric_data = data.get(&name).unwrap_or(&none);
                 analyze_metric(&settings, &metric_input(name, def, cap, with_covariate, &arms, metric_data))

@@ -475,7 +475,8 @@ def test_upgrade_to_0_13_0_grants_bulk_recording_to_whoever_could_record():
             c.execute(f"DROP ROLE IF EXISTS {r}")
 
 def test_upgrade_to_0_14_0_lets_whoever_could_break_down_run_the_impact_functions():
-    """0.14.0 adds ab_interactions and ab_differential_impact: the update grants them to every
+    """0.14.0 adds ab_interactions, ab_differential_impact, ab_funnel and ab_retention: the
+    update grants them to every
     role that could run ab_breakdown (analysts, administrators, a direct grant), not to
     application roles or PUBLIC."""
     db = fresh_db("ab_upgrade_impact", "0.13.0")
@@ -492,7 +493,8 @@ def test_upgrade_to_0_14_0_lets_whoever_could_break_down_run_the_impact_function
         c.execute("ALTER EXTENSION ab_testing UPDATE TO '0.14.0'")
         privilege = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
         for f in ["ab_interactions(text)", "ab_interactions(bigint)", "ab_differential_impact(text)",
-                  "ab_differential_impact(bigint)"]:
+                  "ab_differential_impact(bigint)", "ab_funnel(text)", "ab_funnel(bigint)", "ab_retention(text)",
+                  "ab_retention(bigint)"]:
             assert one(c, privilege, "ab_upgrade_impact_analyst", f) is True
             assert one(c, privilege, "ab_upgrade_impact_admin", f) is True
             assert one(c, privilege, "ab_upgrade_impact_direct", f) is True

@@ -97,6 +97,8 @@ READS = {
     "ab_breakdown": "SELECT count(*) FROM ab_breakdown(%s, 'plan')",
     "ab_interactions": "SELECT count(*) FROM ab_interactions(%s)",
     "ab_differential_impact": "SELECT count(*) FROM ab_differential_impact(%s)",
+    "ab_funnel": "SELECT count(*) FROM ab_funnel(%s)",
+    "ab_retention": "SELECT count(*) FROM ab_retention(%s)",
 }
 
 
@@ -439,15 +441,21 @@ def caught_up(primary, standby_conn, timeout=60):
 
 
 def replica_data(conn):
-    """A fixed experiment with a source metric and CUPED, a ratio, a quantile and a breakdown,
-    a bandit, and a layer: everything the read functions and views show."""
+    """A fixed experiment with a source metric and CUPED, a ratio, a quantile, a funnel, a
+    retention metric and a breakdown, a bandit, and a layer: everything the read functions and
+    views show."""
     name = "rp replica"
     users = orders_experiment(conn, name, users=40, covariate=True, extra={
         "clicks": {"aggregation": "sum"},
         "amount_per_click": {"type": "ratio", "numerator": "amount", "denominator": "clicks"},
         "median_clicks": {"type": "quantile", "of": "clicks", "quantile": 0.5},
+        "visited": {"type": "binary"},
+        "visit_then_click": {"funnel": {"steps": ["visited", "clicks"], "window": "1 day"}},
+        "clicked_day_0": {"retention": {"metric": "clicks", "days": [0, 1]}},
     })
     for i, u in enumerate(users):
+        if i % 3:
+            conn.execute("SELECT ab_record_result(%s, 'visited', 1, %s)", (name, u))
         conn.execute("SELECT ab_record_result(%s, 'clicks', %s, %s)", (name, float(i % 5), u))
     drop(conn, "rp replica bandit")
     conn.execute(

@@ -30,6 +30,9 @@ pub struct MetricData {
     pub quantile: HashMap<i64, QuantileStat>,
     /// Users who recorded nothing but have a covariate: co-moments of (0, covariate).
     pub silent_covariate: HashMap<i64, CoMoments>,
+    /// Retention metrics: per variant, the users enrolled long enough ago to count; they
+    /// stand in for the assigned users.
+    pub eligible: Option<HashMap<i64, u64>>,
 }
 
 /// One variant as every metric's analysis sees it.
@@ -58,13 +61,17 @@ pub fn metric_input(
     let arms = arms
         .iter()
         .map(|v| {
+            let assigned = match &data.eligible {
+                Some(e) => e.get(&v.id).copied().unwrap_or(0),
+                None => v.assigned,
+            };
             let obs = data.observed.get(&v.id);
             let moments = obs.map(|o| o.moments).unwrap_or_default();
             let covariate = with_covariate.then(|| {
                 let mut co = obs.and_then(|o| o.co).unwrap_or_default();
                 if def.silent_users_are_zero() {
                     let with_cov = data.silent_covariate.get(&v.id).copied().unwrap_or_default();
-                    let without = (v.assigned as f64 - moments.n - with_cov.n).max(0.0);
+                    let without = (assigned as f64 - moments.n - with_cov.n).max(0.0);
                     co = co.merge(&with_cov).merge(&CoMoments { n: without, ..Default::default() });
                 }
                 co
@@ -77,12 +84,12 @@ pub fn metric_input(
                 .collect();
             let ratio = data.ratio.as_ref().map(|r| {
                 let co = r.get(&v.id).copied().unwrap_or_default();
-                co.merge(&CoMoments { n: (v.assigned as f64 - co.n).max(0.0), ..Default::default() })
+                co.merge(&CoMoments { n: (assigned as f64 - co.n).max(0.0), ..Default::default() })
             });
             ArmInput {
                 variant: v.variant.clone(),
                 is_control: v.is_control,
-                assigned: v.assigned,
+                assigned,
                 observed: moments,
                 covariate,
                 periods,

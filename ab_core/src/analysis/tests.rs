@@ -386,6 +386,16 @@ fn metric_input_adds_the_silent_users() {
     assert_eq!((r.n, r.mean_y, r.mean_x), (5.0, 6.0 / 5.0, 4.0 / 5.0));
     assert_eq!(input.arms[1].ratio.unwrap().n, 6.0);
     assert_eq!(input.arms[1].periods, vec![(4, Moments::default()), (2, Moments { n: 3.0, mean: 1.0, m2: 0.5 })]);
+    // A retention metric counts only its eligible users, as if they alone were assigned.
+    let retention = MetricData {
+        observed: HashMap::from([(1, Observed { moments: Moments::constant(3.0, 1.0), co: None })]),
+        eligible: Some(HashMap::from([(1, 4)])),
+        ..Default::default()
+    };
+    let binary =
+        MetricDef { kind: crate::definition::MetricType::Binary, aggregation: Aggregation::Max, ..Default::default() };
+    let input = metric_input("r".into(), binary, None, false, &[frame(1, 10, vec![]), frame(2, 6, vec![])], &retention);
+    assert_eq!((input.arms[0].assigned, input.arms[1].assigned), (4, 0));
 }
 
 /// A result's rows carry each arm's figures by name, the control's without a comparison.

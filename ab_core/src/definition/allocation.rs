@@ -144,6 +144,13 @@ pub(super) fn parse(
             printable(name)
         )));
     }
+    if let Some((name, d)) = metrics.iter().find(|(_, d)| d.is_composed()) {
+        return Err(Error::definition(format!(
+            "metric \"{}\" is a {}: a bandit experiment's analysis is stratified by weight period, which funnels and retention metrics are not",
+            printable(name),
+            if d.funnel.is_some() { "funnel" } else { "retention metric" }
+        )));
+    }
     // A bandit's analysis is stratified by weight period, which ratio metrics are not (yet).
     if let Some((name, _)) = metrics.iter().find(|(_, d)| d.kind == MetricType::Ratio) {
         return Err(Error::definition(format!(

@@ -39,12 +39,13 @@ pub use header::{EXPERIMENT_TYPES, MAX_DESCRIPTION_LEN};
 pub use interval::interval_seconds;
 pub use layer::{LayerRole, LayerSpec, LAYER_KEYS};
 pub use metrics::{
-    Aggregation, Cap, CovariateDef, Direction, MetricDef, MetricType, QuantileLevel, SourceRef, CAP_KEYS,
-    COVARIATE_KEYS, MAX_METRICS, METRIC_KEYS, PRIOR_KEYS,
+    Aggregation, Cap, CovariateDef, Direction, FunnelDef, FunnelFrom, MetricDef, MetricType, QuantileLevel,
+    RetentionDef, SourceRef, CAP_KEYS, COVARIATE_KEYS, FUNNEL_KEYS, MAX_FUNNEL_STEPS, MAX_METRICS, METRIC_KEYS,
+    PRIOR_KEYS, RETENTION_KEYS,
 };
 pub use recorded::{
-    binary_value, check_metric_name, check_value, quantile_recorded, ratio_recorded, source_recorded,
-    source_value_problem, undeclared_metric, value_in_range, MAX_ABS_VALUE,
+    binary_value, check_metric_name, check_value, composed_recorded, quantile_recorded, ratio_recorded,
+    source_recorded, source_value_problem, undeclared_metric, value_in_range, MAX_ABS_VALUE,
 };
 pub use statistics::{Correction, DEFAULT_ALPHA, DEFAULT_MIN_SAMPLE_SIZE, DEFAULT_POWER, DEFAULT_SEQUENTIAL_TUNING};
 pub use variants::{VariantSpec, MAX_VARIANTS, VARIANT_KEYS};
@@ -397,11 +398,13 @@ mod tests {
     /// itself (variants, layer, sources). Each is without repeats.
     #[test]
     fn key_lists_are_what_the_parser_accepts() {
-        let lists: [(&[&str], Vec<&str>); 8] = [
+        let lists: [(&[&str], Vec<&str>); 10] = [
             (DEFINITION_KEYS, serde_fields::<RawDefinition>()),
             (METRIC_KEYS, serde_fields::<MetricDef>()),
             (CAP_KEYS, serde_fields::<Cap>()),
             (COVARIATE_KEYS, serde_fields::<CovariateDef>()),
+            (FUNNEL_KEYS, serde_fields::<FunnelDef>()),
+            (RETENTION_KEYS, serde_fields::<RetentionDef>()),
             (PRIOR_KEYS, serde_fields::<crate::stats::bayes::Prior>()),
             (VARIANT_KEYS, serde_fields::<variants::RawVariant>()),
             (LAYER_KEYS, serde_fields::<layer::RawLayer>()),

@@ -74,6 +74,19 @@ pub fn quantile_recorded(experiment: &str, metric: &str, of: &str) -> Error {
     .with_hint(format!("record \"{}\" for the user instead", printable(of)))
 }
 
+/// The error for a result or covariate under a funnel or retention metric's name (`kind`:
+/// "funnel" or "retention metric"; `parts`: its steps, or its metric).
+pub fn composed_recorded(experiment: &str, metric: &str, kind: &str, parts: &[String]) -> Error {
+    let parts: Vec<String> = parts.iter().map(|p| format!("\"{}\"", printable(p))).collect();
+    Error::invalid(format!(
+        "metric \"{}\" of experiment \"{}\" is a {kind}: it is computed from the times of the results of {}, not recorded",
+        printable(metric),
+        printable(experiment),
+        parts.join(", ")
+    ))
+    .with_hint(format!("record {} for the user instead", parts.join(" or ")))
+}
+
 /// Largest magnitude a recorded value or covariate may have. Every whole number up to it is
 /// exact in a float8, and the sums of squares of billions of such values stay finite, so no
 /// recorded value can make an analysis overflow.
@@ -173,6 +186,8 @@ mod tests {
         assert_eq!(e.hint.as_deref(), Some("record \"tokens\" and \"calls\" for the user instead"));
         assert!(source_recorded("x", "funded").message.contains("is read from a metric source"));
         assert_eq!(quantile_recorded("x", "p90", "rt").hint.as_deref(), Some("record \"rt\" for the user instead"));
+        let e = composed_recorded("x", "funded", "funnel", &["a".into(), "b".into()]);
+        assert_eq!(e.message, "metric \"funded\" of experiment \"x\" is a funnel: it is computed from the times of the results of \"a\", \"b\", not recorded");
         assert_eq!(check_metric_name("cafe\u{301}").unwrap(), "caf\u{e9}");
     }
 }

@@ -4,6 +4,7 @@
 mod caps;
 mod covariates;
 mod effects;
+mod funnels;
 mod kinds;
 mod priors;
 mod quantiles;
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 
 pub use caps::{Cap, CAP_KEYS};
 pub use covariates::{CovariateDef, COVARIATE_KEYS};
+pub use funnels::{FunnelDef, FunnelFrom, RetentionDef, FUNNEL_KEYS, MAX_FUNNEL_STEPS, RETENTION_KEYS};
 pub use kinds::{Aggregation, Direction, MetricType};
 pub use priors::PRIOR_KEYS;
 pub use quantiles::QuantileLevel;
@@ -75,6 +77,13 @@ pub struct MetricDef {
     /// enrollment, from the metric's source or another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub covariate: Option<CovariateDef>,
+    /// A funnel metric's ordered steps (declared recorded metrics) and window: 1 for a user
+    /// who completed every step in order within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funnel: Option<FunnelDef>,
+    /// A retention metric's metric and days [N, M): 1 for a user active in them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionDef>,
 }
 
 /// The keys of a metric in `metrics`, as `MetricDef` declares them.
@@ -94,6 +103,8 @@ pub const METRIC_KEYS: &[&str] = &[
     "source",
     "window",
     "covariate",
+    "funnel",
+    "retention",
 ];
 
 impl MetricDef {
@@ -122,6 +133,7 @@ pub(super) fn parse(declared: Option<BTreeMap<String, MetricDef>>) -> Result<BTr
             )));
         }
     }
+    funnels::check(&mut metrics)?;
     ratios::check(&mut metrics)?;
     quantiles::check(&mut metrics)?;
     sources::check(&mut metrics)?;

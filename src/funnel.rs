@@ -1,0 +1,368 @@
+//! Funnel and retention metrics: counted in SQL from the times of the results
+//! (`ab_results.recorded_at`) and the enrollments (`ab_assignments.assigned_at`), compared in
+//! `ab_core::funnel`. `ab_analyze` sees each as a binary metric (`per_variant`); `ab_funnel`
+//! and `ab_retention` show the steps and the users too new to count.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ab_core::definition::{FunnelDef, FunnelFrom, MetricDef, MetricType};
+use ab_core::funnel::{funnel_rows, retention_rows, FunnelArm, RetentionArm};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::catalog::{self, ExperimentRef, ExperimentRow};
+use crate::errors::{required, SpiExt};
+use crate::sources::SourceMetric;
+
+/// The times at which each enrolled user did `metric`, as (variant_id, user_id, t) rows with
+/// $1 the experiment and `param` the metric's name: its results (of 1 for a binary metric,
+/// any otherwise), or its source's matching rows (within the source metric's own window).
+fn times_of(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+    metric: &str,
+    param: &str,
+) -> String {
+    if let Some(source) = sources.get(metric) {
+        return source.times(client, nsp);
+    }
+    let value = match defs.get(metric) {
+        Some(d) if d.kind == MetricType::Binary => " AND r.metric_value = 1",
+        _ => "",
+    };
+    format!(
+        "SELECT r.variant_id, r.user_id, r.recorded_at AS t FROM {nsp}.ab_results r \
+         WHERE r.experiment_id = $1 AND r.metric_name = {param}{value}"
+    )
+}
+
+/// Per variant id: the users who reached each step in order ($2 the steps, $3 the window).
+/// Step k is reached at the user's first result under it at or after step k - 1's time
+/// (enrollment for step 1), within the window from enrollment or from step k - 1. One CTE per
+/// step, each a hash join of the users still in the funnel with the step's results.
+pub fn funnel_counts(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+    f: &FunnelDef,
+) -> HashMap<i64, Vec<u64>> {
+    let mut ctes = vec![format!(
+        "s0 AS (SELECT a.variant_id, a.user_id, a.assigned_at AS t0, a.assigned_at AS t \
+         FROM {nsp}.ab_assignments a WHERE a.experiment_id = $1)"
+    )];
+    let mut counted = Vec::new();
+    for (i, step) in f.steps.iter().enumerate() {
+        let k = i + 1;
+        let bound = match (&f.window, f.from) {
+            (None, _) => String::new(),
+            (Some(_), FunnelFrom::Enrollment) => " HAVING min(r.recorded_at) <= p.t0 + $3::interval".into(),
+            (Some(_), FunnelFrom::Previous) => " HAVING min(r.recorded_at) <= p.t + $3::interval".into(),
+        };
+        let bound = bound.replace("r.recorded_at", "r.t");
+        ctes.push(format!(
+            "s{k} AS (SELECT p.variant_id, p.user_id, p.t0, min(r.t) AS t FROM s{i} p \
+             JOIN ({}) r ON r.user_id = p.user_id AND r.t >= p.t \
+             GROUP BY p.variant_id, p.user_id, p.t0, p.t{bound})",
+            times_of(client, nsp, defs, sources, step, &format!("($2::text[])[{k}]"))
+        ));
+        counted.push(format!("SELECT {k} AS step, variant_id, count(*) AS users FROM s{k} GROUP BY variant_id"));
+    }
+    let sql = format!("WITH {} {}", ctes.join(", "), counted.join(" UNION ALL "));
+    let mut out: HashMap<i64, Vec<u64>> = HashMap::new();
+    let args = crate::sources::args(sources, vec![exp.id.into(), f.steps.clone().into(), f.window.clone().into()]);
+    for row in client.select(sql.as_str(), None, &args).or_raise() {
+        let step = row.get::<i32>(1).or_raise().unwrap() as usize;
+        let variant: i64 = row.get(2).or_raise().unwrap();
+        let users = row.get::<i64>(3).or_raise().unwrap() as u64;
+        let reached = out.entry(variant).or_insert_with(|| vec![0; f.steps.len()]);
+        reached[step - 1] = users;
+    }
+    out
+}
+
+/// Per variant id: (enrolled, too new, active). A user counts once enrolled at least M days
+/// before the experiment's stop (or now, while it runs): only then has every day of [N, M)
+/// been lived, so that new users never dilute the rate. Active: a result under the metric
+/// on or after day N and before day M from enrollment.
+#[allow(clippy::too_many_arguments)]
+pub fn retention_counts(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+    metric: &str,
+    first: i64,
+    end: i64,
+) -> HashMap<i64, (u64, u64, u64)> {
+    let sql = format!(
+        "WITH asof AS (SELECT coalesce(e.stopped_at, now()) AS t FROM {nsp}.ab_experiments e WHERE e.id = $1), \
+         active AS (SELECT DISTINCT r.user_id FROM ({}) r \
+           JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = r.user_id \
+           WHERE r.t >= a.assigned_at + $3 * interval '1 day' AND r.t < a.assigned_at + $4 * interval '1 day') \
+         SELECT a.variant_id, count(*), \
+           count(*) FILTER (WHERE a.assigned_at + $4 * interval '1 day' > asof.t), \
+           count(x.user_id) FILTER (WHERE a.assigned_at + $4 * interval '1 day' <= asof.t) \
+         FROM {nsp}.ab_assignments a CROSS JOIN asof LEFT JOIN active x ON x.user_id = a.user_id \
+         WHERE a.experiment_id = $1 GROUP BY a.variant_id",
+        times_of(client, nsp, defs, sources, metric, "$2")
+    );
+    let args =
+        crate::sources::args(sources, vec![exp.id.into(), metric.into(), (first as f64).into(), (end as f64).into()]);
+    client
+        .select(sql.as_str(), None, &args)
+        .or_raise()
+        .map(|row| {
+            let get = |i| row.get::<i64>(i).or_raise().unwrap() as u64;
+            (row.get::<i64>(1).or_raise().unwrap(), (get(2), get(3), get(4)))
+        })
+        .collect()
+}
+
+/// Per variant id: the users at 1, and for a retention metric the users who count.
+type PerVariant = (HashMap<i64, u64>, Option<HashMap<i64, u64>>);
+
+/// For `ab_analyze`: a funnel's completers (users who reached its last step), or a retention
+/// metric's active users, per variant, with the eligible users of a retention metric.
+pub fn per_variant(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+    def: &MetricDef,
+) -> Option<PerVariant> {
+    if let Some(f) = def.funnel_of() {
+        let counts = funnel_counts(client, nsp, exp, defs, sources, f);
+        return Some((counts.into_iter().map(|(v, r)| (v, r.last().copied().unwrap_or(0))).collect(), None));
+    }
+    let (metric, first, end) = def.retention_of()?;
+    let counts = retention_counts(client, nsp, exp, defs, sources, metric, first, end);
+    let active = counts.iter().map(|(v, c)| (*v, c.2)).collect();
+    let eligible = counts.iter().map(|(v, c)| (*v, c.0 - c.1)).collect();
+    Some((active, Some(eligible)))
+}
+
+/// The experiment, settled as every analysis settles it, and `f` run with nested loops off.
+/// The experiment's source metrics are read as in every analysis: as the caller, and checked
+/// first (the same 22003 for a value out of range).
+fn with_experiment<R>(
+    r: ExperimentRef<'_>,
+    f: impl FnOnce(&SpiClient<'_>, &str, &ExperimentRow, &HashMap<String, SourceMetric>) -> R,
+) -> R {
+    Spi::connect(|client| {
+        let nsp = catalog::schema(client);
+        let exp = catalog::get_experiment(client, &nsp, r);
+        let _settled = crate::guard::settle(client, &nsp, &exp);
+        let sources = crate::analysis::source_metrics(client, &nsp, &exp);
+        crate::analysis::reading_sources(&sources, || {
+            crate::analysis::check_source_values(client, &nsp, &exp, &sources, None);
+            f(client, &nsp, &exp, &sources)
+        })
+    })
+}
+
+type FunnelTableRow = (
+    String,
+    i32,
+    String,
+    String,
+    bool,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+);
+
+fn funnel_table(r: ExperimentRef<'_>) -> Vec<FunnelTableRow> {
+    with_experiment(r, |client, nsp, exp, sources| {
+        let defs = exp.metric_defs();
+        let variants = catalog::variants(client, nsp, exp.id);
+        let assigned: HashMap<i64, u64> = client
+            .select(
+                format!("SELECT variant_id, count(*) FROM {nsp}.ab_assignments WHERE experiment_id = $1 GROUP BY 1")
+                    .as_str(),
+                None,
+                &[exp.id.into()],
+            )
+            .or_raise()
+            .map(|row| (row.get::<i64>(1).or_raise().unwrap(), row.get::<i64>(2).or_raise().unwrap() as u64))
+            .collect();
+        let settings = crate::analysis::settings(exp);
+        let mut out = Vec::new();
+        for (name, def) in &defs {
+            let Some(f) = def.funnel_of() else { continue };
+            let counts = funnel_counts(client, nsp, exp, &defs, sources, f);
+            let arms: Vec<FunnelArm> = variants
+                .iter()
+                .map(|v| FunnelArm {
+                    variant: v.name.clone(),
+                    is_control: v.is_control,
+                    enrolled: assigned.get(&v.id).copied().unwrap_or(0),
+                    reached: counts.get(&v.id).cloned().unwrap_or_else(|| vec![0; f.steps.len()]),
+                })
+                .collect();
+            for row in funnel_rows(&settings, def.direction, &arms) {
+                out.push((
+                    name.clone(),
+                    row.step as i32,
+                    f.steps[row.step - 1].clone(),
+                    row.variant,
+                    row.is_control,
+                    row.users as i64,
+                    row.share,
+                    row.conversion,
+                    row.diff,
+                    row.ci_lower,
+                    row.ci_upper,
+                    row.p_value,
+                ));
+            }
+        }
+        out
+    })
+}
+
+type RetentionTableRow =
+    (String, String, bool, i64, i64, i64, i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+
+fn retention_table(r: ExperimentRef<'_>) -> Vec<RetentionTableRow> {
+    with_experiment(r, |client, nsp, exp, sources| {
+        let defs = exp.metric_defs();
+        let variants = catalog::variants(client, nsp, exp.id);
+        let settings = crate::analysis::settings(exp);
+        let mut out = Vec::new();
+        for (name, def) in &defs {
+            let Some((metric, first, end)) = def.retention_of() else { continue };
+            let counts = retention_counts(client, nsp, exp, &defs, sources, metric, first, end);
+            let arms: Vec<RetentionArm> = variants
+                .iter()
+                .map(|v| {
+                    let (enrolled, too_new, active) = counts.get(&v.id).copied().unwrap_or_default();
+                    RetentionArm { variant: v.name.clone(), is_control: v.is_control, enrolled, too_new, active }
+                })
+                .collect();
+            for row in retention_rows(&settings, def.direction, &arms) {
+                out.push((
+                    name.clone(),
+                    row.variant,
+                    row.is_control,
+                    row.enrolled as i64,
+                    row.too_new as i64,
+                    row.eligible as i64,
+                    row.active as i64,
+                    row.rate,
+                    row.diff,
+                    row.ci_lower,
+                    row.ci_upper,
+                    row.p_value,
+                ));
+            }
+        }
+        out
+    })
+}
+
+/// Per funnel metric, step and variant: the users who reached the step in order, their share
+/// of the enrolled, the conversion from the previous step and each treatment's difference from
+/// the control in it (delta method; a z-test on the share for step 1).
+#[pg_extern(stable, parallel_safe)]
+fn ab_funnel(
+    experiment: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(metric_name, String),
+        name!(step, i32),
+        name!(step_metric, String),
+        name!(variant, String),
+        name!(is_control, bool),
+        name!(users, i64),
+        name!(share, Option<f64>),
+        name!(conversion, Option<f64>),
+        name!(conversion_diff, Option<f64>),
+        name!(ci_lower, Option<f64>),
+        name!(ci_upper, Option<f64>),
+        name!(p_value, Option<f64>),
+    ),
+> {
+    TableIterator::new(funnel_table(ExperimentRef::Name(required(experiment, "experiment"))))
+}
+
+#[pg_extern(name = "ab_funnel", stable, parallel_safe)]
+fn ab_funnel_by_id(
+    experiment: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(metric_name, String),
+        name!(step, i32),
+        name!(step_metric, String),
+        name!(variant, String),
+        name!(is_control, bool),
+        name!(users, i64),
+        name!(share, Option<f64>),
+        name!(conversion, Option<f64>),
+        name!(conversion_diff, Option<f64>),
+        name!(ci_lower, Option<f64>),
+        name!(ci_upper, Option<f64>),
+        name!(p_value, Option<f64>),
+    ),
+> {
+    TableIterator::new(funnel_table(ExperimentRef::Id(required(experiment, "experiment"))))
+}
+
+/// Per retention metric and variant: the users enrolled, those too new to count, the eligible
+/// and active ones, the rate and each treatment's difference from the control (z-test).
+#[pg_extern(stable, parallel_safe)]
+fn ab_retention(
+    experiment: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(metric_name, String),
+        name!(variant, String),
+        name!(is_control, bool),
+        name!(enrolled, i64),
+        name!(too_new, i64),
+        name!(eligible, i64),
+        name!(active, i64),
+        name!(rate, Option<f64>),
+        name!(diff, Option<f64>),
+        name!(ci_lower, Option<f64>),
+        name!(ci_upper, Option<f64>),
+        name!(p_value, Option<f64>),
+    ),
+> {
+    TableIterator::new(retention_table(ExperimentRef::Name(required(experiment, "experiment"))))
+}
+
+#[pg_extern(name = "ab_retention", stable, parallel_safe)]
+fn ab_retention_by_id(
+    experiment: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(metric_name, String),
+        name!(variant, String),
+        name!(is_control, bool),
+        name!(enrolled, i64),
+        name!(too_new, i64),
+        name!(eligible, i64),
+        name!(active, i64),
+        name!(rate, Option<f64>),
+        name!(diff, Option<f64>),
+        name!(ci_lower, Option<f64>),
+        name!(ci_upper, Option<f64>),
+        name!(p_value, Option<f64>),
+    ),
+> {
+    TableIterator::new(retention_table(ExperimentRef::Id(required(experiment, "experiment"))))
+}
