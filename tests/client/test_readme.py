@@ -379,6 +379,7 @@ def test_every_key_the_parser_accepts_is_documented_and_every_documented_key_is_
             "cap": base(metrics={"m": {"cap": {"zzz": 1}}}),
             "prior": base(metrics={"m": {"prior": {"zzz": 1}}}),
             "covariate": base(metrics={"m": {"covariate": {"zzz": 1}}}),
+            "stratum": base(metrics={"m": {"covariates": [{"zzz": 1}]}}),
             "layer": base(layer={"name": "l", "zzz": 1}),
             "allocation": base(allocation={"mode": "fixed", "zzz": 1}),
         }

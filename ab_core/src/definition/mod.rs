@@ -36,8 +36,8 @@ pub use header::{EXPERIMENT_TYPES, MAX_DESCRIPTION_LEN};
 pub use interval::interval_seconds;
 pub use layer::{LayerRole, LayerSpec, LAYER_KEYS};
 pub use metrics::{
-    Aggregation, Cap, CovariateDef, Direction, MetricDef, MetricType, QuantileLevel, SourceRef, CAP_KEYS,
-    COVARIATE_KEYS, MAX_METRICS, METRIC_KEYS, PRIOR_KEYS,
+    Adjustment, Aggregation, Cap, CovariateDef, Direction, MetricDef, MetricType, QuantileLevel, SourceRef, StratumDef,
+    CAP_KEYS, COVARIATE_KEYS, MAX_COVARIATES, MAX_METRICS, MAX_STRATUM_LEVELS, METRIC_KEYS, PRIOR_KEYS, STRATUM_KEYS,
 };
 pub use recorded::{
     binary_value, check_metric_name, check_value, quantile_recorded, ratio_recorded, source_recorded,
@@ -159,6 +159,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     let layer = layer::parse(raw.layer, raw.salt.is_some(), variants.len())?;
     let bandit = allocation::parse(raw.allocation, &primary_metric, &metrics, &variants, declared_any, layer.as_ref())?;
     let breakdowns = breakdowns::parse(raw.breakdowns.unwrap_or_default())?;
+    metrics::check_adjustments(&mut metrics, &breakdowns, bandit.is_some())?;
 
     Ok(ExperimentSpec {
         name,
@@ -383,11 +384,12 @@ mod tests {
     /// itself (variants, layer, sources). Each is without repeats.
     #[test]
     fn key_lists_are_what_the_parser_accepts() {
-        let lists: [(&[&str], Vec<&str>); 8] = [
+        let lists: [(&[&str], Vec<&str>); 9] = [
             (DEFINITION_KEYS, serde_fields::<RawDefinition>()),
             (METRIC_KEYS, serde_fields::<MetricDef>()),
             (CAP_KEYS, serde_fields::<Cap>()),
             (COVARIATE_KEYS, serde_fields::<CovariateDef>()),
+            (STRATUM_KEYS, serde_fields::<StratumDef>()),
             (PRIOR_KEYS, serde_fields::<crate::stats::bayes::Prior>()),
             (VARIANT_KEYS, serde_fields::<variants::RawVariant>()),
             (LAYER_KEYS, serde_fields::<layer::RawLayer>()),

@@ -34,7 +34,12 @@ impl ArmStats {
         let p = rows.first().map_or(0, |r| r.1.len());
         let n = rows.len() as f64;
         if n == 0.0 {
-            return ArmStats { mean_x: vec![0.0; p], sxx: vec![vec![0.0; p]; p], sxy: vec![0.0; p], ..Default::default() };
+            return ArmStats {
+                mean_x: vec![0.0; p],
+                sxx: vec![vec![0.0; p]; p],
+                sxy: vec![0.0; p],
+                ..Default::default()
+            };
         }
         let mean_y = rows.iter().map(|r| r.0).sum::<f64>() / n;
         let mean_x: Vec<f64> = (0..p).map(|j| rows.iter().map(|r| r.1[j]).sum::<f64>() / n).collect();

@@ -1,6 +1,7 @@
 //! `metrics` and `primary_metric`: each declared metric's kind, aggregation and direction,
 //! and the parts a metric may have, one module each.
 
+mod adjustment;
 mod caps;
 mod covariates;
 mod effects;
@@ -17,6 +18,9 @@ use std::collections::BTreeMap;
 use super::check_name;
 use crate::error::{Error, Result};
 
+pub use adjustment::{
+    check as check_adjustments, Adjustment, StratumDef, MAX_COVARIATES, MAX_STRATUM_LEVELS, STRATUM_KEYS,
+};
 pub use caps::{Cap, CAP_KEYS};
 pub use covariates::{CovariateDef, COVARIATE_KEYS};
 pub use kinds::{Aggregation, Direction, MetricType};
@@ -75,6 +79,10 @@ pub struct MetricDef {
     /// enrollment, from the metric's source or another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub covariate: Option<CovariateDef>,
+    /// What `ab_adjusted` adjusts the metric for (regression adjustment): declared metrics'
+    /// pre-period values and breakdown attributes as strata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariates: Option<Vec<Adjustment>>,
 }
 
 /// The keys of a metric in `metrics`, as `MetricDef` declares them.
@@ -94,6 +102,7 @@ pub const METRIC_KEYS: &[&str] = &[
     "source",
     "window",
     "covariate",
+    "covariates",
 ];
 
 impl MetricDef {
