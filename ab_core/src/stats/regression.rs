@@ -185,6 +185,37 @@ pub fn meat_of_rows(arm: &ArmStats, f: &ArmFit, center: &[f64], rows: &[(f64, Ve
     m
 }
 
+/// The cluster-robust meat of per-user rows, `cluster[i]` naming row i's cluster: per
+/// cluster, the sum g of e z over its users, then the sum of g g' (for tests and small data;
+/// the analysis sums e z per cluster in SQL).
+pub fn cluster_meat_of_rows(
+    arm: &ArmStats,
+    f: &ArmFit,
+    center: &[f64],
+    rows: &[(f64, Vec<f64>)],
+    cluster: &[usize],
+) -> Meat {
+    let p = arm.covariates();
+    let mut sums: std::collections::BTreeMap<usize, Vec<f64>> = std::collections::BTreeMap::new();
+    for ((y, x), g) in rows.iter().zip(cluster) {
+        let e = f.residual(arm, *y, x);
+        let s = sums.entry(*g).or_insert_with(|| vec![0.0; p + 1]);
+        s[0] += e;
+        for k in 0..p {
+            s[k + 1] += e * (x[k] - center[k]);
+        }
+    }
+    let mut m = vec![vec![0.0; p + 1]; p + 1];
+    for s in sums.values() {
+        for a in 0..=p {
+            for b in 0..=p {
+                m[a][b] += s[a] * s[b];
+            }
+        }
+    }
+    m
+}
+
 /// The HC0 sandwich variance of the arm's adjusted mean: r' M r, r the first row of
 /// (Z'Z)^-1 over the intercept and the kept covariates.
 pub fn adjusted_mean_variance(arm: &ArmStats, f: &ArmFit, center: &[f64], meat: &Meat) -> Option<f64> {
