@@ -50,6 +50,11 @@ impl ArmStats {
         ArmStats { n, mean_y, mean_x, sxx, sxy, syy }
     }
 
+    /// An arm without users, with p covariates.
+    pub fn empty(p: usize) -> ArmStats {
+        ArmStats { mean_x: vec![0.0; p], sxx: vec![vec![0.0; p]; p], sxy: vec![0.0; p], ..Default::default() }
+    }
+
     pub fn covariates(&self) -> usize {
         self.mean_x.len()
     }
