@@ -187,3 +187,38 @@ def test_calibration_through_sql(conn):
     assert sum(reductions) / runs > 0.8, sum(reductions) / runs
     print(f"A/A rejections {rejected}/{runs}, coverage {covered}/{runs}, mean variance reduction "
           f"{sum(reductions) / runs:.3f}")
+
+
+def test_update_to_0_14_0_lets_analysts_run_it():
+    """On a 0.13.0 schema the 0.14.0 library accepts covariates (they live in the metrics'
+    definitions) and ab_analyze runs as before; the update adds ab_adjusted for every role that
+    may run ab_breakdown (analysts, not PUBLIC)."""
+    from conftest import CITUS, conninfo
+    if CITUS:
+        pytest.skip("creates a database at an older version")
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS ab_adjusted_update WITH (FORCE)")
+        c.execute("CREATE DATABASE ab_adjusted_update")
+        c.execute("DO $$ BEGIN CREATE ROLE ab_adj_upd_analyst; EXCEPTION WHEN duplicate_object THEN END $$")
+    try:
+        with psycopg.connect(conninfo("ab_adjusted_update"), autocommit=True) as c:
+            c.execute("CREATE EXTENSION ab_testing VERSION '0.13.0'")
+            c.execute("SELECT ab_grant_analyst('ab_adj_upd_analyst')")
+            exp = create(c, "adjusted-old", {"m": {"covariates": ["m"]}}, "m")
+            load(c, exp, [{"user_id": f"u{i}", "variant": ["control", "b", "c"][i % 3]} for i in range(30)],
+                 [{"user_id": f"u{i}", "metric": "m", "value": float(i % 7)} for i in range(30)],
+                 [{"user_id": f"u{i}", "metric": "m", "value": float(i % 5)} for i in range(30)])
+            assert c.execute("SELECT count(*) FROM ab_analyze(%s)", (exp,)).fetchone()[0] == 3
+            assert c.execute("SELECT to_regprocedure('ab_adjusted(text)')").fetchone()[0] is None
+            c.execute("ALTER EXTENSION ab_testing UPDATE TO '0.14.0'")
+            privilege = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
+            for f in ["ab_adjusted(text)", "ab_adjusted(bigint)"]:
+                assert c.execute(privilege, ("ab_adj_upd_analyst", f)).fetchone()[0] is True
+                assert c.execute(privilege, ("public", f)).fetchone()[0] is False
+            c.execute("SET ROLE ab_adj_upd_analyst")
+            assert c.execute("SELECT count(*) FROM ab_adjusted(%s)", (exp,)).fetchone()[0] == 3
+            c.execute("RESET ROLE")
+    finally:
+        with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+            c.execute("DROP DATABASE IF EXISTS ab_adjusted_update WITH (FORCE)")
+            c.execute("DROP ROLE IF EXISTS ab_adj_upd_analyst")
