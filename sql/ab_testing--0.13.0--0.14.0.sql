@@ -3,7 +3,7 @@
 -- object by object.
 \echo Use "ALTER EXTENSION ab_testing UPDATE TO '0.14.0'" to load this file. \quit
 
--- Regression adjustment with several covariates: ab_adjusted (a metric's "covariates" live in
+-- Regression adjustment with several covariates, and cluster-randomized experiments: ab_adjusted (a metric's "covariates" live in
 -- ab_experiments.metrics, so no table changes), with the grants and pinned search_path of
 -- ab_breakdown; ab_grant_analyst and ab_revoke_analyst cover it.
 CREATE FUNCTION "ab_adjusted"(
@@ -13,6 +13,7 @@ CREATE FUNCTION "ab_adjusted"(
 	"variant" TEXT,  /* String */
 	"is_control" bool,  /* bool */
 	"users" bigint,  /* i64 */
+	"clusters" bigint,  /* Option < i64 > */
 	"covariates" INT,  /* i32 */
 	"adjusted_mean" double precision,  /* Option < f64 > */
 	"diff" double precision,  /* Option < f64 > */
@@ -24,7 +25,8 @@ CREATE FUNCTION "ab_adjusted"(
 	"std_error" double precision,  /* Option < f64 > */
 	"unadjusted_std_error" double precision,  /* Option < f64 > */
 	"variance_reduction" double precision,  /* Option < f64 > */
-	"variance_reduction_vs_cuped" double precision  /* Option < f64 > */
+	"variance_reduction_vs_cuped" double precision,  /* Option < f64 > */
+	"srm_p_value" double precision  /* Option < f64 > */
 )
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -36,6 +38,7 @@ CREATE FUNCTION "ab_adjusted"(
 	"variant" TEXT,  /* String */
 	"is_control" bool,  /* bool */
 	"users" bigint,  /* i64 */
+	"clusters" bigint,  /* Option < i64 > */
 	"covariates" INT,  /* i32 */
 	"adjusted_mean" double precision,  /* Option < f64 > */
 	"diff" double precision,  /* Option < f64 > */
@@ -47,7 +50,8 @@ CREATE FUNCTION "ab_adjusted"(
 	"std_error" double precision,  /* Option < f64 > */
 	"unadjusted_std_error" double precision,  /* Option < f64 > */
 	"variance_reduction" double precision,  /* Option < f64 > */
-	"variance_reduction_vs_cuped" double precision  /* Option < f64 > */
+	"variance_reduction_vs_cuped" double precision,  /* Option < f64 > */
+	"srm_p_value" double precision  /* Option < f64 > */
 )
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -125,4 +129,8 @@ BEGIN
     END LOOP;
 END
 $$;
--- End of regression adjustment.
+
+-- Cluster-randomized experiments: the unit an experiment buckets by.
+ALTER TABLE ab_experiments ADD COLUMN randomization_unit text CHECK (randomization_unit IS NULL OR randomization_unit = ANY (breakdowns));
+COMMENT ON COLUMN ab_experiments.randomization_unit IS 'A cluster-randomized experiment''s unit: the attribute (one of breakdowns) whose value every user of a cluster shares; users are bucketed by it. NULL: users are randomized one by one.';
+-- End of regression adjustment and cluster-randomized experiments.

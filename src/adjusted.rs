@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use ab_core::analysis::adjusted::{self, AdjustedArm, AdjustedRow};
-use ab_core::definition::{Adjustment, MetricDef, MAX_STRATUM_LEVELS};
+use ab_core::definition::{Adjustment, MetricDef, MetricType, MAX_STRATUM_LEVELS};
 use ab_core::stats::regression::{ArmStats, Meat};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -25,6 +25,7 @@ fn lit(x: f64) -> String {
 /// One metric's design: the SQL of its rows (g variant id, y, x1..xp) and its text
 /// parameters ($3: metric names, attribute names and levels, referenced by index).
 struct Design {
+    /// Rows (g, cl, y, x1..xp); cl is the user's cluster in a cluster-randomized experiment.
     sql: String,
     texts: Vec<String>,
     p: usize,
@@ -40,6 +41,7 @@ fn design(
     list: &[Adjustment],
     from_state: bool,
     sources: &HashMap<String, SourceMetric>,
+    unit: Option<&str>,
 ) -> Design {
     let uncapped = per_user_of_metric(client, nsp, from_state, name, def.aggregation, "$2", None, sources);
     let cap = metric_cap(client, exp.id, name, def, &uncapped, sources);
@@ -117,7 +119,17 @@ fn design(
         ("u.v::float8", format!("({per_user}) u JOIN {nsp}.ab_assignments a ON a.user_id = u.user_id"))
     };
     let columns: String = xs.iter().enumerate().map(|(k, x)| format!(", {x} AS x{}", k + 1)).collect();
-    let sql = format!("SELECT a.variant_id AS g, {y} AS y{columns} FROM {from}{joins} WHERE a.experiment_id = $1");
+    // A user stored without a cluster (written by hand) is a cluster of their own.
+    let cl = match unit {
+        Some(u) => {
+            let u = text(u);
+            format!("coalesce('c' || (a.attributes->>{u}), 'u' || a.user_id)")
+        }
+        None => "NULL::text".to_string(),
+    };
+    let sql = format!(
+        "SELECT a.variant_id AS g, {cl} AS cl, {y} AS y{columns} FROM {from}{joins} WHERE a.experiment_id = $1"
+    );
     Design { sql, texts, p: xs.len(), first_is_value: matches!(list.first(), Some(Adjustment::PreValue(_))) }
 }
 
@@ -192,7 +204,8 @@ fn second_pass(
     arms: &[AdjustedArm],
     fits: &adjusted::Fits,
     sources: &HashMap<String, SourceMetric>,
-) -> HashMap<i64, Meat> {
+    clustered: bool,
+) -> HashMap<i64, (Meat, Option<u64>)> {
     let p = d.p;
     let mut cases = String::new();
     for (i, id) in ids.iter().enumerate() {
@@ -216,11 +229,24 @@ fn second_pass(
         }
     }
     let xcols: String = (1..=p).map(|k| format!(", x{k}")).collect();
-    let sql = format!(
-        "SELECT g, ARRAY[{}] FROM (SELECT g, y - CASE g{cases} END AS e{xcols} FROM ({}) d) r GROUP BY g",
-        sums.join(", "),
-        d.sql
-    );
+    let residuals = format!("SELECT g, cl, y - CASE g{cases} END AS e{xcols} FROM ({}) d", d.sql);
+    let sql = if clustered {
+        // Per cluster the sums s_a of e z_a, then per arm the sums of s_a s_b.
+        let per_cluster: Vec<String> = (0..=p).map(|a| format!("sum(e * {}) AS s{a}", z(a))).collect();
+        let mut products = Vec::new();
+        for a in 0..=p {
+            for b in a..=p {
+                products.push(format!("sum(s{a} * s{b})"));
+            }
+        }
+        format!(
+            "SELECT g, ARRAY[{}], count(*) FROM (SELECT g, cl, {} FROM ({residuals}) r GROUP BY g, cl) t GROUP BY g",
+            products.join(", "),
+            per_cluster.join(", ")
+        )
+    } else {
+        format!("SELECT g, ARRAY[{}], NULL::bigint FROM ({residuals}) r GROUP BY g", sums.join(", "))
+    };
     let args = crate::sources::args(sources, vec![exp.id.into(), name.into(), d.texts.clone().into()]);
     client
         .select(sql.as_str(), None, &args)
@@ -238,7 +264,7 @@ fn second_pass(
                     i += 1;
                 }
             }
-            Some((g, m))
+            Some((g, (m, row.get::<i64>(3).or_raise().map(|c| c as u64))))
         })
         .collect()
 }
@@ -246,15 +272,23 @@ fn second_pass(
 /// The rows of every metric with covariates, in the analysis's order.
 fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<(String, usize, AdjustedRow)> {
     let defs = exp.metric_defs();
+    let unit = exp.randomization_unit.as_deref();
+    // In a cluster-randomized experiment every continuous and binary metric, with its
+    // covariates if it has any; otherwise the metrics with covariates.
     let adjusted_metrics: Vec<String> = metric_order(exp, &defs, &[])
         .into_iter()
-        .filter(|m| defs.get(m).is_some_and(|d| d.covariates.is_some()))
+        .filter(|m| {
+            defs.get(m).is_some_and(|d| {
+                d.covariates.is_some()
+                    || unit.is_some() && matches!(d.kind, MetricType::Continuous | MetricType::Binary)
+            })
+        })
         .collect();
     if adjusted_metrics.is_empty() {
         crate::errors::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!(
-                "experiment \"{}\" has no metric with covariates: ab_adjusted adjusts the metrics whose definition lists \"covariates\"",
+                "experiment \"{}\" has no metric with covariates: ab_adjusted adjusts the metrics whose definition lists \"covariates\" (and every continuous or binary metric of a cluster-randomized experiment)",
                 ab_core::names::printable(&exp.name)
             ),
             Some("declare \"covariates\" on a metric when creating the experiment (see docs/definitions.md)".into()),
@@ -271,9 +305,9 @@ fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<(String, u
         for name in &adjusted_metrics {
             let def = &defs[name];
             let list = def.covariates.as_deref().unwrap_or_default();
-            let d = design(client, nsp, exp, name, def, list, from_state, &sources);
+            let d = design(client, nsp, exp, name, def, list, from_state, &sources, unit);
             let mut stats = first_pass(client, exp, name, &d, &sources);
-            let arms: Vec<AdjustedArm> = variants
+            let mut arms: Vec<AdjustedArm> = variants
                 .iter()
                 .map(|v| AdjustedArm {
                     variant: v.name.clone(),
@@ -283,8 +317,14 @@ fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<(String, u
                 })
                 .collect();
             let fits = adjusted::fit(&arms);
-            let mut meats = second_pass(client, exp, name, &d, &ids, &arms, &fits, &sources);
-            let meats: Vec<Option<Meat>> = ids.iter().map(|id| meats.remove(id)).collect();
+            let mut meats = second_pass(client, exp, name, &d, &ids, &arms, &fits, &sources, unit.is_some());
+            let mut meats: Vec<Option<(Meat, Option<u64>)>> = ids.iter().map(|id| meats.remove(id)).collect();
+            if unit.is_some() {
+                for (arm, m) in arms.iter_mut().zip(&meats) {
+                    arm.clusters = Some(m.as_ref().and_then(|m| m.1).unwrap_or(0));
+                }
+            }
+            let meats: Vec<Option<Meat>> = meats.iter_mut().map(|m| m.take().map(|m| m.0)).collect();
             for row in adjusted::rows(&settings, &arms, &fits, &meats, d.first_is_value) {
                 out.push((name.clone(), d.p, row));
             }
@@ -293,11 +333,34 @@ fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<(String, u
     })
 }
 
+/// The sample ratio check of the randomization unit: clusters in a cluster-randomized
+/// experiment (each cluster once, in the variant of its users), users otherwise.
+fn srm_p_value(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<f64> {
+    let variants = catalog::variants(client, nsp, exp.id);
+    let unit = match &exp.randomization_unit {
+        Some(_) => "count(DISTINCT coalesce('c' || (attributes->>$2), 'u' || user_id))",
+        None => "count(*)",
+    };
+    let counts: HashMap<i64, f64> = client
+        .select(
+            format!("SELECT variant_id, {unit} FROM {nsp}.ab_assignments WHERE experiment_id = $1 GROUP BY 1").as_str(),
+            None,
+            &[exp.id.into(), exp.randomization_unit.as_deref().unwrap_or("").into()],
+        )
+        .or_raise()
+        .map(|row| (row.get::<i64>(1).or_raise().unwrap(), row.get::<i64>(2).or_raise().unwrap() as f64))
+        .collect();
+    let observed: Vec<f64> = variants.iter().map(|v| counts.get(&v.id).copied().unwrap_or(0.0)).collect();
+    let weights: Vec<f64> = variants.iter().map(|v| v.traffic_allocation).collect();
+    ab_core::stats::srm::srm_test(&observed, &weights).ok().map(|r| r.p_value)
+}
+
 type Row = (
     String,
     String,
     bool,
     i64,
+    Option<i64>,
     i32,
     Option<f64>,
     Option<f64>,
@@ -310,6 +373,7 @@ type Row = (
     Option<f64>,
     Option<f64>,
     Option<f64>,
+    Option<f64>,
 );
 
 fn adjusted_rows(r: ExperimentRef<'_>) -> Vec<Row> {
@@ -317,14 +381,16 @@ fn adjusted_rows(r: ExperimentRef<'_>) -> Vec<Row> {
         let nsp = catalog::schema(client);
         let exp = catalog::get_experiment(client, &nsp, r);
         let _settled = crate::guard::settle(client, &nsp, &exp);
-        run(client, &nsp, &exp)
-            .into_iter()
+        let rows = run(client, &nsp, &exp);
+        let srm = srm_p_value(client, &nsp, &exp);
+        rows.into_iter()
             .map(|(metric, k, r)| {
                 (
                     metric,
                     r.variant,
                     r.is_control,
                     r.users as i64,
+                    r.clusters.map(|c| c as i64),
                     k as i32,
                     r.adjusted_mean,
                     r.diff,
@@ -337,6 +403,7 @@ fn adjusted_rows(r: ExperimentRef<'_>) -> Vec<Row> {
                     r.unadjusted_std_error,
                     r.variance_reduction,
                     r.variance_reduction_vs_cuped,
+                    srm,
                 )
             })
             .collect()
@@ -356,6 +423,7 @@ fn ab_adjusted(
         name!(variant, String),
         name!(is_control, bool),
         name!(users, i64),
+        name!(clusters, Option<i64>),
         name!(covariates, i32),
         name!(adjusted_mean, Option<f64>),
         name!(diff, Option<f64>),
@@ -368,6 +436,7 @@ fn ab_adjusted(
         name!(unadjusted_std_error, Option<f64>),
         name!(variance_reduction, Option<f64>),
         name!(variance_reduction_vs_cuped, Option<f64>),
+        name!(srm_p_value, Option<f64>),
     ),
 > {
     TableIterator::new(adjusted_rows(ExperimentRef::Name(experiment)))
@@ -383,6 +452,7 @@ fn ab_adjusted_by_id(
         name!(variant, String),
         name!(is_control, bool),
         name!(users, i64),
+        name!(clusters, Option<i64>),
         name!(covariates, i32),
         name!(adjusted_mean, Option<f64>),
         name!(diff, Option<f64>),
@@ -395,6 +465,7 @@ fn ab_adjusted_by_id(
         name!(unadjusted_std_error, Option<f64>),
         name!(variance_reduction, Option<f64>),
         name!(variance_reduction_vs_cuped, Option<f64>),
+        name!(srm_p_value, Option<f64>),
     ),
 > {
     TableIterator::new(adjusted_rows(ExperimentRef::Id(experiment)))

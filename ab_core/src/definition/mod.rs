@@ -9,6 +9,7 @@
 
 mod allocation;
 mod breakdowns;
+mod clusters;
 mod header;
 mod interval;
 mod layer;
@@ -32,6 +33,7 @@ pub use crate::names::MAX_NAME_LEN;
 pub use crate::source::SOURCE_KEYS;
 pub use allocation::{BanditSpec, ALLOCATION_KEYS, DEFAULT_BURN_IN_USERS, DEFAULT_MIN_SHARE, DEFAULT_UPDATE_EVERY};
 pub use breakdowns::{breakdown_values, MAX_BREAKDOWNS, MAX_BREAKDOWN_VALUE_LEN};
+pub use clusters::cluster_of;
 pub use header::{EXPERIMENT_TYPES, MAX_DESCRIPTION_LEN};
 pub use interval::interval_seconds;
 pub use layer::{LayerRole, LayerSpec, LAYER_KEYS};
@@ -82,6 +84,8 @@ struct RawDefinition {
     allocation: Option<allocation::RawAllocation>,
     #[serde(default)]
     breakdowns: Option<Vec<String>>,
+    #[serde(default)]
+    randomization_unit: Option<String>,
 }
 
 /// The top-level keys of a definition, as `RawDefinition` declares them (serde refuses any
@@ -105,6 +109,7 @@ pub const DEFINITION_KEYS: &[&str] = &[
     "layer",
     "allocation",
     "breakdowns",
+    "randomization_unit",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +138,9 @@ pub struct ExperimentSpec {
     pub bandit: Option<BanditSpec>,
     /// Attributes stored with each assignment, to break the analysis down by (`ab_breakdown`).
     pub breakdowns: Vec<String>,
+    /// A cluster-randomized experiment's unit: the attribute whose value every user of a
+    /// cluster shares (one of `breakdowns`); None randomizes users.
+    pub randomization_unit: Option<String>,
 }
 
 impl ExperimentSpec {
@@ -160,6 +168,8 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     let bandit = allocation::parse(raw.allocation, &primary_metric, &metrics, &variants, declared_any, layer.as_ref())?;
     let breakdowns = breakdowns::parse(raw.breakdowns.unwrap_or_default())?;
     metrics::check_adjustments(&mut metrics, &breakdowns, bandit.is_some())?;
+    let randomization_unit =
+        clusters::parse(raw.randomization_unit.as_deref(), &breakdowns, bandit.is_some(), layer.is_some())?;
 
     Ok(ExperimentSpec {
         name,
@@ -179,6 +189,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         layer,
         bandit,
         breakdowns,
+        randomization_unit,
     })
 }
 
