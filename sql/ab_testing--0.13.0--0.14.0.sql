@@ -131,6 +131,7 @@ END
 $$;
 
 -- Cluster-randomized experiments: the unit an experiment buckets by.
-ALTER TABLE ab_experiments ADD COLUMN randomization_unit text CHECK (randomization_unit IS NULL OR randomization_unit = ANY (breakdowns));
+ALTER TABLE ab_experiments ADD COLUMN randomization_unit text CONSTRAINT ab_experiments_randomization_unit_check
+                     CHECK (randomization_unit IS NULL OR randomization_unit = ANY (breakdowns));
 COMMENT ON COLUMN ab_experiments.randomization_unit IS 'A cluster-randomized experiment''s unit: the attribute (one of breakdowns) whose value every user of a cluster shares; users are bucketed by it. NULL: users are randomized one by one.';
 -- End of regression adjustment and cluster-randomized experiments.

@@ -64,7 +64,8 @@ CREATE TABLE ab_experiments (
     strict_metrics   boolean NOT NULL DEFAULT false,
     allocation       jsonb CHECK (jsonb_typeof(allocation) = 'object'),
     breakdowns       text[] NOT NULL DEFAULT '{}' CHECK (cardinality(breakdowns) <= 5),
-    randomization_unit text CHECK (randomization_unit IS NULL OR randomization_unit = ANY (breakdowns)),
+    randomization_unit text CONSTRAINT ab_experiments_randomization_unit_check
+                     CHECK (randomization_unit IS NULL OR randomization_unit = ANY (breakdowns)),
     CHECK (status = 'draft' OR started_at IS NOT NULL),
     CHECK (status <> 'stopped' OR stopped_at IS NOT NULL),
     CHECK (winner_variant IS NULL OR status = 'stopped')
