@@ -59,7 +59,7 @@ AS 'MODULE_PATHNAME', 'ab_adjusted_by_id_wrapper';
 ALTER FUNCTION ab_adjusted(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_adjusted(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION ab_adjusted(text), ab_adjusted(bigint) FROM PUBLIC;
-COMMENT ON FUNCTION ab_adjusted(text) IS 'Per metric declaring "covariates" and variant: the metric adjusted for its covariates (Lin''s regression adjustment: per arm, OLS on the covariates centered at their mean over every arm; strata as indicators), HC1 robust standard errors, each treatment against the control, and the share of the variance removed against no adjustment and against single-covariate CUPED on the first covariate.';
+COMMENT ON FUNCTION ab_adjusted(text) IS 'Per metric declaring "covariates" (in a cluster-randomized experiment, every continuous and binary metric) and variant: the metric adjusted for its covariates (Lin''s regression adjustment: per arm, OLS on the covariates centered at their mean over every arm; strata as indicators), HC1 robust standard errors (cluster-robust in a cluster-randomized experiment), each treatment against the control, the share of the variance removed against no adjustment and against single-covariate CUPED on the first covariate, and the sample ratio check of the randomization unit.';
 COMMENT ON FUNCTION ab_adjusted(bigint) IS 'ab_adjusted by experiment id.';
 COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown and ab_adjusted.';
 

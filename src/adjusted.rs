@@ -154,7 +154,7 @@ fn first_pass(
     let arr =
         |v: &[String]| if v.is_empty() { "'{}'::float8[]".to_string() } else { format!("ARRAY[{}]", v.join(", ")) };
     let sql = format!(
-        "SELECT g, count(*), avg(y), coalesce(var_pop(y), 0), {}, {}, {} FROM ({}) d GROUP BY g",
+        "SELECT g, count(*), avg(y), coalesce(var_pop(y), 0), {}, {}, {} FROM ({} OFFSET 0) d GROUP BY g",
         arr(&means),
         arr(&cross),
         arr(&xy),
@@ -229,7 +229,9 @@ fn second_pass(
         }
     }
     let xcols: String = (1..=p).map(|k| format!(", x{k}")).collect();
-    let residuals = format!("SELECT g, cl, y - CASE g{cases} END AS e{xcols} FROM ({}) d", d.sql);
+    // OFFSET 0 keeps each subquery's columns computed once per row (flattened, every
+    // aggregate would recompute the covariates and the residual it refers to).
+    let residuals = format!("SELECT g, cl, y - CASE g{cases} END AS e{xcols} FROM ({} OFFSET 0) d OFFSET 0", d.sql);
     let sql = if clustered {
         // Per cluster the sums s_a of e z_a, then per arm the sums of s_a s_b.
         let per_cluster: Vec<String> = (0..=p).map(|a| format!("sum(e * {}) AS s{a}", z(a))).collect();
@@ -269,8 +271,38 @@ fn second_pass(
         .collect()
 }
 
+/// Whether `ab_adjusted` has rows for the experiment: a metric lists covariates, or the
+/// experiment is cluster-randomized (`run` refuses the others).
+pub fn applies(exp: &ExperimentRow) -> bool {
+    exp.randomization_unit.is_some() || exp.metric_defs().values().any(|d| d.covariates.is_some())
+}
+
+/// `ab_summary`'s lines for the adjusted analysis (empty when it does not apply).
+pub fn summary_section(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> String {
+    if !applies(exp) {
+        return String::new();
+    }
+    let rows: Vec<(String, AdjustedRow)> = run(client, nsp, exp).into_iter().map(|(m, _, r)| (m, r)).collect();
+    adjusted::summary_lines(exp.alpha, exp.randomization_unit.as_deref(), &rows)
+}
+
 /// The rows of every metric with covariates, in the analysis's order.
 fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<(String, usize, AdjustedRow)> {
+    run_metrics(client, nsp, exp, None)
+}
+
+/// The cluster-robust rows of a cluster-randomized experiment's primary metric (empty when
+/// it is a ratio or quantile), for the winner rule.
+pub fn primary_rows(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<AdjustedRow> {
+    run_metrics(client, nsp, exp, Some(&exp.primary_metric)).into_iter().map(|(_, _, r)| r).collect()
+}
+
+fn run_metrics(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    only: Option<&str>,
+) -> Vec<(String, usize, AdjustedRow)> {
     let defs = exp.metric_defs();
     let unit = exp.randomization_unit.as_deref();
     // In a cluster-randomized experiment every continuous and binary metric, with its
@@ -284,6 +316,12 @@ fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<(String, u
             })
         })
         .collect();
+    if let Some(only) = only {
+        if !adjusted_metrics.iter().any(|m| m == only) {
+            return vec![];
+        }
+    }
+    let adjusted_metrics: Vec<String> = adjusted_metrics.into_iter().filter(|m| only.is_none_or(|o| o == m)).collect();
     if adjusted_metrics.is_empty() {
         crate::errors::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -333,23 +371,41 @@ fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<(String, u
     })
 }
 
-/// The sample ratio check of the randomization unit: clusters in a cluster-randomized
-/// experiment (each cluster once, in the variant of its users), users otherwise.
-fn srm_p_value(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<f64> {
-    let variants = catalog::variants(client, nsp, exp.id);
-    let unit = match &exp.randomization_unit {
-        Some(_) => "count(DISTINCT coalesce('c' || (attributes->>$2), 'u' || user_id))",
-        None => "count(*)",
-    };
-    let counts: HashMap<i64, f64> = client
+/// Clusters per variant of a cluster-randomized experiment (each cluster once, in the
+/// variant of its users; a user stored without one is a cluster of their own).
+pub fn clusters_per_variant(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow, unit: &str) -> HashMap<i64, f64> {
+    client
         .select(
-            format!("SELECT variant_id, {unit} FROM {nsp}.ab_assignments WHERE experiment_id = $1 GROUP BY 1").as_str(),
+            format!(
+                "SELECT variant_id, count(DISTINCT coalesce('c' || (attributes->>$2), 'u' || user_id)) \
+                 FROM {nsp}.ab_assignments WHERE experiment_id = $1 GROUP BY 1"
+            )
+            .as_str(),
             None,
-            &[exp.id.into(), exp.randomization_unit.as_deref().unwrap_or("").into()],
+            &[exp.id.into(), unit.into()],
         )
         .or_raise()
         .map(|row| (row.get::<i64>(1).or_raise().unwrap(), row.get::<i64>(2).or_raise().unwrap() as f64))
-        .collect();
+        .collect()
+}
+
+/// The sample ratio check of the randomization unit: clusters in a cluster-randomized
+/// experiment, users otherwise.
+fn srm_p_value(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<f64> {
+    let variants = catalog::variants(client, nsp, exp.id);
+    let counts: HashMap<i64, f64> = match &exp.randomization_unit {
+        Some(unit) => clusters_per_variant(client, nsp, exp, unit),
+        None => client
+            .select(
+                format!("SELECT variant_id, count(*) FROM {nsp}.ab_assignments WHERE experiment_id = $1 GROUP BY 1")
+                    .as_str(),
+                None,
+                &[exp.id.into()],
+            )
+            .or_raise()
+            .map(|row| (row.get::<i64>(1).or_raise().unwrap(), row.get::<i64>(2).or_raise().unwrap() as f64))
+            .collect(),
+    };
     let observed: Vec<f64> = variants.iter().map(|v| counts.get(&v.id).copied().unwrap_or(0.0)).collect();
     let weights: Vec<f64> = variants.iter().map(|v| v.traffic_allocation).collect();
     ab_core::stats::srm::srm_test(&observed, &weights).ok().map(|r| r.p_value)

@@ -223,7 +223,15 @@ def test_update_to_0_14_0_lets_analysts_run_it():
                  [{"user_id": f"u{i}", "metric": "m", "value": float(i % 5)} for i in range(30)])
             assert c.execute("SELECT count(*) FROM ab_analyze(%s)", (exp,)).fetchone()[0] == 3
             assert c.execute("SELECT to_regprocedure('ab_adjusted(text)')").fetchone()[0] is None
+            cluster = {"name": "old-branches", "experiment_type": "agent_config", "primary_metric": "m",
+                       "variants": two_variants(), "breakdowns": ["branch"], "randomization_unit": "branch"}
+            err = refused(c, "SELECT ab_create_experiment(%s)", (Jsonb(cluster),),
+                          psycopg.errors.ObjectNotInPrerequisiteState,
+                          "cluster-randomized experiments (randomization_unit) need version 0.14.0 of the ab_testing schema")
+            assert err.sqlstate == "55000"
+            assert c.execute("SELECT count(*) FROM ab_experiments WHERE name = 'old-branches'").fetchone()[0] == 0
             c.execute("ALTER EXTENSION ab_testing UPDATE TO '0.14.0'")
+            assert c.execute("SELECT ab_create_experiment(%s) > 0", (Jsonb(cluster),)).fetchone()[0]
             privilege = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
             for f in ["ab_adjusted(text)", "ab_adjusted(bigint)"]:
                 assert c.execute(privilege, ("ab_adj_upd_analyst", f)).fetchone()[0] is True
@@ -319,6 +327,9 @@ def test_cluster_robust_matches_statsmodels(conn):
     from scipy import stats
     expected_srm = stats.chisquare([22, 19, 19], [60 * 0.34, 60 * 0.33, 60 * 0.33]).pvalue
     assert close(got["b"]["srm_p_value"], expected_srm, 1e-9)
+    # ab_analyze's check (and so the winner rule's) counts clusters too.
+    srm = conn.execute("SELECT DISTINCT srm_p_value FROM ab_analyze(%s)", (exp,)).fetchall()
+    assert len(srm) == 1 and close(srm[0][0], expected_srm, 1e-9)
     # Every continuous or binary metric of a cluster-randomized experiment has rows ("calls",
     # recorded by nobody here: no users, no comparison).
     assert {r["metric_name"] for r in rows(conn, exp)} == {"handled", "calls"}
@@ -358,3 +369,80 @@ def test_intra_cluster_correlation_simulation(conn):
     assert lo <= robust <= hi, robust
     assert naive > 3 * hi / 2, naive
     print(f"A/A rejections at alpha 0.05: per-user {naive}/{runs}, cluster-robust {robust}/{runs}")
+
+
+def test_covariate_read_from_a_source_equals_the_recorded_one(conn):
+    """A covariate naming a source metric with a `covariate` lookback reads the source over the
+    lookback before each user's enrollment: the same figures as a recorded copy of the same
+    values (results and covariates written with ab_record_result and ab_record_covariate)."""
+    conn.execute("DROP SCHEMA IF EXISTS crm_adj CASCADE")
+    conn.execute("CREATE SCHEMA crm_adj")
+    conn.execute("CREATE TABLE crm_adj.loans (borrower_id text, applied_at timestamptz)")
+    source = {"relation": "crm_adj.loans", "user_column": "borrower_id", "time_column": "applied_at"}
+    metrics = {"funded": {"type": "binary", "source": source, "window": "14 days", "covariate": {"lookback": "30 days"},
+                          "covariates": ["funded", {"attribute": "channel"}]},
+               "funded_copy": {"type": "binary", "covariates": ["funded_copy", {"attribute": "channel"}]}}
+    body = {"name": "adjusted-source", "experiment_type": "workflow", "primary_metric": "funded", "salt": "adj-src",
+            "variants": two_variants(), "metrics": metrics, "breakdowns": ["channel"]}
+    exp = conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),)).fetchone()[0]
+    conn.execute("SELECT ab_start_experiment(%s)", (exp,))
+    arms = {}
+    for g in range(400):
+        v = conn.execute("SELECT ab_get_variant(%s, %s, %s)",
+                         (exp, f"b{g}", Jsonb({"channel": ["web", "phone"][g % 2]}))).fetchone()[0]
+        arms[g] = v["variant"]
+    conn.execute("UPDATE ab_assignments SET assigned_at = '2026-03-01 00:00+00' WHERE experiment_id = %s", (exp,))
+    pre = {g for g in range(400) if g % 3 == 0 or g % 7 == 0}
+    won = {g for g in range(400) if (g % 3 == 0 and g % 4 != 1) or g % 11 == 0 or (arms[g] == "b" and g % 5 == 0)}
+    rows = [(f"b{g}", "2026-02-19 00:00+00") for g in pre] + [(f"b{g}", "2026-03-03 00:00+00") for g in won]
+    # Outside both: before the lookback, after the window.
+    rows += [(f"b{g}", "2026-01-01 00:00+00") for g in range(0, 400, 2)]
+    rows += [(f"b{g}", "2026-04-01 00:00+00") for g in range(1, 400, 2)]
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO crm_adj.loans VALUES (%s, %s)", rows)
+    for g in range(400):
+        if g in won:
+            conn.execute("SELECT ab_record_result(%s, 'funded_copy', 1, %s)", (exp, f"b{g}"))
+        if g in pre:
+            conn.execute("SELECT ab_record_covariate(%s, 'funded_copy', %s, 1)", (exp, f"b{g}"))
+    got = {(r["metric_name"], r["variant"]): r for r in rows_of(conn, exp)}
+    a, b = got[("funded", "b")], got[("funded_copy", "b")]
+    assert a["users"] == b["users"] == sum(1 for v in arms.values() if v == "b")
+    for k in ["adjusted_mean", "diff", "std_error", "p_value", "variance_reduction", "variance_reduction_vs_cuped"]:
+        assert close(a[k], b[k], 1e-9), (k, a[k], b[k])
+    assert a["variance_reduction"] > 0.2
+    conn.execute("DROP SCHEMA crm_adj CASCADE")
+
+
+def rows_of(c, exp):
+    return rows(c, exp)
+
+
+def test_cluster_randomized_winner_rule_and_summary(conn):
+    """The per-user test of branch-randomized data calls the new agent better (p = 0.0135); the
+    cluster-robust one does not (p = 0.42): the summary shows both, the winner rule withholds
+    the winner, and stopping with declare_winner declares none."""
+    body = {"name": "branch-winner", "experiment_type": "agent_config", "primary_metric": "funded",
+            "salt": "branch-agent-3", "breakdowns": ["branch"], "randomization_unit": "branch",
+            "metrics": {"funded": {"type": "binary"}},
+            "variants": [{"name": "current agent", "is_control": True, "traffic_allocation": 50},
+                         {"name": "new agent", "traffic_allocation": 50}]}
+    exp = conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),)).fetchone()[0]
+    conn.execute("SELECT ab_start_experiment(%s)", (exp,))
+    conn.execute("SELECT count(ab_get_variant(%s, 'borrower-' || g, jsonb_build_object('branch', 'branch-' || g %% 60))) "
+                 "FROM generate_series(1, 3000) g", (exp,))
+    conn.execute("SELECT count(ab_record_result(%s, 'funded', ((g * 37) %% 100 < 15 + (g %% 60) %% 7 * 8)::int, "
+                 "'borrower-' || g)) FROM generate_series(1, 3000) g", (exp,))
+    per_user = conn.execute("SELECT p_value, srm_p_value FROM ab_analyze(%s) WHERE NOT is_control", (exp,)).fetchone()
+    assert round(per_user[0], 4) == 0.0135
+    clustered = conn.execute("SELECT p_value, srm_p_value FROM ab_adjusted(%s) WHERE NOT is_control", (exp,)).fetchone()
+    assert round(clustered[0], 4) == 0.4173 and close(per_user[1], clustered[1])
+    summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
+    assert ('Recommendation: no winner yet. Reason: no winner yet: the experiment is randomized by "branch", and the '
+            'cluster-robust comparison of "new agent" is not significant (p = 0.4173) although the per-user one is') \
+        in summary, summary
+    assert 'Randomized by "branch" (clusters: 26 current agent, 34 new agent)' in summary
+    assert "funded new agent: +0.0443 (95% CI -0.0628 to +0.1515), p = 0.4173, 9.4 times the per-user test's variance" \
+        in summary
+    stopped = conn.execute("SELECT ab_stop_experiment(%s, true)", (exp,)).fetchone()[0]
+    assert stopped["winner"] is None, stopped

@@ -140,6 +140,105 @@ pub fn rows(
     out
 }
 
+/// The winner rule of a cluster-randomized experiment: the per-user decision stands only when
+/// the cluster-robust comparison of its winner on the primary metric (`primary`: that metric's
+/// rows) is significant in the metric's direction too; otherwise there is no winner, and the
+/// reason says why.
+pub fn cluster_decision(
+    decision: crate::winner::Decision,
+    unit: &str,
+    direction: crate::definition::Direction,
+    primary: &[AdjustedRow],
+) -> crate::winner::Decision {
+    use crate::names::printable;
+    use crate::winner::{p_is, Decision};
+    let Some(winner) = decision.winner.clone() else { return decision };
+    let row = primary.iter().find(|r| r.variant == winner);
+    match row.and_then(|r| Some((r.diff?, r.p_value?, r.p_value_adjusted?, r.significant?))) {
+        Some((diff, _, p_adj, true)) if direction.is_improvement(diff) => Decision {
+            reason: format!("{} Cluster-robust (by \"{}\"): p {}.", decision.reason, printable(unit), p_is(p_adj)),
+            confidence: Some(1.0 - p_adj),
+            winner: Some(winner),
+        },
+        Some((_, p, _, _)) => Decision {
+            winner: None,
+            reason: format!(
+                "no winner yet: the experiment is randomized by \"{}\", and the cluster-robust comparison of \"{}\" is not significant (p {}) although the per-user one is",
+                printable(unit),
+                printable(&winner),
+                p_is(p)
+            ),
+            confidence: None,
+        },
+        None => Decision {
+            winner: None,
+            reason: format!(
+                "no winner yet: the experiment is randomized by \"{}\", and the cluster-robust comparison of \"{}\" cannot be computed",
+                printable(unit),
+                printable(&winner)
+            ),
+            confidence: None,
+        },
+    }
+}
+
+/// The lines `ab_summary` adds for `ab_adjusted`'s rows (metric name, row), in its order:
+/// the randomization unit with its clusters per variant, then per treatment the adjusted
+/// comparison. Names are made printable.
+pub fn summary_lines(alpha: f64, unit: Option<&str>, rows: &[(String, AdjustedRow)]) -> String {
+    use crate::names::printable;
+    use crate::winner::p_is;
+    use std::fmt::Write;
+    let mut out = String::new();
+    let level = format!("{}%", ((1.0 - alpha) * 1000.0).round() / 10.0);
+    if let Some(unit) = unit {
+        let mut seen: Vec<&str> = Vec::new();
+        let counts: Vec<String> = rows
+            .iter()
+            .filter(|(m, _)| rows.first().is_some_and(|f| &f.0 == m))
+            .filter_map(|(_, r)| {
+                (!seen.contains(&r.variant.as_str())).then(|| {
+                    seen.push(&r.variant);
+                    format!("{} {}", r.clusters.unwrap_or(0), printable(&r.variant))
+                })
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nRandomized by \"{}\" (clusters: {}): users of one cluster are not independent, so read the cluster-robust comparisons below, not the per-user ones above.",
+            printable(unit),
+            counts.join(", ")
+        );
+    }
+    let adjusted: Vec<&(String, AdjustedRow)> = rows.iter().filter(|(_, r)| r.diff.is_some()).collect();
+    if adjusted.is_empty() {
+        return out;
+    }
+    let how = if unit.is_some() { "cluster-robust" } else { "adjusted for covariates" };
+    let _ = writeln!(out, "\nRegression adjustment (ab_adjusted, {how}):");
+    for (metric, r) in adjusted {
+        let (Some(diff), Some(lo), Some(hi), Some(p)) = (r.diff, r.ci_lower, r.ci_upper, r.p_value) else { continue };
+        let reduction = match r.variance_reduction {
+            // Against the per-user test: the design effect of the clustering (net of covariates).
+            Some(v) if unit.is_some() => format!(", {:.1} times the per-user test's variance", 1.0 - v),
+            Some(v) if v >= 0.0 => format!(", variance {:.0}% lower than unadjusted", v * 100.0),
+            Some(v) => format!(", variance {:.0}% higher than unadjusted", -v * 100.0),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {} {}: {:+.4} ({level} CI {:+.4} to {:+.4}), p {}{reduction}",
+            printable(metric),
+            printable(&r.variant),
+            diff,
+            lo,
+            hi,
+            p_is(p)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +277,56 @@ mod tests {
         assert!(out[2].diff.is_none() && out[2].p_value_adjusted.is_none(), "one user: no comparison");
         let strata_first = rows(&Settings::fixed(0.05, 100), &arms, &fits, &meats, false);
         assert!(strata_first[1].variance_reduction_vs_cuped.is_none());
+        let named: Vec<(String, AdjustedRow)> = out.iter().map(|r| ("loan\namount".to_string(), r.clone())).collect();
+        let text = summary_lines(0.05, None, &named);
+        assert!(
+            text.starts_with(
+                "\nRegression adjustment (ab_adjusted, adjusted for covariates):\n  loan\\u{000A}amount b: +0."
+            ),
+            "{text}"
+        );
+        assert!(text.contains("(95% CI +0.") && text.contains("variance 9"), "{text}");
+        assert_eq!(text.lines().count(), 3, "one line per compared treatment: {text}");
+        let mut clustered = named.clone();
+        for (i, (_, r)) in clustered.iter_mut().enumerate() {
+            r.clusters = Some([26, 34, 1][i]);
+        }
+        let text = summary_lines(0.05, Some("branch"), &clustered);
+        assert!(text.starts_with("\nRandomized by \"branch\" (clusters: 26 control, 34 b, 1 c): "), "{text}");
+        assert!(text.contains("(ab_adjusted, cluster-robust)"), "{text}");
+        assert!(text.contains(" times the per-user test's variance"), "{text}");
+    }
+
+    #[test]
+    fn a_cluster_randomized_winner_needs_the_cluster_robust_test() {
+        use crate::definition::Direction;
+        use crate::winner::Decision;
+        let per_user =
+            || Decision { winner: Some("b".into()), reason: "b beats the control.".into(), confidence: Some(0.99) };
+        let row = |diff: f64, p: f64| AdjustedRow {
+            variant: "b".into(),
+            diff: Some(diff),
+            p_value: Some(p),
+            p_value_adjusted: Some(p),
+            significant: Some(p < 0.05),
+            ..Default::default()
+        };
+        let kept = cluster_decision(per_user(), "branch", Direction::Higher, &[row(0.1, 0.01)]);
+        assert_eq!(kept.winner.as_deref(), Some("b"));
+        assert_eq!(kept.reason, "b beats the control. Cluster-robust (by \"branch\"): p = 0.0100.");
+        assert_eq!(kept.confidence, Some(0.99));
+        let withheld = cluster_decision(per_user(), "branch", Direction::Higher, &[row(0.1, 0.4)]);
+        assert_eq!(withheld.winner, None);
+        assert!(
+            withheld.reason.contains("cluster-robust comparison of \"b\" is not significant (p = 0.4000)"),
+            "{}",
+            withheld.reason
+        );
+        let wrong_way = cluster_decision(per_user(), "branch", Direction::Lower, &[row(0.1, 0.01)]);
+        assert_eq!(wrong_way.winner, None);
+        let missing = cluster_decision(per_user(), "branch", Direction::Higher, &[]);
+        assert!(missing.reason.ends_with("cannot be computed"));
+        let none = Decision { winner: None, reason: "not yet".into(), confidence: None };
+        assert_eq!(cluster_decision(none.clone(), "branch", Direction::Higher, &[]).reason, "not yet");
     }
 }
