@@ -272,9 +272,13 @@ fn second_pass(
 }
 
 /// Whether `ab_adjusted` has rows for the experiment: a metric lists covariates, or the
-/// experiment is cluster-randomized (`run` refuses the others).
+/// experiment is cluster-randomized and has a continuous or binary metric (`run` refuses
+/// the others).
 pub fn applies(exp: &ExperimentRow) -> bool {
-    exp.randomization_unit.is_some() || exp.metric_defs().values().any(|d| d.covariates.is_some())
+    exp.metric_defs().values().any(|d| {
+        d.covariates.is_some()
+            || exp.randomization_unit.is_some() && matches!(d.kind, MetricType::Continuous | MetricType::Binary)
+    })
 }
 
 /// `ab_summary`'s lines for the adjusted analysis (empty when it does not apply).

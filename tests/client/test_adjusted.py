@@ -446,3 +446,23 @@ def test_cluster_randomized_winner_rule_and_summary(conn):
         in summary
     stopped = conn.execute("SELECT ab_stop_experiment(%s, true)", (exp,)).fetchone()[0]
     assert stopped["winner"] is None, stopped
+
+
+def test_cluster_randomized_ratio_primary_metric(conn):
+    """A ratio has no cluster-robust analysis: with a ratio as the primary metric ab_analyze and
+    ab_summary still run, and ab_adjusted has rows for the continuous parts only."""
+    body = {"name": "branch-ratio", "experiment_type": "agent_config", "primary_metric": "per_call",
+            "salt": "branch-ratio", "breakdowns": ["branch"], "randomization_unit": "branch",
+            "metrics": {"amount": {"aggregation": "sum"}, "calls": {"aggregation": "count"},
+                        "per_call": {"type": "ratio", "numerator": "amount", "denominator": "calls"}},
+            "variants": two_variants()}
+    exp = conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),)).fetchone()[0]
+    conn.execute("SELECT ab_start_experiment(%s)", (exp,))
+    conn.execute("SELECT count(ab_get_variant(%s, 'u' || g, jsonb_build_object('branch', 'br' || g %% 20))) "
+                 "FROM generate_series(1, 400) g", (exp,))
+    conn.execute("SELECT count(ab_record_result(%s, 'amount', g %% 7, 'u' || g)), "
+                 "count(ab_record_result(%s, 'calls', 1, 'u' || g)) FROM generate_series(1, 400) g", (exp, exp))
+    assert conn.execute("SELECT count(*) FROM ab_analyze(%s)", (exp,)).fetchone()[0] == 6
+    summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
+    assert 'Randomized by "branch"' in summary and "Recommendation: no winner yet" in summary, summary
+    assert {r["metric_name"] for r in rows(conn, exp)} == {"amount", "calls"}

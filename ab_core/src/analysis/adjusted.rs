@@ -192,16 +192,11 @@ pub fn summary_lines(alpha: f64, unit: Option<&str>, rows: &[(String, AdjustedRo
     let mut out = String::new();
     let level = format!("{}%", ((1.0 - alpha) * 1000.0).round() / 10.0);
     if let Some(unit) = unit {
-        let mut seen: Vec<&str> = Vec::new();
+        // The first metric's rows: one per variant.
         let counts: Vec<String> = rows
             .iter()
             .filter(|(m, _)| rows.first().is_some_and(|f| &f.0 == m))
-            .filter_map(|(_, r)| {
-                (!seen.contains(&r.variant.as_str())).then(|| {
-                    seen.push(&r.variant);
-                    format!("{} {}", r.clusters.unwrap_or(0), printable(&r.variant))
-                })
-            })
+            .map(|(_, r)| format!("{} {}", r.clusters.unwrap_or(0), printable(&r.variant)))
             .collect();
         let _ = writeln!(
             out,

@@ -147,7 +147,8 @@ mod tests {
 
     #[test]
     fn bad_covariates_are_refused() {
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        type Case = (Box<dyn Fn(&mut serde_json::Value)>, &'static str);
+        let cases: Vec<Case> = vec![
             (Box::new(|b| b["metrics"]["funded"]["covariates"] = json!([])), "lists 0 entries, must list 1 to 10"),
             (
                 Box::new(|b| b["metrics"]["funded"]["covariates"] = json!(["nope"])),
