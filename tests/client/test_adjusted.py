@@ -466,3 +466,18 @@ def test_cluster_randomized_ratio_primary_metric(conn):
     summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
     assert 'Randomized by "branch"' in summary and "Recommendation: no winner yet" in summary, summary
     assert {r["metric_name"] for r in rows(conn, exp)} == {"amount", "calls"}
+
+
+def test_hostile_names_and_levels_are_data(conn):
+    """Metric names, attribute names and stratum values reach the queries as parameters: quotes
+    and SQL in them are data."""
+    attr = "seg'ment\"); DROP TABLE ab_results; --"
+    metrics = {"m'x": {"covariates": ["m'x", {"attribute": attr}]}}
+    exp = create(conn, "adjusted-hostile", metrics, "m'x", breakdowns=[attr])
+    users = [{"user_id": f"h{i}", "variant": ["control", "b", "c"][i % 3],
+              attr: ["o'brien", "'; SELECT 1; --", "plain"][i % 3 if i % 5 else (i + 1) % 3]} for i in range(90)]
+    load(conn, exp, users, [{"user_id": f"h{i}", "metric": "m'x", "value": float(i % 11)} for i in range(90)],
+         [{"user_id": f"h{i}", "metric": "m'x", "value": float(i % 7)} for i in range(90)], attribute=attr)
+    got = rows(conn, exp)
+    assert len(got) == 3 and all(r["covariates"] == 3 for r in got), got
+    assert conn.execute("SELECT to_regclass('ab_results') IS NOT NULL").fetchone()[0]
