@@ -267,6 +267,11 @@ def test_cluster_randomized_assignment(conn):
         seen.setdefault(branch, set()).add(variant(f"u{i}", {"branch": branch}))
     assert all(len(v) == 1 for v in seen.values()), seen
     assert {next(iter(v)) for v in seen.values()} == {"control", "b"}
+    # The user's cluster is hashed in place of the user id (docs/guide.md, how assignment works).
+    import xxhash
+    for branch, got in seen.items():
+        point = (xxhash.xxh3_64_intdigest(b"branches\0" + branch.encode()) * 10000) >> 64
+        assert got == {"control" if point < 5000 else "b"}, (branch, point, got)
     late = variant("late-joiner", {"branch": "br7", "other": 1})
     assert {late} == seen["br7"]
     # Numbers are clusters too, by their JSON text.
