@@ -17,6 +17,7 @@ import time
 
 import psycopg
 from psycopg import sql as pgsql
+from psycopg.types.json import Jsonb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOST = os.environ.get("PGHOST", "/tmp/ab_bench_pg")
@@ -623,6 +624,109 @@ def pg_version():
         return c.execute("SHOW server_version").fetchone()[0]
 
 
+BARE_ADJUSTED = """SELECT a.variant_id, count(*), avg(u.total), var_pop(u.total),
+       avg(c1.value), avg(c2.value), avg(c3.value), avg(c4.value),
+       avg((a.attributes->>'segment' = 'b')::int), avg((a.attributes->>'segment' = 'c')::int),
+       covar_pop(u.total, c1.value), covar_pop(u.total, c2.value), covar_pop(u.total, c3.value), covar_pop(u.total, c4.value),
+       covar_pop(c1.value, c2.value), covar_pop(c1.value, c3.value), covar_pop(c1.value, c4.value),
+       covar_pop(c2.value, c3.value), covar_pop(c2.value, c4.value), covar_pop(c3.value, c4.value),
+       var_pop(c1.value), var_pop(c2.value), var_pop(c3.value), var_pop(c4.value)
+FROM ab_assignments a
+JOIN ab_user_metrics u ON u.experiment_id = a.experiment_id AND u.metric_name = 'score' AND u.user_id = a.user_id
+LEFT JOIN ab_covariates c1 ON c1.experiment_id = a.experiment_id AND c1.metric_name = 'score' AND c1.user_id = a.user_id
+LEFT JOIN ab_covariates c2 ON c2.experiment_id = a.experiment_id AND c2.metric_name = 'visits' AND c2.user_id = a.user_id
+LEFT JOIN ab_covariates c3 ON c3.experiment_id = a.experiment_id AND c3.metric_name = 'calls' AND c3.user_id = a.user_id
+LEFT JOIN ab_covariates c4 ON c4.experiment_id = a.experiment_id AND c4.metric_name = 'tenure' AND c4.user_id = a.user_id
+WHERE a.experiment_id = %s
+GROUP BY a.variant_id"""
+
+BARE_CLUSTERS = """SELECT variant_id, count(*), avg(total), var_samp(total), avg(n), var_samp(n), covar_samp(total, n)
+FROM (SELECT a.variant_id, a.attributes->>'branch' AS branch, sum(u.total) AS total, count(*) AS n
+      FROM ab_assignments a
+      JOIN ab_user_metrics u ON u.experiment_id = a.experiment_id AND u.metric_name = 'score' AND u.user_id = a.user_id
+      WHERE a.experiment_id = %s GROUP BY 1, 2) c
+GROUP BY variant_id"""
+
+
+def adjusted(users, clusters, repeat):
+    """ab_adjusted on `users` users: five covariates (four recorded pre-period values and a
+    three-valued stratum), and a cluster-randomized experiment of `clusters` branches; each
+    against the bare aggregate an analyst would write (the first pass's sums; the clusters'
+    totals), timed in the same run, without parallel workers."""
+    out = []
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        # Kept from an earlier run of the same size.
+        kept = c.execute("SELECT array_agg(e.id ORDER BY e.name) FROM ab_experiments e WHERE e.name IN "
+                         "('adjusted bench', 'clusters bench') AND (SELECT count(*) FROM ab_assignments a "
+                         "WHERE a.experiment_id = e.id) = %s", (users,)).fetchone()[0]
+    if kept and len(kept) == 2:
+        exp, cexp = kept
+    else:
+        exp, cexp = load_adjusted(users, clusters)
+    for label, sql, bare, e in [
+        (f"{users / 1e6:g}M users, five covariates", "SELECT * FROM ab_adjusted(%s)", BARE_ADJUSTED, exp),
+        (f"{users / 1e6:g}M users in {clusters / 1e3:g}k clusters", "SELECT * FROM ab_adjusted(%s)", BARE_CLUSTERS, cexp),
+    ]:
+        a, a_mem = timed(sql, (e,), 0, repeat)
+        b, b_mem = timed(bare, (e,), 0, repeat)
+        print(f"  {label:40} ab_adjusted {a:6.2f} s   bare aggregate {b:6.2f} s   ratio {a / b:5.2f}   "
+              f"peak backend memory {a_mem / 1024:6.1f} MiB (bare {b_mem / 1024:6.1f} MiB)", flush=True)
+        out.append((label, a, b, a / b, a_mem, b_mem))
+    return out
+
+
+def load_adjusted(users, clusters):
+    """The two experiments of `adjusted`, written directly; returns their ids."""
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        for name in ("adjusted bench", "clusters bench"):
+            c.execute("SELECT ab_stop_experiment(id) FROM ab_experiments WHERE name = %s AND status = 'running'", (name,))
+            c.execute("SELECT ab_delete_experiment(id) FROM ab_experiments WHERE name = %s", (name,))
+        metrics = {"score": {"aggregation": "sum",
+                             "covariates": ["score", "visits", "calls", "tenure", {"attribute": "segment"}]},
+                   "visits": {}, "calls": {}, "tenure": {}}
+        exp = c.execute("SELECT ab_create_experiment(%s)", (Jsonb({
+            "name": "adjusted bench", "experiment_type": "prompt", "primary_metric": "score", "salt": "adjusted",
+            "breakdowns": ["segment"], "metrics": metrics,
+            "variants": [{"name": "a", "is_control": True, "traffic_allocation": 50},
+                         {"name": "b", "traffic_allocation": 50}]}),)).fetchone()[0]
+        c.execute("SELECT ab_start_experiment(%s)", (exp,))
+        va, vb = [r[0] for r in c.execute(
+            "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (exp,)).fetchall()]
+        c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id, attributes) "
+                  "SELECT %s, 'r' || g, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, "
+                  "jsonb_build_object('segment', (ARRAY['a', 'b', 'c'])[1 + g %% 3]) FROM generate_series(1, %s) g",
+                  (exp, va, vb, users))
+        c.execute("INSERT INTO ab_covariates (experiment_id, user_id, metric_name, value) "
+                  "SELECT %s, 'r' || g, m, (g * k %% 101) / 10.0 FROM generate_series(1, %s) g, "
+                  "(VALUES ('score', 7), ('visits', 11), ('calls', 13), ('tenure', 17)) v(m, k)", (exp, users))
+        c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                  "SELECT %s, CASE WHEN g %% 2 = 0 THEN %s ELSE %s END, 'r' || g, 'score', "
+                  "(g * 7 %% 101) / 10.0 + (g * 11 %% 101) / 20.0 + g %% 3 + (g * 31 %% 53) / 10.0 "
+                  "FROM generate_series(1, %s) g", (exp, va, vb, users))
+        c.execute("SELECT ab_stop_experiment(%s)", (exp,))
+        c.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
+        cexp = c.execute("SELECT ab_create_experiment(%s)", (Jsonb({
+            "name": "clusters bench", "experiment_type": "agent_config", "primary_metric": "score", "salt": "clusters",
+            "breakdowns": ["branch"], "randomization_unit": "branch", "metrics": {"score": {"aggregation": "sum"}},
+            "variants": [{"name": "a", "is_control": True, "traffic_allocation": 50},
+                         {"name": "b", "traffic_allocation": 50}]}),)).fetchone()[0]
+        c.execute("SELECT ab_start_experiment(%s)", (cexp,))
+        ca, cb = [r[0] for r in c.execute(
+            "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (cexp,)).fetchall()]
+        # Written directly: the branch decides the variant, as ab_get_variant would.
+        c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id, attributes) "
+                  "SELECT %s, 'k' || g, CASE WHEN (g %% %s) %% 2 = 0 THEN %s ELSE %s END, "
+                  "jsonb_build_object('branch', 'br' || g %% %s) FROM generate_series(1, %s) g",
+                  (cexp, clusters, ca, cb, clusters, users))
+        c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                  "SELECT a.experiment_id, a.variant_id, a.user_id, 'score', (length(a.user_id) * 7 %% 13) / 3.0 "
+                  "FROM ab_assignments a WHERE a.experiment_id = %s", (cexp,))
+        c.execute("SELECT ab_stop_experiment(%s)", (cexp,))
+        c.execute("SELECT ab_rebuild_user_metrics(%s)", (cexp,))
+        c.execute("VACUUM ANALYZE ab_results, ab_user_metrics, ab_covariates, ab_assignments")
+    return exp, cexp
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10, help="pgbench duration per run")
@@ -636,6 +740,7 @@ def main():
                     help="users of the fresh experiment with covariates (0 to skip)")
     ap.add_argument("--sources", help="users x rows per user of a metric read from an application table (skipped unless given)")
     ap.add_argument("--bulk", type=int, help="rows of the bulk-recording case (skipped unless given)")
+    ap.add_argument("--adjusted", help="users x clusters of the regression-adjustment cases (skipped unless given)")
     ap.add_argument("--bulk-per-row-share", type=int, default=10,
                     help="ab_record_result per row runs on rows / this of them, scaled up (0: skipped)")
     ap.add_argument("--citus", action="store_true",
@@ -684,11 +789,19 @@ def main():
               "\n| ---: | ---: | ---: | ---: | ---: | ---: |")
         for i, (b, o, s1) in enumerate(zip(bare, ours, single), 1):
             print(f"| {i} | {b:.2f} s | {o:.2f} s | {b / o:.2f} | {s1:.2f} s | {b / s1:.2f} |")
+    adj = []
+    if args.adjusted:
+        print("regression adjustment:")
+        adj = adjusted(*(int(x) for x in args.adjusted.split("x")), args.repeat)
     src = []
     if args.sources:
         print("metric sources:")
         src = sources(*(int(x) for x in args.sources.split("x")), args.repeat)
     report(hot, ana, cov)
+    if adj:
+        print("\n| ab_adjusted | ab_adjusted | bare aggregate | ratio | peak memory (ab_adjusted / bare) |\n| --- | ---: | ---: | ---: | ---: |")
+        for label, a, b, r, am, bm in adj:
+            print(f"| {label} | {a:.2f} s | {b:.2f} s | {r:.2f} | {am / 1024:.1f} / {bm / 1024:.1f} MiB |")
     if src:
         print("\n| metric source | ab_analyze | bare join | ratio | peak memory (ab_analyze / bare) |\n| --- | ---: | ---: | ---: | ---: |")
         for label, a, b, r, am, bm in src:

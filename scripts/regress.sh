@@ -12,7 +12,7 @@ OUT=target/regress${VERSION#15}
 mkdir -p "$OUT"
 chmod 777 "$OUT"
 # AB_REGRESS_TESTS="sources security" runs only those (while working on them).
-read -r -a TESTS <<<"${AB_REGRESS_TESTS:-install lifecycle definitions assignment results bulk analysis metrics timeline breakdowns impact funnels sources trust statistics security hostile hardening dashboards layers rollouts}"
+read -r -a TESTS <<<"${AB_REGRESS_TESTS:-install lifecycle definitions assignment results bulk analysis metrics timeline breakdowns impact funnels adjusted sources trust statistics security hostile hardening dashboards layers rollouts}"
 "$(scripts/pg-versions.sh regress "$VERSION")" \
     --bindir="$BIN" \
     --inputdir=tests/pg_regress --outputdir="$OUT" \

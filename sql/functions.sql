@@ -320,6 +320,8 @@ COMMENT ON FUNCTION ab_funnel(text) IS 'Per funnel metric, step and variant: the
 COMMENT ON FUNCTION ab_funnel(bigint) IS 'ab_funnel by experiment id.';
 COMMENT ON FUNCTION ab_retention(text) IS 'Per retention metric and variant: the users enrolled, those enrolled too recently to have lived through the metric''s days (left out), the eligible and active users, the retention rate and each treatment''s difference from the control with its CI and p-value (two-proportion z-test).';
 COMMENT ON FUNCTION ab_retention(bigint) IS 'ab_retention by experiment id.';
+COMMENT ON FUNCTION ab_adjusted(text) IS 'Per metric declaring "covariates" (in a cluster-randomized experiment, every continuous and binary metric) and variant: the metric adjusted for its covariates (Lin''s regression adjustment: per arm, OLS on the covariates centered at their mean over every arm; strata as indicators), HC1 robust standard errors (cluster-robust in a cluster-randomized experiment), each treatment against the control, the share of the variance removed against no adjustment and against single-covariate CUPED on the first covariate, and the sample ratio check of the randomization unit.';
+COMMENT ON FUNCTION ab_adjusted(bigint) IS 'ab_adjusted by experiment id.';
 
 CREATE VIEW ab_layer_overview AS
 SELECT l.id,
@@ -381,6 +383,8 @@ ALTER FUNCTION ab_funnel(text) SECURITY DEFINER SET search_path = pg_catalog, pg
 ALTER FUNCTION ab_funnel(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_retention(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_retention(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_adjusted(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_adjusted(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_layer_group(text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION
@@ -407,6 +411,7 @@ REVOKE ALL ON FUNCTION
     ab_breakdown(text, text), ab_breakdown(bigint, text),
     ab_interactions(text), ab_interactions(bigint), ab_differential_impact(text), ab_differential_impact(bigint),
     ab_funnel(text), ab_funnel(bigint), ab_retention(text), ab_retention(bigint),
+    ab_adjusted(text), ab_adjusted(bigint),
     ab_create_layer(text, double precision, text, text), ab_delete_layer(text), ab_layer_group(text, text),
     ab_create_metric_source(text, jsonb), ab_drop_metric_source(text),
     ab_invalidate_cache(), ab_lock_experiment_for_delete(), ab_check_variants(), ab_check_layer_ranges(), ab_check_layer_update(),
@@ -467,6 +472,7 @@ BEGIN
                    '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
                    '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
                    '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
+                   '@extschema@.ab_adjusted(text), @extschema@.ab_adjusted(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
                    '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
     EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
@@ -498,6 +504,7 @@ BEGIN
                    '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
                    '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
                    '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
+                   '@extschema@.ab_adjusted(text), @extschema@.ab_adjusted(bigint), '
                    '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
                    '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
     EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
@@ -587,7 +594,7 @@ COMMENT ON FUNCTION ab_reweight_due() IS 'Runs ab_reweight on every running band
 COMMENT ON FUNCTION ab_period_srm_p_value(bigint) IS 'Sample ratio mismatch p-value of a bandit experiment, each weight period against its own weights.';
 COMMENT ON FUNCTION ab_grant_app(name) IS 'Lets a role do what an application needs: ab_get_variant, ab_record_result, ab_record_results and reading experiment definitions.';
 COMMENT ON FUNCTION ab_revoke_app(name) IS 'Takes back what ab_grant_app gave.';
-COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown, ab_interactions, ab_differential_impact, ab_funnel and ab_retention.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown, ab_interactions, ab_differential_impact, ab_funnel, ab_retention and ab_adjusted.';
 COMMENT ON FUNCTION ab_create_metric_source(text, jsonb) IS 'Registers a metric source: a table or view of the application''s (schema-qualified relation, user_column, time_column, optional value_column and filter), checked against the catalog, for experiments to name in a metric''s "source". The registering role must be able to read its columns. An analysis reads it as the role running it when the relation''s owner holds that role''s privileges, else as the owner (after checking that the role may read those columns; refused where row-level security, a security_invoker view or a foreign table would then show more).';
 COMMENT ON FUNCTION ab_drop_metric_source(text) IS 'Drops a metric source that no experiment names.';
 COMMENT ON FUNCTION ab_revoke_analyst(name) IS 'Takes back what ab_grant_analyst gave.';

@@ -64,6 +64,8 @@ CREATE TABLE ab_experiments (
     strict_metrics   boolean NOT NULL DEFAULT false,
     allocation       jsonb CHECK (jsonb_typeof(allocation) = 'object'),
     breakdowns       text[] NOT NULL DEFAULT '{}' CHECK (cardinality(breakdowns) <= 5),
+    randomization_unit text CONSTRAINT ab_experiments_randomization_unit_check
+                     CHECK (randomization_unit IS NULL OR randomization_unit = ANY (breakdowns)),
     CHECK (status = 'draft' OR started_at IS NOT NULL),
     CHECK (status <> 'stopped' OR stopped_at IS NOT NULL),
     CHECK (winner_variant IS NULL OR status = 'stopped')
@@ -387,6 +389,7 @@ COMMENT ON COLUMN ab_experiments.started_at IS 'When ab_start_experiment ran.';
 COMMENT ON COLUMN ab_experiments.stopped_at IS 'When ab_stop_experiment ran.';
 COMMENT ON COLUMN ab_experiments.allocation IS 'NULL for fixed traffic allocations; for a bandit {"mode": "bandit", "metric", "update_every", "min_share", "burn_in_users"}; for a rollout {"mode": "rollout", "steps", "step_every", "step", "state"} (state ramping, rolled_back or completed).';
 COMMENT ON COLUMN ab_experiments.breakdowns IS 'Attributes of the users stored with each assignment, to break the analysis down by (ab_breakdown).';
+COMMENT ON COLUMN ab_experiments.randomization_unit IS 'A cluster-randomized experiment''s unit: the attribute (one of breakdowns) whose value every user of a cluster shares; users are bucketed by it. NULL: users are randomized one by one.';
 COMMENT ON COLUMN ab_experiments.strict_metrics IS 'When true, results and covariates are accepted only under the metric names declared in metrics (the default when a definition declares metrics).';
 
 COMMENT ON TABLE ab_variants IS 'Variants of each experiment, in creation order; exactly one is the control.';

@@ -83,7 +83,16 @@ fn get_variant(
         if !exp.segments.is_empty() && !exp.segments.matches(read_attributes(&attributes, &mut parsed)) {
             return None;
         }
-        let candidate = new_assignment(&exp, user_id)?;
+        // A cluster-randomized experiment buckets the user's cluster: every user of a cluster
+        // gets the same variant, and a user without one is not enrolled.
+        let cluster = match &exp.randomization_unit {
+            None => None,
+            Some(unit) => Some(
+                ab_core::definition::cluster_of(unit, read_attributes(&attributes, &mut parsed))
+                    .unwrap_or_else(|e| crate::errors::core_error(e))?,
+            ),
+        };
+        let candidate = new_assignment(&exp, cluster.as_deref().unwrap_or(user_id))?;
         let probe = guard::lock_for_writing(&handle, locked);
         locked = true;
         match probe {
@@ -183,14 +192,16 @@ fn first_i64(table: pgrx::spi::SpiTupleTable<'_>) -> Option<i64> {
     }
 }
 
-fn new_assignment(exp: &CachedExperiment, user_id: &str) -> Option<i64> {
-    let idx = variant_for_point(&exp.widths, point(&exp.salt, user_id))?;
+/// The variant of a new user, bucketed by `unit`: the user id, or the user's cluster.
+fn new_assignment(exp: &CachedExperiment, unit: &str) -> Option<i64> {
+    let idx = variant_for_point(&exp.widths, point(&exp.salt, unit))?;
     Some(exp.variants[idx].id)
 }
 
 /// The user's variant: {"variant", "is_control", "config"}, or NULL when the experiment is not
-/// running, the user does not match the targeting, falls outside the enrolled traffic, or (in a
-/// layer) belongs to the holdout or another experiment's range.
+/// running, the user does not match the targeting, falls outside the enrolled traffic, (in a
+/// layer) belongs to the holdout or another experiment's range, or (in a cluster-randomized
+/// experiment) has no value of the unit attribute.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ab_get_variant(
     experiment: Option<&str>,

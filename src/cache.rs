@@ -63,6 +63,8 @@ pub struct CachedExperiment {
     pub layer_range: Option<LayerRange>,
     /// Attributes stored with each new assignment (`breakdowns`); empty for most experiments.
     pub breakdowns: Vec<String>,
+    /// A cluster-randomized experiment's unit attribute: users are bucketed by its value.
+    pub randomization_unit: Option<String>,
     /// The size of the targeting as text (what `segments` takes, about).
     pub segments_bytes: usize,
     /// Metric names known to be declared or recorded: recording them needs no check of the
@@ -86,6 +88,7 @@ impl CachedExperiment {
             + strings(&self.binary_metrics)
             + strings(&self.source_metrics)
             + strings(&self.breakdowns)
+            + self.randomization_unit.as_ref().map_or(0, |u| u.len() + 32)
             + self.declared_metrics.as_deref().map_or(0, strings)
             + self.ratio_metrics.iter().map(|(a, b, c)| a.len() + b.len() + c.len() + 96).sum::<usize>()
             + self.quantile_metrics.iter().map(|(a, b)| a.len() + b.len() + 64).sum::<usize>()
@@ -541,6 +544,7 @@ fn load_experiment(
             layer_range,
             known_metrics,
             breakdowns: e.breakdowns,
+            randomization_unit: e.randomization_unit,
             segments_bytes,
         },
     ))

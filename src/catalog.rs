@@ -97,6 +97,8 @@ pub struct ExperimentRow {
     pub rollout: Option<ab_core::rollout::Rollout>,
     /// Attributes stored with each assignment for breakdowns (0.10.0 and later).
     pub breakdowns: Vec<String>,
+    /// A cluster-randomized experiment's unit attribute (0.14.0 and later).
+    pub randomization_unit: Option<String>,
 }
 
 /// A layer, as ab_create_experiment and ab_layer_group need it.
@@ -161,7 +163,8 @@ const EXPERIMENT_COLUMNS: &str = "id, name, experiment_type, status, primary_met
      to_char(stopped_at, 'YYYY-MM-DD HH24:MI:SS TZ'), sequential_tuning, correction, power, \
      coalesce((pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->>) 'strict_metrics')::boolean, false), \
      pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->) 'allocation', \
-     pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->) 'breakdowns'";
+     pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->) 'breakdowns', \
+     pg_catalog.to_jsonb(ab_experiments.*) OPERATOR(pg_catalog.->>) 'randomization_unit'";
 
 fn experiment_query(nsp: &str, r: ExperimentRef<'_>, lock: bool) -> (String, Vec<pgrx::datum::DatumWithOid<'static>>) {
     let lock = if lock { " FOR UPDATE" } else { "" };
@@ -203,6 +206,7 @@ fn experiment_row(table: SpiTupleTable<'_>) -> Option<ExperimentRow> {
             .or_raise()
             .and_then(|j| serde_json::from_value(j.0).ok())
             .unwrap_or_default(),
+        randomization_unit: text(20),
     })
 }
 

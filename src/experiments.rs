@@ -107,14 +107,24 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
                 "run ALTER EXTENSION ab_testing UPDATE",
             ),
         };
+        let (unit_column, unit_value) = match &spec.randomization_unit {
+            None => ("", ""),
+            Some(_) if catalog::has_column(client, &nsp, "ab_experiments", "randomization_unit") => {
+                (", randomization_unit", ", $16")
+            }
+            Some(_) => wrong_state(
+                "cluster-randomized experiments (randomization_unit) need version 0.14.0 of the ab_testing schema",
+                "run ALTER EXTENSION ab_testing UPDATE",
+            ),
+        };
         // A session creating the same name at the same moment: this insert waits for it, then
         // (READ COMMITTED) inserts nothing, or (REPEATABLE READ) fails with 40001.
         let inserted = client
             .update(
                 format!(
                     "INSERT INTO {nsp}.ab_experiments (name, description, experiment_type, primary_metric, metrics, \
-                     target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power{strict_column}{allocation_column}{breakdowns_column}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12{strict_value}{allocation_value}{breakdowns_value}) \
+                     target_segments, min_sample_size, alpha, salt, sequential_tuning, correction, power{strict_column}{allocation_column}{breakdowns_column}{unit_column}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.gen_random_uuid()::text), $10, $11, $12{strict_value}{allocation_value}{breakdowns_value}{unit_value}) \
                      ON CONFLICT (name) DO NOTHING RETURNING id"
                 )
                 .as_str(),
@@ -135,6 +145,7 @@ fn ab_create_experiment(definition: Option<RawJsonb>) -> i64 {
                     spec.strict_metrics.into(),
                     allocation.clone().map(JsonB).into(),
                     spec.breakdowns.clone().into(),
+                    spec.randomization_unit.as_deref().into(),
                 ],
             )
             .or_raise();

@@ -122,7 +122,12 @@ pub fn settle(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<
     unsafe {
         if let Some(xid) = xmin.filter(|x| pg_sys::TransactionIdIsNormal(*x)) {
             if !pg_sys::TransactionIdIsCurrentTransactionId(xid) {
-                pg_sys::XactLockTableWait(xid, std::ptr::null_mut(), std::ptr::null_mut(), pg_sys::XLTW_Oper::XLTW_None);
+                pg_sys::XactLockTableWait(
+                    xid,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    pg_sys::XLTW_Oper::XLTW_None,
+                );
             }
         }
         let (objid, subid) = tag(exp.id);

@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+mod adjusted;
 mod analysis;
 mod assignment;
 mod bandit;

@@ -405,3 +405,61 @@ fn bayesian_posterior_matches_gbstats() {
         assert_rel(p.risk_of_shipping, f(&c, "risk_of_shipping"), 1e-6, &what);
     }
 }
+
+/// Lin's estimator with cluster-robust variances (tests/fixtures/regression.json, statsmodels
+/// OLS with cov_type="cluster") on a cluster-randomized experiment, and the naive HC1
+/// standard error it would report per user.
+#[test]
+fn cluster_robust_regression_matches_statsmodels() {
+    use ab_core::stats::regression::{
+        adjusted_mean_variance, cluster_meat_of_rows, compare, fit, meat_of_rows, pooled_means, small_sample_factor,
+        ArmStats,
+    };
+    use std::collections::HashMap;
+    let path = format!("{}/../tests/fixtures/regression.json", env!("CARGO_MANIFEST_DIR"));
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let c = &all["cluster"];
+    let y: HashMap<&str, f64> =
+        c["results"].as_array().unwrap().iter().map(|r| (r["user_id"].as_str().unwrap(), f(r, "value"))).collect();
+    let pre: HashMap<&str, f64> =
+        c["covariates"].as_array().unwrap().iter().map(|r| (r["user_id"].as_str().unwrap(), f(r, "value"))).collect();
+    let arms = ["control", "b", "c"];
+    let mut rows: Vec<Vec<(f64, Vec<f64>)>> = vec![vec![]; 3];
+    let mut clusters: Vec<Vec<usize>> = vec![vec![]; 3];
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for a in c["assignments"].as_array().unwrap() {
+        let u = a["user_id"].as_str().unwrap();
+        let i = arms.iter().position(|v| *v == a["variant"].as_str().unwrap()).unwrap();
+        rows[i].push((y[u], vec![pre[u]]));
+        let next = ids.len();
+        clusters[i].push(*ids.entry(a["branch"].as_str().unwrap()).or_insert(next));
+    }
+    let stats: Vec<ArmStats> = rows.iter().map(|r| ArmStats::from_rows(r)).collect();
+    let center = pooled_means(&stats);
+    let fits: Vec<_> = stats.iter().map(|s| fit(s, &center).unwrap()).collect();
+    let n: f64 = stats.iter().map(|s| s.n).sum();
+    let k: f64 = fits.iter().map(|f| 1.0 + f.kept.len() as f64).sum();
+    let g = ids.len() as f64;
+    let var = |i: usize, clustered: bool| {
+        let m = if clustered {
+            cluster_meat_of_rows(&stats[i], &fits[i], &center, &rows[i], &clusters[i])
+        } else {
+            meat_of_rows(&stats[i], &fits[i], &center, &rows[i])
+        };
+        (fits[i].adjusted_mean, adjusted_mean_variance(&stats[i], &fits[i], &center, &m).unwrap())
+    };
+    for (i, e) in c["expected"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(e["variant"], arms[i]);
+        assert_rel(fits[i].adjusted_mean, f(e, "adjusted_mean"), 1e-9, "adjusted mean");
+        if i == 0 {
+            continue;
+        }
+        let r = compare(0.05, var(0, true), var(i, true), small_sample_factor(n, k, Some(g)).unwrap());
+        assert_rel(r.diff, f(e, "diff"), 1e-9, "diff");
+        assert_rel(r.variance.sqrt(), f(e, "std_error"), 1e-9, "cluster-robust standard error");
+        assert_rel(r.ci_lower, f(e, "ci_lower"), 1e-9, "ci_lower");
+        assert_rel(r.p_value, f(e, "p_value"), 1e-9, "p_value");
+        let naive = compare(0.05, var(0, false), var(i, false), small_sample_factor(n, k, None).unwrap());
+        assert_rel(naive.variance.sqrt(), f(e, "naive_std_error"), 1e-9, "HC1 standard error");
+    }
+}

@@ -35,6 +35,9 @@ pub struct Analysis {
     pub srm: Option<SrmResult>,
     /// What it read from metric sources (ab_insights.source_reads), None without.
     pub source_reads: Option<serde_json::Value>,
+    /// A cluster-randomized experiment's cluster-robust rows of the primary metric, which the
+    /// winner rule requires to agree (`ab_core::analysis::adjusted::cluster_decision`).
+    pub cluster_primary: Option<Vec<ab_core::analysis::adjusted::AdjustedRow>>,
 }
 
 impl Analysis {
@@ -46,6 +49,17 @@ impl Analysis {
     }
 
     pub fn decision(&self, exp: &ExperimentRow) -> Decision {
+        let decision = self.per_user_decision(exp);
+        match (&exp.randomization_unit, &self.cluster_primary) {
+            (Some(unit), Some(rows)) => {
+                let direction = exp.metric_defs().get(&exp.primary_metric).map(|d| d.direction).unwrap_or_default();
+                ab_core::analysis::adjusted::cluster_decision(decision, unit, direction, rows)
+            }
+            _ => decision,
+        }
+    }
+
+    fn per_user_decision(&self, exp: &ExperimentRow) -> Decision {
         match self.metrics.iter().find(|m| m.name == exp.primary_metric) {
             Some(primary) => {
                 let guardrails: Vec<&MetricResult> =
@@ -84,6 +98,9 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     let mut analysis = reading_sources(&sources, || pipeline::run_linear(client, nsp, exp, &sources));
     check_finite(&analysis.metrics);
     analysis.source_reads = crate::sources::source_reads(&sources);
+    if exp.randomization_unit.is_some() {
+        analysis.cluster_primary = Some(crate::adjusted::primary_rows(client, nsp, exp));
+    }
     analysis
 }
 
@@ -390,7 +407,8 @@ fn summary(r: ExperimentRef<'_>) -> String {
             min_share: b.min_share,
             periods: &history,
         });
-        render(&SummaryInput {
+        let adjusted = crate::adjusted::summary_section(client, &nsp, &exp);
+        let report = render(&SummaryInput {
             name: &exp.name,
             experiment_type: &exp.experiment_type,
             status: &exp.status,
@@ -406,7 +424,8 @@ fn summary(r: ExperimentRef<'_>) -> String {
             sequential_tuning: exp.sequential_tuning,
             correction: Correction::parse(&exp.correction).unwrap_or_default(),
             bandit: bandit.as_ref(),
-        })
+        });
+        report + &adjusted
     })
 }
 

@@ -35,7 +35,14 @@ pub(super) fn run_linear(
     reader.read_composed(&mut data);
     reader.read_silent_covariates(&mut data);
     let metrics = reader.compute(&data);
-    Analysis { variants: frame.variants, assigned: frame.assigned, metrics, srm: frame.srm, source_reads: None }
+    Analysis {
+        variants: frame.variants,
+        assigned: frame.assigned,
+        metrics,
+        srm: frame.srm,
+        source_reads: None,
+        cluster_primary: None,
+    }
 }
 
 /// What every metric's analysis shares: the variants and their assignments, the sample
@@ -109,7 +116,16 @@ fn read_frame(
         .or_raise()
         .map(|row| (row.get::<i64>(1).or_raise().unwrap(), row.get::<i64>(2).or_raise().unwrap() as u64))
         .collect();
-    let observed_counts: Vec<f64> = variants.iter().map(|v| assigned.get(&v.id).copied().unwrap_or(0) as f64).collect();
+    // A cluster-randomized experiment splits clusters, not users: the check counts clusters.
+    let clusters =
+        exp.randomization_unit.as_deref().map(|u| crate::adjusted::clusters_per_variant(client, nsp, exp, u));
+    let observed_counts: Vec<f64> = variants
+        .iter()
+        .map(|v| match &clusters {
+            Some(c) => c.get(&v.id).copied().unwrap_or(0.0),
+            None => assigned.get(&v.id).copied().unwrap_or(0) as f64,
+        })
+        .collect();
     let weights: Vec<f64> = variants.iter().map(|v| v.traffic_allocation).collect();
     let periods = if bandit { Some(periods(client, nsp, exp.id, &variants)) } else { None };
     let srm = match &periods {

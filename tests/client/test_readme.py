@@ -386,6 +386,7 @@ def test_every_key_the_parser_accepts_is_documented_and_every_documented_key_is_
             "covariate": base(metrics={"m": {"covariate": {"zzz": 1}}}),
             "funnel": base(metrics={"m": {"funnel": {"zzz": 1}}}),
             "retention": base(metrics={"m": {"retention": {"zzz": 1}}}),
+            "stratum": base(metrics={"m": {"covariates": [{"zzz": 1}]}}),
             "layer": base(layer={"name": "l", "zzz": 1}),
             "allocation": base(allocation={"mode": "fixed", "zzz": 1}),
         }

@@ -9,6 +9,7 @@
 //! `MetricResult::rows` into one `ResultRow` per (metric, variant), of which every function
 //! returning or storing an analysis's rows is a projection.
 
+pub mod adjusted;
 mod compare;
 mod input;
 mod quantile;

@@ -9,6 +9,7 @@
 
 mod allocation;
 mod breakdowns;
+mod clusters;
 mod header;
 mod interval;
 mod layer;
@@ -35,13 +36,14 @@ pub use allocation::{
     MAX_STEPS,
 };
 pub use breakdowns::{breakdown_values, MAX_BREAKDOWNS, MAX_BREAKDOWN_VALUE_LEN};
+pub use clusters::cluster_of;
 pub use header::{EXPERIMENT_TYPES, MAX_DESCRIPTION_LEN};
 pub use interval::interval_seconds;
 pub use layer::{LayerRole, LayerSpec, LAYER_KEYS};
 pub use metrics::{
-    Aggregation, Cap, CovariateDef, Direction, FunnelDef, FunnelFrom, MetricDef, MetricType, QuantileLevel,
-    RetentionDef, SourceRef, CAP_KEYS, COVARIATE_KEYS, FUNNEL_KEYS, MAX_FUNNEL_STEPS, MAX_METRICS, METRIC_KEYS,
-    PRIOR_KEYS, RETENTION_KEYS,
+    Adjustment, Aggregation, Cap, CovariateDef, Direction, FunnelDef, FunnelFrom, MetricDef, MetricType,
+    QuantileLevel, RetentionDef, SourceRef, StratumDef, CAP_KEYS, COVARIATE_KEYS, FUNNEL_KEYS, MAX_COVARIATES,
+    MAX_FUNNEL_STEPS, MAX_METRICS, MAX_STRATUM_LEVELS, METRIC_KEYS, PRIOR_KEYS, RETENTION_KEYS, STRATUM_KEYS,
 };
 pub use recorded::{
     binary_value, check_metric_name, check_value, composed_recorded, quantile_recorded, ratio_recorded,
@@ -86,6 +88,8 @@ struct RawDefinition {
     allocation: Option<allocation::RawAllocation>,
     #[serde(default)]
     breakdowns: Option<Vec<String>>,
+    #[serde(default)]
+    randomization_unit: Option<String>,
 }
 
 /// The top-level keys of a definition, as `RawDefinition` declares them (serde refuses any
@@ -109,6 +113,7 @@ pub const DEFINITION_KEYS: &[&str] = &[
     "layer",
     "allocation",
     "breakdowns",
+    "randomization_unit",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +145,9 @@ pub struct ExperimentSpec {
     pub rollout: Option<crate::rollout::Rollout>,
     /// Attributes stored with each assignment, to break the analysis down by (`ab_breakdown`).
     pub breakdowns: Vec<String>,
+    /// A cluster-randomized experiment's unit: the attribute whose value every user of a
+    /// cluster shares (one of `breakdowns`); None randomizes users.
+    pub randomization_unit: Option<String>,
 }
 
 impl ExperimentSpec {
@@ -173,6 +181,9 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         }
     }
     let breakdowns = breakdowns::parse(raw.breakdowns.unwrap_or_default())?;
+    metrics::check_adjustments(&mut metrics, &breakdowns, bandit.is_some())?;
+    let randomization_unit =
+        clusters::parse(raw.randomization_unit.as_deref(), &breakdowns, bandit.is_some(), layer.is_some())?;
 
     Ok(ExperimentSpec {
         name,
@@ -193,6 +204,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         bandit,
         rollout,
         breakdowns,
+        randomization_unit,
     })
 }
 
@@ -398,13 +410,14 @@ mod tests {
     /// itself (variants, layer, sources). Each is without repeats.
     #[test]
     fn key_lists_are_what_the_parser_accepts() {
-        let lists: [(&[&str], Vec<&str>); 10] = [
+        let lists: [(&[&str], Vec<&str>); 11] = [
             (DEFINITION_KEYS, serde_fields::<RawDefinition>()),
             (METRIC_KEYS, serde_fields::<MetricDef>()),
             (CAP_KEYS, serde_fields::<Cap>()),
             (COVARIATE_KEYS, serde_fields::<CovariateDef>()),
             (FUNNEL_KEYS, serde_fields::<FunnelDef>()),
             (RETENTION_KEYS, serde_fields::<RetentionDef>()),
+            (STRATUM_KEYS, serde_fields::<StratumDef>()),
             (PRIOR_KEYS, serde_fields::<crate::stats::bayes::Prior>()),
             (VARIANT_KEYS, serde_fields::<variants::RawVariant>()),
             (LAYER_KEYS, serde_fields::<layer::RawLayer>()),

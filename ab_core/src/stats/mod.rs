@@ -8,6 +8,7 @@ pub mod moments;
 pub mod multiple;
 pub mod power;
 pub mod proportion;
+pub mod regression;
 pub mod sequential;
 pub mod srm;
 pub mod welch;

@@ -1,6 +1,7 @@
 //! `metrics` and `primary_metric`: each declared metric's kind, aggregation and direction,
 //! and the parts a metric may have, one module each.
 
+mod adjustment;
 mod caps;
 mod covariates;
 mod effects;
@@ -18,6 +19,9 @@ use std::collections::BTreeMap;
 use super::check_name;
 use crate::error::{Error, Result};
 
+pub use adjustment::{
+    check as check_adjustments, Adjustment, StratumDef, MAX_COVARIATES, MAX_STRATUM_LEVELS, STRATUM_KEYS,
+};
 pub use caps::{Cap, CAP_KEYS};
 pub use covariates::{CovariateDef, COVARIATE_KEYS};
 pub use funnels::{FunnelDef, FunnelFrom, RetentionDef, FUNNEL_KEYS, MAX_FUNNEL_STEPS, RETENTION_KEYS};
@@ -84,6 +88,10 @@ pub struct MetricDef {
     /// A retention metric's metric and days [N, M): 1 for a user active in them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionDef>,
+    /// What `ab_adjusted` adjusts the metric for (regression adjustment): declared metrics'
+    /// pre-period values and breakdown attributes as strata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariates: Option<Vec<Adjustment>>,
 }
 
 /// The keys of a metric in `metrics`, as `MetricDef` declares them.
@@ -105,6 +113,7 @@ pub const METRIC_KEYS: &[&str] = &[
     "covariate",
     "funnel",
     "retention",
+    "covariates",
 ];
 
 impl MetricDef {
