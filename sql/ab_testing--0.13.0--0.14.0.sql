@@ -639,3 +639,24 @@ ALTER TABLE ab_experiments ADD COLUMN randomization_unit text CONSTRAINT ab_expe
                      CHECK (randomization_unit IS NULL OR randomization_unit = ANY (breakdowns));
 COMMENT ON COLUMN ab_experiments.randomization_unit IS 'A cluster-randomized experiment''s unit: the attribute (one of breakdowns) whose value every user of a cluster shares; users are bucketed by it. NULL: users are randomized one by one.';
 -- End of regression adjustment and cluster-randomized experiments.
+
+-- Administration that runs with the caller's rights resolves no name through the caller's
+-- search_path either: an operator planted in a schema on it (one that matches more closely
+-- than pg_catalog's) would otherwise run with the rights of whoever checks or steps a
+-- rollout, reweights a bandit or stops an experiment with declare_winner.
+ALTER FUNCTION ab_rollout_check(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_check(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_due() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollback(text, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollback(bigint, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_resume(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_resume(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_ship(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_ship(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_to(text, double precision) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_to(bigint, double precision) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_reweight(text, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_reweight(bigint, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_reweight_due() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_stop_experiment(text, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_stop_experiment(bigint, boolean) SET search_path = pg_catalog, pg_temp;

@@ -611,3 +611,24 @@ COMMENT ON FUNCTION ab_resume(bigint) IS 'ab_resume by experiment id.';
 COMMENT ON FUNCTION ab_ship(bigint) IS 'ab_ship by experiment id.';
 COMMENT ON FUNCTION ab_rollout_to(text, double precision) IS 'Moves a ramping rollout (a percentage flag) to a larger share of new users now: a step inserted after the current one; users keep their variant, so the share only goes up, and 100 completes it.';
 COMMENT ON FUNCTION ab_rollout_to(bigint, double precision) IS 'ab_rollout_to by experiment id.';
+
+-- Administration that runs with the caller's rights resolves no name through the caller's
+-- search_path either: an operator planted in a schema on it (one that matches more closely
+-- than pg_catalog's) would otherwise run with the rights of whoever checks or steps a
+-- rollout, reweights a bandit or stops an experiment with declare_winner.
+ALTER FUNCTION ab_rollout_check(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_check(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_due() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollback(text, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollback(bigint, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_resume(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_resume(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_ship(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_ship(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_to(text, double precision) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_to(bigint, double precision) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_reweight(text, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_reweight(bigint, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_reweight_due() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_stop_experiment(text, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_stop_experiment(bigint, boolean) SET search_path = pg_catalog, pg_temp;

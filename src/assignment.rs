@@ -60,16 +60,22 @@ fn get_variant(
     }
     // Set once the experiment's write lock is held (it is kept to the end of the transaction).
     let mut locked = false;
+    let mut taken = guard::Taken::default();
     let mut parsed = None;
     for attempt in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
         let cache::Handle { exp, plans, .. } = &handle;
         if !exp.running {
+            taken.release();
             return None;
         }
+        // A rollback committed after this transaction's snapshot (REPEATABLE READ): the kill
+        // switch holds there too, for assigned and new users.
+        let rolled_back = rolled_back_since(&handle);
         // An assigned user: one index probe, no SPI. After the first attempt the definition was
         // loaded after this call's first lock, so it is current for this statement.
         match stored_variant(&handle, user_id, attempt > 0) {
+            Probe::Found(_) if rolled_back => return exp.control_output(),
             Probe::Found(v) => return exp.output(v),
             Probe::Stale => continue,
             Probe::Missing => {}
@@ -92,13 +98,21 @@ fn get_variant(
                     .unwrap_or_else(|e| crate::errors::core_error(e))?,
             ),
         };
-        let candidate = new_assignment(&exp, cluster.as_deref().unwrap_or(user_id))?;
+        let candidate = if rolled_back {
+            exp.rollout_control?
+        } else {
+            new_assignment(&exp, cluster.as_deref().unwrap_or(user_id))?
+        };
         let probe = guard::lock_for_writing(&handle, locked);
+        taken.note(&handle);
         locked = true;
         match probe {
             Probe::Found(true) => {}
             // Stopped since the definition's snapshot (REPEATABLE READ).
-            Probe::Found(false) => return None,
+            Probe::Found(false) => {
+                taken.release();
+                return None;
+            }
             Probe::Stale => continue,
             // Deleted while this call ran: nothing to enroll in.
             Probe::Missing => return None,
@@ -136,9 +150,24 @@ fn get_variant(
                 })
             })
         })?;
-        return exp.output(variant_id);
+        return if rolled_back { exp.control_output() } else { exp.output(variant_id) };
     }
     tables_kept_changing()
+}
+
+/// Whether a ramping rollout whose definition this call read from an older snapshot (one not
+/// kept in the cache: REPEATABLE READ, SERIALIZABLE) has been rolled back since.
+fn rolled_back_since(handle: &cache::Handle) -> bool {
+    let exp = &handle.exp;
+    if handle.cached || exp.rollout_control.is_none() || exp.serve.is_some() || handle.layout.is_some() {
+        return false;
+    }
+    let state = lookup::latest_experiment_text(
+        handle.relations.experiments,
+        exp.id,
+        "allocation OPERATOR(pg_catalog.->>) 'state'",
+    );
+    state.as_deref() == Some("rolled_back")
 }
 
 /// Largest attributes argument read (its stored size): the parsed value lives on the Rust heap.

@@ -303,6 +303,11 @@ pub(crate) fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, (String, 
             // The five characters of the SQLSTATE, six bits each (PostgreSQL's MAKE_SQLSTATE).
             let packed = report.sql_error_code() as i64;
             let code: String = (0..5).map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect();
+            // A cancel (statement_timeout, pg_cancel_backend) stops the whole call, as PL/pgSQL's
+            // WHEN OTHERS lets it.
+            if code == "57014" {
+                e.rethrow();
+            }
             Err((code, report.message().to_string()))
         })
         .execute()

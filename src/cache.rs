@@ -56,6 +56,8 @@ pub struct CachedExperiment {
     /// A rolled-back rollout: what every call returns (the control's output), whatever the
     /// user's stored variant.
     pub serve: Option<CachedJsonb>,
+    /// A rollout (ramping, rolled back or completed), and its control variant's id.
+    pub rollout_control: Option<i64>,
     /// The weight period `widths` belong to (bandit experiments; 0 otherwise), stored with
     /// each new assignment.
     pub period: i32,
@@ -105,6 +107,11 @@ impl CachedExperiment {
     pub fn output(&self, variant_id: i64) -> Option<CachedJsonb> {
         let v = self.variant_by_id(variant_id)?;
         Some(self.serve.as_ref().unwrap_or(&v.output).clone())
+    }
+
+    /// The control's output, for a rollout found rolled back after this definition was read.
+    pub fn control_output(&self) -> Option<CachedJsonb> {
+        self.rollout_control.and_then(|c| self.variant_by_id(c)).map(|v| v.output.clone())
     }
 }
 
@@ -511,6 +518,7 @@ fn load_experiment(
     let known_metrics = RefCell::new(defs.into_keys().collect());
     let widths = variants.iter().map(|v| basis_points(v.traffic_allocation).unwrap_or(0)).collect();
     let e_controls: Vec<bool> = variants.iter().map(|v| v.is_control).collect();
+    let rollout_control = e.rollout.as_ref().and_then(|_| variants.iter().find(|v| v.is_control).map(|v| v.id));
     let variants = variants
         .into_iter()
         .map(|v| CachedVariant {
@@ -540,6 +548,7 @@ fn load_experiment(
             widths,
             variants,
             serve,
+            rollout_control,
             period,
             layer_range,
             known_metrics,

@@ -67,6 +67,26 @@ pub fn lock_for_writing(handle: &cache::Handle, reloaded_under_lock: bool) -> Pr
     }
 }
 
+/// The writers' locks one call took (each `lock_for_writing` takes a reference).
+#[derive(Default)]
+pub struct Taken(Vec<(pg_sys::Oid, i64)>);
+
+impl Taken {
+    pub fn note(&mut self, handle: &cache::Handle) {
+        self.0.push((handle.relations.experiments, handle.exp.id));
+    }
+
+    /// Gives back the references this call took, when it found nothing to write (the
+    /// experiment stopped): the lock then stays held only by the transaction's earlier writes,
+    /// and an analysis settling the stop does not wait for a transaction that wrote nothing.
+    pub fn release(self) {
+        for (class, id) in self.0 {
+            let (objid, subid) = tag(id);
+            unsafe { pg_sys::UnlockDatabaseObject(class, objid, subid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+        }
+    }
+}
+
 /// Under Citus on a node without a placement of ab_experiments: asks through Citus, with a
 /// snapshot taken now.
 fn routed_experiment_status(id: i64) -> Probe<bool> {

@@ -237,6 +237,12 @@ pub fn latest_status(heap: pg_sys::Oid, index: pg_sys::Oid, id: i64, stale: impl
     }
 }
 
+/// A text expression of experiment `id`'s row of ab_experiments (`heap`) among all committed
+/// rows: what a call whose definition comes from an older snapshot checks before serving it.
+pub fn latest_experiment_text(heap: pg_sys::Oid, id: i64, select: &str) -> Option<String> {
+    query_row(heap, c"id", id, Visibility::Latest, select).flatten()
+}
+
 /// `has_row` through SPI (a partitioned table, for one): the statement runs with the chosen
 /// snapshot, as the foreign-key checks run theirs.
 fn query_has_row(heap: pg_sys::Oid, column: &std::ffi::CStr, key: i64, visibility: Visibility) -> bool {

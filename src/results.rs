@@ -135,10 +135,12 @@ fn record(
     }
     // Set once the experiment's write lock is held (it is kept to the end of the transaction).
     let mut locked = false;
+    let mut taken = guard::Taken::default();
     for _ in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
         let cache::Handle { exp, plans, .. } = &handle;
         if !exp.running {
+            taken.release();
             return false;
         }
         check_declared(exp, &metric_name);
@@ -149,11 +151,15 @@ fn record(
             core_error(binary_value(&exp.name, &metric_name, metric_value));
         }
         let probe = guard::lock_for_writing(&handle, locked);
+        taken.note(&handle);
         locked = true;
         match probe {
             Probe::Found(true) => {}
             // Stopped since the definition's snapshot (REPEATABLE READ).
-            Probe::Found(false) => return false,
+            Probe::Found(false) => {
+                taken.release();
+                return false;
+            }
             Probe::Stale => continue,
             // Deleted while this call ran.
             Probe::Missing => return false,

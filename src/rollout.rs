@@ -79,7 +79,7 @@ fn move_to(
     client
         .update(
             format!(
-                "UPDATE {nsp}.ab_variants SET traffic_allocation = CASE WHEN is_control THEN 100 - $2 ELSE $2 END \
+                "UPDATE {nsp}.ab_variants SET traffic_allocation = CASE WHEN is_control THEN 100::float8 OPERATOR(pg_catalog.-) $2::float8 ELSE $2::float8 END \
                  WHERE experiment_id = $1"
             )
             .as_str(),

@@ -176,10 +176,17 @@ fn stratified(periods: &[(Moments, Moments)]) -> Option<(f64, f64, f64)> {
     let (mut weighted, mut precision, mut users) = (0.0, 0.0, 0.0);
     for (c, t) in periods {
         let (Some(vc), Some(vt)) = (c.variance(), t.variance()) else { continue };
-        let var = vc / c.n + vt / t.n;
+        let mut var = vc / c.n + vt / t.n;
         users += c.n + t.n;
         if var <= 0.0 {
-            // Every value equal in both arms: no information on the spread, skip.
+            // Each arm constant (every candidate failing, no control failing): the spread of
+            // both arms taken together, which the difference itself makes positive.
+            let n = c.n + t.n;
+            let pooled = (c.n * t.n / n * (t.mean - c.mean).powi(2)) / (n - 1.0);
+            var = pooled * (1.0 / c.n + 1.0 / t.n);
+        }
+        if var <= 0.0 {
+            // Every value equal in both arms: no difference and no spread, skip.
             continue;
         }
         weighted += (t.mean - c.mean) / var;
@@ -399,5 +406,23 @@ mod tests {
         assert!(back.moved_to(80.0).unwrap_err().contains("rolled back, not ramping"));
         let full = Rollout { steps: (1..=20).map(|k| k as f64 * 5.0).collect(), step: 0, ..m };
         assert!(full.moved_to(7.0).unwrap_err().contains("at most 20 steps"));
+    }
+
+    #[test]
+    fn a_guardrail_constant_in_each_arm_is_still_tested() {
+        // Every candidate user fails, no control user does: no spread within either arm.
+        let ones = Moments { n: 500.0, mean: 1.0, m2: 0.0 };
+        let zeros = Moments { n: 500.0, mean: 0.0, m2: 0.0 };
+        let g = GuardrailInput {
+            metric: "failed".into(),
+            direction: Direction::Lower,
+            margin: 0.05,
+            periods: vec![(zeros, ones)],
+        };
+        let f = check_guardrail(&g, 0.05, crate::definition::DEFAULT_SEQUENTIAL_TUNING).unwrap();
+        assert!(f.breached && f.estimate == 1.0 && f.bound > 0.05, "{f:?}");
+        // Equal in both arms: nothing to test yet.
+        let g = GuardrailInput { periods: vec![(zeros, zeros)], ..g };
+        assert!(check_guardrail(&g, 0.05, crate::definition::DEFAULT_SEQUENTIAL_TUNING).is_none());
     }
 }

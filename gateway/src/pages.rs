@@ -20,6 +20,16 @@ pub fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            // Text that can reorder or hide what follows it (bidirectional overrides and
+            // isolates, other format and control characters) is shown as its code point; line
+            // breaks and tabs stay (the summary is preformatted text).
+            '\n' | '\t' => out.push(c),
+            c if c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
+                    | '\u{061c}' | '\u{feff}') =>
+            {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
             _ => out.push(c),
         }
     }
@@ -793,5 +803,11 @@ mod tests {
         let mut b = String::new();
         findings(&mut b, Some(&[]), None);
         assert!(b.contains("No other experiment shares users") && !b.contains("Segments"), "{b}");
+    }
+
+    #[test]
+    fn reordering_and_control_characters_show_as_code_points() {
+        assert_eq!(esc("ok \u{202e}deliver\u{202c}\u{7}\nnext"), "ok \\u{202e}deliver\\u{202c}\\u{0007}\nnext");
+        assert_eq!(esc("a\u{2066}b\u{200f}c"), "a\\u{2066}b\\u{200f}c");
     }
 }

@@ -617,3 +617,21 @@ def test_analyses_after_a_stop_wait_for_transactions_still_recording(db, functio
             assert outcome[0] == analysis_of(admin, exp)
         else:
             assert outcome[0] == one(admin, "SELECT ab_summary(%s)", exp)
+
+
+def test_a_transaction_that_wrote_nothing_after_a_stop_does_not_hold_the_analysis(db):
+    """A call that takes the writers' lock and then finds the experiment stopped gives the lock
+    back: an open transaction that only tried to record after the stop does not make the
+    analysis wait."""
+    with psycopg.connect(db, autocommit=True) as admin, psycopg.connect(db) as app:
+        exp = started(admin, "tried_after")
+        one(admin, "SELECT ab_get_variant(%s, 'u1')", exp)
+        assert one(app, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", exp) is True
+        app.commit()  # the app's cache holds the running experiment
+        one(app, "SELECT 1")  # a transaction open before the stop
+        one(admin, "SELECT ab_stop_experiment(%s)", exp)
+        assert one(app, "SELECT ab_record_result(%s, 'conversion_rate', 1, 'u1')", exp) is False
+        assert one(app, "SELECT ab_get_variant(%s, 'new-after-stop')", exp) is None
+        admin.execute("SET lock_timeout = '200ms'")
+        assert len(admin.execute("SELECT * FROM ab_analyze(%s)", (exp,)).fetchall()) == 2
+        app.rollback()

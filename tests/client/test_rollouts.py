@@ -359,3 +359,73 @@ def test_a_percentage_flag_moves_up_by_hand_at_the_next_call(dsn, conn):
                 [("stepped", "50.0"), ("shipped", "100.0")]
         finally:
             cleanup(conn, name)
+
+
+def test_an_operator_on_the_callers_search_path_never_runs(conn):
+    """Stepping, rolling back and checking resolve no operator through the caller's
+    search_path: one planted in a schema ahead of pg_catalog's looser match is not called."""
+    name = "planted operator"
+    start(conn, rollout(name, steps=(10, 50, 100)))
+    conn.execute("CREATE SCHEMA IF NOT EXISTS planted")
+    conn.execute("CREATE TABLE IF NOT EXISTS planted.calls (n int)")
+    conn.execute("CREATE OR REPLACE FUNCTION planted.minus(integer, float8) RETURNS float8 LANGUAGE sql "
+                 "AS 'INSERT INTO planted.calls VALUES (1) RETURNING 0::float8'")
+    conn.execute("DROP OPERATOR IF EXISTS planted.- (integer, float8)")
+    conn.execute("CREATE OPERATOR planted.- (LEFTARG = integer, RIGHTARG = float8, FUNCTION = planted.minus)")
+    try:
+        conn.execute("SET search_path = planted, public")
+        one(conn, "SELECT public.ab_rollout_to(%s, 50)", name)
+        one(conn, "SELECT public.ab_rollback(%s, 'planted')", name)
+        one(conn, "SELECT public.ab_resume(%s)", name)
+        conn.execute("SELECT * FROM public.ab_rollout_due()")
+        conn.execute("RESET search_path")
+        assert one(conn, "SELECT count(*) FROM planted.calls") == 0
+        assert one(conn, "SELECT traffic_allocation FROM ab_variants WHERE name = 'old' AND experiment_id = "
+                         "(SELECT id FROM ab_experiments WHERE name = %s)", name) == 50
+    finally:
+        conn.execute("RESET search_path")
+        conn.execute("DROP SCHEMA planted CASCADE")
+        cleanup(conn, name)
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_rollback_holds_for_a_transaction_whose_snapshot_is_older(dsn, conn, isolation):
+    """A transaction whose snapshot predates the rollback still sees the rollout ramping; its
+    next ab_get_variant serves the control's config anyway, to an assigned user of the new
+    variant and to a new user, who is assigned the control."""
+    name = f"kill switch {isolation.lower()}"
+    start(conn, rollout(name, steps=(50, 100)))
+    user = users_of(conn, name, "new", 1)[0]
+    with psycopg.connect(dsn) as app:
+        app.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        assert one(app, "SELECT ab_get_variant(%s, %s) -> 'config' ->> 'model'", name, user) == "new"
+        one(conn, "SELECT ab_rollback(%s, 'kill')", name)
+        try:
+            assert one(app, "SELECT ab_get_variant(%s, %s) -> 'config' ->> 'model'", name, user) == "old"
+            assert one(app, "SELECT ab_get_variant(%s, 'after the rollback') -> 'config' ->> 'model'", name) == "old"
+            app.commit()
+            assert one(conn, "SELECT v.name FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id "
+                             "WHERE a.user_id = 'after the rollback'") == "old"
+        finally:
+            cleanup(conn, name)
+
+
+def test_a_cancel_stops_the_scheduled_check(dsn, conn):
+    """statement_timeout (or pg_cancel_backend) stops ab_rollout_due as a whole, as it stops
+    any statement, instead of becoming one rollout's failed row."""
+    names = [f"cancelled {k}" for k in range(2)]
+    for n in names:
+        start(conn, rollout(n, steps=(50, 100), step_every="1 second"))
+    import time
+    time.sleep(1.1)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT id FROM ab_experiments WHERE name = ANY(%s) FOR UPDATE", (names,))
+        try:
+            conn.execute("SET statement_timeout = '500ms'")
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT * FROM ab_rollout_due()")
+        finally:
+            conn.execute("RESET statement_timeout")
+            holder.rollback()
+    for n in names:
+        cleanup(conn, n)
