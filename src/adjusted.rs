@@ -286,8 +286,46 @@ pub fn summary_section(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -
     if !applies(exp) {
         return String::new();
     }
+    // The summary stays readable when a stratum has too many values: ab_adjusted says why.
+    if let Some(problem) = too_many_strata(client, nsp, exp) {
+        return format!("Adjusted comparisons: not computed ({problem}; ab_adjusted says more).\n");
+    }
     let rows: Vec<(String, AdjustedRow)> = run(client, nsp, exp).into_iter().map(|(m, _, r)| (m, r)).collect();
     adjusted::summary_lines(exp.alpha, exp.randomization_unit.as_deref(), &rows)
+}
+
+/// The first stratum attribute of a metric's covariates taking more values than may be
+/// adjusted for, as a phrase.
+fn too_many_strata(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<String> {
+    for (name, def) in exp.metric_defs() {
+        for a in def.covariates.iter().flatten() {
+            let Adjustment::Stratum(s) = a else { continue };
+            let levels = client
+                .select(
+                    format!(
+                        "SELECT count(*) FROM (SELECT DISTINCT attributes->>$2 FROM {nsp}.ab_assignments \
+                         WHERE experiment_id = $1 LIMIT {}) l",
+                        MAX_STRATUM_LEVELS + 2
+                    )
+                    .as_str(),
+                    None,
+                    &[exp.id.into(), s.attribute.as_str().into()],
+                )
+                .or_raise()
+                .first()
+                .get_one::<i64>()
+                .or_raise()
+                .unwrap_or(0);
+            if levels as usize > MAX_STRATUM_LEVELS {
+                return Some(format!(
+                    "attribute \"{}\" of metric \"{}\" takes more than {MAX_STRATUM_LEVELS} values",
+                    ab_core::names::printable(&s.attribute),
+                    ab_core::names::printable(&name)
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// The rows of every metric with covariates, in the analysis's order.

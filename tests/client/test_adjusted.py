@@ -121,6 +121,11 @@ def test_errors(conn):
     err = refused(conn, "SELECT * FROM ab_adjusted(%s)", (exp,), psycopg.errors.ProgramLimitExceeded,
                   'covariate attribute "zip" of metric "m" takes more than 50 values in experiment "adjusted-strata"')
     assert err.sqlstate == "54000"
+    # The summary stays readable and says why the adjusted comparisons are missing.
+    summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
+    assert 'Adjusted comparisons: not computed (attribute "zip" of metric "m" takes more than 50 values' in summary
+    conn.execute("SELECT ab_stop_experiment(%s)", (exp,))
+    conn.execute("SELECT ab_delete_experiment(%s)", (exp,))
 
 
 def test_grants():
@@ -416,6 +421,10 @@ def test_covariate_read_from_a_source_equals_the_recorded_one(conn):
     for k in ["adjusted_mean", "diff", "std_error", "p_value", "variance_reduction", "variance_reduction_vs_cuped"]:
         assert close(a[k], b[k], 1e-9), (k, a[k], b[k])
     assert a["variance_reduction"] > 0.2
+    # The experiment goes with its source (a running one reading a dropped table would fail
+    # every later summary of the shared database).
+    conn.execute("SELECT ab_stop_experiment(%s)", (exp,))
+    conn.execute("SELECT ab_delete_experiment(%s)", (exp,))
     conn.execute("DROP SCHEMA crm_adj CASCADE")
 
 

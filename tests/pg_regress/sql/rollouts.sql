@@ -115,7 +115,8 @@ SELECT expect_error($$SELECT ab_rollback('fixed one', 'no')$$);
 SELECT ab_create_experiment(rollout_def('due ok', '{"mode": "rollout", "steps": [50, 100], "step_every": "1 hour"}')) > 0 AS created;
 SELECT ab_create_experiment(rollout_def('due broken', '{"mode": "rollout", "steps": [50, 100], "step_every": "1 hour"}')) > 0 AS created;
 SELECT ab_start_experiment('due ok'), ab_start_experiment('due broken');
-CREATE FUNCTION refuse_period() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The rollout functions run with search_path pinned to pg_catalog: the trigger brings its own.
+CREATE FUNCTION refuse_period() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     IF NEW.experiment_id = (SELECT id FROM ab_experiments WHERE name = 'due broken') THEN
         RAISE EXCEPTION 'no new period for this one' USING ERRCODE = 'P0001';
