@@ -581,19 +581,20 @@ def test_bulk_recording_is_refused_on_citus_with_nothing_recorded():
 
 # Releases whose update chain Citus refuses once their tables are distributed: the update
 # scripts of 0.7.0->0.8.0 and 0.9.0->0.10.0 add columns with unnamed CHECK constraints, and
-# 0.12.0->0.13.0 sets a storage parameter that Citus forwards to the workers as the whole
-# script's text. Released scripts never change; docs/citus.md says so.
-DISTRIBUTED_UPDATE_REFUSED = [(0, 5, 0), (0, 12, 0)]
+# 0.12.0->0.13.0 and 0.13.0->0.14.0 change distributed tables with statements that Citus
+# forwards to the workers as the whole script's text. Released scripts never change;
+# docs/citus.md says so.
+DISTRIBUTED_UPDATE_REFUSED = [(0, 5, 0), (0, 13, 0)]
 
 
 @citus_only
 def test_updates_of_a_distributed_installation_keep_its_data():
     """Each earlier release created on the coordinator with data in it, then `ALTER EXTENSION
     ab_testing UPDATE` and `ab_distribute()`, as docs/citus.md says: a release from before
-    0.5.0 (no ab_distribute yet) distributes after the update, one from 0.13.0 on updates in
-    place; the data, every user's variant and the analysis are kept, the per-user state
-    equals the raw results, and recording goes on. Installations distributed with 0.5.0 to
-    0.12.0 get Citus's error and keep their version and data."""
+    0.5.0 (no ab_distribute yet) distributes after the update; the data, every user's variant
+    and the analysis are kept, the per-user state equals the raw results, and recording goes
+    on. Installations distributed with 0.5.0 to 0.13.0 get Citus's error and keep their
+    version and data."""
     from test_operations import PER_USER_STATE_MISMATCHES, release, releases
     low, high = DISTRIBUTED_UPDATE_REFUSED
     for version in releases():
