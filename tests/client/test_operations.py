@@ -341,6 +341,7 @@ RELEASED_SCRIPTS = {
     "ab_testing--0.10.0--0.11.0.sql": "82bcfbaaa28deca21a272d001087c6e430256b4521c0e4d5ab46f39a26eb9990",
     "ab_testing--0.11.0--0.12.0.sql": "33a7c05c1ec8e90a7da8e236dce85e4cb0fb98bc42fbe8c9a5571b24e8053d12",
     "ab_testing--0.12.0--0.13.0.sql": "507971f20a2c8503ec0080df77031d6427873a3545a884c780251ffe1a6cde14",
+    "ab_testing--0.13.0--0.14.0.sql": "7ae61bae6644b12941e9a9ddf5ea4e9273cd998abfe31700ba71655d4f27df78",
 }
 
 
