@@ -193,6 +193,38 @@ def test_no_heterogeneity_flags_at_most_the_fdr_level_of_experiments(db):
     assert sum(("pro", "m0") in f for f in found) >= 8, found
 
 
+@pytest.mark.citus
+def test_differential_impact_by_hand(db):
+    """One experiment whose treatment helps only the "pro" plan: each row's effect and effect
+    elsewhere are the differences of means computed here from the same values, and only the
+    "pro" rows of that metric are flagged (on Citus too, where the values are read on the
+    workers)."""
+    rng = np.random.default_rng(3200)
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = experiment(c, "hetero by hand", breakdowns=["plan"])
+        users = [f"hb{i}" for i in range(240)]
+        plan = {u: ["basic", "plus", "pro"][i % 3] for i, u in enumerate(users)}
+        for u in users:
+            one(c, "SELECT ab_get_variant(%s, %s, %s)", exp, u, Jsonb({"plan": plan[u]}))
+        arm = arms_of(c, exp)
+        value = {u: rng.normal(10 + (2.0 if arm[u] and plan[u] == "pro" else 0), 1.0) for u in users}
+        record(c, exp, [("m0", v, u) for u, v in value.items()])
+        out = c.execute("SELECT value, metric_name, users, effect, effect_elsewhere, flagged "
+                        "FROM ab_differential_impact(%s) ORDER BY value", (exp,)).fetchall()
+    assert [r[0] for r in out] == ["basic", "plus", "pro"] and {r[1] for r in out} == {"m0"}
+
+    def diff(keep):
+        group = [u for u in users if keep(u)]
+        mean = lambda t: np.mean([value[u] for u in group if arm[u] == t])  # noqa: E731
+        return len(group), mean(1) - mean(0)
+    for segment, _, n, effect, elsewhere, flagged in out:
+        assert (n, effect) == (diff(lambda u: plan[u] == segment)[0], pytest.approx(diff(lambda u: plan[u] == segment)[1], rel=1e-9))
+        assert elsewhere == pytest.approx(diff(lambda u: plan[u] != segment)[1], rel=1e-9)
+    # Each segment differs from the rest here (the rest of "basic" holds "pro"): "pro" is
+    # flagged, and it is the one furthest from the rest.
+    assert out[2][5] and max(out, key=lambda r: abs(r[3] - r[4]))[0] == "pro", out
+
+
 def test_who_may_run_them(db):
     """The analyst role runs them as ab_breakdown; the application role and PUBLIC cannot;
     ab_revoke_analyst takes them back."""
