@@ -196,9 +196,8 @@ def test_no_heterogeneity_flags_at_most_the_fdr_level_of_experiments(db):
 @pytest.mark.citus
 def test_differential_impact_by_hand(db):
     """One experiment whose treatment helps only the "pro" plan: each row's effect and effect
-    elsewhere are the differences of means computed here from the same values, and only the
-    "pro" rows of that metric are flagged (on Citus too, where the values are read on the
-    workers)."""
+    elsewhere are the differences of means computed here from the same values, and "pro" is
+    flagged (on Citus too, where the values are read on the workers)."""
     rng = np.random.default_rng(3200)
     with psycopg.connect(db, autocommit=True) as c:
         exp = experiment(c, "hetero by hand", breakdowns=["plan"])
