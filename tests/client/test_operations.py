@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -358,6 +359,19 @@ def test_released_install_and_update_scripts_never_change():
             if hashlib.sha256(f.read()).hexdigest() != digest:
                 changed.append(name)
     assert changed == [], f"released scripts changed: {changed}"
+
+
+def test_direct_updates_are_generated_and_taken(dsn):
+    """The direct scripts from 0.12.0 and 0.13.0 to 0.15.0 (Citus refuses those releases' own
+    scripts on a distributed installation) are what scripts/direct-updates.py writes from the
+    chain, and PostgreSQL takes them: the shortest path. The upgrade test above checks that
+    they give what a fresh install has."""
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "direct-updates.py"), "--check"], check=True)
+    with psycopg.connect(dsn) as c:
+        paths = dict(c.execute("SELECT source, path FROM pg_extension_update_paths('ab_testing') "
+                               "WHERE target = '0.15.0' AND source IN ('0.11.0', '0.12.0', '0.13.0', '0.14.0')").fetchall())
+    assert paths == {"0.11.0": "0.11.0--0.12.0--0.15.0", "0.12.0": "0.12.0--0.15.0",
+                     "0.13.0": "0.13.0--0.15.0", "0.14.0": "0.14.0--0.15.0"}, paths
 
 
 def test_updates_to_0_9_0_0_10_0_and_0_11_0_keep_who_may_run_the_analyses():

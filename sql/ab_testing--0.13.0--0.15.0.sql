@@ -1,0 +1,696 @@
+-- 0.13.0 -> 0.15.0 in one step, written by scripts/direct-updates.py (do not edit):
+-- the update chain with its statements on distributed tables run on the Citus coordinator
+-- only, through EXECUTE. tests/client/test_operations.py checks that an updated database
+-- matches a fresh install object by object.
+\echo Use "ALTER EXTENSION ab_testing UPDATE TO '0.15.0'" to load this file. \quit
+
+CREATE FUNCTION ab_update_on_citus_worker(t regclass) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    worker boolean := false;
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        EXECUTE 'SELECT NOT pg_catalog.citus_is_coordinator() '
+                'AND EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)' INTO worker USING t;
+    END IF;
+    RETURN worker;
+END
+$$;
+
+-- ab_testing--0.13.0--0.14.0.sql
+CREATE FUNCTION "ab_differential_impact"(
+	"experiment" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"attribute" TEXT,  /* String */
+	"value" TEXT,  /* Option < String > */
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"users" bigint,  /* i64 */
+	"effect" double precision,  /* Option < f64 > */
+	"effect_elsewhere" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"q_value" double precision,  /* Option < f64 > */
+	"flagged" bool,  /* Option < bool > */
+	"heterogeneity_p" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_differential_impact_wrapper';
+CREATE FUNCTION "ab_differential_impact"(
+	"experiment" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"attribute" TEXT,  /* String */
+	"value" TEXT,  /* Option < String > */
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"users" bigint,  /* i64 */
+	"effect" double precision,  /* Option < f64 > */
+	"effect_elsewhere" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"q_value" double precision,  /* Option < f64 > */
+	"flagged" bool,  /* Option < bool > */
+	"heterogeneity_p" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_differential_impact_by_id_wrapper';
+CREATE FUNCTION "ab_interactions"(
+	"experiment" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"other_experiment" TEXT,  /* String */
+	"metric_name" TEXT,  /* Option < String > */
+	"shared_users" bigint,  /* i64 */
+	"independence_p" double precision,  /* Option < f64 > */
+	"variant" TEXT,  /* Option < String > */
+	"other_variant" TEXT,  /* Option < String > */
+	"interaction" double precision,  /* Option < f64 > */
+	"interaction_se" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"p_value_adjusted" double precision,  /* Option < f64 > */
+	"flagged" bool  /* Option < bool > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_interactions_wrapper';
+CREATE FUNCTION "ab_interactions"(
+	"experiment" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"other_experiment" TEXT,  /* String */
+	"metric_name" TEXT,  /* Option < String > */
+	"shared_users" bigint,  /* i64 */
+	"independence_p" double precision,  /* Option < f64 > */
+	"variant" TEXT,  /* Option < String > */
+	"other_variant" TEXT,  /* Option < String > */
+	"interaction" double precision,  /* Option < f64 > */
+	"interaction_se" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"p_value_adjusted" double precision,  /* Option < f64 > */
+	"flagged" bool  /* Option < bool > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_interactions_by_id_wrapper';
+ALTER FUNCTION ab_interactions(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_interactions(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_differential_impact(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_differential_impact(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION ab_interactions(text), ab_interactions(bigint), ab_differential_impact(text), ab_differential_impact(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION ab_interactions(text) IS 'Per other experiment sharing users with this one and metric both have: the users in both, the chi-square p-value of the independence of the two assignments, and the interaction of the treatment effects on the metric (OLS with an interaction term, HC2 variance, Wald test; the term furthest from 0 in standard errors), p-values adjusted across every row with the experiment''s correction; a row without metric when none is shared.';
+COMMENT ON FUNCTION ab_interactions(bigint) IS 'ab_interactions by experiment id.';
+COMMENT ON FUNCTION ab_differential_impact(text) IS 'Per breakdown attribute, segment (NULL: not given), metric and treatment: the effect among the segment''s users and among the rest, the z-test of their difference, its Benjamini-Hochberg q-value across every segment of every attribute and metric (flagged below the experiment''s alpha), and the attribute''s Cochran Q heterogeneity p-value (ratio and quantile metrics excluded).';
+COMMENT ON FUNCTION ab_differential_impact(bigint) IS 'ab_differential_impact by experiment id.';
+CREATE OR REPLACE FUNCTION ab_grant_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'TO %I', role);
+    -- Stored analyses through the views, which show a row read from metric sources only to
+    -- roles that may read them; of the table itself, only the columns that say which rows exist.
+    EXECUTE format('GRANT SELECT (id, experiment_id, computed_at, metric_name, variant, is_control) '
+                   'ON @extschema@.ab_insights TO %I', role);
+END;
+$$;
+CREATE OR REPLACE FUNCTION ab_revoke_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
+    EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'FROM %I', role);
+END;
+$$;
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown, ab_interactions and ab_differential_impact.';
+-- Roles that could run ab_breakdown before this update (analysts, administrators, a direct
+-- grant) may run both new functions after it, without ab_grant_analyst again.
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT a.grantee::regrole
+        FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+        WHERE p.oid = '@extschema@.ab_breakdown(text, text)'::pg_catalog.regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), @extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint) TO %s', grantee);
+    END LOOP;
+END;
+$$;
+
+-- Safe rollouts (issue 29): "allocation": {"mode": "rollout"}, ab_rollout_check,
+-- ab_rollout_due, ab_rollback, ab_resume, ab_ship; their decisions in ab_audit.
+DO $$
+BEGIN
+    IF NOT @extschema@.ab_update_on_citus_worker('@extschema@.ab_audit') THEN
+        EXECUTE 'ALTER TABLE @extschema@.ab_audit DROP CONSTRAINT ab_audit_action_check';
+    END IF;
+END
+$$;
+DO $$
+BEGIN
+    IF NOT @extschema@.ab_update_on_citus_worker('@extschema@.ab_audit') THEN
+        EXECUTE 'ALTER TABLE @extschema@.ab_audit ADD CONSTRAINT ab_audit_action_check CHECK (action IN (''created'', ''started'', ''stopped'', ''deleted'', ''stepped'', ''rolled_back'', ''resumed'', ''shipped'', ''completed''))';
+    END IF;
+END
+$$;
+COMMENT ON COLUMN ab_experiments.allocation IS 'NULL for fixed traffic allocations; for a bandit {"mode": "bandit", "metric", "update_every", "min_share", "burn_in_users"}; for a rollout {"mode": "rollout", "steps", "step_every", "step", "state"} (state ramping, rolled_back or completed).';
+
+CREATE FUNCTION "ab_rollout_check"(
+	"experiment" TEXT
+) RETURNS TABLE (
+	"experiment" TEXT,
+	"action" TEXT,
+	"step" INT,
+	"share" double precision,
+	"reason" TEXT,
+	"detail" jsonb
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_check_wrapper';
+CREATE FUNCTION "ab_rollout_due"() RETURNS TABLE (
+	"experiment" TEXT,
+	"action" TEXT,
+	"step" INT,
+	"share" double precision,
+	"reason" TEXT,
+	"detail" jsonb
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_due_wrapper';
+CREATE FUNCTION "ab_rollback"(
+	"experiment" TEXT,
+	"reason" TEXT
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollback_wrapper';
+CREATE FUNCTION "ab_resume"(
+	"experiment" TEXT
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_resume_wrapper';
+CREATE FUNCTION "ab_ship"(
+	"experiment" TEXT
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_ship_wrapper';
+CREATE FUNCTION "ab_rollout_check"(
+	"experiment" bigint
+) RETURNS TABLE (
+	"experiment" TEXT,
+	"action" TEXT,
+	"step" INT,
+	"share" double precision,
+	"reason" TEXT,
+	"detail" jsonb
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_check_by_id_wrapper';
+CREATE FUNCTION "ab_rollback"(
+	"experiment" bigint,
+	"reason" TEXT
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollback_by_id_wrapper';
+CREATE FUNCTION "ab_resume"(
+	"experiment" bigint
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_resume_by_id_wrapper';
+CREATE FUNCTION "ab_ship"(
+	"experiment" bigint
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_ship_by_id_wrapper';
+CREATE FUNCTION "ab_rollout_to"(
+	"experiment" TEXT,
+	"share" double precision
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_to_wrapper';
+CREATE FUNCTION "ab_rollout_to"(
+	"experiment" bigint,
+	"share" double precision
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'ab_rollout_to_by_id_wrapper';
+REVOKE ALL ON FUNCTION ab_rollout_check(text), ab_rollout_check(bigint), ab_rollout_due(), ab_rollback(text, text),
+    ab_rollback(bigint, text), ab_resume(text), ab_resume(bigint), ab_ship(text), ab_ship(bigint),
+    ab_rollout_to(text, double precision), ab_rollout_to(bigint, double precision)
+FROM PUBLIC;
+COMMENT ON FUNCTION ab_rollout_check(text) IS 'Checks a ramping rollout now: every guardrail (a metric with a margin) and the sample ratio by an always-valid test; a breach rolls it back, otherwise it takes its next step when step_every has passed. Returns what was done and on which data.';
+COMMENT ON FUNCTION ab_rollout_due() IS 'Runs ab_rollout_check on every ramping rollout, each in a subtransaction of its own (one that fails is a row with action failed and its error; the others are checked): for a scheduler such as pg_cron.';
+COMMENT ON FUNCTION ab_rollback(text, text) IS 'Rolls a rollout back: from this commit on every ab_get_variant returns the control''s config to every user of the experiment; assignments stay recorded. The reason goes to ab_audit.';
+COMMENT ON FUNCTION ab_resume(text) IS 'Resumes a rolled-back rollout at the step it was rolled back from.';
+COMMENT ON FUNCTION ab_ship(text) IS 'Completes a ramping rollout now: the new variant takes every new user and checks stop.';
+COMMENT ON FUNCTION ab_rollout_check(bigint) IS 'ab_rollout_check by experiment id.';
+COMMENT ON FUNCTION ab_rollback(bigint, text) IS 'ab_rollback by experiment id.';
+COMMENT ON FUNCTION ab_resume(bigint) IS 'ab_resume by experiment id.';
+COMMENT ON FUNCTION ab_ship(bigint) IS 'ab_ship by experiment id.';
+COMMENT ON FUNCTION ab_rollout_to(text, double precision) IS 'Moves a ramping rollout (a percentage flag) to a larger share of new users now: a step inserted after the current one; users keep their variant, so the share only goes up, and 100 completes it.';
+COMMENT ON FUNCTION ab_rollout_to(bigint, double precision) IS 'ab_rollout_to by experiment id.';
+CREATE OR REPLACE FUNCTION ab_grant_admin(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM @extschema@.ab_grant_app(role);
+    PERFORM @extschema@.ab_grant_analyst(role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_create_experiment(jsonb), '
+                   '@extschema@.ab_start_experiment(text), @extschema@.ab_start_experiment(bigint), '
+                   '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
+                   '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
+                   '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
+                   '@extschema@.ab_reweight(text, boolean), @extschema@.ab_reweight(bigint, boolean), @extschema@.ab_reweight_due(), '
+                   '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
+                   '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
+                   '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
+                   '@extschema@.ab_rollout_to(text, double precision), @extschema@.ab_rollout_to(bigint, double precision), '
+                   '@extschema@.ab_record_covariate(text, text, text, double precision), '
+                   '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
+                   '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
+                   '@extschema@.ab_create_metric_source(text, jsonb), @extschema@.ab_drop_metric_source(text) TO %I', role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources TO %I', role);
+    -- Administration runs with the caller's rights.
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations TO %I', role);
+    -- Stored analyses are not updated: what they record of their sources decides who may
+    -- read them (ab_stop_experiment stores one as its caller, hence INSERT).
+    EXECUTE format('GRANT INSERT, DELETE ON @extschema@.ab_insights TO %I', role);
+    EXECUTE format('GRANT INSERT ON @extschema@.ab_audit TO %I', role);
+    EXECUTE format('GRANT USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
+                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
+                   '@extschema@.ab_layers_id_seq TO %I', role);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ab_revoke_admin(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_create_experiment(jsonb), '
+                   '@extschema@.ab_start_experiment(text), @extschema@.ab_start_experiment(bigint), '
+                   '@extschema@.ab_stop_experiment(text, boolean), @extschema@.ab_stop_experiment(bigint, boolean), '
+                   '@extschema@.ab_delete_experiment(text), @extschema@.ab_delete_experiment(bigint), '
+                   '@extschema@.ab_rebuild_user_metrics(text), @extschema@.ab_rebuild_user_metrics(bigint), '
+                   '@extschema@.ab_reweight(text, boolean), @extschema@.ab_reweight(bigint, boolean), @extschema@.ab_reweight_due(), '
+                   '@extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), @extschema@.ab_rollout_due(), '
+                   '@extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
+                   '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), @extschema@.ab_ship(bigint), '
+                   '@extschema@.ab_rollout_to(text, double precision), @extschema@.ab_rollout_to(bigint, double precision), '
+                   '@extschema@.ab_record_covariate(text, text, text, double precision), '
+                   '@extschema@.ab_record_covariate(bigint, text, text, double precision), '
+                   '@extschema@.ab_create_layer(text, double precision, text, text), @extschema@.ab_delete_layer(text), '
+                   '@extschema@.ab_create_metric_source(text, jsonb), @extschema@.ab_drop_metric_source(text) FROM %I', role);
+    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_metric_sources FROM %I', role);
+    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON @extschema@.ab_experiments, @extschema@.ab_variants, '
+                   '@extschema@.ab_assignments, @extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, '
+                   '@extschema@.ab_audit, @extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_allocations FROM %I', role);
+    EXECUTE format('REVOKE USAGE ON SEQUENCE @extschema@.ab_experiments_id_seq, @extschema@.ab_variants_id_seq, '
+                   '@extschema@.ab_results_id_seq, @extschema@.ab_insights_id_seq, @extschema@.ab_audit_id_seq, '
+                   '@extschema@.ab_layers_id_seq FROM %I', role);
+    PERFORM @extschema@.ab_revoke_analyst(role);
+    PERFORM @extschema@.ab_revoke_app(role);
+END;
+$$;
+-- End of safe rollouts.
+
+-- Funnel and retention metrics (ab_funnel, ab_retention): new functions, analyst rights as
+-- ab_breakdown's. The metrics themselves are new keys of a definition: no table changes.
+CREATE FUNCTION "ab_funnel"(
+	"experiment" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"step" INT,  /* i32 */
+	"step_metric" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"users" bigint,  /* i64 */
+	"share" double precision,  /* Option < f64 > */
+	"conversion" double precision,  /* Option < f64 > */
+	"conversion_diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_funnel_wrapper';
+CREATE FUNCTION "ab_funnel"(
+	"experiment" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"step" INT,  /* i32 */
+	"step_metric" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"users" bigint,  /* i64 */
+	"share" double precision,  /* Option < f64 > */
+	"conversion" double precision,  /* Option < f64 > */
+	"conversion_diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_funnel_by_id_wrapper';
+CREATE FUNCTION "ab_retention"(
+	"experiment" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"enrolled" bigint,  /* i64 */
+	"too_new" bigint,  /* i64 */
+	"eligible" bigint,  /* i64 */
+	"active" bigint,  /* i64 */
+	"rate" double precision,  /* Option < f64 > */
+	"diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_retention_wrapper';
+CREATE FUNCTION "ab_retention"(
+	"experiment" bigint /* Option < i64 > */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"enrolled" bigint,  /* i64 */
+	"too_new" bigint,  /* i64 */
+	"eligible" bigint,  /* i64 */
+	"active" bigint,  /* i64 */
+	"rate" double precision,  /* Option < f64 > */
+	"diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision  /* Option < f64 > */
+)
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_retention_by_id_wrapper';
+ALTER FUNCTION ab_funnel(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_funnel(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_retention(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_retention(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION ab_funnel(text), ab_funnel(bigint), ab_retention(text), ab_retention(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION ab_funnel(text) IS 'Per funnel metric, step and variant: the users who reached the step in order within the funnel''s window, their share of the enrolled users, the conversion from the previous step, and each treatment''s difference from the control in that conversion with its CI and p-value (delta method; a two-proportion z-test for step 1).';
+COMMENT ON FUNCTION ab_funnel(bigint) IS 'ab_funnel by experiment id.';
+COMMENT ON FUNCTION ab_retention(text) IS 'Per retention metric and variant: the users enrolled, those enrolled too recently to have lived through the metric''s days (left out), the eligible and active users, the retention rate and each treatment''s difference from the control with its CI and p-value (two-proportion z-test).';
+COMMENT ON FUNCTION ab_retention(bigint) IS 'ab_retention by experiment id.';
+CREATE OR REPLACE FUNCTION ab_grant_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
+                   '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'TO %I', role);
+    -- Stored analyses through the views, which show a row read from metric sources only to
+    -- roles that may read them; of the table itself, only the columns that say which rows exist.
+    EXECUTE format('GRANT SELECT (id, experiment_id, computed_at, metric_name, variant, is_control) '
+                   'ON @extschema@.ab_insights TO %I', role);
+END;
+$$;
+CREATE OR REPLACE FUNCTION ab_revoke_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
+                   '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
+    EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'FROM %I', role);
+END;
+$$;
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown, ab_interactions, ab_differential_impact, ab_funnel and ab_retention.';
+-- Roles that could run ab_breakdown before this update (analysts, administrators, a direct
+-- grant) may run ab_funnel and ab_retention after it, without ab_grant_analyst again.
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT a.grantee::regrole
+        FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+        WHERE p.oid = '@extschema@.ab_breakdown(text, text)'::pg_catalog.regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), @extschema@.ab_retention(text), @extschema@.ab_retention(bigint) TO %s', grantee);
+    END LOOP;
+END;
+$$;
+
+-- Regression adjustment with several covariates, and cluster-randomized experiments: ab_adjusted (a metric's "covariates" live in
+-- ab_experiments.metrics, so no table changes), with the grants and pinned search_path of
+-- ab_breakdown; ab_grant_analyst and ab_revoke_analyst cover it.
+CREATE FUNCTION "ab_adjusted"(
+	"experiment" TEXT /* & str */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"users" bigint,  /* i64 */
+	"clusters" bigint,  /* Option < i64 > */
+	"covariates" INT,  /* i32 */
+	"adjusted_mean" double precision,  /* Option < f64 > */
+	"diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"p_value_adjusted" double precision,  /* Option < f64 > */
+	"significant" bool,  /* Option < bool > */
+	"std_error" double precision,  /* Option < f64 > */
+	"unadjusted_std_error" double precision,  /* Option < f64 > */
+	"variance_reduction" double precision,  /* Option < f64 > */
+	"variance_reduction_vs_cuped" double precision,  /* Option < f64 > */
+	"srm_p_value" double precision  /* Option < f64 > */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_adjusted_wrapper';
+CREATE FUNCTION "ab_adjusted"(
+	"experiment" bigint /* i64 */
+) RETURNS TABLE (
+	"metric_name" TEXT,  /* String */
+	"variant" TEXT,  /* String */
+	"is_control" bool,  /* bool */
+	"users" bigint,  /* i64 */
+	"clusters" bigint,  /* Option < i64 > */
+	"covariates" INT,  /* i32 */
+	"adjusted_mean" double precision,  /* Option < f64 > */
+	"diff" double precision,  /* Option < f64 > */
+	"ci_lower" double precision,  /* Option < f64 > */
+	"ci_upper" double precision,  /* Option < f64 > */
+	"p_value" double precision,  /* Option < f64 > */
+	"p_value_adjusted" double precision,  /* Option < f64 > */
+	"significant" bool,  /* Option < bool > */
+	"std_error" double precision,  /* Option < f64 > */
+	"unadjusted_std_error" double precision,  /* Option < f64 > */
+	"variance_reduction" double precision,  /* Option < f64 > */
+	"variance_reduction_vs_cuped" double precision,  /* Option < f64 > */
+	"srm_p_value" double precision  /* Option < f64 > */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ab_adjusted_by_id_wrapper';
+ALTER FUNCTION ab_adjusted(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_adjusted(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION ab_adjusted(text), ab_adjusted(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION ab_adjusted(text) IS 'Per metric declaring "covariates" (in a cluster-randomized experiment, every continuous and binary metric) and variant: the metric adjusted for its covariates (Lin''s regression adjustment: per arm, OLS on the covariates centered at their mean over every arm; strata as indicators), HC1 robust standard errors (cluster-robust in a cluster-randomized experiment), each treatment against the control, the share of the variance removed against no adjustment and against single-covariate CUPED on the first covariate, and the sample ratio check of the randomization unit.';
+COMMENT ON FUNCTION ab_adjusted(bigint) IS 'ab_adjusted by experiment id.';
+COMMENT ON FUNCTION ab_grant_analyst(name) IS 'Lets a role read every table and view (stored analyses through ab_latest_insights and ab_insight_history) and run ab_analyze, ab_summary, ab_bayes, ab_plot, ab_timeline, ab_plot_timeline, ab_breakdown, ab_interactions, ab_differential_impact, ab_funnel, ab_retention and ab_adjusted.';
+
+CREATE OR REPLACE FUNCTION ab_grant_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
+                   '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
+                   '@extschema@.ab_adjusted(text), @extschema@.ab_adjusted(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'TO %I', role);
+    -- Stored analyses through the views, which show a row read from metric sources only to
+    -- roles that may read them; of the table itself, only the columns that say which rows exist.
+    EXECUTE format('GRANT SELECT (id, experiment_id, computed_at, metric_name, variant, is_control) '
+                   'ON @extschema@.ab_insights TO %I', role);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ab_revoke_analyst(role name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION @extschema@.ab_analyze(text), @extschema@.ab_analyze(bigint), '
+                   '@extschema@.ab_summary(text), @extschema@.ab_summary(bigint), '
+                   '@extschema@.ab_bayes(text, jsonb), @extschema@.ab_bayes(bigint, jsonb), '
+                   '@extschema@.ab_plot(text), @extschema@.ab_plot(bigint), '
+                   '@extschema@.ab_timeline(text, text), @extschema@.ab_timeline(bigint, text), '
+                   '@extschema@.ab_plot_timeline(text, text), @extschema@.ab_plot_timeline(bigint, text), '
+                   '@extschema@.ab_breakdown(text, text), @extschema@.ab_breakdown(bigint, text), '
+                   '@extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), '
+                   '@extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint), '
+                   '@extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), '
+                   '@extschema@.ab_retention(text), @extschema@.ab_retention(bigint), '
+                   '@extschema@.ab_adjusted(text), @extschema@.ab_adjusted(bigint), '
+                   '@extschema@.ab_get_experiment(text), @extschema@.ab_get_experiment(bigint), '
+                   '@extschema@.ab_period_srm_p_value(bigint) FROM %I', role);
+    EXECUTE format('REVOKE SELECT ON @extschema@.ab_experiments, @extschema@.ab_variants, @extschema@.ab_assignments, '
+                   '@extschema@.ab_results, @extschema@.ab_user_metrics, @extschema@.ab_covariates, @extschema@.ab_insights, @extschema@.ab_audit, '
+                   '@extschema@.ab_experiment_overview, @extschema@.ab_experiment_health, @extschema@.ab_latest_insights, @extschema@.ab_insight_history, '
+                   '@extschema@.ab_layers, @extschema@.ab_layer_experiments, @extschema@.ab_layer_overview, '
+                   '@extschema@.ab_allocations, @extschema@.ab_allocation_history, @extschema@.ab_metric_sources '
+                   'FROM %I', role);
+END;
+$$;
+
+-- Every role that may run ab_breakdown may run ab_adjusted.
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOR r IN SELECT DISTINCT CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END
+             FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+             WHERE p.oid = '@extschema@.ab_breakdown(text, text)'::regprocedure AND a.privilege_type = 'EXECUTE'
+               AND a.grantee <> p.proowner LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_adjusted(text), @extschema@.ab_adjusted(bigint) TO %s', r);
+    END LOOP;
+END
+$$;
+
+-- Cluster-randomized experiments: the unit an experiment buckets by.
+DO $$
+BEGIN
+    IF NOT @extschema@.ab_update_on_citus_worker('@extschema@.ab_experiments') THEN
+        EXECUTE 'ALTER TABLE @extschema@.ab_experiments ADD COLUMN randomization_unit text CONSTRAINT ab_experiments_randomization_unit_check CHECK (randomization_unit IS NULL OR randomization_unit = ANY (breakdowns))';
+    END IF;
+END
+$$;
+COMMENT ON COLUMN ab_experiments.randomization_unit IS 'A cluster-randomized experiment''s unit: the attribute (one of breakdowns) whose value every user of a cluster shares; users are bucketed by it. NULL: users are randomized one by one.';
+-- End of regression adjustment and cluster-randomized experiments.
+
+-- Administration that runs with the caller's rights resolves no name through the caller's
+-- search_path either: an operator planted in a schema on it (one that matches more closely
+-- than pg_catalog's) would otherwise run with the rights of whoever checks or steps a
+-- rollout, reweights a bandit or stops an experiment with declare_winner.
+ALTER FUNCTION ab_rollout_check(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_check(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_due() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollback(text, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollback(bigint, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_resume(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_resume(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_ship(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_ship(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_to(text, double precision) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_rollout_to(bigint, double precision) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_reweight(text, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_reweight(bigint, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_reweight_due() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_stop_experiment(text, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_stop_experiment(bigint, boolean) SET search_path = pg_catalog, pg_temp;
+
+-- ab_testing--0.14.0--0.15.0.sql
+
+DROP FUNCTION ab_update_on_citus_worker(regclass);
