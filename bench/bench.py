@@ -350,14 +350,32 @@ def citus(seconds, rounds, users, per_user, repeat):
     hot = hot_path(seconds, rounds, cases=CITUS_HOT_PATH)
     exp_citus = load_analysis_data(users, per_user)
     t_citus, _ = timed("SELECT * FROM ab_analyze(%s)", (exp_citus,), 0, repeat)
+    t_bare, _ = timed(BARE, (exp_citus,), 0, repeat)
     HOST, PORT, DB = single
     exp_single = load_analysis_data(users, per_user)
     t_single, _ = timed("SELECT * FROM ab_analyze(%s)", (exp_single,), 0, repeat)
     t_single_par, _ = timed("SELECT * FROM ab_analyze(%s)", (exp_single,), 2, repeat)
     label = f"{users * per_user / 1e6:g}M results, {users / 1e3:g}k users"
-    print(f"  ab_analyze {label}: Citus, 2 workers {t_citus:.2f} s; one node {t_single:.2f} s "
-          f"(2 parallel workers {t_single_par:.2f} s)", flush=True)
-    return hot, [(label, t_citus, t_single, t_single_par)]
+    print(f"  ab_analyze {label}: Citus, 2 workers {t_citus:.2f} s (bare distributed GROUP BY {t_bare:.2f} s, "
+          f"ratio {t_citus / t_bare:.2f}); one node {t_single:.2f} s (2 parallel workers {t_single_par:.2f} s)", flush=True)
+    return hot, [(label, t_citus, t_bare, t_single, t_single_par)]
+
+
+def citus_bulk(rows, rounds):
+    """bulk() through the Citus coordinator, against the bare distributed INSERT ... SELECT into
+    bare_results (distributed by user, co-located with ab_results); ab_record_result per row on
+    a hundredth of the rows, scaled up."""
+    global HOST, PORT, DB
+    HOST, PORT, DB = CITUS_HOST, CITUS_PORT, "postgres"
+    with psycopg.connect(conninfo(), autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM ab_experiments WHERE name = 'bench'").fetchone():
+            psql_file(os.path.join(HERE, "citus_setup.sql"))
+    print(f"bulk recording through the Citus coordinator ({rows} rows, {rounds} rounds):")
+    bare, ours, single = bulk(rows, rounds, 100)
+    print("\n| round | bare distributed INSERT ... SELECT | ab_record_results | ratio | ab_record_result per row | ratio |"
+          "\n| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for i, (b, o, s1) in enumerate(zip(bare, ours, single), 1):
+        print(f"| {i} | {b:.2f} s | {o:.2f} s | {b / o:.2f} | {s1:.2f} s | {b / s1:.2f} |")
 
 
 def bulk(rows, rounds, per_row_share=10):
@@ -373,7 +391,15 @@ def bulk(rows, rounds, per_row_share=10):
                 {"name": "Control", "is_control": true, "traffic_allocation": 50},
                 {"name": "Treatment", "traffic_allocation": 50}]}')""")
             c.execute("SELECT ab_start_experiment('bench bulk')")
-            c.execute("SELECT count(ab_get_variant('bench bulk', 'user-' || g)) FROM generate_series(1, 100000) g")
+            if HOST == CITUS_HOST:
+                # What ab_get_variant would store, in one distributed INSERT (through the
+                # coordinator, one call per user would each be a routed round trip).
+                c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id) "
+                          "SELECT e.id, 'user-' || g, (SELECT v.id FROM ab_variants v WHERE v.experiment_id = e.id "
+                          "ORDER BY v.position LIMIT 1 OFFSET (g % 2)) "
+                          "FROM ab_experiments e, generate_series(1, 100000) g WHERE e.name = 'bench bulk'")
+            else:
+                c.execute("SELECT count(ab_get_variant('bench bulk', 'user-' || g)) FROM generate_series(1, 100000) g")
         exp = c.execute("SELECT id FROM ab_experiments WHERE name = 'bench bulk'").fetchone()[0]
         c.execute("DROP TABLE IF EXISTS bulk_events")
         c.execute("CREATE TABLE bulk_events (user_id text, metric text, value float8)")
@@ -766,15 +792,19 @@ def main():
              args.wal_calls, libraries)
         return
     prepare_single_node()
+    if args.citus and args.bulk:
+        citus_bulk(args.bulk, args.rounds)
+        return
     if args.citus:
         users, per_user = (int(x) for x in args.citus_size.split("x"))
         hot, ana = citus(args.seconds, args.rounds, users, per_user, args.repeat)
         print("\n| case | tps | baseline | baseline tps | ratio |\n| --- | ---: | --- | ---: | ---: |")
         for case, c, base, b, r in hot:
             print(f"| {case} | {c:.0f} | {base} | {b:.0f} | {r:.2f} |")
-        print("\n| ab_analyze | Citus, 2 workers | one node | one node, 2 parallel workers |\n| --- | ---: | ---: | ---: |")
-        for label, tc, ts, tp in ana:
-            print(f"| {label} | {tc:.2f} s | {ts:.2f} s | {tp:.2f} s |")
+        print("\n| ab_analyze | Citus, 2 workers | bare distributed GROUP BY | ratio | one node | one node, 2 parallel workers |"
+              "\n| --- | ---: | ---: | ---: | ---: | ---: |")
+        for label, tc, tb, ts, tp in ana:
+            print(f"| {label} | {tc:.2f} s | {tb:.2f} s | {tc / tb:.2f} | {ts:.2f} s | {tp:.2f} s |")
         return
     print(f"machine: {os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}, "
           f"PostgreSQL {pg_version()}")

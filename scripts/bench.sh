@@ -5,6 +5,8 @@
 # --only "CASE[;CASE...]").
 #   --citus: the hot path through a fresh Citus coordinator + 2 workers (scripts/citus-cluster.sh)
 #   against bare routed queries, and ab_analyze of 10M results there and on the single node.
+#   With --bulk N: ab_record_results of N rows through the coordinator against the bare
+#   distributed INSERT ... SELECT instead.
 #   --pg 16|18: against that PostgreSQL (scripts/pg-versions.sh) instead of 15.
 set -euo pipefail
 cd "$(dirname "$0")/.."

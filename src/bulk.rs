@@ -140,14 +140,8 @@ fn record_batch(
             not_running(exp);
         }
         if handle.layout.is_some() {
-            raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                "ab_record_results is not available when Citus distributes the ab_testing tables",
-                Some(
-                    "record each result with ab_record_result, which Citus delegates to the worker holding the user"
-                        .into(),
-                ),
-            );
+            on_the_coordinator();
+            guard::lock_for_batch(handle.relations.results, exp.id);
         }
         let mut binary = vec![false; names.names.len()];
         for (k, name) in names.names.iter().enumerate() {
@@ -193,8 +187,9 @@ fn record_batch(
         let times_given = recorded_at.as_ref().map(|t| {
             (user_ids.iter().map(|u| u.map(str::to_string)).collect::<Vec<_>>(), t.iter().collect::<Vec<_>>())
         });
+        let shards = handle.layout.as_ref().map(|_| assignment_shards());
         let (recorded, recorded_names, early) = with_work_mem(|| {
-            insert(exp.id, names.index, values, user_ids, session_ids, recorded_at, names.names.clone(), state)
+            insert(exp.id, names.index, values, user_ids, session_ids, recorded_at, names.names.clone(), state, shards)
         });
         if early {
             let (users, times) = times_given.unwrap_or_default();
@@ -278,26 +273,105 @@ fn insert(
     recorded_at: Option<Array<'_, TimestampWithTimeZone>>,
     names: Vec<String>,
     state: UserState,
+    shards: Option<Vec<(i32, i32)>>,
 ) -> (i64, Vec<String>, bool) {
+    let sql = insert_sql(recorded_at.is_some(), shards.is_some());
+    let Some(shards) = shards else {
+        return run_insert(
+            &sql,
+            vec![
+                experiment_id.into(),
+                index.into(),
+                values.into(),
+                user_ids.into(),
+                session_ids.into(),
+                recorded_at.into(),
+                names.into(),
+                state.users.into(),
+                state.index.into(),
+                state.n.into(),
+                state.total.into(),
+                state.max.into(),
+            ],
+        );
+    };
+    // Under Citus: one statement per shard with that shard's rows, which Citus sends to the
+    // shard's node alone (every shard's task would otherwise carry the whole batch).
+    let shard_of = |user: &str| {
+        let h = crate::citus::hash(user);
+        shards.iter().position(|(lo, hi)| *lo <= h && h <= *hi).unwrap_or(0)
+    };
+    let users: Vec<&str> = user_ids.iter().map(|u| u.unwrap_or_default()).collect();
+    let sessions: Option<Vec<Option<&str>>> = session_ids.as_ref().map(|a| a.iter().collect());
+    let times: Option<Vec<Option<TimestampWithTimeZone>>> = recorded_at.map(|a| a.iter().collect());
+    let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
+    for (i, u) in users.iter().enumerate() {
+        interrupts(i);
+        rows_of[shard_of(u)].push(i);
+    }
+    let mut state_of: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
+    for (j, u) in state.users.iter().enumerate() {
+        state_of[shard_of(u)].push(j);
+    }
+    let (mut recorded, mut recorded_names, mut early) = (0, Vec::<String>::new(), false);
+    for (rows, states) in rows_of.iter().zip(&state_of) {
+        if rows.is_empty() {
+            continue;
+        }
+        pg_sys::check_for_interrupts!();
+        let args = vec![
+            experiment_id.into(),
+            rows.iter().map(|&i| index[i]).collect::<Vec<i32>>().into(),
+            rows.iter().map(|&i| values[i]).collect::<Vec<f64>>().into(),
+            rows.iter().map(|&i| users[i]).collect::<Vec<&str>>().into(),
+            sessions.as_ref().map(|s| rows.iter().map(|&i| s[i]).collect::<Vec<Option<&str>>>()).into(),
+            times.as_ref().map(|t| rows.iter().map(|&i| t[i]).collect::<Vec<Option<TimestampWithTimeZone>>>()).into(),
+            names.clone().into(),
+            states.iter().map(|&j| state.users[j].as_str()).collect::<Vec<&str>>().into(),
+            states.iter().map(|&j| state.index[j]).collect::<Vec<i32>>().into(),
+            states.iter().map(|&j| state.n[j]).collect::<Vec<i64>>().into(),
+            states.iter().map(|&j| state.total[j]).collect::<Vec<f64>>().into(),
+            states.iter().map(|&j| state.max[j]).collect::<Vec<f64>>().into(),
+        ];
+        let (n, shard_names, shard_early) = run_insert(&sql, args);
+        recorded += n;
+        early |= shard_early;
+        for name in shard_names {
+            if !recorded_names.contains(&name) {
+                recorded_names.push(name);
+            }
+        }
+    }
+    (recorded, recorded_names, early)
+}
+
+/// The statement of `insert`; `pruned`: each join with the assignments also names the users
+/// (`= ANY`), from which Citus finds the one shard.
+fn insert_sql(with_times: bool, pruned: bool) -> String {
     let nsp = cache::schema();
-    let assigned = |alias: &str| {
+    let assigned = |alias: &str, users: &str| {
+        let prune = if pruned {
+            format!(" AND a.user_id OPERATOR(pg_catalog.=) ANY({users}::pg_catalog.text[])")
+        } else {
+            String::new()
+        };
         format!(
             "JOIN {nsp}.ab_assignments a \
-               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) {alias}.u"
+               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) {alias}.u{prune}"
         )
     };
-    let early = if recorded_at.is_some() {
+    let early = if with_times {
         format!(
             "EXISTS (SELECT FROM (SELECT pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
                                          pg_catalog.unnest($6::pg_catalog.timestamptz[]) AS t) i {} \
                      WHERE i.t OPERATOR(pg_catalog.<) a.assigned_at)",
-            assigned("i")
+            assigned("i", "$4")
         )
     } else {
         "false".into()
     };
     // unnest in the select list streams its rows (in FROM, each function's rows are stored first).
-    let sql = format!(
+    format!(
         "WITH r AS ( \
            INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id, recorded_at) \
            SELECT $1, a.variant_id, i.u, ($7::pg_catalog.text[])[i.k], i.v, i.s, COALESCE(i.t, GREATEST(pg_catalog.now(), a.assigned_at)) \
@@ -318,31 +392,41 @@ fn insert(
                max = GREATEST(m.max, excluded.max)) \
          SELECT (SELECT pg_catalog.sum(g.n)::pg_catalog.int8 FROM g), \
                 ARRAY(SELECT DISTINCT g.metric_name FROM g), {early}",
-        join_i = assigned("i"),
-        join_g = assigned("g"),
-    );
+        join_i = assigned("i", "$4"),
+        join_g = assigned("g", "$8"),
+    )
+}
+
+fn run_insert(sql: &str, args: Vec<pgrx::datum::DatumWithOid<'_>>) -> (i64, Vec<String>, bool) {
     Spi::connect_mut(|client| {
-        let args = [
-            experiment_id.into(),
-            index.into(),
-            values.into(),
-            user_ids.into(),
-            session_ids.into(),
-            recorded_at.into(),
-            names.into(),
-            state.users.into(),
-            state.index.into(),
-            state.n.into(),
-            state.total.into(),
-            state.max.into(),
-        ];
-        let table = client.update(sql.as_str(), None, &args).or_raise();
+        let table = client.update(sql, None, &args).or_raise();
         let row = table.first();
         (
             row.get::<i64>(1).or_raise().unwrap_or(0),
             row.get::<Vec<String>>(2).or_raise().unwrap_or_default(),
             row.get::<bool>(3).or_raise().unwrap_or(false),
         )
+    })
+}
+
+/// Under Citus: the hash ranges of ab_assignments' shards (the other per-user tables are
+/// co-located with it). Only routing depends on them: a shard split since then makes a
+/// statement span two shards, not miss rows.
+fn assignment_shards() -> Vec<(i32, i32)> {
+    let nsp = cache::schema();
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT shardminvalue::pg_catalog.int4, shardmaxvalue::pg_catalog.int4 FROM pg_catalog.pg_dist_shard \
+                 WHERE logicalrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1 || '.ab_assignments') ORDER BY 1",
+                None,
+                &[nsp.into()],
+            )
+            .or_raise()
+            .map(|row| {
+                (row.get::<i32>(1).or_raise().unwrap_or(i32::MIN), row.get::<i32>(2).or_raise().unwrap_or(i32::MAX))
+            })
+            .collect()
     })
 }
 
@@ -388,6 +472,19 @@ fn first_before_assignment(
 /// Records a batch of results, row i being (metric_names[i], metric_values[i], user_ids[i],
 /// session_ids[i], recorded_at[i]); returns the rows recorded (rows of users without an
 /// assignment are skipped). A bad row fails the whole batch, naming its position.
+/// Batches are serialized on the coordinator (`guard::lock_for_batch`), where every batch of
+/// an experiment must then run.
+fn on_the_coordinator() {
+    let coordinator = Spi::get_one::<bool>("SELECT pg_catalog.citus_is_coordinator()").or_raise().unwrap_or(false);
+    if !coordinator {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "ab_record_results runs on the Citus coordinator",
+            Some("connect to the coordinator, or record each result with ab_record_result on any node".into()),
+        );
+    }
+}
+
 fn not_running(exp: &cache::CachedExperiment) -> ! {
     wrong_state(
         format!("experiment \"{}\" is not running", ab_core::names::printable(&exp.name)),

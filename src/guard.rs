@@ -169,6 +169,15 @@ pub fn settle(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Option<
 }
 
 /// Before deleting an experiment's rows: waits for every transaction that wrote any.
+/// Under Citus, one `ab_record_results` batch of an experiment at a time: a batch updates
+/// per-user state rows on every shard at once, so two batches sharing users could each wait
+/// for the other on a different shard (a distributed deadlock); on one node a batch locks them
+/// in one order instead. Tagged by ab_results' OID and the experiment, held to the end of the
+/// transaction.
+pub fn lock_for_batch(results: pg_sys::Oid, experiment_id: i64) {
+    lock(results, experiment_id, pg_sys::ExclusiveLock);
+}
+
 pub fn lock_for_delete(experiments: pg_sys::Oid, experiment_id: i64) {
     lock(experiments, experiment_id, pg_sys::AccessExclusiveLock);
 }

@@ -563,20 +563,49 @@ def drop_role(c, role):
 
 
 @citus_only
-def test_bulk_recording_is_refused_on_citus_with_nothing_recorded():
-    """ab_record_results runs one statement over the whole batch, which Citus cannot delegate
-    per user: under ab_distribute() it is refused (0A000), on the coordinator and on a worker."""
+def test_bulk_recording_through_the_coordinator():
+    """ab_record_results on the coordinator: the rows land on the shards of both workers, the
+    rows of unassigned users are skipped, the per-user state equals the raw results and the
+    analysis equals one recorded row by row; a bad row fails the whole batch with its position;
+    on a worker it is refused (0A000) with nothing recorded."""
+    from test_operations import PER_USER_STATE_MISMATCHES
     dsn = fresh_citus()
+    rng = random.Random(11)
     with psycopg.connect(dsn, autocommit=True) as c:
-        exp = started(c, "bulk on citus", salt="bulk-on-citus")
-        one(c, "SELECT ab_get_variant(%s, 'user-1')", exp)
-    for node in nodes():
-        with psycopg.connect(node, autocommit=True) as n:
-            with pytest.raises(psycopg.errors.FeatureNotSupported, match="ab_record_results is not available") as e:
-                n.execute("SELECT ab_record_results(%s, %s, %s, %s)", (exp, ["conversion_rate"], [1.0], ["user-1"]))
+        bulk = started(c, "bulk on citus", salt="bulk-on-citus", metrics={"conversion_rate": {"type": "binary"},
+                                                                          "spend": {"aggregation": "sum"}})
+        single = started(c, "singles on citus", salt="bulk-on-citus", metrics={"conversion_rate": {"type": "binary"},
+                                                                               "spend": {"aggregation": "sum"}})
+        users = [f"bulk-{i}" for i in range(400)]
+        for e in (bulk, single):
+            c.execute("SELECT count(ab_get_variant(%s, u)) FROM unnest(%s::text[]) u", (e, users[:350]))
+        rows = [(rng.choice(["conversion_rate", "spend"]), rng.choice(users)) for _ in range(3000)]
+        values = [float(rng.random() < 0.4) if m == "conversion_rate" else round(rng.uniform(0, 90), 2) for m, _ in rows]
+        recorded = one(c, "SELECT ab_record_results(%s, %s, %s, %s)", bulk, [m for m, _ in rows], values,
+                       [u for _, u in rows])
+        assigned = set(users[:350])
+        assert recorded == sum(u in assigned for _, u in rows)
+        for (m, u), v in zip(rows, values):
+            c.execute("SELECT ab_record_result(%s, %s, %s, %s)", (single, m, v, u))
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+        assert_same_analysis(analysis(c, single), analysis(c, bulk))
+        # A bad row: its position, and nothing of the batch recorded.
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="row 3: .*NaN"):
+            c.execute("SELECT ab_record_results(%s, %s, %s, %s)",
+                      (bulk, ["spend"] * 3, [1.0, 2.0, float("nan")], users[:3]))
+        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", bulk) == recorded
+    for port in WORKER_PORTS:
+        with psycopg.connect(conninfo("postgres", port=port), autocommit=True) as w:
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="ab_record_results runs on the Citus coordinator") as e:
+                w.execute("SELECT ab_record_results(%s, %s, %s, %s)", (bulk, ["spend"], [1.0], users[:1]))
             assert "ab_record_result" in e.value.diag.message_hint
     with psycopg.connect(dsn, autocommit=True) as c:
-        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == 0
+        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", bulk) == recorded
+        # Spread over the workers: each holds some of the batch.
+        per_node = c.execute("SELECT nodeport, sum(result::int) FROM run_command_on_shards('ab_results', "
+                             "$$SELECT count(*) FROM %s WHERE experiment_id = " + str(bulk) + "$$) "
+                             "JOIN pg_dist_shard_placement USING (shardid) GROUP BY 1").fetchall()
+        assert len(per_node) == 2 and all(n > 0 for _, n in per_node), per_node
 
 
 # Releases whose update chain Citus refuses once their tables are distributed: the update

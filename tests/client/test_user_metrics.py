@@ -319,6 +319,7 @@ def bulk_writer(dsn, seed, exp, users, stop, errors, recorded):
                 errors.append(repr(e))
 
 
+@pytest.mark.citus
 def test_bulk_batches_keep_the_state_exact():
     """ab_record_results batches running alongside single ab_record_result calls for the same
     users, some rolled back, some failing on a bad row: the per-user state equals the raw
@@ -364,6 +365,7 @@ def test_bulk_batches_keep_the_state_exact():
     drop_db("ab_user_metrics")
 
 
+@pytest.mark.citus
 def test_a_bulk_batch_and_a_delete_wait_for_each_other():
     """ab_record_results takes the writers' lock: a delete in progress makes it wait, and once
     the delete commits the batch fails (42704) with nothing recorded; a delete waits for a
