@@ -1,0 +1,173 @@
+"""ab_analyze in a cluster-randomized experiment (randomization_unit): its comparisons of
+continuous, binary and ratio metrics are cluster-robust (the delta method on cluster totals),
+checked against statsmodels on tests/fixtures/cluster.json (tests/fixtures/generate.py), equal
+to ab_adjusted's without covariates, and read by ab_summary, ab_plot, ab_bayes and the winner
+rule; ab_timeline and ab_breakdown stay per user; a quantile metric is refused at creation, and
+one stored by 0.14.0 is not compared."""
+import json
+import math
+import os
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+FIXTURE = json.load(open(os.path.join(ROOT, "tests", "fixtures", "cluster.json")))
+
+METRICS = {"handled": {}, "converted": {"type": "binary"}, "amount": {"aggregation": "sum"},
+           "calls": {"aggregation": "count"}, "per_call": {"type": "ratio", "numerator": "amount", "denominator": "calls"}}
+
+
+def close(actual, expected, rel=1e-8):
+    return actual is not None and math.isclose(actual, expected, rel_tol=rel, abs_tol=1e-12)
+
+
+def two_variants():
+    return [{"name": "control", "is_control": True, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]
+
+
+def create(c, name, metrics, primary="handled", **extra):
+    body = {"name": name, "experiment_type": "agent_config", "primary_metric": primary, "salt": name,
+            "variants": two_variants(), "metrics": metrics, "breakdowns": ["branch", "region"],
+            "randomization_unit": "branch", **extra}
+    exp = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),)).fetchone()[0]
+    c.execute("SELECT ab_start_experiment(%s)", (exp,))
+    return exp
+
+
+def load(c, exp):
+    """The fixture's users (with their branch, and a region that cuts across branches) and results."""
+    ids = dict(c.execute("SELECT name, id FROM ab_variants WHERE experiment_id = %s", (exp,)).fetchall())
+    assignments = FIXTURE["assignments"]
+    with c.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id, attributes) VALUES (%s, %s, %s, %s)",
+            [(exp, a["user_id"], ids[a["variant"]], Jsonb({"branch": a["branch"], "region": f"r{k % 3}"}))
+             for k, a in enumerate(assignments)])
+        variant_of = {a["user_id"]: ids[a["variant"]] for a in assignments}
+        cur.executemany(
+            "INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [(exp, variant_of[r["user_id"]], r["user_id"], r["metric"], r["value"]) for r in FIXTURE["results"]])
+    c.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
+
+
+def table(c, sql, args):
+    cur = c.execute(sql, args)
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+@pytest.fixture
+def loaded(conn, request):
+    exp = create(conn, "cluster-" + request.node.name.removeprefix("test_")[:60], METRICS)
+    load(conn, exp)
+    return exp
+
+
+def test_analyze_is_cluster_robust_and_matches_statsmodels(conn, loaded):
+    got = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_analyze(%s)", (loaded,))}
+    for metric, e in FIXTURE["expected"].items():
+        for arm in ["control", "b"]:
+            r = got[(metric, arm)]
+            assert r["users"] == e["users"][arm] and close(r["mean"], e["means"][arm]), (metric, r, e)
+        b = got[(metric, "b")]
+        assert b["test"] == "cluster", b
+        for k in ["diff", "ci_lower", "ci_upper", "p_value"]:
+            assert close(b[k], e[k]), (metric, k, b[k], e[k])
+        # The relative lift's interval and the non-inferiority tests use the same variances.
+        assert b["relative_lift_ci_lower"] < b["relative_lift"] < b["relative_lift_ci_upper"]
+    # Without covariates ab_adjusted's cluster-robust comparison is the same one.
+    adjusted = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_adjusted(%s)", (loaded,))}
+    for metric in ["handled", "converted"]:
+        a, b = adjusted[(metric, "b")], got[(metric, "b")]
+        assert close(a["p_value"], b["p_value"], 1e-9) and close(a["ci_lower"], b["ci_lower"], 1e-9), (a, b)
+        assert a["clusters"] == FIXTURE["clusters"]["b"]
+    # ab_bayes reads the same variance: with no prior, the posterior's sd is the standard error.
+    bayes = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_bayes(%s)", (loaded,))}
+    for metric, e in FIXTURE["expected"].items():
+        assert close(bayes[(metric, "b")]["posterior_sd"], e["std_error"], 1e-8), (metric, bayes[(metric, "b")])
+        assert close(got[(metric, "b")]["chance_to_beat_control"], bayes[(metric, "b")]["chance_to_beat_control"], 1e-9)
+
+
+def test_summary_and_plot_read_the_cluster_robust_rows(conn, loaded):
+    e = FIXTURE["expected"]["handled"]
+    summary = conn.execute("SELECT ab_summary(%s)", (loaded,)).fetchone()[0]
+    assert f"vs control: {e['diff']:+.4f} (95% CI {e['ci_lower']:+.4f} to {e['ci_upper']:+.4f})" in summary, summary
+    assert f"p = {e['p_value']:.4f}: no significant difference from the control" in summary, summary
+    # Each variant's mean has its cluster-robust interval too.
+    assert f"mean {e['means']['b']:.4f} (95% CI " in summary and ", cluster-robust)" in summary, summary
+    assert ('Randomized by "branch" (clusters: 25 control, 25 b): users of one cluster are not independent, so the '
+            'comparisons are cluster-robust') in summary, summary
+
+    def num(x):
+        return f"{x:.3f}".rstrip("0").rstrip(".")
+    plot = conn.execute("SELECT ab_plot(%s)", (loaded,)).fetchone()[0]
+    assert f"{num(e['diff'])} [{num(e['ci_lower'])}, {num(e['ci_upper'])}], p = {e['p_value']:.4f}" in plot, plot
+
+
+def test_timeline_and_breakdown_stay_per_user(conn, loaded):
+    """ab_timeline and ab_breakdown compare per user (Welch), as docs/statistics.md says."""
+    welch = """
+        WITH m AS (SELECT v.position, count(*) AS n, avg(s.total / s.n) AS mean, var_samp(s.total / s.n) AS var
+                   FROM ab_user_metrics s JOIN ab_variants v ON v.id = s.variant_id
+                   JOIN ab_assignments a ON a.experiment_id = s.experiment_id AND a.user_id = s.user_id
+                   WHERE s.experiment_id = %(e)s AND s.metric_name = 'handled' AND (%(r)s::text IS NULL OR a.attributes->>'region' = %(r)s)
+                   GROUP BY v.position)
+        SELECT (ab_welch_test(a.n, a.mean, a.var, b.n, b.mean, b.var)).p_value FROM m a, m b WHERE a.position < b.position"""
+    per_user = conn.execute(welch, {"e": loaded, "r": None}).fetchone()[0]
+    last = conn.execute("SELECT p_value, test FROM ab_timeline(%s, 'handled') WHERE variant = 'b' "
+                        "ORDER BY day DESC LIMIT 1", (loaded,)).fetchone()
+    assert last[1] == "welch" and close(last[0], per_user, 1e-9), (last, per_user)
+    assert not close(per_user, FIXTURE["expected"]["handled"]["p_value"], 1e-3)
+    segment = conn.execute("SELECT p_value FROM ab_breakdown(%s, 'region') WHERE value = 'r1' AND metric_name = 'handled' "
+                           "AND variant = 'b'", (loaded,)).fetchone()[0]
+    assert close(segment, conn.execute(welch, {"e": loaded, "r": "r1"}).fetchone()[0], 1e-9)
+
+
+def test_a_quantile_metric_is_refused(conn):
+    before = conn.execute("SELECT count(*) FROM ab_experiments").fetchone()[0]
+    body = {"name": "cluster-quantile", "experiment_type": "agent_config", "primary_metric": "handled",
+            "variants": two_variants(), "breakdowns": ["branch"], "randomization_unit": "branch",
+            "metrics": {"handled": {}, "p90": {"type": "quantile", "of": "handled", "quantile": 0.9}}}
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),))
+    assert e.value.sqlstate == "22023"
+    assert e.value.diag.message_primary == (
+        'quantile metric "p90" cannot be analysed in an experiment randomized by "branch": its variance would need a '
+        "cluster bootstrap, which the analysis does not do"), e.value.diag.message_primary
+    assert e.value.diag.message_hint.startswith("compare a mean")
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM ab_experiments").fetchone()[0] == before
+
+
+def test_a_quantile_metric_stored_by_0_14_0_is_not_compared(conn, loaded):
+    """0.14.0 accepted a quantile metric in a cluster-randomized experiment: its rows keep the
+    quantiles, with no comparison (NULL p-value and CI) and a recommendation saying why, which
+    ab_summary prints; the other metrics are analysed as before."""
+    conn.execute("UPDATE ab_experiments SET metrics = metrics || %s WHERE id = %s",
+                 (Jsonb({"p90": {"type": "quantile", "of": "handled", "quantile": 0.9}}), loaded))
+    rows = {r["variant"]: r for r in table(conn, "SELECT * FROM ab_analyze(%s) WHERE metric_name = 'p90'", (loaded,))}
+    b = rows["b"]
+    assert b["mean"] is not None and b["users"] > 0
+    assert all(b[k] is None for k in ["diff", "ci_lower", "ci_upper", "p_value", "p_value_adjusted", "test"]), b
+    why = ('not compared: the experiment is randomized by "branch", and a quantile metric needs a cluster bootstrap, '
+           "which the analysis does not do")
+    stored = conn.execute("SELECT recommendation FROM ab_insights WHERE experiment_id = %s AND metric_name = 'p90' "
+                          "AND variant = 'b'", (loaded,)).fetchone()
+    assert stored is None or stored[0] == why, stored
+    summary = conn.execute("SELECT ab_summary(%s)", (loaded,)).fetchone()[0]
+    assert why in summary, summary
+    handled = conn.execute("SELECT test FROM ab_analyze(%s) WHERE metric_name = 'handled' AND variant = 'b'",
+                           (loaded,)).fetchone()[0]
+    assert handled == "cluster"
+
+
+def test_get_experiment_shows_the_unit(conn, loaded):
+    got = conn.execute("SELECT ab_get_experiment(%s)", (loaded,)).fetchone()[0]
+    assert got["randomization_unit"] == "branch" and got["breakdowns"] == ["branch", "region"]
+    other = conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(
+        {"name": "not-clustered", "experiment_type": "prompt", "primary_metric": "m", "variants": two_variants()}),)).fetchone()[0]
+    plain = conn.execute("SELECT ab_get_experiment(%s)", (other,)).fetchone()[0]
+    assert "randomization_unit" in plain and plain["randomization_unit"] is None
