@@ -171,3 +171,22 @@ def test_get_experiment_shows_the_unit(conn, loaded):
         {"name": "not-clustered", "experiment_type": "prompt", "primary_metric": "m", "variants": two_variants()}),)).fetchone()[0]
     plain = conn.execute("SELECT ab_get_experiment(%s)", (other,)).fetchone()[0]
     assert "randomization_unit" in plain and plain["randomization_unit"] is None
+
+
+def test_sequential_mode_counts_clusters(conn):
+    """In sequential mode the comparison is the always-valid one on the cluster-robust variance,
+    with the clusters as the confidence sequence's units: wider than the fixed-horizon one."""
+    exp = create(conn, "cluster-sequential", METRICS, sequential=True)
+    load(conn, exp)
+    b = table(conn, "SELECT * FROM ab_analyze(%s) WHERE metric_name = 'handled' AND variant = 'b'", (exp,))[0]
+    e = FIXTURE["expected"]["handled"]
+    assert b["test"] == "cluster-sequential" and close(b["diff"], e["diff"]), b
+    assert b["ci_lower"] < e["ci_lower"] and b["ci_upper"] > e["ci_upper"] and b["p_value"] >= e["p_value"], (b, e)
+    # The half-width of the confidence sequence (docs/statistics.md) for n = 50 clusters.
+    n, alpha, tuning = 50, 0.05, conn.execute("SELECT sequential_tuning FROM ab_experiments WHERE id = %s",
+                                               (exp,)).fetchone()[0]
+    se2 = e["std_error"] ** 2
+    l = -2 * math.log(alpha)
+    rho2 = (l + math.log(l + 1)) / tuning
+    half = math.sqrt(se2 * n) * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * math.log(math.sqrt(n * rho2 + 1) / alpha))
+    assert close(b["ci_upper"] - b["diff"], half, 1e-9), (b["ci_upper"] - b["diff"], half)
