@@ -398,8 +398,9 @@ pub fn clusters_per_variant(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentR
     client
         .select(
             format!(
-                "SELECT variant_id, count(DISTINCT coalesce('c' || (attributes->>$2), 'u' || user_id)) \
-                 FROM {nsp}.ab_assignments WHERE experiment_id = $1 GROUP BY 1"
+                "SELECT variant_id, (count(*) FILTER (WHERE cl IS NOT NULL) + coalesce(sum(n) FILTER (WHERE cl IS NULL), 0))::bigint \
+                 FROM (SELECT variant_id, attributes->>$2 AS cl, count(*) AS n FROM {nsp}.ab_assignments \
+                       WHERE experiment_id = $1 GROUP BY 1, 2) c GROUP BY 1"
             )
             .as_str(),
             None,

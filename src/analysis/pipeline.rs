@@ -449,10 +449,17 @@ impl Reader<'_, '_> {
             };
             // A silent user counts as 0 in y and, for a mean, as one user in x.
             let x = if def.kind == MetricType::Ratio { "coalesce(u.x, 0)" } else { "1" };
+            // Grouped by the attribute's value, users without one together: they are clusters
+            // of one each, so their sums of squares are summed per user. (A cluster key built from
+            // the user id for them would make the planner expect a group per user and sort.)
             let sql = format!(
-                "SELECT g, count(*)::float8, sum(n), sum(y), sum(x), sum(y * y), sum(x * x), sum(x * y) FROM ( \
-                   SELECT a.variant_id AS g, coalesce('c' || (a.attributes->>$4), 'u' || a.user_id) AS cl, \
-                          coalesce(sum(u.y), 0)::float8 AS y, sum({x})::float8 AS x, count(*)::float8 AS n \
+                "SELECT g, count(*) FILTER (WHERE cl IS NOT NULL) + coalesce(sum(n) FILTER (WHERE cl IS NULL), 0), \
+                        sum(n), sum(y), sum(x), \
+                        sum(CASE WHEN cl IS NULL THEN yy ELSE y * y END), sum(CASE WHEN cl IS NULL THEN xx ELSE x * x END), \
+                        sum(CASE WHEN cl IS NULL THEN xy ELSE x * y END) FROM ( \
+                   SELECT a.variant_id AS g, a.attributes->>$4 AS cl, coalesce(sum(u.y), 0)::float8 AS y, \
+                          sum({x})::float8 AS x, count(*)::float8 AS n, coalesce(sum(u.y * u.y), 0)::float8 AS yy, \
+                          sum({x} * {x})::float8 AS xx, coalesce(sum(u.y * {x}), 0)::float8 AS xy \
                    FROM {rows} WHERE a.experiment_id = $1 GROUP BY 1, 2) t GROUP BY g"
             );
             let totals: HashMap<i64, ClusterTotals> = client

@@ -190,3 +190,44 @@ def test_sequential_mode_counts_clusters(conn):
     rho2 = (l + math.log(l + 1)) / tuning
     half = math.sqrt(se2 * n) * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * math.log(math.sqrt(n * rho2 + 1) / alpha))
     assert close(b["ci_upper"] - b["diff"], half, 1e-9), (b["ci_upper"] - b["diff"], half)
+
+
+def test_funnel_and_retention_metrics_stay_per_user(conn):
+    """A funnel metric of a cluster-randomized experiment is compared per user (`test` z), as
+    the summary's line on the randomization unit says; the binary steps are cluster-robust."""
+    metrics = {"started": {"type": "binary"}, "uploaded": {"type": "binary"},
+               "uploads": {"funnel": {"steps": ["started", "uploaded"], "window": "7 days"}}}
+    exp = create(conn, "cluster-funnel", metrics, primary="uploads")
+    conn.execute("SELECT count(ab_get_variant(%s, 'u' || g, jsonb_build_object('branch', 'br' || g %% 30))) "
+                 "FROM generate_series(1, 600) g", (exp,))
+    conn.execute("SELECT count(ab_record_result(%s, 'started', 1, 'u' || g)) FROM generate_series(1, 600) g "
+                 "WHERE g %% 4 < 3", (exp,))
+    conn.execute("SELECT count(ab_record_result(%s, 'uploaded', 1, 'u' || g)) FROM generate_series(1, 600) g "
+                 "WHERE g %% 4 < 3 AND g %% 30 < 12 + g %% 5", (exp,))
+    tests = dict(conn.execute("SELECT metric_name, test FROM ab_analyze(%s) WHERE NOT is_control", (exp,)).fetchall())
+    assert tests == {"uploads": "z", "started": "cluster", "uploaded": "cluster"}, tests
+    summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
+    assert "funnel and retention metrics stay per user" in summary, summary
+
+
+def test_users_stored_without_a_cluster_are_clusters_of_their_own(conn):
+    """Assignments written by hand without the unit's attribute: each such user is a cluster in
+    ab_analyze as in ab_adjusted and the sample ratio check, and the two still agree."""
+    exp = create(conn, "cluster-without-unit", METRICS)
+    load(conn, exp)
+    conn.execute("UPDATE ab_assignments SET attributes = attributes - 'branch' WHERE experiment_id = %s "
+                 "AND user_id LIKE 'br0%%-1_'", (exp,))
+    lost = conn.execute("SELECT count(*) FROM ab_assignments WHERE experiment_id = %s AND NOT attributes ? 'branch'",
+                        (exp,)).fetchone()[0]
+    assert lost > 10
+    adjusted = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_adjusted(%s)", (exp,))}
+    analyzed = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_analyze(%s)", (exp,))}
+    for metric in ["handled", "converted"]:
+        a, b = adjusted[(metric, "b")], analyzed[(metric, "b")]
+        assert close(a["p_value"], b["p_value"], 1e-9) and close(a["ci_upper"], b["ci_upper"], 1e-9), (a, b)
+        assert not close(b["p_value"], FIXTURE["expected"][metric]["p_value"], 1e-6)
+    clusters = sum(r["clusters"] for k, r in adjusted.items() if k[0] == "converted")
+    assert clusters == 50 + lost, (clusters, lost)
+    from scipy import stats
+    counts = [adjusted[("converted", v)]["clusters"] for v in ["control", "b"]]
+    assert close(analyzed[("handled", "b")]["srm_p_value"], stats.chisquare(counts).pvalue, 1e-9)
