@@ -117,9 +117,11 @@ def test_timeline_and_breakdown_stay_per_user(conn, loaded):
                    GROUP BY v.position)
         SELECT (ab_welch_test(a.n, a.mean, a.var, b.n, b.mean, b.var)).p_value FROM m a, m b WHERE a.position < b.position"""
     per_user = conn.execute(welch, {"e": loaded, "r": None}).fetchone()[0]
-    last = conn.execute("SELECT p_value, test FROM ab_timeline(%s, 'handled') WHERE variant = 'b' "
+    last = conn.execute("SELECT p_value, test, diff FROM ab_timeline(%s, 'handled') WHERE variant = 'b' "
                         "ORDER BY day DESC LIMIT 1", (loaded,)).fetchone()
     assert last[1] == "welch" and close(last[0], per_user, 1e-9), (last, per_user)
+    # Its difference is ab_analyze's; its p-value is not.
+    assert close(last[2], FIXTURE["expected"]["handled"]["diff"], 1e-9)
     assert not close(per_user, FIXTURE["expected"]["handled"]["p_value"], 1e-3)
     segment = conn.execute("SELECT p_value FROM ab_breakdown(%s, 'region') WHERE value = 'r1' AND metric_name = 'handled' "
                            "AND variant = 'b'", (loaded,)).fetchone()[0]
