@@ -161,6 +161,7 @@ def test_a_quantile_metric_stored_by_0_14_0_is_not_compared(conn, loaded):
     assert stored is None or stored[0] == why, stored
     summary = conn.execute("SELECT ab_summary(%s)", (loaded,)).fetchone()[0]
     assert why in summary, summary
+    assert 'fill="#666">not compared</text>' in conn.execute("SELECT ab_plot(%s)", (loaded,)).fetchone()[0]
     handled = conn.execute("SELECT test FROM ab_analyze(%s) WHERE metric_name = 'handled' AND variant = 'b'",
                            (loaded,)).fetchone()[0]
     assert handled == "cluster"
@@ -233,3 +234,23 @@ def test_users_stored_without_a_cluster_are_clusters_of_their_own(conn):
     from scipy import stats
     counts = [adjusted[("converted", v)]["clusters"] for v in ["control", "b"]]
     assert close(analyzed[("handled", "b")]["srm_p_value"], stats.chisquare(counts).pvalue, 1e-9)
+
+
+def test_guardrails_use_the_cluster_robust_variance_and_cuped_is_not_applied(conn):
+    """A guardrail's non-inferiority p-value is the one-sided normal test on the cluster-robust
+    standard error; with covariates recorded, CUPED's columns are NULL (ab_adjusted adjusts for
+    them, cluster-robust)."""
+    from scipy import stats
+    metrics = {**METRICS, "handled": {"margin": 0.5, "covariates": ["handled"]}, "converted": {"type": "binary", "margin": 0.05}}
+    exp = create(conn, "cluster-guardrails", metrics, primary="per_call")
+    load(conn, exp)
+    conn.execute("INSERT INTO ab_covariates (experiment_id, user_id, metric_name, value) "
+                 "SELECT experiment_id, user_id, 'handled', length(user_id) FROM ab_assignments WHERE experiment_id = %s",
+                 (exp,))
+    rows = {r["metric_name"]: r for r in table(conn, "SELECT * FROM ab_analyze(%s) WHERE variant = 'b'", (exp,))}
+    for metric, margin in [("handled", 0.5), ("converted", 0.05)]:
+        e, r = FIXTURE["expected"][metric], rows[metric]
+        assert close(r["non_inferiority_p_value"], stats.norm.sf((e["diff"] + margin) / e["std_error"]), 1e-8), r
+        assert r["cuped_diff"] is None and r["cuped_p_value"] is None, r
+    adjusted = table(conn, "SELECT * FROM ab_adjusted(%s) WHERE metric_name = 'handled' AND variant = 'b'", (exp,))[0]
+    assert adjusted["covariates"] == 1 and adjusted["clusters"] == FIXTURE["clusters"]["b"]
