@@ -1,4 +1,5 @@
--- Cluster-randomized experiments: ab_get_experiment shows the randomization unit.
+-- Cluster-randomized experiments: ab_get_experiment shows the randomization unit; ab_insights.test
+-- may be cluster.
 CREATE OR REPLACE FUNCTION ab_get_experiment(experiment bigint) RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -77,3 +78,4 @@ BEGIN
 END;
 $$;
 ALTER FUNCTION ab_get_experiment(bigint) SECURITY DEFINER;
+COMMENT ON COLUMN ab_insights.test IS 'welch, z, stratified (bandit experiments) or cluster (cluster-robust, in a cluster-randomized experiment), with -sequential in sequential mode.';
