@@ -254,3 +254,16 @@ def test_guardrails_use_the_cluster_robust_variance_and_cuped_is_not_applied(con
         assert r["cuped_diff"] is None and r["cuped_p_value"] is None, r
     adjusted = table(conn, "SELECT * FROM ab_adjusted(%s) WHERE metric_name = 'handled' AND variant = 'b'", (exp,))[0]
     assert adjusted["covariates"] == 1 and adjusted["clusters"] == FIXTURE["clusters"]["b"]
+
+
+def test_a_cluster_randomized_rollout_stays_period_stratified_per_user(conn):
+    """A rollout's analysis is stratified by its steps (its shares change): in a cluster design
+    it stays per user, as docs/statistics.md says (`test` stratified, not cluster)."""
+    exp = create(conn, "cluster-rollout", {"handled": {}},
+                 allocation={"mode": "rollout", "steps": [50, 100], "step_every": "1 day"})
+    conn.execute("SELECT count(ab_get_variant(%s, 'u' || g, jsonb_build_object('branch', 'br' || g %% 40))) "
+                 "FROM generate_series(1, 400) g", (exp,))
+    conn.execute("SELECT count(ab_record_result(%s, 'handled', (g %% 40) * 0.1 + g %% 7, 'u' || g)) "
+                 "FROM generate_series(1, 400) g", (exp,))
+    test = conn.execute("SELECT test FROM ab_analyze(%s) WHERE NOT is_control", (exp,)).fetchone()[0]
+    assert test == "stratified", test
