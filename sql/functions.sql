@@ -37,6 +37,7 @@ BEGIN
         'strict_metrics', e.strict_metrics,
         'allocation', coalesce(e.allocation, '{"mode": "fixed"}'),
         'breakdowns', to_jsonb(e.breakdowns),
+        'randomization_unit', e.randomization_unit,
         'target_segments', e.target_segments,
         'min_sample_size', e.min_sample_size,
         'alpha', e.alpha,

@@ -463,7 +463,7 @@ COMMENT ON COLUMN ab_insights.effect_size IS 'Cohen''s d.';
 COMMENT ON COLUMN ab_insights.recommendation IS 'What the row means, in words.';
 COMMENT ON COLUMN ab_insights.confidence IS '1 - adjusted p-value; not a probability that the variant is better.';
 COMMENT ON COLUMN ab_insights.metric_type IS 'continuous, binary, ratio or quantile.';
-COMMENT ON COLUMN ab_insights.test IS 'welch, z or stratified (bandit experiments), with -sequential in sequential mode.';
+COMMENT ON COLUMN ab_insights.test IS 'welch, z, stratified (bandit experiments) or cluster (cluster-robust, in a cluster-randomized experiment), with -sequential in sequential mode.';
 COMMENT ON COLUMN ab_insights.p_value_adjusted IS 'p-value adjusted across the metric''s treatments (Holm or Benjamini-Hochberg).';
 COMMENT ON COLUMN ab_insights.chance_to_beat_control IS 'Posterior probability that the variant is better than the control (flat prior).';
 COMMENT ON COLUMN ab_insights.expected_loss IS 'Expected loss of shipping the variant, in the metric''s units (flat prior).';

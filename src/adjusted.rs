@@ -330,21 +330,6 @@ fn too_many_strata(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Op
 
 /// The rows of every metric with covariates, in the analysis's order.
 fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<(String, usize, AdjustedRow)> {
-    run_metrics(client, nsp, exp, None)
-}
-
-/// The cluster-robust rows of a cluster-randomized experiment's primary metric (empty when
-/// it is a ratio or quantile), for the winner rule.
-pub fn primary_rows(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Vec<AdjustedRow> {
-    run_metrics(client, nsp, exp, Some(&exp.primary_metric)).into_iter().map(|(_, _, r)| r).collect()
-}
-
-fn run_metrics(
-    client: &SpiClient<'_>,
-    nsp: &str,
-    exp: &ExperimentRow,
-    only: Option<&str>,
-) -> Vec<(String, usize, AdjustedRow)> {
     let defs = exp.metric_defs();
     let unit = exp.randomization_unit.as_deref();
     // In a cluster-randomized experiment every continuous and binary metric, with its
@@ -358,12 +343,6 @@ fn run_metrics(
             })
         })
         .collect();
-    if let Some(only) = only {
-        if !adjusted_metrics.iter().any(|m| m == only) {
-            return vec![];
-        }
-    }
-    let adjusted_metrics: Vec<String> = adjusted_metrics.into_iter().filter(|m| only.is_none_or(|o| o == m)).collect();
     if adjusted_metrics.is_empty() {
         crate::errors::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -419,8 +398,9 @@ pub fn clusters_per_variant(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentR
     client
         .select(
             format!(
-                "SELECT variant_id, count(DISTINCT coalesce('c' || (attributes->>$2), 'u' || user_id)) \
-                 FROM {nsp}.ab_assignments WHERE experiment_id = $1 GROUP BY 1"
+                "SELECT variant_id, (count(*) FILTER (WHERE cl IS NOT NULL) + coalesce(sum(n) FILTER (WHERE cl IS NULL), 0))::bigint \
+                 FROM (SELECT variant_id, attributes->>$2 AS cl, count(*) AS n FROM {nsp}.ab_assignments \
+                       WHERE experiment_id = $1 GROUP BY 1, 2) c GROUP BY 1"
             )
             .as_str(),
             None,

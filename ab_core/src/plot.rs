@@ -115,12 +115,10 @@ pub fn forest_plot(title: &str, metrics: &[MetricResult]) -> String {
                     );
                 }
                 None => {
-                    let _ = write!(
-                        out,
-                        r##"<text x="{:.1}" y="{:.1}" fill="#666">not enough data</text>"##,
-                        LABEL_W,
-                        cy + 4.0
-                    );
+                    // A quantile of a cluster-randomized experiment is not compared at all.
+                    let why =
+                        if a.recommendation.starts_with("not compared") { "not compared" } else { "not enough data" };
+                    let _ = write!(out, r##"<text x="{:.1}" y="{:.1}" fill="#666">{why}</text>"##, LABEL_W, cy + 4.0);
                 }
             }
             y += ROW_H;

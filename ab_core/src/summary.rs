@@ -253,6 +253,10 @@ pub fn render(input: &SummaryInput) -> String {
         for a in &m.arms {
             let stats = match (a.mean, a.std_dev) {
                 (Some(q), _) if m.def.kind == crate::definition::MetricType::Quantile => format!("quantile {q:.4}"),
+                (Some(mean), _) if a.mean_std_error.is_some() => {
+                    let half = crate::stats::dist::normal_isf(s.alpha / 2.0) * a.mean_std_error.unwrap_or(0.0);
+                    format!("mean {:.4} ({level} CI {:.4} to {:.4}, cluster-robust)", mean, mean - half, mean + half)
+                }
                 (Some(mean), Some(sd)) if a.users >= 2 => {
                     let (lo, hi) = mean_ci(mean, sd, a.users, s.alpha);
                     format!("mean {:.4} ({level} CI {:.4} to {:.4})", mean, lo, hi)

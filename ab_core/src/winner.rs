@@ -160,6 +160,7 @@ mod tests {
 
     fn arm(name: &str, users: u64, cmp: Option<(f64, f64)>) -> ArmResult {
         ArmResult {
+            mean_std_error: None,
             variant: name.into(),
             is_control: cmp.is_none(),
             users,

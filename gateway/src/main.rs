@@ -641,6 +641,7 @@ async fn experiment_page_inner(
     } else {
         Value::Array(vec![])
     };
+    let adjusted = adjusted_rows(&mut tx, &definition, id).await?;
     let primary = definition.get("primary_metric").and_then(Value::as_str).unwrap_or("").to_string();
     // The stored analyses are a panel of their own: where the role may not read them (on
     // Citus, a view over a reference table is checked against the role on the shard), the
@@ -703,8 +704,50 @@ async fn experiment_page_inner(
         segments: findings[1].as_ref().and_then(Value::as_array).map(Vec::as_slice),
         funnel: funnel.as_array().unwrap_or(&empty),
         retention: retention.as_array().unwrap_or(&empty),
+        adjusted: adjusted.as_ref().and_then(Value::as_array).map(Vec::as_slice),
     });
     Ok(html(StatusCode::OK, page))
+}
+
+/// ab_adjusted's rows for the experiment page, asked for only where the experiment has
+/// covariates or is cluster-randomized; None where they cannot be computed (too many strata)
+/// or the role may not run it.
+async fn adjusted_rows(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    definition: &Value,
+    id: i64,
+) -> Result<Option<Value>, ApiError> {
+    let clustered = definition.get("randomization_unit").is_some_and(|u| !u.is_null());
+    let covariates = definition
+        .get("metrics")
+        .and_then(Value::as_object)
+        .is_some_and(|m| m.values().any(|d| d.get("covariates").is_some()));
+    if !clustered && !covariates {
+        return Ok(None);
+    }
+    let sp = tx.savepoint("adjusted").await?;
+    let found = sp
+        .query_one(
+            "SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.metric_name, NOT a.is_control, a.variant), '[]') \
+             FROM ab_adjusted($1::bigint) a",
+            &[&id],
+        )
+        .await;
+    sp.rollback().await?;
+    match found {
+        Ok(row) => Ok(Some(json_value(row))),
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE)
+                    | Some(&tokio_postgres::error::SqlState::PROGRAM_LIMIT_EXCEEDED)
+                    | Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn plot_svg(

@@ -187,6 +187,9 @@ pub struct Experiment<'a> {
     pub funnel: &'a [Value],
     /// ab_retention's rows (empty without retention metrics)
     pub retention: &'a [Value],
+    /// ab_adjusted's rows (None: the experiment has no covariates and is not cluster-randomized,
+    /// or they are not available to this role)
+    pub adjusted: Option<&'a [Value]>,
 }
 
 fn direction(def: &Value, metric: &str) -> &'static str {
@@ -358,6 +361,72 @@ fn funnels(b: &mut String, rows: &[Value]) {
     }
 }
 
+/// A cluster-randomized experiment's unit and clusters per variant, and ab_adjusted's rows: per
+/// metric with covariates (every continuous and binary one in a cluster design) and treatment,
+/// the adjusted (or cluster-robust) comparison with the control.
+fn adjusted(b: &mut String, def: &Value, rows: Option<&[Value]>) {
+    let unit = def.get("randomization_unit").and_then(Value::as_str);
+    if unit.is_none() && rows.is_none_or(|r| r.is_empty()) {
+        return;
+    }
+    b.push_str("<h2>Adjusted comparisons</h2>");
+    let rows = rows.unwrap_or_default();
+    if let Some(unit) = unit {
+        // The first metric's rows: one per variant.
+        let first = rows.first().map(|r| s(r, "metric_name"));
+        let clusters: Vec<String> = rows
+            .iter()
+            .filter(|r| Some(s(r, "metric_name")) == first)
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r.get("clusters").and_then(Value::as_i64).map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    esc(s(r, "variant"))
+                )
+            })
+            .collect();
+        let _ = write!(
+            b,
+            "<p id=\"randomization-unit\">Randomized by <strong>{}</strong>{}: users of one cluster share a variant, so \
+             the analysis's comparisons are cluster-robust.</p>",
+            esc(unit),
+            if clusters.is_empty() { String::new() } else { format!(" (clusters: {})", clusters.join(", ")) }
+        );
+    }
+    if rows.is_empty() {
+        return;
+    }
+    b.push_str(
+        "<div class=\"wrap\"><table id=\"adjusted-rows\"><thead><tr><th>Metric</th><th>Variant</th><th>Users</th>\
+         <th>Clusters</th><th>Covariates</th><th>Adjusted mean</th><th>Diff</th><th>CI</th><th>p</th>\
+         <th>Variance reduction</th></tr></thead><tbody>",
+    );
+    for r in rows {
+        let ci = match (f(r, "ci_lower"), f(r, "ci_upper")) {
+            (Some(lo), Some(hi)) => format!("{} to {}", num(Some(lo)), num(Some(hi))),
+            _ => String::new(),
+        };
+        let _ = write!(
+            b,
+            "<tr data-metric=\"{}\" data-variant=\"{}\"><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td>{}{}<td class=\"n\">{}</td>{}<td class=\"n\">{}</td></tr>",
+            esc(s(r, "metric_name")),
+            esc(s(r, "variant")),
+            esc(s(r, "metric_name")),
+            esc(s(r, "variant")),
+            r.get("users").and_then(Value::as_i64).unwrap_or(0),
+            r.get("clusters").and_then(Value::as_i64).map(|c| c.to_string()).unwrap_or_default(),
+            r.get("covariates").and_then(Value::as_i64).unwrap_or(0),
+            num_cell("adjusted_mean", f(r, "adjusted_mean")),
+            num_cell("diff", f(r, "diff")),
+            ci,
+            num_cell("p_value", f(r, "p_value")),
+            pct(f(r, "variance_reduction")),
+        );
+    }
+    b.push_str("</tbody></table></div>");
+}
+
 /// ab_retention: per retention metric, the users counted (enrolled long enough ago) and active.
 fn retention(b: &mut String, rows: &[Value]) {
     for m in metric_names(rows) {
@@ -508,6 +577,7 @@ pub fn experiment(e: &Experiment<'_>) -> String {
 
     funnels(&mut b, e.funnel);
     retention(&mut b, e.retention);
+    adjusted(&mut b, e.definition, e.adjusted);
 
     b.push_str("<h2>Guardrails</h2><ul id=\"guardrails\">");
     let harmed: Vec<&Value> =
@@ -746,6 +816,7 @@ mod tests {
             segments: None,
             funnel: &funnel,
             retention: &retention,
+            adjusted: None,
         });
         assert!(!html.contains("<script>") && !html.contains("<img src=x"));
         assert!(html.contains("<td class=\"n\" data-col=\"too_new\" data-value=\"1\">1</td>"));
@@ -803,6 +874,33 @@ mod tests {
         let mut b = String::new();
         findings(&mut b, Some(&[]), None);
         assert!(b.contains("No other experiment shares users") && !b.contains("Segments"), "{b}");
+    }
+
+    #[test]
+    fn the_randomization_unit_and_adjusted_rows_are_shown_and_escaped() {
+        let def = json!({"randomization_unit": "<b>branch</b>"});
+        let rows = [
+            json!({"metric_name": "<i>funded</i>", "variant": "control", "users": 1300, "clusters": 26, "covariates": 0,
+                   "adjusted_mean": 0.36}),
+            json!({"metric_name": "<i>funded</i>", "variant": "new\"<x>", "users": 1700, "clusters": 34, "covariates": 0,
+                   "adjusted_mean": 0.41, "diff": 0.0443, "ci_lower": -0.0628, "ci_upper": 0.1515, "p_value": 0.4173,
+                   "variance_reduction": -8.4}),
+        ];
+        let mut b = String::new();
+        adjusted(&mut b, &def, Some(&rows));
+        assert!(!b.contains("<b>") && !b.contains("<i>") && !b.contains("<x>"), "{b}");
+        assert!(
+            b.contains("Randomized by <strong>&lt;b&gt;branch&lt;/b&gt;</strong> (clusters: 26 control, 34 new&quot;&lt;x&gt;)"),
+            "{b}"
+        );
+        assert!(b.contains("<td class=\"n\">0.4173</td>") || b.contains("data-value=\"0.4173\""), "{b}");
+        assert!(b.contains("<td class=\"n\">34</td>") && b.contains("-0.0628 to 0.1515"), "{b}");
+        let mut b = String::new();
+        adjusted(&mut b, &json!({"randomization_unit": null}), None);
+        assert!(b.is_empty());
+        let mut b = String::new();
+        adjusted(&mut b, &def, None);
+        assert!(b.contains("Randomized by") && !b.contains("<table"), "{b}");
     }
 
     #[test]

@@ -35,9 +35,6 @@ pub struct Analysis {
     pub srm: Option<SrmResult>,
     /// What it read from metric sources (ab_insights.source_reads), None without.
     pub source_reads: Option<serde_json::Value>,
-    /// A cluster-randomized experiment's cluster-robust rows of the primary metric, which the
-    /// winner rule requires to agree (`ab_core::analysis::adjusted::cluster_decision`).
-    pub cluster_primary: Option<Vec<ab_core::analysis::adjusted::AdjustedRow>>,
 }
 
 impl Analysis {
@@ -48,18 +45,9 @@ impl Analysis {
         self.metrics.iter().flat_map(|m| m.rows(srm)).collect()
     }
 
+    /// The winner rule on the analysis's rows (cluster-robust in a cluster-randomized
+    /// experiment).
     pub fn decision(&self, exp: &ExperimentRow) -> Decision {
-        let decision = self.per_user_decision(exp);
-        match (&exp.randomization_unit, &self.cluster_primary) {
-            (Some(unit), Some(rows)) => {
-                let direction = exp.metric_defs().get(&exp.primary_metric).map(|d| d.direction).unwrap_or_default();
-                ab_core::analysis::adjusted::cluster_decision(decision, unit, direction, rows)
-            }
-            _ => decision,
-        }
-    }
-
-    fn per_user_decision(&self, exp: &ExperimentRow) -> Decision {
         match self.metrics.iter().find(|m| m.name == exp.primary_metric) {
             Some(primary) => {
                 let guardrails: Vec<&MetricResult> =
@@ -98,9 +86,6 @@ pub fn run(client: &SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> Analysis {
     let mut analysis = reading_sources(&sources, || pipeline::run_linear(client, nsp, exp, &sources));
     check_finite(&analysis.metrics);
     analysis.source_reads = crate::sources::source_reads(&sources);
-    if exp.randomization_unit.is_some() {
-        analysis.cluster_primary = Some(crate::adjusted::primary_rows(client, nsp, exp));
-    }
     analysis
 }
 

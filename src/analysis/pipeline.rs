@@ -2,9 +2,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ab_core::analysis::{analyze_metric, metric_input, ArmFrame, MetricData, MetricResult, Observed};
+use ab_core::analysis::{
+    analyze_clustered, metric_input, ArmFrame, ClusterTotals, Clustering, MetricData, MetricResult, Observed,
+};
 use ab_core::bandit::srm_by_period;
-use ab_core::definition::{MetricDef, QuantileLevel};
+use ab_core::definition::{MetricDef, MetricType, QuantileLevel};
 use ab_core::stats::cuped::CoMoments;
 use ab_core::stats::srm::{srm_test, SrmResult};
 use ab_core::stats::Moments;
@@ -34,15 +36,9 @@ pub(super) fn run_linear(
     reader.read_quantiles(&mut data);
     reader.read_composed(&mut data);
     reader.read_silent_covariates(&mut data);
-    let metrics = reader.compute(&data);
-    Analysis {
-        variants: frame.variants,
-        assigned: frame.assigned,
-        metrics,
-        srm: frame.srm,
-        source_reads: None,
-        cluster_primary: None,
-    }
+    let clustering = reader.read_clusters();
+    let metrics = reader.compute(&data, &clustering);
+    Analysis { variants: frame.variants, assigned: frame.assigned, metrics, srm: frame.srm, source_reads: None }
 }
 
 /// What every metric's analysis shares: the variants and their assignments, the sample
@@ -397,8 +393,104 @@ impl Reader<'_, '_> {
         }
     }
 
+    /// A cluster-randomized experiment (`randomization_unit`): per metric, each variant's
+    /// cluster totals (`ab_core::analysis::ClusterTotals`) in one query that sums per-user
+    /// values per (variant, cluster), then per variant; a quantile metric is not compared.
+    /// Funnel and retention metrics stay per user, and so does a rollout's period-stratified
+    /// analysis. A user stored without a cluster is a cluster of their own (as in ab_adjusted).
+    fn read_clusters(&self) -> HashMap<String, Clustering> {
+        let (client, nsp, exp, sources, frame) = (self.client, self.nsp, self.exp, self.sources, self.frame);
+        let Some(unit) = exp.randomization_unit.as_deref() else { return HashMap::new() };
+        if frame.periods.is_some() {
+            return HashMap::new();
+        }
+        let mut out = HashMap::new();
+        for name in metric_order(exp, &frame.defs, &frame.recorded) {
+            let def = frame.defs.get(&name).cloned().unwrap_or_default();
+            if def.is_composed() {
+                continue;
+            }
+            // Rows (a: the assignment, y, x) of the analysed users, then their clusters.
+            let (rows, args) = match (def.kind, def.ratio_of()) {
+                (MetricType::Quantile, _) => {
+                    let why = format!(
+                        "not compared: the experiment is randomized by \"{}\", and a quantile metric needs a cluster bootstrap, which the analysis does not do",
+                        ab_core::names::printable(unit)
+                    );
+                    out.insert(name, Clustering::NotCompared(why));
+                    continue;
+                }
+                (MetricType::Ratio, Some((num, den))) => (
+                    format!(
+                        "{nsp}.ab_assignments a LEFT JOIN (SELECT coalesce(n.user_id, d.user_id) AS user_id, \
+                         coalesce(n.v, 0)::float8 AS y, coalesce(d.v, 0)::float8 AS x FROM ({}) n FULL JOIN ({}) d \
+                         ON d.user_id = n.user_id AND d.variant_id = n.variant_id) u ON u.user_id = a.user_id",
+                        self.per_user_of(num, "$2"),
+                        self.per_user_of(den, "$3")
+                    ),
+                    vec![exp.id.into(), num.into(), den.into(), unit.into()],
+                ),
+                _ if def.silent_users_are_zero() => (
+                    format!(
+                        "{nsp}.ab_assignments a LEFT JOIN (SELECT u.user_id, u.v::float8 AS y, 1::float8 AS x FROM ({}) u) u \
+                         ON u.user_id = a.user_id",
+                        self.per_user_of(&name, "$2")
+                    ),
+                    vec![exp.id.into(), name.as_str().into(), None::<String>.into(), unit.into()],
+                ),
+                _ => (
+                    format!(
+                        "(SELECT u.user_id, u.v::float8 AS y, 1::float8 AS x FROM ({}) u) u \
+                         JOIN {nsp}.ab_assignments a ON a.user_id = u.user_id",
+                        self.per_user_of(&name, "$2")
+                    ),
+                    vec![exp.id.into(), name.as_str().into(), None::<String>.into(), unit.into()],
+                ),
+            };
+            // A silent user counts as 0 in y and, for a mean, as one user in x.
+            let x = if def.kind == MetricType::Ratio { "coalesce(u.x, 0)" } else { "1" };
+            // Grouped by the attribute's value, users without one together: they are clusters
+            // of one each, so their sums of squares are summed per user. (A cluster key built from
+            // the user id for them would make the planner expect a group per user and sort.)
+            let sql = format!(
+                "SELECT g, count(*) FILTER (WHERE cl IS NOT NULL) + coalesce(sum(n) FILTER (WHERE cl IS NULL), 0), \
+                        sum(n), sum(y), sum(x), \
+                        sum(CASE WHEN cl IS NULL THEN yy ELSE y * y END), sum(CASE WHEN cl IS NULL THEN xx ELSE x * x END), \
+                        sum(CASE WHEN cl IS NULL THEN xy ELSE x * y END) FROM ( \
+                   SELECT a.variant_id AS g, a.attributes->>$4 AS cl, coalesce(sum(u.y), 0)::float8 AS y, \
+                          sum({x})::float8 AS x, count(*)::float8 AS n, coalesce(sum(u.y * u.y), 0)::float8 AS yy, \
+                          sum({x} * {x})::float8 AS xx, coalesce(sum(u.y * {x}), 0)::float8 AS xy \
+                   FROM {rows} WHERE a.experiment_id = $1 GROUP BY 1, 2) t GROUP BY g"
+            );
+            let totals: HashMap<i64, ClusterTotals> = client
+                .select(sql.as_str(), None, &crate::sources::args(sources, args))
+                .or_raise()
+                .map(|row| {
+                    let get = |i: usize| row.get::<f64>(i).or_raise().unwrap_or(0.0);
+                    let t = ClusterTotals {
+                        clusters: get(2),
+                        users: get(3),
+                        sum_y: get(4),
+                        sum_x: get(5),
+                        sum_yy: get(6),
+                        sum_xx: get(7),
+                        sum_xy: get(8),
+                    };
+                    (row.get::<i64>(1).or_raise().unwrap(), t)
+                })
+                .collect();
+            let arms = frame.variants.iter().map(|v| totals.get(&v.id).copied().unwrap_or_default()).collect();
+            out.insert(name, Clustering::Robust(arms));
+        }
+        out
+    }
+
     /// Each metric's statistics, in the analysis's order (`ab_core::analysis`).
-    fn compute(&self, data: &HashMap<String, MetricData>) -> Vec<MetricResult> {
+    fn compute(
+        &self,
+        data: &HashMap<String, MetricData>,
+        clustering: &HashMap<String, Clustering>,
+    ) -> Vec<MetricResult> {
         let frame = self.frame;
         let arms = frame.arms();
         let settings = settings(self.exp);
@@ -412,7 +504,12 @@ impl Reader<'_, '_> {
                         || !frame.bandit && self.sources.get(&name).is_some_and(|s| s.covariate.is_some()));
                 let cap = self.caps.get(&name).copied();
                 let metric_data = data.get(&name).unwrap_or(&none);
-                analyze_metric(&settings, &metric_input(name, def, cap, with_covariate, &arms, metric_data))
+                let clustering = clustering.get(&name);
+                analyze_clustered(
+                    &settings,
+                    &metric_input(name, def, cap, with_covariate, &arms, metric_data),
+                    clustering,
+                )
             })
             .collect()
     }

@@ -347,8 +347,9 @@ def test_cluster_robust_matches_statsmodels(conn):
 
 def test_intra_cluster_correlation_simulation(conn):
     """A/A experiments randomized by branch (80 branches of 8 users, intra-cluster correlation
-    0.3): the per-user test of ab_analyze rejects far more often than alpha; ab_adjusted's
-    cluster-robust test holds it, within binomial noise."""
+    0.3): a per-user Welch test (ab_welch_test on the per-user moments, what ab_analyze ran
+    before 0.15.0) rejects far more often than alpha; ab_analyze's own cluster-robust test
+    holds it, within binomial noise, with the p-value of ab_adjusted without covariates."""
     conn.execute("SELECT setseed(0.17)")
     naive = robust = 0
     runs = 200
@@ -371,14 +372,21 @@ def test_intra_cluster_correlation_simulation(conn):
             INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value)
             SELECT %(e)s, variant_id, user_id, 'y', effect + noise FROM u""", {"e": exp})
         conn.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
-        per_user = conn.execute("SELECT p_value FROM ab_analyze(%s) WHERE variant = 'b'", (exp,)).fetchone()[0]
+        per_user = conn.execute("""
+            WITH m AS (SELECT v.position, count(*) AS n, avg(s.total) AS mean, var_samp(s.total) AS var
+                       FROM ab_user_metrics s JOIN ab_variants v ON v.id = s.variant_id
+                       WHERE s.experiment_id = %s AND s.metric_name = 'y' GROUP BY v.position)
+            SELECT (ab_welch_test(a.n, a.mean, a.var, b.n, b.mean, b.var)).p_value
+            FROM m a, m b WHERE a.position < b.position""", (exp,)).fetchone()[0]
+        analyzed = conn.execute("SELECT p_value, test FROM ab_analyze(%s) WHERE variant = 'b'", (exp,)).fetchone()
         clustered = conn.execute("SELECT p_value FROM ab_adjusted(%s) WHERE variant = 'b'", (exp,)).fetchone()[0]
+        assert analyzed[1] == "cluster" and close(analyzed[0], clustered, 1e-9), (analyzed, clustered)
         naive += per_user < 0.05
-        robust += clustered < 0.05
+        robust += analyzed[0] < 0.05
     lo, hi = binomial_bounds(runs, 0.05)
     assert lo <= robust <= hi, robust
     assert naive > 3 * hi / 2, naive
-    print(f"A/A rejections at alpha 0.05: per-user {naive}/{runs}, cluster-robust {robust}/{runs}")
+    print(f"A/A rejections at alpha 0.05: per-user Welch {naive}/{runs}, ab_analyze (cluster-robust) {robust}/{runs}")
 
 
 def test_covariate_read_from_a_source_equals_the_recorded_one(conn):
@@ -433,9 +441,9 @@ def rows_of(c, exp):
 
 
 def test_cluster_randomized_winner_rule_and_summary(conn):
-    """The per-user test of branch-randomized data calls the new agent better (p = 0.0135); the
-    cluster-robust one does not (p = 0.42): the summary shows both, the winner rule withholds
-    the winner, and stopping with declare_winner declares none."""
+    """A per-user test of branch-randomized data calls the new agent better (p = 0.0135); the
+    cluster-robust one, ab_analyze's own since 0.15.0 and ab_adjusted's, does not (p = 0.42):
+    the summary and the winner rule read it, and stopping with declare_winner declares none."""
     body = {"name": "branch-winner", "experiment_type": "agent_config", "primary_metric": "funded",
             "salt": "branch-agent-3", "breakdowns": ["branch"], "randomization_unit": "branch",
             "metrics": {"funded": {"type": "binary"}},
@@ -447,14 +455,24 @@ def test_cluster_randomized_winner_rule_and_summary(conn):
                  "FROM generate_series(1, 3000) g", (exp,))
     conn.execute("SELECT count(ab_record_result(%s, 'funded', ((g * 37) %% 100 < 15 + (g %% 60) %% 7 * 8)::int, "
                  "'borrower-' || g)) FROM generate_series(1, 3000) g", (exp,))
-    per_user = conn.execute("SELECT p_value, srm_p_value FROM ab_analyze(%s) WHERE NOT is_control", (exp,)).fetchone()
-    assert round(per_user[0], 4) == 0.0135
+    naive = conn.execute("""
+        WITH c AS (SELECT v.position, sum(s.total)::bigint AS x FROM ab_user_metrics s JOIN ab_variants v ON v.id = s.variant_id
+                   WHERE s.experiment_id = %(e)s GROUP BY v.position),
+             n AS (SELECT v.position, count(*) AS n FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id
+                   WHERE a.experiment_id = %(e)s GROUP BY v.position)
+        SELECT (ab_proportion_test(c0.x, n0.n, c1.x, n1.n)).p_value FROM c c0, n n0, c c1, n n1
+        WHERE c0.position = 0 AND n0.position = 0 AND c1.position = 1 AND n1.position = 1""", {"e": exp}).fetchone()[0]
+    assert round(naive, 4) == 0.0135
+    analyzed = conn.execute("SELECT p_value, srm_p_value, test FROM ab_analyze(%s) WHERE NOT is_control", (exp,)).fetchone()
     clustered = conn.execute("SELECT p_value, srm_p_value FROM ab_adjusted(%s) WHERE NOT is_control", (exp,)).fetchone()
-    assert round(clustered[0], 4) == 0.4173 and close(per_user[1], clustered[1])
+    assert round(clustered[0], 4) == 0.4173 and close(analyzed[0], clustered[0], 1e-9) and close(analyzed[1], clustered[1])
+    assert analyzed[2] == "cluster"
     summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
-    assert ('Recommendation: no winner yet. Reason: no winner yet: the experiment is randomized by "branch", and the '
-            'cluster-robust comparison of "new agent" is not significant (p = 0.4173) although the per-user one is') \
-        in summary, summary
+    assert "vs control: +0.0443 (95% CI -0.0628 to +0.1515), lift +12.3% (CI -19.5% to +44.0%), p = 0.4173: " \
+        "no significant difference from the control" in summary, summary
+    assert "new agent      n = 1700     mean 0.4059 (95% CI 0.3352 to 0.4766, cluster-robust)" in summary, summary
+    assert ("Recommendation: no winner yet. Reason: not significant: the smallest p-value on funded is 0.4173 "
+            "(alpha 0.05)") in summary, summary
     assert 'Randomized by "branch" (clusters: 26 current agent, 34 new agent)' in summary
     assert "funded new agent: +0.0443 (95% CI -0.0628 to +0.1515), p = 0.4173, 9.4 times the per-user test's variance" \
         in summary
@@ -463,8 +481,9 @@ def test_cluster_randomized_winner_rule_and_summary(conn):
 
 
 def test_cluster_randomized_ratio_primary_metric(conn):
-    """A ratio has no cluster-robust analysis: with a ratio as the primary metric ab_analyze and
-    ab_summary still run, and ab_adjusted has rows for the continuous parts only."""
+    """With a ratio as the primary metric ab_analyze compares it cluster-robust (the delta method
+    on the clusters' totals, tests/client/test_cluster_analysis.py), ab_summary runs, and
+    ab_adjusted has rows for the continuous parts only."""
     body = {"name": "branch-ratio", "experiment_type": "agent_config", "primary_metric": "per_call",
             "salt": "branch-ratio", "breakdowns": ["branch"], "randomization_unit": "branch",
             "metrics": {"amount": {"aggregation": "sum"}, "calls": {"aggregation": "count"},
@@ -477,6 +496,8 @@ def test_cluster_randomized_ratio_primary_metric(conn):
     conn.execute("SELECT count(ab_record_result(%s, 'amount', g %% 7, 'u' || g)), "
                  "count(ab_record_result(%s, 'calls', 1, 'u' || g)) FROM generate_series(1, 400) g", (exp, exp))
     assert conn.execute("SELECT count(*) FROM ab_analyze(%s)", (exp,)).fetchone()[0] == 6
+    assert conn.execute("SELECT test FROM ab_analyze(%s) WHERE metric_name = 'per_call' AND NOT is_control",
+                        (exp,)).fetchone()[0] == "cluster"
     summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
     assert 'Randomized by "branch"' in summary and "Recommendation: no winner yet" in summary, summary
     assert {r["metric_name"] for r in rows(conn, exp)} == {"amount", "calls"}

@@ -410,3 +410,34 @@ def test_the_experiment_page_shows_funnel_steps_and_retention(site):
     with urllib.request.urlopen(authorized(f"{base}/experiments/{ids['checkout button']}")) as r:
         other = r.read().decode()
     assert 'class="funnel"' not in other and 'class="retention"' not in other
+
+
+def test_a_cluster_randomized_experiment_shows_its_unit_clusters_and_adjusted_rows(site):
+    """The unit (a hostile attribute name, shown as text), the clusters per variant and
+    ab_adjusted's rows, with ab_analyze's cluster-robust comparison in the analysis table."""
+    base, _ = site
+    unit = "<b>branch</b>"
+    body = {**two_arms("branch agent page", salt="page-h"), "breakdowns": [unit], "randomization_unit": unit,
+            "metrics": {"converted": {"type": "binary"}}}
+    with psycopg.connect(conninfo(DB), autocommit=True) as c:
+        exp = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),)).fetchone()[0]
+        c.execute("SELECT ab_start_experiment(%s)", (exp,))
+        c.execute("SELECT count(ab_get_variant(%s, 'b' || g, jsonb_build_object(%s::text, 'br' || g %% 30))) "
+                  "FROM generate_series(1, 600) g", (exp, unit))
+        c.execute("SELECT count(ab_record_result(%s, 'converted', ((g * 37) %% 100 < 20 + (g %% 30) %% 5 * 10)::int, "
+                  "'b' || g)) FROM generate_series(1, 600) g", (exp,))
+        adjusted = c.execute("SELECT variant, clusters, p_value FROM ab_adjusted(%s) ORDER BY NOT is_control",
+                             (exp,)).fetchall()
+        analyzed = c.execute("SELECT p_value, test FROM ab_analyze(%s) WHERE NOT is_control", (exp,)).fetchone()
+    assert analyzed[1] == "cluster" and math.isclose(analyzed[0], adjusted[1][2], rel_tol=1e-9)
+    dom = browser(f"{base}/experiments/{exp}")
+    assert "<b>branch" not in dom
+    clusters = ", ".join(f"{n} {v}" for v, n, _ in adjusted)
+    assert inner(dom, r'<p id="randomization-unit">(.*?)</p>').startswith(
+        f"Randomized by <strong>&lt;b&gt;branch&lt;/b&gt;</strong> (clusters: {clusters})")
+    table = inner(dom, r'<table id="adjusted-rows">(.*?)</table>')
+    row = inner(table, r'<tr data-metric="converted" data-variant="treatment">(.*?)</tr>')
+    assert f'data-col="p_value" data-value="{adjusted[1][2]!r}"' in row or \
+        f'data-value="{adjusted[1][2]}"' in row, row
+    with psycopg.connect(conninfo(DB), autocommit=True) as c:
+        c.execute("SELECT ab_stop_experiment(%s)", (exp,))

@@ -140,48 +140,6 @@ pub fn rows(
     out
 }
 
-/// The winner rule of a cluster-randomized experiment: the per-user decision stands only when
-/// the cluster-robust comparison of its winner on the primary metric (`primary`: that metric's
-/// rows) is significant in the metric's direction too; otherwise there is no winner, and the
-/// reason says why.
-pub fn cluster_decision(
-    decision: crate::winner::Decision,
-    unit: &str,
-    direction: crate::definition::Direction,
-    primary: &[AdjustedRow],
-) -> crate::winner::Decision {
-    use crate::names::printable;
-    use crate::winner::{p_is, Decision};
-    let Some(winner) = decision.winner.clone() else { return decision };
-    let row = primary.iter().find(|r| r.variant == winner);
-    match row.and_then(|r| Some((r.diff?, r.p_value?, r.p_value_adjusted?, r.significant?))) {
-        Some((diff, _, p_adj, true)) if direction.is_improvement(diff) => Decision {
-            reason: format!("{} Cluster-robust (by \"{}\"): p {}.", decision.reason, printable(unit), p_is(p_adj)),
-            confidence: Some(1.0 - p_adj),
-            winner: Some(winner),
-        },
-        Some((_, p, _, _)) => Decision {
-            winner: None,
-            reason: format!(
-                "no winner yet: the experiment is randomized by \"{}\", and the cluster-robust comparison of \"{}\" is not significant (p {}) although the per-user one is",
-                printable(unit),
-                printable(&winner),
-                p_is(p)
-            ),
-            confidence: None,
-        },
-        None => Decision {
-            winner: None,
-            reason: format!(
-                "no winner yet: the experiment is randomized by \"{}\", and the cluster-robust comparison of \"{}\" cannot be computed",
-                printable(unit),
-                printable(&winner)
-            ),
-            confidence: None,
-        },
-    }
-}
-
 /// The lines `ab_summary` adds for `ab_adjusted`'s rows (metric name, row), in its order:
 /// the randomization unit with its clusters per variant, then per treatment the adjusted
 /// comparison. Names are made printable.
@@ -200,7 +158,7 @@ pub fn summary_lines(alpha: f64, unit: Option<&str>, rows: &[(String, AdjustedRo
             .collect();
         let _ = writeln!(
             out,
-            "\nRandomized by \"{}\" (clusters: {}): users of one cluster are not independent, so read the cluster-robust comparisons below, not the per-user ones above.",
+            "\nRandomized by \"{}\" (clusters: {}): users of one cluster are not independent, so the comparisons are cluster-robust (test \"cluster\"; funnel and retention metrics stay per user, quantile metrics are not compared).",
             printable(unit),
             counts.join(", ")
         );
@@ -290,38 +248,5 @@ mod tests {
         assert!(text.starts_with("\nRandomized by \"branch\" (clusters: 26 control, 34 b, 1 c): "), "{text}");
         assert!(text.contains("(ab_adjusted, cluster-robust)"), "{text}");
         assert!(text.contains(" times the per-user test's variance"), "{text}");
-    }
-
-    #[test]
-    fn a_cluster_randomized_winner_needs_the_cluster_robust_test() {
-        use crate::definition::Direction;
-        use crate::winner::Decision;
-        let per_user =
-            || Decision { winner: Some("b".into()), reason: "b beats the control.".into(), confidence: Some(0.99) };
-        let row = |diff: f64, p: f64| AdjustedRow {
-            variant: "b".into(),
-            diff: Some(diff),
-            p_value: Some(p),
-            p_value_adjusted: Some(p),
-            significant: Some(p < 0.05),
-            ..Default::default()
-        };
-        let kept = cluster_decision(per_user(), "branch", Direction::Higher, &[row(0.1, 0.01)]);
-        assert_eq!(kept.winner.as_deref(), Some("b"));
-        assert_eq!(kept.reason, "b beats the control. Cluster-robust (by \"branch\"): p = 0.0100.");
-        assert_eq!(kept.confidence, Some(0.99));
-        let withheld = cluster_decision(per_user(), "branch", Direction::Higher, &[row(0.1, 0.4)]);
-        assert_eq!(withheld.winner, None);
-        assert!(
-            withheld.reason.contains("cluster-robust comparison of \"b\" is not significant (p = 0.4000)"),
-            "{}",
-            withheld.reason
-        );
-        let wrong_way = cluster_decision(per_user(), "branch", Direction::Lower, &[row(0.1, 0.01)]);
-        assert_eq!(wrong_way.winner, None);
-        let missing = cluster_decision(per_user(), "branch", Direction::Higher, &[]);
-        assert!(missing.reason.ends_with("cannot be computed"));
-        let none = Decision { winner: None, reason: "not yet".into(), confidence: None };
-        assert_eq!(cluster_decision(none.clone(), "branch", Direction::Higher, &[]).reason, "not yet");
     }
 }

@@ -26,8 +26,8 @@ pub(super) struct Raw {
     pub(super) ci_upper: f64,
     pub(super) p_value: f64,
     pub(super) se2: f64,
-    v_c: f64,
-    v_t: f64,
+    pub(super) v_c: f64,
+    pub(super) v_t: f64,
     df: Option<f64>,
     counts: Option<(f64, f64, f64, f64)>,
     sequential: Option<(f64, f64)>,
@@ -148,6 +148,38 @@ pub(super) fn compare(settings: &Settings, kind: MetricType, c: &Moments, t: &Mo
     })
 }
 
+/// A comparison on the normal reference from each mean's variance (cluster-robust ones, see
+/// `clustered`): `n` is the units the confidence sequence counts in sequential mode.
+pub(super) fn normal_raw(settings: &Settings, test: &'static str, diff: f64, v_c: f64, v_t: f64, n: f64) -> Raw {
+    let se2 = v_c + v_t;
+    let se = se2.sqrt();
+    let q = normal_isf(settings.alpha / 2.0);
+    let p_value = if se > 0.0 {
+        (2.0 * normal_sf(diff.abs() / se)).min(1.0)
+    } else if diff == 0.0 {
+        1.0
+    } else {
+        0.0
+    };
+    let fixed = Raw {
+        test,
+        diff,
+        ci_lower: diff - q * se,
+        ci_upper: diff + q * se,
+        p_value,
+        se2,
+        v_c,
+        v_t,
+        df: None,
+        counts: None,
+        sequential: None,
+    };
+    match settings.sequential_tuning {
+        None => fixed,
+        Some(tuning) => sequentialize(fixed, n, settings.alpha, tuning),
+    }
+}
+
 /// Treatment against control from period-stratified estimates (bandit experiments): a t-test
 /// on the difference of the weighted means, with Welch-Satterthwaite degrees of freedom over
 /// every (variant, period) cell (small late cells of a losing variant make it wider than z).
@@ -184,6 +216,7 @@ fn sequentialize(raw: Raw, n: f64, alpha: f64, tuning: f64) -> Raw {
     Raw {
         test: match raw.test {
             "z" => "z-sequential",
+            "cluster" => "cluster-sequential",
             "stratified" => "stratified-sequential",
             _ => "welch-sequential",
         },

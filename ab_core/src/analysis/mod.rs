@@ -10,11 +10,13 @@
 //! returning or storing an analysis's rows is a projection.
 
 pub mod adjusted;
+mod clustered;
 mod compare;
 mod input;
 mod quantile;
 mod rows;
 
+pub use clustered::{ClusterTotals, Clustering};
 pub use input::{metric_input, ArmFrame, MetricData, Observed};
 pub use quantile::{quantile_levels, quantile_moments, ClusterSums, QuantileStat};
 pub use rows::ResultRow;
@@ -142,6 +144,9 @@ pub struct ArmResult {
     pub confidence: Option<f64>,
     /// Why an arm whose users count has no mean (a ratio whose denominator is 0).
     pub no_estimate: Option<String>,
+    /// In a cluster-randomized experiment, the cluster-robust standard error of `mean` (its
+    /// CI in reports is on the normal reference, as the comparisons).
+    pub mean_std_error: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -288,7 +293,15 @@ pub fn effective_periods(def: &MetricDef, arm: &ArmInput) -> Vec<Moments> {
 /// comparison with the control, the p-values adjusted over the treatments, then each arm's
 /// figures and recommendation.
 pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult {
-    let prepared = Prepared::of(input);
+    analyze_clustered(settings, input, None)
+}
+
+/// `analyze_metric` for a metric of a cluster-randomized experiment (`clustering` Some): the
+/// comparisons are cluster-robust (`clustered`) or not made; CUPED is not applied (its
+/// per-user variance would ignore the clustering: `ab_adjusted` adjusts for covariates with
+/// a cluster-robust variance).
+pub fn analyze_clustered(settings: &Settings, input: &MetricInput, clustering: Option<&Clustering>) -> MetricResult {
+    let prepared = Prepared::of(input, clustering);
     let raw = raw_comparisons(settings, &input.def, &prepared);
     let adjusted = Adjusted::of(settings, &input.def, &raw);
     let arms = input
@@ -315,6 +328,10 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
                 recommendation: recommendation(settings, input, &prepared, i, comparison.as_ref()),
                 comparison,
                 no_estimate: no_estimate(input, i),
+                mean_std_error: match &prepared.clustering {
+                    Some(Clustering::Robust(arms)) => clustered::mean_std_error(arms, i),
+                    _ => None,
+                },
             }
         })
         .collect();
@@ -325,6 +342,7 @@ pub fn analyze_metric(settings: &Settings, input: &MetricInput) -> MetricResult 
 /// control, and the covariates (CUPED) or period strata (bandits) when there are.
 struct Prepared {
     moments: Vec<Moments>,
+    clustering: Option<Clustering>,
     control: Option<usize>,
     bandit: bool,
     covariates: Option<Vec<CoMoments>>,
@@ -332,16 +350,21 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn of(input: &MetricInput) -> Prepared {
+    fn of(input: &MetricInput, clustering: Option<&Clustering>) -> Prepared {
         let def = &input.def;
         let bandit = input.arms.iter().any(|a| !a.periods.is_empty());
+        let clustering = clustering.filter(|c| match c {
+            Clustering::Robust(arms) => arms.len() == input.arms.len(),
+            Clustering::NotCompared(_) => true,
+        });
         // CUPED is not combined with the period strata, nor with ratio or quantile metrics (see
         // docs/statistics.md).
-        let covariates = if bandit || matches!(def.kind, MetricType::Ratio | MetricType::Quantile) {
-            None
-        } else {
-            input.arms.iter().map(|a| a.covariate).collect()
-        };
+        let covariates =
+            if bandit || clustering.is_some() || matches!(def.kind, MetricType::Ratio | MetricType::Quantile) {
+                None
+            } else {
+                input.arms.iter().map(|a| a.covariate).collect()
+            };
         let strata = if bandit {
             let periods: Vec<Vec<Moments>> = input.arms.iter().map(|a| effective_periods(def, a)).collect();
             stratified(&periods)
@@ -350,6 +373,7 @@ impl Prepared {
         };
         Prepared {
             moments: input.arms.iter().map(|a| effective_moments(def, a)).collect(),
+            clustering: clustering.cloned(),
             control: input.arms.iter().position(|a| a.is_control),
             bandit,
             covariates,
@@ -367,6 +391,10 @@ fn raw_comparisons(settings: &Settings, def: &MetricDef, p: &Prepared) -> Vec<Op
         .enumerate()
         .map(|(i, m)| match p.control {
             Some(c) if c != i => match &p.strata {
+                _ if p.clustering.is_some() => match &p.clustering {
+                    Some(Clustering::Robust(arms)) => clustered::compare(settings, arms, c, i),
+                    _ => None,
+                },
                 _ if !p.bandit => compare(settings, def.kind, &moments[c], m),
                 Some(est) if moments[c].n >= 2.0 && m.n >= 2.0 => {
                     compare_stratified(settings, moments[c].n + m.n, &est[c], &est[i])
@@ -427,11 +455,16 @@ fn comparison(
     };
     let b = bayes(r.diff, r.se2.sqrt(), def.direction);
     let users_needed = def.mde.and_then(|mde| {
-        let sd = match def.kind {
-            MetricType::Binary => (c.mean * (1.0 - c.mean)).sqrt(),
-            MetricType::Continuous | MetricType::Ratio | MetricType::Quantile => {
-                ((c.variance().unwrap_or(0.0) + m.variance().unwrap_or(0.0)) / 2.0).sqrt()
-            }
+        let sd = match (&p.clustering, def.kind) {
+            // The per-user spread that gives the cluster-robust variance at the current
+            // cluster sizes (the design effect included).
+            (Some(_), _) => ((r.v_c * c.n + r.v_t * m.n) / 2.0).sqrt(),
+            (None, kind) => match kind {
+                MetricType::Binary => (c.mean * (1.0 - c.mean)).sqrt(),
+                MetricType::Continuous | MetricType::Ratio | MetricType::Quantile => {
+                    ((c.variance().unwrap_or(0.0) + m.variance().unwrap_or(0.0)) / 2.0).sqrt()
+                }
+            },
         };
         let required = sample_size(sd, mde, settings.alpha, settings.power).ok()?;
         Some(required.saturating_sub(c.n.min(m.n) as u64))
@@ -519,6 +552,9 @@ fn recommendation(
     }
     let min = settings.min_sample_size.max(0) as f64;
     let control_n = p.control.map(|c| units(input, p, c)).unwrap_or(0.0);
+    if let (None, Some(Clustering::NotCompared(why))) = (comparison, &p.clustering) {
+        return crate::names::printable(why).into_owned();
+    }
     match comparison {
         None => match no_estimate(input, i).or_else(|| p.control.and_then(|c| no_estimate(input, c))) {
             Some(why) => why,

@@ -184,6 +184,7 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     metrics::check_adjustments(&mut metrics, &breakdowns, bandit.is_some())?;
     let randomization_unit =
         clusters::parse(raw.randomization_unit.as_deref(), &breakdowns, bandit.is_some(), layer.is_some())?;
+    clusters::check_metrics(randomization_unit.as_deref(), &metrics)?;
 
     Ok(ExperimentSpec {
         name,

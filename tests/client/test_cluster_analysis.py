@@ -1,0 +1,269 @@
+"""ab_analyze in a cluster-randomized experiment (randomization_unit): its comparisons of
+continuous, binary and ratio metrics are cluster-robust (the delta method on cluster totals),
+checked against statsmodels on tests/fixtures/cluster.json (tests/fixtures/generate.py), equal
+to ab_adjusted's without covariates, and read by ab_summary, ab_plot, ab_bayes and the winner
+rule; ab_timeline and ab_breakdown stay per user; a quantile metric is refused at creation, and
+one stored by 0.14.0 is not compared."""
+import json
+import math
+import os
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+FIXTURE = json.load(open(os.path.join(ROOT, "tests", "fixtures", "cluster.json")))
+
+METRICS = {"handled": {}, "converted": {"type": "binary"}, "amount": {"aggregation": "sum"},
+           "calls": {"aggregation": "count"}, "per_call": {"type": "ratio", "numerator": "amount", "denominator": "calls"}}
+
+
+def close(actual, expected, rel=1e-8):
+    return actual is not None and math.isclose(actual, expected, rel_tol=rel, abs_tol=1e-12)
+
+
+def two_variants():
+    return [{"name": "control", "is_control": True, "traffic_allocation": 50}, {"name": "b", "traffic_allocation": 50}]
+
+
+def create(c, name, metrics, primary="handled", **extra):
+    body = {"name": name, "experiment_type": "agent_config", "primary_metric": primary, "salt": name,
+            "variants": two_variants(), "metrics": metrics, "breakdowns": ["branch", "region"],
+            "randomization_unit": "branch", **extra}
+    exp = c.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),)).fetchone()[0]
+    c.execute("SELECT ab_start_experiment(%s)", (exp,))
+    return exp
+
+
+def load(c, exp):
+    """The fixture's users (with their branch, and a region that cuts across branches) and results."""
+    ids = dict(c.execute("SELECT name, id FROM ab_variants WHERE experiment_id = %s", (exp,)).fetchall())
+    assignments = FIXTURE["assignments"]
+    with c.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id, attributes) VALUES (%s, %s, %s, %s)",
+            [(exp, a["user_id"], ids[a["variant"]], Jsonb({"branch": a["branch"], "region": f"r{k % 3}"}))
+             for k, a in enumerate(assignments)])
+        variant_of = {a["user_id"]: ids[a["variant"]] for a in assignments}
+        cur.executemany(
+            "INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [(exp, variant_of[r["user_id"]], r["user_id"], r["metric"], r["value"]) for r in FIXTURE["results"]])
+    c.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
+
+
+def table(c, sql, args):
+    cur = c.execute(sql, args)
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+@pytest.fixture
+def loaded(conn, request):
+    exp = create(conn, "cluster-" + request.node.name.removeprefix("test_")[:60], METRICS)
+    load(conn, exp)
+    return exp
+
+
+def test_analyze_is_cluster_robust_and_matches_statsmodels(conn, loaded):
+    got = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_analyze(%s)", (loaded,))}
+    for metric, e in FIXTURE["expected"].items():
+        for arm in ["control", "b"]:
+            r = got[(metric, arm)]
+            assert r["users"] == e["users"][arm] and close(r["mean"], e["means"][arm]), (metric, r, e)
+        b = got[(metric, "b")]
+        assert b["test"] == "cluster", b
+        for k in ["diff", "ci_lower", "ci_upper", "p_value"]:
+            assert close(b[k], e[k]), (metric, k, b[k], e[k])
+        # The relative lift's interval and the non-inferiority tests use the same variances.
+        assert b["relative_lift_ci_lower"] < b["relative_lift"] < b["relative_lift_ci_upper"]
+    # Without covariates ab_adjusted's cluster-robust comparison is the same one.
+    adjusted = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_adjusted(%s)", (loaded,))}
+    for metric in ["handled", "converted"]:
+        a, b = adjusted[(metric, "b")], got[(metric, "b")]
+        assert close(a["p_value"], b["p_value"], 1e-9) and close(a["ci_lower"], b["ci_lower"], 1e-9), (a, b)
+        assert a["clusters"] == FIXTURE["clusters"]["b"]
+    # ab_bayes reads the same variance: with no prior, the posterior's sd is the standard error.
+    bayes = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_bayes(%s)", (loaded,))}
+    for metric, e in FIXTURE["expected"].items():
+        assert close(bayes[(metric, "b")]["posterior_sd"], e["std_error"], 1e-8), (metric, bayes[(metric, "b")])
+        assert close(got[(metric, "b")]["chance_to_beat_control"], bayes[(metric, "b")]["chance_to_beat_control"], 1e-9)
+
+
+def test_summary_and_plot_read_the_cluster_robust_rows(conn, loaded):
+    e = FIXTURE["expected"]["handled"]
+    summary = conn.execute("SELECT ab_summary(%s)", (loaded,)).fetchone()[0]
+    assert f"vs control: {e['diff']:+.4f} (95% CI {e['ci_lower']:+.4f} to {e['ci_upper']:+.4f})" in summary, summary
+    assert f"p = {e['p_value']:.4f}: no significant difference from the control" in summary, summary
+    # Each variant's mean has its cluster-robust interval too.
+    assert f"mean {e['means']['b']:.4f} (95% CI " in summary and ", cluster-robust)" in summary, summary
+    assert ('Randomized by "branch" (clusters: 25 control, 25 b): users of one cluster are not independent, so the '
+            'comparisons are cluster-robust') in summary, summary
+
+    def num(x):
+        return f"{x:.3f}".rstrip("0").rstrip(".")
+    plot = conn.execute("SELECT ab_plot(%s)", (loaded,)).fetchone()[0]
+    assert f"{num(e['diff'])} [{num(e['ci_lower'])}, {num(e['ci_upper'])}], p = {e['p_value']:.4f}" in plot, plot
+
+
+def test_timeline_and_breakdown_stay_per_user(conn, loaded):
+    """ab_timeline and ab_breakdown compare per user (Welch), as docs/statistics.md says."""
+    welch = """
+        WITH m AS (SELECT v.position, count(*) AS n, avg(s.total / s.n) AS mean, var_samp(s.total / s.n) AS var
+                   FROM ab_user_metrics s JOIN ab_variants v ON v.id = s.variant_id
+                   JOIN ab_assignments a ON a.experiment_id = s.experiment_id AND a.user_id = s.user_id
+                   WHERE s.experiment_id = %(e)s AND s.metric_name = 'handled' AND (%(r)s::text IS NULL OR a.attributes->>'region' = %(r)s)
+                   GROUP BY v.position)
+        SELECT (ab_welch_test(a.n, a.mean, a.var, b.n, b.mean, b.var)).p_value FROM m a, m b WHERE a.position < b.position"""
+    per_user = conn.execute(welch, {"e": loaded, "r": None}).fetchone()[0]
+    last = conn.execute("SELECT p_value, test, diff FROM ab_timeline(%s, 'handled') WHERE variant = 'b' "
+                        "ORDER BY day DESC LIMIT 1", (loaded,)).fetchone()
+    assert last[1] == "welch" and close(last[0], per_user, 1e-9), (last, per_user)
+    # Its difference is ab_analyze's; its p-value is not.
+    assert close(last[2], FIXTURE["expected"]["handled"]["diff"], 1e-9)
+    assert not close(per_user, FIXTURE["expected"]["handled"]["p_value"], 1e-3)
+    segment = conn.execute("SELECT p_value FROM ab_breakdown(%s, 'region') WHERE value = 'r1' AND metric_name = 'handled' "
+                           "AND variant = 'b'", (loaded,)).fetchone()[0]
+    assert close(segment, conn.execute(welch, {"e": loaded, "r": "r1"}).fetchone()[0], 1e-9)
+
+
+def test_a_quantile_metric_is_refused(conn):
+    before = conn.execute("SELECT count(*) FROM ab_experiments").fetchone()[0]
+    body = {"name": "cluster-quantile", "experiment_type": "agent_config", "primary_metric": "handled",
+            "variants": two_variants(), "breakdowns": ["branch"], "randomization_unit": "branch",
+            "metrics": {"handled": {}, "p90": {"type": "quantile", "of": "handled", "quantile": 0.9}}}
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),))
+    assert e.value.sqlstate == "22023"
+    assert e.value.diag.message_primary == (
+        'quantile metric "p90" cannot be analysed in an experiment randomized by "branch": its variance would need a '
+        "cluster bootstrap, which the analysis does not do"), e.value.diag.message_primary
+    assert e.value.diag.message_hint.startswith("compare a mean")
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM ab_experiments").fetchone()[0] == before
+
+
+def test_a_quantile_metric_stored_by_0_14_0_is_not_compared(conn, loaded):
+    """0.14.0 accepted a quantile metric in a cluster-randomized experiment: its rows keep the
+    quantiles, with no comparison (NULL p-value and CI) and a recommendation saying why, which
+    ab_summary prints; the other metrics are analysed as before."""
+    conn.execute("UPDATE ab_experiments SET metrics = metrics || %s WHERE id = %s",
+                 (Jsonb({"p90": {"type": "quantile", "of": "handled", "quantile": 0.9}}), loaded))
+    rows = {r["variant"]: r for r in table(conn, "SELECT * FROM ab_analyze(%s) WHERE metric_name = 'p90'", (loaded,))}
+    b = rows["b"]
+    assert b["mean"] is not None and b["users"] > 0
+    assert all(b[k] is None for k in ["diff", "ci_lower", "ci_upper", "p_value", "p_value_adjusted", "test"]), b
+    why = ('not compared: the experiment is randomized by "branch", and a quantile metric needs a cluster bootstrap, '
+           "which the analysis does not do")
+    stored = conn.execute("SELECT recommendation FROM ab_insights WHERE experiment_id = %s AND metric_name = 'p90' "
+                          "AND variant = 'b'", (loaded,)).fetchone()
+    assert stored is None or stored[0] == why, stored
+    summary = conn.execute("SELECT ab_summary(%s)", (loaded,)).fetchone()[0]
+    assert why in summary, summary
+    assert 'fill="#666">not compared</text>' in conn.execute("SELECT ab_plot(%s)", (loaded,)).fetchone()[0]
+    handled = conn.execute("SELECT test FROM ab_analyze(%s) WHERE metric_name = 'handled' AND variant = 'b'",
+                           (loaded,)).fetchone()[0]
+    assert handled == "cluster"
+
+
+def test_get_experiment_shows_the_unit(conn, loaded):
+    got = conn.execute("SELECT ab_get_experiment(%s)", (loaded,)).fetchone()[0]
+    assert got["randomization_unit"] == "branch" and got["breakdowns"] == ["branch", "region"]
+    other = conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(
+        {"name": "not-clustered", "experiment_type": "prompt", "primary_metric": "m", "variants": two_variants()}),)).fetchone()[0]
+    plain = conn.execute("SELECT ab_get_experiment(%s)", (other,)).fetchone()[0]
+    assert "randomization_unit" in plain and plain["randomization_unit"] is None
+
+
+def test_sequential_mode_counts_clusters(conn):
+    """In sequential mode the comparison is the always-valid one on the cluster-robust variance,
+    with the clusters as the confidence sequence's units: wider than the fixed-horizon one."""
+    exp = create(conn, "cluster-sequential", METRICS, sequential=True)
+    load(conn, exp)
+    b = table(conn, "SELECT * FROM ab_analyze(%s) WHERE metric_name = 'handled' AND variant = 'b'", (exp,))[0]
+    e = FIXTURE["expected"]["handled"]
+    assert b["test"] == "cluster-sequential" and close(b["diff"], e["diff"]), b
+    assert b["ci_lower"] < e["ci_lower"] and b["ci_upper"] > e["ci_upper"] and b["p_value"] >= e["p_value"], (b, e)
+    # The half-width of the confidence sequence (docs/statistics.md) for n = 50 clusters.
+    n, alpha, tuning = 50, 0.05, conn.execute("SELECT sequential_tuning FROM ab_experiments WHERE id = %s",
+                                               (exp,)).fetchone()[0]
+    se2 = e["std_error"] ** 2
+    l = -2 * math.log(alpha)
+    rho2 = (l + math.log(l + 1)) / tuning
+    half = math.sqrt(se2 * n) * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * math.log(math.sqrt(n * rho2 + 1) / alpha))
+    assert close(b["ci_upper"] - b["diff"], half, 1e-9), (b["ci_upper"] - b["diff"], half)
+
+
+def test_funnel_and_retention_metrics_stay_per_user(conn):
+    """A funnel metric of a cluster-randomized experiment is compared per user (`test` z), as
+    the summary's line on the randomization unit says; the binary steps are cluster-robust."""
+    metrics = {"started": {"type": "binary"}, "uploaded": {"type": "binary"},
+               "uploads": {"funnel": {"steps": ["started", "uploaded"], "window": "7 days"}}}
+    exp = create(conn, "cluster-funnel", metrics, primary="uploads")
+    conn.execute("SELECT count(ab_get_variant(%s, 'u' || g, jsonb_build_object('branch', 'br' || g %% 30))) "
+                 "FROM generate_series(1, 600) g", (exp,))
+    conn.execute("SELECT count(ab_record_result(%s, 'started', 1, 'u' || g)) FROM generate_series(1, 600) g "
+                 "WHERE g %% 4 < 3", (exp,))
+    conn.execute("SELECT count(ab_record_result(%s, 'uploaded', 1, 'u' || g)) FROM generate_series(1, 600) g "
+                 "WHERE g %% 4 < 3 AND g %% 30 < 12 + g %% 5", (exp,))
+    tests = dict(conn.execute("SELECT metric_name, test FROM ab_analyze(%s) WHERE NOT is_control", (exp,)).fetchall())
+    assert tests == {"uploads": "z", "started": "cluster", "uploaded": "cluster"}, tests
+    summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
+    assert "funnel and retention metrics stay per user" in summary, summary
+
+
+def test_users_stored_without_a_cluster_are_clusters_of_their_own(conn):
+    """Assignments written by hand without the unit's attribute: each such user is a cluster in
+    ab_analyze as in ab_adjusted and the sample ratio check, and the two still agree."""
+    exp = create(conn, "cluster-without-unit", METRICS)
+    load(conn, exp)
+    conn.execute("UPDATE ab_assignments SET attributes = attributes - 'branch' WHERE experiment_id = %s "
+                 "AND user_id LIKE 'br0%%-1_'", (exp,))
+    lost = conn.execute("SELECT count(*) FROM ab_assignments WHERE experiment_id = %s AND NOT attributes ? 'branch'",
+                        (exp,)).fetchone()[0]
+    assert lost > 10
+    adjusted = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_adjusted(%s)", (exp,))}
+    analyzed = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_analyze(%s)", (exp,))}
+    for metric in ["handled", "converted"]:
+        a, b = adjusted[(metric, "b")], analyzed[(metric, "b")]
+        assert close(a["p_value"], b["p_value"], 1e-9) and close(a["ci_upper"], b["ci_upper"], 1e-9), (a, b)
+        assert not close(b["p_value"], FIXTURE["expected"][metric]["p_value"], 1e-6)
+    clusters = sum(r["clusters"] for k, r in adjusted.items() if k[0] == "converted")
+    assert clusters == 50 + lost, (clusters, lost)
+    from scipy import stats
+    counts = [adjusted[("converted", v)]["clusters"] for v in ["control", "b"]]
+    assert close(analyzed[("handled", "b")]["srm_p_value"], stats.chisquare(counts).pvalue, 1e-9)
+
+
+def test_guardrails_use_the_cluster_robust_variance_and_cuped_is_not_applied(conn):
+    """A guardrail's non-inferiority p-value is the one-sided normal test on the cluster-robust
+    standard error; with covariates recorded, CUPED's columns are NULL (ab_adjusted adjusts for
+    them, cluster-robust)."""
+    from scipy import stats
+    metrics = {**METRICS, "handled": {"margin": 0.5, "covariates": ["handled"]}, "converted": {"type": "binary", "margin": 0.05}}
+    exp = create(conn, "cluster-guardrails", metrics, primary="per_call")
+    load(conn, exp)
+    conn.execute("INSERT INTO ab_covariates (experiment_id, user_id, metric_name, value) "
+                 "SELECT experiment_id, user_id, 'handled', length(user_id) FROM ab_assignments WHERE experiment_id = %s",
+                 (exp,))
+    rows = {r["metric_name"]: r for r in table(conn, "SELECT * FROM ab_analyze(%s) WHERE variant = 'b'", (exp,))}
+    for metric, margin in [("handled", 0.5), ("converted", 0.05)]:
+        e, r = FIXTURE["expected"][metric], rows[metric]
+        assert close(r["non_inferiority_p_value"], stats.norm.sf((e["diff"] + margin) / e["std_error"]), 1e-8), r
+        assert r["cuped_diff"] is None and r["cuped_p_value"] is None, r
+    adjusted = table(conn, "SELECT * FROM ab_adjusted(%s) WHERE metric_name = 'handled' AND variant = 'b'", (exp,))[0]
+    assert adjusted["covariates"] == 1 and adjusted["clusters"] == FIXTURE["clusters"]["b"]
+
+
+def test_a_cluster_randomized_rollout_stays_period_stratified_per_user(conn):
+    """A rollout's analysis is stratified by its steps (its shares change): in a cluster design
+    it stays per user, as docs/statistics.md says (`test` stratified, not cluster)."""
+    exp = create(conn, "cluster-rollout", {"handled": {}},
+                 allocation={"mode": "rollout", "steps": [50, 100], "step_every": "1 day"})
+    conn.execute("SELECT count(ab_get_variant(%s, 'u' || g, jsonb_build_object('branch', 'br' || g %% 40))) "
+                 "FROM generate_series(1, 400) g", (exp,))
+    conn.execute("SELECT count(ab_record_result(%s, 'handled', (g %% 40) * 0.1 + g %% 7, 'u' || g)) "
+                 "FROM generate_series(1, 400) g", (exp,))
+    test = conn.execute("SELECT test FROM ab_analyze(%s) WHERE NOT is_control", (exp,)).fetchone()[0]
+    assert test == "stratified", test
