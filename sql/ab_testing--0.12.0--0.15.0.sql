@@ -785,5 +785,84 @@ ALTER FUNCTION ab_stop_experiment(text, boolean) SET search_path = pg_catalog, p
 ALTER FUNCTION ab_stop_experiment(bigint, boolean) SET search_path = pg_catalog, pg_temp;
 
 -- ab_testing--0.14.0--0.15.0.sql
+CREATE OR REPLACE FUNCTION ab_get_experiment(experiment bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e @extschema@.ab_experiments;
+    users jsonb;
+    -- The role that called (this function runs as the extension's owner): the role SET ROLE
+    -- chose, else the one that logged in.
+    caller name := CASE pg_catalog.current_setting('role') WHEN 'none' THEN session_user
+                   ELSE pg_catalog.current_setting('role')::name END;
+    out jsonb;
+BEGIN
+    IF experiment IS NULL THEN
+        RAISE EXCEPTION 'experiment must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO e FROM @extschema@.ab_experiments WHERE id = experiment;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'experiment with id % does not exist', experiment
+            USING ERRCODE = 'undefined_object', HINT = 'ab_experiment_overview lists the experiments';
+    END IF;
+    -- Counted apart from the variants (Citus runs no correlated subquery under a reference table).
+    SELECT jsonb_object_agg(c.variant_id::text, c.n) INTO users
+      FROM (SELECT a.variant_id, count(*) AS n FROM @extschema@.ab_assignments a
+            WHERE a.experiment_id = experiment GROUP BY a.variant_id) c;
+    out := jsonb_build_object(
+        'id', e.id,
+        'name', e.name,
+        'description', e.description,
+        'experiment_type', e.experiment_type,
+        'status', e.status,
+        'primary_metric', e.primary_metric,
+        'metrics', e.metrics,
+        'strict_metrics', e.strict_metrics,
+        'allocation', coalesce(e.allocation, '{"mode": "fixed"}'),
+        'breakdowns', to_jsonb(e.breakdowns),
+        'randomization_unit', e.randomization_unit,
+        'target_segments', e.target_segments,
+        'min_sample_size', e.min_sample_size,
+        'alpha', e.alpha,
+        'sequential', e.sequential_tuning IS NOT NULL,
+        'sequential_tuning', e.sequential_tuning,
+        'correction', e.correction,
+        'power', e.power,
+        'salt', e.salt,
+        'winner', e.winner_variant,
+        'created_at', e.created_at,
+        'started_at', e.started_at,
+        'stopped_at', e.stopped_at,
+        'variants', (
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'name', v.name,
+                       'is_control', v.is_control,
+                       'traffic_allocation', v.traffic_allocation,
+                       'config', v.config,
+                       'users', coalesce((users ->> v.id::text)::bigint, 0))
+                   ORDER BY v.position), '[]')
+            FROM @extschema@.ab_variants v WHERE v.experiment_id = e.id),
+        'users_assigned', (SELECT count(*) FROM @extschema@.ab_assignments a WHERE a.experiment_id = e.id),
+        'results_recorded', (SELECT coalesce(sum(m.n), 0)::bigint FROM @extschema@.ab_user_metrics m WHERE m.experiment_id = e.id),
+        'covariates_recorded', (SELECT count(*) FROM @extschema@.ab_covariates c WHERE c.experiment_id = e.id),
+        'allocation_history', (SELECT coalesce(jsonb_agg(jsonb_build_object('period', h.period, 'started_at', h.started_at,
+                                                                        'weights', h.weights, 'posterior', h.posterior)
+                                                     ORDER BY h.period), '[]')
+                               FROM @extschema@.ab_allocations h WHERE h.experiment_id = e.id),
+        'layer', (SELECT jsonb_build_object('name', l.name, 'holdout', m.range_start IS NULL,
+                                            'percentage', (m.range_end - m.range_start)::float8 / 100,
+                                            'range_start', m.range_start, 'range_end', m.range_end)
+                  FROM @extschema@.ab_layer_experiments m JOIN @extschema@.ab_layers l ON l.id = m.layer_id
+                  WHERE m.experiment_id = e.id));
+    -- A bandit's posteriors (its allocation history) only for roles that may read ab_allocations.
+    IF NOT pg_catalog.has_table_privilege(caller, '@extschema@.ab_allocations', 'SELECT') THEN
+        out := out - 'allocation_history';
+    END IF;
+    RETURN out;
+END;
+$$;
+ALTER FUNCTION ab_get_experiment(bigint) SECURITY DEFINER;
+COMMENT ON COLUMN ab_insights.test IS 'welch, z, stratified (bandit experiments) or cluster (cluster-robust, in a cluster-randomized experiment), with -sequential in sequential mode.';
 
 DROP FUNCTION ab_update_on_citus_worker(regclass);
