@@ -275,89 +275,174 @@ fn insert(
     state: UserState,
     shards: Option<Vec<(i32, i32)>>,
 ) -> (i64, Vec<String>, bool) {
-    let sql = insert_sql(recorded_at.is_some(), shards.is_some());
-    let Some(shards) = shards else {
-        return run_insert(
-            &sql,
-            vec![
-                experiment_id.into(),
-                index.into(),
-                values.into(),
-                user_ids.into(),
-                session_ids.into(),
-                recorded_at.into(),
-                names.into(),
-                state.users.into(),
-                state.index.into(),
-                state.n.into(),
-                state.total.into(),
-                state.max.into(),
-            ],
+    if let Some(shards) = shards {
+        return insert_distributed(
+            experiment_id,
+            index,
+            values,
+            user_ids,
+            session_ids,
+            recorded_at,
+            names,
+            state,
+            shards,
         );
-    };
-    // Under Citus: one statement per shard with that shard's rows, which Citus sends to the
-    // shard's node alone (every shard's task would otherwise carry the whole batch).
-    let shard_of = |user: &str| {
-        let h = crate::citus::hash(user);
-        shards.iter().position(|(lo, hi)| *lo <= h && h <= *hi).unwrap_or(0)
-    };
-    let users: Vec<&str> = user_ids.iter().map(|u| u.unwrap_or_default()).collect();
-    let sessions: Option<Vec<Option<&str>>> = session_ids.as_ref().map(|a| a.iter().collect());
-    let times: Option<Vec<Option<TimestampWithTimeZone>>> = recorded_at.map(|a| a.iter().collect());
-    let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
-    for (i, u) in users.iter().enumerate() {
-        interrupts(i);
-        rows_of[shard_of(u)].push(i);
     }
-    let mut state_of: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
-    for (j, u) in state.users.iter().enumerate() {
-        state_of[shard_of(u)].push(j);
-    }
-    let (mut recorded, mut recorded_names, mut early) = (0, Vec::<String>::new(), false);
-    for (rows, states) in rows_of.iter().zip(&state_of) {
-        if rows.is_empty() {
-            continue;
-        }
-        pg_sys::check_for_interrupts!();
-        let args = vec![
+    run_insert(
+        &insert_sql(recorded_at.is_some()),
+        vec![
             experiment_id.into(),
-            rows.iter().map(|&i| index[i]).collect::<Vec<i32>>().into(),
-            rows.iter().map(|&i| values[i]).collect::<Vec<f64>>().into(),
-            rows.iter().map(|&i| users[i]).collect::<Vec<&str>>().into(),
-            sessions.as_ref().map(|s| rows.iter().map(|&i| s[i]).collect::<Vec<Option<&str>>>()).into(),
-            times.as_ref().map(|t| rows.iter().map(|&i| t[i]).collect::<Vec<Option<TimestampWithTimeZone>>>()).into(),
-            names.clone().into(),
-            states.iter().map(|&j| state.users[j].as_str()).collect::<Vec<&str>>().into(),
-            states.iter().map(|&j| state.index[j]).collect::<Vec<i32>>().into(),
-            states.iter().map(|&j| state.n[j]).collect::<Vec<i64>>().into(),
-            states.iter().map(|&j| state.total[j]).collect::<Vec<f64>>().into(),
-            states.iter().map(|&j| state.max[j]).collect::<Vec<f64>>().into(),
-        ];
-        let (n, shard_names, shard_early) = run_insert(&sql, args);
-        recorded += n;
-        early |= shard_early;
-        for name in shard_names {
-            if !recorded_names.contains(&name) {
-                recorded_names.push(name);
+            index.into(),
+            values.into(),
+            user_ids.into(),
+            session_ids.into(),
+            recorded_at.into(),
+            names.into(),
+            state.users.into(),
+            state.index.into(),
+            state.n.into(),
+            state.total.into(),
+            state.max.into(),
+        ],
+    )
+}
+
+/// Under Citus, where a statement joining the batch with the distributed assignments would
+/// send the whole batch to every shard: the users' variants are read first, one query per shard
+/// with that shard's users (Citus sends it to the shard's node alone), then the rows and the
+/// state are inserted with their variants, each in one statement that Citus splits by shard.
+/// Both use the variants read once, so they agree on who is assigned; the batch lock
+/// (`guard::lock_for_batch`) keeps other batches of the experiment out meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn insert_distributed(
+    experiment_id: i64,
+    index: Vec<i32>,
+    values: Vec<f64>,
+    user_ids: Array<'_, &str>,
+    session_ids: Option<Array<'_, &str>>,
+    recorded_at: Option<Array<'_, TimestampWithTimeZone>>,
+    names: Vec<String>,
+    state: UserState,
+    shards: Vec<(i32, i32)>,
+) -> (i64, Vec<String>, bool) {
+    let nsp = cache::schema();
+    let users: Vec<&str> = user_ids.iter().map(|u| u.unwrap_or_default()).collect();
+    let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); shards.len()];
+    {
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in users.iter().enumerate() {
+            interrupts(i);
+            if seen.insert(*u) {
+                let h = crate::citus::hash(u);
+                let k = shards.iter().position(|(lo, hi)| *lo <= h && h <= *hi).unwrap_or(0);
+                by_shard[k].push(u);
             }
         }
     }
-    (recorded, recorded_names, early)
+    let mut assigned: HashMap<String, (i64, TimestampWithTimeZone)> = HashMap::new();
+    let lookup = format!(
+        "SELECT user_id, variant_id, assigned_at FROM {nsp}.ab_assignments \
+         WHERE experiment_id OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) ANY($2::pg_catalog.text[])"
+    );
+    Spi::connect(|client| {
+        for group in by_shard.into_iter().filter(|g| !g.is_empty()) {
+            pg_sys::check_for_interrupts!();
+            for row in client.select(&lookup, None, &[experiment_id.into(), group.into()]).or_raise() {
+                let user = row.get::<String>(1).or_raise().unwrap_or_default();
+                let variant = row.get::<i64>(2).or_raise().unwrap_or_default();
+                let at = row.get::<TimestampWithTimeZone>(3).or_raise();
+                if let Some(at) = at {
+                    assigned.insert(user, (variant, at));
+                }
+            }
+        }
+    });
+    let sessions: Option<Vec<Option<&str>>> = session_ids.as_ref().map(|a| a.iter().collect());
+    let times: Option<Vec<Option<TimestampWithTimeZone>>> = recorded_at.map(|a| a.iter().collect());
+    let kept: Vec<usize> = (0..users.len()).filter(|&i| assigned.contains_key(users[i])).collect();
+    let early = times.as_ref().is_some_and(|t| {
+        kept.iter().any(|&i| {
+            t[i].is_some_and(|t| pg_sys::TimestampTz::from(t) < pg_sys::TimestampTz::from(assigned[users[i]].1))
+        })
+    });
+    if early {
+        return (0, Vec::new(), true);
+    }
+    let mut recorded_names: Vec<String> = Vec::new();
+    for &i in &kept {
+        let name = &names[index[i] as usize - 1];
+        if !recorded_names.contains(name) {
+            recorded_names.push(name.clone());
+        }
+    }
+    let rows = format!(
+        "INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id, recorded_at) \
+         SELECT $1, i.variant, i.u, ($2::pg_catalog.text[])[i.k], i.v, i.s, COALESCE(i.t, GREATEST(pg_catalog.now(), i.assigned)) \
+         FROM (SELECT pg_catalog.unnest($3::pg_catalog.int8[]) AS variant, pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
+                      pg_catalog.unnest($5::pg_catalog.int4[]) AS k, pg_catalog.unnest($6::pg_catalog.float8[]) AS v, \
+                      pg_catalog.unnest($7::pg_catalog.text[]) AS s, pg_catalog.unnest($8::pg_catalog.timestamptz[]) AS t, \
+                      pg_catalog.unnest($9::pg_catalog.timestamptz[]) AS assigned) i"
+    );
+    let user_state = format!(
+        "INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
+         SELECT $1, ($2::pg_catalog.text[])[g.k], g.u, g.variant, g.n, g.total, g.max \
+         FROM (SELECT pg_catalog.unnest($3::pg_catalog.int8[]) AS variant, pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
+                      pg_catalog.unnest($5::pg_catalog.int4[]) AS k, pg_catalog.unnest($6::pg_catalog.int8[]) AS n, \
+                      pg_catalog.unnest($7::pg_catalog.float8[]) AS total, pg_catalog.unnest($8::pg_catalog.float8[]) AS max) g \
+         ON CONFLICT (experiment_id, metric_name, user_id, variant_id) DO UPDATE \
+         SET n = m.n OPERATOR(pg_catalog.+) excluded.n, total = m.total OPERATOR(pg_catalog.+) excluded.total, \
+             max = GREATEST(m.max, excluded.max)"
+    );
+    let states: Vec<usize> = (0..state.users.len()).filter(|&j| assigned.contains_key(&state.users[j])).collect();
+    Spi::connect_mut(|client| {
+        let variant_of = |u: &str| assigned[u].0;
+        client
+            .update(
+                &rows,
+                None,
+                &[
+                    experiment_id.into(),
+                    names.clone().into(),
+                    kept.iter().map(|&i| variant_of(users[i])).collect::<Vec<i64>>().into(),
+                    kept.iter().map(|&i| users[i]).collect::<Vec<&str>>().into(),
+                    kept.iter().map(|&i| index[i]).collect::<Vec<i32>>().into(),
+                    kept.iter().map(|&i| values[i]).collect::<Vec<f64>>().into(),
+                    kept.iter().map(|&i| sessions.as_ref().and_then(|s| s[i])).collect::<Vec<Option<&str>>>().into(),
+                    kept.iter()
+                        .map(|&i| times.as_ref().and_then(|t| t[i]))
+                        .collect::<Vec<Option<TimestampWithTimeZone>>>()
+                        .into(),
+                    kept.iter().map(|&i| assigned[users[i]].1).collect::<Vec<TimestampWithTimeZone>>().into(),
+                ],
+            )
+            .or_raise();
+        client
+            .update(
+                &user_state,
+                None,
+                &[
+                    experiment_id.into(),
+                    names.clone().into(),
+                    states.iter().map(|&j| variant_of(&state.users[j])).collect::<Vec<i64>>().into(),
+                    states.iter().map(|&j| state.users[j].as_str()).collect::<Vec<&str>>().into(),
+                    states.iter().map(|&j| state.index[j]).collect::<Vec<i32>>().into(),
+                    states.iter().map(|&j| state.n[j]).collect::<Vec<i64>>().into(),
+                    states.iter().map(|&j| state.total[j]).collect::<Vec<f64>>().into(),
+                    states.iter().map(|&j| state.max[j]).collect::<Vec<f64>>().into(),
+                ],
+            )
+            .or_raise();
+    });
+    (kept.len() as i64, recorded_names, false)
 }
 
-/// The statement of `insert`; `pruned`: each join with the assignments also names the users
-/// (`= ANY`), from which Citus finds the one shard.
-fn insert_sql(with_times: bool, pruned: bool) -> String {
+/// The statement of `insert`.
+fn insert_sql(with_times: bool) -> String {
     let nsp = cache::schema();
-    let assigned = |alias: &str, users: &str| {
-        let prune = if pruned {
-            format!(" AND a.user_id OPERATOR(pg_catalog.=) ANY({users}::pg_catalog.text[])")
-        } else {
-            String::new()
-        };
+    let assigned = |alias: &str| {
         format!(
             "JOIN {nsp}.ab_assignments a \
-               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) {alias}.u{prune}"
+               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) {alias}.u"
         )
     };
     let early = if with_times {
@@ -365,7 +450,7 @@ fn insert_sql(with_times: bool, pruned: bool) -> String {
             "EXISTS (SELECT FROM (SELECT pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
                                          pg_catalog.unnest($6::pg_catalog.timestamptz[]) AS t) i {} \
                      WHERE i.t OPERATOR(pg_catalog.<) a.assigned_at)",
-            assigned("i", "$4")
+            assigned("i")
         )
     } else {
         "false".into()
@@ -392,8 +477,8 @@ fn insert_sql(with_times: bool, pruned: bool) -> String {
                max = GREATEST(m.max, excluded.max)) \
          SELECT (SELECT pg_catalog.sum(g.n)::pg_catalog.int8 FROM g), \
                 ARRAY(SELECT DISTINCT g.metric_name FROM g), {early}",
-        join_i = assigned("i", "$4"),
-        join_g = assigned("g", "$8"),
+        join_i = assigned("i"),
+        join_g = assigned("g"),
     )
 }
 

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from conftest import CITUS
+
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 FIXTURE = json.load(open(os.path.join(ROOT, "tests", "fixtures", "cluster.json")))
 
@@ -46,11 +48,17 @@ def load(c, exp):
             [(exp, a["user_id"], ids[a["variant"]], Jsonb({"branch": a["branch"], "region": f"r{k % 3}"}))
              for k, a in enumerate(assignments)])
         variant_of = {a["user_id"]: ids[a["variant"]] for a in assignments}
-        cur.executemany(
-            "INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            [(exp, variant_of[r["user_id"]], r["user_id"], r["metric"], r["value"]) for r in FIXTURE["results"]])
-    c.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
+        if not CITUS:
+            cur.executemany(
+                "INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                [(exp, variant_of[r["user_id"]], r["user_id"], r["metric"], r["value"]) for r in FIXTURE["results"]])
+    if CITUS:
+        # Citus rebuilds the per-user state only for a stopped experiment: recorded in one batch.
+        c.execute("SELECT ab_record_results(%s, %s, %s, %s)", (exp, [r["metric"] for r in FIXTURE["results"]],
+                  [float(r["value"]) for r in FIXTURE["results"]], [r["user_id"] for r in FIXTURE["results"]]))
+    else:
+        c.execute("SELECT ab_rebuild_user_metrics(%s)", (exp,))
 
 
 def table(c, sql, args):
@@ -66,6 +74,7 @@ def loaded(conn, request):
     return exp
 
 
+@pytest.mark.citus
 def test_analyze_is_cluster_robust_and_matches_statsmodels(conn, loaded):
     got = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_analyze(%s)", (loaded,))}
     for metric, e in FIXTURE["expected"].items():
@@ -167,6 +176,7 @@ def test_a_quantile_metric_stored_by_0_14_0_is_not_compared(conn, loaded):
     assert handled == "cluster"
 
 
+@pytest.mark.citus
 def test_get_experiment_shows_the_unit(conn, loaded):
     got = conn.execute("SELECT ab_get_experiment(%s)", (loaded,)).fetchone()[0]
     assert got["randomization_unit"] == "branch" and got["breakdowns"] == ["branch", "region"]
@@ -254,16 +264,3 @@ def test_guardrails_use_the_cluster_robust_variance_and_cuped_is_not_applied(con
         assert r["cuped_diff"] is None and r["cuped_p_value"] is None, r
     adjusted = table(conn, "SELECT * FROM ab_adjusted(%s) WHERE metric_name = 'handled' AND variant = 'b'", (exp,))[0]
     assert adjusted["covariates"] == 1 and adjusted["clusters"] == FIXTURE["clusters"]["b"]
-
-
-def test_a_cluster_randomized_rollout_stays_period_stratified_per_user(conn):
-    """A rollout's analysis is stratified by its steps (its shares change): in a cluster design
-    it stays per user, as docs/statistics.md says (`test` stratified, not cluster)."""
-    exp = create(conn, "cluster-rollout", {"handled": {}},
-                 allocation={"mode": "rollout", "steps": [50, 100], "step_every": "1 day"})
-    conn.execute("SELECT count(ab_get_variant(%s, 'u' || g, jsonb_build_object('branch', 'br' || g %% 40))) "
-                 "FROM generate_series(1, 400) g", (exp,))
-    conn.execute("SELECT count(ab_record_result(%s, 'handled', (g %% 40) * 0.1 + g %% 7, 'u' || g)) "
-                 "FROM generate_series(1, 400) g", (exp,))
-    test = conn.execute("SELECT test FROM ab_analyze(%s) WHERE NOT is_control", (exp,)).fetchone()[0]
-    assert test == "stratified", test

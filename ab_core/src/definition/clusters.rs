@@ -7,7 +7,13 @@ use super::check_name;
 use crate::error::{Error, Result};
 use crate::names::printable;
 
-pub(super) fn parse(unit: Option<&str>, breakdowns: &[String], bandit: bool, layer: bool) -> Result<Option<String>> {
+pub(super) fn parse(
+    unit: Option<&str>,
+    breakdowns: &[String],
+    bandit: bool,
+    rollout: bool,
+    layer: bool,
+) -> Result<Option<String>> {
     let Some(unit) = unit else { return Ok(None) };
     let unit = check_name("randomization_unit", unit)?;
     if !breakdowns.contains(&unit) {
@@ -20,6 +26,11 @@ pub(super) fn parse(unit: Option<&str>, breakdowns: &[String], bandit: bool, lay
     if bandit {
         return Err(Error::definition(
             "a cluster-randomized experiment (randomization_unit) cannot be a bandit: reweighting would move new users of a cluster to another variant than its first users",
+        ));
+    }
+    if rollout {
+        return Err(Error::definition(
+            "a cluster-randomized experiment (randomization_unit) cannot be a rollout: each step would move new users of a cluster to another variant than its first users",
         ));
     }
     if layer {
@@ -88,6 +99,8 @@ mod tests {
         body["randomization_unit"] = json!("branch");
         body["allocation"] = json!({"mode": "bandit"});
         assert!(parse_definition(&body).unwrap_err().message.contains("cannot be a bandit"));
+        body["allocation"] = json!({"mode": "rollout", "steps": [5, 100], "step_every": "1 hour"});
+        assert!(parse_definition(&body).unwrap_err().message.contains("cannot be a rollout"));
         let mut body = original_body();
         body["breakdowns"] = json!(["branch"]);
         body["randomization_unit"] = json!("branch");

@@ -41,9 +41,9 @@ pub use header::{EXPERIMENT_TYPES, MAX_DESCRIPTION_LEN};
 pub use interval::interval_seconds;
 pub use layer::{LayerRole, LayerSpec, LAYER_KEYS};
 pub use metrics::{
-    Adjustment, Aggregation, Cap, CovariateDef, Direction, FunnelDef, FunnelFrom, MetricDef, MetricType,
-    QuantileLevel, RetentionDef, SourceRef, StratumDef, CAP_KEYS, COVARIATE_KEYS, FUNNEL_KEYS, MAX_COVARIATES,
-    MAX_FUNNEL_STEPS, MAX_METRICS, MAX_STRATUM_LEVELS, METRIC_KEYS, PRIOR_KEYS, RETENTION_KEYS, STRATUM_KEYS,
+    Adjustment, Aggregation, Cap, CovariateDef, Direction, FunnelDef, FunnelFrom, MetricDef, MetricType, QuantileLevel,
+    RetentionDef, SourceRef, StratumDef, CAP_KEYS, COVARIATE_KEYS, FUNNEL_KEYS, MAX_COVARIATES, MAX_FUNNEL_STEPS,
+    MAX_METRICS, MAX_STRATUM_LEVELS, METRIC_KEYS, PRIOR_KEYS, RETENTION_KEYS, STRATUM_KEYS,
 };
 pub use recorded::{
     binary_value, check_metric_name, check_value, composed_recorded, quantile_recorded, ratio_recorded,
@@ -182,8 +182,13 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
     }
     let breakdowns = breakdowns::parse(raw.breakdowns.unwrap_or_default())?;
     metrics::check_adjustments(&mut metrics, &breakdowns, bandit.is_some())?;
-    let randomization_unit =
-        clusters::parse(raw.randomization_unit.as_deref(), &breakdowns, bandit.is_some(), layer.is_some())?;
+    let randomization_unit = clusters::parse(
+        raw.randomization_unit.as_deref(),
+        &breakdowns,
+        bandit.is_some(),
+        rollout.is_some(),
+        layer.is_some(),
+    )?;
     clusters::check_metrics(randomization_unit.as_deref(), &metrics)?;
 
     Ok(ExperimentSpec {
