@@ -77,20 +77,79 @@ fn interactions(
     exp: &ExperimentRow,
     sources: &HashMap<String, SourceMetric>,
 ) -> Vec<InteractionRow> {
+    let shared = shared_assignments(client, nsp, exp.id);
+    interactions_of(client, nsp, exp, sources, shared, true)
+}
+
+/// Users in this experiment and another one, per other experiment and pair of variants.
+type Shared = BTreeMap<i64, HashMap<(i64, i64), u64>>;
+
+/// The other experiments that may share users with this one: every other one except those
+/// that ran at disjoint times (one stopped before the other started; an experiment cannot
+/// be restarted) and those of its layer that own a range disjoint from its own (the layer
+/// gives each user one range). A catalog read: no assignment is read.
+fn candidates(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> Vec<i64> {
+    let sql = format!(
+        "SELECT o.id FROM {nsp}.ab_experiments e JOIN {nsp}.ab_experiments o ON o.id <> e.id \
+         WHERE e.id = $1 \
+           AND NOT (e.started_at IS NOT NULL AND o.started_at IS NOT NULL \
+                    AND (o.started_at > coalesce(e.stopped_at, 'infinity') \
+                         OR e.started_at > coalesce(o.stopped_at, 'infinity'))) \
+           AND NOT EXISTS (SELECT FROM {nsp}.ab_layer_experiments le JOIN {nsp}.ab_layer_experiments lo \
+                             ON lo.layer_id = le.layer_id \
+                           WHERE le.experiment_id = e.id AND lo.experiment_id = o.id \
+                             AND (le.range_end <= lo.range_start OR lo.range_end <= le.range_start)) \
+         ORDER BY o.id"
+    );
+    client
+        .select(sql.as_str(), None, &[experiment.into()])
+        .or_raise()
+        .map(|r| r.get::<i64>(1).or_raise().unwrap())
+        .collect()
+}
+
+/// The users each candidate shares with the experiment, per pair of variants; the
+/// candidates sharing none are left out. Each pair is read through the primary key's
+/// (experiment_id, user_id) ranges of the two experiments (a merge join on user_id), first
+/// for existence only (the index alone, stopping at the first shared user), so the cost
+/// grows with the two experiments' sizes, not with the whole assignments table.
+fn shared_assignments(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> Shared {
+    let exists = format!(
+        "SELECT EXISTS (SELECT FROM {nsp}.ab_assignments a JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
+         WHERE a.experiment_id = $1 AND b.experiment_id = $2)"
+    );
+    let counts = format!(
+        "SELECT a.variant_id, b.variant_id, count(*) FROM {nsp}.ab_assignments a \
+         JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
+         WHERE a.experiment_id = $1 AND b.experiment_id = $2 GROUP BY 1, 2"
+    );
+    let mut shared = Shared::new();
+    for other in candidates(client, nsp, experiment) {
+        let args = [experiment.into(), other.into()];
+        let any = client.select(exists.as_str(), Some(1), &args).or_raise().first().get_one::<bool>().or_raise();
+        if any != Some(true) {
+            continue;
+        }
+        for row in client.select(counts.as_str(), None, &args).or_raise() {
+            let key = (row.get::<i64>(1).or_raise().unwrap(), row.get::<i64>(2).or_raise().unwrap());
+            shared.entry(other).or_default().insert(key, row.get::<i64>(3).or_raise().unwrap() as u64);
+        }
+    }
+    shared
+}
+
+/// `interactions` on the shared users found; `check_sources`: whether to check the source
+/// values (ab_summary's analysis has).
+fn interactions_of(
+    client: &pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    sources: &HashMap<String, SourceMetric>,
+    shared: Shared,
+    check_sources: bool,
+) -> Vec<InteractionRow> {
     let variants = control_first(catalog::variants(client, nsp, exp.id));
     let index_a: HashMap<i64, usize> = variants.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
-    // Users in this experiment and another one, per pair of variants.
-    let sql = format!(
-        "SELECT b.experiment_id, a.variant_id, b.variant_id, count(*) FROM {nsp}.ab_assignments a \
-         JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id AND b.experiment_id <> a.experiment_id \
-         WHERE a.experiment_id = $1 GROUP BY 1, 2, 3"
-    );
-    let mut shared: BTreeMap<i64, HashMap<(i64, i64), u64>> = BTreeMap::new();
-    for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
-        let other: i64 = row.get(1).or_raise().unwrap();
-        let key = (row.get::<i64>(2).or_raise().unwrap(), row.get::<i64>(3).or_raise().unwrap());
-        shared.entry(other).or_default().insert(key, row.get::<i64>(4).or_raise().unwrap() as u64);
-    }
     let defs = exp.metric_defs();
     let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
     let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table_name(from_state));
@@ -99,7 +158,9 @@ fn interactions(
         .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none() && !d.is_composed()))
         .collect();
     // The same rule as every analysis, whether or not another experiment shares users.
-    crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
+    if check_sources {
+        crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
+    }
     if shared.is_empty() {
         return vec![];
     }
@@ -327,6 +388,36 @@ fn impact(
         }
     }
     rows
+}
+
+/// `ab_summary`'s lines on interactions (nothing when nothing is flagged). Experiments that
+/// share no user with this one cost a catalog read and an index-only existence check each;
+/// the interaction tests run only for those that do. A bandit has none.
+pub(crate) fn summary_section(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> String {
+    use ab_core::impact::{summary_lines, InteractionFinding};
+    if exp.bandit.is_some() {
+        return String::new();
+    }
+    let sources = crate::analysis::source_metrics(client, nsp, exp);
+    crate::analysis::reading_sources(&sources, || {
+        let shared = shared_assignments(client, nsp, exp.id);
+        if shared.is_empty() {
+            return String::new();
+        }
+        let found: Vec<InteractionFinding> = interactions_of(client, nsp, exp, &sources, shared, false)
+            .into_iter()
+            .map(|r| InteractionFinding {
+                other: r.0,
+                metric: r.1,
+                independence_p: r.3,
+                interaction: match (r.4, r.5, r.6, r.9, r.10) {
+                    (Some(v), Some(o), Some(e), Some(p), Some(true)) => Some((v, o, e, p)),
+                    _ => None,
+                },
+            })
+            .collect();
+        summary_lines(&found)
+    })
 }
 
 /// Per other experiment sharing users with this one and metric both record: whether the

@@ -425,7 +425,7 @@ fn summary(r: ExperimentRef<'_>) -> String {
             correction: Correction::parse(&exp.correction).unwrap_or_default(),
             bandit: bandit.as_ref(),
         });
-        report + &adjusted
+        report + &adjusted + &crate::impact::summary_section(client, &nsp, &exp)
     })
 }
 
