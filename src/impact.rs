@@ -109,28 +109,33 @@ fn candidates(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> 
 }
 
 /// The users each candidate shares with the experiment, per pair of variants; the
-/// candidates sharing none are left out. Each pair is read through the primary key's
-/// (experiment_id, user_id) ranges of the two experiments (a merge join on user_id), first
-/// for existence only (the index alone, stopping at the first shared user), so the cost
-/// grows with the two experiments' sizes, not with the whole assignments table.
+/// candidates sharing none are left out. Which candidates share users is read from the
+/// primary key alone ((experiment_id, user_id): index-only scans of the experiment's range
+/// and of each candidate's, once each), then the users per pair of variants only for those,
+/// so the cost grows with the sizes of the experiments involved, not with the whole
+/// assignments table.
 fn shared_assignments(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> Shared {
-    let exists = format!(
-        "SELECT EXISTS (SELECT FROM {nsp}.ab_assignments a JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
-         WHERE a.experiment_id = $1 AND b.experiment_id = $2)"
+    let mut shared = Shared::new();
+    let candidates = candidates(client, nsp, experiment);
+    if candidates.is_empty() {
+        return shared;
+    }
+    let sharing = format!(
+        "SELECT b.experiment_id FROM {nsp}.ab_assignments a JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
+         WHERE a.experiment_id = $1 AND b.experiment_id = ANY ($2) GROUP BY 1 ORDER BY 1"
     );
+    let sharing: Vec<i64> = client
+        .select(sharing.as_str(), None, &[experiment.into(), candidates.into()])
+        .or_raise()
+        .map(|r| r.get::<i64>(1).or_raise().unwrap())
+        .collect();
     let counts = format!(
         "SELECT a.variant_id, b.variant_id, count(*) FROM {nsp}.ab_assignments a \
          JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
          WHERE a.experiment_id = $1 AND b.experiment_id = $2 GROUP BY 1, 2"
     );
-    let mut shared = Shared::new();
-    for other in candidates(client, nsp, experiment) {
-        let args = [experiment.into(), other.into()];
-        let any = client.select(exists.as_str(), Some(1), &args).or_raise().first().get_one::<bool>().or_raise();
-        if any != Some(true) {
-            continue;
-        }
-        for row in client.select(counts.as_str(), None, &args).or_raise() {
+    for other in sharing {
+        for row in client.select(counts.as_str(), None, &[experiment.into(), other.into()]).or_raise() {
             let key = (row.get::<i64>(1).or_raise().unwrap(), row.get::<i64>(2).or_raise().unwrap());
             shared.entry(other).or_default().insert(key, row.get::<i64>(3).or_raise().unwrap() as u64);
         }
