@@ -123,19 +123,14 @@ fn candidates(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> 
 /// users per pair of variants are counted for those sharing some, in one join: the cost
 /// grows with the sizes of the experiments compared, not with the whole assignments table.
 fn shared_assignments(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> Shared {
+    // A plain join with LIMIT 1: the merge join stops at the first shared user.
     let exists = format!(
-        "SELECT EXISTS (SELECT FROM {nsp}.ab_assignments a JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
-         WHERE a.experiment_id = $1 AND b.experiment_id = $2)"
+        "SELECT 1 FROM {nsp}.ab_assignments a JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
+         WHERE a.experiment_id = $1 AND b.experiment_id = $2 LIMIT 1"
     );
     let mut sharing = Vec::new();
     for other in candidates(client, nsp, experiment) {
-        let any = client
-            .select(exists.as_str(), Some(1), &[experiment.into(), other.into()])
-            .or_raise()
-            .first()
-            .get_one::<bool>()
-            .or_raise();
-        if any == Some(true) {
+        if !client.select(exists.as_str(), Some(1), &[experiment.into(), other.into()]).or_raise().is_empty() {
             sharing.push(other);
         }
     }
