@@ -162,10 +162,10 @@ def load_analysis_data(users, per_user):
         return exp
 
 
-def timed(sql, args, workers, repeat):
+def timed(sql, args, workers, repeat, db=None):
     """Median wall time of a query, and the peak private memory of the backend running it."""
     times, peak = [], 0
-    with psycopg.connect(conninfo(), autocommit=True) as c:
+    with psycopg.connect(conninfo(db), autocommit=True) as c:
         c.execute(f"SET max_parallel_workers_per_gather = {workers}")
         pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
         stop = threading.Event()
@@ -753,6 +753,126 @@ def load_adjusted(users, clusters):
     return exp, cexp
 
 
+def load_interactions(db, users, overlapping):
+    """Database `db`: "focus", a running experiment of `users` users with two metrics (one
+    result each per user, written directly); `overlapping` running experiments of the same
+    users and metrics; "bystander", a running experiment of `users` other users. Kept when
+    present."""
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
+            return
+        c.execute(f"CREATE DATABASE {db}")
+    with psycopg.connect(conninfo(db), autocommit=True) as c:
+        c.execute("CREATE EXTENSION ab_testing")
+
+        def create(name, prefix):
+            exp = c.execute("SELECT ab_create_experiment(%s)", (Jsonb({
+                "name": name, "experiment_type": "ui", "primary_metric": "score", "salt": name,
+                "metrics": {"score": {}, "clicks": {"aggregation": "count"}},
+                "variants": [{"name": "a", "is_control": True, "traffic_allocation": 50},
+                             {"name": "b", "traffic_allocation": 50}]}),)).fetchone()[0]
+            c.execute("SELECT ab_start_experiment(%s)", (exp,))
+            va, vb = [r[0] for r in c.execute(
+                "SELECT id FROM ab_variants WHERE experiment_id = %s ORDER BY position", (exp,)).fetchall()]
+            # Arms from a hash of the user and the experiment, as ab_get_variant would.
+            c.execute("INSERT INTO ab_assignments (experiment_id, user_id, variant_id) "
+                      "SELECT %s, %s || g, CASE WHEN hashtext(%s || g) %% 2 = 0 THEN %s ELSE %s END "
+                      "FROM generate_series(1, %s) g", (exp, prefix, name, va, vb, users))
+            return exp
+
+        focus = create("focus", "u")
+        for k in range(overlapping):
+            create(f"overlapping {k}", "u")
+        create("bystander", "x")
+        c.execute("INSERT INTO ab_results (experiment_id, variant_id, user_id, metric_name, metric_value) "
+                  "SELECT a.experiment_id, a.variant_id, a.user_id, m, (hashtext(a.user_id || m) & 1023) / 100.0 "
+                  "FROM ab_assignments a, (VALUES ('score'), ('clicks')) v(m) WHERE a.experiment_id = %s", (focus,))
+        c.execute("SELECT ab_rebuild_user_metrics(%s)", (focus,))
+        c.execute("VACUUM ANALYZE ab_results, ab_user_metrics, ab_assignments")
+
+
+def interactions(users, rounds, repeat, libraries, gateway):
+    """ab_summary of an experiment of `users` users sharing them with 0, 1 and 5 others (a
+    fourth case: 0 others and no bystander either), the library without the interaction part
+    and with it installed in turn, round after round (the machine is shared: same-run ratios
+    of medians); with `gateway` (an ab-gateway binary) the results list page too, which runs
+    ab_summary for every running experiment."""
+    cases = [("0 overlapping, no other experiment", "ab_bench_ix_alone", 0),
+             ("0 overlapping, 1 bystander", "ab_bench_ix0", 0),
+             ("1 overlapping, 1 bystander", "ab_bench_ix1", 1),
+             ("5 overlapping, 1 bystander", "ab_bench_ix5", 5)]
+    for _, db, k in cases:
+        load_interactions(db, users, k)
+        if db.endswith("alone"):
+            with psycopg.connect(conninfo(db), autocommit=True) as c:
+                c.execute("SELECT ab_stop_experiment(id), ab_delete_experiment(id) FROM ab_experiments WHERE name = 'bystander'")
+    times = {(label, lib, what): [] for label, _, _ in cases for lib in libraries for what in ("summary", "list")}
+    token = None
+    if gateway:
+        token = os.urandom(16).hex()
+        tokens = os.path.join("/tmp", f"ab_bench_tokens_{os.getpid()}")
+        with open(os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(f"ab_bench_gw_analyst {token}\n")
+        # The gateway logs in as a NOINHERIT role and switches to the token's analyst role.
+        with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+            for role, opts in (("ab_bench_gw_login", "LOGIN NOINHERIT"), ("ab_bench_gw_analyst", "NOLOGIN")):
+                if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    c.execute(f"CREATE ROLE {role} {opts}")
+            c.execute("GRANT ab_bench_gw_analyst TO ab_bench_gw_login")
+        for _, db, _ in cases:
+            with psycopg.connect(conninfo(db), autocommit=True) as c:
+                c.execute("SELECT ab_grant_analyst('ab_bench_gw_analyst')")
+    for r in range(rounds):
+        for lib, path in libraries.items():
+            use_library(path)
+            for label, db, _ in cases:
+                with psycopg.connect(conninfo(db)) as c:
+                    exp = c.execute("SELECT id FROM ab_experiments WHERE name = 'focus'").fetchone()[0]
+                t, _ = timed("SELECT ab_summary(%s::bigint)", (exp,), 0, repeat, db)
+                times[(label, lib, "summary")].append(t)
+                if gateway:
+                    times[(label, lib, "list")].append(list_page(gateway, db, tokens, token, repeat))
+                print(f"  round {r + 1} {lib:8} {label:36} ab_summary {t * 1000:7.1f} ms"
+                      + (f"   list page {times[(label, lib, 'list')][-1] * 1000:7.1f} ms" if gateway else ""), flush=True)
+    print("\n| case | what | " + " | ".join(libraries) + " | ratio |\n| --- | --- |" + " ---: |" * (len(libraries) + 1))
+    for label, _, _ in cases:
+        for what in ("summary", "list") if gateway else ("summary",):
+            med = [statistics.median(times[(label, lib, what)]) for lib in libraries]
+            print(f"| {label} | {what} | " + " | ".join(f"{m * 1000:.1f} ms" for m in med) + f" | {med[-1] / med[0]:.2f} |")
+
+
+def list_page(binary, db, tokens, token, repeat):
+    """Median time of GET / (the results list) through ab-gateway on `db`."""
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "AB_GATEWAY_DATABASE_URL": conninfo(db).replace("user=postgres", "user=ab_bench_gw_login"), "AB_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+           "AB_GATEWAY_POOL_SIZE": "1", "AB_GATEWAY_TOKENS_FILE": tokens}
+    proc = subprocess.Popen([binary], env=env, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        request = urllib.request.Request(base + "/", headers={"Authorization": f"Bearer {token}"})
+        urllib.request.urlopen(request, timeout=120).read()  # warm
+        out = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            body = urllib.request.urlopen(request, timeout=120).read()
+            out.append(time.perf_counter() - start)
+            assert b"focus" in body
+        return statistics.median(out)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10, help="pgbench duration per run")
@@ -780,7 +900,15 @@ def main():
     ap.add_argument("--wal-calls", type=int, default=20000, help="calls per WAL measurement (0: no WAL measurement)")
     ap.add_argument("--pool-libraries", help="VERSION=FILE,...: install that library build before each of that schema's runs "
                     "(to compare two builds; the installed library is put back at the end)")
+    ap.add_argument("--interactions", type=int, help="users of the ab_summary interaction cases (only those run)")
+    ap.add_argument("--interactions-libraries", default="installed=",
+                    help="NAME=FILE,...: the library builds compared, installed in turn each round (the first is the baseline)")
+    ap.add_argument("--gateway", help="an ab-gateway binary: time the results list page in the interaction cases too")
     args = ap.parse_args()
+    if args.interactions:
+        libraries = dict(x.split("=", 1) for x in args.interactions_libraries.split(","))
+        interactions(args.interactions, args.rounds, args.repeat, libraries, args.gateway)
+        return
     if args.pool:
         versions = args.pool_versions.split(",") if args.pool_versions else None
         if not versions:

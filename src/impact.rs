@@ -77,20 +77,92 @@ fn interactions(
     exp: &ExperimentRow,
     sources: &HashMap<String, SourceMetric>,
 ) -> Vec<InteractionRow> {
-    let variants = control_first(catalog::variants(client, nsp, exp.id));
-    let index_a: HashMap<i64, usize> = variants.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
-    // Users in this experiment and another one, per pair of variants.
+    let shared = shared_assignments(client, nsp, exp.id);
+    interactions_of(client, nsp, exp, sources, shared, true)
+}
+
+/// Users in this experiment and another one, per other experiment and pair of variants.
+type Shared = BTreeMap<i64, HashMap<(i64, i64), u64>>;
+
+/// The other experiments that may share users with this one: every other one except those
+/// that ran at disjoint times (one stopped before the other started; an experiment cannot
+/// be restarted) and those of its layer that own a range disjoint from its own (the layer
+/// gives each user one range). A catalog read: no assignment is read.
+fn candidates(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> Vec<i64> {
+    // A schema before 0.3.0 has no layers.
+    let layers = if catalog::has_table(client, nsp, "ab_layer_experiments") {
+        format!(
+            "AND NOT EXISTS (SELECT FROM {nsp}.ab_layer_experiments le JOIN {nsp}.ab_layer_experiments lo \
+                               ON lo.layer_id = le.layer_id \
+                             WHERE le.experiment_id = e.id AND lo.experiment_id = o.id \
+                               AND (le.range_end <= lo.range_start OR lo.range_end <= le.range_start))"
+        )
+    } else {
+        String::new()
+    };
     let sql = format!(
-        "SELECT b.experiment_id, a.variant_id, b.variant_id, count(*) FROM {nsp}.ab_assignments a \
-         JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id AND b.experiment_id <> a.experiment_id \
-         WHERE a.experiment_id = $1 GROUP BY 1, 2, 3"
+        "SELECT o.id FROM {nsp}.ab_experiments e JOIN {nsp}.ab_experiments o ON o.id <> e.id \
+         WHERE e.id = $1 \
+           AND NOT (e.started_at IS NOT NULL AND o.started_at IS NOT NULL \
+                    AND (o.started_at > coalesce(e.stopped_at, 'infinity') \
+                         OR e.started_at > coalesce(o.stopped_at, 'infinity'))) \
+           {layers} \
+         ORDER BY o.id"
     );
-    let mut shared: BTreeMap<i64, HashMap<(i64, i64), u64>> = BTreeMap::new();
-    for row in client.select(sql.as_str(), None, &[exp.id.into()]).or_raise() {
+    client
+        .select(sql.as_str(), None, &[experiment.into()])
+        .or_raise()
+        .map(|r| r.get::<i64>(1).or_raise().unwrap())
+        .collect()
+}
+
+/// The users each candidate shares with the experiment, per pair of variants; the
+/// candidates sharing none are left out. Each pair is first checked for a shared user with
+/// the primary key alone ((experiment_id, user_id): a merge join of the two experiments'
+/// index ranges, which stops at the first shared user, or when either range ends), then the
+/// users per pair of variants are counted for those sharing some, in one join: the cost
+/// grows with the sizes of the experiments compared, not with the whole assignments table.
+fn shared_assignments(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> Shared {
+    // A plain join with LIMIT 1: the merge join stops at the first shared user.
+    let exists = format!(
+        "SELECT 1 FROM {nsp}.ab_assignments a JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
+         WHERE a.experiment_id = $1 AND b.experiment_id = $2 LIMIT 1"
+    );
+    let mut sharing = Vec::new();
+    for other in candidates(client, nsp, experiment) {
+        if !client.select(exists.as_str(), Some(1), &[experiment.into(), other.into()]).or_raise().is_empty() {
+            sharing.push(other);
+        }
+    }
+    let mut shared = Shared::new();
+    if sharing.is_empty() {
+        return shared;
+    }
+    let counts = format!(
+        "SELECT b.experiment_id, a.variant_id, b.variant_id, count(*) FROM {nsp}.ab_assignments a \
+         JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
+         WHERE a.experiment_id = $1 AND b.experiment_id = ANY ($2) GROUP BY 1, 2, 3"
+    );
+    for row in client.select(counts.as_str(), None, &[experiment.into(), sharing.into()]).or_raise() {
         let other: i64 = row.get(1).or_raise().unwrap();
         let key = (row.get::<i64>(2).or_raise().unwrap(), row.get::<i64>(3).or_raise().unwrap());
         shared.entry(other).or_default().insert(key, row.get::<i64>(4).or_raise().unwrap() as u64);
     }
+    shared
+}
+
+/// `interactions` on the shared users found; `check_sources`: whether to check the source
+/// values (ab_summary's analysis has).
+fn interactions_of(
+    client: &pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    sources: &HashMap<String, SourceMetric>,
+    shared: Shared,
+    check_sources: bool,
+) -> Vec<InteractionRow> {
+    let variants = control_first(catalog::variants(client, nsp, exp.id));
+    let index_a: HashMap<i64, usize> = variants.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
     let defs = exp.metric_defs();
     let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
     let recorded = crate::analysis::recorded_metrics(client, nsp, exp.id, table_name(from_state));
@@ -99,7 +171,9 @@ fn interactions(
         .filter(|m| defs.get(m).is_none_or(|d| d.ratio_of().is_none() && d.quantile_of().is_none() && !d.is_composed()))
         .collect();
     // The same rule as every analysis, whether or not another experiment shares users.
-    crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
+    if check_sources {
+        crate::analysis::check_source_values(client, nsp, exp, sources, Some(&order));
+    }
     if shared.is_empty() {
         return vec![];
     }
@@ -131,7 +205,17 @@ fn interactions(
         term: Option<(String, String, f64, f64)>,
         p_value: Option<f64>,
     }
-    let mut found = Vec::new();
+    // Each other experiment: its variants, the users per pair of arms, and the metrics both have.
+    struct Other {
+        id: i64,
+        name: String,
+        variants: Vec<VariantRow>,
+        index: HashMap<i64, usize>,
+        users: Vec<Vec<u64>>,
+        independence_p: Option<f64>,
+        metrics: Vec<String>,
+    }
+    let mut others = Vec::new();
     for (other_id, counts) in shared {
         let Some(other) = catalog::find_experiment(client, nsp, ExperimentRef::Id(other_id)) else { continue };
         let other_variants = control_first(catalog::variants(client, nsp, other_id));
@@ -142,68 +226,100 @@ fn interactions(
                 users[a][b] += n;
             }
         }
-        let total: u64 = users.iter().flatten().sum();
         let table: Vec<Vec<f64>> = users.iter().map(|r| r.iter().map(|&n| n as f64).collect()).collect();
-        let independence_p = independence(&table).map(|c| c.p_value);
         let other_recorded = crate::analysis::recorded_metrics(client, nsp, other_id, table_name(from_state));
         let other_defs = other.metric_defs();
-        let metrics: Vec<&String> =
-            order.iter().filter(|m| other_defs.contains_key(*m) || other_recorded.contains(m)).collect();
-        if metrics.is_empty() {
+        others.push(Other {
+            id: other_id,
+            name: other.name.clone(),
+            independence_p: independence(&table).map(|c| c.p_value),
+            metrics: order
+                .iter()
+                .filter(|m| other_defs.contains_key(*m) || other_recorded.contains(m))
+                .cloned()
+                .collect(),
+            variants: other_variants,
+            index: index_b,
+            users,
+        });
+    }
+    // Per metric, the cells of every other experiment having it, from one read of this
+    // experiment's per-user values (not one per other experiment). A metric this experiment
+    // has no value of (recorded or read) leaves every cell empty.
+    let mut cells: HashMap<(i64, &str), Vec<Vec<Moments>>> = HashMap::new();
+    for name in &order {
+        let ids: Vec<i64> = others.iter().filter(|o| o.metrics.contains(name)).map(|o| o.id).collect();
+        if ids.is_empty() || !(recorded.contains(name) || sources.contains_key(name.as_str())) {
+            continue;
+        }
+        let def = defs.get(name).cloned().unwrap_or_default();
+        let per_user = crate::analysis::per_user_of_metric(
+            client,
+            nsp,
+            from_state,
+            name,
+            def.aggregation,
+            "$2",
+            caps[name.as_str()],
+            sources,
+        );
+        let sql = format!(
+            "SELECT b.experiment_id, u.variant_id, b.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u \
+             JOIN {nsp}.ab_assignments b ON b.experiment_id = ANY ($3) AND b.user_id = u.user_id GROUP BY 1, 2, 3"
+        );
+        let by_id: HashMap<i64, &Other> = others.iter().map(|o| (o.id, o)).collect();
+        for row in client
+            .select(
+                sql.as_str(),
+                None,
+                &crate::sources::args(sources, vec![exp.id.into(), name.as_str().into(), ids.into()]),
+            )
+            .or_raise()
+        {
+            let other: i64 = row.get(1).or_raise().unwrap();
+            let va: i64 = row.get(2).or_raise().unwrap();
+            let vb: i64 = row.get(3).or_raise().unwrap();
+            let Some(o) = by_id.get(&other) else { continue };
+            if let (Some(&a), Some(&b)) = (index_a.get(&va), o.index.get(&vb)) {
+                let table = cells
+                    .entry((other, name.as_str()))
+                    .or_insert_with(|| vec![vec![Moments::default(); o.variants.len()]; variants.len()]);
+                table[a][b] = moments_of(&row, 4);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for o in &others {
+        let total: u64 = o.users.iter().flatten().sum();
+        if o.metrics.is_empty() {
             found.push(Found {
-                other: other.name.clone(),
+                other: o.name.clone(),
                 metric: None,
                 users: total as i64,
-                independence_p,
+                independence_p: o.independence_p,
                 term: None,
                 p_value: None,
             });
         }
-        for name in metrics {
+        for name in &o.metrics {
             let def = defs.get(name).cloned().unwrap_or_default();
-            let per_user = crate::analysis::per_user_of_metric(
-                client,
-                nsp,
-                from_state,
-                name,
-                def.aggregation,
-                "$2",
-                caps[name.as_str()],
-                sources,
-            );
-            let sql = format!(
-                "SELECT u.variant_id, b.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u \
-                 JOIN {nsp}.ab_assignments b ON b.experiment_id = $3 AND b.user_id = u.user_id GROUP BY 1, 2"
-            );
-            let mut cells = vec![vec![Moments::default(); other_variants.len()]; variants.len()];
-            for row in client
-                .select(
-                    sql.as_str(),
-                    None,
-                    &crate::sources::args(sources, vec![exp.id.into(), name.as_str().into(), other_id.into()]),
-                )
-                .or_raise()
-            {
-                let va: i64 = row.get(1).or_raise().unwrap();
-                let vb: i64 = row.get(2).or_raise().unwrap();
-                if let (Some(&a), Some(&b)) = (index_a.get(&va), index_b.get(&vb)) {
-                    cells[a][b] = moments_of(&row, 3);
-                }
-            }
-            for (a, row) in cells.iter_mut().enumerate() {
+            let mut table = cells
+                .remove(&(o.id, name.as_str()))
+                .unwrap_or_else(|| vec![vec![Moments::default(); o.variants.len()]; variants.len()]);
+            for (a, row) in table.iter_mut().enumerate() {
                 for (b, cell) in row.iter_mut().enumerate() {
-                    *cell = effective(&def, users[a][b], *cell);
+                    *cell = effective(&def, o.users[a][b], *cell);
                 }
             }
-            let result = interaction(&cells);
+            let result = interaction(&table);
             found.push(Found {
-                other: other.name.clone(),
+                other: o.name.clone(),
                 metric: Some(name.clone()),
                 users: total as i64,
-                independence_p,
+                independence_p: o.independence_p,
                 term: result.as_ref().map(|r| {
                     let t = r.largest();
-                    (variants[t.a].name.clone(), other_variants[t.b].name.clone(), t.estimate, t.se)
+                    (variants[t.a].name.clone(), o.variants[t.b].name.clone(), t.estimate, t.se)
                 }),
                 p_value: result.map(|r| r.wald.p_value),
             });
@@ -327,6 +443,36 @@ fn impact(
         }
     }
     rows
+}
+
+/// `ab_summary`'s lines on interactions (nothing when nothing is flagged). Experiments that
+/// share no user with this one cost a catalog read and an index-only existence check each;
+/// the interaction tests run only for those that do. A bandit has none.
+pub(crate) fn summary_section(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> String {
+    use ab_core::impact::{summary_lines, InteractionFinding};
+    if exp.bandit.is_some() {
+        return String::new();
+    }
+    let sources = crate::analysis::source_metrics(client, nsp, exp);
+    crate::analysis::reading_sources(&sources, || {
+        let shared = shared_assignments(client, nsp, exp.id);
+        if shared.is_empty() {
+            return String::new();
+        }
+        let found: Vec<InteractionFinding> = interactions_of(client, nsp, exp, &sources, shared, false)
+            .into_iter()
+            .map(|r| InteractionFinding {
+                other: r.0,
+                metric: r.1,
+                independence_p: r.3,
+                interaction: match (r.4, r.5, r.6, r.9, r.10) {
+                    (Some(v), Some(o), Some(e), Some(p), Some(true)) => Some((v, o, e, p)),
+                    _ => None,
+                },
+            })
+            .collect();
+        summary_lines(&found)
+    })
 }
 
 /// Per other experiment sharing users with this one and metric both record: whether the

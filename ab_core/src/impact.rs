@@ -262,6 +262,59 @@ pub fn differential_impact(attributes: &[AttributeInput]) -> Vec<Vec<SegmentImpa
     out
 }
 
+/// What `ab_summary` says of another experiment sharing users: its assignment depends on
+/// this one's, or a metric's treatment effect differs by its arm (flagged after adjustment).
+pub struct InteractionFinding {
+    pub other: String,
+    pub metric: Option<String>,
+    pub independence_p: Option<f64>,
+    /// (variant, other variant, estimate, adjusted p) of a flagged interaction.
+    pub interaction: Option<(String, String, f64, f64)>,
+}
+
+/// The summary's lines on interactions: nothing at all when nothing was found, so the report
+/// of every other experiment is unchanged. The assignments' dependence is reported below the
+/// sample ratio check's threshold (like a sample ratio mismatch, it says the enrollment went
+/// wrong, not that an effect differs). Names are escaped as everywhere in the report.
+pub fn summary_lines(interactions: &[InteractionFinding]) -> String {
+    use crate::names::printable;
+    use crate::winner::{p_is, SRM_THRESHOLD};
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut dependent = std::collections::BTreeSet::new();
+    for f in interactions {
+        if let Some(p) = f.independence_p.filter(|p| *p < SRM_THRESHOLD) {
+            if dependent.insert(f.other.clone()) {
+                let _ = writeln!(
+                    out,
+                    "Interactions: assignment depends on experiment \"{}\" (chi-square p {}): one of the two enrolls differently by arm of the other.",
+                    printable(&f.other),
+                    p_is(p)
+                );
+            }
+        }
+    }
+    for f in interactions {
+        let (Some(metric), Some((variant, other_variant, estimate, p))) = (&f.metric, &f.interaction) else { continue };
+        let _ = writeln!(
+            out,
+            "Interactions: the effect of \"{}\" on {} is {:.4} {} among users in \"{}\" of experiment \"{}\" than among those in its control (adjusted p {}); see ab_interactions.",
+            printable(variant),
+            printable(metric),
+            estimate.abs(),
+            if *estimate < 0.0 { "lower" } else { "higher" },
+            printable(other_variant),
+            printable(&f.other),
+            p_is(*p)
+        );
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("\n{out}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +389,43 @@ mod tests {
         assert_eq!(out[0][1].p_value, None);
         assert_eq!(out[0][1].q_value, None);
         assert_eq!(out[0][0].heterogeneity_p, None);
+    }
+
+    #[test]
+    fn summary_says_nothing_without_findings_and_escapes_names() {
+        let quiet = InteractionFinding {
+            other: "b".into(),
+            metric: Some("m".into()),
+            independence_p: Some(0.002),
+            interaction: None,
+        };
+        assert_eq!(summary_lines(&[quiet]), "");
+        assert_eq!(summary_lines(&[]), "");
+        let found = [
+            InteractionFinding {
+                other: "rate\nsheet".into(),
+                metric: Some("resolved".into()),
+                independence_p: Some(1e-5),
+                interaction: Some(("cards".into(), "with examples".into(), -0.16472, 2e-6)),
+            },
+            InteractionFinding {
+                other: "rate\nsheet".into(),
+                metric: None,
+                independence_p: Some(1e-5),
+                interaction: None,
+            },
+            InteractionFinding {
+                other: "footer".into(),
+                metric: Some("amount".into()),
+                independence_p: Some(0.4),
+                interaction: Some(("new".into(), "b".into(), 40.0, 0.01)),
+            },
+        ];
+        assert_eq!(
+            summary_lines(&found),
+            "\nInteractions: assignment depends on experiment \"rate\\u{000A}sheet\" (chi-square p = 1.0e-5): one of the two enrolls differently by arm of the other.\n\
+             Interactions: the effect of \"cards\" on resolved is 0.1647 lower among users in \"with examples\" of experiment \"rate\\u{000A}sheet\" than among those in its control (adjusted p = 2.0e-6); see ab_interactions.\n\
+             Interactions: the effect of \"new\" on amount is 40.0000 higher among users in \"b\" of experiment \"footer\" than among those in its control (adjusted p = 0.0100); see ab_interactions.\n"
+        );
     }
 }

@@ -410,7 +410,7 @@ fn summary(r: ExperimentRef<'_>) -> String {
             correction: Correction::parse(&exp.correction).unwrap_or_default(),
             bandit: bandit.as_ref(),
         });
-        report + &adjusted
+        report + &adjusted + &crate::impact::summary_section(client, &nsp, &exp)
     })
 }
 

@@ -2,6 +2,7 @@
 the null (fixed seeds), power where an effect was put in, the results against statsmodels on
 the same per-user values, and who may run the functions."""
 import random
+import re
 
 import numpy as np
 import pandas as pd
@@ -258,3 +259,99 @@ def test_who_may_run_them(db):
             for r in ("ab_impact_app", "ab_impact_analyst", "ab_impact_nobody"):
                 c.execute(f"DROP OWNED BY {r}")
                 c.execute(f"DROP ROLE {r}")
+
+
+def planted_pair(c, prefix, effect, seed, users=600):
+    """Two running experiments sharing `users` users and the metric m; A's treatment shifts m
+    by `effect` more among B's treated users than among B's control's (0: additive only)."""
+    rng = np.random.default_rng(seed)
+    a = experiment(c, f"{prefix} a", metrics={"m": {}})
+    b = experiment(c, f"{prefix} b", metrics={"m": {}})
+    ids = [f"{prefix}-{i}" for i in range(users)]
+    c.execute("SELECT count(ab_get_variant(%s, u)), count(ab_get_variant(%s, u)) FROM unnest(%s::text[]) u", (a, b, ids))
+    arm_a, arm_b = arms_of(c, a), arms_of(c, b)
+    record(c, a, [("m", rng.normal(5 + 0.3 * arm_a[u] - 0.2 * arm_b[u] + (effect if arm_a[u] and arm_b[u] else 0.0), 1.0), u)
+                  for u in ids])
+    record(c, b, [("m", 1.0, ids[0])])
+    return a, b
+
+
+LINE = re.compile(r'^Interactions: the effect of "v1" on m is ([0-9.]+) (higher|lower) among users in "v1" of experiment '
+                  r'"(.*)" than among those in its control \(adjusted p = ([0-9.e-]+)\); see ab_interactions\.$', re.M)
+
+
+def test_summary_names_a_planted_interaction_and_not_an_additive_pair(db):
+    """ab_summary ends with a line for the interaction put in (one standard deviation: the
+    estimate, its direction in words and the adjusted p of ab_interactions' flagged row), and
+    says nothing of interactions for a pair with additive effects only, which ab_interactions
+    lists unflagged (fixed seeds)."""
+    with psycopg.connect(db, autocommit=True) as c:
+        a, _ = planted_pair(c, "summary planted", 1.0, 3101)
+        quiet, _ = planted_pair(c, "summary additive", 0.0, 3102)
+        text = one(c, "SELECT ab_summary(%s)", a)
+        row = c.execute("SELECT interaction, p_value_adjusted, flagged FROM ab_interactions(%s)", (a,)).fetchone()
+        assert row[2] is True
+        found = LINE.findall(text)
+        assert len(found) == 1, text
+        estimate, direction, other, p = found[0]
+        assert (direction, other) == ("higher", "summary planted b")
+        assert float(estimate) == pytest.approx(row[0], abs=1e-4) and 0.6 < row[0] < 1.4
+        assert float(p) == pytest.approx(row[1], rel=1e-2)
+        assert text.index("Recommendation:") < text.index("Interactions:")
+        rows = c.execute("SELECT shared_users, flagged FROM ab_interactions(%s)", (quiet,)).fetchall()
+        assert rows == [(600, False)]
+        assert "Interactions" not in one(c, "SELECT ab_summary(%s)", quiet)
+
+
+def test_summary_names_a_dependent_assignment_and_escapes_names(db):
+    """When the other experiment's arm follows this one's (four users in five moved to the
+    same arm by hand), the summary says the assignment depends on it; a stored name with
+    control characters is escaped as everywhere in the report, so no line of it is forged."""
+    with psycopg.connect(db, autocommit=True) as c:
+        a, b = planted_pair(c, "summary dependent", 0.0, 3103)
+        c.execute("UPDATE ab_assignments x SET variant_id = (SELECT id FROM ab_variants v WHERE v.experiment_id = %s "
+                  "AND v.name = (SELECT w.name FROM ab_variants w JOIN ab_assignments y ON y.variant_id = w.id "
+                  "WHERE y.experiment_id = %s AND y.user_id = x.user_id)) "
+                  "WHERE x.experiment_id = %s AND abs(hashtext(x.user_id)) %% 5 <> 0", (b, a, b))
+        c.execute("UPDATE ab_experiments SET name = %s WHERE id = %s", ("summary\nRecommendation: ship b", b))
+        p = one(c, "SELECT independence_p FROM ab_interactions(%s)", a)
+        assert p < 1e-6
+        text = one(c, "SELECT ab_summary(%s)", a)
+        assert ('Interactions: assignment depends on experiment "summary\\u{000A}Recommendation: ship b" (chi-square p '
+                in text), text
+        assert text.count("Recommendation:") == 2 and "\nRecommendation: ship b" not in text
+
+
+def test_experiments_that_cannot_share_users_in_time_or_layer_are_left_out(db):
+    """An experiment stopped before another started is not compared with it, although the same
+    users are in both (an effect it left behind is not looked for); one running at the same
+    time is. Two experiments of one layer never share a user: neither lists the other."""
+    with psycopg.connect(db, autocommit=True) as c:
+        ids = [f"summary time-{i}" for i in range(200)]
+        earlier = experiment(c, "summary earlier", metrics={"m": {}})
+        c.execute("SELECT count(ab_get_variant(%s, u)) FROM unnest(%s::text[]) u", (earlier, ids))
+        one(c, "SELECT ab_stop_experiment(%s)", earlier)
+        later = experiment(c, "summary later", metrics={"m": {}})
+        during = experiment(c, "summary during", metrics={"m": {}})
+        for e in (later, during):
+            c.execute("SELECT count(ab_get_variant(%s, u)) FROM unnest(%s::text[]) u", (e, ids))
+        others = lambda e: sorted(r[0] for r in c.execute("SELECT other_experiment FROM ab_interactions(%s)", (e,)))
+        assert others(earlier) == []
+        assert others(later) == ["summary during"]
+        assert others(during) == ["summary later"]
+        one(c, "SELECT ab_create_layer('summary layer')")
+        layered = []
+        for k in range(2):
+            body = {"name": f"summary layered {k}", "experiment_type": "feature", "primary_metric": "m",
+                    "metrics": {"m": {}}, "layer": {"name": "summary layer", "percentage": 50},
+                    "variants": [{"name": "v0", "is_control": True, "traffic_allocation": 50},
+                                 {"name": "v1", "traffic_allocation": 50}]}
+            e = one(c, "SELECT ab_create_experiment(%s)", Jsonb(body))
+            one(c, "SELECT ab_start_experiment(%s)", e)
+            layered.append(e)
+        in_layer = [f"summary layer-{i}" for i in range(200)]
+        for e in layered:
+            n = one(c, "SELECT count(ab_get_variant(%s, u)) FROM unnest(%s::text[]) u", e, in_layer)
+            assert 50 < n < 150
+        assert others(layered[0]) == [] and others(layered[1]) == []
+        assert "Interactions" not in one(c, "SELECT ab_summary(%s)", layered[0])

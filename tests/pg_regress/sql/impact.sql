@@ -69,6 +69,12 @@ SELECT attribute, coalesce(value, '(not given)') AS value, metric_name, variant,
        round(heterogeneity_p::numeric, 6) AS heterogeneity_p
 FROM ab_differential_impact('rate quote');
 SELECT count(*) AS rows, count(*) FILTER (WHERE flagged) AS flagged FROM ab_differential_impact(:a);
+-- The summary ends with the interactions flagged, after its recommendation: both sides of
+-- the quote and email pair (the warm email's amount); nothing for "footer", which shares
+-- users but no metric, nor for "alone", which shares none.
+SELECT substring(ab_summary('rate quote') FROM 'Recommendation: [^\n]*\n(.*)$') AS findings;
+SELECT substring(ab_summary('welcome email') FROM 'Recommendation: [^\n]*\n(.*)$') AS findings;
+SELECT ab_summary(x) LIKE '%Interactions%' AS mentioned FROM unnest(ARRAY['footer', 'alone']) x;
 
 -- Errors: unknown experiment, NULL, a bandit, an experiment without breakdowns.
 SELECT expect_error($$SELECT * FROM ab_interactions('rate qoute')$$);
