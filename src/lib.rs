@@ -35,6 +35,23 @@ mod user_metrics;
 
 ::pgrx::pg_module_magic!();
 
+/// `ab_testing.summary_interactions`: whether `ab_summary` looks for interactions with other
+/// experiments (reads their assignments and values); off where only the recommendation is
+/// needed, as on the gateway's list page.
+pub static SUMMARY_INTERACTIONS: pgrx::GucSetting<bool> = pgrx::GucSetting::<bool>::new(true);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    pgrx::GucRegistry::define_bool_guc(
+        c"ab_testing.summary_interactions",
+        c"Whether ab_summary ends with the interactions with other experiments.",
+        c"Off: ab_summary does not look for experiments sharing users (their assignments and values are not read).",
+        &SUMMARY_INTERACTIONS,
+        pgrx::GucContext::Userset,
+        pgrx::GucFlags::default(),
+    );
+}
+
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/aggregates.sql", name = "aggregates", requires = ["schema"]);
 extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["aggregates"]);

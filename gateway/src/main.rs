@@ -549,6 +549,8 @@ async fn list_page_inner(app: App, role: Role) -> Result<Response, ApiError> {
         Value::Array(rows) => rows,
         _ => Vec::new(),
     };
+    // Only the recommendation is shown: the summary need not look for interactions.
+    tx.batch_execute("SET LOCAL ab_testing.summary_interactions = off").await?;
     // Each running experiment's recommendation, as ab_summary words it, in a savepoint of its
     // own: an experiment whose analysis fails (a source the role cannot read, a dropped table,
     // a value out of range, the statement timeout) shows its error; the others show as usual.

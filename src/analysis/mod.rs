@@ -410,7 +410,12 @@ fn summary(r: ExperimentRef<'_>) -> String {
             correction: Correction::parse(&exp.correction).unwrap_or_default(),
             bandit: bandit.as_ref(),
         });
-        report + &adjusted + &crate::impact::summary_section(client, &nsp, &exp)
+        let interactions = if crate::SUMMARY_INTERACTIONS.get() {
+            crate::impact::summary_section(client, &nsp, &exp)
+        } else {
+            String::new()
+        };
+        report + &adjusted + &interactions
     })
 }
 

@@ -301,6 +301,18 @@ def test_summary_names_a_planted_interaction_and_not_an_additive_pair(db):
         rows = c.execute("SELECT shared_users, flagged FROM ab_interactions(%s)", (quiet,)).fetchall()
         assert rows == [(600, False)]
         assert "Interactions" not in one(c, "SELECT ab_summary(%s)", quiet)
+        # ab_testing.summary_interactions = off: the same report without the interaction lines
+        # (what the gateway's list page asks for: it shows only the recommendation).
+        c.execute("SET ab_testing.summary_interactions = off")
+        assert one(c, "SHOW ab_testing.summary_interactions") == "off"
+        off = one(c, "SELECT ab_summary(%s)", a)
+        assert "Interactions" not in off and text.startswith(off) and text[len(off):].lstrip("\n").startswith("Interactions:")
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+            c.execute("SET ab_testing.summary_interactions = 'sometimes'")
+        assert e.value.diag.message_primary == \
+            'parameter "ab_testing.summary_interactions" requires a Boolean value'
+        c.execute("RESET ab_testing.summary_interactions")
+        assert one(c, "SELECT ab_summary(%s)", a) == text
 
 
 def test_summary_names_a_dependent_assignment_and_escapes_names(db):
