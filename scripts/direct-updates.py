@@ -35,21 +35,43 @@ REWRITES = {
     ],
 }
 
-GUARD = """CREATE FUNCTION ab_update_on_citus_worker(t regclass) RETURNS boolean
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
+# What the released scripts' own blocks compare during the update, written with pg_catalog's
+# operators and types: an extension script runs with the extension's schema on its
+# search_path, where a role allowed to create objects there could otherwise put an operator
+# that matches better (`<>(oid, integer)`) and run as the updating superuser.
+QUALIFY = [
+    ("a.grantee <> 0 AND", "a.grantee OPERATOR(pg_catalog.<>) 0::pg_catalog.oid AND"),
+    ("a.grantee <> p.proowner", "a.grantee OPERATOR(pg_catalog.<>) p.proowner"),
+    ("a.privilege_type = 'EXECUTE'", "a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'::pg_catalog.text"),
+    ("p.oid = '", "p.oid OPERATOR(pg_catalog.=) '"),
+    ("CASE a.grantee WHEN 0 THEN", "CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN"),
+    ("'::regprocedure", "'::pg_catalog.regprocedure"),
+]
+
+
+# First, as a fresh install checks: no role but superusers may create objects in the schema,
+# where an operator or function of theirs could match an expression of the update better than
+# pg_catalog's and run as the role updating. This also undoes, with the whole update, what such
+# an object did while an earlier release's script ran before this one (from 0.11.0 or earlier).
+PREFLIGHT = """DO $$
 DECLARE
-    worker boolean := false;
+    creators text;
 BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        EXECUTE 'SELECT NOT pg_catalog.citus_is_coordinator() '
-                'AND EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)' INTO worker USING t;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r.rolname::pg_catalog.text), ', ' ORDER BY r.rolname)
+      INTO creators
+      FROM pg_catalog.pg_roles r
+     WHERE NOT r.rolsuper AND NOT r.rolname::pg_catalog.text OPERATOR(pg_catalog.^@) 'pg_'::pg_catalog.text
+       AND pg_catalog.has_schema_privilege(r.oid, '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid, 'CREATE'::pg_catalog.text);
+    IF creators IS NOT NULL THEN
+        RAISE EXCEPTION 'ab_testing is updated only where no role but superusers may create objects in its schema, and in schema "%" so may: %',
+            '@extschema@', creators
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'an operator or function they create there could run as the role updating the extension: revoke CREATE on the schema from them for the update (REVOKE CREATE ON SCHEMA ... FROM ...), then grant it back';
     END IF;
-    RETURN worker;
 END
 $$;
 """
+
 
 def chain(start, end):
     """The update scripts from start to end, one release at a time."""
@@ -68,12 +90,26 @@ def chain(start, end):
 
 def guarded(statement):
     """The statement through EXECUTE, unless this is a Citus worker's own run of the update and
-    the table is distributed (the coordinator's statement then changes it on every node)."""
+    the table is distributed (the coordinator's statement then changes it on every node).
+    Everything in the block is qualified (see QUALIFY)."""
     sql = " ".join(line.strip() for line in statement.strip().rstrip(";").splitlines())
     sql = re.sub(r"ALTER TABLE (?!@extschema@\.)", "ALTER TABLE @extschema@.", sql)
     table = re.match(r"ALTER TABLE (@extschema@\.\w+)", sql).group(1)
-    return (f"DO $$\nBEGIN\n    IF NOT @extschema@.ab_update_on_citus_worker('{table}') THEN\n"
-            f"        EXECUTE '{sql.replace(chr(39), chr(39) * 2)}';\n    END IF;\nEND\n$$;\n")
+    return f"""DO $$
+DECLARE
+    on_worker boolean := false;
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus'::pg_catalog.name) THEN
+        EXECUTE 'SELECT NOT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT FROM pg_catalog.pg_dist_partition '
+                'WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
+            INTO on_worker USING '{table}'::pg_catalog.regclass;
+    END IF;
+    IF NOT on_worker THEN
+        EXECUTE '{sql.replace(chr(39), chr(39) * 2)}';
+    END IF;
+END
+$$;
+"""
 
 
 def body(name):
@@ -84,6 +120,8 @@ def body(name):
     while lines and (lines[0].startswith("--") or lines[0].startswith("\\echo") or not lines[0].strip()):
         lines.pop(0)
     text = "".join(lines)
+    for plain, qualified in QUALIFY:
+        text = text.replace(plain, qualified)
     for statement in REWRITES.get(name, []):
         assert text.count(statement) == 1, (name, statement)
         statements = re.split(r"(?<=;)\n", statement.rstrip("\n"))
@@ -96,11 +134,10 @@ def direct(start, end):
              f"-- the update chain with its statements on distributed tables run on the Citus coordinator\n"
              f"-- only, through EXECUTE. tests/client/test_operations.py checks that an updated database\n"
              f"-- matches a fresh install object by object.\n"
-             f"\\echo Use \"ALTER EXTENSION ab_testing UPDATE TO '{end}'\" to load this file. \\quit\n\n", GUARD]
+             f"\\echo Use \"ALTER EXTENSION ab_testing UPDATE TO '{end}'\" to load this file. \\quit\n\n", PREFLIGHT]
     for name in chain(start, end):
         parts.append(f"\n-- {name}\n")
         parts.append(body(name))
-    parts.append("\nDROP FUNCTION ab_update_on_citus_worker(regclass);\n")
     return "".join(parts)
 
 

@@ -4,18 +4,21 @@
 -- matches a fresh install object by object.
 \echo Use "ALTER EXTENSION ab_testing UPDATE TO '0.15.0'" to load this file. \quit
 
-CREATE FUNCTION ab_update_on_citus_worker(t regclass) RETURNS boolean
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
+DO $$
 DECLARE
-    worker boolean := false;
+    creators text;
 BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        EXECUTE 'SELECT NOT pg_catalog.citus_is_coordinator() '
-                'AND EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)' INTO worker USING t;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r.rolname::pg_catalog.text), ', ' ORDER BY r.rolname)
+      INTO creators
+      FROM pg_catalog.pg_roles r
+     WHERE NOT r.rolsuper AND NOT r.rolname::pg_catalog.text OPERATOR(pg_catalog.^@) 'pg_'::pg_catalog.text
+       AND pg_catalog.has_schema_privilege(r.oid, '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid, 'CREATE'::pg_catalog.text);
+    IF creators IS NOT NULL THEN
+        RAISE EXCEPTION 'ab_testing is updated only where no role but superusers may create objects in its schema, and in schema "%" so may: %',
+            '@extschema@', creators
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'an operator or function they create there could run as the role updating the extension: revoke CREATE on the schema from them for the update (REVOKE CREATE ON SCHEMA ... FROM ...), then grant it back';
     END IF;
-    RETURN worker;
 END
 $$;
 
@@ -164,8 +167,8 @@ BEGIN
     FOR grantee IN
         SELECT DISTINCT a.grantee::regrole
         FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
-        WHERE p.oid = '@extschema@.ab_breakdown(text, text)'::pg_catalog.regprocedure
-          AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+        WHERE p.oid OPERATOR(pg_catalog.=) '@extschema@.ab_breakdown(text, text)'::pg_catalog.regprocedure
+          AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'::pg_catalog.text AND a.grantee OPERATOR(pg_catalog.<>) 0::pg_catalog.oid AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_interactions(text), @extschema@.ab_interactions(bigint), @extschema@.ab_differential_impact(text), @extschema@.ab_differential_impact(bigint) TO %s', grantee);
     END LOOP;
@@ -175,15 +178,29 @@ $$;
 -- Safe rollouts (issue 29): "allocation": {"mode": "rollout"}, ab_rollout_check,
 -- ab_rollout_due, ab_rollback, ab_resume, ab_ship; their decisions in ab_audit.
 DO $$
+DECLARE
+    on_worker boolean := false;
 BEGIN
-    IF NOT @extschema@.ab_update_on_citus_worker('@extschema@.ab_audit') THEN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus'::pg_catalog.name) THEN
+        EXECUTE 'SELECT NOT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT FROM pg_catalog.pg_dist_partition '
+                'WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
+            INTO on_worker USING '@extschema@.ab_audit'::pg_catalog.regclass;
+    END IF;
+    IF NOT on_worker THEN
         EXECUTE 'ALTER TABLE @extschema@.ab_audit DROP CONSTRAINT ab_audit_action_check';
     END IF;
 END
 $$;
 DO $$
+DECLARE
+    on_worker boolean := false;
 BEGIN
-    IF NOT @extschema@.ab_update_on_citus_worker('@extschema@.ab_audit') THEN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus'::pg_catalog.name) THEN
+        EXECUTE 'SELECT NOT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT FROM pg_catalog.pg_dist_partition '
+                'WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
+            INTO on_worker USING '@extschema@.ab_audit'::pg_catalog.regclass;
+    END IF;
+    IF NOT on_worker THEN
         EXECUTE 'ALTER TABLE @extschema@.ab_audit ADD CONSTRAINT ab_audit_action_check CHECK (action IN (''created'', ''started'', ''stopped'', ''deleted'', ''stepped'', ''rolled_back'', ''resumed'', ''shipped'', ''completed''))';
     END IF;
 END
@@ -516,8 +533,8 @@ BEGIN
     FOR grantee IN
         SELECT DISTINCT a.grantee::regrole
         FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
-        WHERE p.oid = '@extschema@.ab_breakdown(text, text)'::pg_catalog.regprocedure
-          AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+        WHERE p.oid OPERATOR(pg_catalog.=) '@extschema@.ab_breakdown(text, text)'::pg_catalog.regprocedure
+          AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'::pg_catalog.text AND a.grantee OPERATOR(pg_catalog.<>) 0::pg_catalog.oid AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_funnel(text), @extschema@.ab_funnel(bigint), @extschema@.ab_retention(text), @extschema@.ab_retention(bigint) TO %s', grantee);
     END LOOP;
@@ -650,10 +667,10 @@ DO $$
 DECLARE
     r text;
 BEGIN
-    FOR r IN SELECT DISTINCT CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END
+    FOR r IN SELECT DISTINCT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'PUBLIC' ELSE a.grantee::regrole::text END
              FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-             WHERE p.oid = '@extschema@.ab_breakdown(text, text)'::regprocedure AND a.privilege_type = 'EXECUTE'
-               AND a.grantee <> p.proowner LOOP
+             WHERE p.oid OPERATOR(pg_catalog.=) '@extschema@.ab_breakdown(text, text)'::pg_catalog.regprocedure AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'::pg_catalog.text
+               AND a.grantee OPERATOR(pg_catalog.<>) p.proowner LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_adjusted(text), @extschema@.ab_adjusted(bigint) TO %s', r);
     END LOOP;
 END
@@ -661,8 +678,15 @@ $$;
 
 -- Cluster-randomized experiments: the unit an experiment buckets by.
 DO $$
+DECLARE
+    on_worker boolean := false;
 BEGIN
-    IF NOT @extschema@.ab_update_on_citus_worker('@extschema@.ab_experiments') THEN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus'::pg_catalog.name) THEN
+        EXECUTE 'SELECT NOT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT FROM pg_catalog.pg_dist_partition '
+                'WHERE logicalrelid OPERATOR(pg_catalog.=) $1)'
+            INTO on_worker USING '@extschema@.ab_experiments'::pg_catalog.regclass;
+    END IF;
+    IF NOT on_worker THEN
         EXECUTE 'ALTER TABLE @extschema@.ab_experiments ADD COLUMN randomization_unit text CONSTRAINT ab_experiments_randomization_unit_check CHECK (randomization_unit IS NULL OR randomization_unit = ANY (breakdowns))';
     END IF;
 END
@@ -777,4 +801,26 @@ COMMENT ON COLUMN ab_insights.test IS 'welch, z, stratified (bandit experiments)
 COMMENT ON FUNCTION ab_summary(text) IS 'A plain-words report of the experiment and its recommendation, ending with the interactions with other experiments that ab_interactions flags (nothing when none is).';
 COMMENT ON FUNCTION ab_interactions(text) IS 'Per other experiment sharing users with this one (not one that stopped before the other started, nor one of its layer with a disjoint range) and metric both have: the users in both, the chi-square p-value of the independence of the two assignments, and the interaction of the treatment effects on the metric (OLS with an interaction term, HC2 variance, Wald test; the term furthest from 0 in standard errors), p-values adjusted across every row with the experiment''s correction; a row without metric when none is shared.';
 
-DROP FUNCTION ab_update_on_citus_worker(regclass);
+-- Roles that could run ab_reweight before the update to 0.14.0 (administrators, a direct
+-- grant) may run the rollout functions, as after ab_grant_admin: the update to 0.14.0 did not
+-- grant them. Every operator is pg_catalog's (the extension's schema is on the script's
+-- search_path).
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT a.grantee::pg_catalog.regrole
+        FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+        WHERE p.oid OPERATOR(pg_catalog.=) '@extschema@.ab_reweight(text, boolean)'::pg_catalog.regprocedure
+          AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'::pg_catalog.text
+          AND a.grantee OPERATOR(pg_catalog.<>) 0::pg_catalog.oid AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), '
+                                  '@extschema@.ab_rollout_due(), @extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
+                                  '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), '
+                                  '@extschema@.ab_ship(bigint), @extschema@.ab_rollout_to(text, double precision), '
+                                  '@extschema@.ab_rollout_to(bigint, double precision) TO %s', grantee);
+    END LOOP;
+END
+$$;

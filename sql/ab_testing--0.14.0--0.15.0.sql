@@ -84,3 +84,27 @@ COMMENT ON COLUMN ab_insights.test IS 'welch, z, stratified (bandit experiments)
 -- report and which other experiments are compared.
 COMMENT ON FUNCTION ab_summary(text) IS 'A plain-words report of the experiment and its recommendation, ending with the interactions with other experiments that ab_interactions flags (nothing when none is).';
 COMMENT ON FUNCTION ab_interactions(text) IS 'Per other experiment sharing users with this one (not one that stopped before the other started, nor one of its layer with a disjoint range) and metric both have: the users in both, the chi-square p-value of the independence of the two assignments, and the interaction of the treatment effects on the metric (OLS with an interaction term, HC2 variance, Wald test; the term furthest from 0 in standard errors), p-values adjusted across every row with the experiment''s correction; a row without metric when none is shared.';
+
+-- Roles that could run ab_reweight before the update to 0.14.0 (administrators, a direct
+-- grant) may run the rollout functions, as after ab_grant_admin: the update to 0.14.0 did not
+-- grant them. Every operator is pg_catalog's (the extension's schema is on the script's
+-- search_path).
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT a.grantee::pg_catalog.regrole
+        FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+        WHERE p.oid OPERATOR(pg_catalog.=) '@extschema@.ab_reweight(text, boolean)'::pg_catalog.regprocedure
+          AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'::pg_catalog.text
+          AND a.grantee OPERATOR(pg_catalog.<>) 0::pg_catalog.oid AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_rollout_check(text), @extschema@.ab_rollout_check(bigint), '
+                                  '@extschema@.ab_rollout_due(), @extschema@.ab_rollback(text, text), @extschema@.ab_rollback(bigint, text), '
+                                  '@extschema@.ab_resume(text), @extschema@.ab_resume(bigint), @extschema@.ab_ship(text), '
+                                  '@extschema@.ab_ship(bigint), @extschema@.ab_rollout_to(text, double precision), '
+                                  '@extschema@.ab_rollout_to(bigint, double precision) TO %s', grantee);
+    END LOOP;
+END
+$$;

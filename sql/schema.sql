@@ -22,19 +22,36 @@ $$;
 
 -- The extension's SECURITY DEFINER functions name its objects by schema: a role that owns
 -- that schema could rename it and put objects of its own under those names. Only a
--- superuser may own it (for public, owned by pg_database_owner: the database's owner).
+-- superuser may own it (for public, owned by pg_database_owner: the database's owner). Nor
+-- may another role create objects there: this script runs with the schema on its search_path,
+-- and an operator or function of theirs that matches an expression here better than
+-- pg_catalog's would run as the role installing the extension (and be bound into its views
+-- and constraints). Every comparison below names pg_catalog's operators.
 DO $$
 DECLARE
-    owner oid := (SELECT CASE WHEN n.nspowner = 'pg_database_owner'::pg_catalog.regrole THEN d.datdba
-                              ELSE n.nspowner END
+    owner oid := (SELECT CASE WHEN n.nspowner OPERATOR(pg_catalog.=) 'pg_database_owner'::pg_catalog.regrole::pg_catalog.oid
+                              THEN d.datdba ELSE n.nspowner END
                   FROM pg_catalog.pg_namespace n, pg_catalog.pg_database d
-                  WHERE n.oid = '@extschema@'::pg_catalog.regnamespace AND d.datname = pg_catalog.current_database());
+                  WHERE n.oid OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
+                    AND d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database());
+    creators text;
 BEGIN
-    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = owner) THEN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) owner) THEN
         RAISE EXCEPTION 'ab_testing must be installed in a schema owned by a superuser, and schema "%" is owned by role "%"',
             '@extschema@', pg_catalog.pg_get_userbyid(owner)
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'that role could put its own objects in place of the extension''s: create a schema owned by a superuser (CREATE SCHEMA ab_testing AUTHORIZATION postgres) and install the extension there (CREATE EXTENSION ab_testing SCHEMA ab_testing)';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r.rolname::pg_catalog.text), ', ' ORDER BY r.rolname)
+      INTO creators
+      FROM pg_catalog.pg_roles r
+     WHERE NOT r.rolsuper AND NOT r.rolname::pg_catalog.text OPERATOR(pg_catalog.^@) 'pg_'::pg_catalog.text
+       AND pg_catalog.has_schema_privilege(r.oid, '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid, 'CREATE'::pg_catalog.text);
+    IF creators IS NOT NULL THEN
+        RAISE EXCEPTION 'ab_testing must be installed in a schema where only superusers may create objects, and in schema "%" so may: %',
+            '@extschema@', creators
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'an operator or function they create there could run as the role installing the extension: create a schema of its own (CREATE SCHEMA ab_testing AUTHORIZATION postgres) and install the extension there (CREATE EXTENSION ab_testing SCHEMA ab_testing), or REVOKE CREATE ON SCHEMA from them';
     END IF;
 END
 $$;

@@ -141,7 +141,6 @@ fn record_batch(
         }
         if handle.layout.is_some() {
             on_the_coordinator();
-            guard::lock_for_batch(handle.relations.results, exp.id);
         }
         let mut binary = vec![false; names.names.len()];
         for (k, name) in names.names.iter().enumerate() {
@@ -187,10 +186,17 @@ fn record_batch(
         let times_given = recorded_at.as_ref().map(|t| {
             (user_ids.iter().map(|u| u.map(str::to_string)).collect::<Vec<_>>(), t.iter().collect::<Vec<_>>())
         });
-        let shards = handle.layout.as_ref().map(|_| assignment_shards());
+        let shards = handle.layout.as_ref().map(|_| {
+            guard::lock_for_batch(handle.relations.results, exp.id);
+            assignment_shards()
+        });
         let (recorded, recorded_names, early) = with_work_mem(|| {
             insert(exp.id, names.index, values, user_ids, session_ids, recorded_at, names.names.clone(), state, shards)
         });
+        if recorded == 0 && handle.layout.is_some() {
+            // Nothing written: other batches need not wait for this transaction.
+            guard::unlock_batch(handle.relations.results, exp.id);
+        }
         if early {
             let (users, times) = times_given.unwrap_or_default();
             let row = first_before_assignment(exp.id, users, times);

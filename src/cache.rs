@@ -376,11 +376,13 @@ fn load_state(client: &SpiClient<'_>) -> State {
                 &[int8, text, int8, text, int4, PgOid::BuiltIn(PgBuiltInOids::JSONBOID)],
             )
         }),
+        // Dated no earlier than the assignment, as a batch's rows are: a transaction that began
+        // before another session assigned the user would otherwise date it before.
         record_result: prepare(
             if has_user_metrics {
                 format!(
-                    "WITH r AS (INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id) \
-                     SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5 FROM {nsp}.ab_assignments a \
+                    "WITH r AS (INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id, recorded_at) \
+                     SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5, GREATEST(pg_catalog.now(), a.assigned_at) FROM {nsp}.ab_assignments a \
                      WHERE a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) $2 \
                      RETURNING variant_id) \
                      INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
@@ -388,8 +390,8 @@ fn load_state(client: &SpiClient<'_>) -> State {
                 )
             } else {
                 format!(
-                    "INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id) \
-                     SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5 FROM {nsp}.ab_assignments a \
+                    "INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id, recorded_at) \
+                     SELECT a.experiment_id, a.variant_id, a.user_id, $3, $4, $5, GREATEST(pg_catalog.now(), a.assigned_at) FROM {nsp}.ab_assignments a \
                      WHERE a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) $2"
                 )
             },

@@ -178,6 +178,13 @@ pub fn lock_for_batch(results: pg_sys::Oid, experiment_id: i64) {
     lock(results, experiment_id, pg_sys::ExclusiveLock);
 }
 
+/// Gives back the reference `lock_for_batch` took, for a batch that wrote nothing (an earlier
+/// batch of the transaction keeps its own).
+pub fn unlock_batch(results: pg_sys::Oid, experiment_id: i64) {
+    let (objid, subid) = tag(experiment_id);
+    unsafe { pg_sys::UnlockDatabaseObject(results, objid, subid, pg_sys::ExclusiveLock as pg_sys::LOCKMODE) };
+}
+
 pub fn lock_for_delete(experiments: pg_sys::Oid, experiment_id: i64) {
     lock(experiments, experiment_id, pg_sys::AccessExclusiveLock);
 }

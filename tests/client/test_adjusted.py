@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from conftest import CITUS
+
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 FIXTURE = json.load(open(os.path.join(ROOT, "tests", "fixtures", "regression.json")))
 

@@ -374,6 +374,88 @@ def test_direct_updates_are_generated_and_taken(dsn):
                      "0.13.0": "0.13.0--0.15.0", "0.14.0": "0.14.0--0.15.0"}, paths
 
 
+# Operators and a function a role allowed to create objects in the extension's schema could
+# plant there, each matching an expression of an install or update script better than
+# pg_catalog's would; each logs when it runs as a superuser.
+TRAPS = [("<>", "oid", "integer"), ("=", "oid", "integer"), ("=", "oid", "regprocedure"), ("=", "oid", "regrole"),
+         ("=", "oid", "regnamespace"), ("=", "name", "text")]
+
+
+def plant_traps(c, role):
+    c.execute("CREATE TABLE public.trap_log (who name, what text)")
+    c.execute("GRANT INSERT ON public.trap_log TO PUBLIC")
+    c.execute(f"ALTER TABLE public.trap_log OWNER TO {role}")
+    c.execute(f"SET ROLE {role}")
+    for k, (op, left, right) in enumerate(TRAPS):
+        c.execute(f"""CREATE FUNCTION public.trap_{k}(a {left}, b {right}) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN
+                IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+                    INSERT INTO public.trap_log VALUES (current_user, '{op}({left}, {right})');
+                END IF;
+                RETURN a::text OPERATOR(pg_catalog.{op}) b::text;
+            END $$""")
+        c.execute(f"CREATE OPERATOR public.{op} (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = public.trap_{k})")
+    c.execute("""CREATE FUNCTION public.ab_update_on_citus_worker(t text) RETURNS boolean LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.trap_log VALUES (current_user, 'ab_update_on_citus_worker'); RETURN false; END $$""")
+    c.execute("RESET ROLE")
+
+
+def test_installs_and_updates_run_no_code_of_a_role_that_may_create_in_the_schema():
+    """A role that may create objects in the extension's schema: CREATE EXTENSION and the
+    updates from 0.12.0 and 0.13.0 (their direct scripts) refuse (42501) and change nothing.
+    Once it may not, the operators and function it planted there before (matching the scripts'
+    comparisons better than pg_catalog's) are never run by the install or the update."""
+    role = "ab_trap_creator"
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute(f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN END $$")
+    for version in (None, "0.12.0", "0.13.0"):
+        db = "ab_trap"
+        with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            c.execute(f"CREATE DATABASE {db}")
+        with psycopg.connect(conninfo(db), autocommit=True) as c:
+            if version:
+                c.execute(f"CREATE EXTENSION ab_testing VERSION '{version}'")
+            c.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
+            statement = "ALTER EXTENSION ab_testing UPDATE" if version else "CREATE EXTENSION ab_testing"
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+                c.execute(statement)
+            doing = "updated only where" if version else "installed in a schema where"
+            assert doing in e.value.diag.message_primary and e.value.diag.message_primary.endswith(f"so may: {role}")
+            assert "REVOKE CREATE ON SCHEMA" in e.value.diag.message_hint
+            assert one(c, "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'ab_testing')") == version
+            plant_traps(c, role)
+            c.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
+            c.execute(statement)
+            assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == cargo_version()
+            assert c.execute("SELECT * FROM public.trap_log").fetchall() == [], version
+            assert one(c, "SELECT rolsuper FROM pg_roles WHERE rolname = %s", role) is False
+        drop_db(db)
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute(f"DROP ROLE {role}")
+
+
+def test_update_to_0_15_0_lets_administrators_run_the_rollout_functions():
+    """An administrator granted before 0.14.0 (whose update did not grant the rollout
+    functions) may run them after the update to 0.15.0, as after ab_grant_admin; an analyst
+    still may not."""
+    rollout = ["ab_rollout_check(text)", "ab_rollout_check(bigint)", "ab_rollout_due()", "ab_rollback(text, text)",
+               "ab_rollback(bigint, text)", "ab_resume(text)", "ab_resume(bigint)", "ab_ship(text)", "ab_ship(bigint)",
+               "ab_rollout_to(text, double precision)", "ab_rollout_to(bigint, double precision)"]
+    for version in ("0.12.0", "0.13.0"):
+        db = fresh_db("ab_upgrade_rollout_grants", version)
+        with psycopg.connect(db, autocommit=True) as c:
+            for r in ("ab_upgrade_ops", "ab_upgrade_reader"):
+                c.execute(f"DO $$ BEGIN CREATE ROLE {r}; EXCEPTION WHEN duplicate_object THEN END $$")
+            one(c, "SELECT ab_grant_admin('ab_upgrade_ops')")
+            one(c, "SELECT ab_grant_analyst('ab_upgrade_reader')")
+            c.execute("ALTER EXTENSION ab_testing UPDATE")
+            for f in rollout:
+                assert one(c, "SELECT has_function_privilege('ab_upgrade_ops', %s, 'EXECUTE')", f), (version, f)
+                assert not one(c, "SELECT has_function_privilege('ab_upgrade_reader', %s, 'EXECUTE')", f), (version, f)
+        drop_db("ab_upgrade_rollout_grants")
+
+
 def test_updates_to_0_9_0_0_10_0_and_0_11_0_keep_who_may_run_the_analyses():
     """0.9.0 creates ab_analyze again (its result has more columns): every role that could run
     it before the update still can, and PUBLIC still cannot."""
