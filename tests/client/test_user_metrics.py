@@ -411,20 +411,23 @@ def test_a_bulk_batch_and_a_delete_wait_for_each_other():
     drop_db("ab_user_metrics")
 
 
-def test_a_bulk_row_without_a_time_is_never_dated_before_its_users_assignment():
-    """A batch in a transaction that began before the user was assigned (by another session):
-    the row's time is the assignment's, not the transaction's start."""
+def test_a_result_without_a_time_is_never_dated_before_its_users_assignment():
+    """A batch, and a single call, in a transaction that began before the user was assigned (by
+    another session): the row's time is the assignment's, not the transaction's start."""
     db = fresh_db("ab_user_metrics")
     with psycopg.connect(db, autocommit=True) as c:
         exp = started(c, "bulk late user")
-    with psycopg.connect(db) as app, psycopg.connect(db, autocommit=True) as other:
-        began = one(app, "SELECT now()")
-        threading.Event().wait(0.05)
-        user = next(u for u in (f"late-{i}" for i in range(100))
-                    if one(other, "SELECT ab_get_variant(%s, %s) IS NOT NULL", exp, u))
-        assert one(app, "SELECT ab_record_results(%s, %s, %s, %s)", exp, ["latency"], [1.0], [user]) == 1
-        app.commit()
-        recorded, assigned = app.execute(
-            "SELECT r.recorded_at, a.assigned_at FROM ab_results r JOIN ab_assignments a USING (experiment_id, user_id) "
-            "WHERE r.experiment_id = %s AND r.user_id = %s", (exp, user)).fetchone()
-    assert began < assigned <= recorded
+    for call in ("SELECT ab_record_results(%s, ARRAY['latency'], ARRAY[1.0]::float8[], ARRAY[%s])",
+                 "SELECT ab_record_result(%s, 'latency', 1.0, %s)::int"):
+        with psycopg.connect(db) as app, psycopg.connect(db, autocommit=True) as other:
+            began = one(app, "SELECT now()")
+            threading.Event().wait(0.05)
+            user = next(u for u in (f"late-{i}" for i in range(200))
+                        if one(other, "SELECT ab_get_variant(%s, %s) IS NOT NULL AND NOT EXISTS "
+                                      "(SELECT FROM ab_results WHERE experiment_id = %s AND user_id = %s)", exp, u, exp, u))
+            assert one(app, call, exp, user) == 1
+            app.commit()
+            recorded, assigned = app.execute(
+                "SELECT r.recorded_at, a.assigned_at FROM ab_results r JOIN ab_assignments a USING (experiment_id, user_id) "
+                "WHERE r.experiment_id = %s AND r.user_id = %s", (exp, user)).fetchone()
+        assert began < assigned <= recorded, call
