@@ -77,7 +77,7 @@ fn interactions(
     exp: &ExperimentRow,
     sources: &HashMap<String, SourceMetric>,
 ) -> Vec<InteractionRow> {
-    let shared = shared_assignments(client, nsp, exp.id);
+    let shared = shared_assignments(client, nsp, exp.id, None).unwrap_or_default();
     interactions_of(client, nsp, exp, sources, shared, true)
 }
 
@@ -122,7 +122,13 @@ fn candidates(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> 
 /// index ranges, which stops at the first shared user, or when either range ends), then the
 /// users per pair of variants are counted for those sharing some, in one join: the cost
 /// grows with the sizes of the experiments compared, not with the whole assignments table.
-fn shared_assignments(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64) -> Shared {
+/// `limit`: stop, returning `None`, once more than that many share users.
+fn shared_assignments(
+    client: &pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    experiment: i64,
+    limit: Option<usize>,
+) -> Option<Shared> {
     // A plain join with LIMIT 1: the merge join stops at the first shared user.
     let exists = format!(
         "SELECT 1 FROM {nsp}.ab_assignments a JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
@@ -132,11 +138,14 @@ fn shared_assignments(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: 
     for other in candidates(client, nsp, experiment) {
         if !client.select(exists.as_str(), Some(1), &[experiment.into(), other.into()]).or_raise().is_empty() {
             sharing.push(other);
+            if limit.is_some_and(|l| sharing.len() > l) {
+                return None;
+            }
         }
     }
     let mut shared = Shared::new();
     if sharing.is_empty() {
-        return shared;
+        return Some(shared);
     }
     let counts = format!(
         "SELECT b.experiment_id, a.variant_id, b.variant_id, count(*) FROM {nsp}.ab_assignments a \
@@ -148,7 +157,7 @@ fn shared_assignments(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: 
         let key = (row.get::<i64>(2).or_raise().unwrap(), row.get::<i64>(3).or_raise().unwrap());
         shared.entry(other).or_default().insert(key, row.get::<i64>(4).or_raise().unwrap() as u64);
     }
-    shared
+    Some(shared)
 }
 
 /// `interactions` on the shared users found; `check_sources`: whether to check the source
@@ -449,13 +458,17 @@ fn impact(
 /// share no user with this one cost a catalog read and an index-only existence check each;
 /// the interaction tests run only for those that do. A bandit has none.
 pub(crate) fn summary_section(client: &pgrx::spi::SpiClient<'_>, nsp: &str, exp: &ExperimentRow) -> String {
-    use ab_core::impact::{summary_lines, InteractionFinding};
+    use ab_core::impact::{summary_lines, summary_too_many, InteractionFinding};
     if exp.bandit.is_some() {
         return String::new();
     }
     let sources = crate::analysis::source_metrics(client, nsp, exp);
     crate::analysis::reading_sources(&sources, || {
-        let shared = shared_assignments(client, nsp, exp.id);
+        // Bounded: analysing every experiment that shares users costs as much as their analyses.
+        let limit = crate::SUMMARY_INTERACTIONS_LIMIT.get().max(0) as usize;
+        let Some(shared) = shared_assignments(client, nsp, exp.id, Some(limit)) else {
+            return summary_too_many(limit, exp.id);
+        };
         if shared.is_empty() {
             return String::new();
         }

@@ -40,6 +40,10 @@ mod user_metrics;
 /// needed, as on the gateway's list page.
 pub static SUMMARY_INTERACTIONS: pgrx::GucSetting<bool> = pgrx::GucSetting::<bool>::new(true);
 
+/// `ab_testing.summary_interactions_limit`: the most experiments sharing users that
+/// `ab_summary` analyses; past it, it says so and names `ab_interactions`.
+pub static SUMMARY_INTERACTIONS_LIMIT: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(10);
+
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     pgrx::GucRegistry::define_bool_guc(
@@ -47,6 +51,16 @@ pub extern "C-unwind" fn _PG_init() {
         c"Whether ab_summary ends with the interactions with other experiments.",
         c"Off: ab_summary does not look for experiments sharing users (their assignments and values are not read).",
         &SUMMARY_INTERACTIONS,
+        pgrx::GucContext::Userset,
+        pgrx::GucFlags::default(),
+    );
+    pgrx::GucRegistry::define_int_guc(
+        c"ab_testing.summary_interactions_limit",
+        c"The most other experiments sharing users that ab_summary checks for interactions.",
+        c"Past it, ab_summary says how to check them all (ab_interactions) instead of analysing each.",
+        &SUMMARY_INTERACTIONS_LIMIT,
+        0,
+        1000,
         pgrx::GucContext::Userset,
         pgrx::GucFlags::default(),
     );

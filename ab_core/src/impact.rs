@@ -315,9 +315,28 @@ pub fn summary_lines(interactions: &[InteractionFinding]) -> String {
     }
 }
 
+/// The summary's line when more than `limit` other experiments share users with this one:
+/// analysing each costs as much as its own analysis, so the summary names the function that
+/// does (by id: a name may need quoting).
+pub fn summary_too_many(limit: usize, experiment_id: i64) -> String {
+    format!(
+        "\nInteractions: more than {limit} other experiments share users with this one, more than the summary checks \
+         (ab_testing.summary_interactions_limit); SELECT * FROM ab_interactions({experiment_id}) checks them all.\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_to_check_names_the_function() {
+        assert_eq!(
+            summary_too_many(10, 42),
+            "\nInteractions: more than 10 other experiments share users with this one, more than the summary checks \
+             (ab_testing.summary_interactions_limit); SELECT * FROM ab_interactions(42) checks them all.\n"
+        );
+    }
 
     fn moments(xs: &[f64]) -> Moments {
         let mut m = Moments::default();

@@ -315,6 +315,32 @@ def test_summary_names_a_planted_interaction_and_not_an_additive_pair(db):
         assert one(c, "SELECT ab_summary(%s)", a) == text
 
 
+def test_summary_checks_at_most_its_limit_of_experiments_sharing_users(db):
+    """Past ab_testing.summary_interactions_limit experiments sharing users, the summary
+    analyses none of them and says how to check them all; at the limit it analyses each, as
+    ab_interactions does. A value outside 0-1000 is refused and changes nothing."""
+    with psycopg.connect(db, autocommit=True) as c:
+        a, _ = planted_pair(c, "summary limit", 1.0, 3101)
+        assert one(c, "SHOW ab_testing.summary_interactions_limit") == "10"
+        text = one(c, "SELECT ab_summary(%s)", a)
+        assert len(LINE.findall(text)) == 1, text
+        c.execute("SET ab_testing.summary_interactions_limit = 0")
+        capped = one(c, "SELECT ab_summary(%s)", a)
+        assert capped == text[:text.index("\nInteractions:")] + (
+            "\nInteractions: more than 0 other experiments share users with this one, more than the summary "
+            f"checks (ab_testing.summary_interactions_limit); SELECT * FROM ab_interactions({a}) checks them all.\n")
+        assert not LINE.findall(capped)
+        c.execute("SET ab_testing.summary_interactions_limit = 1")
+        assert one(c, "SELECT ab_summary(%s)", a) == text
+        for bad in ("-1", "1001"):
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+                c.execute(f"SET ab_testing.summary_interactions_limit = {bad}")
+            assert e.value.diag.message_primary == \
+                f'{bad} is outside the valid range for parameter "ab_testing.summary_interactions_limit" (0 .. 1000)'
+        assert one(c, "SHOW ab_testing.summary_interactions_limit") == "1"
+        c.execute("RESET ab_testing.summary_interactions_limit")
+
+
 def test_summary_names_a_dependent_assignment_and_escapes_names(db):
     """When the other experiment's arm follows this one's (four users in five moved to the
     same arm by hand), the summary says the assignment depends on it; a stored name with
