@@ -50,11 +50,36 @@ pub fn funnel_counts(
     sources: &HashMap<String, SourceMetric>,
     f: &FunnelDef,
 ) -> HashMap<i64, Vec<u64>> {
+    let ctes = funnel_ctes(client, nsp, defs, sources, f);
+    let counted: Vec<String> = (1..=f.steps.len())
+        .map(|k| format!("SELECT {k} AS step, variant_id, count(*) AS users FROM s{k} GROUP BY variant_id"))
+        .collect();
+    let sql = format!("WITH {} {}", ctes.join(", "), counted.join(" UNION ALL "));
+    let mut out: HashMap<i64, Vec<u64>> = HashMap::new();
+    let args = crate::sources::args(sources, vec![exp.id.into(), f.steps.clone().into(), f.window.clone().into()]);
+    for row in client.select(sql.as_str(), None, &args).or_raise() {
+        let step = row.get::<i32>(1).or_raise().unwrap() as usize;
+        let variant: i64 = row.get(2).or_raise().unwrap();
+        let users = row.get::<i64>(3).or_raise().unwrap() as u64;
+        let reached = out.entry(variant).or_insert_with(|| vec![0; f.steps.len()]);
+        reached[step - 1] = users;
+    }
+    out
+}
+
+/// The CTEs s0 (the enrolled users) to sK (those who reached step K): (variant_id, user_id,
+/// t0, t) with $1 the experiment, $2 the steps, $3 the window.
+fn funnel_ctes(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+    f: &FunnelDef,
+) -> Vec<String> {
     let mut ctes = vec![format!(
         "s0 AS (SELECT a.variant_id, a.user_id, a.assigned_at AS t0, a.assigned_at AS t \
          FROM {nsp}.ab_assignments a WHERE a.experiment_id = $1)"
     )];
-    let mut counted = Vec::new();
     for (i, step) in f.steps.iter().enumerate() {
         let k = i + 1;
         let bound = match (&f.window, f.from) {
@@ -69,19 +94,8 @@ pub fn funnel_counts(
              GROUP BY p.variant_id, p.user_id, p.t0, p.t{bound})",
             times_of(client, nsp, defs, sources, step, &format!("($2::text[])[{k}]"))
         ));
-        counted.push(format!("SELECT {k} AS step, variant_id, count(*) AS users FROM s{k} GROUP BY variant_id"));
     }
-    let sql = format!("WITH {} {}", ctes.join(", "), counted.join(" UNION ALL "));
-    let mut out: HashMap<i64, Vec<u64>> = HashMap::new();
-    let args = crate::sources::args(sources, vec![exp.id.into(), f.steps.clone().into(), f.window.clone().into()]);
-    for row in client.select(sql.as_str(), None, &args).or_raise() {
-        let step = row.get::<i32>(1).or_raise().unwrap() as usize;
-        let variant: i64 = row.get(2).or_raise().unwrap();
-        let users = row.get::<i64>(3).or_raise().unwrap() as u64;
-        let reached = out.entry(variant).or_insert_with(|| vec![0; f.steps.len()]);
-        reached[step - 1] = users;
-    }
-    out
+    ctes
 }
 
 /// Per variant id: (enrolled, too new, active). A user counts once enrolled at least M days
@@ -100,16 +114,12 @@ pub fn retention_counts(
     end: i64,
 ) -> HashMap<i64, (u64, u64, u64)> {
     let sql = format!(
-        "WITH asof AS (SELECT coalesce(e.stopped_at, now()) AS t FROM {nsp}.ab_experiments e WHERE e.id = $1), \
-         active AS (SELECT DISTINCT r.user_id FROM ({}) r \
-           JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = r.user_id \
-           WHERE r.t >= a.assigned_at + $3 * interval '1 day' AND r.t < a.assigned_at + $4 * interval '1 day') \
-         SELECT a.variant_id, count(*), \
+        "{} SELECT a.variant_id, count(*), \
            count(*) FILTER (WHERE a.assigned_at + $4 * interval '1 day' > asof.t), \
            count(x.user_id) FILTER (WHERE a.assigned_at + $4 * interval '1 day' <= asof.t) \
          FROM {nsp}.ab_assignments a CROSS JOIN asof LEFT JOIN active x ON x.user_id = a.user_id \
          WHERE a.experiment_id = $1 GROUP BY a.variant_id",
-        times_of(client, nsp, defs, sources, metric, "$2")
+        retention_ctes(client, nsp, defs, sources, metric)
     );
     let args =
         crate::sources::args(sources, vec![exp.id.into(), metric.into(), (first as f64).into(), (end as f64).into()]);
@@ -121,6 +131,62 @@ pub fn retention_counts(
             (row.get::<i64>(1).or_raise().unwrap(), (get(2), get(3), get(4)))
         })
         .collect()
+}
+
+/// WITH asof (the time the analysis is as of) and active (the users active in the days
+/// [$3, $4) after enrollment), with $1 the experiment and $2 the metric.
+fn retention_ctes(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+    metric: &str,
+) -> String {
+    format!(
+        "WITH asof AS (SELECT coalesce(e.stopped_at, now()) AS t FROM {nsp}.ab_experiments e WHERE e.id = $1), \
+         active AS (SELECT DISTINCT r.user_id FROM ({}) r \
+           JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = r.user_id \
+           WHERE r.t >= a.assigned_at + $3 * interval '1 day' AND r.t < a.assigned_at + $4 * interval '1 day')",
+        times_of(client, nsp, defs, sources, metric, "$2")
+    )
+}
+
+/// In a cluster-randomized experiment: per variant id, the cluster totals of a funnel's
+/// completers or a retention metric's active users among those who count (the users of
+/// `per_variant`, each a 0 or 1), grouped by the attribute `unit`. None for another metric.
+pub fn cluster_totals(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+    def: &MetricDef,
+    unit: &str,
+) -> Option<HashMap<i64, ab_core::analysis::ClusterTotals>> {
+    use crate::analysis::cluster_totals as totals;
+    if let Some(f) = def.funnel_of() {
+        let with = format!("WITH {}", funnel_ctes(client, nsp, defs, sources, f).join(", "));
+        let last = f.steps.len();
+        let rows = format!(
+            "{nsp}.ab_assignments a LEFT JOIN (SELECT user_id, 1::float8 AS y FROM s{last}) u ON u.user_id = a.user_id"
+        );
+        let args = vec![exp.id.into(), f.steps.clone().into(), f.window.clone().into(), unit.into()];
+        return Some(totals(client, &with, &rows, "1", "", "$4", crate::sources::args(sources, args)));
+    }
+    let (metric, first, end) = def.retention_of()?;
+    let rows = format!(
+        "{nsp}.ab_assignments a CROSS JOIN asof LEFT JOIN (SELECT user_id, 1::float8 AS y FROM active) u ON u.user_id = a.user_id"
+    );
+    let args = vec![exp.id.into(), metric.into(), (first as f64).into(), (end as f64).into(), unit.into()];
+    Some(totals(
+        client,
+        &retention_ctes(client, nsp, defs, sources, metric),
+        &rows,
+        "1",
+        "AND a.assigned_at + $4 * interval '1 day' <= asof.t",
+        "$5",
+        crate::sources::args(sources, args),
+    ))
 }
 
 /// Per variant id: the users at 1, and for a retention metric the users who count.

@@ -27,6 +27,7 @@ pub use reads::{
     recorded_metrics,
 };
 pub use store::store;
+pub(crate) use pipeline::cluster_totals;
 
 pub struct Analysis {
     pub variants: Vec<VariantRow>,

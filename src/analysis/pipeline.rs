@@ -396,8 +396,9 @@ impl Reader<'_, '_> {
     /// A cluster-randomized experiment (`randomization_unit`): per metric, each variant's
     /// cluster totals (`ab_core::analysis::ClusterTotals`) in one query that sums per-user
     /// values per (variant, cluster), then per variant; a quantile metric is not compared.
-    /// Funnel and retention metrics stay per user, and so does a rollout's period-stratified
-    /// analysis. A user stored without a cluster is a cluster of their own (as in ab_adjusted).
+    /// Funnel and retention metrics count their users at 1 per cluster (`crate::funnel`). A
+    /// rollout's period-stratified analysis stays per user (cluster-randomized rollouts are
+    /// refused). A user stored without a cluster is a cluster of their own (as in ab_adjusted).
     fn read_clusters(&self) -> HashMap<String, Clustering> {
         let (client, nsp, exp, sources, frame) = (self.client, self.nsp, self.exp, self.sources, self.frame);
         let Some(unit) = exp.randomization_unit.as_deref() else { return HashMap::new() };
@@ -408,6 +409,10 @@ impl Reader<'_, '_> {
         for name in metric_order(exp, &frame.defs, &frame.recorded) {
             let def = frame.defs.get(&name).cloned().unwrap_or_default();
             if def.is_composed() {
+                if let Some(totals) = crate::funnel::cluster_totals(client, nsp, exp, &frame.defs, sources, &def, unit) {
+                    let arms = frame.variants.iter().map(|v| totals.get(&v.id).copied().unwrap_or_default()).collect();
+                    out.insert(name, Clustering::Robust(arms));
+                }
                 continue;
             }
             // Rows (a: the assignment, y, x) of the analysed users, then their clusters.
@@ -449,36 +454,7 @@ impl Reader<'_, '_> {
             };
             // A silent user counts as 0 in y and, for a mean, as one user in x.
             let x = if def.kind == MetricType::Ratio { "coalesce(u.x, 0)" } else { "1" };
-            // Grouped by the attribute's value, users without one together: they are clusters
-            // of one each, so their sums of squares are summed per user. (A cluster key built from
-            // the user id for them would make the planner expect a group per user and sort.)
-            let sql = format!(
-                "SELECT g, count(*) FILTER (WHERE cl IS NOT NULL) + coalesce(sum(n) FILTER (WHERE cl IS NULL), 0), \
-                        sum(n), sum(y), sum(x), \
-                        sum(CASE WHEN cl IS NULL THEN yy ELSE y * y END), sum(CASE WHEN cl IS NULL THEN xx ELSE x * x END), \
-                        sum(CASE WHEN cl IS NULL THEN xy ELSE x * y END) FROM ( \
-                   SELECT a.variant_id AS g, a.attributes->>$4 AS cl, coalesce(sum(u.y), 0)::float8 AS y, \
-                          sum({x})::float8 AS x, count(*)::float8 AS n, coalesce(sum(u.y * u.y), 0)::float8 AS yy, \
-                          sum({x} * {x})::float8 AS xx, coalesce(sum(u.y * {x}), 0)::float8 AS xy \
-                   FROM {rows} WHERE a.experiment_id = $1 GROUP BY 1, 2) t GROUP BY g"
-            );
-            let totals: HashMap<i64, ClusterTotals> = client
-                .select(sql.as_str(), None, &crate::sources::args(sources, args))
-                .or_raise()
-                .map(|row| {
-                    let get = |i: usize| row.get::<f64>(i).or_raise().unwrap_or(0.0);
-                    let t = ClusterTotals {
-                        clusters: get(2),
-                        users: get(3),
-                        sum_y: get(4),
-                        sum_x: get(5),
-                        sum_yy: get(6),
-                        sum_xx: get(7),
-                        sum_xy: get(8),
-                    };
-                    (row.get::<i64>(1).or_raise().unwrap(), t)
-                })
-                .collect();
+            let totals = cluster_totals(client, "", &rows, x, "", "$4", crate::sources::args(sources, args));
             let arms = frame.variants.iter().map(|v| totals.get(&v.id).copied().unwrap_or_default()).collect();
             out.insert(name, Clustering::Robust(arms));
         }
@@ -513,4 +489,49 @@ impl Reader<'_, '_> {
             })
             .collect()
     }
+}
+
+/// Per variant id, the cluster totals of the rows `rows` (FROM items: `a`, the assignments,
+/// and `u`, the analysed users' `y`), after the WITH clause `with` (or nothing), `x` each
+/// row's weight, `filter` more of the WHERE clause (or nothing), `unit` the parameter that
+/// holds the attribute's name.
+pub(crate) fn cluster_totals(
+    client: &SpiClient<'_>,
+    with: &str,
+    rows: &str,
+    x: &str,
+    filter: &str,
+    unit: &str,
+    args: Vec<pgrx::datum::DatumWithOid<'_>>,
+) -> HashMap<i64, ClusterTotals> {
+    // Grouped by the attribute's value, users without one together: they are clusters of one
+    // each, so their sums of squares are summed per user. (A cluster key built from the user
+    // id for them would make the planner expect a group per user and sort.)
+    let sql = format!(
+        "{with} SELECT g, count(*) FILTER (WHERE cl IS NOT NULL) + coalesce(sum(n) FILTER (WHERE cl IS NULL), 0), \
+                sum(n), sum(y), sum(x), \
+                sum(CASE WHEN cl IS NULL THEN yy ELSE y * y END), sum(CASE WHEN cl IS NULL THEN xx ELSE x * x END), \
+                sum(CASE WHEN cl IS NULL THEN xy ELSE x * y END) FROM ( \
+           SELECT a.variant_id AS g, a.attributes->>{unit} AS cl, coalesce(sum(u.y), 0)::float8 AS y, \
+                  sum({x})::float8 AS x, count(*)::float8 AS n, coalesce(sum(u.y * u.y), 0)::float8 AS yy, \
+                  sum({x} * {x})::float8 AS xx, coalesce(sum(u.y * {x}), 0)::float8 AS xy \
+           FROM {rows} WHERE a.experiment_id = $1 {filter} GROUP BY 1, 2) t GROUP BY g"
+    );
+    client
+        .select(sql.as_str(), None, &args)
+        .or_raise()
+        .map(|row| {
+            let get = |i: usize| row.get::<f64>(i).or_raise().unwrap_or(0.0);
+            let t = ClusterTotals {
+                clusters: get(2),
+                users: get(3),
+                sum_y: get(4),
+                sum_x: get(5),
+                sum_yy: get(6),
+                sum_xx: get(7),
+                sum_xy: get(8),
+            };
+            (row.get::<i64>(1).or_raise().unwrap(), t)
+        })
+        .collect()
 }
