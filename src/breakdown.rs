@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ab_core::analysis::ArmInput;
+use ab_core::analysis::{ArmInput, Clustering};
 use ab_core::breakdown::{breakdown, Segment};
 use ab_core::names::printable;
 use ab_core::stats::Moments;
@@ -160,6 +160,32 @@ pub(crate) fn metric_segments(
                 Moments { n: m[0], mean: m[1], m2: m[2] },
             );
         }
+        let clusters = exp.randomization_unit.as_deref().map(|unit| {
+            // The segment's users in their clusters, as ab_analyze reads them (a silent user
+            // is a 0 where the metric counts one).
+            let rows = if def.silent_users_are_zero() {
+                format!(
+                    "{nsp}.ab_assignments a LEFT JOIN (SELECT u.user_id, u.v::float8 AS y FROM ({per_user}) u) u \
+                     ON u.user_id = a.user_id"
+                )
+            } else {
+                format!(
+                    "(SELECT u.user_id, u.v::float8 AS y FROM ({per_user}) u) u \
+                     JOIN {nsp}.ab_assignments a ON a.user_id = u.user_id"
+                )
+            };
+            let args = vec![exp.id.into(), name.as_str().into(), attribute.into(), unit.into()];
+            crate::analysis::cluster_totals_by(
+                client,
+                "",
+                &rows,
+                "1",
+                "",
+                "$4",
+                "a.attributes ->> $3",
+                crate::sources::args(sources, args),
+            )
+        });
         let values = assigned.keys().filter(|v| v.is_some()).chain(assigned.keys().filter(|v| v.is_none()));
         let segments = values
             .map(|value| Segment {
@@ -177,6 +203,14 @@ pub(crate) fn metric_segments(
                         quantile: None,
                     })
                     .collect(),
+                clustering: clusters.as_ref().map(|totals| {
+                    Clustering::Robust(
+                        variants
+                            .iter()
+                            .map(|v| totals.get(&(value.clone(), v.id)).copied().unwrap_or_default())
+                            .collect(),
+                    )
+                }),
             })
             .collect();
         out.push(MetricSegments { name, def, cap, segments });

@@ -4,7 +4,7 @@
 //! (the experiment's correction), because reading many segments multiplies the chances that
 //! one of them looks significant by chance.
 
-use crate::analysis::{analyze_metric, ArmInput, MetricInput, MetricResult, Settings};
+use crate::analysis::{analyze_clustered, ArmInput, Clustering, MetricInput, MetricResult, Settings};
 use crate::definition::{Correction, MetricDef};
 use crate::stats::multiple::{benjamini_hochberg, holm};
 
@@ -12,6 +12,8 @@ pub struct Segment {
     /// The attribute's value; None for the users who did not give it.
     pub value: Option<String>,
     pub arms: Vec<ArmInput>,
+    /// In a cluster-randomized experiment: the segment's clusters (those of its users).
+    pub clustering: Option<Clustering>,
 }
 
 pub struct SegmentResult {
@@ -33,7 +35,7 @@ pub fn breakdown(
         .into_iter()
         .map(|s| {
             let input = MetricInput { name: name.into(), def: def.clone(), cap, arms: s.arms };
-            (s.value, analyze_metric(settings, &input))
+            (s.value, analyze_clustered(settings, &input, s.clustering.as_ref()))
         })
         .collect();
     let ps: Vec<f64> =
@@ -56,6 +58,7 @@ pub fn breakdown(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::analyze_metric;
     use crate::stats::Moments;
 
     fn arm(variant: &str, is_control: bool, xs: &[f64]) -> ArmInput {
@@ -84,6 +87,7 @@ mod tests {
                 arm("a", true, &[1.0, 2.0, 3.0, 2.5, 1.5]),
                 arm("b", false, &[1.0 + shift, 2.0 + shift, 3.0 + shift, 2.2 + shift, 1.4 + shift]),
             ],
+            clustering: None,
         };
         let segments = vec![seg(Some("fha"), 1.5), seg(Some("va"), 0.1), seg(None, 0.3)];
         let alone: Vec<MetricResult> = segments

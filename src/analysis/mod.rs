@@ -27,7 +27,7 @@ pub use reads::{
     recorded_metrics,
 };
 pub use store::store;
-pub(crate) use pipeline::cluster_totals;
+pub(crate) use pipeline::{cluster_totals, cluster_totals_by};
 
 pub struct Analysis {
     pub variants: Vec<VariantRow>,

@@ -504,18 +504,37 @@ pub(crate) fn cluster_totals(
     unit: &str,
     args: Vec<pgrx::datum::DatumWithOid<'_>>,
 ) -> HashMap<i64, ClusterTotals> {
+    cluster_totals_by(client, with, rows, x, filter, unit, "NULL::text", args)
+        .into_iter()
+        .map(|((_, variant), t)| (variant, t))
+        .collect()
+}
+
+/// `cluster_totals` per (value of `segment`, an expression over the rows; variant id): the
+/// clusters cut by the segment, as a breakdown analyses them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cluster_totals_by(
+    client: &SpiClient<'_>,
+    with: &str,
+    rows: &str,
+    x: &str,
+    filter: &str,
+    unit: &str,
+    segment: &str,
+    args: Vec<pgrx::datum::DatumWithOid<'_>>,
+) -> HashMap<(Option<String>, i64), ClusterTotals> {
     // Grouped by the attribute's value, users without one together: they are clusters of one
     // each, so their sums of squares are summed per user. (A cluster key built from the user
     // id for them would make the planner expect a group per user and sort.)
     let sql = format!(
-        "{with} SELECT g, count(*) FILTER (WHERE cl IS NOT NULL) + coalesce(sum(n) FILTER (WHERE cl IS NULL), 0), \
+        "{with} SELECT s, g, count(*) FILTER (WHERE cl IS NOT NULL) + coalesce(sum(n) FILTER (WHERE cl IS NULL), 0), \
                 sum(n), sum(y), sum(x), \
                 sum(CASE WHEN cl IS NULL THEN yy ELSE y * y END), sum(CASE WHEN cl IS NULL THEN xx ELSE x * x END), \
                 sum(CASE WHEN cl IS NULL THEN xy ELSE x * y END) FROM ( \
-           SELECT a.variant_id AS g, a.attributes->>{unit} AS cl, coalesce(sum(u.y), 0)::float8 AS y, \
+           SELECT {segment} AS s, a.variant_id AS g, a.attributes->>{unit} AS cl, coalesce(sum(u.y), 0)::float8 AS y, \
                   sum({x})::float8 AS x, count(*)::float8 AS n, coalesce(sum(u.y * u.y), 0)::float8 AS yy, \
                   sum({x} * {x})::float8 AS xx, coalesce(sum(u.y * {x}), 0)::float8 AS xy \
-           FROM {rows} WHERE a.experiment_id = $1 {filter} GROUP BY 1, 2) t GROUP BY g"
+           FROM {rows} WHERE a.experiment_id = $1 {filter} GROUP BY 1, 2, 3) t GROUP BY s, g"
     );
     client
         .select(sql.as_str(), None, &args)
@@ -523,15 +542,15 @@ pub(crate) fn cluster_totals(
         .map(|row| {
             let get = |i: usize| row.get::<f64>(i).or_raise().unwrap_or(0.0);
             let t = ClusterTotals {
-                clusters: get(2),
-                users: get(3),
-                sum_y: get(4),
-                sum_x: get(5),
-                sum_yy: get(6),
-                sum_xx: get(7),
-                sum_xy: get(8),
+                clusters: get(3),
+                users: get(4),
+                sum_y: get(5),
+                sum_x: get(6),
+                sum_yy: get(7),
+                sum_xx: get(8),
+                sum_xy: get(9),
             };
-            (row.get::<i64>(1).or_raise().unwrap(), t)
+            ((row.get::<String>(1).or_raise(), row.get::<i64>(2).or_raise().unwrap()), t)
         })
         .collect()
 }

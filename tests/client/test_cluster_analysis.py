@@ -68,6 +68,19 @@ def table(c, sql, args):
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
+def ols_cluster(rows):
+    """(diff, p) of statsmodels' OLS of y on the treated arm with cluster-robust standard
+    errors (its default small-sample factor, normal reference), rows (y, treated, cluster)."""
+    import numpy as np
+    import pandas as pd
+    import statsmodels.api as sm
+    y = np.array([r[0] for r in rows], float)
+    treated = np.array([r[1] for r in rows], float)
+    fit = sm.OLS(y, sm.add_constant(treated)).fit(cov_type="cluster",
+                                                  cov_kwds={"groups": pd.factorize(pd.Series([r[2] for r in rows]))[0]})
+    return fit.params[1], fit.pvalues[1]
+
+
 @pytest.fixture
 def loaded(conn, request):
     exp = create(conn, "cluster-" + request.node.name.removeprefix("test_")[:60], METRICS)
@@ -117,8 +130,8 @@ def test_summary_and_plot_read_the_cluster_robust_rows(conn, loaded):
     assert f"{num(e['diff'])} [{num(e['ci_lower'])}, {num(e['ci_upper'])}], p = {e['p_value']:.4f}" in plot, plot
 
 
-def test_timeline_and_breakdown_stay_per_user(conn, loaded):
-    """ab_timeline and ab_breakdown compare per user (Welch), as docs/statistics.md says."""
+def test_timeline_stays_per_user(conn, loaded):
+    """ab_timeline compares per user (Welch), as docs/statistics.md says."""
     welch = """
         WITH m AS (SELECT v.position, count(*) AS n, avg(s.total / s.n) AS mean, var_samp(s.total / s.n) AS var
                    FROM ab_user_metrics s JOIN ab_variants v ON v.id = s.variant_id
@@ -133,9 +146,35 @@ def test_timeline_and_breakdown_stay_per_user(conn, loaded):
     # Its difference is ab_analyze's; its p-value is not.
     assert close(last[2], FIXTURE["expected"]["handled"]["diff"], 1e-9)
     assert not close(per_user, FIXTURE["expected"]["handled"]["p_value"], 1e-3)
-    segment = conn.execute("SELECT p_value FROM ab_breakdown(%s, 'region') WHERE value = 'r1' AND metric_name = 'handled' "
-                           "AND variant = 'b'", (loaded,)).fetchone()[0]
-    assert close(segment, conn.execute(welch, {"e": loaded, "r": "r1"}).fetchone()[0], 1e-9)
+
+
+def test_breakdown_is_cluster_robust_within_each_segment(conn, loaded):
+    """Each segment of ab_breakdown is compared cluster-robust over its own users (a region cuts
+    across branches: a branch's users in the segment form its cluster there), as statsmodels'
+    OLS with cluster-robust errors on the segment's users; a silent user is a 0 of a binary
+    metric there too."""
+    users = conn.execute(
+        "SELECT a.user_id, NOT v.is_control, a.attributes->>'branch', a.attributes->>'region' FROM ab_assignments a "
+        "JOIN ab_variants v ON v.id = a.variant_id WHERE a.experiment_id = %s", (loaded,)).fetchall()
+    values = {}
+    for metric in ("handled", "converted"):
+        values[metric] = dict(conn.execute(
+            "SELECT user_id, total / n FROM ab_user_metrics WHERE experiment_id = %s AND metric_name = %s",
+            (loaded, metric)).fetchall())
+    got = {(r["value"], r["metric_name"]): r for r in table(
+        conn, "SELECT * FROM ab_breakdown(%s, 'region') WHERE variant = 'b'", (loaded,))}
+    checked = 0
+    for region in ("r0", "r1", "r2"):
+        for metric in ("handled", "converted"):
+            if metric == "handled":
+                rows = [(values[metric][u], t, b) for u, t, b, r in users if r == region and u in values[metric]]
+            else:
+                rows = [(values[metric].get(u, 0.0), t, b) for u, t, b, r in users if r == region]
+            diff, p = ols_cluster(rows)
+            row = got[(region, metric)]
+            assert close(row["diff"], diff, 1e-9) and close(row["p_value"], p, 1e-8), (region, metric, row, p)
+            checked += 1
+    assert checked == 6
 
 
 def test_a_quantile_metric_is_refused(conn):
@@ -204,19 +243,6 @@ def test_sequential_mode_counts_clusters(conn):
     rho2 = (l + math.log(l + 1)) / tuning
     half = math.sqrt(se2 * n) * math.sqrt(2 * (n * rho2 + 1) / (n * n * rho2) * math.log(math.sqrt(n * rho2 + 1) / alpha))
     assert close(b["ci_upper"] - b["diff"], half, 1e-9), (b["ci_upper"] - b["diff"], half)
-
-
-def ols_cluster(rows):
-    """(diff, p) of statsmodels' OLS of y on the treated arm with cluster-robust standard
-    errors (its default small-sample factor, normal reference), rows (y, treated, cluster)."""
-    import numpy as np
-    import pandas as pd
-    import statsmodels.api as sm
-    y = np.array([r[0] for r in rows], float)
-    treated = np.array([r[1] for r in rows], float)
-    fit = sm.OLS(y, sm.add_constant(treated)).fit(cov_type="cluster",
-                                                  cov_kwds={"groups": pd.factorize(pd.Series([r[2] for r in rows]))[0]})
-    return fit.params[1], fit.pvalues[1]
 
 
 def test_funnel_and_retention_metrics_are_cluster_robust(conn):

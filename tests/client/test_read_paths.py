@@ -503,7 +503,7 @@ def read_everything(conn, names):
 
 
 # The gateway's results list and experiment page, as gateway/src/main.rs queries them (the
-# page in one REPEATABLE READ transaction).
+# page in one REPEATABLE READ transaction; the list without the summaries' interactions).
 LIST_PAGE = """SELECT coalesce(jsonb_agg(jsonb_build_object(
     'id', o.id, 'name', o.name, 'status', o.status, 'users', o.users_assigned, 'winner', o.winner_variant,
     'progress', h.sample_progress, 'srm_p', h.srm_p_value,
@@ -524,6 +524,7 @@ def gateway_pages(dsn, names):
     out = {}
     with psycopg.connect(dsn) as c:
         c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        c.execute("SET LOCAL ab_testing.summary_interactions = off")
         out["list"] = c.execute(LIST_PAGE).fetchall()
         c.rollback()
         for name in names:
