@@ -400,6 +400,18 @@ fn impact_rows(r: ExperimentRef<'_>) -> Vec<ImpactRow> {
             );
         }
         crate::breakdown::check_not_bandit(&exp, "breakdowns are");
+        if let Some(unit) = &exp.randomization_unit {
+            // Its tests compare each segment with the rest per user: a cluster can lie on both sides.
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!(
+                    "experiment \"{}\" is randomized by \"{}\": differential impact is not supported in a cluster-randomized experiment yet",
+                    printable(&exp.name),
+                    printable(unit)
+                ),
+                Some("ab_breakdown compares each segment cluster-robust".into()),
+            );
+        }
         let sources = crate::analysis::source_metrics(client, &nsp, &exp);
         crate::analysis::reading_sources(&sources, || impact(client, &nsp, &exp, &sources))
     })

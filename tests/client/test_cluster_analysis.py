@@ -323,3 +323,16 @@ def test_guardrails_use_the_cluster_robust_variance_and_cuped_is_not_applied(con
         assert r["cuped_diff"] is None and r["cuped_p_value"] is None, r
     adjusted = table(conn, "SELECT * FROM ab_adjusted(%s) WHERE metric_name = 'handled' AND variant = 'b'", (exp,))[0]
     assert adjusted["covariates"] == 1 and adjusted["clusters"] == FIXTURE["clusters"]["b"]
+
+
+def test_differential_impact_is_refused(conn, loaded):
+    """Its tests compare a segment with the rest per user: refused (0A000), naming the unit."""
+    before = conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0]
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+        conn.execute("SELECT * FROM ab_differential_impact(%s)", (loaded,))
+    name = conn.execute("SELECT name FROM ab_experiments WHERE id = %s", (loaded,)).fetchone()[0]
+    assert e.value.diag.message_primary == (f'experiment "{name}" is randomized by "branch": differential impact '
+                                            "is not supported in a cluster-randomized experiment yet")
+    assert e.value.diag.message_hint == "ab_breakdown compares each segment cluster-robust"
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0] == before

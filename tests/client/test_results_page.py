@@ -432,6 +432,8 @@ def test_a_cluster_randomized_experiment_shows_its_unit_clusters_and_adjusted_ro
     assert analyzed[1] == "cluster" and math.isclose(analyzed[0], adjusted[1][2], rel_tol=1e-9)
     dom = browser(f"{base}/experiments/{exp}")
     assert "<b>branch" not in dom
+    # ab_differential_impact is refused in a cluster design: no segments panel.
+    assert 'id="segments"' not in dom
     clusters = ", ".join(f"{n} {v}" for v, n, _ in adjusted)
     assert inner(dom, r'<p id="randomization-unit">(.*?)</p>').startswith(
         f"Randomized by <strong>&lt;b&gt;branch&lt;/b&gt;</strong> (clusters: {clusters})")
