@@ -6,7 +6,8 @@ use ab_core::analysis::MetricResult;
 use ab_core::definition::{check_metric_name, Aggregation, MetricDef};
 use ab_core::names::printable;
 use ab_core::stats::Moments;
-use ab_core::timeline::{timeline_with, Arm, Cell, Enrolled};
+use ab_core::analysis::ClusterTotals;
+use ab_core::timeline::{timeline_with, Arm, Cell, ClusterCell, Enrolled};
 use pgrx::datum::Date;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -29,17 +30,7 @@ pub struct Timeline {
 /// its moments on that day. The sums are numeric, so they add without rounding, and
 /// M2 = (n Σv² - (Σv)²) / n suffers no cancellation.
 fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool, daily: &str) -> String {
-    let running = match aggregation {
-        Aggregation::Mean => "sum(r.total) OVER w / sum(r.n) OVER w",
-        Aggregation::Sum => "sum(r.total) OVER w",
-        Aggregation::Count => "(sum(r.n) OVER w)::float8",
-        Aggregation::Max => "max(r.mx) OVER w",
-    };
-    // The cap is a finite float8 written in full (Rust prints the shortest exact form).
-    let value = match cap {
-        Some(cap) => format!("least({running}, '{cap:e}'::float8)"),
-        None => running.to_string(),
-    };
+    let value = running_value(aggregation, cap);
     let (period, join) = if bandit {
         ("a.period", format!("JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = d.user_id"))
     } else {
@@ -65,6 +56,73 @@ fn cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, bandit: bool
                      GROUP BY 1, 2, 3) g \
                WINDOW k AS (PARTITION BY g.variant_id, g.period ORDER BY g.day)) c \
          ORDER BY c.day"
+    )
+}
+
+/// A user's value at the end of each day, over the rows `r` of `daily` (window `w`: the user's
+/// rows up to that day), capped.
+fn running_value(aggregation: Aggregation, cap: Option<f64>) -> String {
+    let running = match aggregation {
+        Aggregation::Mean => "sum(r.total) OVER w / sum(r.n) OVER w",
+        Aggregation::Sum => "sum(r.total) OVER w",
+        Aggregation::Count => "(sum(r.n) OVER w)::float8",
+        Aggregation::Max => "max(r.mx) OVER w",
+    };
+    // The cap is a finite float8 written in full (Rust prints the shortest exact form).
+    match cap {
+        Some(cap) => format!("least({running}, '{cap:e}'::float8)"),
+        None => running.to_string(),
+    }
+}
+
+/// In a cluster-randomized experiment ($5 the unit): each arm's cluster totals
+/// (`ab_core::analysis::ClusterTotals`) at the end of each day they changed, in one pass as
+/// `cells_sql`: each (user, day) row adds the change of the user's value to its cluster's
+/// running totals, each (cluster, day) row the change of the cluster's squares and products
+/// to its arm's, and each arm's running sums are its totals on that day. A user counts in x
+/// from the first value, or, where a silent user is a 0 (`silent`), from enrollment. A user
+/// without the attribute is a cluster of their own.
+fn cluster_cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, silent: bool, daily: &str) -> String {
+    let value = running_value(aggregation, cap);
+    let (first, enrolled) = if silent {
+        (
+            "0",
+            format!(
+                "UNION ALL SELECT a.variant_id, a.attributes->>$5, CASE WHEN a.attributes->>$5 IS NULL THEN a.user_id END, \
+                        greatest(a.assigned_at::date - $3::date, 0), 0, 1 \
+                 FROM {nsp}.ab_assignments a WHERE a.experiment_id = $1 AND a.assigned_at::date - $3::date <= $4"
+            ),
+        )
+    } else {
+        ("(d.prev IS NULL)::int", String::new())
+    };
+    let float8 = |e: &str| format!("(CASE WHEN abs({e}) < 1e-300 THEN 0 ELSE {e} END)::float8");
+    let sums: Vec<String> = ["dg", "dn", "dy", "dx", "dyy", "dxx", "dxy"]
+        .iter()
+        .map(|c| float8(&format!("sum(t.{c}) OVER k")))
+        .collect();
+    format!(
+        "SELECT t.variant_id, t.day, {} FROM ( \
+           SELECT c.variant_id, c.day, count(*) FILTER (WHERE c.x = c.dx AND c.x > 0) AS dg, sum(c.dx) AS dn, \
+                  sum(c.dy) AS dy, sum(c.dx) AS dx, sum(c.y * c.y - (c.y - c.dy) * (c.y - c.dy)) AS dyy, \
+                  sum(c.x * c.x - (c.x - c.dx) * (c.x - c.dx)) AS dxx, sum(c.x * c.y - (c.x - c.dx) * (c.y - c.dy)) AS dxy \
+           FROM (SELECT g.variant_id, g.day, g.dy, g.dx, sum(g.dy) OVER c AS y, sum(g.dx) OVER c AS x \
+                 FROM (SELECT e.variant_id, e.cl, e.own, e.day, sum(e.dy) AS dy, sum(e.dx) AS dx \
+                       FROM (SELECT d.variant_id, a.attributes->>$5 AS cl, \
+                                    CASE WHEN a.attributes->>$5 IS NULL THEN d.user_id END AS own, d.day, \
+                                    d.v::numeric - coalesce(d.prev, 0)::numeric AS dy, {first}::numeric AS dx \
+                             FROM (SELECT u.variant_id, u.user_id, u.day, u.v, \
+                                          lag(u.v) OVER (PARTITION BY u.variant_id, u.user_id ORDER BY u.day) AS prev \
+                                   FROM (SELECT r.variant_id, r.user_id, r.day, {value} AS v \
+                                         FROM ({daily}) r WHERE r.day <= $4 \
+                                         WINDOW w AS (PARTITION BY r.variant_id, r.user_id ORDER BY r.day)) u) d \
+                             JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = d.user_id \
+                             {enrolled}) e \
+                       GROUP BY 1, 2, 3, 4) g \
+                 WINDOW c AS (PARTITION BY g.variant_id, g.cl, g.own ORDER BY g.day)) c \
+           GROUP BY 1, 2) t \
+         WINDOW k AS (PARTITION BY t.variant_id ORDER BY t.day) ORDER BY t.day",
+        sums.join(", ")
     )
 }
 
@@ -219,7 +277,8 @@ fn run_linear(
         .filter(|e| e.day <= bound)
         .collect();
     let defs = exp.metric_defs();
-    let mut per_metric: Vec<(String, MetricDef, Option<f64>, Vec<Cell>)> = Vec::new();
+    type Metric = (String, MetricDef, Option<f64>, Vec<Cell>, Vec<ClusterCell>);
+    let mut per_metric: Vec<Metric> = Vec::new();
     for name in names {
         let def = defs.get(&name).cloned().unwrap_or_default();
         let from_state = catalog::has_table(client, nsp, "ab_user_metrics");
@@ -268,7 +327,41 @@ fn run_linear(
                 }
             })
             .collect();
-        per_metric.push((name, def, cap, cells));
+        let clusters = match exp.randomization_unit.as_deref() {
+            None => vec![],
+            Some(unit) => {
+                let sql = cluster_cells_sql(nsp, def.aggregation, cap, def.silent_users_are_zero(), &daily);
+                let args = vec![
+                    exp.id.into(),
+                    name.as_str().into(),
+                    first.as_str().into(),
+                    (bound as i32).into(),
+                    unit.into(),
+                ];
+                client
+                    .select(sql.as_str(), None, &crate::sources::args(sources, args))
+                    .or_raise()
+                    .map(|row| {
+                        pg_sys::check_for_interrupts!();
+                        let get = |i: usize| row.get::<f64>(i).or_raise().unwrap_or(0.0);
+                        ClusterCell {
+                            arm: arm_of(&variants, row.get::<i64>(1).or_raise().unwrap()),
+                            day: row.get::<i32>(2).or_raise().unwrap() as usize,
+                            totals: ClusterTotals {
+                                clusters: get(3),
+                                users: get(4),
+                                sum_y: get(5),
+                                sum_x: get(6),
+                                sum_yy: get(7),
+                                sum_xx: get(8),
+                                sum_xy: get(9),
+                            },
+                        }
+                    })
+                    .collect()
+            }
+        };
+        per_metric.push((name, def, cap, cells, clusters));
     }
     let last = enrolled
         .iter()
@@ -290,8 +383,8 @@ fn run_linear(
     let arms: Vec<Arm> = variants.iter().map(|v| Arm { variant: v.name.clone(), is_control: v.is_control }).collect();
     let metrics = per_metric
         .iter()
-        .map(|(name, def, cap, cells)| {
-            timeline_with(&settings, name, def, *cap, &arms, periods, last + 1, cells, &enrolled, check_interrupts)
+        .map(|(name, def, cap, cells, clusters)| {
+            timeline_with(&settings, name, def, *cap, &arms, periods, last + 1, cells, &enrolled, clusters, check_interrupts)
         })
         .collect::<Vec<Vec<MetricResult>>>();
     crate::analysis::check_finite(metrics.iter().flatten());

@@ -1,9 +1,10 @@
 //! Results over time: the comparison as it stood at the end of each day, over the users
 //! enrolled by then and what they had recorded by then. Each day is a full analysis
 //! (`analyze_metric`) of that day's cumulative data, so the last day equals the analysis of
-//! all the data (without CUPED, which the timeline leaves out).
+//! all the data (without CUPED, which the timeline leaves out); cluster-robust in a
+//! cluster-randomized experiment.
 
-use crate::analysis::{analyze_metric, ArmInput, MetricInput, MetricResult, Settings};
+use crate::analysis::{analyze_clustered, ArmInput, ClusterTotals, Clustering, MetricInput, MetricResult, Settings};
 use crate::definition::MetricDef;
 use crate::stats::Moments;
 
@@ -26,6 +27,15 @@ pub struct Enrolled {
     pub users: u64,
 }
 
+/// In a cluster-randomized experiment: an arm's cluster totals at the end of `day`, on a day
+/// they changed (cumulative, as a cell's moments).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClusterCell {
+    pub day: usize,
+    pub arm: usize,
+    pub totals: ClusterTotals,
+}
+
 pub struct Arm {
     pub variant: String,
     pub is_control: bool,
@@ -46,11 +56,12 @@ pub fn timeline(
     cells: &[Cell],
     enrolled: &[Enrolled],
 ) -> Vec<MetricResult> {
-    timeline_with(settings, name, def, cap, arms, periods, days, cells, enrolled, || ())
+    timeline_with(settings, name, def, cap, arms, periods, days, cells, enrolled, &[], || ())
 }
 
 /// `timeline`, calling `each_day` before each day's analysis (the database checks there
-/// whether the query was cancelled).
+/// whether the query was cancelled); with `clusters` (a cluster-randomized experiment), each
+/// day's comparisons are cluster-robust on the arms' cluster totals of that day.
 #[allow(clippy::too_many_arguments)]
 pub fn timeline_with(
     settings: &Settings,
@@ -62,9 +73,13 @@ pub fn timeline_with(
     days: usize,
     cells: &[Cell],
     enrolled: &[Enrolled],
+    clusters: &[ClusterCell],
     mut each_day: impl FnMut(),
 ) -> Vec<MetricResult> {
     let strata = periods.max(1);
+    let mut totals = vec![ClusterTotals::default(); arms.len()];
+    let mut clusters = clusters.iter().peekable();
+    let clustered = clusters.peek().is_some();
     let mut moments = vec![vec![Moments::default(); strata]; arms.len()];
     let mut assigned = vec![vec![0u64; strata]; arms.len()];
     let (mut cells, mut enrolled) = (cells.iter().peekable(), enrolled.iter().peekable());
@@ -79,6 +94,11 @@ pub fn timeline_with(
         while let Some(e) = enrolled.next_if(|e| e.day <= day) {
             if e.arm < arms.len() && e.period < strata {
                 assigned[e.arm][e.period] += e.users;
+            }
+        }
+        while let Some(c) = clusters.next_if(|c| c.day <= day) {
+            if c.arm < arms.len() {
+                totals[c.arm] = c.totals;
             }
         }
         let inputs = arms
@@ -99,7 +119,9 @@ pub fn timeline_with(
                 quantile: None,
             })
             .collect();
-        out.push(analyze_metric(settings, &MetricInput { name: name.into(), def: def.clone(), cap, arms: inputs }));
+        let input = MetricInput { name: name.into(), def: def.clone(), cap, arms: inputs };
+        let clustering = clustered.then(|| Clustering::Robust(totals.clone()));
+        out.push(analyze_clustered(settings, &input, clustering.as_ref()));
     }
     out
 }
@@ -107,6 +129,7 @@ pub fn timeline_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::analyze_metric;
     use crate::definition::Aggregation;
 
     fn moments(xs: &[f64]) -> Moments {
@@ -205,7 +228,7 @@ mod tests {
             Enrolled { day: 2_900_000, arm: 1, period: 0, users: 1 },
         ];
         let mut checked = 0;
-        let days = timeline_with(&settings, "m", &def, None, &arms(), 0, 3, &cells, &enrolled, || checked += 1);
+        let days = timeline_with(&settings, "m", &def, None, &arms(), 0, 3, &cells, &enrolled, &[], || checked += 1);
         assert_eq!((days.len(), checked), (3, 3));
         assert_eq!(days[2].arms[1].users, 3);
         assert_eq!(days[2], timeline(&settings, "m", &def, None, &arms(), 0, 1, &cells, &enrolled)[0]);

@@ -3,8 +3,8 @@ continuous, binary, ratio, funnel and retention metrics are cluster-robust (the 
 cluster totals), checked against statsmodels (on tests/fixtures/cluster.json, written by
 tests/fixtures/generate.py, and for funnels and retention in the test), equal to ab_adjusted's
 without covariates, and read by ab_summary, ab_plot, ab_bayes and the winner rule; ab_timeline
-and ab_breakdown stay per user; a quantile metric is refused at creation, and one stored by
-0.14.0 is not compared."""
+(each day) and ab_breakdown (each segment) are cluster-robust too; a quantile metric is refused
+at creation, and one stored by 0.14.0 is not compared."""
 import json
 import math
 import os
@@ -130,22 +130,42 @@ def test_summary_and_plot_read_the_cluster_robust_rows(conn, loaded):
     assert f"{num(e['diff'])} [{num(e['ci_lower'])}, {num(e['ci_upper'])}], p = {e['p_value']:.4f}" in plot, plot
 
 
-def test_timeline_stays_per_user(conn, loaded):
-    """ab_timeline compares per user (Welch), as docs/statistics.md says."""
-    welch = """
-        WITH m AS (SELECT v.position, count(*) AS n, avg(s.total / s.n) AS mean, var_samp(s.total / s.n) AS var
-                   FROM ab_user_metrics s JOIN ab_variants v ON v.id = s.variant_id
-                   JOIN ab_assignments a ON a.experiment_id = s.experiment_id AND a.user_id = s.user_id
-                   WHERE s.experiment_id = %(e)s AND s.metric_name = 'handled' AND (%(r)s::text IS NULL OR a.attributes->>'region' = %(r)s)
-                   GROUP BY v.position)
-        SELECT (ab_welch_test(a.n, a.mean, a.var, b.n, b.mean, b.var)).p_value FROM m a, m b WHERE a.position < b.position"""
-    per_user = conn.execute(welch, {"e": loaded, "r": None}).fetchone()[0]
-    last = conn.execute("SELECT p_value, test, diff FROM ab_timeline(%s, 'handled') WHERE variant = 'b' "
-                        "ORDER BY day DESC LIMIT 1", (loaded,)).fetchone()
-    assert last[1] == "welch" and close(last[0], per_user, 1e-9), (last, per_user)
-    # Its difference is ab_analyze's; its p-value is not.
-    assert close(last[2], FIXTURE["expected"]["handled"]["diff"], 1e-9)
-    assert not close(per_user, FIXTURE["expected"]["handled"]["p_value"], 1e-3)
+def test_timeline_is_cluster_robust_on_each_day(conn, loaded):
+    """Each day of ab_timeline compares the users enrolled by then, with what they had recorded
+    by then, cluster-robust: the first day as statsmodels on those users (half the branches
+    enrolled three days earlier with part of their results), the last day as ab_analyze; for a
+    mean (users with a value) and a sum (silent users are 0s)."""
+    conn.execute("UPDATE ab_assignments SET assigned_at = assigned_at - interval '3 days' WHERE experiment_id = %s "
+                 "AND substr(attributes->>'branch', 3)::int %% 4 < 2", (loaded,))
+    conn.execute("UPDATE ab_results r SET recorded_at = recorded_at - interval '3 days' FROM ab_assignments a "
+                 "WHERE r.experiment_id = %s AND a.experiment_id = r.experiment_id AND a.user_id = r.user_id "
+                 "AND substr(a.attributes->>'branch', 3)::int %% 4 < 2 AND r.id %% 3 <> 0", (loaded,))
+    first = conn.execute("SELECT min(assigned_at)::date FROM ab_assignments WHERE experiment_id = %s",
+                         (loaded,)).fetchone()[0]
+    users = conn.execute(
+        "SELECT a.user_id, NOT v.is_control, a.attributes->>'branch', a.assigned_at::date - %s FROM ab_assignments a "
+        "JOIN ab_variants v ON v.id = a.variant_id WHERE a.experiment_id = %s", (first, loaded)).fetchall()
+    results = conn.execute("SELECT user_id, metric_name, metric_value, recorded_at::date - %s FROM ab_results "
+                           "WHERE experiment_id = %s", (first, loaded)).fetchall()
+    early = {u for u, _, _, day in users if day == 0}
+    assert 0 < len(early) < len(users)
+    by_day0 = {}
+    for u, metric, value, day in results:
+        if day == 0:
+            by_day0.setdefault((metric, u), []).append(value)
+    assert any(day > 0 for u, _, _, day in results if u in early), "some early users record later too"
+    expected = {
+        "handled": ols_cluster([(sum(v) / len(v), t, b) for u, t, b, d in users
+                                if d == 0 and (v := by_day0.get(("handled", u)))]),
+        "amount": ols_cluster([(sum(by_day0.get(("amount", u), [0.0])), t, b) for u, t, b, d in users if d == 0]),
+    }
+    analyzed = {r["metric_name"]: r for r in table(conn, "SELECT * FROM ab_analyze(%s) WHERE variant = 'b'", (loaded,))}
+    for metric, (diff, p) in expected.items():
+        rows = table(conn, "SELECT * FROM ab_timeline(%s, %s) WHERE variant = 'b' ORDER BY day", (loaded, metric))
+        assert len(rows) == 4 and all(r["test"] == "cluster" for r in rows), rows
+        assert close(rows[0]["diff"], diff, 1e-9) and close(rows[0]["p_value"], p, 1e-8), (metric, rows[0], diff, p)
+        for k in ("diff", "ci_lower", "ci_upper", "p_value"):
+            assert close(rows[-1][k], analyzed[metric][k], 1e-9), (metric, k, rows[-1][k], analyzed[metric][k])
 
 
 def test_breakdown_is_cluster_robust_within_each_segment(conn, loaded):
@@ -300,6 +320,10 @@ def test_users_stored_without_a_cluster_are_clusters_of_their_own(conn):
         assert not close(b["p_value"], FIXTURE["expected"][metric]["p_value"], 1e-6)
     clusters = sum(r["clusters"] for k, r in adjusted.items() if k[0] == "converted")
     assert clusters == 50 + lost, (clusters, lost)
+    for metric in ["handled", "converted", "amount"]:
+        last = table(conn, "SELECT * FROM ab_timeline(%s, %s) WHERE variant = 'b' ORDER BY day DESC LIMIT 1",
+                     (exp, metric))[0]
+        assert last["test"] == "cluster" and close(last["p_value"], analyzed[(metric, "b")]["p_value"], 1e-9), metric
     from scipy import stats
     counts = [adjusted[("converted", v)]["clusters"] for v in ["control", "b"]]
     assert close(analyzed[("handled", "b")]["srm_p_value"], stats.chisquare(counts).pvalue, 1e-9)
