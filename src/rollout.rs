@@ -123,26 +123,10 @@ fn guardrail_cells(
     metric: &str,
     per_user: &str,
 ) -> HashMap<(i64, usize), Moments> {
-    let set = |client: &mut pgrx::spi::SpiClient<'_>, value: &str| -> Option<String> {
-        client
-            .update("SELECT pg_catalog.set_config('enable_nestloop', $1, true)", Some(1), &[value.into()])
-            .or_raise()
-            .first()
-            .get_one::<String>()
-            .or_raise()
-    };
-    let old: String = client
-        .select("SELECT pg_catalog.current_setting('enable_nestloop')", Some(1), &[])
-        .or_raise()
-        .first()
-        .get_one()
-        .or_raise()
-        .unwrap_or_else(|| "on".into());
-    set(client, "off");
-    // An error ends the (sub)transaction, which restores the setting.
-    let cells = analysis::period_cells(client, nsp, experiment_id, metric, per_user, &HashMap::new());
-    set(client, &old);
-    cells
+    // JIT off as in every analysis (`analysis::reading_sources`).
+    crate::security::with_settings(&[(c"enable_nestloop", c"off"), (c"jit", c"off")], || {
+        analysis::period_cells(client, nsp, experiment_id, metric, per_user, &HashMap::new())
+    })
 }
 
 /// Every guardrail (a recorded metric with a margin) and the sample ratio, tested on the
