@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ab_core::definition::{FunnelDef, FunnelFrom, MetricDef, MetricType};
+use ab_core::analysis::ClusterTotals;
 use ab_core::funnel::{funnel_rows, retention_rows, FunnelArm, RetentionArm};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -162,7 +163,7 @@ pub fn cluster_totals(
     sources: &HashMap<String, SourceMetric>,
     def: &MetricDef,
     unit: &str,
-) -> Option<HashMap<i64, ab_core::analysis::ClusterTotals>> {
+) -> Option<HashMap<i64, ClusterTotals>> {
     use crate::analysis::cluster_totals as totals;
     if let Some(f) = def.funnel_of() {
         let with = format!("WITH {}", funnel_ctes(client, nsp, defs, sources, f).join(", "));
@@ -187,6 +188,39 @@ pub fn cluster_totals(
         "$5",
         crate::sources::args(sources, args),
     ))
+}
+
+/// In a cluster-randomized experiment, per step of a funnel: per variant id, the cluster totals
+/// of the users who reached the step (y) over those who reached the one before, or were
+/// enrolled for step 1 (x), grouped by the attribute `unit`.
+fn funnel_step_clusters(
+    client: &SpiClient<'_>,
+    nsp: &str,
+    exp: &ExperimentRow,
+    defs: &BTreeMap<String, MetricDef>,
+    sources: &HashMap<String, SourceMetric>,
+    f: &FunnelDef,
+    unit: &str,
+) -> Vec<HashMap<i64, ab_core::analysis::ClusterTotals>> {
+    let ctes = funnel_ctes(client, nsp, defs, sources, f);
+    (1..=f.steps.len())
+        .map(|k| {
+            let with = format!("WITH {}", ctes[..=k].join(", "));
+            let (previous, x) = if k == 1 {
+                (String::new(), "1")
+            } else {
+                (
+                    format!(" LEFT JOIN s{} p ON p.user_id = a.user_id", k - 1),
+                    "(p.user_id IS NOT NULL)::int",
+                )
+            };
+            let rows = format!(
+                "{nsp}.ab_assignments a LEFT JOIN (SELECT user_id, 1::float8 AS y FROM s{k}) u ON u.user_id = a.user_id{previous}"
+            );
+            let args = vec![exp.id.into(), f.steps.clone().into(), f.window.clone().into(), unit.into()];
+            crate::analysis::cluster_totals(client, &with, &rows, x, "", "$4", crate::sources::args(sources, args))
+        })
+        .collect()
 }
 
 /// Per variant id: the users at 1, and for a retention metric the users who count.
@@ -275,7 +309,14 @@ fn funnel_table(r: ExperimentRef<'_>) -> Vec<FunnelTableRow> {
                     reached: counts.get(&v.id).cloned().unwrap_or_else(|| vec![0; f.steps.len()]),
                 })
                 .collect();
-            for row in funnel_rows(&settings, def.direction, &arms) {
+            let clusters = match exp.randomization_unit.as_deref() {
+                Some(unit) => funnel_step_clusters(client, nsp, exp, &defs, sources, f, unit)
+                    .iter()
+                    .map(|step| variants.iter().map(|v| step.get(&v.id).copied().unwrap_or_default()).collect())
+                    .collect(),
+                None => vec![],
+            };
+            for row in funnel_rows(&settings, def.direction, &arms, &clusters) {
                 out.push((
                     name.clone(),
                     row.step as i32,
@@ -315,7 +356,14 @@ fn retention_table(r: ExperimentRef<'_>) -> Vec<RetentionTableRow> {
                     RetentionArm { variant: v.name.clone(), is_control: v.is_control, enrolled, too_new, active }
                 })
                 .collect();
-            for row in retention_rows(&settings, def.direction, &arms) {
+            let clusters: Vec<ClusterTotals> = match exp.randomization_unit.as_deref() {
+                Some(unit) => {
+                    let totals = cluster_totals(client, nsp, exp, &defs, sources, def, unit).unwrap_or_default();
+                    variants.iter().map(|v| totals.get(&v.id).copied().unwrap_or_default()).collect()
+                }
+                None => vec![],
+            };
+            for row in retention_rows(&settings, def.direction, &arms, &clusters) {
                 out.push((
                     name.clone(),
                     row.variant,

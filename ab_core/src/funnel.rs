@@ -3,7 +3,7 @@
 //! metric) and its conversion from the previous step (a ratio of two binary per-user
 //! values, delta method, as a ratio metric); a retention rate among the users old enough.
 
-use crate::analysis::{analyze_metric, ArmInput, ArmResult, MetricInput, Settings};
+use crate::analysis::{analyze_clustered, ArmInput, ArmResult, ClusterTotals, Clustering, MetricInput, Settings};
 use crate::definition::{Aggregation, Direction, MetricDef, MetricType};
 use crate::stats::cuped::CoMoments;
 use crate::stats::Moments;
@@ -91,7 +91,15 @@ fn compared(result: &ArmResult) -> Compared {
 
 /// Per step and variant (in the arms' order): the users, share and conversion, and each
 /// treatment's comparison with the control on the conversion.
-pub fn funnel_rows(settings: &Settings, direction: Direction, arms: &[FunnelArm]) -> Vec<FunnelRow> {
+/// `clusters`, in a cluster-randomized experiment: per step, each arm's cluster totals of the
+/// users who reached it (y) over those who reached the step before, or were enrolled (x); the
+/// comparisons are then cluster-robust. Empty: per user.
+pub fn funnel_rows(
+    settings: &Settings,
+    direction: Direction,
+    arms: &[FunnelArm],
+    clusters: &[Vec<ClusterTotals>],
+) -> Vec<FunnelRow> {
     let steps = arms.iter().map(|a| a.reached.len()).max().unwrap_or(0);
     let mut rows = Vec::new();
     for k in 0..steps {
@@ -117,7 +125,8 @@ pub fn funnel_rows(settings: &Settings, direction: Direction, arms: &[FunnelArm]
                     .collect(),
             }
         };
-        let result = analyze_metric(settings, &input);
+        let clustering = clusters.get(k).map(|totals| Clustering::Robust(totals.clone()));
+        let result = analyze_clustered(settings, &input, clustering.as_ref());
         for (a, r) in arms.iter().zip(&result.arms) {
             let previous = if k == 0 { a.enrolled } else { at(a, k - 1) };
             let (diff, ci_lower, ci_upper, p_value) = compared(r);
@@ -173,14 +182,22 @@ pub struct RetentionRow {
 
 /// The retention rate among the eligible users and each treatment's comparison with the
 /// control (two-proportion z-test, as the binary metric in `ab_analyze`).
-pub fn retention_rows(settings: &Settings, direction: Direction, arms: &[RetentionArm]) -> Vec<RetentionRow> {
+/// `clusters`, in a cluster-randomized experiment: each arm's cluster totals of the active
+/// users among the eligible; the comparisons are then cluster-robust. Empty: per user.
+pub fn retention_rows(
+    settings: &Settings,
+    direction: Direction,
+    arms: &[RetentionArm],
+    clusters: &[ClusterTotals],
+) -> Vec<RetentionRow> {
     let input = MetricInput {
         name: String::new(),
         def: def(MetricType::Binary, direction),
         cap: None,
         arms: arms.iter().map(|a| binary_arm(&a.variant, a.is_control, a.eligible(), a.active)).collect(),
     };
-    let result = analyze_metric(settings, &input);
+    let clustering = (!clusters.is_empty()).then(|| Clustering::Robust(clusters.to_vec()));
+    let result = analyze_clustered(settings, &input, clustering.as_ref());
     arms.iter()
         .zip(&result.arms)
         .map(|(a, r)| {
@@ -214,7 +231,7 @@ mod tests {
     fn funnel_steps_by_hand() {
         let settings = Settings::fixed(0.05, 1);
         let arms = [arm("control", true, 1000, &[600, 300, 150]), arm("treatment", false, 1000, &[600, 360, 216])];
-        let rows = funnel_rows(&settings, Direction::Higher, &arms);
+        let rows = funnel_rows(&settings, Direction::Higher, &arms, &[]);
         assert_eq!(rows.len(), 6);
         let t2 = &rows[3];
         assert_eq!((t2.step, t2.variant.as_str(), t2.users), (2, "treatment", 360));
@@ -233,7 +250,7 @@ mod tests {
         assert_eq!((rows[0].diff, rows[0].p_value), (None, None));
         // A variant with nobody at the previous step has no conversion.
         let rows =
-            funnel_rows(&settings, Direction::Higher, &[arm("c", true, 10, &[0, 0]), arm("t", false, 10, &[2, 1])]);
+            funnel_rows(&settings, Direction::Higher, &[arm("c", true, 10, &[0, 0]), arm("t", false, 10, &[2, 1])], &[]);
         assert_eq!((rows[2].conversion, rows[3].conversion), (None, Some(0.5)));
         assert_eq!(rows[3].diff, None);
     }
@@ -245,7 +262,7 @@ mod tests {
             RetentionArm { variant: "c".into(), is_control: true, enrolled: 1200, too_new: 200, active: 300 },
             RetentionArm { variant: "t".into(), is_control: false, enrolled: 1100, too_new: 100, active: 350 },
         ];
-        let rows = retention_rows(&settings, Direction::Higher, &arms);
+        let rows = retention_rows(&settings, Direction::Higher, &arms, &[]);
         assert_eq!((rows[0].eligible, rows[0].rate), (1000, Some(0.3)));
         assert_eq!((rows[1].eligible, rows[1].rate), (1000, Some(0.35)));
         assert!((rows[1].diff.unwrap() - 0.05).abs() < 1e-12);

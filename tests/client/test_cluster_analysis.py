@@ -271,7 +271,8 @@ def test_funnel_and_retention_metrics_are_cluster_robust(conn):
     same 0/1 values per user; the steps, binary metrics, too."""
     metrics = {"started": {"type": "binary"}, "uploaded": {"type": "binary"}, "session": {"type": "binary"},
                "uploads": {"funnel": {"steps": ["started", "uploaded"], "window": "7 days"}},
-               "back": {"retention": {"metric": "session", "days": [0, 7]}}}
+               "back": {"retention": {"metric": "session", "days": [0, 7]}},
+               "conv": {"type": "ratio", "numerator": "uploaded", "denominator": "started"}}
     exp = create(conn, "cluster-funnel", metrics, primary="uploads")
     conn.execute("SELECT count(ab_get_variant(%s, 'u' || g, jsonb_build_object('branch', 'br' || g %% 30))) "
                  "FROM generate_series(1, 600) g", (exp,))
@@ -300,6 +301,14 @@ def test_funnel_and_retention_metrics_are_cluster_robust(conn):
     assert got["back"]["users"] == sum(1 for g, t, _ in users if t and g % 10 != 0)
     summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
     assert 'comparisons are cluster-robust (test "cluster"; quantile metrics are not compared)' in summary, summary
+    # ab_funnel's steps and ab_retention are cluster-robust too: step 1's share is the binary
+    # metric "started", step 2's conversion the ratio "uploaded" / "started", and the
+    # retention rate ab_analyze's row of "back".
+    steps = {r["step"]: r for r in table(conn, "SELECT * FROM ab_funnel(%s) WHERE variant = 'b'", (exp,))}
+    retention = table(conn, "SELECT * FROM ab_retention(%s) WHERE variant = 'b'", (exp,))[0]
+    for row, metric in ((steps[1], "started"), (steps[2], "conv"), (retention, "back")):
+        for k in ("ci_lower", "ci_upper", "p_value"):
+            assert close(row[k], got[metric][k], 1e-9), (metric, k, row[k], got[metric][k])
 
 
 def test_users_stored_without_a_cluster_are_clusters_of_their_own(conn):
