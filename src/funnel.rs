@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ab_core::definition::{FunnelDef, FunnelFrom, MetricDef, MetricType};
 use ab_core::analysis::ClusterTotals;
+use ab_core::definition::{FunnelDef, FunnelFrom, MetricDef, MetricType};
 use ab_core::funnel::{funnel_rows, retention_rows, FunnelArm, RetentionArm};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;

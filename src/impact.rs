@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use ab_core::analysis::{effective_moments, ArmInput};
 use ab_core::definition::{Correction, MetricDef};
-use ab_core::impact::{differential_impact, independence, interaction, AttributeInput};
+use ab_core::impact::{
+    differential_impact, independence, interaction, interaction_with, AttributeInput, CellCross, Clusters,
+};
 use ab_core::names::printable;
 use ab_core::stats::multiple::{benjamini_hochberg, holm};
 use ab_core::stats::Moments;
@@ -223,6 +225,8 @@ fn interactions_of(
         users: Vec<Vec<u64>>,
         independence_p: Option<f64>,
         metrics: Vec<String>,
+        /// Whose assignment's attribute (and which) clusters the pair's users: None per user.
+        clustering: Pairing,
     }
     let mut others = Vec::new();
     for (other_id, counts) in shared {
@@ -238,10 +242,31 @@ fn interactions_of(
         let table: Vec<Vec<f64>> = users.iter().map(|r| r.iter().map(|&n| n as f64).collect()).collect();
         let other_recorded = crate::analysis::recorded_metrics(client, nsp, other_id, table_name(from_state));
         let other_defs = other.metric_defs();
+        let clustering = pairing(exp.randomization_unit.as_deref(), other.randomization_unit.as_deref());
+        let independence_p = match &clustering {
+            Pairing::PerUser | Pairing::By { both: false, .. } => independence(&table).map(|c| c.p_value),
+            // Both split whole clusters of the same unit: the clusters are the units counted.
+            Pairing::By { unit, both: true, .. } => {
+                let clusters = clusters_per_pair(
+                    client,
+                    nsp,
+                    exp.id,
+                    other_id,
+                    unit,
+                    &index_a,
+                    &index_b,
+                    variants.len(),
+                    other_variants.len(),
+                );
+                independence(&clusters).map(|c| c.p_value)
+            }
+            Pairing::Unsupported => None,
+        };
         others.push(Other {
             id: other_id,
             name: other.name.clone(),
-            independence_p: independence(&table).map(|c| c.p_value),
+            independence_p,
+            clustering,
             metrics: order
                 .iter()
                 .filter(|m| other_defs.contains_key(*m) || other_recorded.contains(m))
@@ -320,7 +345,26 @@ fn interactions_of(
                     *cell = effective(&def, o.users[a][b], *cell);
                 }
             }
-            let result = interaction(&table);
+            let result = match &o.clustering {
+                Pairing::PerUser => interaction(&table),
+                Pairing::By { unit, this_side, .. } => {
+                    let per_user = crate::analysis::per_user_of_metric(
+                        client,
+                        nsp,
+                        from_state,
+                        name,
+                        def.aggregation,
+                        "$2",
+                        caps[name.as_str()],
+                        sources,
+                    );
+                    let pair =
+                        PairKey { other: o.id, unit, this_side: *this_side, index_a: &index_a, index_b: &o.index };
+                    let clusters = cell_cross(client, nsp, exp.id, name, &def, &per_user, sources, &pair);
+                    interaction_with(&table, Some(&clusters))
+                }
+                Pairing::Unsupported => None,
+            };
             found.push(Found {
                 other: o.name.clone(),
                 metric: Some(name.clone()),
@@ -363,6 +407,128 @@ fn interactions_of(
             )
         })
         .collect()
+}
+
+/// How the users two experiments share are clustered in the tests of their interaction.
+enum Pairing {
+    PerUser,
+    /// By the attribute `unit` of this experiment's assignments (`this_side`) or the other's;
+    /// `both`: both experiments are randomized by it.
+    By {
+        unit: String,
+        this_side: bool,
+        both: bool,
+    },
+    /// Randomized by two different units: two-way clustering, which is not computed.
+    Unsupported,
+}
+
+fn pairing(this: Option<&str>, other: Option<&str>) -> Pairing {
+    match (this, other) {
+        (None, None) => Pairing::PerUser,
+        (Some(u), None) => Pairing::By { unit: u.into(), this_side: true, both: false },
+        (None, Some(u)) => Pairing::By { unit: u.into(), this_side: false, both: false },
+        (Some(u), Some(v)) if u == v => Pairing::By { unit: u.into(), this_side: true, both: true },
+        _ => Pairing::Unsupported,
+    }
+}
+
+/// The cluster of a shared user: the unit's value on the side's assignment, or the user alone
+/// without one (prefixed so that the two kinds of key never meet).
+fn cluster_key(side: &str, unit_param: &str) -> String {
+    format!(
+        "CASE WHEN {side}.attributes->>{unit_param} IS NULL THEN 'u' || a.user_id \
+         ELSE 'c' || ({side}.attributes->>{unit_param}) END"
+    )
+}
+
+/// Both experiments randomized by `unit`: the clusters per pair of arms (a: this one's).
+#[allow(clippy::too_many_arguments)]
+fn clusters_per_pair(
+    client: &pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    experiment: i64,
+    other: i64,
+    unit: &str,
+    index_a: &HashMap<i64, usize>,
+    index_b: &HashMap<i64, usize>,
+    arms_a: usize,
+    arms_b: usize,
+) -> Vec<Vec<f64>> {
+    let sql = format!(
+        "SELECT a.variant_id, b.variant_id, count(DISTINCT {}) FROM {nsp}.ab_assignments a \
+         JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id WHERE a.experiment_id = $1 AND b.experiment_id = $2 \
+         GROUP BY 1, 2",
+        cluster_key("a", "$3")
+    );
+    let mut table = vec![vec![0.0; arms_b]; arms_a];
+    for row in client.select(sql.as_str(), None, &[experiment.into(), other.into(), unit.into()]).or_raise() {
+        let (va, vb): (i64, i64) = (row.get(1).or_raise().unwrap(), row.get(2).or_raise().unwrap());
+        if let (Some(&a), Some(&b)) = (index_a.get(&va), index_b.get(&vb)) {
+            table[a][b] = row.get::<i64>(3).or_raise().unwrap() as f64;
+        }
+    }
+    table
+}
+
+/// The other experiment of a clustered pair and how its users are clustered.
+struct PairKey<'a> {
+    other: i64,
+    unit: &'a str,
+    this_side: bool,
+    index_a: &'a HashMap<i64, usize>,
+    index_b: &'a HashMap<i64, usize>,
+}
+
+/// The clusters of the users the two experiments share, and per pair of cells (arm of this
+/// one, arm of the other) the sums over clusters of the products of the cells' totals in each
+/// (`ab_core::impact::CellCross`); the users in a cell as the test counts them (silent users
+/// as 0s where the metric says so).
+#[allow(clippy::too_many_arguments)]
+fn cell_cross(
+    client: &pgrx::spi::SpiClient<'_>,
+    nsp: &str,
+    experiment: i64,
+    metric: &str,
+    def: &MetricDef,
+    per_user: &str,
+    sources: &HashMap<String, SourceMetric>,
+    pair: &PairKey<'_>,
+) -> Clusters {
+    let rows = if def.silent_users_are_zero() {
+        format!(
+            "{nsp}.ab_assignments a JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
+             LEFT JOIN ({per_user}) u ON u.user_id = a.user_id"
+        )
+    } else {
+        format!(
+            "({per_user}) u JOIN {nsp}.ab_assignments a ON a.user_id = u.user_id \
+             JOIN {nsp}.ab_assignments b ON b.user_id = u.user_id"
+        )
+    };
+    let key = cluster_key(if pair.this_side { "a" } else { "b" }, "$4");
+    let sql = format!(
+        "WITH t AS (SELECT {key} AS k, a.variant_id AS va, b.variant_id AS vb, coalesce(sum(u.v), 0)::float8 AS y, \
+                           count(*)::float8 AS n \
+                    FROM {rows} WHERE a.experiment_id = $1 AND b.experiment_id = $3 GROUP BY 1, 2, 3) \
+         SELECT x.va, x.vb, y.va, y.vb, sum(x.y * y.y), sum(x.y * y.n), sum(x.n * y.y), sum(x.n * y.n), \
+                (SELECT count(DISTINCT k) FROM t)::float8 \
+         FROM t x JOIN t y ON y.k = x.k GROUP BY 1, 2, 3, 4"
+    );
+    let args = vec![experiment.into(), metric.into(), pair.other.into(), pair.unit.into()];
+    let mut out = Clusters::default();
+    for row in client.select(sql.as_str(), None, &crate::sources::args(sources, args)).or_raise() {
+        let cell = |i: usize| -> Option<(usize, usize)> {
+            let (va, vb): (i64, i64) = (row.get(i).or_raise().unwrap(), row.get(i + 1).or_raise().unwrap());
+            Some((*pair.index_a.get(&va)?, *pair.index_b.get(&vb)?))
+        };
+        let get = |i: usize| row.get::<f64>(i).or_raise().unwrap_or(0.0);
+        out.clusters = get(9);
+        if let (Some(x), Some(y)) = (cell(1), cell(3)) {
+            out.cross.insert((x, y), CellCross { yy: get(5), yn: get(6), ny: get(7), nn: get(8) });
+        }
+    }
+    out
 }
 
 fn table_name(from_state: bool) -> &'static str {

@@ -2,11 +2,11 @@
 //! it stood at the end of day d (in the session's TimeZone): the users enrolled by then, each
 //! with the value of what they had recorded by then. The statistics are `ab_core::timeline`.
 
+use ab_core::analysis::ClusterTotals;
 use ab_core::analysis::MetricResult;
 use ab_core::definition::{check_metric_name, Aggregation, MetricDef};
 use ab_core::names::printable;
 use ab_core::stats::Moments;
-use ab_core::analysis::ClusterTotals;
 use ab_core::timeline::{timeline_with, Arm, Cell, ClusterCell, Enrolled};
 use pgrx::datum::Date;
 use pgrx::prelude::*;
@@ -97,10 +97,8 @@ fn cluster_cells_sql(nsp: &str, aggregation: Aggregation, cap: Option<f64>, sile
         ("(d.prev IS NULL)::int", String::new())
     };
     let float8 = |e: &str| format!("(CASE WHEN abs({e}) < 1e-300 THEN 0 ELSE {e} END)::float8");
-    let sums: Vec<String> = ["dg", "dn", "dy", "dx", "dyy", "dxx", "dxy"]
-        .iter()
-        .map(|c| float8(&format!("sum(t.{c}) OVER k")))
-        .collect();
+    let sums: Vec<String> =
+        ["dg", "dn", "dy", "dx", "dyy", "dxx", "dxy"].iter().map(|c| float8(&format!("sum(t.{c}) OVER k"))).collect();
     format!(
         "SELECT t.variant_id, t.day, {} FROM ( \
            SELECT c.variant_id, c.day, count(*) FILTER (WHERE c.x = c.dx AND c.x > 0) AS dg, sum(c.dx) AS dn, \
@@ -384,7 +382,19 @@ fn run_linear(
     let metrics = per_metric
         .iter()
         .map(|(name, def, cap, cells, clusters)| {
-            timeline_with(&settings, name, def, *cap, &arms, periods, last + 1, cells, &enrolled, clusters, check_interrupts)
+            timeline_with(
+                &settings,
+                name,
+                def,
+                *cap,
+                &arms,
+                periods,
+                last + 1,
+                cells,
+                &enrolled,
+                clusters,
+                check_interrupts,
+            )
         })
         .collect::<Vec<Vec<MetricResult>>>();
     crate::analysis::check_finite(metrics.iter().flatten());

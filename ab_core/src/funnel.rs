@@ -249,8 +249,12 @@ mod tests {
         assert!(rows[1].diff.unwrap().abs() < 1e-12 && rows[1].p_value.unwrap() > 0.99);
         assert_eq!((rows[0].diff, rows[0].p_value), (None, None));
         // A variant with nobody at the previous step has no conversion.
-        let rows =
-            funnel_rows(&settings, Direction::Higher, &[arm("c", true, 10, &[0, 0]), arm("t", false, 10, &[2, 1])], &[]);
+        let rows = funnel_rows(
+            &settings,
+            Direction::Higher,
+            &[arm("c", true, 10, &[0, 0]), arm("t", false, 10, &[2, 1])],
+            &[],
+        );
         assert_eq!((rows[2].conversion, rows[3].conversion), (None, Some(0.5)));
         assert_eq!(rows[3].diff, None);
     }

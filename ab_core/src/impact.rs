@@ -79,21 +79,69 @@ impl Interaction {
     }
 }
 
+/// In a cluster-randomized experiment: per pair of cells (`a`, `b` of each), the sums over
+/// clusters of the products of the two cells' totals in the cluster: sum of values times sum
+/// of values (`yy`), values times users (`yn`), users times values (`ny`), users times users
+/// (`nn`). With the cells' means they give the clusters' scores' cross-products.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CellCross {
+    pub yy: f64,
+    pub yn: f64,
+    pub ny: f64,
+    pub nn: f64,
+}
+
+/// Two cells, ((a, b), (a', b')).
+pub type CellPair = ((usize, usize), (usize, usize));
+
+/// The clusters of the users in the cells, and each pair of cells' `CellCross`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Clusters {
+    pub clusters: f64,
+    pub cross: std::collections::HashMap<CellPair, CellCross>,
+}
+
 /// The interaction test on the cells' moments: `cells[a][b]` holds the users in arm `a` of A
 /// and arm `b` of B, arm 0 the control of each. None when a cell has fewer than 2 users or
 /// the terms' covariance is singular (no spread in the cells that define them).
 pub fn interaction(cells: &[Vec<Moments>]) -> Option<Interaction> {
+    interaction_with(cells, None)
+}
+
+/// `interaction` with, given `clusters`, the cluster-robust covariance of the cell means
+/// (statsmodels' `cov_type="cluster"` of the same saturated regression: the sandwich over
+/// clusters, times G / (G - 1) (N - 1) / (N - K) with K the cells).
+pub fn interaction_with(cells: &[Vec<Moments>], clusters: Option<&Clusters>) -> Option<Interaction> {
     let ra = cells.len();
     let rb = cells.first()?.len();
     if ra < 2 || rb < 2 || cells.iter().any(|r| r.len() != rb) {
         return None;
     }
-    // HC2 variance of each cell mean: the cell's sample variance over its n.
-    let mut v = vec![vec![0.0; rb]; ra];
+    // Covariance of two cell means: HC2 gives the cell's sample variance over its n, and 0
+    // between cells (no user is in two).
+    let mut v: std::collections::HashMap<CellPair, f64> = std::collections::HashMap::new();
     for a in 0..ra {
         for b in 0..rb {
             let m = &cells[a][b];
-            v[a][b] = m.variance()? / m.n;
+            v.insert(((a, b), (a, b)), m.variance()? / m.n);
+        }
+    }
+    if let Some(c) = clusters {
+        let n: f64 = cells.iter().flatten().map(|m| m.n).sum();
+        let k = (ra * rb) as f64;
+        if !(c.clusters >= 2.0 && n > k) || cells.iter().flatten().any(|m| m.n < 2.0) {
+            return None;
+        }
+        let factor = c.clusters / (c.clusters - 1.0) * (n - 1.0) / (n - k);
+        v.clear();
+        for (&((a, b), (a2, b2)), x) in &c.cross {
+            let (m, m2) = (&cells[a][b], &cells[a2][b2]);
+            if m.n < 2.0 || m2.n < 2.0 {
+                return None;
+            }
+            let (mu, mu2) = (m.mean, m2.mean);
+            let scores = x.yy - mu2 * x.yn - mu * x.ny + mu * mu2 * x.nn;
+            v.insert(((a, b), (a2, b2)), factor * scores / (m.n * m2.n));
         }
     }
     let mu = |a: usize, b: usize| cells[a][b].mean;
@@ -108,9 +156,7 @@ pub fn interaction(cells: &[Vec<Moments>]) -> Option<Interaction> {
             let mut s = 0.0;
             for (cx, sx) in cell_signs(x) {
                 for (cy, sy) in cell_signs(y) {
-                    if cx == cy {
-                        s += sx * sy * v[cx.0][cx.1];
-                    }
+                    s += sx * sy * v.get(&(cx, cy)).copied().unwrap_or(0.0);
                 }
             }
             cov[i][j] = s;

@@ -392,7 +392,10 @@ mod tests {
     fn moved_by_hand_only_up_from_a_ramping_step() {
         let r = Rollout { steps: vec![5.0, 25.0, 100.0], step_every: "1 hour".into(), step: 0, state: State::Ramping };
         let m = r.moved_to(10.0).unwrap();
-        assert_eq!((m.steps.clone(), m.step, m.state, m.treatment_share()), (vec![5.0, 10.0, 25.0, 100.0], 1, State::Ramping, 10.0));
+        assert_eq!(
+            (m.steps.clone(), m.step, m.state, m.treatment_share()),
+            (vec![5.0, 10.0, 25.0, 100.0], 1, State::Ramping, 10.0)
+        );
         let m = m.moved_to(50.0).unwrap();
         assert_eq!((m.steps.clone(), m.step), (vec![5.0, 10.0, 50.0, 100.0], 2));
         let done = m.moved_to(100.0).unwrap();

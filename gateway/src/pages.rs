@@ -855,18 +855,30 @@ mod tests {
 
     #[test]
     fn flagged_interactions_and_segments_are_listed_and_escaped() {
-        let rows = [json!({"other_experiment": "<b>pricing</b>", "metric_name": "funded", "variant": "new",
+        let rows = [
+            json!({"other_experiment": "<b>pricing</b>", "metric_name": "funded", "variant": "new",
                            "other_variant": "b", "shared_users": 400, "interaction": 0.12, "p_value_adjusted": 0.001,
                            "flagged": true}),
-                    json!({"other_experiment": "<b>pricing</b>", "metric_name": "nps", "flagged": false})];
-        let segs = [json!({"attribute": "loan_type", "value": "VA", "metric_name": "funded", "variant": "new",
+            json!({"other_experiment": "<b>pricing</b>", "metric_name": "nps", "flagged": false}),
+        ];
+        let segs = [
+            json!({"attribute": "loan_type", "value": "VA", "metric_name": "funded", "variant": "new",
                            "users": 120, "effect": 0.2, "effect_elsewhere": 0.01, "q_value": 0.004, "flagged": true}),
-                    json!({"attribute": "loan_type", "value": null, "flagged": false})];
+            json!({"attribute": "loan_type", "value": null, "flagged": false}),
+        ];
         let mut b = String::new();
         findings(&mut b, Some(&rows), Some(&segs));
-        assert!(b.contains("<tr><td>&lt;b&gt;pricing&lt;/b&gt;</td><td>funded</td><td>new</td><td>b</td><td class=\"n\">400</td>"), "{b}");
+        assert!(
+            b.contains(
+                "<tr><td>&lt;b&gt;pricing&lt;/b&gt;</td><td>funded</td><td>new</td><td>b</td><td class=\"n\">400</td>"
+            ),
+            "{b}"
+        );
         assert!(!b.contains("<td>nps</td>") && !b.contains("<b>pricing"), "{b}");
-        assert!(b.contains("<tr><td>loan_type</td><td>VA</td><td>funded</td><td>new</td><td class=\"n\">120</td>"), "{b}");
+        assert!(
+            b.contains("<tr><td>loan_type</td><td>VA</td><td>funded</td><td>new</td><td class=\"n\">120</td>"),
+            "{b}"
+        );
         let mut b = String::new();
         findings(&mut b, Some(&rows[1..]), Some(&segs[1..]));
         assert!(b.contains("1 other experiment shares users with this one; no interaction"), "{b}");

@@ -409,7 +409,8 @@ impl Reader<'_, '_> {
         for name in metric_order(exp, &frame.defs, &frame.recorded) {
             let def = frame.defs.get(&name).cloned().unwrap_or_default();
             if def.is_composed() {
-                if let Some(totals) = crate::funnel::cluster_totals(client, nsp, exp, &frame.defs, sources, &def, unit) {
+                if let Some(totals) = crate::funnel::cluster_totals(client, nsp, exp, &frame.defs, sources, &def, unit)
+                {
                     let arms = frame.variants.iter().map(|v| totals.get(&v.id).copied().unwrap_or_default()).collect();
                     out.insert(name, Clustering::Robust(arms));
                 }

@@ -369,3 +369,66 @@ def test_differential_impact_is_refused(conn, loaded):
     assert e.value.diag.message_hint == "ab_breakdown compares each segment cluster-robust"
     conn.rollback()
     assert conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0] == before
+
+
+def test_interactions_are_cluster_robust_by_the_unit(conn):
+    """With this experiment randomized by branch and the other per user, the interaction term
+    and its standard error are statsmodels' OLS y ~ C(a) * C(b) with errors clustered by branch,
+    and the assignments' independence is tested per user (the other's arms are random within
+    each branch). Both randomized by branch: the independence test counts branches. By two
+    different units: neither test is computed (two-way clustering)."""
+    import numpy as np
+    import pandas as pd
+    import statsmodels.formula.api as smf
+    from scipy import stats
+    a = create(conn, "cluster-interaction-a", {"m": {}}, primary="m")
+    b = conn.execute("SELECT ab_create_experiment(%s)", (Jsonb({
+        "name": "cluster-interaction-b", "experiment_type": "feature", "primary_metric": "m", "salt": "ci-b",
+        "variants": two_variants(), "metrics": {"m": {}}}),)).fetchone()[0]
+    conn.execute("SELECT ab_start_experiment(%s)", (b,))
+    conn.execute("SELECT count(ab_get_variant(%s, 'ci' || g, jsonb_build_object('branch', 'br' || g %% 40))), "
+                 "count(ab_get_variant(%s, 'ci' || g)) FROM generate_series(1, 1200) g", (a, b))
+    arms = conn.execute(
+        "SELECT x.user_id, (SELECT NOT is_control FROM ab_variants WHERE id = x.variant_id)::int, "
+        "(SELECT NOT is_control FROM ab_variants WHERE id = y.variant_id)::int, x.attributes->>'branch' "
+        "FROM ab_assignments x JOIN ab_assignments y ON y.user_id = x.user_id "
+        "WHERE x.experiment_id = %s AND y.experiment_id = %s ORDER BY 1", (a, b)).fetchall()
+    rng = np.random.default_rng(3301)
+    effect = {f"br{i}": rng.normal(0, 1.0) for i in range(40)}
+    values = [5 + effect[br] + 0.3 * xa + 0.2 * xb + 0.4 * xa * xb + rng.normal(0, 1.0) for _, xa, xb, br in arms]
+    conn.execute("SELECT count(ab_record_result(%s, 'm', v, u)) FROM unnest(%s::text[], %s::float8[]) AS t(u, v)",
+                 (a, [r[0] for r in arms], values))
+    frame = pd.DataFrame({"y": values, "a": [r[1] for r in arms], "b": [r[2] for r in arms], "g": [r[3] for r in arms]})
+    fit = smf.ols("y ~ C(a) * C(b)", frame).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(frame["g"])[0]})
+    term = "C(a)[T.1]:C(b)[T.1]"
+    row = table(conn, "SELECT * FROM ab_interactions(%s) WHERE other_experiment = 'cluster-interaction-b'", (a,))[0]
+    assert close(row["interaction"], fit.params[term], 1e-9), (row, fit.params[term])
+    assert close(row["interaction_se"], fit.bse[term], 1e-8), (row, fit.bse[term])
+    assert close(row["p_value"], stats.chi2.sf((fit.params[term] / fit.bse[term]) ** 2, 1), 1e-8), row
+    counts = pd.crosstab(frame["a"], frame["b"]).to_numpy()
+    assert close(row["independence_p"], stats.chi2_contingency(counts, correction=False).pvalue, 1e-9), row
+    # Both randomized by branch: the table counts branches.
+    c2 = create(conn, "cluster-interaction-c", {"m": {}}, primary="m")
+    conn.execute("SELECT count(ab_get_variant(%s, 'ci' || g, jsonb_build_object('branch', 'br' || g %% 40))) "
+                 "FROM generate_series(1, 1200) g", (c2,))
+    branches = conn.execute(
+        "SELECT (SELECT NOT is_control FROM ab_variants WHERE id = x.variant_id)::int, "
+        "(SELECT NOT is_control FROM ab_variants WHERE id = y.variant_id)::int, count(DISTINCT x.attributes->>'branch') "
+        "FROM ab_assignments x JOIN ab_assignments y ON y.user_id = x.user_id "
+        "WHERE x.experiment_id = %s AND y.experiment_id = %s GROUP BY 1, 2 ORDER BY 1, 2", (a, c2)).fetchall()
+    by_branch = np.array([[0, 0], [0, 0]])
+    for xa, xc, n in branches:
+        by_branch[xa][xc] = n
+    row = table(conn, "SELECT * FROM ab_interactions(%s) WHERE other_experiment = 'cluster-interaction-c'", (a,))[0]
+    assert close(row["independence_p"], stats.chi2_contingency(by_branch, correction=False).pvalue, 1e-9), (row, by_branch)
+    # Randomized by two different units: no test.
+    body = {"name": "cluster-interaction-d", "experiment_type": "agent_config", "primary_metric": "m", "salt": "ci-d",
+            "variants": two_variants(), "metrics": {"m": {}}, "breakdowns": ["officer"], "randomization_unit": "officer"}
+    d = conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),)).fetchone()[0]
+    conn.execute("SELECT ab_start_experiment(%s)", (d,))
+    conn.execute("SELECT count(ab_get_variant(%s, 'ci' || g, jsonb_build_object('officer', 'o' || g %% 25))) "
+                 "FROM generate_series(1, 1200) g", (d,))
+    row = table(conn, "SELECT * FROM ab_interactions(%s) WHERE other_experiment = 'cluster-interaction-d'", (a,))[0]
+    assert row["shared_users"] == 1200 and row["independence_p"] is None and row["p_value"] is None, row
+    for e in (a, b, c2, d):
+        conn.execute("SELECT ab_stop_experiment(%s)", (e,))
