@@ -280,23 +280,18 @@ fn interactions_of(
     // Per metric, the cells of every other experiment having it, from one read of this
     // experiment's per-user values (not one per other experiment). A metric this experiment
     // has no value of (recorded or read) leaves every cell empty.
+    // Each metric's capped per-user values ($1 the experiment, $2 the metric).
+    let per_user_of = |name: &str| {
+        let def = defs.get(name).cloned().unwrap_or_default();
+        crate::analysis::per_user_of_metric(client, nsp, from_state, name, def.aggregation, "$2", caps[name], sources)
+    };
     let mut cells: HashMap<(i64, &str), Vec<Vec<Moments>>> = HashMap::new();
     for name in &order {
         let ids: Vec<i64> = others.iter().filter(|o| o.metrics.contains(name)).map(|o| o.id).collect();
         if ids.is_empty() || !(recorded.contains(name) || sources.contains_key(name.as_str())) {
             continue;
         }
-        let def = defs.get(name).cloned().unwrap_or_default();
-        let per_user = crate::analysis::per_user_of_metric(
-            client,
-            nsp,
-            from_state,
-            name,
-            def.aggregation,
-            "$2",
-            caps[name.as_str()],
-            sources,
-        );
+        let per_user = per_user_of(name);
         let sql = format!(
             "SELECT b.experiment_id, u.variant_id, b.variant_id, {nsp}.ab_moments(u.v) FROM ({per_user}) u \
              JOIN {nsp}.ab_assignments b ON b.experiment_id = ANY ($3) AND b.user_id = u.user_id GROUP BY 1, 2, 3"
@@ -348,16 +343,7 @@ fn interactions_of(
             let result = match &o.clustering {
                 Pairing::PerUser => interaction(&table),
                 Pairing::By { unit, this_side, .. } => {
-                    let per_user = crate::analysis::per_user_of_metric(
-                        client,
-                        nsp,
-                        from_state,
-                        name,
-                        def.aggregation,
-                        "$2",
-                        caps[name.as_str()],
-                        sources,
-                    );
+                    let per_user = per_user_of(name);
                     let pair =
                         PairKey { other: o.id, unit, this_side: *this_side, index_a: &index_a, index_b: &o.index };
                     let clusters = cell_cross(client, nsp, exp.id, name, &def, &per_user, sources, &pair);

@@ -2,7 +2,6 @@
 //! it stood at the end of day d (in the session's TimeZone): the users enrolled by then, each
 //! with the value of what they had recorded by then. The statistics are `ab_core::timeline`.
 
-use ab_core::analysis::ClusterTotals;
 use ab_core::analysis::MetricResult;
 use ab_core::definition::{check_metric_name, Aggregation, MetricDef};
 use ab_core::names::printable;
@@ -341,19 +340,10 @@ fn run_linear(
                     .or_raise()
                     .map(|row| {
                         pg_sys::check_for_interrupts!();
-                        let get = |i: usize| row.get::<f64>(i).or_raise().unwrap_or(0.0);
                         ClusterCell {
                             arm: arm_of(&variants, row.get::<i64>(1).or_raise().unwrap()),
                             day: row.get::<i32>(2).or_raise().unwrap() as usize,
-                            totals: ClusterTotals {
-                                clusters: get(3),
-                                users: get(4),
-                                sum_y: get(5),
-                                sum_x: get(6),
-                                sum_yy: get(7),
-                                sum_xx: get(8),
-                                sum_xy: get(9),
-                            },
+                            totals: crate::analysis::totals_at(&row, 3),
                         }
                     })
                     .collect()

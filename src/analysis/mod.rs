@@ -22,7 +22,7 @@ mod pipeline;
 mod reads;
 mod store;
 
-pub(crate) use pipeline::{cluster_totals, cluster_totals_by};
+pub(crate) use pipeline::{cluster_totals, cluster_totals_by, totals_at};
 pub use reads::{
     check_source_values, metric_cap, metric_order, per_user_of_metric, per_user_sql, period_cells, periods,
     recorded_metrics,

@@ -540,18 +540,21 @@ pub(crate) fn cluster_totals_by(
     client
         .select(sql.as_str(), None, &args)
         .or_raise()
-        .map(|row| {
-            let get = |i: usize| row.get::<f64>(i).or_raise().unwrap_or(0.0);
-            let t = ClusterTotals {
-                clusters: get(3),
-                users: get(4),
-                sum_y: get(5),
-                sum_x: get(6),
-                sum_yy: get(7),
-                sum_xx: get(8),
-                sum_xy: get(9),
-            };
-            ((row.get::<String>(1).or_raise(), row.get::<i64>(2).or_raise().unwrap()), t)
-        })
+        .map(|row| ((row.get::<String>(1).or_raise(), row.get::<i64>(2).or_raise().unwrap()), totals_at(&row, 3)))
         .collect()
+}
+
+/// The cluster totals in the seven columns from `first` (clusters, users, the sums of y and
+/// x, of their squares and of their products).
+pub(crate) fn totals_at(row: &pgrx::spi::SpiHeapTupleData<'_>, first: usize) -> ClusterTotals {
+    let get = |i: usize| row.get::<f64>(first + i).or_raise().unwrap_or(0.0);
+    ClusterTotals {
+        clusters: get(0),
+        users: get(1),
+        sum_y: get(2),
+        sum_x: get(3),
+        sum_yy: get(4),
+        sum_xx: get(5),
+        sum_xy: get(6),
+    }
 }
