@@ -48,7 +48,7 @@ pub(crate) fn check_attribute(exp: &catalog::ExperimentRow, attribute: &str) {
             format!(
                 "experiment \"{}\" stores no attribute \"{}\" for breakdowns{}",
                 printable(&exp.name),
-                printable(attribute),
+                ab_core::names::printable_at_most(attribute, 200),
                 ab_core::names::did_you_mean(attribute, exp.breakdowns.iter().map(|s| s.as_str()))
             ),
             Some(hint),

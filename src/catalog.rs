@@ -113,7 +113,7 @@ fn layer_row(table: SpiTupleTable<'_>, name: &str) -> LayerRow {
     if table.is_empty() {
         crate::errors::raise(
             pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("layer \"{name}\" does not exist"),
+            format!("layer \"{}\" does not exist", ab_core::names::printable(name)),
             Some("create it with ab_create_layer; ab_layer_overview lists the layers".into()),
         );
     }

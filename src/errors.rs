@@ -1,5 +1,6 @@
 //! Raising errors with a SQLSTATE, a message that says what was wrong, and a hint.
 
+use ab_core::names::printable;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -24,11 +25,12 @@ pub fn core_error(e: ab_core::Error) -> ! {
 
 pub fn not_found(experiment: crate::catalog::ExperimentRef<'_>) -> ! {
     let message = match experiment {
+        // Escaped as every name in a message: a line feed there would forge a log line.
         crate::catalog::ExperimentRef::Name(n) if n.chars().count() > 200 => {
-            format!("experiment \"{}...\" does not exist", n.chars().take(200).collect::<String>())
+            format!("experiment \"{}...\" does not exist", printable(&n.chars().take(200).collect::<String>()))
         }
         crate::catalog::ExperimentRef::Name(n) => {
-            format!("experiment \"{n}\" does not exist{}", nearest_experiment(n))
+            format!("experiment \"{}\" does not exist{}", printable(n), nearest_experiment(n))
         }
         crate::catalog::ExperimentRef::Id(id) => format!("experiment with id {id} does not exist"),
     };

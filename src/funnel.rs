@@ -192,7 +192,10 @@ pub fn cluster_totals(
 
 /// In a cluster-randomized experiment, per step of a funnel: per variant id, the cluster totals
 /// of the users who reached the step (y) over those who reached the one before, or were
-/// enrolled for step 1 (x), grouped by the attribute `unit`.
+/// enrolled for step 1 (x), grouped by the attribute `unit`. Each user is a 0 or 1 in both, so
+/// the totals need only the counts per cluster and level (0: enrolled, k: reached step k),
+/// and the users without the attribute, each a cluster of their own, add their counts to the
+/// sums of squares and products.
 fn funnel_step_clusters(
     client: &SpiClient<'_>,
     nsp: &str,
@@ -201,26 +204,38 @@ fn funnel_step_clusters(
     sources: &HashMap<String, SourceMetric>,
     f: &FunnelDef,
     unit: &str,
-) -> Vec<HashMap<i64, ab_core::analysis::ClusterTotals>> {
-    let ctes = funnel_ctes(client, nsp, defs, sources, f);
-    (1..=f.steps.len())
-        .map(|k| {
-            let with = format!("WITH {}", ctes[..=k].join(", "));
-            let (previous, x) = if k == 1 {
-                (String::new(), "1")
-            } else {
-                (
-                    format!(" LEFT JOIN s{} p ON p.user_id = a.user_id", k - 1),
-                    "(p.user_id IS NOT NULL)::int",
-                )
-            };
-            let rows = format!(
-                "{nsp}.ab_assignments a LEFT JOIN (SELECT user_id, 1::float8 AS y FROM s{k}) u ON u.user_id = a.user_id{previous}"
-            );
-            let args = vec![exp.id.into(), f.steps.clone().into(), f.window.clone().into(), unit.into()];
-            crate::analysis::cluster_totals(client, &with, &rows, x, "", "$4", crate::sources::args(sources, args))
-        })
-        .collect()
+) -> Vec<HashMap<i64, ClusterTotals>> {
+    let steps = f.steps.len();
+    let reached: Vec<String> = (1..=steps).map(|k| format!("SELECT {k} AS k, user_id FROM s{k}")).collect();
+    let sql = format!(
+        "WITH {}, reached AS ({}), \
+         levels AS (SELECT r.k, a.variant_id AS g, a.attributes->>$4 AS cl, count(*)::float8 AS n FROM reached r \
+                    JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = r.user_id GROUP BY 1, 2, 3 \
+                    UNION ALL \
+                    SELECT 0, a.variant_id, a.attributes->>$4, count(*)::float8 FROM {nsp}.ab_assignments a \
+                    WHERE a.experiment_id = $1 GROUP BY 2, 3), \
+         keyed AS (SELECT k, g, cl, coalesce('c' || cl, 'n') AS key, n FROM levels) \
+         SELECT s.k, e.g, count(*) FILTER (WHERE e.cl IS NOT NULL) + coalesce(sum(e.n) FILTER (WHERE e.cl IS NULL), 0), \
+                sum(e.n), sum(coalesce(y.n, 0)), sum(coalesce(x.n, 0)), \
+                sum(CASE WHEN e.cl IS NULL THEN coalesce(y.n, 0) ELSE coalesce(y.n, 0) * coalesce(y.n, 0) END), \
+                sum(CASE WHEN e.cl IS NULL THEN coalesce(x.n, 0) ELSE coalesce(x.n, 0) * coalesce(x.n, 0) END), \
+                sum(CASE WHEN e.cl IS NULL THEN coalesce(y.n, 0) ELSE coalesce(x.n, 0) * coalesce(y.n, 0) END) \
+         FROM keyed e CROSS JOIN generate_series(1, {steps}) s(k) \
+         LEFT JOIN keyed y ON y.k = s.k AND y.g = e.g AND y.key = e.key \
+         LEFT JOIN keyed x ON x.k = s.k - 1 AND x.g = e.g AND x.key = e.key \
+         WHERE e.k = 0 GROUP BY 1, 2",
+        funnel_ctes(client, nsp, defs, sources, f).join(", "),
+        reached.join(" UNION ALL ")
+    );
+    let args = vec![exp.id.into(), f.steps.clone().into(), f.window.clone().into(), unit.into()];
+    let mut out = vec![HashMap::new(); steps];
+    for row in client.select(sql.as_str(), None, &crate::sources::args(sources, args)).or_raise() {
+        let k = row.get::<i32>(1).or_raise().unwrap() as usize;
+        if (1..=steps).contains(&k) {
+            out[k - 1].insert(row.get::<i64>(2).or_raise().unwrap(), crate::analysis::totals_at(&row, 3));
+        }
+    }
+    out
 }
 
 /// Per variant id: the users at 1, and for a retention metric the users who count.

@@ -242,7 +242,14 @@ fn interactions_of(
         let table: Vec<Vec<f64>> = users.iter().map(|r| r.iter().map(|&n| n as f64).collect()).collect();
         let other_recorded = crate::analysis::recorded_metrics(client, nsp, other_id, table_name(from_state));
         let other_defs = other.metric_defs();
-        let clustering = pairing(exp.randomization_unit.as_deref(), other.randomization_unit.as_deref());
+        let mut clustering = pairing(exp.randomization_unit.as_deref(), other.randomization_unit.as_deref());
+        // One unit only if the two split the shared users alike: an attribute of the same
+        // name holding other values (teams of another size) is another unit.
+        if let Pairing::By { unit, both: true, .. } = &clustering {
+            if !same_clusters(client, nsp, exp.id, other_id, unit) {
+                clustering = Pairing::Unsupported;
+            }
+        }
         let independence_p = match &clustering {
             Pairing::PerUser | Pairing::By { both: false, .. } => independence(&table).map(|c| c.p_value),
             // Both split whole clusters of the same unit: the clusters are the units counted.
@@ -399,13 +406,15 @@ fn interactions_of(
 enum Pairing {
     PerUser,
     /// By the attribute `unit` of this experiment's assignments (`this_side`) or the other's;
-    /// `both`: both experiments are randomized by it.
+    /// `both`: both experiments are randomized by it, and their shared users have the same
+    /// values of it.
     By {
         unit: String,
         this_side: bool,
         both: bool,
     },
-    /// Randomized by two different units: two-way clustering, which is not computed.
+    /// Randomized by two different units (or two attributes of one name that split the shared
+    /// users differently): two-way clustering, which is not computed.
     Unsupported,
 }
 
@@ -455,6 +464,17 @@ fn clusters_per_pair(
         }
     }
     table
+}
+
+/// Whether every user the two experiments share has the same value of `unit` in both (or
+/// none in either).
+fn same_clusters(client: &pgrx::spi::SpiClient<'_>, nsp: &str, experiment: i64, other: i64, unit: &str) -> bool {
+    let sql = format!(
+        "SELECT 1 FROM {nsp}.ab_assignments a JOIN {nsp}.ab_assignments b ON b.user_id = a.user_id \
+         WHERE a.experiment_id = $1 AND b.experiment_id = $2 AND a.attributes->>$3 IS DISTINCT FROM b.attributes->>$3 \
+         LIMIT 1"
+    );
+    client.select(sql.as_str(), Some(1), &[experiment.into(), other.into(), unit.into()]).or_raise().is_empty()
 }
 
 /// The other experiment of a clustered pair and how its users are clustered.

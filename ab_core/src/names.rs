@@ -81,6 +81,15 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `printable`, cut to its first `max` characters and "..." when longer: a name in a message
+/// the caller typed may be of any length.
+pub fn printable_at_most(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => printable(s),
+        Some((end, _)) => Cow::Owned(format!("{}...", printable(&s[..end]))),
+    }
+}
+
 /// The candidate a mistyped name most likely meant: the nearest by edit distance, ignoring
 /// case, if it is near enough (at most a third of the typed name's characters differ). Ties go
 /// to the candidate that sorts first.
@@ -127,6 +136,13 @@ pub fn did_you_mean<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_name_is_cut_in_a_message() {
+        assert_eq!(printable_at_most("abc", 3), "abc");
+        assert_eq!(printable_at_most("abcd", 3), "abc...");
+        assert_eq!(printable_at_most("\u{e9}\n\u{e9}\u{e9}", 2), "\u{e9}\\u{000A}...");
+    }
 
     #[test]
     fn look_alikes_become_one_name() {

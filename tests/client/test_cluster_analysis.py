@@ -430,5 +430,15 @@ def test_interactions_are_cluster_robust_by_the_unit(conn):
                  "FROM generate_series(1, 1200) g", (d,))
     row = table(conn, "SELECT * FROM ab_interactions(%s) WHERE other_experiment = 'cluster-interaction-d'", (a,))[0]
     assert row["shared_users"] == 1200 and row["independence_p"] is None and row["p_value"] is None, row
-    for e in (a, b, c2, d):
+    # An attribute of the same name that splits the users otherwise (41 branches, not 40) is
+    # another unit: no test, from either side.
+    other_teams = create(conn, "cluster-interaction-e", {"m": {}}, primary="m")
+    conn.execute("SELECT count(ab_get_variant(%s, 'ci' || g, jsonb_build_object('branch', 'br' || g %% 41))) "
+                 "FROM generate_series(1, 1200) g", (other_teams,))
+    conn.execute("SELECT count(ab_record_result(%s, 'm', g, 'ci' || g)) FROM generate_series(1, 1200) g",
+                 (other_teams,))
+    for this, other in ((a, "cluster-interaction-e"), (other_teams, "cluster-interaction-a")):
+        row = table(conn, "SELECT * FROM ab_interactions(%s) WHERE other_experiment = %s", (this, other))[0]
+        assert row["shared_users"] == 1200 and row["independence_p"] is None and row["p_value"] is None, row
+    for e in (a, b, c2, d, other_teams):
         conn.execute("SELECT ab_stop_experiment(%s)", (e,))

@@ -555,6 +555,26 @@ def test_breakdown_values_follow_the_name_rules(db):
         assert stored == {"nfc": "caf\u00e9", "long": "y" * 200, "number": "1.50", "none": None}
 
 
+def test_names_a_caller_typed_are_escaped_and_cut_in_messages(db):
+    """An experiment, layer or attribute name the caller typed comes back in the error escaped
+    (a line feed could forge a server log line) and at most 200 characters long."""
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "named", breakdowns=["loan_type"])
+        forged = "x\n2026-12-06 LOG:  forged\x1b[31m"
+        shown = "x\\u{000A}2026-12-06 LOG:  forged\\u{001B}[31m"
+        for function in ("ab_analyze", "ab_summary", "ab_timeline", "ab_retention"):
+            with pytest.raises(errors.UndefinedObject) as e:
+                c.execute(f"SELECT * FROM {function}(%s::text)", (forged,))
+            assert e.value.diag.message_primary == f'experiment "{shown}" does not exist', function
+        with pytest.raises(errors.UndefinedObject) as e:
+            c.execute("SELECT ab_layer_group(%s, 'u')", (forged,))
+        assert e.value.diag.message_primary == f'layer "{shown}" does not exist'
+        with pytest.raises(errors.InvalidParameterValue) as e:
+            c.execute("SELECT * FROM ab_breakdown(%s, %s)", (exp, "a" * 1_000_000))
+        assert e.value.diag.message_primary == (
+            'experiment "named" stores no attribute "' + "a" * 200 + '..." for breakdowns')
+
+
 # -- The property test: every function, odd arguments, no internal error, no crash --------------
 
 def test_no_function_fails_internally_on_odd_arguments(db):
