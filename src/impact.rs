@@ -284,14 +284,14 @@ fn interactions_of(
             users,
         });
     }
-    // Per metric, the cells of every other experiment having it, from one read of this
-    // experiment's per-user values (not one per other experiment). A metric this experiment
-    // has no value of (recorded or read) leaves every cell empty.
     // Each metric's capped per-user values ($1 the experiment, $2 the metric).
     let per_user_of = |name: &str| {
         let def = defs.get(name).cloned().unwrap_or_default();
         crate::analysis::per_user_of_metric(client, nsp, from_state, name, def.aggregation, "$2", caps[name], sources)
     };
+    // Per metric, the cells of every other experiment having it, from one read of this
+    // experiment's per-user values (not one per other experiment). A metric this experiment
+    // has no value of (recorded or read) leaves every cell empty.
     let mut cells: HashMap<(i64, &str), Vec<Vec<Moments>>> = HashMap::new();
     for name in &order {
         let ids: Vec<i64> = others.iter().filter(|o| o.metrics.contains(name)).map(|o| o.id).collect();
