@@ -130,16 +130,19 @@ def test_summary_and_plot_read_the_cluster_robust_rows(conn, loaded):
     assert f"{num(e['diff'])} [{num(e['ci_lower'])}, {num(e['ci_upper'])}], p = {e['p_value']:.4f}" in plot, plot
 
 
+@pytest.mark.citus
 def test_timeline_is_cluster_robust_on_each_day(conn, loaded):
     """Each day of ab_timeline compares the users enrolled by then, with what they had recorded
     by then, cluster-robust: the first day as statsmodels on those users (half the branches
     enrolled three days earlier with part of their results), the last day as ab_analyze; for a
     mean (users with a value) and a sum (silent users are 0s)."""
-    conn.execute("UPDATE ab_assignments SET assigned_at = assigned_at - interval '3 days' WHERE experiment_id = %s "
-                 "AND substr(attributes->>'branch', 3)::int %% 4 < 2", (loaded,))
-    conn.execute("UPDATE ab_results r SET recorded_at = recorded_at - interval '3 days' FROM ab_assignments a "
+    # A constant time (Citus refuses a STABLE expression of a column in an UPDATE).
+    then = conn.execute("SELECT now() - interval '3 days'").fetchone()[0]
+    conn.execute("UPDATE ab_assignments SET assigned_at = %s WHERE experiment_id = %s "
+                 "AND substr(attributes->>'branch', 3)::int %% 4 < 2", (then, loaded))
+    conn.execute("UPDATE ab_results r SET recorded_at = %s FROM ab_assignments a "
                  "WHERE r.experiment_id = %s AND a.experiment_id = r.experiment_id AND a.user_id = r.user_id "
-                 "AND substr(a.attributes->>'branch', 3)::int %% 4 < 2 AND r.id %% 3 <> 0", (loaded,))
+                 "AND substr(a.attributes->>'branch', 3)::int %% 4 < 2 AND r.id %% 3 <> 0", (then, loaded))
     first = conn.execute("SELECT min(assigned_at)::date FROM ab_assignments WHERE experiment_id = %s",
                          (loaded,)).fetchone()[0]
     users = conn.execute(
@@ -168,6 +171,7 @@ def test_timeline_is_cluster_robust_on_each_day(conn, loaded):
             assert close(rows[-1][k], analyzed[metric][k], 1e-9), (metric, k, rows[-1][k], analyzed[metric][k])
 
 
+@pytest.mark.citus
 def test_breakdown_is_cluster_robust_within_each_segment(conn, loaded):
     """Each segment of ab_breakdown is compared cluster-robust over its own users (a region cuts
     across branches: a branch's users in the segment form its cluster there), as statsmodels'
@@ -265,6 +269,7 @@ def test_sequential_mode_counts_clusters(conn):
     assert close(b["ci_upper"] - b["diff"], half, 1e-9), (b["ci_upper"] - b["diff"], half)
 
 
+@pytest.mark.citus
 def test_funnel_and_retention_metrics_are_cluster_robust(conn):
     """A funnel's completion and a retention metric's activity (among the users old enough to
     count) are compared cluster-robust, as statsmodels' OLS with cluster-robust errors on the
@@ -282,10 +287,15 @@ def test_funnel_and_retention_metrics_are_cluster_robust(conn):
                  "WHERE g %% 4 < 3 AND g %% 30 < 12 + g %% 5", (exp,))
     conn.execute("SELECT count(ab_record_result(%s, 'session', 1, 'u' || g)) FROM generate_series(1, 600) g "
                  "WHERE g %% 30 < 10 + g %% 7", (exp,))
-    # Nine users in ten enrolled (and acted) ten days ago: old enough for days [0, 7).
-    for table_, column in (("ab_assignments", "assigned_at"), ("ab_results", "recorded_at")):
-        conn.execute(f"UPDATE {table_} SET {column} = {column} - interval '10 days' "
-                     "WHERE experiment_id = %s AND substr(user_id, 2)::int %% 10 <> 0", (exp,))
+    # Nine users in ten enrolled (and acted, in the same order) ten days ago: old enough for
+    # days [0, 7). Constant times: Citus refuses a STABLE expression of a column in an UPDATE.
+    t0, t1, t2, t3 = conn.execute("SELECT now() - interval '10 days' + i * interval '1 minute' "
+                                  "FROM generate_series(0, 3) i ORDER BY i").fetchall()
+    conn.execute("UPDATE ab_assignments SET assigned_at = %s WHERE experiment_id = %s "
+                 "AND substr(user_id, 2)::int %% 10 <> 0", (t0[0], exp))
+    conn.execute("UPDATE ab_results SET recorded_at = CASE metric_name WHEN 'started' THEN %s::timestamptz "
+                 "WHEN 'uploaded' THEN %s::timestamptz ELSE %s::timestamptz END "
+                 "WHERE experiment_id = %s AND substr(user_id, 2)::int %% 10 <> 0", (t1[0], t2[0], t3[0], exp))
     users = conn.execute("SELECT substr(a.user_id, 2)::int, NOT v.is_control, a.attributes->>'branch' "
                          "FROM ab_assignments a JOIN ab_variants v ON v.id = a.variant_id WHERE a.experiment_id = %s",
                          (exp,)).fetchall()
@@ -311,6 +321,7 @@ def test_funnel_and_retention_metrics_are_cluster_robust(conn):
             assert close(row[k], got[metric][k], 1e-9), (metric, k, row[k], got[metric][k])
 
 
+@pytest.mark.citus
 def test_users_stored_without_a_cluster_are_clusters_of_their_own(conn):
     """Assignments written by hand without the unit's attribute: each such user is a cluster in
     ab_analyze as in ab_adjusted and the sample ratio check, and the two still agree."""
@@ -358,6 +369,7 @@ def test_guardrails_use_the_cluster_robust_variance_and_cuped_is_not_applied(con
     assert adjusted["covariates"] == 1 and adjusted["clusters"] == FIXTURE["clusters"]["b"]
 
 
+@pytest.mark.citus
 def test_differential_impact_is_refused(conn, loaded):
     """Its tests compare a segment with the rest per user: refused (0A000), naming the unit."""
     before = conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0]
@@ -371,6 +383,7 @@ def test_differential_impact_is_refused(conn, loaded):
     assert conn.execute("SELECT count(*) FROM ab_insights").fetchone()[0] == before
 
 
+@pytest.mark.citus
 def test_interactions_are_cluster_robust_by_the_unit(conn):
     """With this experiment randomized by branch and the other per user, the interaction term
     and its standard error are statsmodels' OLS y ~ C(a) * C(b) with errors clustered by branch,
