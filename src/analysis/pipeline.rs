@@ -327,7 +327,7 @@ impl Reader<'_, '_> {
                 ),
             };
             data.entry(name.clone()).or_default().quantile =
-                quantile_stats(client, exp.id, of, nu, level, &rows, sources);
+                quantile_stats(client, nsp, exp.id, of, nu, level, &rows, sources, exp.randomization_unit.as_deref());
         }
     }
 
@@ -395,7 +395,8 @@ impl Reader<'_, '_> {
 
     /// A cluster-randomized experiment (`randomization_unit`): per metric, each variant's
     /// cluster totals (`ab_core::analysis::ClusterTotals`) in one query that sums per-user
-    /// values per (variant, cluster), then per variant; a quantile metric is not compared.
+    /// values per (variant, cluster), then per variant; a quantile metric's variance is
+    /// clustered in its statistic instead (`quantile_stats`).
     /// Funnel and retention metrics count their users at 1 per cluster (`crate::funnel`). A
     /// rollout's period-stratified analysis stays per user (cluster-randomized rollouts are
     /// refused). A user stored without a cluster is a cluster of their own (as in ab_adjusted).
@@ -418,14 +419,8 @@ impl Reader<'_, '_> {
             }
             // Rows (a: the assignment, y, x) of the analysed users, then their clusters.
             let (rows, args) = match (def.kind, def.ratio_of()) {
-                (MetricType::Quantile, _) => {
-                    let why = format!(
-                        "not compared: the experiment is randomized by \"{}\", and a quantile metric needs a cluster bootstrap, which the analysis does not do",
-                        ab_core::names::printable(unit)
-                    );
-                    out.insert(name, Clustering::NotCompared(why));
-                    continue;
-                }
+                // Its variance is clustered by the unit in its statistic (`read_quantiles`).
+                (MetricType::Quantile, _) => continue,
                 (MetricType::Ratio, Some((num, den))) => (
                     format!(
                         "{nsp}.ab_assignments a LEFT JOIN (SELECT coalesce(n.user_id, d.user_id) AS user_id, \
@@ -482,11 +477,16 @@ impl Reader<'_, '_> {
                 let cap = self.caps.get(&name).copied();
                 let metric_data = data.get(&name).unwrap_or(&none);
                 let clustering = clustering.get(&name);
-                analyze_clustered(
+                let quantile_in_clusters = def.kind == MetricType::Quantile && self.exp.randomization_unit.is_some();
+                let mut result = analyze_clustered(
                     &settings,
                     &metric_input(name, def, cap, with_covariate, &arms, metric_data),
                     clustering,
-                )
+                );
+                if quantile_in_clusters {
+                    result.label_clustered();
+                }
+                result
             })
             .collect()
     }

@@ -124,15 +124,20 @@ pub fn recorded_metrics(client: &SpiClient<'_>, nsp: &str, experiment_id: i64, t
 /// A quantile metric's statistic per variant: the quantile `nu` of metric `of`'s per-user
 /// values (`percentile_cont`: linear between the closest ranks, as numpy's default) or of
 /// its every recorded value, the values at the order-statistic interval's levels, and for
-/// recorded values each user's count of values at most the estimate.
+/// recorded values each user's count of values at most the estimate. In a cluster-randomized
+/// experiment (`unit`), the counts are per cluster of the unit, for either level: the values
+/// of one cluster's users are not independent either.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn quantile_stats(
     client: &SpiClient<'_>,
+    nsp: &str,
     experiment_id: i64,
     of: &str,
     nu: f64,
     level: QuantileLevel,
     rows: &str,
     sources: &HashMap<String, SourceMetric>,
+    unit: Option<&str>,
 ) -> HashMap<i64, QuantileStat> {
     let args = |base| crate::sources::args(sources, base);
     let sql = format!("SELECT u.variant_id, count(*), count(DISTINCT u.user_id) FROM ({rows}) u GROUP BY 1");
@@ -150,10 +155,19 @@ pub(super) fn quantile_stats(
     let percentiles = format!(
         "SELECT percentile_cont(ARRAY[$3, $4, $5]::float8[]) WITHIN GROUP (ORDER BY u.v) FROM ({rows}) u WHERE u.variant_id = $6"
     );
+    // Grouped by user, or by the unit's cluster (a user without one is a cluster alone).
+    let (join, group) = match unit {
+        None => (String::new(), "u.user_id".to_string()),
+        Some(_) => (
+            format!(" JOIN {nsp}.ab_assignments a ON a.experiment_id = $1 AND a.user_id = u.user_id"),
+            "CASE WHEN a.attributes->>$5 IS NULL THEN 'u' || u.user_id ELSE 'c' || (a.attributes->>$5) END".to_string(),
+        ),
+    };
     let clusters = format!(
-        "SELECT coalesce(sum(s), 0), coalesce(sum(s * s), 0), coalesce(sum(c), 0), coalesce(sum(c * c), 0), coalesce(sum(s * c), 0) \
-         FROM (SELECT count(*) FILTER (WHERE u.v <= $3)::float8 AS s, count(*)::float8 AS c FROM ({rows}) u \
-               WHERE u.variant_id = $4 GROUP BY u.user_id) x"
+        "SELECT count(*)::float8, coalesce(sum(s), 0), coalesce(sum(s * s), 0), coalesce(sum(c), 0), coalesce(sum(c * c), 0), \
+                coalesce(sum(s * c), 0) \
+         FROM (SELECT count(*) FILTER (WHERE u.v <= $3)::float8 AS s, count(*)::float8 AS c FROM ({rows}) u{join} \
+               WHERE u.variant_id = $4 GROUP BY {group}) x"
     );
     let mut out = HashMap::new();
     for (variant, n, users) in counts {
@@ -170,17 +184,24 @@ pub(super) fn quantile_stats(
             .or_raise()
             .unwrap_or_default();
         let [Some(estimate), Some(lower), Some(upper)] = q[..] else { continue };
-        let cluster = (level == QuantileLevel::Event).then(|| {
+        let cluster = (level == QuantileLevel::Event || unit.is_some()).then(|| {
             let row = client
                 .select(
                     clusters.as_str(),
                     None,
-                    &args(vec![experiment_id.into(), of.into(), estimate.into(), variant.into()]),
+                    &args(vec![experiment_id.into(), of.into(), estimate.into(), variant.into(), unit.into()]),
                 )
                 .or_raise();
             let row = row.first();
             let get = |i| row.get::<f64>(i).or_raise().unwrap_or(0.0);
-            ClusterSums { sum_s: get(1), sum_s2: get(2), sum_n: get(3), sum_n2: get(4), sum_sn: get(5) }
+            ClusterSums {
+                clusters: get(1),
+                sum_s: get(2),
+                sum_s2: get(3),
+                sum_n: get(4),
+                sum_n2: get(5),
+                sum_sn: get(6),
+            }
         });
         out.insert(variant, QuantileStat { users, n, nu, estimate, lower, upper, cluster });
     }

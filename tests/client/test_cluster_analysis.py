@@ -3,8 +3,9 @@ continuous, binary, ratio, funnel and retention metrics are cluster-robust (the 
 cluster totals), checked against statsmodels (on tests/fixtures/cluster.json, written by
 tests/fixtures/generate.py, and for funnels and retention in the test), equal to ab_adjusted's
 without covariates, and read by ab_summary, ab_plot, ab_bayes and the winner rule; ab_timeline
-(each day) and ab_breakdown (each segment) are cluster-robust too; a quantile metric is refused
-at creation, and one stored by 0.14.0 is not compared."""
+(each day), ab_breakdown (each segment), ab_funnel, ab_retention and ab_interactions are
+cluster-robust too, and so are quantile metrics (their variance clustered by the unit, as
+gbstats' QuantileClusteredStatistic)."""
 import json
 import math
 import os
@@ -201,43 +202,34 @@ def test_breakdown_is_cluster_robust_within_each_segment(conn, loaded):
     assert checked == 6
 
 
-def test_a_quantile_metric_is_refused(conn):
-    before = conn.execute("SELECT count(*) FROM ab_experiments").fetchone()[0]
-    body = {"name": "cluster-quantile", "experiment_type": "agent_config", "primary_metric": "handled",
-            "variants": two_variants(), "breakdowns": ["branch"], "randomization_unit": "branch",
-            "metrics": {"handled": {}, "p90": {"type": "quantile", "of": "handled", "quantile": 0.9}}}
-    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
-        conn.execute("SELECT ab_create_experiment(%s)", (Jsonb(body),))
-    assert e.value.sqlstate == "22023"
-    assert e.value.diag.message_primary == (
-        'quantile metric "p90" cannot be analysed in an experiment randomized by "branch": its variance would need a '
-        "cluster bootstrap, which the analysis does not do"), e.value.diag.message_primary
-    assert e.value.diag.message_hint.startswith("compare a mean")
-    conn.rollback()
-    assert conn.execute("SELECT count(*) FROM ab_experiments").fetchone()[0] == before
-
-
-def test_a_quantile_metric_stored_by_0_14_0_is_not_compared(conn, loaded):
-    """0.14.0 accepted a quantile metric in a cluster-randomized experiment: its rows keep the
-    quantiles, with no comparison (NULL p-value and CI) and a recommendation saying why, which
-    ab_summary prints; the other metrics are analysed as before."""
-    conn.execute("UPDATE ab_experiments SET metrics = metrics || %s WHERE id = %s",
-                 (Jsonb({"p90": {"type": "quantile", "of": "handled", "quantile": 0.9}}), loaded))
-    rows = {r["variant"]: r for r in table(conn, "SELECT * FROM ab_analyze(%s) WHERE metric_name = 'p90'", (loaded,))}
-    b = rows["b"]
-    assert b["mean"] is not None and b["users"] > 0
-    assert all(b[k] is None for k in ["diff", "ci_lower", "ci_upper", "p_value", "p_value_adjusted", "test"]), b
-    why = ('not compared: the experiment is randomized by "branch", and a quantile metric needs a cluster bootstrap, '
-           "which the analysis does not do")
-    stored = conn.execute("SELECT recommendation FROM ab_insights WHERE experiment_id = %s AND metric_name = 'p90' "
-                          "AND variant = 'b'", (loaded,)).fetchone()
-    assert stored is None or stored[0] == why, stored
-    summary = conn.execute("SELECT ab_summary(%s)", (loaded,)).fetchone()[0]
-    assert why in summary, summary
-    assert 'fill="#666">not compared</text>' in conn.execute("SELECT ab_plot(%s)", (loaded,)).fetchone()[0]
-    handled = conn.execute("SELECT test FROM ab_analyze(%s) WHERE metric_name = 'handled' AND variant = 'b'",
-                           (loaded,)).fetchone()[0]
-    assert handled == "cluster"
+@pytest.mark.citus
+def test_quantile_metrics_are_cluster_robust_as_gbstats(conn):
+    """A quantile of the per-user values and one of every recorded value, in an experiment
+    randomized by branch: the variance clustered by branch, as gbstats'
+    QuantileClusteredStatistic with the branches as clusters and its TwoSidedTTest
+    (tests/fixtures/cluster_quantile.json, written by tests/fixtures/generate.py); test
+    `cluster`. Before 0.15.0 such a metric was refused."""
+    fixture = json.load(open(os.path.join(ROOT, "tests", "fixtures", "cluster_quantile.json")))
+    exp = create(conn, "cluster-quantile", fixture["metrics"], primary="response_time")
+    ids = dict(conn.execute("SELECT name, id FROM ab_variants WHERE experiment_id = %s", (exp,)).fetchall())
+    ids = {"control": ids["control"], "faster": ids["b"]}
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO ab_assignments (experiment_id, user_id, variant_id, attributes) VALUES (%s, %s, %s, %s)",
+            [(exp, a["user_id"], ids[a["variant"]], Jsonb({"branch": a["branch"]})) for a in fixture["assignments"]])
+    results = fixture["results"]
+    conn.execute("SELECT ab_record_results(%s, %s, %s, %s)", (exp, [r["metric"] for r in results],
+                 [r["value"] for r in results], [r["user_id"] for r in results]))
+    got = {(r["metric_name"], r["variant"]): r for r in table(conn, "SELECT * FROM ab_analyze(%s)", (exp,))}
+    for e in fixture["expected"]:
+        r = got[(e["metric"], "b" if e["variant"] == "faster" else "control")]
+        assert r["users"] == e["users"] and close(r["mean"], e["mean"], 1e-12), (r, e)
+        if "diff" in e:
+            assert r["test"] == "cluster", r
+            for k in ("diff", "ci_lower", "ci_upper", "p_value"):
+                assert close(r[k], e[k], 1e-8), (e["metric"], k, r[k], e[k])
+    summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
+    assert 'so the comparisons are cluster-robust (test "cluster").' in summary, summary
 
 
 @pytest.mark.citus
@@ -310,7 +302,7 @@ def test_funnel_and_retention_metrics_are_cluster_robust(conn):
         assert close(got[metric]["diff"], diff, 1e-9) and close(got[metric]["p_value"], p, 1e-8), (metric, got[metric], p)
     assert got["back"]["users"] == sum(1 for g, t, _ in users if t and g % 10 != 0)
     summary = conn.execute("SELECT ab_summary(%s)", (exp,)).fetchone()[0]
-    assert 'comparisons are cluster-robust (test "cluster"; quantile metrics are not compared)' in summary, summary
+    assert 'comparisons are cluster-robust (test "cluster").' in summary, summary
     # ab_funnel's steps and ab_retention are cluster-robust too: step 1's share is the binary
     # metric "started", step 2's conversion the ratio "uploaded" / "started", and the
     # retention rate ab_analyze's row of "back".

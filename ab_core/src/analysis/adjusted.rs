@@ -158,7 +158,7 @@ pub fn summary_lines(alpha: f64, unit: Option<&str>, rows: &[(String, AdjustedRo
             .collect();
         let _ = writeln!(
             out,
-            "\nRandomized by \"{}\" (clusters: {}): users of one cluster are not independent, so the comparisons are cluster-robust (test \"cluster\"; quantile metrics are not compared).",
+            "\nRandomized by \"{}\" (clusters: {}): users of one cluster are not independent, so the comparisons are cluster-robust (test \"cluster\").",
             printable(unit),
             counts.join(", ")
         );

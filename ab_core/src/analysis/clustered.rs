@@ -55,7 +55,7 @@ impl ClusterTotals {
 pub enum Clustering {
     /// Cluster-robust, from each arm's cluster totals (in arm order).
     Robust(Vec<ClusterTotals>),
-    /// Not compared, for the reason given (a quantile needs a cluster bootstrap).
+    /// Not compared, for the reason given.
     NotCompared(String),
 }
 

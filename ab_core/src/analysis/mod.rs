@@ -338,6 +338,17 @@ pub fn analyze_clustered(settings: &Settings, input: &MetricInput, clustering: O
     MetricResult { cap: input.cap, name: input.name.clone(), def: input.def.clone(), arms }
 }
 
+impl MetricResult {
+    /// Names the comparisons cluster-robust: a quantile metric's variance in a
+    /// cluster-randomized experiment is clustered by the unit in its statistic
+    /// (`quantile::ClusterSums`), not through `Clustering`.
+    pub fn label_clustered(&mut self) {
+        for c in self.arms.iter_mut().filter_map(|a| a.comparison.as_mut()) {
+            c.test = if c.test.ends_with("-sequential") { "cluster-sequential" } else { "cluster" };
+        }
+    }
+}
+
 /// What every arm's figures of one metric share: the moments each arm is tested on, the
 /// control, and the covariates (CUPED) or period strata (bandits) when there are.
 struct Prepared {

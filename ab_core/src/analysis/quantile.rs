@@ -22,9 +22,13 @@ pub struct QuantileStat {
     pub cluster: Option<ClusterSums>,
 }
 
-/// Per-user sums of (values at most the estimate, values): s_i and n_i over the users.
+/// Per-cluster sums of (values at most the estimate, values): s_i and n_i over the clusters
+/// (the users, for a quantile of every recorded value; the randomization unit's clusters in a
+/// cluster-randomized experiment).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ClusterSums {
+    /// The clusters summed over.
+    pub clusters: f64,
     pub sum_s: f64,
     pub sum_s2: f64,
     pub sum_n: f64,
@@ -58,7 +62,7 @@ pub fn quantile_moments(q: &QuantileStat) -> Option<Moments> {
     let variance = match q.cluster {
         None => iid,
         Some(c) => {
-            let k = q.users as f64;
+            let k = c.clusters;
             if k <= 1.0 || c.sum_n <= 0.0 {
                 return None;
             }

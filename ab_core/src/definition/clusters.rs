@@ -41,24 +41,6 @@ pub(super) fn parse(
     Ok(Some(unit))
 }
 
-/// A quantile metric's variance (`analysis::quantile`) treats users as independent; in a
-/// cluster design it would need a cluster bootstrap, which the analysis does not do.
-pub(super) fn check_metrics(
-    unit: Option<&str>,
-    metrics: &std::collections::BTreeMap<String, super::MetricDef>,
-) -> Result<()> {
-    let Some(unit) = unit else { return Ok(()) };
-    match metrics.iter().find(|(_, d)| d.kind == super::MetricType::Quantile) {
-        Some((name, _)) => Err(Error::definition(format!(
-            "quantile metric \"{}\" cannot be analysed in an experiment randomized by \"{}\": its variance would need a cluster bootstrap, which the analysis does not do",
-            printable(name),
-            printable(unit)
-        ))
-        .with_hint("compare a mean (or a binary metric such as \"above a threshold\") instead")),
-        None => Ok(()),
-    }
-}
-
 /// The cluster a user belongs to: the unit attribute's value, as the assignment stores it
 /// (text; a number or boolean as its JSON text). Ok(None) when the user has none.
 pub fn cluster_of(unit: &str, attributes: &serde_json::Value) -> Result<Option<String>> {
@@ -107,16 +89,11 @@ mod tests {
         body["layer"] = json!({"name": "l", "percentage": 50});
         let e = parse_definition(&body).unwrap_err();
         assert!(e.message.contains("cannot be in a layer"), "{}", e.message);
+        // A quantile metric is analysed with its variance clustered by the unit.
         let mut body = original_body();
         body["breakdowns"] = json!(["branch"]);
         body["randomization_unit"] = json!("branch");
         body["metrics"] = json!({"resolution_rate": {}, "latency": {}, "p90": {"type": "quantile", "of": "latency", "quantile": 0.9}});
-        let e = parse_definition(&body).unwrap_err();
-        assert!(
-            e.message
-                .starts_with("quantile metric \"p90\" cannot be analysed in an experiment randomized by \"branch\""),
-            "{}",
-            e.message
-        );
+        assert!(parse_definition(&body).is_ok());
     }
 }

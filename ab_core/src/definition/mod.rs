@@ -189,7 +189,6 @@ pub fn parse_definition(value: &Value) -> Result<ExperimentSpec> {
         rollout.is_some(),
         layer.is_some(),
     )?;
-    clusters::check_metrics(randomization_unit.as_deref(), &metrics)?;
 
     Ok(ExperimentSpec {
         name,
