@@ -18,6 +18,8 @@ pub mod source;
 pub mod stats;
 pub mod summary;
 pub mod targeting;
+#[cfg(test)]
+mod test_rng;
 pub mod timeline;
 pub mod winner;
 
