@@ -343,6 +343,9 @@ RELEASED_SCRIPTS = {
     "ab_testing--0.11.0--0.12.0.sql": "33a7c05c1ec8e90a7da8e236dce85e4cb0fb98bc42fbe8c9a5571b24e8053d12",
     "ab_testing--0.12.0--0.13.0.sql": "507971f20a2c8503ec0080df77031d6427873a3545a884c780251ffe1a6cde14",
     "ab_testing--0.13.0--0.14.0.sql": "7ae61bae6644b12941e9a9ddf5ea4e9273cd998abfe31700ba71655d4f27df78",
+    "ab_testing--0.14.0--0.15.0.sql": "45d213031013a535adefd0ce709211850d1ef913755ec2bf780c458b931f959b",
+    "ab_testing--0.12.0--0.15.0.sql": "2c07d2ace61e17a1582f6a6493c61fda5770e08710b42f236ce0ffc7918f396c",
+    "ab_testing--0.13.0--0.15.0.sql": "6e8cfd0b73424fc952b1a866d806281cbfe092443a44bf3e23b461370da9bd44",
 }
 
 
