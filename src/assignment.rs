@@ -140,12 +140,12 @@ fn get_variant(
                     }
                     None => &plans.insert_assignment,
                 };
-                let inserted = first_i64(client.update(plan, Some(1), &args).or_raise());
+                let inserted = first_i64(plan.update(client, Some(1), &args).or_raise());
                 // None: another session assigned this user first (or after our snapshot); a new
                 // statement's snapshot sees its row.
                 inserted.or_else(|| {
                     first_i64(
-                        client.select(&plans.find_assignment, Some(1), &[exp.id.into(), user_id.into()]).or_raise(),
+                        plans.find_assignment.select(client, Some(1), &[exp.id.into(), user_id.into()]).or_raise(),
                     )
                 })
             })
@@ -196,9 +196,7 @@ pub fn stored_variant(handle: &cache::Handle, user_id: &str, reloaded: bool) -> 
         crate::security::with_pinned_search_path(|| {
             Spi::connect(|client| {
                 first_i64(
-                    client
-                        .select(&handle.plans.find_assignment, Some(1), &[handle.exp.id.into(), user_id.into()])
-                        .or_raise(),
+                    handle.plans.find_assignment.select(client, Some(1), &[handle.exp.id.into(), user_id.into()]).or_raise(),
                 )
             })
         })

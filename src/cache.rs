@@ -115,19 +115,55 @@ impl CachedExperiment {
     }
 }
 
+/// A hot-path statement: prepared once and kept on one node; under Citus, planned at each call.
+/// Citus 13 caches, in a kept plan of a statement its local execution runs, the shard's own plan
+/// at every execution of an INSERT and never finds it again (its lookup reads the task list of
+/// the generic plan, which an INSERT's deferred pruning leaves empty): a kept plan of
+/// `INSERT ... ON CONFLICT` into ab_user_metrics grew by 46 kB a call on a worker, without bound.
+pub enum Stmt {
+    Kept(OwnedPreparedStatement),
+    EachCall(String),
+}
+
+impl Stmt {
+    pub fn select<'conn>(
+        &self,
+        client: &SpiClient<'conn>,
+        limit: Option<i64>,
+        args: &[pgrx::datum::DatumWithOid<'_>],
+    ) -> pgrx::spi::SpiResult<pgrx::spi::SpiTupleTable<'conn>> {
+        match self {
+            Stmt::Kept(plan) => client.select(plan, limit, args),
+            Stmt::EachCall(sql) => client.select(sql.as_str(), limit, args),
+        }
+    }
+
+    pub fn update<'conn>(
+        &self,
+        client: &mut SpiClient<'conn>,
+        limit: Option<i64>,
+        args: &[pgrx::datum::DatumWithOid<'_>],
+    ) -> pgrx::spi::SpiResult<pgrx::spi::SpiTupleTable<'conn>> {
+        match self {
+            Stmt::Kept(plan) => client.update(plan, limit, args),
+            Stmt::EachCall(sql) => client.update(sql.as_str(), limit, args),
+        }
+    }
+}
+
 pub struct Plans {
-    pub find_assignment: OwnedPreparedStatement,
-    pub insert_assignment: OwnedPreparedStatement,
+    pub find_assignment: Stmt,
+    pub insert_assignment: Stmt,
     /// For experiments with breakdowns (0.10.0 schemas): the insert that stores the attributes.
-    pub insert_assignment_with_attributes: Option<OwnedPreparedStatement>,
-    pub record_result: OwnedPreparedStatement,
-    pub record_covariate: OwnedPreparedStatement,
+    pub insert_assignment_with_attributes: Option<Stmt>,
+    pub record_result: Stmt,
+    pub record_covariate: Stmt,
     /// Under Citus: the result with the variant already looked up, so that Citus routes a
     /// plain INSERT (an INSERT ... SELECT using a sequence is pulled through the coordinator).
-    pub record_result_values: Option<OwnedPreparedStatement>,
+    pub record_result_values: Option<Stmt>,
     /// Under Citus, with ab_user_metrics (0.7.0 and later): the user's state of the metric,
     /// brought up to date after record_result_values (record_result does both in one statement).
-    pub record_user_metric: Option<OwnedPreparedStatement>,
+    pub record_user_metric: Option<Stmt>,
     /// The schema has ab_user_metrics (0.7.0 and later): record_result keeps it.
     pub has_user_metrics: bool,
     /// The schema has weight periods (0.8.0 and later): insert_assignment stores the period.
@@ -341,7 +377,14 @@ fn load_state(client: &SpiClient<'_>) -> State {
     let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
     let int8 = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
     let float8 = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
-    let prepare = |sql: String, args: &[PgOid]| client.prepare_mut(sql.as_str(), args).or_raise().keep();
+    let distributed = layout.is_some();
+    let prepare = |sql: String, args: &[PgOid]| {
+        if distributed {
+            Stmt::EachCall(sql)
+        } else {
+            Stmt::Kept(client.prepare_mut(sql.as_str(), args).or_raise().keep())
+        }
+    };
     let plans = Plans {
         find_assignment: prepare(
             format!(

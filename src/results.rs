@@ -183,7 +183,7 @@ fn record(
                     metric_value.into(),
                     session_id.into(),
                 ];
-                client.update(insert, None, &args).or_raise();
+                insert.update(client, None, &args).or_raise();
                 if let Some(state) = &plans.record_user_metric {
                     let args = [
                         exp.id.into(),
@@ -192,7 +192,7 @@ fn record(
                         variant_id.into(),
                         metric_value.into(),
                     ];
-                    client.update(state, None, &args).or_raise();
+                    state.update(client, None, &args).or_raise();
                 }
                 true
             });
@@ -200,7 +200,7 @@ fn record(
         let recorded = Spi::connect_mut(|client| {
             let args =
                 [exp.id.into(), user_id.into(), metric_name.as_ref().into(), metric_value.into(), session_id.into()];
-            client.update(&plans.record_result, None, &args).or_raise().len() == 1
+            plans.record_result.update(client, None, &args).or_raise().len() == 1
         });
         return forget_unrecorded(&handle, &metric_name, admitted, recorded);
     }
@@ -254,12 +254,9 @@ fn record_covariate(r: ExperimentRef<'_>, metric_name: Option<&str>, user_id: Op
             Probe::Missing => not_found(r),
         }
         return Spi::connect_mut(|client| {
-            client
-                .update(
-                    &plans.record_covariate,
-                    None,
-                    &[exp.id.into(), user_id.into(), metric_name.as_ref().into(), value.into()],
-                )
+            plans
+                .record_covariate
+                .update(client, None, &[exp.id.into(), user_id.into(), metric_name.as_ref().into(), value.into()])
                 .or_raise();
         });
     }

@@ -109,6 +109,39 @@ def test_assigned_users_are_read_from_the_local_shard_with_no_write():
 
 
 @citus_only
+def test_a_workers_backend_does_not_grow_with_the_calls_it_serves():
+    """Citus 13's local execution caches, in a kept plan of an INSERT into a distributed table,
+    one more plan of the shard at every execution (46 kB a call): the hot path's writes are
+    planned at each call under Citus, and a worker's backend keeps its size over a thousand
+    results, covariates and new users on its own shards."""
+    dsn = fresh_citus()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        exp = started(c, "sized", salt="sized")
+        users = [f"sized-{i}" for i in range(40)]
+        for u in users:
+            assert one(c, "SELECT ab_get_variant(%s, %s) IS NOT NULL", exp, u)
+        node_of = dict(c.execute(
+            "SELECT u, n.nodeport::text FROM unnest(%s::text[]) u "
+            "JOIN pg_dist_placement p ON p.shardid = get_shard_id_for_distribution_column('ab_assignments', u) "
+            "JOIN pg_dist_node n ON n.groupid = p.groupid", (users,)).fetchall())
+    size = "SELECT sum(total_bytes) FROM pg_backend_memory_contexts"
+    calls = ("SELECT count(ab_record_result(%(e)s, 'conversion_rate', 1, %(u)s)), "
+             "count(ab_record_covariate(%(e)s, 'conversion_rate', %(u)s, g)::text), "
+             "count(ab_get_variant(%(e)s, %(new)s || g)) FROM generate_series(%(first)s::int, %(last)s::int) g")
+    for port in WORKER_PORTS:
+        user = next(u for u in users if node_of[u] == port)
+        with psycopg.connect(conninfo("postgres", port=port), autocommit=True) as w:
+            args = {"e": exp, "u": user, "new": f"new-{port}-"}
+            assert w.execute(calls, {**args, "first": 1, "last": 20}).fetchone() == (20, 20, 20)
+            before = one(w, size)
+            assert w.execute(calls, {**args, "first": 21, "last": 1020}).fetchone() == (1000, 1000, 1000)
+            grown = one(w, size) - before
+            assert grown < 1 << 20, f"the backend grew by {grown} bytes over 1000 calls of each"
+            # Local calls indeed: the results and half the new users are on this worker's shards.
+            assert one(w, "SELECT count(*) FROM ab_results WHERE user_id = %s", user) == 1020
+
+
+@citus_only
 def test_every_node_sees_a_change_at_its_next_call():
     dsn = fresh_citus()
     with psycopg.connect(dsn, autocommit=True) as admin:
