@@ -105,9 +105,23 @@ fn record_batch(
             v
         })
         .collect();
-    for (i, u) in user_ids.iter().enumerate() {
-        interrupts(i);
-        check_id_at(i + 1, "user_id", u.unwrap_or_else(|| null_at(i + 1, "user_id")));
+    let mut users = Users { distinct: Vec::new(), row: Vec::with_capacity(rows) };
+    {
+        let mut position: HashMap<&str, usize> = HashMap::new();
+        for (i, u) in user_ids.iter().enumerate() {
+            interrupts(i);
+            let u = u.unwrap_or_else(|| null_at(i + 1, "user_id"));
+            let d = match position.get(u) {
+                Some(&d) => d,
+                None => {
+                    check_id_at(i + 1, "user_id", u);
+                    users.distinct.push(u.to_string());
+                    position.insert(u, users.distinct.len() - 1);
+                    users.distinct.len() - 1
+                }
+            };
+            users.row.push(d);
+        }
     }
     if let Some(times) = &recorded_at {
         let now = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
@@ -131,7 +145,7 @@ fn record_batch(
         }
     }
 
-    let state = user_state(&user_ids, &names.index, &values, &names.names);
+    let state = user_state(&users, &names.index, &values, &names.names);
     let mut locked = false;
     for _ in 0..MAX_RELOADS {
         let handle = cache::lookup(r);
@@ -182,29 +196,35 @@ fn record_batch(
             .zip(&names.first_row)
             .map(|(n, row)| admit_metric(&handle, n, Some(*row as i64)))
             .collect();
-        // Kept for the error message, which the statement cannot give (RETURNING has no position).
-        let times_given = recorded_at.as_ref().map(|t| {
-            (user_ids.iter().map(|u| u.map(str::to_string)).collect::<Vec<_>>(), t.iter().collect::<Vec<_>>())
-        });
         let shards = handle.layout.as_ref().map(|_| {
             guard::lock_for_batch(handle.relations.results, exp.id);
             assignment_shards()
         });
-        let (recorded, recorded_names, early) = with_work_mem(|| {
-            insert(exp.id, names.index, values, user_ids, session_ids, recorded_at, names.names.clone(), state, shards)
+        let outcome = with_work_mem(|| {
+            insert(
+                exp.id,
+                names.index,
+                values,
+                user_ids,
+                &users,
+                session_ids,
+                recorded_at,
+                names.names.clone(),
+                state,
+                shards,
+            )
         });
-        if recorded == 0 && handle.layout.is_some() {
-            // Nothing written: other batches need not wait for this transaction.
-            guard::unlock_batch(handle.relations.results, exp.id);
-        }
-        if early {
-            let (users, times) = times_given.unwrap_or_default();
-            let row = first_before_assignment(exp.id, users, times);
-            raise(
+        let (recorded, recorded_names) = match outcome {
+            Ok(done) => done,
+            Err(row) => raise(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!("row {row}: recorded_at is before the user's assignment"),
                 Some(TIME_HINT.into()),
-            );
+            ),
+        };
+        if recorded == 0 && handle.layout.is_some() {
+            // Nothing written: other batches need not wait for this transaction.
+            guard::unlock_batch(handle.relations.results, exp.id);
         }
         // A name admitted by this call but recorded in no row is forgotten again, so that it
         // does not escape the bound on distinct metric names later.
@@ -222,12 +242,21 @@ fn record_batch(
 /// (bytewise): the order in which the statement locks state rows, so that two batches cannot
 /// deadlock on each other. It is also the order of ab_user_metrics' primary key, whose pages
 /// the inserts then fill in sequence.
-struct UserState {
-    users: Vec<String>,
+struct UserState<'a> {
+    users: Vec<&'a str>,
+    /// Each state row's user as a position in `Users::distinct`.
+    user: Vec<usize>,
     index: Vec<i32>,
     n: Vec<i64>,
     total: Vec<f64>,
     max: Vec<f64>,
+}
+
+/// The batch's users, each once in the order of their first row, and each row's user as a
+/// position in that list.
+struct Users {
+    distinct: Vec<String>,
+    row: Vec<usize>,
 }
 
 /// A cancel or statement_timeout is served every few thousand rows of the checks in Rust.
@@ -237,25 +266,30 @@ fn interrupts(row: usize) {
     }
 }
 
-fn user_state(user_ids: &Array<'_, &str>, index: &[i32], values: &[f64], names: &[String]) -> UserState {
-    let mut groups: HashMap<(&str, i32), (i64, f64, f64)> = HashMap::new();
-    for (i, ((user, &k), &v)) in user_ids.iter().zip(index).zip(values).enumerate() {
+fn user_state<'a>(users: &'a Users, index: &[i32], values: &[f64], names: &[String]) -> UserState<'a> {
+    let mut groups: HashMap<(usize, i32), (i64, f64, f64)> = HashMap::new();
+    for (i, ((&d, &k), &v)) in users.row.iter().zip(index).zip(values).enumerate() {
         interrupts(i);
-        let user = user.unwrap_or_default();
-        let g = groups.entry((user, k)).or_insert((0, 0.0, v));
+        let g = groups.entry((d, k)).or_insert((0, 0.0, v));
         g.0 += 1;
         g.1 += v;
         g.2 = g.2.max(v);
     }
     let mut sorted: Vec<_> = groups.into_iter().collect();
     let name = |k: i32| names[k as usize - 1].as_bytes();
-    sorted.sort_unstable_by(|((u1, k1), _), ((u2, k2), _)| {
-        name(*k1).cmp(name(*k2)).then(u1.as_bytes().cmp(u2.as_bytes()))
-    });
-    let mut state =
-        UserState { users: Vec::new(), index: Vec::new(), n: Vec::new(), total: Vec::new(), max: Vec::new() };
-    for ((user, k), (n, total, max)) in sorted {
-        state.users.push(user.to_string());
+    let user = |d: usize| users.distinct[d].as_bytes();
+    sorted.sort_unstable_by(|((d1, k1), _), ((d2, k2), _)| name(*k1).cmp(name(*k2)).then(user(*d1).cmp(user(*d2))));
+    let mut state = UserState {
+        users: Vec::with_capacity(sorted.len()),
+        user: Vec::with_capacity(sorted.len()),
+        index: Vec::with_capacity(sorted.len()),
+        n: Vec::with_capacity(sorted.len()),
+        total: Vec::with_capacity(sorted.len()),
+        max: Vec::with_capacity(sorted.len()),
+    };
+    for ((d, k), (n, total, max)) in sorted {
+        state.users.push(users.distinct[d].as_str());
+        state.user.push(d);
         state.index.push(k);
         state.n.push(n);
         state.total.push(total);
@@ -264,130 +298,116 @@ fn user_state(user_ids: &Array<'_, &str>, index: &[i32], values: &[f64], names: 
     state
 }
 
-/// One statement: the rows whose user is assigned go into ab_results and the batch's sums per
-/// user and metric into ab_user_metrics, in `state`'s order. Both join the assignments with
-/// the statement's one snapshot, so they agree on who is assigned. Returns the rows recorded,
-/// the metric names recorded and, when the rows carry their times, whether one was recorded
-/// before its user's assignment (the caller then raises, which undoes the statement).
+/// The batch's users' variants are read once, then the rows of the assigned users go into
+/// ab_results and the batch's sums per user and metric into ab_user_metrics, each in one
+/// statement without a join. Both use the variants read once, so they agree on who is assigned
+/// (assignments are deleted only by ab_delete_experiment, which waits for the write lock this
+/// call holds). One probe of the assignments per user instead of one per row, and the caller's
+/// arrays of users and sessions are passed on as they came. Under Citus the lookup is
+/// one query per shard with that shard's users (Citus sends it to the shard's node alone; one
+/// statement joining the batch with the distributed assignments would send the whole batch to
+/// every shard), and the batch lock (`guard::lock_for_batch`) keeps other batches of the
+/// experiment out meanwhile. Returns the rows recorded and the metric names recorded, or the
+/// first row (1-based) whose time is before its user's assignment (the caller then raises,
+/// which undoes the batch).
 #[allow(clippy::too_many_arguments)]
 fn insert(
     experiment_id: i64,
     index: Vec<i32>,
     values: Vec<f64>,
     user_ids: Array<'_, &str>,
+    users: &Users,
     session_ids: Option<Array<'_, &str>>,
     recorded_at: Option<Array<'_, TimestampWithTimeZone>>,
     names: Vec<String>,
-    state: UserState,
+    state: UserState<'_>,
     shards: Option<Vec<(i32, i32)>>,
-) -> (i64, Vec<String>, bool) {
-    if let Some(shards) = shards {
-        return insert_distributed(
-            experiment_id,
-            index,
-            values,
-            user_ids,
-            session_ids,
-            recorded_at,
-            names,
-            state,
-            shards,
-        );
-    }
-    run_insert(
-        &insert_sql(recorded_at.is_some()),
-        vec![
-            experiment_id.into(),
-            index.into(),
-            values.into(),
-            user_ids.into(),
-            session_ids.into(),
-            recorded_at.into(),
-            names.into(),
-            state.users.into(),
-            state.index.into(),
-            state.n.into(),
-            state.total.into(),
-            state.max.into(),
-        ],
-    )
-}
-
-/// Under Citus, where a statement joining the batch with the distributed assignments would
-/// send the whole batch to every shard: the users' variants are read first, one query per shard
-/// with that shard's users (Citus sends it to the shard's node alone), then the rows and the
-/// state are inserted with their variants, each in one statement that Citus splits by shard.
-/// Both use the variants read once, so they agree on who is assigned; the batch lock
-/// (`guard::lock_for_batch`) keeps other batches of the experiment out meanwhile.
-#[allow(clippy::too_many_arguments)]
-fn insert_distributed(
-    experiment_id: i64,
-    index: Vec<i32>,
-    values: Vec<f64>,
-    user_ids: Array<'_, &str>,
-    session_ids: Option<Array<'_, &str>>,
-    recorded_at: Option<Array<'_, TimestampWithTimeZone>>,
-    names: Vec<String>,
-    state: UserState,
-    shards: Vec<(i32, i32)>,
-) -> (i64, Vec<String>, bool) {
+) -> Result<(i64, Vec<String>), usize> {
     let nsp = cache::schema();
-    let users: Vec<&str> = user_ids.iter().map(|u| u.unwrap_or_default()).collect();
-    let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); shards.len()];
-    {
-        let mut seen = std::collections::HashSet::new();
-        for (i, u) in users.iter().enumerate() {
-            interrupts(i);
-            if seen.insert(*u) {
+    let Users { distinct, row: row_user } = users;
+    let position: HashMap<&str, usize> = distinct.iter().enumerate().map(|(d, u)| (u.as_str(), d)).collect();
+    let groups: Vec<Vec<&str>> = match &shards {
+        None => vec![distinct.iter().map(String::as_str).collect()],
+        Some(shards) => {
+            let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); shards.len()];
+            for (i, u) in distinct.iter().enumerate() {
+                interrupts(i);
                 let h = crate::citus::hash(u);
                 let k = shards.iter().position(|(lo, hi)| *lo <= h && h <= *hi).unwrap_or(0);
-                by_shard[k].push(u);
+                by_shard[k].push(u.as_str());
             }
+            by_shard
         }
-    }
-    let mut assigned: HashMap<String, (i64, TimestampWithTimeZone)> = HashMap::new();
-    let lookup = format!(
-        "SELECT user_id, variant_id, assigned_at FROM {nsp}.ab_assignments \
-         WHERE experiment_id OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) ANY($2::pg_catalog.text[])"
-    );
+    };
+    let mut assigned: Vec<Option<(i64, TimestampWithTimeZone)>> = vec![None; distinct.len()];
+    // On one node a join with the users (an array searched by `= ANY` is sorted first); under
+    // Citus `= ANY` with one shard's users, which Citus routes to that shard.
+    let lookup = if shards.is_none() {
+        format!(
+            "SELECT u.id, a.variant_id, a.assigned_at FROM pg_catalog.unnest($2::pg_catalog.text[]) u(id) \
+             JOIN {nsp}.ab_assignments a ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) u.id"
+        )
+    } else {
+        format!(
+            "SELECT user_id, variant_id, assigned_at FROM {nsp}.ab_assignments \
+             WHERE experiment_id OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) ANY($2::pg_catalog.text[])"
+        )
+    };
     Spi::connect(|client| {
-        for group in by_shard.into_iter().filter(|g| !g.is_empty()) {
+        for group in groups.into_iter().filter(|g| !g.is_empty()) {
             pg_sys::check_for_interrupts!();
             for row in client.select(&lookup, None, &[experiment_id.into(), group.into()]).or_raise() {
-                let user = row.get::<String>(1).or_raise().unwrap_or_default();
+                let user = row.get::<&str>(1).or_raise().unwrap_or_default();
                 let variant = row.get::<i64>(2).or_raise().unwrap_or_default();
                 let at = row.get::<TimestampWithTimeZone>(3).or_raise();
-                if let Some(at) = at {
-                    assigned.insert(user, (variant, at));
+                if let (Some(&d), Some(at)) = (position.get(user), at) {
+                    assigned[d] = Some((variant, at));
                 }
             }
         }
     });
-    let sessions: Option<Vec<Option<&str>>> = session_ids.as_ref().map(|a| a.iter().collect());
-    let times: Option<Vec<Option<TimestampWithTimeZone>>> = recorded_at.map(|a| a.iter().collect());
-    let kept: Vec<usize> = (0..users.len()).filter(|&i| assigned.contains_key(users[i])).collect();
-    let early = times.as_ref().is_some_and(|t| {
-        kept.iter().any(|&i| {
-            t[i].is_some_and(|t| pg_sys::TimestampTz::from(t) < pg_sys::TimestampTz::from(assigned[users[i]].1))
-        })
-    });
-    if early {
-        return (0, Vec::new(), true);
-    }
-    let mut recorded_names: Vec<String> = Vec::new();
-    for &i in &kept {
-        let name = &names[index[i] as usize - 1];
-        if !recorded_names.contains(name) {
-            recorded_names.push(name.clone());
+    drop(position);
+
+    // Per row: its user's variant (NULL: not assigned, the row is skipped) and its time, given
+    // or, as for a single result, now but no earlier than the assignment.
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let now_tz = TimestampWithTimeZone::try_from(now).unwrap_or_else(|_| unreachable!("now is a finite time"));
+    let given: Option<Vec<Option<TimestampWithTimeZone>>> = recorded_at.map(|a| a.iter().collect());
+    let mut variants: Vec<Option<i64>> = Vec::with_capacity(row_user.len());
+    let mut times: Vec<TimestampWithTimeZone> = Vec::with_capacity(row_user.len());
+    let mut recorded = 0i64;
+    let mut name_recorded = vec![false; names.len()];
+    for (i, &d) in row_user.iter().enumerate() {
+        interrupts(i);
+        match assigned[d] {
+            None => {
+                variants.push(None);
+                times.push(now_tz);
+            }
+            Some((variant, at)) => {
+                let t = match given.as_ref().and_then(|g| g[i]) {
+                    Some(t) if pg_sys::TimestampTz::from(t) < pg_sys::TimestampTz::from(at) => return Err(i + 1),
+                    Some(t) => t,
+                    None if pg_sys::TimestampTz::from(at) > now => at,
+                    None => now_tz,
+                };
+                variants.push(Some(variant));
+                times.push(t);
+                recorded += 1;
+                name_recorded[index[i] as usize - 1] = true;
+            }
         }
     }
+    let recorded_names: Vec<String> =
+        names.iter().zip(&name_recorded).filter(|(_, r)| **r).map(|(n, _)| n.clone()).collect();
+
     let rows = format!(
         "INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id, recorded_at) \
-         SELECT $1, i.variant, i.u, ($2::pg_catalog.text[])[i.k], i.v, i.s, COALESCE(i.t, GREATEST(pg_catalog.now(), i.assigned)) \
+         SELECT $1, i.variant, i.u, ($2::pg_catalog.text[])[i.k], i.v, i.s, i.t \
          FROM (SELECT pg_catalog.unnest($3::pg_catalog.int8[]) AS variant, pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
                       pg_catalog.unnest($5::pg_catalog.int4[]) AS k, pg_catalog.unnest($6::pg_catalog.float8[]) AS v, \
-                      pg_catalog.unnest($7::pg_catalog.text[]) AS s, pg_catalog.unnest($8::pg_catalog.timestamptz[]) AS t, \
-                      pg_catalog.unnest($9::pg_catalog.timestamptz[]) AS assigned) i"
+                      pg_catalog.unnest($7::pg_catalog.text[]) AS s, pg_catalog.unnest($8::pg_catalog.timestamptz[]) AS t) i \
+         WHERE i.variant IS NOT NULL"
     );
     let user_state = format!(
         "INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
@@ -399,9 +419,22 @@ fn insert_distributed(
          SET n = m.n OPERATOR(pg_catalog.+) excluded.n, total = m.total OPERATOR(pg_catalog.+) excluded.total, \
              max = GREATEST(m.max, excluded.max)"
     );
-    let states: Vec<usize> = (0..state.users.len()).filter(|&j| assigned.contains_key(&state.users[j])).collect();
+    // The state rows of assigned users, in `state`'s order (the order their row locks are taken).
+    let mut sv: Vec<i64> = Vec::new();
+    let mut su: Vec<&str> = Vec::new();
+    let (mut sk, mut sn, mut st, mut sm) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for j in 0..state.users.len() {
+        interrupts(j);
+        if let Some((variant, _)) = assigned[state.user[j]] {
+            sv.push(variant);
+            su.push(state.users[j]);
+            sk.push(state.index[j]);
+            sn.push(state.n[j]);
+            st.push(state.total[j]);
+            sm.push(state.max[j]);
+        }
+    }
     Spi::connect_mut(|client| {
-        let variant_of = |u: &str| assigned[u].0;
         client
             .update(
                 &rows,
@@ -409,16 +442,12 @@ fn insert_distributed(
                 &[
                     experiment_id.into(),
                     names.clone().into(),
-                    kept.iter().map(|&i| variant_of(users[i])).collect::<Vec<i64>>().into(),
-                    kept.iter().map(|&i| users[i]).collect::<Vec<&str>>().into(),
-                    kept.iter().map(|&i| index[i]).collect::<Vec<i32>>().into(),
-                    kept.iter().map(|&i| values[i]).collect::<Vec<f64>>().into(),
-                    kept.iter().map(|&i| sessions.as_ref().and_then(|s| s[i])).collect::<Vec<Option<&str>>>().into(),
-                    kept.iter()
-                        .map(|&i| times.as_ref().and_then(|t| t[i]))
-                        .collect::<Vec<Option<TimestampWithTimeZone>>>()
-                        .into(),
-                    kept.iter().map(|&i| assigned[users[i]].1).collect::<Vec<TimestampWithTimeZone>>().into(),
+                    variants.into(),
+                    user_ids.into(),
+                    index.into(),
+                    values.into(),
+                    session_ids.into(),
+                    times.into(),
                 ],
             )
             .or_raise();
@@ -428,76 +457,18 @@ fn insert_distributed(
                 None,
                 &[
                     experiment_id.into(),
-                    names.clone().into(),
-                    states.iter().map(|&j| variant_of(&state.users[j])).collect::<Vec<i64>>().into(),
-                    states.iter().map(|&j| state.users[j].as_str()).collect::<Vec<&str>>().into(),
-                    states.iter().map(|&j| state.index[j]).collect::<Vec<i32>>().into(),
-                    states.iter().map(|&j| state.n[j]).collect::<Vec<i64>>().into(),
-                    states.iter().map(|&j| state.total[j]).collect::<Vec<f64>>().into(),
-                    states.iter().map(|&j| state.max[j]).collect::<Vec<f64>>().into(),
+                    names.into(),
+                    sv.into(),
+                    su.into(),
+                    sk.into(),
+                    sn.into(),
+                    st.into(),
+                    sm.into(),
                 ],
             )
             .or_raise();
     });
-    (kept.len() as i64, recorded_names, false)
-}
-
-/// The statement of `insert`.
-fn insert_sql(with_times: bool) -> String {
-    let nsp = cache::schema();
-    let assigned = |alias: &str| {
-        format!(
-            "JOIN {nsp}.ab_assignments a \
-               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) {alias}.u"
-        )
-    };
-    let early = if with_times {
-        format!(
-            "EXISTS (SELECT FROM (SELECT pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
-                                         pg_catalog.unnest($6::pg_catalog.timestamptz[]) AS t) i {} \
-                     WHERE i.t OPERATOR(pg_catalog.<) a.assigned_at)",
-            assigned("i")
-        )
-    } else {
-        "false".into()
-    };
-    // unnest in the select list streams its rows (in FROM, each function's rows are stored first).
-    format!(
-        "WITH r AS ( \
-           INSERT INTO {nsp}.ab_results (experiment_id, variant_id, user_id, metric_name, metric_value, session_id, recorded_at) \
-           SELECT $1, a.variant_id, i.u, ($7::pg_catalog.text[])[i.k], i.v, i.s, COALESCE(i.t, GREATEST(pg_catalog.now(), a.assigned_at)) \
-           FROM (SELECT pg_catalog.unnest($2::pg_catalog.int4[]) AS k, pg_catalog.unnest($3::pg_catalog.float8[]) AS v, \
-                        pg_catalog.unnest($4::pg_catalog.text[]) AS u, pg_catalog.unnest($5::pg_catalog.text[]) AS s, \
-                        pg_catalog.unnest($6::pg_catalog.timestamptz[]) AS t) i {join_i}), \
-         g AS MATERIALIZED ( \
-           SELECT g.ord, g.u, ($7::pg_catalog.text[])[g.k] AS metric_name, a.variant_id, g.n, g.total, g.max \
-           FROM (SELECT pg_catalog.unnest($8::pg_catalog.text[]) AS u, pg_catalog.unnest($9::pg_catalog.int4[]) AS k, \
-                        pg_catalog.unnest($10::pg_catalog.int8[]) AS n, pg_catalog.unnest($11::pg_catalog.float8[]) AS total, \
-                        pg_catalog.unnest($12::pg_catalog.float8[]) AS max, \
-                        pg_catalog.generate_series(1, pg_catalog.cardinality($8::pg_catalog.text[])) AS ord) g {join_g}), \
-         m AS ( \
-           INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
-           SELECT $1, g.metric_name, g.u, g.variant_id, g.n, g.total, g.max FROM g ORDER BY g.ord \
-           ON CONFLICT (experiment_id, metric_name, user_id, variant_id) DO UPDATE \
-           SET n = m.n OPERATOR(pg_catalog.+) excluded.n, total = m.total OPERATOR(pg_catalog.+) excluded.total, \
-               max = GREATEST(m.max, excluded.max)) \
-         SELECT (SELECT pg_catalog.sum(g.n)::pg_catalog.int8 FROM g), \
-                ARRAY(SELECT DISTINCT g.metric_name FROM g), {early}",
-        join_i = assigned("i"),
-        join_g = assigned("g"),
-    )
-}
-
-fn run_insert(sql: &str, args: Vec<pgrx::datum::DatumWithOid<'_>>) -> (i64, Vec<String>, bool) {
-    Spi::connect_mut(|client| {
-        let table = client.update(sql, None, &args).or_raise();
-        let row = table.first();
-        (
-            row.get::<i64>(1).or_raise().unwrap_or(0),
-            row.get::<Vec<String>>(2).or_raise().unwrap_or_default(),
-            row.get::<bool>(3).or_raise().unwrap_or(false),
-        )
-    })
+    Ok((recorded, recorded_names))
 }
 
 /// Under Citus: the hash ranges of ab_assignments' shards (the other per-user tables are
@@ -537,27 +508,6 @@ fn with_work_mem<R>(f: impl FnOnce() -> R) -> R {
     let out = f();
     set(current);
     out
-}
-
-/// On the error path: the first row whose time is before its user's assignment.
-fn first_before_assignment(
-    experiment_id: i64,
-    user_ids: Vec<Option<String>>,
-    recorded_at: Vec<Option<TimestampWithTimeZone>>,
-) -> i64 {
-    let nsp = cache::schema();
-    Spi::get_one_with_args::<i64>(
-        &format!(
-            "SELECT pg_catalog.min(i.pos) FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), \
-               pg_catalog.unnest($3::pg_catalog.timestamptz[])) WITH ORDINALITY AS i(u, t, pos) \
-             JOIN {nsp}.ab_assignments a \
-               ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) i.u \
-             WHERE i.t OPERATOR(pg_catalog.<) a.assigned_at"
-        ),
-        &[experiment_id.into(), user_ids.into(), recorded_at.into()],
-    )
-    .or_raise()
-    .unwrap_or(0)
 }
 
 /// Records a batch of results, row i being (metric_names[i], metric_values[i], user_ids[i],
