@@ -94,10 +94,15 @@ pub fn printable_at_most(s: &str, max: usize) -> Cow<'_, str> {
 /// case, if it is near enough (at most a third of the typed name's characters differ). Ties go
 /// to the candidate that sorts first.
 pub fn closest<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let given = typed;
     let typed: Vec<char> = typed.to_lowercase().chars().collect();
     let limit = (typed.len() / 3).max(1);
     let mut best: Option<(usize, &'a str)> = None;
     for c in candidates {
+        // The name itself (still visible to a snapshot older than its deletion) is no suggestion.
+        if c == given {
+            continue;
+        }
         let lower: Vec<char> = c.to_lowercase().chars().collect();
         if lower.len().abs_diff(typed.len()) > limit {
             continue;
@@ -171,6 +176,12 @@ mod tests {
         assert_eq!(printable("plain é"), "plain é");
         assert_eq!(printable("zz\n\nRec"), "zz\\u{000A}\\u{000A}Rec");
         assert_eq!(printable("a\u{1}b\u{202E}"), "a\\u{0001}b\\u{202E}");
+    }
+
+    #[test]
+    fn the_name_itself_is_no_suggestion() {
+        assert_eq!(closest("checkout", ["checkout"]), None);
+        assert_eq!(closest("checkout", ["checkout", "Checkout"]), Some("Checkout"));
     }
 
     #[test]
