@@ -124,7 +124,9 @@ fn record_batch(
         }
     }
     if let Some(times) = &recorded_at {
-        let now = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+        // In a procedure after COMMIT the statement began before the transaction whose now()
+        // dates the rows without a time: the later of the two bounds both.
+        let now = unsafe { pg_sys::GetCurrentStatementStartTimestamp().max(pg_sys::GetCurrentTransactionStartTimestamp()) };
         for (i, t) in times.iter().enumerate() {
             interrupts(i);
             if t.is_some_and(|t| pg_sys::TimestampTz::from(t) > now) {
@@ -325,10 +327,32 @@ fn insert(
 ) -> Result<(i64, Vec<String>), usize> {
     let nsp = cache::schema();
     let Users { distinct, row: row_user } = users;
-    let position: HashMap<&str, usize> = distinct.iter().enumerate().map(|(d, u)| (u.as_str(), d)).collect();
-    let groups: Vec<Vec<&str>> = match &shards {
-        None => vec![distinct.iter().map(String::as_str).collect()],
+    let mut assigned: Vec<Option<(i64, TimestampWithTimeZone)>> = vec![None; distinct.len()];
+    let mut note = |d: usize, variant: Option<i64>, at: Option<TimestampWithTimeZone>| {
+        if let (Some(variant), Some(at)) = (variant, at) {
+            assigned[d] = Some((variant, at));
+        }
+    };
+    match &shards {
+        // One node: the users joined by their position (an array searched by `= ANY` is sorted
+        // first), which the rows name them by.
+        None => Spi::connect(|client| {
+            let lookup = format!(
+                "SELECT u.ord, a.variant_id, a.assigned_at \
+                 FROM pg_catalog.unnest($2::pg_catalog.text[]) WITH ORDINALITY u(id, ord) \
+                 JOIN {nsp}.ab_assignments a \
+                   ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) u.id"
+            );
+            let users: Vec<&str> = distinct.iter().map(String::as_str).collect();
+            for row in client.select(&lookup, None, &[experiment_id.into(), users.into()]).or_raise() {
+                let d = row.get::<i64>(1).or_raise().unwrap_or_default() as usize - 1;
+                note(d, row.get::<i64>(2).or_raise(), row.get::<TimestampWithTimeZone>(3).or_raise());
+            }
+        }),
+        // Under Citus `= ANY` with one shard's users, which Citus routes to that shard.
         Some(shards) => {
+            let position: HashMap<&str, usize> =
+                distinct.iter().enumerate().map(|(d, u)| (u.as_str(), d)).collect();
             let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); shards.len()];
             for (i, u) in distinct.iter().enumerate() {
                 interrupts(i);
@@ -336,37 +360,23 @@ fn insert(
                 let k = shards.iter().position(|(lo, hi)| *lo <= h && h <= *hi).unwrap_or(0);
                 by_shard[k].push(u.as_str());
             }
-            by_shard
-        }
-    };
-    let mut assigned: Vec<Option<(i64, TimestampWithTimeZone)>> = vec![None; distinct.len()];
-    // On one node a join with the users (an array searched by `= ANY` is sorted first); under
-    // Citus `= ANY` with one shard's users, which Citus routes to that shard.
-    let lookup = if shards.is_none() {
-        format!(
-            "SELECT u.id, a.variant_id, a.assigned_at FROM pg_catalog.unnest($2::pg_catalog.text[]) u(id) \
-             JOIN {nsp}.ab_assignments a ON a.experiment_id OPERATOR(pg_catalog.=) $1 AND a.user_id OPERATOR(pg_catalog.=) u.id"
-        )
-    } else {
-        format!(
-            "SELECT user_id, variant_id, assigned_at FROM {nsp}.ab_assignments \
-             WHERE experiment_id OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) ANY($2::pg_catalog.text[])"
-        )
-    };
-    Spi::connect(|client| {
-        for group in groups.into_iter().filter(|g| !g.is_empty()) {
-            pg_sys::check_for_interrupts!();
-            for row in client.select(&lookup, None, &[experiment_id.into(), group.into()]).or_raise() {
-                let user = row.get::<&str>(1).or_raise().unwrap_or_default();
-                let variant = row.get::<i64>(2).or_raise().unwrap_or_default();
-                let at = row.get::<TimestampWithTimeZone>(3).or_raise();
-                if let (Some(&d), Some(at)) = (position.get(user), at) {
-                    assigned[d] = Some((variant, at));
+            let lookup = format!(
+                "SELECT user_id, variant_id, assigned_at FROM {nsp}.ab_assignments \
+                 WHERE experiment_id OPERATOR(pg_catalog.=) $1 AND user_id OPERATOR(pg_catalog.=) ANY($2::pg_catalog.text[])"
+            );
+            Spi::connect(|client| {
+                for group in by_shard.into_iter().filter(|g| !g.is_empty()) {
+                    pg_sys::check_for_interrupts!();
+                    for row in client.select(&lookup, None, &[experiment_id.into(), group.into()]).or_raise() {
+                        let user = row.get::<&str>(1).or_raise().unwrap_or_default();
+                        if let Some(&d) = position.get(user) {
+                            note(d, row.get::<i64>(2).or_raise(), row.get::<TimestampWithTimeZone>(3).or_raise());
+                        }
+                    }
                 }
-            }
+            });
         }
-    });
-    drop(position);
+    }
 
     // Per row: its user's variant (NULL: not assigned, the row is skipped) and its time, given
     // or, as for a single result, now but no earlier than the assignment.
@@ -543,7 +553,13 @@ fn ab_record_results(
     recorded_at: default!(Option<Array<'_, TimestampWithTimeZone>>, "NULL"),
 ) -> i64 {
     let experiment = required(experiment, "experiment");
-    record_batch(ExperimentRef::Name(experiment), metric_names, metric_values, user_ids, session_ids, recorded_at)
+    let large = is_large(&user_ids);
+    let recorded =
+        record_batch(ExperimentRef::Name(experiment), metric_names, metric_values, user_ids, session_ids, recorded_at);
+    if large {
+        release_freed_memory();
+    }
+    recorded
 }
 
 #[pg_extern(name = "ab_record_results", volatile, parallel_unsafe)]
@@ -556,5 +572,27 @@ fn ab_record_results_by_id(
     recorded_at: default!(Option<Array<'_, TimestampWithTimeZone>>, "NULL"),
 ) -> i64 {
     let experiment = required(experiment, "experiment");
-    record_batch(ExperimentRef::Id(experiment), metric_names, metric_values, user_ids, session_ids, recorded_at)
+    let large = is_large(&user_ids);
+    let recorded =
+        record_batch(ExperimentRef::Id(experiment), metric_names, metric_values, user_ids, session_ids, recorded_at);
+    if large {
+        release_freed_memory();
+    }
+    recorded
+}
+
+fn is_large(user_ids: &Option<Array<'_, &str>>) -> bool {
+    user_ids.as_ref().is_some_and(|a| a.len() >= 10_000)
+}
+
+/// After a large batch, glibc's heap keeps what the call freed (its Rust structures, its SPI
+/// contexts) unless told to hand it back: a pooled connection would hold hundreds of MB.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        unsafe { malloc_trim(0) };
+    }
 }

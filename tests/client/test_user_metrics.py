@@ -4,6 +4,7 @@ deleted experiments, it equals what the raw results say, and the analysis from i
 analysis from the raw results (to floating-point summation order)."""
 
 import math
+import os
 import random
 import threading
 import time
@@ -317,6 +318,32 @@ def bulk_writer(dsn, seed, exp, users, stop, errors, recorded):
                 assert bad and "metric_value is NaN" in str(e), e
             except Exception as e:  # noqa: BLE001 - reported by the test
                 errors.append(repr(e))
+
+
+def private_memory_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
+
+
+def test_a_large_batch_hands_its_memory_back():
+    """What a batch allocated is freed when it ends; glibc's heap kept it (647 MB in a backend
+    after 200k rows of distinct 512-byte ids) until the batch told it to hand it back."""
+    db = fresh_db("ab_user_metrics")
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "large batch")
+        c.execute("SELECT count(ab_get_variant(%s, rpad('u' || g, 512, 'x'))) FROM generate_series(1, 20000) g", (exp,))
+    with psycopg.connect(db, autocommit=True) as c:
+        pid = one(c, "SELECT pg_backend_pid()")
+        if not os.path.exists(f"/proc/{pid}/status"):
+            pytest.skip("the server runs on another machine")
+        before = private_memory_mib(pid)
+        recorded = one(c, "SELECT ab_record_results(%s, array_fill('conversion_rate'::text, ARRAY[100000]), "
+                          "array_agg((g %% 2)::float8), array_agg(rpad('u' || g, 512, 'x'))) "
+                          "FROM generate_series(1, 100000) g", exp)
+        assert recorded == one(c, "SELECT count(*) FROM ab_assignments WHERE experiment_id = %s AND length(user_id) = 512", exp) > 10000
+        kept = private_memory_mib(pid) - before
+        assert kept < 64, f"the backend kept {kept:.0f} MiB after the batch"
+    drop_db("ab_user_metrics")
 
 
 @pytest.mark.citus

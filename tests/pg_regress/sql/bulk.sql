@@ -119,6 +119,20 @@ SELECT r AS role, has_function_privilege(r, 'ab_record_results(text, text[], dou
 FROM unnest(ARRAY['ab_bulk_app', 'ab_bulk_admin']) r;
 DROP OWNED BY ab_bulk_nobody, ab_bulk_app, ab_bulk_analyst, ab_bulk_admin;
 DROP ROLE ab_bulk_nobody, ab_bulk_app, ab_bulk_analyst, ab_bulk_admin;
+-- In a procedure after COMMIT, now() (the default time) is the new transaction's start, later
+-- than the CALL's: a time between the two is in the past and accepted.
+CREATE PROCEDURE bulk_after_commit() LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(0.3);
+    COMMIT;
+    PERFORM ab_record_results('bulk', ARRAY['revenue', 'revenue'], ARRAY[5, 6], ARRAY['u4', 'u4'], NULL,
+                              ARRAY[statement_timestamp() + interval '0.1 second', NULL]);
+END;
+$$;
+CALL bulk_after_commit();
+SELECT metric_value, recorded_at < now() AS in_the_past FROM ab_results
+WHERE experiment_id = :e AND user_id = 'u4' AND metric_value IN (5, 6) ORDER BY metric_value;
+DROP PROCEDURE bulk_after_commit();
 SELECT ab_stop_experiment('bulk') ->> 'status' AS status;
 SELECT ab_delete_experiment('bulk'), ab_delete_experiment('bulk-open');
 DROP TABLE bulk_signups;
