@@ -120,6 +120,7 @@ impl CachedExperiment {
 /// at every execution of an INSERT and never finds it again (its lookup reads the task list of
 /// the generic plan, which an INSERT's deferred pruning leaves empty): a kept plan of
 /// `INSERT ... ON CONFLICT` into ab_user_metrics grew by 46 kB a call on a worker, without bound.
+/// A statement planned at a call is planned with the pinned search_path, as a kept one was.
 pub enum Stmt {
     Kept(OwnedPreparedStatement),
     EachCall(String),
@@ -134,7 +135,7 @@ impl Stmt {
     ) -> pgrx::spi::SpiResult<pgrx::spi::SpiTupleTable<'conn>> {
         match self {
             Stmt::Kept(plan) => client.select(plan, limit, args),
-            Stmt::EachCall(sql) => client.select(sql.as_str(), limit, args),
+            Stmt::EachCall(sql) => crate::security::with_pinned_search_path(|| client.select(sql.as_str(), limit, args)),
         }
     }
 
@@ -146,7 +147,7 @@ impl Stmt {
     ) -> pgrx::spi::SpiResult<pgrx::spi::SpiTupleTable<'conn>> {
         match self {
             Stmt::Kept(plan) => client.update(plan, limit, args),
-            Stmt::EachCall(sql) => client.update(sql.as_str(), limit, args),
+            Stmt::EachCall(sql) => crate::security::with_pinned_search_path(|| client.update(sql.as_str(), limit, args)),
         }
     }
 }
