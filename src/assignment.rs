@@ -196,7 +196,11 @@ pub fn stored_variant(handle: &cache::Handle, user_id: &str, reloaded: bool) -> 
         crate::security::with_pinned_search_path(|| {
             Spi::connect(|client| {
                 first_i64(
-                    handle.plans.find_assignment.select(client, Some(1), &[handle.exp.id.into(), user_id.into()]).or_raise(),
+                    handle
+                        .plans
+                        .find_assignment
+                        .select(client, Some(1), &[handle.exp.id.into(), user_id.into()])
+                        .or_raise(),
                 )
             })
         })

@@ -126,7 +126,8 @@ fn record_batch(
     if let Some(times) = &recorded_at {
         // In a procedure after COMMIT the statement began before the transaction whose now()
         // dates the rows without a time: the later of the two bounds both.
-        let now = unsafe { pg_sys::GetCurrentStatementStartTimestamp().max(pg_sys::GetCurrentTransactionStartTimestamp()) };
+        let now =
+            unsafe { pg_sys::GetCurrentStatementStartTimestamp().max(pg_sys::GetCurrentTransactionStartTimestamp()) };
         for (i, t) in times.iter().enumerate() {
             interrupts(i);
             if t.is_some_and(|t| pg_sys::TimestampTz::from(t) > now) {
@@ -351,8 +352,7 @@ fn insert(
         }),
         // Under Citus `= ANY` with one shard's users, which Citus routes to that shard.
         Some(shards) => {
-            let position: HashMap<&str, usize> =
-                distinct.iter().enumerate().map(|(d, u)| (u.as_str(), d)).collect();
+            let position: HashMap<&str, usize> = distinct.iter().enumerate().map(|(d, u)| (u.as_str(), d)).collect();
             let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); shards.len()];
             for (i, u) in distinct.iter().enumerate() {
                 interrupts(i);
@@ -465,16 +465,7 @@ fn insert(
             .update(
                 &user_state,
                 None,
-                &[
-                    experiment_id.into(),
-                    names.into(),
-                    sv.into(),
-                    su.into(),
-                    sk.into(),
-                    sn.into(),
-                    st.into(),
-                    sm.into(),
-                ],
+                &[experiment_id.into(), names.into(), sv.into(), su.into(), sk.into(), sn.into(), st.into(), sm.into()],
             )
             .or_raise();
     });
@@ -553,13 +544,14 @@ fn ab_record_results(
     recorded_at: default!(Option<Array<'_, TimestampWithTimeZone>>, "NULL"),
 ) -> i64 {
     let experiment = required(experiment, "experiment");
-    let large = is_large(&user_ids);
-    let recorded =
-        record_batch(ExperimentRef::Name(experiment), metric_names, metric_values, user_ids, session_ids, recorded_at);
-    if large {
-        release_freed_memory();
-    }
-    recorded
+    record_then_release(
+        ExperimentRef::Name(experiment),
+        metric_names,
+        metric_values,
+        user_ids,
+        session_ids,
+        recorded_at,
+    )
 }
 
 #[pg_extern(name = "ab_record_results", volatile, parallel_unsafe)]
@@ -572,17 +564,24 @@ fn ab_record_results_by_id(
     recorded_at: default!(Option<Array<'_, TimestampWithTimeZone>>, "NULL"),
 ) -> i64 {
     let experiment = required(experiment, "experiment");
-    let large = is_large(&user_ids);
-    let recorded =
-        record_batch(ExperimentRef::Id(experiment), metric_names, metric_values, user_ids, session_ids, recorded_at);
+    record_then_release(ExperimentRef::Id(experiment), metric_names, metric_values, user_ids, session_ids, recorded_at)
+}
+
+/// `record_batch`, then, after a large batch, `release_freed_memory`.
+fn record_then_release(
+    r: ExperimentRef<'_>,
+    metric_names: Option<Array<'_, &str>>,
+    metric_values: Option<Array<'_, f64>>,
+    user_ids: Option<Array<'_, &str>>,
+    session_ids: Option<Array<'_, &str>>,
+    recorded_at: Option<Array<'_, TimestampWithTimeZone>>,
+) -> i64 {
+    let large = user_ids.as_ref().is_some_and(|a| a.len() >= 10_000);
+    let recorded = record_batch(r, metric_names, metric_values, user_ids, session_ids, recorded_at);
     if large {
         release_freed_memory();
     }
     recorded
-}
-
-fn is_large(user_ids: &Option<Array<'_, &str>>) -> bool {
-    user_ids.as_ref().is_some_and(|a| a.len() >= 10_000)
 }
 
 /// After a large batch, glibc's heap keeps what the call freed (its Rust structures, its SPI

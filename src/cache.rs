@@ -135,7 +135,9 @@ impl Stmt {
     ) -> pgrx::spi::SpiResult<pgrx::spi::SpiTupleTable<'conn>> {
         match self {
             Stmt::Kept(plan) => client.select(plan, limit, args),
-            Stmt::EachCall(sql) => crate::security::with_pinned_search_path(|| client.select(sql.as_str(), limit, args)),
+            Stmt::EachCall(sql) => {
+                crate::security::with_pinned_search_path(|| client.select(sql.as_str(), limit, args))
+            }
         }
     }
 
@@ -147,7 +149,9 @@ impl Stmt {
     ) -> pgrx::spi::SpiResult<pgrx::spi::SpiTupleTable<'conn>> {
         match self {
             Stmt::Kept(plan) => client.update(plan, limit, args),
-            Stmt::EachCall(sql) => crate::security::with_pinned_search_path(|| client.update(sql.as_str(), limit, args)),
+            Stmt::EachCall(sql) => {
+                crate::security::with_pinned_search_path(|| client.update(sql.as_str(), limit, args))
+            }
         }
     }
 }
