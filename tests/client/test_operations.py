@@ -346,6 +346,7 @@ RELEASED_SCRIPTS = {
     "ab_testing--0.14.0--0.15.0.sql": "45d213031013a535adefd0ce709211850d1ef913755ec2bf780c458b931f959b",
     "ab_testing--0.12.0--0.15.0.sql": "2c07d2ace61e17a1582f6a6493c61fda5770e08710b42f236ce0ffc7918f396c",
     "ab_testing--0.13.0--0.15.0.sql": "6e8cfd0b73424fc952b1a866d806281cbfe092443a44bf3e23b461370da9bd44",
+    "ab_testing--0.15.0--0.16.0.sql": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
 }
 
 
