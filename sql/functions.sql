@@ -350,14 +350,15 @@ COMMENT ON FUNCTION ab_layer_group(text, text) IS 'Where a user falls in a layer
 --
 -- The application and analysis functions run with the owner's rights (SECURITY DEFINER), so
 -- their callers need no privilege on the tables. Every one of them pins search_path:
--- ab_get_experiment, ab_record_result, ab_analyze and ab_summary with a SET clause,
--- ab_get_variant inside its code (a SET clause would cost every call on the hot path; its
--- assigned-user path resolves no names, and its other paths run with the same pinned path).
+-- ab_get_experiment, ab_analyze and ab_summary with a SET clause, ab_get_variant and
+-- ab_record_result inside their code (a SET clause would cost every call on the hot path).
+-- Their hot paths run only statements prepared by the extension that name every table,
+-- operator and function with its schema; everything else they run, with the same pinned path.
 -- Administration runs with the caller's rights, so ab_audit records who did it.
 ALTER FUNCTION ab_get_variant(text, text, jsonb, text) SECURITY DEFINER;
 ALTER FUNCTION ab_get_variant(bigint, text, jsonb, text) SECURITY DEFINER;
-ALTER FUNCTION ab_record_result(text, text, double precision, text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION ab_record_result(bigint, text, double precision, text, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ab_record_result(text, text, double precision, text, text) SECURITY DEFINER;
+ALTER FUNCTION ab_record_result(bigint, text, double precision, text, text) SECURITY DEFINER;
 ALTER FUNCTION ab_record_results(text, text[], double precision[], text[], text[], timestamp with time zone[]) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_record_results(bigint, text[], double precision[], text[], text[], timestamp with time zone[]) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION ab_get_experiment(text) SECURITY DEFINER;

@@ -70,6 +70,18 @@ CREATE FUNCTION hostile.to_char(timestamptz, text) RETURNS text LANGUAGE plpgsql
   $$ BEGIN RAISE EXCEPTION 'hijacked: % ran hostile code', current_user; END $$;
 CREATE FUNCTION hostile.quote_ident(text) RETURNS text LANGUAGE plpgsql AS
   $$ BEGIN RAISE EXCEPTION 'hijacked: % ran hostile code', current_user; END $$;
+-- What ab_record_result's statements compute, written without a schema: a sum, a comparison
+-- of names, the smallest name, the oids of the catalog.
+CREATE FUNCTION hostile.trap_plus(bigint, integer) RETURNS bigint LANGUAGE plpgsql AS
+  $$ BEGIN RAISE EXCEPTION 'hijacked: % ran hostile code', current_user; END $$;
+CREATE OPERATOR hostile.+ (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = hostile.trap_plus);
+CREATE OPERATOR hostile.> (LEFTARG = text, RIGHTARG = text, FUNCTION = hostile.trap);
+CREATE FUNCTION hostile.trap(oid, oid) RETURNS boolean LANGUAGE plpgsql AS
+  $$ BEGIN RAISE EXCEPTION 'hijacked: % ran hostile code', current_user; END $$;
+CREATE OPERATOR hostile.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = hostile.trap);
+CREATE FUNCTION hostile.trap_step(text, text) RETURNS text LANGUAGE plpgsql AS
+  $$ BEGIN RAISE EXCEPTION 'hijacked: % ran hostile code', current_user; END $$;
+CREATE AGGREGATE hostile.min(text) (SFUNC = hostile.trap_step, STYPE = text);
 SET search_path = hostile, pg_catalog, public;
 SELECT expect_error('SELECT 1::bigint = 1::bigint') AS "the trap is armed";
 RESET search_path;
@@ -81,6 +93,12 @@ SET search_path = hostile, pg_catalog, public;
 SELECT public.ab_get_variant('secure', 'hostile-' || g) IS NOT NULL AS assigned FROM generate_series(1, 3) g;
 SELECT public.ab_get_variant(:e, 'u1') ->> 'variant' AS variant;
 SELECT public.ab_record_result('secure', 'resolution_rate', 1, 'hostile-1') AS recorded;
+-- A name the experiment has no result under yet (its count of names is read), then the
+-- prepared statements again, now analysed under this search_path, and a missing experiment.
+SELECT public.ab_record_result('secure', 'hostile_metric', 1, 'hostile-1') AS recorded;
+SELECT public.ab_record_result(:e, 'resolution_rate', 0, 'hostile-' || g) AS recorded FROM generate_series(1, 3) g;
+SELECT expect_error($$SELECT public.ab_record_result('secures', 'resolution_rate', 1, 'hostile-1')$$);
+SELECT expect_error($$SELECT public.ab_get_variant('secures', 'hostile-1')$$);
 SELECT public.ab_get_experiment('secure') ->> 'name' AS name;
 SELECT count(*) AS rows FROM public.ab_analyze('secure');
 SELECT length(public.ab_summary('secure')) > 0 AS summary;
