@@ -42,6 +42,7 @@ listen_addresses = '127.0.0.1'
 fsync = on
 max_connections = 50
 shared_buffers = 256MB
+max_prepared_transactions = 10
 CONF
     fi
     # A postmaster killed with SIGKILL can linger as a zombie where nothing reaps orphans

@@ -261,11 +261,16 @@ thread_local! {
 }
 
 unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
-    if event == pg_sys::XactEvent::XACT_EVENT_ABORT || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT {
+    // A prepared transaction may still be rolled back (ROLLBACK PREPARED, from any session):
+    // its names are forgotten as an abort's are, and read again once committed.
+    if event == pg_sys::XactEvent::XACT_EVENT_ABORT
+        || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+        || event == pg_sys::XactEvent::XACT_EVENT_PREPARE
+    {
         if NAMES_ADMITTED.replace(false) {
             STALE.set(true);
         }
-    } else if event == pg_sys::XactEvent::XACT_EVENT_COMMIT || event == pg_sys::XactEvent::XACT_EVENT_PREPARE {
+    } else if event == pg_sys::XactEvent::XACT_EVENT_COMMIT {
         NAMES_ADMITTED.set(false);
     }
 }

@@ -338,6 +338,11 @@ def test_names_from_rolled_back_or_empty_calls_do_not_pass_the_bound(db):
         assert one(a, "SELECT ab_record_result(%s, 'to_savepoint', 1, 'u')", exp) is True
         a.execute("ROLLBACK TO SAVEPOINT s")
         a.execute("COMMIT")
+        # A prepared transaction rolled back later (scripts/cluster.sh enables them).
+        a.execute("BEGIN")
+        assert one(a, "SELECT ab_record_result(%s, 'prepared', 1, 'u')", exp) is True
+        a.execute("PREPARE TRANSACTION 'ab_bounded'")
+        a.execute("ROLLBACK PREPARED 'ab_bounded'")
         assert one(a, "SELECT ab_record_result(%s, 'nothing_written', 1, 'not-assigned')", exp) is False
         # Another session fills the experiment up to the bound.
         filled = 0
@@ -346,7 +351,7 @@ def test_names_from_rolled_back_or_empty_calls_do_not_pass_the_bound(db):
                 break
             filled += 1
         assert one(b, "SELECT count(DISTINCT metric_name) FROM ab_results WHERE experiment_id = %s", exp) == filled
-        for name in ["rolled_back", "to_savepoint", "nothing_written", "new"]:
+        for name in ["rolled_back", "to_savepoint", "prepared", "nothing_written", "new"]:
             with pytest.raises(errors.ProgramLimitExceeded, match="already has 100 metrics"):
                 a.execute("SELECT ab_record_result(%s, %s, 1, 'u')", (exp, name))
         assert one(a, "SELECT count(DISTINCT metric_name) FROM ab_results WHERE experiment_id = %s", exp) == filled
