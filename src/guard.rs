@@ -94,11 +94,11 @@ fn routed_experiment_status(id: i64) -> Probe<bool> {
     let running = cache::with_fresh_snapshot(|| {
         crate::security::with_pinned_search_path(|| {
             Spi::get_one_with_args::<bool>(
-            &format!(
-                "SELECT status OPERATOR(pg_catalog.=) 'running' FROM {nsp}.ab_experiments WHERE id OPERATOR(pg_catalog.=) $1"
-            ),
-            &[id.into()],
-        )
+                &format!(
+                    "SELECT status OPERATOR(pg_catalog.=) 'running' FROM {nsp}.ab_experiments WHERE id OPERATOR(pg_catalog.=) $1"
+                ),
+                &[id.into()],
+            )
         })
     });
     match running {

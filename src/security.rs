@@ -3,7 +3,7 @@
 //! resolve an operator or function through the caller's search_path, where a hostile role
 //! could have placed its own. The SQL-level functions pin search_path with a SET clause;
 //! ab_get_variant and ab_record_result cannot afford one on every call (setting search_path
-//! and restoring it cost ab_record_result about a tenth of its throughput), so they pin it
+//! and restoring it cost ab_record_result a tenth to a fifth of its throughput), so they pin it
 //! here, around the SPI work of their slow paths only. Their hot paths resolve no names, or
 //! run statements the extension prepared (`cache::Stmt`) that name every table, operator and
 //! function with its schema: PostgreSQL analyses a prepared statement again when it runs
