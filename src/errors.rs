@@ -30,7 +30,10 @@ pub fn not_found(experiment: crate::catalog::ExperimentRef<'_>) -> ! {
             format!("experiment \"{}...\" does not exist", printable(&n.chars().take(200).collect::<String>()))
         }
         crate::catalog::ExperimentRef::Name(n) => {
-            format!("experiment \"{}\" does not exist{}", printable(n), nearest_experiment(n))
+            // Also called from functions that pin no search_path themselves (ab_get_variant,
+            // ab_record_result).
+            let hint = crate::security::with_pinned_search_path(|| nearest_experiment(n));
+            format!("experiment \"{}\" does not exist{hint}", printable(n))
         }
         crate::catalog::ExperimentRef::Id(id) => format!("experiment with id {id} does not exist"),
     };
@@ -46,32 +49,29 @@ pub fn not_found(experiment: crate::catalog::ExperimentRef<'_>) -> ! {
 /// function (as SET ROLE left it), not the extension's owner that the function runs as.
 fn nearest_experiment(typed: &str) -> String {
     let caller = unsafe { pg_sys::GetOuterUserId() };
-    // Called from functions that pin no search_path themselves (ab_get_variant, ab_record_result).
-    crate::security::with_pinned_search_path(|| {
-        Spi::connect(|client| {
-            let nsp = crate::catalog::schema(&client);
-            let readable = client
-                .select(
-                    "SELECT pg_catalog.has_table_privilege($1, $2, 'SELECT')",
-                    Some(1),
-                    &[caller.into(), format!("{nsp}.ab_experiments").into()],
-                )
-                .or_raise()
-                .first()
-                .get_one::<bool>()
-                .or_raise()
-                .unwrap_or(false);
-            // Called from a source's code during its read, the session's role is not who asks.
-            if !readable || crate::security::in_source_read() {
-                return String::new();
-            }
-            let names: Vec<String> = client
-                .select(&format!("SELECT name FROM {nsp}.ab_experiments LIMIT 100000"), None, &[])
-                .or_raise()
-                .filter_map(|row| row.get::<String>(1).or_raise())
-                .collect();
-            ab_core::names::did_you_mean(typed, names.iter().map(String::as_str))
-        })
+    Spi::connect(|client| {
+        let nsp = crate::catalog::schema(&client);
+        let readable = client
+            .select(
+                "SELECT pg_catalog.has_table_privilege($1, $2, 'SELECT')",
+                Some(1),
+                &[caller.into(), format!("{nsp}.ab_experiments").into()],
+            )
+            .or_raise()
+            .first()
+            .get_one::<bool>()
+            .or_raise()
+            .unwrap_or(false);
+        // Called from a source's code during its read, the session's role is not who asks.
+        if !readable || crate::security::in_source_read() {
+            return String::new();
+        }
+        let names: Vec<String> = client
+            .select(&format!("SELECT name FROM {nsp}.ab_experiments LIMIT 100000"), None, &[])
+            .or_raise()
+            .filter_map(|row| row.get::<String>(1).or_raise())
+            .collect();
+        ab_core::names::did_you_mean(typed, names.iter().map(String::as_str))
     })
 }
 

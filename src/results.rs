@@ -21,33 +21,38 @@ use crate::lookup::Probe;
 /// whether the name was not known before this call. `row`: the position in a batch of the
 /// first result under the name, named in the error.
 pub(crate) fn admit_metric(handle: &cache::Handle, metric: &str, row: Option<i64>) -> bool {
-    let (exp, rel) = (&handle.exp, &handle.relations);
-    if exp.known_metrics.borrow().contains(metric) {
+    if handle.exp.known_metrics.borrow().contains(metric) {
         return false;
     }
-    let nsp = cache::schema();
     // ab_record_result pins no search_path of its own (see crate::security): this rare path does.
-    crate::security::with_pinned_search_path(|| {
-        Spi::connect(|client| {
-            let names = |sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]| -> Vec<String> {
-                client.select(sql, None, args).or_raise().map(|row| row.get::<String>(1).or_raise().unwrap()).collect()
-            };
-            let exists = format!(
-                "SELECT metric_name FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 \
+    crate::security::with_pinned_search_path(|| count_and_admit(handle, metric, row));
+    true
+}
+
+/// admit_metric for a name this backend has not seen: counts the experiment's names.
+fn count_and_admit(handle: &cache::Handle, metric: &str, row: Option<i64>) {
+    let (exp, rel) = (&handle.exp, &handle.relations);
+    let nsp = cache::schema();
+    Spi::connect(|client| {
+        let names = |sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]| -> Vec<String> {
+            client.select(sql, None, args).or_raise().map(|row| row.get::<String>(1).or_raise().unwrap()).collect()
+        };
+        let exists = format!(
+            "SELECT metric_name FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 \
              AND metric_name OPERATOR(pg_catalog.=) $2 LIMIT 1"
-            );
-            if names(&exists, &[exp.id.into(), metric.into()]).is_empty() {
-                guard::lock_metric_names(rel, exp.id);
-                // Distinct recorded names by a loose index scan, at most one past the bound (Citus
-                // runs recursive CTEs only with a filter on the distribution column: there, each
-                // shard's index gives its names).
-                let recorded = if handle.layout.is_some() {
-                    format!(
+        );
+        if names(&exists, &[exp.id.into(), metric.into()]).is_empty() {
+            guard::lock_metric_names(rel, exp.id);
+            // Distinct recorded names by a loose index scan, at most one past the bound (Citus
+            // runs recursive CTEs only with a filter on the distribution column: there, each
+            // shard's index gives its names).
+            let recorded = if handle.layout.is_some() {
+                format!(
                     "SELECT DISTINCT metric_name FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 LIMIT {}",
                     MAX_METRICS + 1
                 )
-                } else {
-                    format!(
+            } else {
+                format!(
                 "WITH RECURSIVE m(name) AS ( \
                    SELECT pg_catalog.min(metric_name) FROM {nsp}.ab_results WHERE experiment_id OPERATOR(pg_catalog.=) $1 \
                    UNION ALL \
@@ -57,30 +62,28 @@ pub(crate) fn admit_metric(handle: &cache::Handle, metric: &str, row: Option<i64
                  SELECT name FROM m WHERE name IS NOT NULL LIMIT {}",
                     MAX_METRICS + 1
                 )
-                };
-                // SPI reads with the statement's snapshot until the transaction writes: count with
-                // one taken after the lock, which sees the names of the sessions it waited for.
-                let recorded = cache::with_fresh_snapshot(|| names(&recorded, &[exp.id.into()]));
-                let mut known = exp.known_metrics.borrow_mut();
-                known.extend(recorded);
-                if !known.contains(metric) && known.len() >= MAX_METRICS {
-                    raise(
-                        PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                        format!(
-                            "{}experiment \"{}\" already has {MAX_METRICS} metrics, the most one experiment may have",
-                            row.map_or(String::new(), |r| format!("row {r}: ")),
-                            ab_core::names::printable(&exp.name)
-                        ),
-                        Some("record under one of its metric names; ab_analyze lists them".into()),
-                    );
-                }
+            };
+            // SPI reads with the statement's snapshot until the transaction writes: count with
+            // one taken after the lock, which sees the names of the sessions it waited for.
+            let recorded = cache::with_fresh_snapshot(|| names(&recorded, &[exp.id.into()]));
+            let mut known = exp.known_metrics.borrow_mut();
+            known.extend(recorded);
+            if !known.contains(metric) && known.len() >= MAX_METRICS {
+                raise(
+                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "{}experiment \"{}\" already has {MAX_METRICS} metrics, the most one experiment may have",
+                        row.map_or(String::new(), |r| format!("row {r}: ")),
+                        ab_core::names::printable(&exp.name)
+                    ),
+                    Some("record under one of its metric names; ab_analyze lists them".into()),
+                );
             }
-            exp.known_metrics.borrow_mut().insert(metric.to_string());
-            // Known from now on, unless this transaction rolls back (the cache is then reloaded).
-            cache::names_admitted_in_transaction();
-        })
+        }
+        exp.known_metrics.borrow_mut().insert(metric.to_string());
+        // Known from now on, unless this transaction rolls back (the cache is then reloaded).
+        cache::names_admitted_in_transaction();
     });
-    true
 }
 
 /// After a call that recorded nothing: a name it admitted is forgotten again, so that it
