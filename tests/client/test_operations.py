@@ -347,6 +347,7 @@ RELEASED_SCRIPTS = {
     "ab_testing--0.12.0--0.15.0.sql": "2c07d2ace61e17a1582f6a6493c61fda5770e08710b42f236ce0ffc7918f396c",
     "ab_testing--0.13.0--0.15.0.sql": "6e8cfd0b73424fc952b1a866d806281cbfe092443a44bf3e23b461370da9bd44",
     "ab_testing--0.15.0--0.16.0.sql": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "ab_testing--0.16.0--0.17.0.sql": "2c6af1f9ed5271cea717553862468cc15be6eb895851a371a1aee0b62a169ed2",
 }
 
 
