@@ -16,6 +16,7 @@ use crate::analysis;
 use crate::cache::{invalidate_local, snapshot_is_transaction_wide};
 use crate::catalog::{self, ExperimentRef, ExperimentRow};
 use crate::errors::{raise, required, wrong_state, SpiExt};
+use crate::subxact::in_subtransaction;
 
 type Outcome = (String, i32, bool, JsonB, String);
 
@@ -270,48 +271,6 @@ fn ab_reweight_due() -> TableIterator<
         }
     }
     TableIterator::new(rows)
-}
-
-/// Runs `f` in a subtransaction, as PL/pgSQL runs a block with an EXCEPTION clause: on an
-/// error the subtransaction's work is undone and the error returned as (SQLSTATE, message).
-pub(crate) fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, (String, String)> {
-    // SAFETY: the same calls, in the same order, as PL/pgSQL's exec_stmt_block.
-    unsafe {
-        let context = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(context);
-        let f = std::panic::AssertUnwindSafe(f);
-        PgTryBuilder::new(move || {
-            let f = f;
-            let out = (f.0)();
-            pg_sys::ReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(context);
-            pg_sys::CurrentResourceOwner = owner;
-            Ok(out)
-        })
-        .catch_others(move |e| {
-            pg_sys::MemoryContextSwitchTo(context);
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(context);
-            pg_sys::CurrentResourceOwner = owner;
-            let report = match &e {
-                pg_sys::panic::CaughtError::PostgresError(r)
-                | pg_sys::panic::CaughtError::ErrorReport(r)
-                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => r,
-            };
-            // The five characters of the SQLSTATE, six bits each (PostgreSQL's MAKE_SQLSTATE).
-            let packed = report.sql_error_code() as i64;
-            let code: String = (0..5).map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect();
-            // A cancel (statement_timeout, pg_cancel_backend) stops the whole call, as PL/pgSQL's
-            // WHEN OTHERS lets it.
-            if code == "57014" {
-                e.rethrow();
-            }
-            Err((code, report.message().to_string()))
-        })
-        .execute()
-    }
 }
 
 /// The sample ratio mismatch p-value of a bandit experiment, each period's users against the

@@ -17,6 +17,7 @@ use crate::errors::{not_found, raise, required, wrong_state, SpiExt};
 use crate::guard;
 use crate::lookup::Probe;
 use crate::results::{admit_metric, declared_problem};
+use crate::subxact::{sqlstate, try_in_subtransaction};
 
 const TIME_HINT: &str = "recorded_at must lie between the user's assigned_at in ab_assignments and now";
 
@@ -419,16 +420,6 @@ fn insert(
                       pg_catalog.unnest($7::pg_catalog.text[]) AS s, pg_catalog.unnest($8::pg_catalog.timestamptz[]) AS t) i \
          WHERE i.variant IS NOT NULL"
     );
-    let user_state = format!(
-        "INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) \
-         SELECT $1, ($2::pg_catalog.text[])[g.k], g.u, g.variant, g.n, g.total, g.max \
-         FROM (SELECT pg_catalog.unnest($3::pg_catalog.int8[]) AS variant, pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
-                      pg_catalog.unnest($5::pg_catalog.int4[]) AS k, pg_catalog.unnest($6::pg_catalog.int8[]) AS n, \
-                      pg_catalog.unnest($7::pg_catalog.float8[]) AS total, pg_catalog.unnest($8::pg_catalog.float8[]) AS max) g \
-         ON CONFLICT (experiment_id, metric_name, user_id, variant_id) DO UPDATE \
-         SET n = m.n OPERATOR(pg_catalog.+) excluded.n, total = m.total OPERATOR(pg_catalog.+) excluded.total, \
-             max = GREATEST(m.max, excluded.max)"
-    );
     // The state rows of assigned users, in `state`'s order (the order their row locks are taken).
     let mut sv: Vec<i64> = Vec::new();
     let mut su: Vec<&str> = Vec::new();
@@ -461,15 +452,100 @@ fn insert(
                 ],
             )
             .or_raise();
-        client
-            .update(
-                &user_state,
-                None,
-                &[experiment_id.into(), names.into(), sv.into(), su.into(), sk.into(), sn.into(), st.into(), sm.into()],
-            )
-            .or_raise();
     });
+    let state_rows = StateRows { names, variant: sv, user: su, index: sk, n: sn, total: st, max: sm };
+    if shards.is_some() || !state_rows.insert_new(experiment_id) {
+        state_rows.upsert(experiment_id);
+    }
     Ok((recorded, recorded_names))
+}
+
+/// The batch's rows of ab_user_metrics, in the order their row locks are taken.
+struct StateRows<'a> {
+    names: Vec<String>,
+    variant: Vec<i64>,
+    user: Vec<&'a str>,
+    index: Vec<i32>,
+    n: Vec<i64>,
+    total: Vec<f64>,
+    max: Vec<f64>,
+}
+
+impl StateRows<'_> {
+    const ROWS: &'static str = "SELECT $1, ($2::pg_catalog.text[])[g.k], g.u, g.variant, g.n, g.total, g.max \
+         FROM (SELECT pg_catalog.unnest($3::pg_catalog.int8[]) AS variant, pg_catalog.unnest($4::pg_catalog.text[]) AS u, \
+                      pg_catalog.unnest($5::pg_catalog.int4[]) AS k, pg_catalog.unnest($6::pg_catalog.int8[]) AS n, \
+                      pg_catalog.unnest($7::pg_catalog.float8[]) AS total, pg_catalog.unnest($8::pg_catalog.float8[]) AS max) g";
+
+    fn args(&self, experiment_id: i64) -> [pgrx::datum::DatumWithOid<'_>; 8] {
+        [
+            experiment_id.into(),
+            self.names.clone().into(),
+            self.variant.clone().into(),
+            self.user.clone().into(),
+            self.index.clone().into(),
+            self.n.clone().into(),
+            self.total.clone().into(),
+            self.max.clone().into(),
+        ]
+    }
+
+    /// Adds the rows to the users' state, inserting those that do not exist yet.
+    fn upsert(&self, experiment_id: i64) {
+        let nsp = cache::schema();
+        let upsert = format!(
+            "INSERT INTO {nsp}.ab_user_metrics AS m (experiment_id, metric_name, user_id, variant_id, n, total, max) {} \
+             ON CONFLICT (experiment_id, metric_name, user_id, variant_id) DO UPDATE \
+             SET n = m.n OPERATOR(pg_catalog.+) excluded.n, total = m.total OPERATOR(pg_catalog.+) excluded.total, \
+                 max = GREATEST(m.max, excluded.max)",
+            Self::ROWS
+        );
+        Spi::run_with_args(&upsert, &self.args(experiment_id)).or_raise();
+    }
+
+    /// When none of the rows exists yet (a first load, new users, a new metric): inserts them
+    /// with a plain INSERT, which costs half of the upsert's speculative insertion. Returns
+    /// false, with nothing written, when one exists, or when a concurrent writer inserts one
+    /// first (the insert then fails on the primary key, in a subtransaction that undoes it);
+    /// the caller then upserts them all. Either attempt takes its row locks in the same order,
+    /// and a failed one holds none of them.
+    fn insert_new(&self, experiment_id: i64) -> bool {
+        if self.variant.is_empty() {
+            return true;
+        }
+        let nsp = cache::schema();
+        let any = format!(
+            "SELECT EXISTS (SELECT FROM (SELECT pg_catalog.unnest($2::pg_catalog.int8[]) AS variant, pg_catalog.unnest($3::pg_catalog.text[]) AS u, \
+                                      pg_catalog.unnest($4::pg_catalog.int4[]) AS k) g \
+             JOIN {nsp}.ab_user_metrics m ON m.experiment_id OPERATOR(pg_catalog.=) $1 \
+               AND m.metric_name OPERATOR(pg_catalog.=) ($5::pg_catalog.text[])[g.k] \
+               AND m.user_id OPERATOR(pg_catalog.=) g.u AND m.variant_id OPERATOR(pg_catalog.=) g.variant)"
+        );
+        let exists = Spi::get_one_with_args::<bool>(
+            &any,
+            &[
+                experiment_id.into(),
+                self.variant.clone().into(),
+                self.user.clone().into(),
+                self.index.clone().into(),
+                self.names.clone().into(),
+            ],
+        )
+        .or_raise()
+        .unwrap_or(true);
+        if exists {
+            return false;
+        }
+        let insert = format!(
+            "INSERT INTO {nsp}.ab_user_metrics (experiment_id, metric_name, user_id, variant_id, n, total, max) {}",
+            Self::ROWS
+        );
+        match try_in_subtransaction(|| Spi::run_with_args(&insert, &self.args(experiment_id)).or_raise()) {
+            Ok(()) => true,
+            Err(e) if sqlstate(&e) == "23505" => false,
+            Err(e) => e.rethrow(),
+        }
+    }
 }
 
 /// Under Citus: the hash ranges of ab_assignments' shards (the other per-user tables are

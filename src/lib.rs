@@ -30,6 +30,7 @@ mod rollout;
 mod security;
 mod sources;
 mod stats;
+mod subxact;
 mod timeline;
 mod user_metrics;
 

@@ -17,11 +17,12 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 
 use crate::analysis;
-use crate::bandit::{in_subtransaction, read_committed_only};
+use crate::bandit::read_committed_only;
 use crate::cache::invalidate_local;
 use crate::catalog::{self, ExperimentRef, ExperimentRow};
 use crate::errors::{invalid, required, wrong_state, SpiExt};
 use crate::experiments::audit;
+use crate::subxact::in_subtransaction;
 
 /// Whether the schema is 0.14.0 or later: its ab_audit accepts the rollouts' actions.
 pub fn schema_has_rollouts(client: &pgrx::spi::SpiClient<'_>, nsp: &str) -> bool {

@@ -392,6 +392,86 @@ def test_bulk_batches_keep_the_state_exact():
     drop_db("ab_user_metrics")
 
 
+def test_a_batch_adds_to_the_state_rows_a_writer_inserted_while_it_ran():
+    """A batch whose state rows do not exist yet inserts them without the upsert. When a
+    writer inserts one of them first (here uncommitted), the batch waits for it, undoes its
+    insert when the writer commits, and adds its rows to the writer's."""
+    db = fresh_db("ab_user_metrics")
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "racing batch")
+        c.execute("SELECT count(ab_get_variant(%s, 'u' || g)) FROM generate_series(1, 50) g", (exp,))
+    batch_sql = ("SELECT ab_record_results(%s, array_fill('latency'::text, ARRAY[50]), array_agg(g::float8), "
+                 "array_agg('u' || g)) FROM generate_series(1, 50) g")
+    with psycopg.connect(db) as writer, psycopg.connect(db, autocommit=True) as batch, \
+            psycopg.connect(db, autocommit=True) as watch:
+        assert one(writer, "SELECT ab_record_result(%s, 'latency', 5, 'u30')", exp)
+        pid = one(batch, "SELECT pg_backend_pid()")
+        out, failed = [], []
+
+        def run():
+            try:
+                out.append(one(batch, batch_sql, exp))
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                failed.append(repr(e))
+
+        t = threading.Thread(target=run)
+        t.start()
+        for _ in range(200):
+            if one(watch, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", pid) == "Lock":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the batch did not wait for the writer's state row")
+        writer.commit()
+        t.join(timeout=10)
+    assert failed == [] and out == [50]
+    with psycopg.connect(db, autocommit=True) as c:
+        assert c.execute("SELECT n, total, max FROM ab_user_metrics WHERE experiment_id = %s AND user_id = 'u30'",
+                         (exp,)).fetchall() == [(2, 35.0, 30.0)]
+        assert one(c, "SELECT count(*) FROM ab_user_metrics WHERE experiment_id = %s", exp) == 50
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+    drop_db("ab_user_metrics")
+
+
+def test_overlapping_batches_of_new_users_keep_the_state_exact():
+    """Batches of users with no state yet, each overlapping the next, run by three sessions at
+    the same moments (some rolled back): whichever inserts a shared state row first, the others add to
+    it; no batch fails or deadlocks, and the state equals the raw results."""
+    db = fresh_db("ab_user_metrics")
+    users = [f"n{i}" for i in range(700 * 30 + 300)]
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "overlapping batches")
+        c.execute("SELECT count(ab_get_variant(%s, u)) FROM unnest(%s::text[]) u", (exp, users))
+    errors, recorded = [], []
+    together = threading.Barrier(3)
+
+    def writer(w):
+        rng = random.Random(w)
+        with psycopg.connect(db, autocommit=True) as c:
+            for i in range(w, 30, 3):
+                together.wait(timeout=30)
+                chunk = users[i * 700:i * 700 + 1000]
+                metrics = [rng.choice(["latency", "conversion_rate"]) for _ in chunk]
+                values = [value_for(m, rng) for m in metrics]
+                try:
+                    with c.transaction() as tx:
+                        n = one(c, "SELECT ab_record_results(%s, %s, %s, %s)", exp, metrics, values, chunk)
+                        if rng.random() < 0.2:
+                            raise psycopg.Rollback(tx)
+                        recorded.append(n)
+                except Exception as e:  # noqa: BLE001 - reported by the test
+                    errors.append(repr(e))
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+    with psycopg.connect(db, autocommit=True) as c:
+        assert one(c, "SELECT count(*) FROM ab_results WHERE experiment_id = %s", exp) == sum(recorded) > 10000
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+    drop_db("ab_user_metrics")
+
+
 @pytest.mark.citus
 def test_a_bulk_batch_and_a_delete_wait_for_each_other():
     """ab_record_results takes the writers' lock: a delete in progress makes it wait, and once
