@@ -16,12 +16,63 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQL = os.path.join(ROOT, "sql")
-DIRECT_FROM = ["0.12.0", "0.13.0"]
+DIRECT_FROM = ["0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0", "0.11.0", "0.12.0", "0.13.0"]
 # The release they lead to; from the next one on, they are released scripts like the others.
 TARGET = "0.15.0"
 
-# Per released script, its statements on distributed tables, exactly as written there.
+# Columns added with an unnamed CHECK constraint, which Citus refuses on a distributed table:
+# named as PostgreSQL names them on one node (table_column_check).
+NAMED = {
+    "ab_testing--0.7.0--0.8.0.sql": [
+        ("ADD COLUMN allocation jsonb CHECK", "ADD COLUMN allocation jsonb CONSTRAINT ab_experiments_allocation_check CHECK"),
+        ("ADD COLUMN period integer NOT NULL DEFAULT 0 CHECK",
+         "ADD COLUMN period integer NOT NULL DEFAULT 0 CONSTRAINT ab_assignments_period_check CHECK"),
+    ],
+    "ab_testing--0.9.0--0.10.0.sql": [
+        ("ADD COLUMN breakdowns text[] NOT NULL DEFAULT '{}' CHECK",
+         "ADD COLUMN breakdowns text[] NOT NULL DEFAULT '{}' CONSTRAINT ab_experiments_breakdowns_check CHECK"),
+        ("ADD COLUMN attributes jsonb CHECK", "ADD COLUMN attributes jsonb CONSTRAINT ab_assignments_attributes_check CHECK"),
+    ],
+}
+
+# Per released script, its statements on distributed tables, exactly as written there (after
+# NAMED).
 REWRITES = {
+    "ab_testing--0.5.0--0.6.0.sql": [
+        "ALTER TABLE ab_experiments ADD COLUMN strict_metrics boolean NOT NULL DEFAULT false;\n",
+    ],
+    # The fill reads ab_results, distributed: on a worker that is a distributed query from
+    # within the coordinator's command, which Citus refuses.
+    "ab_testing--0.6.0--0.7.0.sql": [
+        ("LOCK TABLE ab_results IN SHARE MODE;\n"
+         "INSERT INTO ab_user_metrics (experiment_id, metric_name, user_id, variant_id, n, total, max)\n"
+         "SELECT experiment_id, metric_name, user_id, variant_id, count(*), sum(metric_value), max(metric_value)\n"
+         "FROM ab_results GROUP BY experiment_id, metric_name, user_id, variant_id;\n", "ab_results"),
+    ],
+    "ab_testing--0.7.0--0.8.0.sql": [
+        "ALTER TABLE ab_experiments ADD COLUMN allocation jsonb CONSTRAINT ab_experiments_allocation_check "
+        "CHECK (jsonb_typeof(allocation) = 'object');\n",
+        "ALTER TABLE ab_assignments ADD COLUMN period integer NOT NULL DEFAULT 0 CONSTRAINT ab_assignments_period_check "
+        "CHECK (period >= 0);\n",
+    ],
+    "ab_testing--0.8.0--0.9.0.sql": [
+        "ALTER TABLE ab_insights\n"
+        "    ADD COLUMN relative_lift_ci_lower float8,\n"
+        "    ADD COLUMN relative_lift_ci_upper float8,\n"
+        "    ADD COLUMN relative_lift_p_value float8,\n"
+        "    ADD COLUMN margin float8,\n"
+        "    ADD COLUMN non_inferiority_p_value float8,\n"
+        "    ADD COLUMN non_inferior boolean;\n",
+    ],
+    "ab_testing--0.9.0--0.10.0.sql": [
+        "ALTER TABLE ab_experiments ADD COLUMN breakdowns text[] NOT NULL DEFAULT '{}' "
+        "CONSTRAINT ab_experiments_breakdowns_check CHECK (cardinality(breakdowns) <= 5);\n",
+        "ALTER TABLE ab_assignments ADD COLUMN attributes jsonb CONSTRAINT ab_assignments_attributes_check "
+        "CHECK (jsonb_typeof(attributes) = 'object');\n",
+    ],
+    "ab_testing--0.11.0--0.12.0.sql": [
+        "ALTER TABLE ab_insights ADD COLUMN source_reads jsonb, ADD COLUMN computed_by name;\n",
+    ],
     "ab_testing--0.12.0--0.13.0.sql": [
         "ALTER TABLE @extschema@.ab_user_metrics SET (fillfactor = 90);\n",
     ],
@@ -88,13 +139,13 @@ def chain(start, end):
     return out
 
 
-def guarded(statement):
+def guarded(statement, table=None):
     """The statement through EXECUTE, unless this is a Citus worker's own run of the update and
-    the table is distributed (the coordinator's statement then changes it on every node).
-    Everything in the block is qualified (see QUALIFY)."""
+    the table (the one it alters, or `table`) is distributed (the coordinator's statement then
+    changes it on every node). Everything in the block is qualified (see QUALIFY)."""
     sql = " ".join(line.strip() for line in statement.strip().rstrip(";").splitlines())
     sql = re.sub(r"ALTER TABLE (?!@extschema@\.)", "ALTER TABLE @extschema@.", sql)
-    table = re.match(r"ALTER TABLE (@extschema@\.\w+)", sql).group(1)
+    table = f"@extschema@.{table}" if table else re.match(r"ALTER TABLE (@extschema@\.\w+)", sql).group(1)
     return f"""DO $$
 DECLARE
     on_worker boolean := false;
@@ -122,10 +173,14 @@ def body(name):
     text = "".join(lines)
     for plain, qualified in QUALIFY:
         text = text.replace(plain, qualified)
+    for plain, named in NAMED.get(name, []):
+        assert text.count(plain) == 1, (name, plain)
+        text = text.replace(plain, named)
     for statement in REWRITES.get(name, []):
+        statement, table = statement if isinstance(statement, tuple) else (statement, None)
         assert text.count(statement) == 1, (name, statement)
         statements = re.split(r"(?<=;)\n", statement.rstrip("\n"))
-        text = text.replace(statement, "".join(guarded(s) for s in statements if s.strip()))
+        text = text.replace(statement, "".join(guarded(s, table) for s in statements if s.strip()))
     return text
 
 
