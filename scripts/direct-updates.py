@@ -7,6 +7,10 @@ alone) and only on the coordinator (a worker runs the extension's update too, an
 change from the coordinator). PostgreSQL takes the shortest update path, so
 `ALTER EXTENSION ab_testing UPDATE` from A runs the direct script, on one node as on Citus.
 
+A direct script from a release before 0.12.0 also refuses to run while the extension's
+schema holds a function or operator of no extension (OBJECTS_PREFLIGHT): those releases'
+scripts name them without a schema.
+
 Run it after changing the update script to 0.15.0; `--check` fails when a file differs
 from what it would write (tests/client/test_operations.py runs it).
 """
@@ -16,7 +20,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SQL = os.path.join(ROOT, "sql")
-DIRECT_FROM = ["0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0", "0.11.0", "0.12.0", "0.13.0"]
+DIRECT_FROM = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0", "0.11.0", "0.12.0", "0.13.0"]
 # The release they lead to; from the next one on, they are released scripts like the others.
 TARGET = "0.15.0"
 
@@ -124,6 +128,38 @@ $$;
 """
 
 
+# Then, from a release before 0.12.0: the update scripts of those releases name functions and
+# operators without a schema (in their blocks, CHECK constraints and defaults), and one in the
+# extension's schema that matches better than pg_catalog's (`=(oid, regclass)`,
+# `cardinality(text[])`) would run as the role updating, or be built into a constraint. So no
+# function or operator may be there but those of an extension.
+OBJECTS_PREFLIGHT = """DO $$
+DECLARE
+    found text;
+BEGIN
+    SELECT pg_catalog.string_agg(o.what, ', ' ORDER BY o.what)
+      INTO found
+      FROM (SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls, p.oid
+              FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
+            UNION ALL
+            SELECT o.oid::pg_catalog.regoperator::pg_catalog.text, 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid
+              FROM pg_catalog.pg_operator o
+             WHERE o.oprnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid) o
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                        WHERE d.classid OPERATOR(pg_catalog.=) o.cls::pg_catalog.oid AND d.objid OPERATOR(pg_catalog.=) o.oid
+                          AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog."char");
+    IF found IS NOT NULL THEN
+        RAISE EXCEPTION 'ab_testing is updated from this release only where its schema holds no function or operator but those of extensions, and schema "%" holds: %',
+            '@extschema@', found
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'the update scripts of releases before 0.12.0 name functions and operators without a schema, and one of these could match better than pg_catalog''s and run as the role updating: move them to another schema for the update (ALTER FUNCTION ... SET SCHEMA, ALTER OPERATOR ... SET SCHEMA), then move them back';
+    END IF;
+END
+$$;
+"""
+
+
 def chain(start, end):
     """The update scripts from start to end, one release at a time."""
     direct_names = {f"ab_testing--{a}--{TARGET}.sql" for a in DIRECT_FROM}
@@ -190,6 +226,8 @@ def direct(start, end):
              f"-- only, through EXECUTE. tests/client/test_operations.py checks that an updated database\n"
              f"-- matches a fresh install object by object.\n"
              f"\\echo Use \"ALTER EXTENSION ab_testing UPDATE TO '{end}'\" to load this file. \\quit\n\n", PREFLIGHT]
+    if tuple(int(x) for x in start.split(".")) < (0, 12, 0):
+        parts.append(OBJECTS_PREFLIGHT)
     for name in chain(start, end):
         parts.append(f"\n-- {name}\n")
         parts.append(body(name))

@@ -505,13 +505,21 @@ impl StateRows<'_> {
 
     /// When none of the rows exists yet (a first load, new users, a new metric): inserts them
     /// with a plain INSERT, which costs half of the upsert's speculative insertion. Returns
-    /// false, with nothing written, when one exists, or when a concurrent writer inserts one
-    /// first (the insert then fails on the primary key, in a subtransaction that undoes it);
+    /// false, with nothing written, when one exists, when the transaction already holds 32
+    /// subtransactions, or when a concurrent writer inserts one first (the insert then fails on
+    /// the primary key, in a subtransaction that undoes it);
     /// the caller then upserts them all. Either attempt takes its row locks in the same order,
     /// and a failed one holds none of them.
     fn insert_new(&self, experiment_id: i64) -> bool {
         if self.variant.is_empty() {
             return true;
+        }
+        // Each plain insert takes a subtransaction ID. Past 64 in one transaction
+        // (PGPROC_MAX_CACHED_SUBXIDS), every snapshot in the cluster looks them up in
+        // pg_subtrans while it lasts: a transaction of many batches upserts once it holds 32.
+        let subxids = unsafe { (*pg_sys::MyProc).subxidStatus };
+        if subxids.overflowed || subxids.count >= 32 {
+            return false;
         }
         let nsp = cache::schema();
         let any = format!(

@@ -353,7 +353,7 @@ RELEASED_SCRIPTS = {
 
 # Scripts new in the version being built besides its update script: they join
 # RELEASED_SCRIPTS, with their SHA-256, when the next version starts.
-NEW_SCRIPTS = {f"ab_testing--{v}--0.15.0.sql" for v in ("0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0", "0.11.0")}
+NEW_SCRIPTS = {f"ab_testing--0.{minor}.0--0.15.0.sql" for minor in range(1, 12)}
 
 
 def test_released_install_and_update_scripts_never_change():
@@ -373,24 +373,24 @@ def test_released_install_and_update_scripts_never_change():
 
 
 def test_direct_updates_are_generated_and_taken(dsn):
-    """The direct scripts from 0.5.0 to 0.13.0 to 0.15.0 (Citus refuses those releases' own
-    scripts on a distributed installation) are what scripts/direct-updates.py writes from the
-    chain, and PostgreSQL takes them: the shortest path. The upgrade test above checks that
-    they give what a fresh install has."""
+    """The direct scripts from every release before 0.14.0 to 0.15.0 (Citus refuses those
+    releases' own scripts on a distributed installation; those before 0.12.0 name functions and
+    operators without a schema) are what scripts/direct-updates.py writes from the chain, and
+    PostgreSQL takes them: the shortest path. The upgrade test above checks that they give what
+    a fresh install has."""
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "direct-updates.py"), "--check"], check=True)
     with psycopg.connect(dsn) as c:
         paths = dict(c.execute("SELECT source, path FROM pg_extension_update_paths('ab_testing') "
                                "WHERE target = '0.15.0' AND path IS NOT NULL").fetchall())
-    direct = ["0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0", "0.11.0", "0.12.0", "0.13.0", "0.14.0"]
+    direct = [f"0.{minor}.0" for minor in range(1, 15)]
     assert {v: paths[v] for v in direct} == {v: f"{v}--0.15.0" for v in direct}, paths
-    assert paths["0.4.0"] == "0.4.0--0.5.0--0.15.0", paths
 
 
 # Operators and a function a role allowed to create objects in the extension's schema could
 # plant there, each matching an expression of an install or update script better than
 # pg_catalog's would; each logs when it runs as a superuser.
 TRAPS = [("<>", "oid", "integer"), ("=", "oid", "integer"), ("=", "oid", "regprocedure"), ("=", "oid", "regrole"),
-         ("=", "oid", "regnamespace"), ("=", "name", "text")]
+         ("=", "oid", "regnamespace"), ("=", "oid", "regclass"), ("=", "name", "text")]
 
 
 def plant_traps(c, role):
@@ -414,13 +414,16 @@ def plant_traps(c, role):
 
 def test_installs_and_updates_run_no_code_of_a_role_that_may_create_in_the_schema():
     """A role that may create objects in the extension's schema: CREATE EXTENSION and the
-    updates from 0.12.0 and 0.13.0 (their direct scripts) refuse (42501) and change nothing.
-    Once it may not, the operators and function it planted there before (matching the scripts'
-    comparisons better than pg_catalog's) are never run by the install or the update."""
+    update from every release before 0.14.0 (each by its direct script) refuse (42501) and
+    change nothing. Once it may not, the operators and function it planted there before
+    (matching the scripts' comparisons better than pg_catalog's) are never run by the install
+    or by the update from 0.12.0 or later. The update from a release before 0.12.0,
+    whose scripts name functions and operators without a schema, refuses (42501) while the
+    schema holds any function or operator of no extension, and runs once they are gone."""
     role = "ab_trap_creator"
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         c.execute(f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN END $$")
-    for version in (None, "0.12.0", "0.13.0"):
+    for version in [None] + releases():
         db = "ab_trap"
         with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
             c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
@@ -430,17 +433,29 @@ def test_installs_and_updates_run_no_code_of_a_role_that_may_create_in_the_schem
                 c.execute(f"CREATE EXTENSION ab_testing VERSION '{version}'")
             c.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
             statement = "ALTER EXTENSION ab_testing UPDATE" if version else "CREATE EXTENSION ab_testing"
-            with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
-                c.execute(statement)
-            doing = "updated only where" if version else "installed in a schema where"
-            assert doing in e.value.diag.message_primary and e.value.diag.message_primary.endswith(f"so may: {role}")
-            assert "REVOKE CREATE ON SCHEMA" in e.value.diag.message_hint
-            assert one(c, "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'ab_testing')") == version
+            if not version or release(version) < (0, 14, 0):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+                    c.execute(statement)
+                doing = "updated only where" if version else "installed in a schema where"
+                assert doing in e.value.diag.message_primary and e.value.diag.message_primary.endswith(f"so may: {role}")
+                assert "REVOKE CREATE ON SCHEMA" in e.value.diag.message_hint
+                assert one(c, "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'ab_testing')") == version
             plant_traps(c, role)
             c.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
+            if version and release(version) < (0, 12, 0):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+                    c.execute(statement)
+                assert "holds no function or operator but those of extensions" in e.value.diag.message_primary
+                assert "trap_0(oid,integer)" in e.value.diag.message_primary
+                assert "<>(oid,integer)" in e.value.diag.message_primary
+                assert "SET SCHEMA" in e.value.diag.message_hint
+                assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == version
+                assert c.execute("SELECT * FROM public.trap_log").fetchall() == [], version
+                c.execute(f"DROP OWNED BY {role}")
             c.execute(statement)
             assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == cargo_version()
-            assert c.execute("SELECT * FROM public.trap_log").fetchall() == [], version
+            if not version or release(version) >= (0, 12, 0):
+                assert c.execute("SELECT * FROM public.trap_log").fetchall() == [], version
             assert one(c, "SELECT rolsuper FROM pg_roles WHERE rolname = %s", role) is False
         drop_db(db)
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:

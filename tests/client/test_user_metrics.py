@@ -433,6 +433,31 @@ def test_a_batch_adds_to_the_state_rows_a_writer_inserted_while_it_ran():
     drop_db("ab_user_metrics")
 
 
+def test_many_batches_in_one_transaction_take_a_bounded_number_of_subtransactions():
+    """Each batch of new users inserts its state rows in a subtransaction. Past 64 in one
+    transaction every snapshot in the cluster looks them up in pg_subtrans: from the 32nd on,
+    batches in the same transaction upsert instead. The state stays exact."""
+    db = fresh_db("ab_user_metrics")
+    with psycopg.connect(db, autocommit=True) as c:
+        exp = started(c, "many batches")
+        c.execute("SELECT count(ab_get_variant(%s, 'm' || g)) FROM generate_series(1, 500) g", (exp,))
+        assigned = [u for (u,) in c.execute("SELECT user_id FROM ab_assignments WHERE experiment_id = %s "
+                                            "AND user_id LIKE 'm%%' ORDER BY user_id", (exp,)).fetchall()][:400]
+    with psycopg.connect(db) as c:
+        for b in range(40):
+            users = assigned[b * 10:b * 10 + 10]
+            assert one(c, "SELECT ab_record_results(%s, %s, %s, %s)", exp, ["latency"] * 10, [1.0] * 10, users) == 10
+        subtransactions = one(c, "SELECT count(DISTINCT xmin::text) FROM ab_user_metrics WHERE experiment_id = %s "
+                                 "AND xmin::text::bigint <> pg_current_xact_id()::text::bigint %% 4294967296", exp)
+        c.commit()
+    assert subtransactions == 32
+    with psycopg.connect(db, autocommit=True) as c:
+        assert one(c, "SELECT count(*) FROM ab_user_metrics WHERE experiment_id = %s AND metric_name = 'latency'",
+                   exp) == 400
+        assert c.execute(PER_USER_STATE_MISMATCHES).fetchall() == []
+    drop_db("ab_user_metrics")
+
+
 def test_overlapping_batches_of_new_users_keep_the_state_exact():
     """Batches of users with no state yet, each overlapping the next, run by three sessions at
     the same moments (some rolled back): whichever inserts a shared state row first, the others add to
