@@ -8,8 +8,9 @@ change from the coordinator). PostgreSQL takes the shortest update path, so
 `ALTER EXTENSION ab_testing UPDATE` from A runs the direct script, on one node as on Citus.
 
 A direct script from a release before 0.12.0 also refuses to run while the extension's
-schema holds a function or operator of no extension (OBJECTS_PREFLIGHT): those releases'
-scripts name them without a schema.
+schema belongs to a non-superuser, a non-superuser (predefined roles included) may create
+there, or it holds a function or operator of a non-superuser that is not the extension's
+(STRICT_PREFLIGHT): those releases' scripts name them without a schema.
 
 Run it after changing the update script to 0.15.0; `--check` fails when a file differs
 from what it would write (tests/client/test_operations.py runs it).
@@ -128,29 +129,63 @@ $$;
 """
 
 
-# Then, from a release before 0.12.0: the update scripts of those releases name functions and
-# operators without a schema (in their blocks, CHECK constraints and defaults), and one in the
-# extension's schema that matches better than pg_catalog's (`=(oid, regclass)`,
-# `cardinality(text[])`) would run as the role updating, or be built into a constraint. So no
-# function or operator may be there but those of an extension.
-OBJECTS_PREFLIGHT = """DO $$
+# Then, from a release before 0.12.0, whose update scripts name functions and operators
+# without a schema (in their blocks, CHECK constraints and defaults): one in the extension's
+# schema that matches better than pg_catalog's (`=(oid, regclass)`, `cardinality(text[])`)
+# would run as the role updating, or be built into a constraint. So the schema must belong to
+# a superuser (its owner could create objects there while the update runs), no role but
+# superusers may create there (predefined roles included: a member may SET ROLE to one), and
+# every function and operator there must be the extension's own or a superuser's.
+STRICT_PREFLIGHT = """DO $$
 DECLARE
+    owner oid;
+    owner_is_superuser boolean;
     found text;
 BEGIN
+    SELECT CASE WHEN n.nspowner OPERATOR(pg_catalog.=) 'pg_database_owner'::pg_catalog.regrole::pg_catalog.oid
+                THEN d.datdba ELSE n.nspowner END
+      INTO owner
+      FROM pg_catalog.pg_namespace n, pg_catalog.pg_database d
+     WHERE n.oid OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
+       AND d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
+    SELECT r.rolsuper INTO owner_is_superuser FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) owner;
+    IF NOT owner_is_superuser THEN
+        RAISE EXCEPTION 'ab_testing is updated from this release only in a schema owned by a superuser, and schema "%" is owned by role "%"',
+            '@extschema@', pg_catalog.pg_get_userbyid(owner)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'the update scripts of releases before 0.12.0 name functions and operators without a schema, and that role could create one there while the update runs: make a superuser the schema''s owner for the update (ALTER SCHEMA ... OWNER TO), or, for public, the database''s';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r.rolname::pg_catalog.text), ', ' ORDER BY r.rolname)
+      INTO found
+      FROM pg_catalog.pg_roles r
+     WHERE NOT r.rolsuper
+       AND NOT (r.rolname OPERATOR(pg_catalog.=) 'pg_database_owner'::pg_catalog.name AND owner_is_superuser)
+       AND pg_catalog.has_schema_privilege(r.oid, '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid, 'CREATE'::pg_catalog.text);
+    IF found IS NOT NULL THEN
+        RAISE EXCEPTION 'ab_testing is updated from this release only where no role but superusers may create objects in its schema, and in schema "%" so may: %',
+            '@extschema@', found
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'an operator or function they create there could run as the role updating the extension: revoke CREATE on the schema from them for the update (REVOKE CREATE ON SCHEMA ... FROM ...), then grant it back';
+    END IF;
     SELECT pg_catalog.string_agg(o.what, ', ' ORDER BY o.what)
       INTO found
-      FROM (SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls, p.oid
+      FROM (SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls,
+                   p.oid, p.proowner AS owner
               FROM pg_catalog.pg_proc p
              WHERE p.pronamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
             UNION ALL
-            SELECT o.oid::pg_catalog.regoperator::pg_catalog.text, 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid
+            SELECT o.oid::pg_catalog.regoperator::pg_catalog.text, 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid, o.oprowner
               FROM pg_catalog.pg_operator o
              WHERE o.oprnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid) o
-     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+     WHERE NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) o.owner)
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d, pg_catalog.pg_extension e
                         WHERE d.classid OPERATOR(pg_catalog.=) o.cls::pg_catalog.oid AND d.objid OPERATOR(pg_catalog.=) o.oid
-                          AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog."char");
+                          AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog."char"
+                          AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass::pg_catalog.oid
+                          AND d.refobjid OPERATOR(pg_catalog.=) e.oid
+                          AND e.extname OPERATOR(pg_catalog.=) 'ab_testing'::pg_catalog.name);
     IF found IS NOT NULL THEN
-        RAISE EXCEPTION 'ab_testing is updated from this release only where its schema holds no function or operator but those of extensions, and schema "%" holds: %',
+        RAISE EXCEPTION 'ab_testing is updated from this release only where its schema holds no function or operator of a role other than superusers, and schema "%" holds: %',
             '@extschema@', found
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'the update scripts of releases before 0.12.0 name functions and operators without a schema, and one of these could match better than pg_catalog''s and run as the role updating: move them to another schema for the update (ALTER FUNCTION ... SET SCHEMA, ALTER OPERATOR ... SET SCHEMA), then move them back';
@@ -227,7 +262,7 @@ def direct(start, end):
              f"-- matches a fresh install object by object.\n"
              f"\\echo Use \"ALTER EXTENSION ab_testing UPDATE TO '{end}'\" to load this file. \\quit\n\n", PREFLIGHT]
     if tuple(int(x) for x in start.split(".")) < (0, 12, 0):
-        parts.append(OBJECTS_PREFLIGHT)
+        parts.append(STRICT_PREFLIGHT)
     for name in chain(start, end):
         parts.append(f"\n-- {name}\n")
         parts.append(body(name))

@@ -23,22 +23,54 @@ END
 $$;
 DO $$
 DECLARE
+    owner oid;
+    owner_is_superuser boolean;
     found text;
 BEGIN
+    SELECT CASE WHEN n.nspowner OPERATOR(pg_catalog.=) 'pg_database_owner'::pg_catalog.regrole::pg_catalog.oid
+                THEN d.datdba ELSE n.nspowner END
+      INTO owner
+      FROM pg_catalog.pg_namespace n, pg_catalog.pg_database d
+     WHERE n.oid OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
+       AND d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
+    SELECT r.rolsuper INTO owner_is_superuser FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) owner;
+    IF NOT owner_is_superuser THEN
+        RAISE EXCEPTION 'ab_testing is updated from this release only in a schema owned by a superuser, and schema "%" is owned by role "%"',
+            '@extschema@', pg_catalog.pg_get_userbyid(owner)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'the update scripts of releases before 0.12.0 name functions and operators without a schema, and that role could create one there while the update runs: make a superuser the schema''s owner for the update (ALTER SCHEMA ... OWNER TO), or, for public, the database''s';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r.rolname::pg_catalog.text), ', ' ORDER BY r.rolname)
+      INTO found
+      FROM pg_catalog.pg_roles r
+     WHERE NOT r.rolsuper
+       AND NOT (r.rolname OPERATOR(pg_catalog.=) 'pg_database_owner'::pg_catalog.name AND owner_is_superuser)
+       AND pg_catalog.has_schema_privilege(r.oid, '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid, 'CREATE'::pg_catalog.text);
+    IF found IS NOT NULL THEN
+        RAISE EXCEPTION 'ab_testing is updated from this release only where no role but superusers may create objects in its schema, and in schema "%" so may: %',
+            '@extschema@', found
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'an operator or function they create there could run as the role updating the extension: revoke CREATE on the schema from them for the update (REVOKE CREATE ON SCHEMA ... FROM ...), then grant it back';
+    END IF;
     SELECT pg_catalog.string_agg(o.what, ', ' ORDER BY o.what)
       INTO found
-      FROM (SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls, p.oid
+      FROM (SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls,
+                   p.oid, p.proowner AS owner
               FROM pg_catalog.pg_proc p
              WHERE p.pronamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
             UNION ALL
-            SELECT o.oid::pg_catalog.regoperator::pg_catalog.text, 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid
+            SELECT o.oid::pg_catalog.regoperator::pg_catalog.text, 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid, o.oprowner
               FROM pg_catalog.pg_operator o
              WHERE o.oprnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid) o
-     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+     WHERE NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) o.owner)
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d, pg_catalog.pg_extension e
                         WHERE d.classid OPERATOR(pg_catalog.=) o.cls::pg_catalog.oid AND d.objid OPERATOR(pg_catalog.=) o.oid
-                          AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog."char");
+                          AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog."char"
+                          AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass::pg_catalog.oid
+                          AND d.refobjid OPERATOR(pg_catalog.=) e.oid
+                          AND e.extname OPERATOR(pg_catalog.=) 'ab_testing'::pg_catalog.name);
     IF found IS NOT NULL THEN
-        RAISE EXCEPTION 'ab_testing is updated from this release only where its schema holds no function or operator but those of extensions, and schema "%" holds: %',
+        RAISE EXCEPTION 'ab_testing is updated from this release only where its schema holds no function or operator of a role other than superusers, and schema "%" holds: %',
             '@extschema@', found
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'the update scripts of releases before 0.12.0 name functions and operators without a schema, and one of these could match better than pg_catalog''s and run as the role updating: move them to another schema for the update (ALTER FUNCTION ... SET SCHEMA, ALTER OPERATOR ... SET SCHEMA), then move them back';

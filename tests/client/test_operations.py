@@ -412,14 +412,27 @@ def plant_traps(c, role):
     c.execute("RESET ROLE")
 
 
+def refused(c, statement, version, *words):
+    """`statement` fails with 42501, its message and hint saying `words`, and changes nothing."""
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+        c.execute(statement)
+    said = e.value.diag.message_primary + " " + e.value.diag.message_hint
+    assert all(w in said for w in words), (version, said)
+    assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == version
+    if one(c, "SELECT to_regclass('public.trap_log') IS NOT NULL"):
+        assert c.execute("SELECT * FROM public.trap_log").fetchall() == [], version
+
+
 def test_installs_and_updates_run_no_code_of_a_role_that_may_create_in_the_schema():
     """A role that may create objects in the extension's schema: CREATE EXTENSION and the
     update from every release before 0.14.0 (each by its direct script) refuse (42501) and
     change nothing. Once it may not, the operators and function it planted there before
     (matching the scripts' comparisons better than pg_catalog's) are never run by the install
-    or by the update from 0.12.0 or later. The update from a release before 0.12.0,
-    whose scripts name functions and operators without a schema, refuses (42501) while the
-    schema holds any function or operator of no extension, and runs once they are gone."""
+    or by the update from 0.12.0 or later. The update from a release before 0.12.0, whose
+    scripts name functions and operators without a schema, refuses (42501) while the schema
+    holds a function or operator of the role (even one added to an extension), while a
+    predefined role may create there, and while a non-superuser owns the schema; it runs
+    once none holds."""
     role = "ab_trap_creator"
     with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
         c.execute(f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN END $$")
@@ -443,15 +456,23 @@ def test_installs_and_updates_run_no_code_of_a_role_that_may_create_in_the_schem
             plant_traps(c, role)
             c.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
             if version and release(version) < (0, 12, 0):
-                with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
-                    c.execute(statement)
-                assert "holds no function or operator but those of extensions" in e.value.diag.message_primary
-                assert "trap_0(oid,integer)" in e.value.diag.message_primary
-                assert "<>(oid,integer)" in e.value.diag.message_primary
-                assert "SET SCHEMA" in e.value.diag.message_hint
-                assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == version
-                assert c.execute("SELECT * FROM public.trap_log").fetchall() == [], version
+                # Still the role's when added to an extension (it could own a trusted one).
+                c.execute("ALTER EXTENSION plpgsql ADD FUNCTION public.trap_0(oid, integer)")
+                c.execute("ALTER EXTENSION plpgsql ADD OPERATOR public.<>(oid, integer)")
+                refused(c, statement, version, "holds no function or operator of a role other than superusers",
+                        "trap_0(oid,integer)", "<>(oid,integer)", "SET SCHEMA")
+                c.execute("ALTER EXTENSION plpgsql DROP FUNCTION public.trap_0(oid, integer)")
+                c.execute("ALTER EXTENSION plpgsql DROP OPERATOR public.<>(oid, integer)")
                 c.execute(f"DROP OWNED BY {role}")
+                # A predefined role that may create there: its members may SET ROLE to it.
+                c.execute("GRANT CREATE ON SCHEMA public TO pg_write_all_data")
+                refused(c, statement, version, "so may: pg_write_all_data", "REVOKE CREATE ON SCHEMA")
+                c.execute("REVOKE CREATE ON SCHEMA public FROM pg_write_all_data")
+                # An owner could grant itself CREATE back while the update runs.
+                c.execute(f"ALTER SCHEMA public OWNER TO {role}")
+                c.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
+                refused(c, statement, version, f'owned by role "{role}"', "OWNER TO")
+                c.execute("ALTER SCHEMA public OWNER TO pg_database_owner")
             c.execute(statement)
             assert one(c, "SELECT extversion FROM pg_extension WHERE extname = 'ab_testing'") == cargo_version()
             if not version or release(version) >= (0, 12, 0):
