@@ -9,8 +9,7 @@ change from the coordinator). PostgreSQL takes the shortest update path, so
 
 A direct script from a release before 0.12.0 also refuses to run while the extension's
 schema belongs to a non-superuser, a non-superuser (predefined roles included) may create
-there, or it holds a function or operator of a non-superuser that is not the extension's
-(STRICT_PREFLIGHT): those releases' scripts name them without a schema.
+there, or it holds a function or operator that is not the extension's (STRICT_PREFLIGHT): those releases' scripts name them without a schema.
 
 Run it after changing the update script to 0.15.0; `--check` fails when a file differs
 from what it would write (tests/client/test_operations.py runs it).
@@ -135,7 +134,9 @@ $$;
 # would run as the role updating, or be built into a constraint. So the schema must belong to
 # a superuser (its owner could create objects there while the update runs), no role but
 # superusers may create there (predefined roles included: a member may SET ROLE to one), and
-# every function and operator there must be the extension's own or a superuser's.
+# every function and operator there must be the extension's own: who owns one says nothing
+# of who wrote it (REASSIGN OWNED hands a departing role's objects to a superuser), and a
+# role may add its own to an extension it owns (a trusted one).
 STRICT_PREFLIGHT = """DO $$
 DECLARE
     owner oid;
@@ -169,26 +170,24 @@ BEGIN
     END IF;
     SELECT pg_catalog.string_agg(o.what, ', ' ORDER BY o.what)
       INTO found
-      FROM (SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls,
-                   p.oid, p.proowner AS owner
+      FROM (SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls, p.oid
               FROM pg_catalog.pg_proc p
              WHERE p.pronamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
             UNION ALL
-            SELECT o.oid::pg_catalog.regoperator::pg_catalog.text, 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid, o.oprowner
+            SELECT o.oid::pg_catalog.regoperator::pg_catalog.text, 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid
               FROM pg_catalog.pg_operator o
              WHERE o.oprnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid) o
-     WHERE NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) o.owner)
-       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d, pg_catalog.pg_extension e
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d, pg_catalog.pg_extension e
                         WHERE d.classid OPERATOR(pg_catalog.=) o.cls::pg_catalog.oid AND d.objid OPERATOR(pg_catalog.=) o.oid
                           AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog."char"
                           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass::pg_catalog.oid
                           AND d.refobjid OPERATOR(pg_catalog.=) e.oid
                           AND e.extname OPERATOR(pg_catalog.=) 'ab_testing'::pg_catalog.name);
     IF found IS NOT NULL THEN
-        RAISE EXCEPTION 'ab_testing is updated from this release only where its schema holds no function or operator of a role other than superusers, and schema "%" holds: %',
+        RAISE EXCEPTION 'ab_testing is updated from this release only where its schema holds no function or operator but its own, and schema "%" holds: %',
             '@extschema@', found
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'the update scripts of releases before 0.12.0 name functions and operators without a schema, and one of these could match better than pg_catalog''s and run as the role updating: move them to another schema for the update (ALTER FUNCTION ... SET SCHEMA, ALTER OPERATOR ... SET SCHEMA), then move them back';
+                  HINT = 'the update scripts of releases before 0.12.0 name functions and operators without a schema, and one of these could match better than pg_catalog''s and run as the role updating: move them to another schema for the update (ALTER FUNCTION ... SET SCHEMA, ALTER OPERATOR ... SET SCHEMA, ALTER EXTENSION ... SET SCHEMA), then move them back';
     END IF;
 END
 $$;

@@ -54,26 +54,24 @@ BEGIN
     END IF;
     SELECT pg_catalog.string_agg(o.what, ', ' ORDER BY o.what)
       INTO found
-      FROM (SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls,
-                   p.oid, p.proowner AS owner
+      FROM (SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls, p.oid
               FROM pg_catalog.pg_proc p
              WHERE p.pronamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
             UNION ALL
-            SELECT o.oid::pg_catalog.regoperator::pg_catalog.text, 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid, o.oprowner
+            SELECT o.oid::pg_catalog.regoperator::pg_catalog.text, 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid
               FROM pg_catalog.pg_operator o
              WHERE o.oprnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid) o
-     WHERE NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) o.owner)
-       AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d, pg_catalog.pg_extension e
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d, pg_catalog.pg_extension e
                         WHERE d.classid OPERATOR(pg_catalog.=) o.cls::pg_catalog.oid AND d.objid OPERATOR(pg_catalog.=) o.oid
                           AND d.deptype OPERATOR(pg_catalog.=) 'e'::pg_catalog."char"
                           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass::pg_catalog.oid
                           AND d.refobjid OPERATOR(pg_catalog.=) e.oid
                           AND e.extname OPERATOR(pg_catalog.=) 'ab_testing'::pg_catalog.name);
     IF found IS NOT NULL THEN
-        RAISE EXCEPTION 'ab_testing is updated from this release only where its schema holds no function or operator of a role other than superusers, and schema "%" holds: %',
+        RAISE EXCEPTION 'ab_testing is updated from this release only where its schema holds no function or operator but its own, and schema "%" holds: %',
             '@extschema@', found
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'the update scripts of releases before 0.12.0 name functions and operators without a schema, and one of these could match better than pg_catalog''s and run as the role updating: move them to another schema for the update (ALTER FUNCTION ... SET SCHEMA, ALTER OPERATOR ... SET SCHEMA), then move them back';
+                  HINT = 'the update scripts of releases before 0.12.0 name functions and operators without a schema, and one of these could match better than pg_catalog''s and run as the role updating: move them to another schema for the update (ALTER FUNCTION ... SET SCHEMA, ALTER OPERATOR ... SET SCHEMA, ALTER EXTENSION ... SET SCHEMA), then move them back';
     END IF;
 END
 $$;
