@@ -39,6 +39,22 @@ NAMED = {
     ],
 }
 
+# (After QUALIFY.) The roles that could run ab_analyze, kept across 0.8.0->0.9.0 as "function|role,..." with
+# the role's name: a name holding "," or "|" broke the update. Kept as the argument type and
+# the role's oid instead (0: PUBLIC), neither of which holds them.
+FIXED = {
+    "ab_testing--0.8.0--0.9.0.sql": [
+        ("pg_catalog.format('%s|%s', p.oid::regprocedure, CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'PUBLIC'\n"
+         "                                                            ELSE a.grantee::regrole::text END), ','), ''), true)",
+         "pg_catalog.format('%s|%s', p.proargtypes[0]::pg_catalog.regtype, a.grantee), ','), ''), true)"),
+        ("pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', pg_catalog.split_part(g, '|', 1), "
+         "pg_catalog.split_part(g, '|', 2));",
+         "pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(%s) TO %s', pg_catalog.split_part(g, '|', 1),\n"
+         "            CASE pg_catalog.split_part(g, '|', 2) WHEN '0' THEN 'PUBLIC'\n"
+         "            ELSE pg_catalog.split_part(g, '|', 2)::pg_catalog.oid::pg_catalog.regrole::pg_catalog.text END);"),
+    ],
+}
+
 # Per released script, its statements on distributed tables, exactly as written there (after
 # NAMED).
 REWRITES = {
@@ -243,7 +259,7 @@ def body(name):
     text = "".join(lines)
     for plain, qualified in QUALIFY:
         text = text.replace(plain, qualified)
-    for plain, named in NAMED.get(name, []):
+    for plain, named in NAMED.get(name, []) + FIXED.get(name, []):
         assert text.count(plain) == 1, (name, plain)
         text = text.replace(plain, named)
     for statement in REWRITES.get(name, []):

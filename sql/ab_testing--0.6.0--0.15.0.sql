@@ -1008,8 +1008,7 @@ WHERE i.computed_at = (SELECT max(j.computed_at) FROM @extschema@.ab_insights j 
 -- Who may run ab_analyze now (roles given ab_grant_analyst or ab_grant_admin, or a GRANT of
 -- their own), kept for this transaction to give them the same right on the new functions.
 SELECT pg_catalog.set_config('ab_testing.analyze_grantees', coalesce(pg_catalog.string_agg(DISTINCT
-           pg_catalog.format('%s|%s', p.oid::regprocedure, CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'PUBLIC'
-                                                            ELSE a.grantee::regrole::text END), ','), ''), true)
+           pg_catalog.format('%s|%s', p.proargtypes[0]::pg_catalog.regtype, a.grantee), ','), ''), true)
 FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
 WHERE p.oid IN ('@extschema@.ab_analyze(text)'::pg_catalog.regprocedure, '@extschema@.ab_analyze(bigint)'::pg_catalog.regprocedure)
   AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'::pg_catalog.text AND a.grantee OPERATOR(pg_catalog.<>) p.proowner;
@@ -1103,7 +1102,9 @@ DECLARE
     g text;
 BEGIN
     FOREACH g IN ARRAY pg_catalog.string_to_array(pg_catalog.current_setting('ab_testing.analyze_grantees'), ',') LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', pg_catalog.split_part(g, '|', 1), pg_catalog.split_part(g, '|', 2));
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION @extschema@.ab_analyze(%s) TO %s', pg_catalog.split_part(g, '|', 1),
+            CASE pg_catalog.split_part(g, '|', 2) WHEN '0' THEN 'PUBLIC'
+            ELSE pg_catalog.split_part(g, '|', 2)::pg_catalog.oid::pg_catalog.regrole::pg_catalog.text END);
     END LOOP;
 END
 $$;

@@ -625,6 +625,22 @@ def test_upgrade_to_0_13_0_grants_bulk_recording_to_whoever_could_record():
         for r in roles:
             c.execute(f"DROP ROLE IF EXISTS {r}")
 
+def test_update_keeps_ab_analyze_for_a_role_whose_name_holds_a_comma_and_a_bar():
+    """0.9.0 recreated ab_analyze and gave it back to whoever could run it, through a list that
+    a role named with "," or "|" broke (the update failed): the update from 0.8.0 keeps it."""
+    role = "ab upgrade,analyst|x"
+    db = fresh_db("ab_upgrade_analyze", "0.8.0")
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute(f'DO $$ BEGIN CREATE ROLE "{role}"; EXCEPTION WHEN duplicate_object THEN END $$')
+        c.execute(f'GRANT EXECUTE ON FUNCTION ab_analyze(text), ab_analyze(bigint) TO "{role}"')
+        c.execute("ALTER EXTENSION ab_testing UPDATE")
+        for f in ("ab_analyze(text)", "ab_analyze(bigint)"):
+            assert one(c, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", role, f) is True, f
+    drop_db("ab_upgrade_analyze")
+    with psycopg.connect(conninfo("postgres"), autocommit=True) as c:
+        c.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
 def test_upgrade_to_0_14_0_lets_whoever_could_break_down_run_the_impact_functions():
     """0.14.0 adds ab_interactions, ab_differential_impact, ab_funnel and ab_retention: the
     update grants them to every
